@@ -1,0 +1,28 @@
+import { engineCommand } from "./engine.ts";
+
+const USAGE = `Usage: mr COMMAND [ARGS]
+
+Commands:
+  engine    run the built-in inference engine for one GGUF model
+
+Run 'mr COMMAND --help' for more on a command.`;
+
+const commands: Record<string, (argv: readonly string[]) => Promise<number>> = {
+  engine: engineCommand,
+};
+
+async function main(argv: readonly string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+    process.stdout.write(`${USAGE}\n`);
+    return name === undefined ? 2 : 0;
+  }
+  const command = commands[name];
+  if (!command) {
+    process.stderr.write(`mr: unknown command "${name}". Run 'mr --help' for the list.\n`);
+    return 2;
+  }
+  return command(rest);
+}
+
+process.exitCode = await main(process.argv.slice(2));

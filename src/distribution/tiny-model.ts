@@ -1,0 +1,201 @@
+import { writeGguf, type GgufTensorSpec, type GgufValue } from "./gguf-writer.ts";
+
+/**
+ * Generates small, valid llama-architecture GGUF models with deterministic
+ * pseudo-random weights. Tests and benchmarks make their models with this;
+ * nothing is ever downloaded. The text such a model writes is gibberish, but
+ * it goes through the same loading, tokenizing, templating and sampling code
+ * as a real model.
+ */
+export interface TinyModelOptions {
+  /** Weights are a pure function of this seed. Default 1. */
+  seed?: number;
+  /** Default 64. Must be a multiple of `heads`. */
+  embeddingLength?: number;
+  /** Default 2. */
+  blockCount?: number;
+  /** Default 128. */
+  feedForwardLength?: number;
+  /** Default 4. */
+  heads?: number;
+  /** Trained context length written to the metadata. Default 4096. */
+  contextLength?: number;
+  /** `general.name`. Default "tiny-llama". */
+  name?: string;
+  /** Jinja chat template; `null` writes none. Default: ChatML. */
+  chatTemplate?: string | null;
+  /** Pooling for embedding models (`llama.pooling_type`). Default: none written. */
+  pooling?: "mean" | "cls" | "last";
+  /**
+   * Leaves byte and special tokens reachable by the output layer. By default
+   * their output rows are zeroed so greedy text is readable ASCII gibberish
+   * that never ends early on `</s>`.
+   */
+  keepSpecialLogits?: boolean;
+}
+
+export const CHATML_TEMPLATE =
+  "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}" +
+  "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+const WORDS = [
+  "the", "hello", "world", "is", "a", "an", "of", "and", "to", "in", "it", "you", "that", "was", "for", "on", "are",
+  "with", "as", "be", "at", "this", "have", "from", "or", "one", "had", "by", "word", "but", "not", "what", "all",
+  "were", "we", "when", "your", "can", "said", "there", "use", "each", "which", "she", "do", "how", "their", "if",
+  "will", "up", "other", "about", "out", "many", "then", "them", "these", "so", "some", "her", "would", "make",
+  "like", "him", "into", "time", "has", "look", "two", "more", "write", "go", "see", "number", "no", "way", "could",
+  "people", "my", "than", "first", "water", "been", "call", "who", "oil", "its", "now", "find", "long", "down",
+  "day", "did", "get", "come", "made", "may", "part", "model", "runner", "user", "assistant", "system",
+];
+
+/** Token types as llama.cpp reads them (`llama_token_type`). */
+const TOKEN_NORMAL = 1;
+const TOKEN_UNKNOWN = 2;
+const TOKEN_CONTROL = 3;
+const TOKEN_BYTE = 6;
+
+interface Vocab {
+  tokens: string[];
+  scores: number[];
+  types: number[];
+  /** Tokens the output layer should never pick by default. */
+  silent: Set<number>;
+}
+
+function buildVocab(): Vocab {
+  const tokens: string[] = [];
+  const scores: number[] = [];
+  const types: number[] = [];
+  const silent = new Set<number>();
+  const add = (t: string, score: number, type: number, isSilent: boolean) => {
+    if (isSilent) silent.add(tokens.length);
+    tokens.push(t);
+    scores.push(score);
+    types.push(type);
+  };
+  add("<unk>", 0, TOKEN_UNKNOWN, true);
+  add("<s>", 0, TOKEN_CONTROL, true);
+  add("</s>", 0, TOKEN_CONTROL, true);
+  for (let b = 0; b < 256; b++) add(`<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`, 0, TOKEN_BYTE, true);
+  add("<|im_start|>", 0, TOKEN_CONTROL, true);
+  add("<|im_end|>", 0, TOKEN_CONTROL, true);
+  // SentencePiece merges prefer higher scores: longer pieces score higher.
+  const pieces = new Set<string>(["\u2581"]);
+  for (const c of "abcdefghijklmnopqrstuvwxyz") {
+    pieces.add(c);
+    pieces.add(`\u2581${c}`);
+  }
+  for (const c of ".,!?:;'-0123456789") pieces.add(c);
+  // SentencePiece builds a word by merging pairs, so every prefix must be a piece too.
+  for (const w of WORDS) {
+    for (let n = 2; n <= w.length; n++) {
+      pieces.add(`\u2581${w.slice(0, n)}`);
+      pieces.add(w.slice(0, n));
+    }
+  }
+  for (const p of pieces) add(p, -1000 + p.length * 10, TOKEN_NORMAL, false);
+  return { tokens, scores, types, silent };
+}
+
+/** A stateless hash of (seed, tensor, index) → [-1, 1): chunking cannot change the weights. */
+function noise(seed: number, tensor: number, index: number): number {
+  let h = Math.imul(seed ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(tensor + 1, 0xc2b2ae35) ^ index;
+  h = Math.imul(h ^ (h >>> 16), 0x7feb352d);
+  h = Math.imul(h ^ (h >>> 15), 0x846ca68b);
+  h ^= h >>> 16;
+  return (h >>> 0) / 2147483648 - 1;
+}
+
+/** Parameter count of the model these options describe. */
+export function tinyModelParameterCount(options: TinyModelOptions = {}): number {
+  const spec = tinyModelTensors(options, buildVocab());
+  return spec.reduce((n, t) => n + t.dims.reduce((a, b) => a * b, 1), 0);
+}
+
+function tinyModelTensors(options: TinyModelOptions, vocab: Vocab): GgufTensorSpec[] {
+  const seed = options.seed ?? 1;
+  const nEmbd = options.embeddingLength ?? 64;
+  const nFf = options.feedForwardLength ?? 128;
+  const nLayers = options.blockCount ?? 2;
+  const nVocab = vocab.tokens.length;
+  let tensorIndex = 0;
+  const random = (name: string, dims: number[], scale: number): GgufTensorSpec => {
+    const id = tensorIndex++;
+    return {
+      name,
+      dims,
+      fill: (out, offset) => {
+        for (let i = 0; i < out.length; i++) out[i] = noise(seed, id, offset + i) * scale;
+      },
+    };
+  };
+  const ones = (name: string, dims: number[]): GgufTensorSpec => ({ name, dims, fill: (out) => out.fill(1) });
+  const w = 1 / Math.sqrt(nEmbd);
+  const tensors: GgufTensorSpec[] = [random("token_embd.weight", [nEmbd, nVocab], 1)];
+  for (let i = 0; i < nLayers; i++) {
+    tensors.push(
+      ones(`blk.${i}.attn_norm.weight`, [nEmbd]),
+      random(`blk.${i}.attn_q.weight`, [nEmbd, nEmbd], w),
+      random(`blk.${i}.attn_k.weight`, [nEmbd, nEmbd], w),
+      random(`blk.${i}.attn_v.weight`, [nEmbd, nEmbd], w),
+      random(`blk.${i}.attn_output.weight`, [nEmbd, nEmbd], w),
+      ones(`blk.${i}.ffn_norm.weight`, [nEmbd]),
+      random(`blk.${i}.ffn_gate.weight`, [nEmbd, nFf], w),
+      random(`blk.${i}.ffn_up.weight`, [nEmbd, nFf], w),
+      random(`blk.${i}.ffn_down.weight`, [nFf, nEmbd], 1 / Math.sqrt(nFf)),
+    );
+  }
+  tensors.push(ones("output_norm.weight", [nEmbd]));
+  const output = random("output.weight", [nEmbd, nVocab], w * 4);
+  if (!options.keepSpecialLogits) {
+    const fillRandom = output.fill;
+    output.fill = (out, offset) => {
+      fillRandom(out, offset);
+      for (let i = 0; i < out.length; i++) {
+        if (vocab.silent.has(Math.floor((offset + i) / nEmbd))) out[i] = 0;
+      }
+    };
+  }
+  tensors.push(output);
+  return tensors;
+}
+
+/**
+ * Writes a tiny llama GGUF to `path` (atomically) and resolves with its size
+ * in bytes. The defaults give a ~0.5 MB model with a ChatML template.
+ */
+export async function writeTinyModel(path: string, options: TinyModelOptions = {}): Promise<number> {
+  const nEmbd = options.embeddingLength ?? 64;
+  const heads = options.heads ?? 4;
+  if (nEmbd % heads !== 0) throw new RangeError(`embeddingLength ${nEmbd} is not a multiple of heads ${heads}`);
+  const vocab = buildVocab();
+  const metadata: Record<string, GgufValue> = {
+    "general.architecture": { type: "string", value: "llama" },
+    "general.name": { type: "string", value: options.name ?? "tiny-llama" },
+    "general.file_type": { type: "u32", value: 0 },
+    "llama.context_length": { type: "u32", value: options.contextLength ?? 4096 },
+    "llama.embedding_length": { type: "u32", value: nEmbd },
+    "llama.block_count": { type: "u32", value: options.blockCount ?? 2 },
+    "llama.feed_forward_length": { type: "u32", value: options.feedForwardLength ?? 128 },
+    "llama.attention.head_count": { type: "u32", value: heads },
+    "llama.attention.head_count_kv": { type: "u32", value: heads },
+    "llama.rope.dimension_count": { type: "u32", value: nEmbd / heads },
+    "llama.attention.layer_norm_rms_epsilon": { type: "f32", value: 1e-5 },
+    "llama.vocab_size": { type: "u32", value: vocab.tokens.length },
+    "tokenizer.ggml.model": { type: "string", value: "llama" },
+    "tokenizer.ggml.tokens": { type: "string[]", value: vocab.tokens },
+    "tokenizer.ggml.scores": { type: "f32[]", value: vocab.scores },
+    "tokenizer.ggml.token_type": { type: "i32[]", value: vocab.types },
+    "tokenizer.ggml.unknown_token_id": { type: "u32", value: 0 },
+    "tokenizer.ggml.bos_token_id": { type: "u32", value: 1 },
+    "tokenizer.ggml.eos_token_id": { type: "u32", value: 2 },
+    "tokenizer.ggml.add_bos_token": { type: "bool", value: true },
+    "tokenizer.ggml.add_eos_token": { type: "bool", value: false },
+  };
+  const template = options.chatTemplate === undefined ? CHATML_TEMPLATE : options.chatTemplate;
+  if (template !== null) metadata["tokenizer.chat_template"] = { type: "string", value: template };
+  if (options.pooling) {
+    metadata["llama.pooling_type"] = { type: "u32", value: { mean: 1, cls: 2, last: 3 }[options.pooling] };
+  }
+  return writeGguf(path, metadata, tinyModelTensors(options, vocab));
+}

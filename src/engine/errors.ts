@@ -1,0 +1,74 @@
+import { InvalidRequestError, RunnerError, type OpenAIErrorType } from "../errors.ts";
+
+/**
+ * The engine's errors. Bodies follow llama-server's OpenAI-style shape,
+ * `{"error":{"code":<status>,"message","type",...}}`, so that clients see the
+ * same thing from this engine and from a real llama-server.
+ */
+
+/** The prompt does not fit the slot's context; never truncated silently. */
+export class ContextSizeExceededError extends RunnerError {
+  readonly code = "exceed_context_size";
+  readonly status = 400;
+  override readonly type = "exceed_context_size_error";
+  override readonly extra: Readonly<Record<string, unknown>>;
+  constructor(promptTokens: number, contextSize: number) {
+    super(
+      `request (${promptTokens} tokens) exceeds the available context size (${contextSize} tokens), try increasing it`,
+    );
+    this.extra = { n_prompt_tokens: promptTokens, n_ctx: contextSize };
+  }
+}
+
+/** A request named a model this engine does not serve (the Backend contract's 421). */
+export class WrongModelError extends RunnerError {
+  readonly code = "model_mismatch";
+  readonly status = 421;
+  override readonly type = "invalid_request_error";
+  constructor(requested: string, served: string) {
+    super(`This engine serves only "${served}", not "${requested}". Send the request for "${requested}" to its own engine.`);
+  }
+}
+
+export class ModelLoadingError extends RunnerError {
+  readonly code = "loading";
+  readonly status = 503;
+  override readonly type = "unavailable_error";
+  constructor() {
+    super("Loading model");
+  }
+}
+
+/** The endpoint needs the other mode (embeddings vs completions). */
+export class WrongModeError extends InvalidRequestError {
+  override readonly code = "wrong_mode";
+  constructor(endpoint: string, needed: "embedding" | "completion") {
+    super(
+      needed === "embedding"
+        ? `${endpoint} needs an engine started in embedding mode: start it with --embeddings (or configure the model with mode "embedding").`
+        : `${endpoint} is not served by an engine in embedding mode: start it without --embeddings.`,
+    );
+  }
+}
+
+export class UnauthorizedError extends RunnerError {
+  readonly code = "unauthorized";
+  readonly status = 401;
+  override readonly type = "authentication_error";
+  constructor() {
+    super("Invalid API Key");
+  }
+}
+
+/** The engine's JSON error body for any thrown value. */
+export function engineErrorBody(error: unknown): { status: number; body: unknown } {
+  if (error instanceof RunnerError) {
+    const param = error instanceof InvalidRequestError && error.param !== null ? { param: error.param } : {};
+    return {
+      status: error.status,
+      body: { error: { code: error.status, message: error.message, type: error.type, ...param, ...error.extra } },
+    };
+  }
+  const type: OpenAIErrorType = "server_error";
+  return { status: 500, body: { error: { code: 500, message: "Internal server error", type } } };
+}

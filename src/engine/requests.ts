@@ -1,0 +1,118 @@
+import { z } from "zod";
+import { InvalidRequestError } from "../errors.ts";
+import { DEFAULT_SAMPLING, type SamplingParams } from "./generate.ts";
+import type { ChatMessage } from "./chat-prompt.ts";
+
+/**
+ * Request bodies of the engine's OpenAI endpoints. Unknown fields are
+ * accepted (clients send many), but every field we read is type- and
+ * range-checked, and a bad one is a 400 that names it.
+ */
+
+const textPart = z.object({ type: z.literal("text"), text: z.string() });
+const content = z.union([z.string(), z.array(z.union([textPart, z.looseObject({ type: z.string() })]))]);
+
+const message = z.looseObject({
+  role: z.enum(["system", "developer", "user", "assistant"]),
+  content: content.nullish(),
+});
+
+const stop = z.union([z.string(), z.array(z.string()).max(16)]).nullish();
+
+const sampling = {
+  model: z.string().optional(),
+  max_tokens: z.number().int().min(0).nullish(),
+  temperature: z.number().min(0).max(100).nullish(),
+  top_p: z.number().min(0).max(1).nullish(),
+  top_k: z.number().int().min(0).nullish(),
+  min_p: z.number().min(0).max(1).nullish(),
+  seed: z.number().int().nullish(),
+  stop,
+  presence_penalty: z.number().min(-2).max(2).nullish(),
+  frequency_penalty: z.number().min(-2).max(2).nullish(),
+  n: z.number().int().nullish(),
+  stream: z.boolean().nullish(),
+  stream_options: z.looseObject({ include_usage: z.boolean().optional() }).nullish(),
+};
+
+export const chatCompletionRequest = z.looseObject({
+  ...sampling,
+  messages: z.array(message).min(1),
+  max_completion_tokens: z.number().int().min(0).nullish(),
+});
+
+export const completionRequest = z.looseObject({
+  ...sampling,
+  prompt: z.union([z.string(), z.array(z.string()).min(1)]),
+});
+
+const tokenArray = z.array(z.number().int().min(0));
+export const embeddingRequest = z.looseObject({
+  model: z.string().optional(),
+  input: z.union([z.string(), z.array(z.string()).min(1), tokenArray.min(1), z.array(tokenArray.min(1)).min(1)]),
+  encoding_format: z.enum(["float", "base64"]).optional(),
+});
+
+export const tokenizeRequest = z.looseObject({
+  content: z.string(),
+  add_special: z.boolean().optional(),
+  with_pieces: z.boolean().optional(),
+});
+
+export const detokenizeRequest = z.looseObject({ tokens: tokenArray });
+
+/** Parses `body` with `schema`, or throws a 400 naming the first bad field. */
+export function parseRequest<S extends z.ZodType>(schema: S, body: unknown): z.infer<S> {
+  if (body === null || typeof body !== "object" || Array.isArray(body)) {
+    throw new InvalidRequestError("The request body must be a JSON object.");
+  }
+  const result = schema.safeParse(body);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0]!;
+  const param = issue.path.map(String).join(".") || null;
+  const what = issue.code === "invalid_type" && issue.input === undefined ? "is required" : `is invalid: ${issue.message}`;
+  throw new InvalidRequestError(`'${param ?? "body"}' ${what}`, param);
+}
+
+type Sampling = {
+  [K in keyof typeof sampling]?: z.infer<(typeof sampling)[K]>;
+};
+
+/** Sampling settings from a request, llama-server's defaults where absent. */
+export function samplingFrom(req: Sampling, maxTokens: number | null | undefined): SamplingParams {
+  if (req.n !== undefined && req.n !== null && req.n !== 1) {
+    throw new InvalidRequestError("Only n=1 is supported.", "n");
+  }
+  const stops = req.stop === undefined || req.stop === null ? [] : typeof req.stop === "string" ? [req.stop] : req.stop;
+  return {
+    temperature: req.temperature ?? DEFAULT_SAMPLING.temperature,
+    topP: req.top_p ?? DEFAULT_SAMPLING.topP,
+    topK: req.top_k ?? DEFAULT_SAMPLING.topK,
+    minP: req.min_p ?? DEFAULT_SAMPLING.minP,
+    seed: req.seed ?? null,
+    presencePenalty: req.presence_penalty ?? 0,
+    frequencyPenalty: req.frequency_penalty ?? 0,
+    maxTokens: maxTokens ?? null,
+    stop: stops.filter((s) => s !== ""),
+  };
+}
+
+/** Flattens OpenAI message content (string or text parts) into plain text. */
+export function chatMessagesFrom(messages: z.infer<typeof chatCompletionRequest>["messages"]): ChatMessage[] {
+  return messages.map((m, i) => {
+    let text = "";
+    if (typeof m.content === "string") text = m.content;
+    else if (Array.isArray(m.content)) {
+      for (const [j, part] of m.content.entries()) {
+        if (part.type !== "text" || typeof (part as { text?: unknown }).text !== "string") {
+          throw new InvalidRequestError(
+            `messages[${i}].content[${j}] has type "${part.type}"; this model accepts only text content.`,
+            `messages.${i}.content.${j}.type`,
+          );
+        }
+        text += (part as { text: string }).text;
+      }
+    }
+    return { role: m.role, content: text };
+  });
+}

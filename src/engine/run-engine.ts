@@ -1,0 +1,56 @@
+import { rm } from "node:fs/promises";
+import { basename } from "node:path";
+import { messageOf } from "../errors.ts";
+import { ModelHost } from "./model-host.ts";
+import type { EngineOptions } from "./options.ts";
+import { createEngineApp, type EngineState } from "./server.ts";
+
+/**
+ * Runs the engine until `signal` aborts: listens first (so `/health` can say
+ * "Loading model"), then loads the model. Resolves after the server is closed
+ * and the model is freed; rejects if listening or loading fails.
+ */
+export async function runEngine(
+  options: EngineOptions,
+  signal: AbortSignal,
+  log: (line: string) => void = (line) => process.stderr.write(`${line}\n`),
+): Promise<void> {
+  const state: EngineState = { host: null, apiKey: options.apiKey, modelId: options.alias ?? basename(options.modelPath) };
+  const app = createEngineApp(state);
+  if (options.listen.kind === "socket") {
+    // A socket file left by a killed engine would make listen fail with EADDRINUSE.
+    await rm(options.listen.path, { force: true });
+    await app.listen({ path: options.listen.path });
+    log(`engine: listening on ${options.listen.path}`);
+  } else {
+    const address = await app.listen({ host: options.listen.host, port: options.listen.port });
+    log(`engine: listening on ${address}`);
+  }
+  const closing = new Promise<void>((resolve) => {
+    if (signal.aborted) resolve();
+    else signal.addEventListener("abort", () => resolve(), { once: true });
+  });
+  try {
+    const started = performance.now();
+    const loading = ModelHost.load(options);
+    const host = await Promise.race([loading, closing.then(() => null)]);
+    if (host === null) {
+      // Stopped while loading: let the load finish so its memory is freed cleanly.
+      await loading.then((h) => h.dispose(), () => undefined);
+      return;
+    }
+    state.host = host;
+    log(
+      `engine: model ${state.modelId} loaded in ${Math.round(performance.now() - started)} ms ` +
+        `(${host.info.mode}, context ${host.info.contextSize}, ${host.info.parallel} slot(s), ${options.threads} thread(s))`,
+    );
+    await closing;
+  } catch (error) {
+    log(`engine: error: ${messageOf(error)}`);
+    throw error;
+  } finally {
+    await app.close();
+    if (options.listen.kind === "socket") await rm(options.listen.path, { force: true });
+    await state.host?.dispose();
+  }
+}

@@ -1,0 +1,359 @@
+import { randomBytes } from "node:crypto";
+import { once } from "node:events";
+import type { ServerResponse } from "node:http";
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
+import type { Token } from "node-llama-cpp";
+import { InvalidRequestError, RunnerError } from "../errors.ts";
+import { engineErrorBody, ModelLoadingError, UnauthorizedError, WrongModelError, WrongModeError } from "./errors.ts";
+import type { GenerationResult } from "./generate.ts";
+import type { ModelHost } from "./model-host.ts";
+import {
+  chatCompletionRequest,
+  chatMessagesFrom,
+  completionRequest,
+  detokenizeRequest,
+  embeddingRequest,
+  parseRequest,
+  samplingFrom,
+  tokenizeRequest,
+} from "./requests.ts";
+
+/** What the HTTP layer needs to know about the engine's state. */
+export interface EngineState {
+  /** The loaded model, or null while it is still loading. */
+  host: ModelHost | null;
+  apiKey: string | null;
+  /** The model id requests must name (alias or file name), known before loading ends. */
+  modelId: string;
+}
+
+const BODY_LIMIT_BYTES = 32 * 1024 * 1024;
+/** Routes that stay open when an API key is set, as in llama-server. */
+const PUBLIC_ROUTES = new Set(["/health", "/v1/health", "/v1/models", "/models"]);
+
+const newId = (prefix: string) => `${prefix}-${randomBytes(12).toString("base64url")}`;
+
+/**
+ * Builds the engine's HTTP app: llama-server's OpenAI-compatible routes for
+ * the one model in `state`. The caller listens and closes it.
+ */
+export function createEngineApp(state: EngineState): FastifyInstance {
+  const app = Fastify({ bodyLimit: BODY_LIMIT_BYTES, logger: false, return503OnClosing: true });
+
+  // Any body is read as JSON whatever its Content-Type (curl's default is form
+  // encoding); malformed JSON becomes an OpenAI-shaped 400 below.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser("*", { parseAs: "string" }, (_req, body, done) => {
+    if (body === "") return done(null, undefined);
+    try {
+      done(null, JSON.parse(body as string));
+    } catch (error) {
+      done(new InvalidRequestError(`Malformed JSON in request body: ${(error as Error).message}`), undefined);
+    }
+  });
+
+  app.setErrorHandler((error, _request, reply) => {
+    let mapped: unknown = error;
+    if (!(error instanceof RunnerError)) {
+      const e = error as { statusCode?: number; message?: string; code?: string };
+      if (e.code === "FST_ERR_CTP_BODY_TOO_LARGE") mapped = new BodyTooLargeError();
+      else if (typeof e.statusCode === "number" && e.statusCode < 500) mapped = new InvalidRequestError(e.message ?? "Bad request");
+    }
+    const { status, body } = engineErrorBody(mapped);
+    void reply.code(status).send(body);
+  });
+  app.setNotFoundHandler((request, reply) => {
+    void reply.code(404).send({ error: { code: 404, message: `File Not Found: ${request.method} ${request.url}`, type: "not_found_error" } });
+  });
+
+  app.addHook("onRequest", async (request) => {
+    if (state.apiKey === null || PUBLIC_ROUTES.has(request.url.split("?")[0]!)) return;
+    const auth = request.headers.authorization;
+    const given = auth?.startsWith("Bearer ") ? auth.slice(7) : request.headers["x-api-key"];
+    if (given !== state.apiKey) throw new UnauthorizedError();
+  });
+
+  const ready = (): ModelHost => {
+    if (!state.host) throw new ModelLoadingError();
+    return state.host;
+  };
+  const checkModel = (requested: string | undefined) => {
+    if (requested !== undefined && requested !== "" && requested !== state.modelId) {
+      throw new WrongModelError(requested, state.modelId);
+    }
+  };
+
+  app.get("/health", async (_req, reply) => {
+    if (!state.host) {
+      const { status, body } = engineErrorBody(new ModelLoadingError());
+      return reply.code(status).send(body);
+    }
+    return { status: "ok" };
+  });
+
+  const listModels = async () => {
+    const host = state.host;
+    const info = host?.info;
+    return {
+      object: "list",
+      data: [
+        {
+          id: state.modelId,
+          object: "model",
+          created: info?.created ?? Math.floor(Date.now() / 1000),
+          owned_by: "model-runner",
+          meta: info
+            ? {
+                n_ctx: info.contextSize,
+                n_ctx_slot: info.slotContextSize,
+                n_parallel: info.parallel,
+                n_ctx_train: info.trainContextSize,
+                n_params: info.parameters,
+                n_embd: info.embeddingLength,
+                n_vocab: info.vocabSize,
+                size: info.sizeBytes,
+                mode: info.mode,
+              }
+            : null,
+        },
+      ],
+    };
+  };
+  app.get("/v1/models", listModels);
+  app.get("/models", listModels);
+
+  const chat = async (request: FastifyRequest, reply: FastifyReply) => {
+    const body = parseRequest(chatCompletionRequest, request.body);
+    checkModel(body.model);
+    const host = ready();
+    if (host.mode !== "completion") throw new WrongModeError("/v1/chat/completions", "completion");
+    const params = samplingFrom(body, body.max_completion_tokens ?? body.max_tokens);
+    const prompt = host.chatPrompt(chatMessagesFrom(body.messages));
+    const id = newId("chatcmpl");
+    const created = Math.floor(Date.now() / 1000);
+    const model = state.modelId;
+    if (body.stream) {
+      const includeUsage = body.stream_options?.include_usage === true;
+      const chunk = (delta: object, finish: string | null) => ({
+        id,
+        object: "chat.completion.chunk",
+        created,
+        model,
+        choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }],
+      });
+      return streamSse(request, reply, async (send, signal) => {
+        await send(chunk({ role: "assistant", content: "" }, null));
+        const result = await host.complete(prompt, params, (text) => send(chunk({ content: text }, null)), signal);
+        await send({ ...chunk({}, result.finishReason), timings: timingsOf(result) });
+        if (includeUsage) await send({ id, object: "chat.completion.chunk", created, model, choices: [], usage: usageOf(result) });
+      });
+    }
+    const { text, result } = await collect(request, reply, (onText, signal) => host.complete(prompt, params, onText, signal));
+    return {
+      id,
+      object: "chat.completion",
+      created,
+      model,
+      choices: [{ index: 0, message: { role: "assistant", content: text }, logprobs: null, finish_reason: result.finishReason }],
+      usage: usageOf(result),
+      timings: timingsOf(result),
+    };
+  };
+  app.post("/v1/chat/completions", chat);
+  app.post("/chat/completions", chat);
+
+  const completions = async (request: FastifyRequest, reply: FastifyReply) => {
+    const body = parseRequest(completionRequest, request.body);
+    checkModel(body.model);
+    const host = ready();
+    if (host.mode !== "completion") throw new WrongModeError("/v1/completions", "completion");
+    const params = samplingFrom(body, body.max_tokens ?? 16);
+    const prompts = (typeof body.prompt === "string" ? [body.prompt] : body.prompt).map((p) => host.tokenize(p, true));
+    const id = newId("cmpl");
+    const created = Math.floor(Date.now() / 1000);
+    const model = state.modelId;
+    if (body.stream) {
+      const includeUsage = body.stream_options?.include_usage === true;
+      const chunk = (index: number, text: string, finish: string | null) => ({
+        id,
+        object: "text_completion",
+        created,
+        model,
+        choices: [{ index, text, logprobs: null, finish_reason: finish }],
+      });
+      return streamSse(request, reply, async (send, signal) => {
+        const results: GenerationResult[] = [];
+        for (const [index, prompt] of prompts.entries()) {
+          const result = await host.complete(prompt, params, (text) => send(chunk(index, text, null)), signal);
+          await send(chunk(index, "", result.finishReason));
+          results.push(result);
+        }
+        if (includeUsage) await send({ id, object: "text_completion", created, model, choices: [], usage: sumUsage(results) });
+      });
+    }
+    const outputs = await Promise.all(
+      prompts.map((prompt) => collect(request, reply, (onText, signal) => host.complete(prompt, params, onText, signal))),
+    );
+    return {
+      id,
+      object: "text_completion",
+      created,
+      model,
+      choices: outputs.map(({ text, result }, index) => ({ index, text, logprobs: null, finish_reason: result.finishReason })),
+      usage: sumUsage(outputs.map((o) => o.result)),
+    };
+  };
+  app.post("/v1/completions", completions);
+  app.post("/completions", completions);
+
+  const embeddings = async (request: FastifyRequest, reply: FastifyReply) => {
+    const body = parseRequest(embeddingRequest, request.body);
+    checkModel(body.model);
+    const host = ready();
+    if (host.mode !== "embedding") throw new WrongModeError("/v1/embeddings", "embedding");
+    const input = body.input;
+    const inputs: Array<string | Token[]> =
+      typeof input === "string"
+        ? [input]
+        : input.every((x) => typeof x === "number")
+          ? [input as Token[]]
+          : (input as Array<string | Token[]>);
+    const { vectors, tokens } = await withAbort(request, reply, (signal) => host.embed(inputs, signal));
+    const base64 = body.encoding_format === "base64";
+    return {
+      object: "list",
+      model: state.modelId,
+      data: vectors.map((v, index) => ({
+        object: "embedding",
+        index,
+        embedding: base64 ? Buffer.from(new Float32Array(v).buffer).toString("base64") : v,
+      })),
+      usage: { prompt_tokens: tokens, total_tokens: tokens },
+    };
+  };
+  app.post("/v1/embeddings", embeddings);
+  app.post("/embeddings", embeddings);
+
+  app.post("/tokenize", async (request) => {
+    const body = parseRequest(tokenizeRequest, request.body);
+    const host = ready();
+    const tokens = host.tokenize(body.content, body.add_special ?? false);
+    if (body.with_pieces) return { tokens: tokens.map((id) => ({ id, piece: host.tokenPiece(id) })) };
+    return { tokens };
+  });
+  app.post("/detokenize", async (request) => {
+    const body = parseRequest(detokenizeRequest, request.body);
+    const host = ready();
+    const limit = host.info.vocabSize;
+    const bad = body.tokens.findIndex((t) => t >= limit);
+    if (bad >= 0) throw new InvalidRequestError(`tokens[${bad}] = ${body.tokens[bad]} is not in the vocabulary (size ${limit})`, `tokens.${bad}`);
+    return { content: host.detokenize(body.tokens as Token[]) };
+  });
+
+  return app;
+}
+
+class BodyTooLargeError extends RunnerError {
+  readonly code = "request_too_large";
+  readonly status = 413;
+  override readonly type = "invalid_request_error";
+  constructor() {
+    super(`The request body is larger than ${BODY_LIMIT_BYTES / 1024 / 1024} MiB.`);
+  }
+}
+
+function usageOf(r: GenerationResult) {
+  return { prompt_tokens: r.promptTokens, completion_tokens: r.completionTokens, total_tokens: r.promptTokens + r.completionTokens };
+}
+
+function sumUsage(results: readonly GenerationResult[]) {
+  const prompt = results.reduce((n, r) => n + r.promptTokens, 0);
+  const completion = results.reduce((n, r) => n + r.completionTokens, 0);
+  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+}
+
+/** llama-server's `timings` object: measured, in milliseconds. */
+function timingsOf(r: GenerationResult) {
+  return {
+    prompt_n: r.promptTokensEvaluated,
+    prompt_ms: r.promptMs,
+    predicted_n: r.completionTokens,
+    predicted_ms: r.generationMs,
+    cache_n: r.promptTokens - r.promptTokensEvaluated,
+  };
+}
+
+/** An AbortSignal that fires when the client goes away before the response is complete. */
+function clientSignal(reply: FastifyReply): { signal: AbortSignal; done: () => void } {
+  const controller = new AbortController();
+  const raw: ServerResponse = reply.raw;
+  const onClose = () => {
+    if (!raw.writableFinished) controller.abort(new ClientGoneError());
+  };
+  raw.on("close", onClose);
+  return { signal: controller.signal, done: () => raw.off("close", onClose) };
+}
+
+class ClientGoneError extends Error {
+  override readonly name = "ClientGoneError";
+  constructor() {
+    super("client disconnected");
+  }
+}
+
+async function withAbort<T>(_request: FastifyRequest, reply: FastifyReply, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const { signal, done } = clientSignal(reply);
+  try {
+    return await run(signal);
+  } finally {
+    done();
+  }
+}
+
+async function collect(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  run: (onText: (t: string) => void, signal: AbortSignal) => Promise<GenerationResult>,
+): Promise<{ text: string; result: GenerationResult }> {
+  let text = "";
+  const result = await withAbort(request, reply, (signal) => run((t) => void (text += t), signal));
+  return { text, result };
+}
+
+/**
+ * Streams Server-Sent Events. Validation errors thrown before the first event
+ * still become normal JSON error responses; once the stream has begun, an
+ * error is sent as a last `data: {"error":...}` event. Writes wait for the
+ * socket to drain, so a slow reader slows generation instead of filling memory.
+ */
+async function streamSse(
+  _request: FastifyRequest,
+  reply: FastifyReply,
+  run: (send: (event: object) => Promise<void>, signal: AbortSignal) => Promise<void>,
+): Promise<void> {
+  const raw = reply.raw;
+  const { signal, done } = clientSignal(reply);
+  let started = false;
+  const write = async (text: string) => {
+    if (signal.aborted) throw signal.reason;
+    if (!started) {
+      started = true;
+      reply.hijack();
+      raw.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
+    }
+    if (!raw.write(text)) await Promise.race([once(raw, "drain"), once(raw, "close")]);
+  };
+  try {
+    await run((event) => write(`data: ${JSON.stringify(event)}\n\n`), signal);
+    await write("data: [DONE]\n\n");
+    raw.end();
+  } catch (error) {
+    if (!started) throw error;
+    if (!signal.aborted) {
+      raw.write(`data: ${JSON.stringify(engineErrorBody(error).body)}\n\n`);
+    }
+    raw.end();
+  } finally {
+    done();
+  }
+}

@@ -1,0 +1,23 @@
+import { readFile } from "node:fs/promises";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { getLlama, LlamaLogLevel } from "node-llama-cpp";
+
+/**
+ * The engine's `--version` line, in llama-server's `version: ...` form:
+ * the binding's version and the compute variant its native build uses.
+ * Loading the binding here is the real check that it works on this machine.
+ */
+export async function engineVersionLine(): Promise<string> {
+  // The package exports no ./package.json; its entry is dist/index.js.
+  const entry = createRequire(import.meta.url).resolve("node-llama-cpp");
+  const pkgPath = join(dirname(entry), "..", "package.json");
+  const { version } = JSON.parse(await readFile(pkgPath, "utf8")) as { version: string };
+  const llama = await getLlama({ gpu: "auto", build: "never", skipDownload: true, logLevel: LlamaLogLevel.error, progressLogs: false });
+  try {
+    const variant = llama.gpu === false ? "CPU" : { cuda: "CUDA", vulkan: "Vulkan", metal: "Metal" }[llama.gpu];
+    return `version: node-llama-cpp ${version}, ${variant}`;
+  } finally {
+    await llama.dispose();
+  }
+}

@@ -1,0 +1,77 @@
+import type { BackendMode } from "./mode.ts";
+
+/**
+ * The model a backend runs: files already in the local store. `name` is the
+ * id that requests must carry in their `model` field.
+ */
+export interface ModelFiles {
+  name: string;
+  /** The GGUF file (the first shard for a sharded model). */
+  ggufPath: string;
+  /** A Jinja chat template packaged with the model, overriding the GGUF's own. */
+  chatTemplatePath?: string | undefined;
+  /** A multimodal projector packaged with the model. */
+  mmprojPath?: string | undefined;
+}
+
+/** Per-runner settings (from `_configure` or the model's own config). */
+export interface BackendConfig {
+  /** Total context tokens; undefined = the backend's default. */
+  contextSize?: number | undefined;
+  /** Parallel sequences decoded together; undefined = 1. */
+  parallel?: number | undefined;
+  /** Extra engine flags, already checked against the backend's allowlist. */
+  runtimeFlags?: readonly string[] | undefined;
+}
+
+export interface RunRequest {
+  /** Unix socket path the backend's server must listen on. */
+  socket: string;
+  model: ModelFiles;
+  mode: BackendMode;
+  config?: BackendConfig | undefined;
+  /** Called once, when the server answers `/health` with 200. */
+  onReady?: (() => void) | undefined;
+  /** Receives the engine's log output, line by line. */
+  onLog?: ((line: string) => void) | undefined;
+}
+
+/**
+ * An inference engine backend: the TypeScript form of Docker Model Runner's
+ * `inference.Backend`. Implementations need not be safe for concurrent calls
+ * of these methods, but the servers they run must serve concurrent requests.
+ */
+export interface Backend {
+  /**
+   * The backend's name: lowercase, usable as a path component in HTTP paths
+   * and socket file names, and shown to users.
+   */
+  readonly name: string;
+
+  /**
+   * True if the backend manages models itself (it is handed a reference, not
+   * files); false if it runs models from the shared local store.
+   */
+  readonly usesExternalModelManagement: boolean;
+
+  /**
+   * Ensures the backend is installed. Resolves if it is (or already was);
+   * rejects with the reason it cannot be. Safe to call more than once.
+   */
+  install(signal: AbortSignal): Promise<void>;
+
+  /**
+   * Runs an OpenAI-compatible server on `request.socket` for exactly
+   * `request.model`. Requests naming any other model are answered with 421.
+   *
+   * One-shot: it never restarts a failed process. It resolves only when
+   * `signal` aborts, and then only after every process it started has exited.
+   * If the server fails (fails to start, never becomes healthy, or dies), it
+   * rejects with the cause, including the tail of the engine's output. In
+   * every case no child process survives the settled promise.
+   */
+  run(request: RunRequest, signal: AbortSignal): Promise<void>;
+
+  /** The backend's state for users, e.g. `Running: ...`, `Not Installed: ...`, `Error: ...`. */
+  status(): string;
+}
