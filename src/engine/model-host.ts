@@ -42,7 +42,13 @@ export class ModelHost {
     readonly llama: Llama,
     readonly model: LlamaModel,
     readonly info: ModelInfo,
-    private readonly completion: { context: LlamaContext; slots: SlotPool<LlamaContextSequence>; prompter: ChatPrompter } | null,
+    private readonly completion: {
+      context: LlamaContext;
+      sequences: readonly LlamaContextSequence[];
+      slots: SlotPool<LlamaContextSequence>;
+      busy: Set<LlamaContextSequence>;
+      prompter: ChatPrompter;
+    } | null,
     private readonly embedding: { context: LlamaEmbeddingContext; queue: SlotPool<LlamaEmbeddingContext> } | null,
   ) {}
 
@@ -98,7 +104,13 @@ export class ModelHost {
         mode: "completion",
         chatTemplate: prompter.templateName,
       };
-      return new ModelHost(llama, model, info, { context, slots: new SlotPool(sequences), prompter }, null);
+      return new ModelHost(
+        llama,
+        model,
+        info,
+        { context, sequences, slots: new SlotPool(sequences), busy: new Set(), prompter },
+        null,
+      );
     } catch (error) {
       await llama.dispose();
       throw error;
@@ -116,6 +128,13 @@ export class ModelHost {
     return { busy: (this.completion ? this.info.parallel : 1) - pool.idle, waiting: pool.waiting };
   }
 
+  /** Per-slot state, as llama-server's `/slots` reports it. */
+  slots(): Array<{ id: number; is_processing: boolean; n_ctx: number }> {
+    const c = this.completion;
+    if (!c) return [{ id: 0, is_processing: this.load.busy > 0, n_ctx: this.info.slotContextSize }];
+    return c.sequences.map((s, id) => ({ id, is_processing: c.busy.has(s), n_ctx: this.info.slotContextSize }));
+  }
+
   tokenize(text: string, addSpecial: boolean): Token[] {
     const tokens = this.model.tokenize(text, true);
     const bos = this.model.tokens.bos;
@@ -129,8 +148,9 @@ export class ModelHost {
     return this.model.detokenize(tokens, true);
   }
 
+  /** The token's own text, leading space included (detokenizing at the start of a text drops it). */
   tokenPiece(token: Token): string {
-    return this.model.detokenize([token], true);
+    return this.model.detokenize([token], true, [token]);
   }
 
   chatPrompt(messages: readonly ChatMessage[]): Token[] {
@@ -147,7 +167,7 @@ export class ModelHost {
     onText: (text: string) => Promise<void> | void,
     signal: AbortSignal,
   ): Promise<GenerationResult> {
-    const { slots, prompter } = this.requireCompletion();
+    const { slots, prompter, busy } = this.requireCompletion();
     if (prompt.length >= this.info.slotContextSize) {
       throw new ContextSizeExceededError(prompt.length, this.info.slotContextSize);
     }
@@ -161,9 +181,11 @@ export class ModelHost {
       });
       return best;
     });
+    busy.add(sequence);
     try {
       return await generate({ sequence, model: this.model, prompt, params, stopTokens: prompter.stopTokens, onText, signal });
     } finally {
+      busy.delete(sequence);
       slots.release(sequence);
     }
   }

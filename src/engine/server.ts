@@ -234,6 +234,8 @@ export function createEngineApp(state: EngineState): FastifyInstance {
   app.post("/v1/embeddings", embeddings);
   app.post("/embeddings", embeddings);
 
+  app.get("/slots", async () => ready().slots());
+
   app.post("/tokenize", async (request) => {
     const body = parseRequest(tokenizeRequest, request.body);
     const host = ready();

@@ -1,0 +1,112 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { createEngineApp } from "../../src/engine/server.ts";
+import { defaultThreads, parseEngineArgs } from "../../src/engine/options.ts";
+import { SlotPool } from "../../src/engine/slot-pool.ts";
+import { StopMatcher } from "../../src/engine/stop-matcher.ts";
+
+describe("engine arguments", () => {
+  test("llama-server flag names and a .sock host", () => {
+    const o = parseEngineArgs(["-m", "a.gguf", "--host", "/run/x.sock", "-c", "8192", "-np", "4", "--embeddings", "-a", "ai/x", "-t", "3", "-ngl", "0", "--jinja"]);
+    assert.deepEqual(o.listen, { kind: "socket", path: "/run/x.sock" });
+    assert.equal(o.contextSize, 8192);
+    assert.equal(o.parallel, 4);
+    assert.equal(o.embeddings, true);
+    assert.equal(o.alias, "ai/x");
+    assert.equal(o.threads, 3);
+    assert.equal(o.gpuLayers, 0);
+  });
+
+  test("long forms with = and TCP defaults", () => {
+    const o = parseEngineArgs(["--model=a.gguf", "--ctx-size=0", "--parallel=2", "--port", "9000"]);
+    assert.deepEqual(o.listen, { kind: "tcp", host: "127.0.0.1", port: 9000 });
+    assert.equal(o.contextSize, 0);
+    assert.equal(o.parallel, 2);
+    assert.equal(o.threads, defaultThreads());
+  });
+
+  test("unknown flags and bad values are refused with the flag named", () => {
+    assert.throws(() => parseEngineArgs(["-m", "a", "--ctx-sise", "5"]), /unknown argument: --ctx-sise \(did you mean --ctx-size\?\)/);
+    assert.throws(() => parseEngineArgs(["-m", "a", "-c", "big"]), /-c needs an integer/);
+    assert.throws(() => parseEngineArgs(["-m", "a", "-np", "0"]), /-np must be at least 1/);
+    assert.throws(() => parseEngineArgs(["-c", "5"]), /--model is required/);
+    assert.throws(() => parseEngineArgs(["-m"]), /-m needs a value/);
+  });
+
+  test("threads leave a core free and never drop below one", () => {
+    assert.equal(defaultThreads(1), 1);
+    assert.equal(defaultThreads(2), 1);
+    assert.equal(defaultThreads(16), 15);
+  });
+});
+
+describe("stop sequences", () => {
+  test("holds back a possible prefix and stops at the match", () => {
+    const m = new StopMatcher(["STOP"]);
+    assert.deepEqual(m.push("hello S"), { emit: "hello ", stopped: null });
+    assert.deepEqual(m.push("T"), { emit: "", stopped: null });
+    assert.deepEqual(m.push("Xy"), { emit: "STXy", stopped: null });
+    assert.deepEqual(m.push(" and STO"), { emit: " and ", stopped: null });
+    assert.deepEqual(m.push("P tail"), { emit: "", stopped: "STOP" });
+  });
+
+  test("the earliest of several stops wins; flush returns held text", () => {
+    const m = new StopMatcher(["bb", "a"]);
+    assert.deepEqual(m.push("xxbba"), { emit: "xx", stopped: "bb" });
+    const n = new StopMatcher(["end"]);
+    assert.deepEqual(n.push("the en"), { emit: "the ", stopped: null });
+    assert.equal(n.flush(), "en");
+  });
+});
+
+describe("slot pool", () => {
+  test("first come, first served; aborted waiters leave the queue", async () => {
+    const pool = new SlotPool(["a"]);
+    const signal = new AbortController().signal;
+    const first = await pool.acquire(signal);
+    const controller = new AbortController();
+    const order: string[] = [];
+    const second = pool.acquire(controller.signal).then((s) => order.push(`second:${s}`));
+    const third = pool.acquire(signal).then((s) => order.push(`third:${s}`));
+    assert.equal(pool.waiting, 2);
+    controller.abort(new Error("gone"));
+    await assert.rejects(second, /gone/);
+    assert.equal(pool.waiting, 1);
+    pool.release(first);
+    await third;
+    assert.deepEqual(order, ["third:a"]);
+  });
+
+  test("pick chooses among free slots", async () => {
+    const pool = new SlotPool([1, 2, 3]);
+    const got = await pool.acquire(new AbortController().signal, (free) => free.indexOf(3));
+    assert.equal(got, 3);
+    assert.equal(pool.idle, 2);
+  });
+});
+
+describe("engine while loading", () => {
+  test("/health and inference answer 503 Loading model", async (t) => {
+    const app = createEngineApp({ host: null, apiKey: null, modelId: "m" });
+    t.after(() => app.close());
+    const health = await app.inject({ method: "GET", url: "/health" });
+    assert.equal(health.statusCode, 503);
+    assert.deepEqual(health.json(), { error: { code: 503, message: "Loading model", type: "unavailable_error" } });
+    const chat = await app.inject({ method: "POST", url: "/v1/chat/completions", payload: { messages: [{ role: "user", content: "x" }] } });
+    assert.equal(chat.statusCode, 503);
+  });
+
+  test("an API key guards all but health and models", async (t) => {
+    const app = createEngineApp({ host: null, apiKey: "k", modelId: "m" });
+    t.after(() => app.close());
+    assert.equal((await app.inject({ method: "GET", url: "/health" })).statusCode, 503);
+    assert.equal((await app.inject({ method: "GET", url: "/v1/models" })).statusCode, 200);
+    const denied = await app.inject({ method: "POST", url: "/v1/chat/completions", payload: {} });
+    assert.equal(denied.statusCode, 401);
+    assert.equal(denied.json().error.type, "authentication_error");
+    const bearer = await app.inject({ method: "POST", url: "/tokenize", headers: { authorization: "Bearer k" }, payload: { content: "x" } });
+    assert.equal(bearer.statusCode, 503);
+    const header = await app.inject({ method: "POST", url: "/tokenize", headers: { "x-api-key": "k" }, payload: { content: "x" } });
+    assert.equal(header.statusCode, 503);
+  });
+});
