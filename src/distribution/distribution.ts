@@ -152,7 +152,9 @@ class Distribution implements ModelDistribution {
           ...(this.o.download ?? {}),
           signal: controller.signal,
           onBytes: (n) => listeners.forEach((l) => l(n)),
-        }).finally(() => this.inflight.delete(d)),
+        }).finally(() => {
+          if (this.inflight.get(d) === entry) this.inflight.delete(d);
+        }),
       };
       entry.promise.catch(() => {});
       this.inflight.set(d, entry);
@@ -162,7 +164,11 @@ class Distribution implements ModelDistribution {
     entry.users++;
     entry.listeners.add(onBytes);
     const onAbort = () => {
-      if (--entry.users === 0) entry.controller.abort(signal.reason);
+      if (--entry.users === 0) {
+        // Detach it now: a pull starting while it winds down must start afresh (it waits on the blob lock).
+        if (this.inflight.get(d) === entry) this.inflight.delete(d);
+        entry.controller.abort(signal.reason);
+      }
     };
     signal.addEventListener("abort", onAbort, { once: true });
     try {

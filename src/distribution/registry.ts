@@ -1,4 +1,5 @@
 import { createReadStream } from "node:fs";
+import { Readable } from "node:stream";
 import type { Dispatcher } from "undici";
 import { parseChallenge, resolveCredentials, type CredentialSources } from "./auth.ts";
 import { isDigest, sha256Digest, type Digest } from "./digest.ts";
@@ -224,11 +225,17 @@ export class RegistryClient {
       u.searchParams.set("digest", d);
       return u.href;
     };
-    const counted = (from: number, to: number) => () => {
-      const s = createReadStream(path, { start: from, end: to - 1, highWaterMark: 1 << 20 });
-      s.on("data", (c) => opts.onBytes?.((c as Buffer).length));
-      return s;
-    };
+    // Counts bytes as the HTTP client pulls them (a 'data' listener would start the flow before it reads).
+    const counted = (from: number, to: number) => () =>
+      Readable.from(
+        (async function* () {
+          for await (const c of createReadStream(path, { start: from, end: to - 1, highWaterMark: 1 << 20 })) {
+            opts.onBytes?.((c as Buffer).length);
+            yield c as Buffer;
+          }
+        })(),
+        { objectMode: false },
+      );
     if (size <= opts.chunkSizeBytes) {
       const res = await this.send("PUT", withDigest(location), {
         headers: { "content-type": "application/octet-stream", "content-length": String(size) },
@@ -236,8 +243,8 @@ export class RegistryClient {
         signal: opts.signal,
         retry: false,
       });
+      if (res.statusCode !== 201) throw await this.unexpected(res, `PUT blob ${d}`);
       await res.body.dump();
-      if (res.statusCode !== 201) throw new RegistryError(`${this.host} refused blob ${d} (${res.statusCode}).`);
       return;
     }
     for (let off = 0; off < size; off += opts.chunkSizeBytes) {
