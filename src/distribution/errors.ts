@@ -1,0 +1,132 @@
+import { RunnerError, type OpenAIErrorType } from "../errors.ts";
+
+/**
+ * Errors raised by the distribution layer. Each fixes a stable `code` and the
+ * HTTP status the daemon answers with (DMR's statuses, dmr.md §1a).
+ */
+
+/** A model reference that cannot be parsed; the message quotes it. */
+export class InvalidReferenceError extends RunnerError {
+  readonly code = "invalid_reference";
+  readonly status = 400;
+  override readonly type: OpenAIErrorType = "invalid_request_error";
+  constructor(
+    readonly reference: string,
+    reason: string,
+    options?: ErrorOptions,
+  ) {
+    super(`Invalid model reference "${reference}": ${reason}.`, options);
+  }
+}
+
+/** The model (or a tag, or an ID prefix) is not in the local store. */
+export class ModelNotFoundError extends RunnerError {
+  readonly code = "model_not_found";
+  readonly status = 404;
+  override readonly type: OpenAIErrorType = "not_found_error";
+  constructor(
+    readonly reference: string,
+    options?: ErrorOptions,
+  ) {
+    super(`Model "${reference}" is not in the local store. Pull it first.`, options);
+  }
+}
+
+/** The registry or Hugging Face has no such repository, tag or file. */
+export class RemoteNotFoundError extends RunnerError {
+  readonly code = "remote_model_not_found";
+  readonly status = 404;
+  override readonly type: OpenAIErrorType = "not_found_error";
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+  }
+}
+
+/** The registry refused our credentials (or we had none and it wants some). */
+export class UnauthorizedError extends RunnerError {
+  readonly code = "unauthorized";
+  readonly status = 401;
+  override readonly type: OpenAIErrorType = "authentication_error";
+  constructor(host: string, detail = "", options?: ErrorOptions) {
+    super(
+      `Access to ${host} was denied${detail ? ` (${detail})` : ""}. Log in with \`docker login ${host}\`, ` +
+        `set DOCKER_USERNAME/DOCKER_PASSWORD, or pass a token.`,
+      options,
+    );
+  }
+}
+
+/** The request conflicts with the store's state (several tags and no force, tag exists...). */
+export class ModelConflictError extends RunnerError {
+  readonly code = "model_conflict";
+  readonly status = 409;
+  override readonly type: OpenAIErrorType = "invalid_request_error";
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+  }
+}
+
+/** The artifact's config media type is not one this runner understands (DMR answers 422). */
+export class UnsupportedMediaTypeError extends RunnerError {
+  readonly code = "unsupported_media_type";
+  readonly status = 422;
+  override readonly type: OpenAIErrorType = "not_supported_error";
+  constructor(
+    readonly mediaType: string,
+    options?: ErrorOptions,
+  ) {
+    super(
+      `Config media type "${mediaType}" is not supported. This runner reads Docker model artifacts ` +
+        `(application/vnd.docker.ai.model.config.v0.1+json or v0.2+json); upgrade it or pull another tag.`,
+      options,
+    );
+  }
+}
+
+/** The registry answered something we cannot use (5xx after retries, protocol violation). */
+export class RegistryError extends RunnerError {
+  readonly code: string = "registry_error";
+  readonly status: number = 502;
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+  }
+}
+
+/** Downloaded bytes do not hash to the digest they were asked for; nothing of them is kept. */
+export class DigestMismatchError extends RegistryError {
+  override readonly code = "digest_mismatch";
+  constructor(
+    readonly expected: string,
+    readonly actual: string,
+    options?: ErrorOptions,
+  ) {
+    super(`Downloaded content for ${expected} hashed to ${actual}; it was discarded. Try the pull again.`, options);
+  }
+}
+
+/** No bytes arrived for too long; the download is retried from where it stopped. */
+export class StalledDownloadError extends RegistryError {
+  override readonly code = "download_stalled";
+  constructor(url: string, stallMs: number) {
+    super(`No data from ${url} for ${stallMs} ms.`);
+  }
+}
+
+/** A file given to packaging or a tar to load is not what it should be. */
+export class InvalidArtifactError extends RunnerError {
+  readonly code = "invalid_artifact";
+  readonly status = 400;
+  override readonly type: OpenAIErrorType = "invalid_request_error";
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+  }
+}
+
+/** The store on disk is damaged or was written by an incompatible version. */
+export class StoreError extends RunnerError {
+  readonly code = "store_error";
+  readonly status = 500;
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+  }
+}

@@ -1,0 +1,131 @@
+import { listFiles, type ListFileEntry } from "@huggingface/hub";
+import type { Dispatcher } from "undici";
+import { fetch as undiciFetch } from "undici";
+import { isDigest, type Digest } from "./digest.ts";
+import { InvalidArtifactError, RegistryError, RemoteNotFoundError, UnauthorizedError } from "./errors.ts";
+import { httpRequest, type HttpResponse } from "./http.ts";
+
+export const DEFAULT_HF_ENDPOINT = "https://huggingface.co";
+export const DEFAULT_QUANT = "Q4_K_M";
+
+/** One file to fetch from a Hugging Face repo. */
+export interface HfFile {
+  path: string;
+  size: number;
+  /** sha256 of an LFS file (every GGUF is LFS); null for small git files. */
+  digest: Digest | null;
+  kind: "gguf" | "mmproj";
+}
+
+export interface HfSelection {
+  /** GGUF files of the chosen quantization, shards in order. */
+  gguf: HfFile[];
+  mmproj: HfFile | null;
+  /** The quantization tag the model is stored under. */
+  quant: string;
+}
+
+const SHARD = /-(\d{5})-of-(\d{5})\.gguf$/i;
+
+/**
+ * Picks the GGUF file set for `tag` as DMR does: `latest`/`main`/empty prefer
+ * Q4_K_M, else the first file (or shard set); any other tag must appear in
+ * the file name (case-insensitive). All shards of the pick come in order; an
+ * mmproj is added if the repo has one (F16 preferred).
+ */
+export function selectHfFiles(repo: string, entries: ListFileEntry[], tag: string): HfSelection {
+  const toFile = (e: ListFileEntry, kind: HfFile["kind"]): HfFile => ({
+    path: e.path,
+    size: e.lfs?.size ?? e.size,
+    digest: e.lfs?.oid && isDigest(`sha256:${e.lfs.oid}`) ? (`sha256:${e.lfs.oid}` as Digest) : null,
+    kind,
+  });
+  const files = entries.filter((e) => e.type === "file" && e.path.toLowerCase().endsWith(".gguf"));
+  const isMmproj = (p: string) => /mmproj/i.test(p.split("/").pop() ?? p);
+  const models = files.filter((e) => !isMmproj(e.path)).sort((a, b) => a.path.localeCompare(b.path));
+  if (models.length === 0) throw new RemoteNotFoundError(`hf.co/${repo} has no GGUF files.`);
+  const groups = new Map<string, ListFileEntry[]>();
+  for (const e of models) {
+    const key = e.path.replace(SHARD, ".gguf");
+    groups.set(key, [...(groups.get(key) ?? []), e]);
+  }
+  const wanted = tag === "" || tag === "latest" || tag === "main" ? null : tag;
+  const matches = (key: string, q: string) => new RegExp(`(^|[-_./])${q.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}([-_.]|$)`, "i").test(key);
+  let pick: [string, ListFileEntry[]] | undefined;
+  if (wanted) {
+    pick = [...groups].find(([k]) => matches(k, wanted));
+    if (!pick) {
+      throw new RemoteNotFoundError(
+        `hf.co/${repo} has no GGUF for "${wanted}". Available: ${[...groups.keys()].map((k) => k.split("/").pop()).join(", ")}.`,
+      );
+    }
+  } else {
+    pick = [...groups].find(([k]) => matches(k, DEFAULT_QUANT)) ?? [...groups][0];
+  }
+  const [, chosen] = pick!;
+  chosen.sort((a, b) => a.path.localeCompare(b.path));
+  const total = SHARD.exec(chosen[0]!.path)?.[2];
+  if (total && Number(total) !== chosen.length) {
+    throw new InvalidArtifactError(`hf.co/${repo}: ${chosen[0]!.path} has ${chosen.length} of ${Number(total)} shards.`);
+  }
+  const mmprojs = files.filter((e) => isMmproj(e.path));
+  const mm = mmprojs.find((e) => /f16/i.test(e.path)) ?? mmprojs[0];
+  return {
+    gguf: chosen.map((e) => toFile(e, "gguf")),
+    mmproj: mm ? toFile(mm, "mmproj") : null,
+    quant: wanted ?? "latest",
+  };
+}
+
+export interface HfClientOptions {
+  /** Hub URL (HF_ENDPOINT); a mirror works. Default https://huggingface.co. */
+  endpoint?: string;
+  /** HF_TOKEN, or the request's bearer token. */
+  token?: string;
+  dispatcher?: Dispatcher;
+}
+
+/** Lists a repo's files through the Hub API (`@huggingface/hub`), mapping 401/404 to our errors. */
+export async function listHfFiles(repo: string, opts: HfClientOptions, signal?: AbortSignal): Promise<ListFileEntry[]> {
+  const out: ListFileEntry[] = [];
+  const fetchImpl = ((input: string | URL, init?: RequestInit) =>
+    undiciFetch(input, { ...(init as object), signal, ...(opts.dispatcher ? { dispatcher: opts.dispatcher } : {}) })) as unknown as typeof fetch;
+  try {
+    for await (const e of listFiles({
+      repo: { type: "model", name: repo },
+      recursive: true,
+      hubUrl: opts.endpoint ?? DEFAULT_HF_ENDPOINT,
+      fetch: fetchImpl,
+      ...(opts.token ? { accessToken: opts.token } : {}),
+    })) {
+      out.push(e);
+    }
+  } catch (e) {
+    if (signal?.aborted) throw signal.reason;
+    const status = (e as { statusCode?: number }).statusCode;
+    if (status === 401 || status === 403) throw new UnauthorizedError("huggingface.co", "set HF_TOKEN for gated or private repos", { cause: e });
+    if (status === 404) throw new RemoteNotFoundError(`hf.co/${repo} was not found on Hugging Face.`, { cause: e });
+    throw new RegistryError(`Listing hf.co/${repo} failed: ${(e as Error).message}`, { cause: e });
+  }
+  return out;
+}
+
+/** Opens `resolve/main/<path>` (the CDN redirect is followed, the token dropped off-origin). */
+export function openHfFile(repo: string, path: string, opts: HfClientOptions) {
+  const url = `${opts.endpoint ?? DEFAULT_HF_ENDPOINT}/${repo}/resolve/main/${path.split("/").map(encodeURIComponent).join("/")}`;
+  return async (range: { start: number; end: number } | null, signal: AbortSignal): Promise<HttpResponse> => {
+    const res = await httpRequest(url, {
+      headers: {
+        ...(range ? { range: `bytes=${range.start}-${range.end}` } : {}),
+        ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}),
+      },
+      signal,
+      ...(opts.dispatcher ? { dispatcher: opts.dispatcher } : {}),
+    });
+    if (res.statusCode === 401 || res.statusCode === 403) {
+      await res.body.dump();
+      throw new UnauthorizedError("huggingface.co", "set HF_TOKEN for gated or private repos");
+    }
+    return res;
+  };
+}
