@@ -332,6 +332,8 @@ interface Runner {
   leases: Set<LeaseImpl>;
   slotWaiters: SlotWaiter[];
   lastUsedMs: number | null;
+  /** Orders runners by last use where the clock cannot (same millisecond). */
+  lastUseSeq: number;
   keepAliveMs: number;
   idleDeadlineMs: number | null;
   cancelIdle: (() => void) | null;
@@ -409,6 +411,7 @@ class SchedulerImpl implements Scheduler {
   private isClosed = false;
   private shuttingDown: Promise<void> | null = null;
   private isPumping = false;
+  private useSeq = 0;
   private onAllIdle: (() => void) | null = null;
 
   constructor(
@@ -514,6 +517,8 @@ class SchedulerImpl implements Scheduler {
   /** Waits in the FIFO admission queue until the runner for `plan` exists, then attaches to it. */
   private enqueue(plan: Plan, signal: AbortSignal): Promise<LeaseImpl> {
     return new Promise<LeaseImpl>((resolve, reject) => {
+      // Metrics count only requests that really waited, not ones admitted at once.
+      let hasWaited = false;
       const onAbort = () => {
         const at = this.queue.indexOf(entry);
         if (at < 0) return;
@@ -527,7 +532,7 @@ class SchedulerImpl implements Scheduler {
         enqueuedMs: this.clock.now(),
         admit: (runner) => {
           signal.removeEventListener("abort", onAbort);
-          this.emit({ type: "dequeued", ...labels(plan), waitMs: this.clock.now() - entry.enqueuedMs, outcome: "admitted" });
+          if (hasWaited) this.emit({ type: "dequeued", ...labels(plan), waitMs: this.clock.now() - entry.enqueuedMs, outcome: "admitted" });
           // The queue already counted this request: it may wait for a slot without a second check.
           if (runner.inFlight < runner.plan.parallel && runner.slotWaiters.length === 0) resolve(this.grant(runner));
           else this.waitForSlot(runner, signal).then(resolve, reject);
@@ -550,6 +555,7 @@ class SchedulerImpl implements Scheduler {
         return;
       }
       {
+        hasWaited = true;
         this.emit({ type: "queued", ...labels(plan), queueLength: this.queue.length });
         this.log.info({ model: plan.ref, mode: plan.mode, queueLength: this.queue.length }, "request waits for memory or a runner slot");
       }
@@ -609,7 +615,7 @@ class SchedulerImpl implements Scheduler {
     let used = sum(live);
     let count = live.length;
     const victims: Runner[] = [];
-    const idle = live.filter((r) => this.isIdle(r)).sort((a, b) => (a.lastUsedMs ?? 0) - (b.lastUsedMs ?? 0));
+    const idle = live.filter((r) => this.isIdle(r)).sort((a, b) => a.lastUseSeq - b.lastUseSeq);
     for (const r of idle) {
       if (fits(used, count)) break;
       victims.push(r);
@@ -645,6 +651,7 @@ class SchedulerImpl implements Scheduler {
       leases: new Set(),
       slotWaiters: [],
       lastUsedMs: null,
+      lastUseSeq: ++this.useSeq,
       keepAliveMs: plan.keepAliveMs,
       idleDeadlineMs: null,
       cancelIdle: null,
@@ -751,6 +758,7 @@ class SchedulerImpl implements Scheduler {
     if (!runner.leases.delete(lease)) return;
     runner.inFlight--;
     runner.lastUsedMs = this.clock.now();
+    runner.lastUseSeq = ++this.useSeq;
     if (runner.state === "stopping") {
       this.notifyIfAllIdle();
       return;

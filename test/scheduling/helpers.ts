@@ -125,7 +125,7 @@ export async function harness(
   t.after(async () => {
     await scheduler.shutdown(0);
     assert.deepEqual(await childPids(), [], "an engine process survived");
-    const left = (await readdir(runDir)).filter((n) => n.endsWith(".sock") || n.endsWith(".pid"));
+    const left = (await readdir(runDir).catch(() => [] as string[])).filter((n) => n.endsWith(".sock") || n.endsWith(".pid"));
     assert.deepEqual(left, [], "sockets or pid files left behind");
     if (ownsDir) await rm(dir, { recursive: true, force: true });
   });
