@@ -122,6 +122,9 @@ export function validateRuntimeFlags(backend: string, flags: readonly string[]):
     }
     const value = eq > 0 ? raw.slice(eq + 1) : flags[++i];
     if (value === undefined || value === "") throw new RuntimeFlagError(`Runtime flag "${flag}" needs a value.`, flag);
+    if (/[/\\]/.test(value)) {
+      throw new RuntimeFlagError(`Runtime flag "${flag}" is not allowed: flags may not contain paths.`, flag);
+    }
     const isKeyword = spec.kind === "gpu-layers" && (value === "auto" || value === "all");
     if (!isKeyword && (!/^-?\d+$/.test(value) || Number(value) < spec.min)) {
       throw new RuntimeFlagError(
