@@ -1039,7 +1039,7 @@ class SchedulerImpl implements Scheduler {
   }
 
   reapOrphans(): Promise<number[]> {
-    if (this.runners.size > 0) throw new Error("reapOrphans must run before any engine is started");
+    if (this.runners.size > 0) return Promise.reject(new Error("reapOrphans must run before any engine is started"));
     return reapOrphans(this.options.runDir).then((pids) => {
       if (pids.length > 0) this.log.warn({ pids }, "stopped engines left behind by a previous run");
       return pids;
