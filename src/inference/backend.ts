@@ -30,6 +30,12 @@ export interface RunRequest {
   model: ModelFiles;
   mode: BackendMode;
   config?: BackendConfig | undefined;
+  /**
+   * Called once with the pid of the engine process (the leader of its own
+   * process group) right after it is spawned, so the caller can record it
+   * and stop the group should this daemon die without cleaning up.
+   */
+  onSpawn?: ((pid: number) => void) | undefined;
   /** Called once, when the server answers `/health` with 200. */
   onReady?: (() => void) | undefined;
   /** Receives the engine's log output, line by line. */

@@ -1,5 +1,5 @@
 export type { Backend, BackendConfig, ModelFiles, RunRequest } from "./backend.ts";
 export { BACKEND_MODES, parseBackendMode, formatBackendMode, UnknownBackendModeError, type BackendMode } from "./mode.ts";
 export { BackendRegistry, UnknownBackendError } from "./registry.ts";
-export { EngineFailedError } from "./engine-process.ts";
+export { EngineFailedError, getStatusOverSocket } from "./engine-process.ts";
 export { LlamaCppBackend, LLAMACPP_NAME, type LlamaCppBackendOptions } from "./backends/llamacpp/llamacpp-backend.ts";

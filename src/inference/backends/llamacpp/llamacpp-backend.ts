@@ -118,6 +118,7 @@ export class LlamaCppBackend implements Backend {
       env: this.options.env,
       onLog: request.onLog,
     });
+    if (engine.pid !== undefined) request.onSpawn?.(engine.pid);
     const stopped = new AbortController();
     const onAbort = () => stopped.abort(signal.reason);
     signal.addEventListener("abort", onAbort, { once: true });

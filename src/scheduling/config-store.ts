@@ -1,0 +1,111 @@
+import { randomBytes } from "node:crypto";
+import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { dirname } from "node:path";
+import { z } from "zod";
+import type { BackendMode } from "../inference/index.ts";
+import { BACKEND_MODES } from "../inference/index.ts";
+
+/** One model's settings, as `_configure` stored them. */
+export interface RunnerConfig {
+  backend: string;
+  /** The reference the user configured (for display). */
+  model: string;
+  /** The store's id for it: what configurations are keyed by. */
+  modelId: string;
+  mode: BackendMode;
+  /** Context tokens per request (each parallel slot gets this many). */
+  contextSize?: number | undefined;
+  parallel?: number | undefined;
+  /** Validated, normalized flags passed to the engine as they are. */
+  runtimeFlags: string[];
+  /** The keep-alive as given ("5m", "0", "-1"); parsed with parseDuration. */
+  keepAlive?: string | undefined;
+}
+
+const configSchema = z.object({
+  backend: z.string(),
+  model: z.string(),
+  modelId: z.string(),
+  mode: z.enum(BACKEND_MODES),
+  contextSize: z.number().int().nonnegative().optional(),
+  parallel: z.number().int().positive().optional(),
+  runtimeFlags: z.array(z.string()).default([]),
+  keepAlive: z.string().optional(),
+});
+const fileSchema = z.object({ version: z.literal(1), configs: z.array(configSchema) });
+
+export const configKey = (backend: string, modelId: string, mode: BackendMode) => `${backend}\u0000${modelId}\u0000${mode}`;
+
+/**
+ * The persisted `_configure` settings: a JSON file rewritten atomically
+ * (temporary file, then rename) on every change, so a crash leaves either the
+ * old or the new file, never half of one. Users of Ollama and Docker Model
+ * Runner lose context sizes across restarts; this file is why we do not.
+ */
+export class ConfigStore {
+  private readonly configs = new Map<string, RunnerConfig>();
+  private writing: Promise<void> = Promise.resolve();
+
+  private constructor(private readonly path: string | null) {}
+
+  /**
+   * Loads the file at `path` (missing = empty). A corrupt file is an error:
+   * silently starting from scratch would lose every setting. `null` keeps
+   * configurations in memory only.
+   */
+  static async open(path: string | null): Promise<ConfigStore> {
+    const store = new ConfigStore(path);
+    if (path === null) return store;
+    let text: string;
+    try {
+      text = await readFile(path, "utf8");
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return store;
+      throw error;
+    }
+    const parsed = fileSchema.safeParse(JSON.parse(text));
+    if (!parsed.success) throw new Error(`configuration file ${path} is not valid: ${parsed.error.message}`);
+    for (const c of parsed.data.configs) store.configs.set(configKey(c.backend, c.modelId, c.mode), c);
+    return store;
+  }
+
+  get(backend: string, modelId: string, mode: BackendMode): RunnerConfig | undefined {
+    return this.configs.get(configKey(backend, modelId, mode));
+  }
+
+  all(): RunnerConfig[] {
+    return [...this.configs.values()];
+  }
+
+  /** Stores `config` (replacing the one for its key) and resolves once it is on disk. */
+  async set(config: RunnerConfig): Promise<void> {
+    this.configs.set(configKey(config.backend, config.modelId, config.mode), config);
+    await this.persist();
+  }
+
+  async delete(backend: string, modelId: string, mode: BackendMode): Promise<boolean> {
+    const existed = this.configs.delete(configKey(backend, modelId, mode));
+    if (existed) await this.persist();
+    return existed;
+  }
+
+  /** Writes are serialized so an older snapshot never lands after a newer one. */
+  private persist(): Promise<void> {
+    const path = this.path;
+    if (path === null) return Promise.resolve();
+    const snapshot = JSON.stringify({ version: 1, configs: this.all() }, null, 2);
+    const write = this.writing.then(async () => {
+      await mkdir(dirname(path), { recursive: true });
+      const tmp = `${path}.${randomBytes(4).toString("hex")}.tmp`;
+      try {
+        await writeFile(tmp, `${snapshot}\n`, { mode: 0o600, flush: true });
+        await rename(tmp, path);
+      } catch (error) {
+        await rm(tmp, { force: true });
+        throw error;
+      }
+    });
+    this.writing = write.catch(() => undefined);
+    return write;
+  }
+}

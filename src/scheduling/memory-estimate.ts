@@ -1,0 +1,123 @@
+import { gguf } from "@huggingface/gguf";
+import { totalmem } from "node:os";
+import { InvalidRequestError } from "../errors.ts";
+
+/** What the KV-cache size depends on, read from a GGUF's metadata. */
+export interface GgufShape {
+  architecture: string;
+  blockCount: number;
+  embeddingLength: number;
+  headCount: number;
+  headCountKv: number;
+  /** Per-head K and V widths (`attention.key_length` / `value_length`), default `embeddingLength / headCount`. */
+  keyLength: number;
+  valueLength: number;
+  /** Trained context length, when the file states one. */
+  contextLength: number | null;
+}
+
+/**
+ * Reads the shape of a model from its GGUF header. Only the header is read
+ * (in chunks, by @huggingface/gguf), never the tensor data. Returns null for
+ * files without transformer attention metadata: their KV cache is then
+ * counted as zero.
+ */
+export async function readGgufShape(path: string): Promise<GgufShape | null> {
+  const { metadata } = await gguf(path, { allowLocalFile: true });
+  const meta = metadata as Record<string, unknown>;
+  const arch = String(meta["general.architecture"] ?? "");
+  const num = (key: string): number | null => {
+    const v = meta[`${arch}.${key}`];
+    // Some architectures give per-layer head counts; the largest one bounds the cache.
+    if (Array.isArray(v)) return v.length > 0 ? Math.max(...v.map(Number)) : null;
+    if (typeof v === "number" || typeof v === "bigint") return Number(v);
+    return null;
+  };
+  const blockCount = num("block_count");
+  const embeddingLength = num("embedding_length");
+  const headCount = num("attention.head_count");
+  if (!arch || !blockCount || !embeddingLength || !headCount) return null;
+  const headDim = Math.floor(embeddingLength / headCount);
+  return {
+    architecture: arch,
+    blockCount,
+    embeddingLength,
+    headCount,
+    headCountKv: num("attention.head_count_kv") ?? headCount,
+    keyLength: num("attention.key_length") ?? headDim,
+    valueLength: num("attention.value_length") ?? headDim,
+    contextLength: num("context_length"),
+  };
+}
+
+export interface MemoryEstimateInput {
+  /** Bytes of weights: the model files' total size. */
+  weightsBytes: number;
+  shape: GgufShape | null;
+  /** Total context tokens the engine allocates (all slots together). */
+  contextTokens: number;
+  /** Fixed cost of one engine process (runtime, compute buffers). */
+  overheadBytes: number;
+}
+
+export interface MemoryEstimate {
+  totalBytes: number;
+  weightsBytes: number;
+  kvCacheBytes: number;
+  overheadBytes: number;
+}
+
+/** Bytes per KV-cache element: llama.cpp's default cache type is f16. */
+const KV_ELEMENT_BYTES = 2;
+
+/**
+ * Estimates what one runner needs: weights + KV cache + overhead, where the
+ * KV cache is `n_layer × ctx × (n_embd_k + n_embd_v) × 2 bytes` (f16, K and V
+ * each `head_count_kv × key/value_length` wide), and the overhead is a fixed
+ * per-process cost plus 5% of the rest for compute buffers and fragmentation.
+ * It is deliberately on the high side: an estimate that is too low crashes
+ * engines with out-of-memory, one that is too high only evicts a bit early.
+ */
+export function estimateRunnerMemory(input: MemoryEstimateInput): MemoryEstimate {
+  const { shape } = input;
+  const kvCacheBytes = shape
+    ? shape.blockCount * input.contextTokens * shape.headCountKv * (shape.keyLength + shape.valueLength) * KV_ELEMENT_BYTES
+    : 0;
+  const overheadBytes = input.overheadBytes + Math.ceil(0.05 * (input.weightsBytes + kvCacheBytes));
+  return { totalBytes: input.weightsBytes + kvCacheBytes + overheadBytes, weightsBytes: input.weightsBytes, kvCacheBytes, overheadBytes };
+}
+
+/** Default fixed cost of one engine process: our engine is a Node process with node-llama-cpp loaded. */
+export const DEFAULT_RUNNER_OVERHEAD_BYTES = 256 * 1024 * 1024;
+
+/**
+ * The memory budget runners share: an explicit override (MODEL_RUNNER_MEMORY)
+ * wins; otherwise free VRAM when a GPU is used, else total RAM, less a reserve
+ * for the system and the daemon itself.
+ */
+export function computeMemoryBudget(options: {
+  overrideBytes?: number | null | undefined;
+  gpuFreeBytes?: number | null | undefined;
+  totalRamBytes?: number | undefined;
+  reserveBytes?: number | undefined;
+}): number {
+  if (options.overrideBytes != null) return options.overrideBytes;
+  const base = options.gpuFreeBytes ?? options.totalRamBytes ?? totalmem();
+  const reserve = options.reserveBytes ?? Math.min(2 * 1024 ** 3, Math.floor(base * 0.1));
+  return Math.max(0, base - reserve);
+}
+
+const BYTE_UNITS: Record<string, number> = {
+  "": 1, b: 1, k: 1e3, kb: 1e3, m: 1e6, mb: 1e6, g: 1e9, gb: 1e9, t: 1e12, tb: 1e12,
+  kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3, tib: 1024 ** 4,
+};
+
+/** Parses "16GiB", "8g", "512MB", "1073741824" (MODEL_RUNNER_MEMORY). Throws InvalidRequestError naming `param`. */
+export function parseByteSize(text: string, param = "MODEL_RUNNER_MEMORY"): number {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(text);
+  const unit = match ? BYTE_UNITS[match[2]!.toLowerCase()] : undefined;
+  if (!match || unit === undefined) {
+    throw new InvalidRequestError(`Invalid size "${text}" for ${param}: use bytes or a unit, e.g. "16GiB", "8g", "512MB".`, param);
+  }
+  return Math.floor(Number(match[1]) * unit);
+}

@@ -1,0 +1,126 @@
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { access, readdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { EngineFailedError } from "../../src/inference/index.ts";
+import { waitForHealth } from "../../src/inference/engine-process.ts";
+import { SchedulerClosedError } from "../../src/scheduling/index.ts";
+import { isAlive } from "../../src/scheduling/pid-files.ts";
+import { count, harness, settlesWithin, tempDir, tinyModels, waitFor } from "./helpers.ts";
+
+const NEVER_HEALTHY = fileURLToPath(new URL("../fixtures/never-healthy-engine.sh", import.meta.url));
+const MR_BIN = fileURLToPath(new URL("../../bin/mr.js", import.meta.url));
+
+test("an idle runner unloads when its keep-alive expires", async (t) => {
+  const h = await harness(t, { defaultKeepAliveMs: 300 });
+  const lease = await h.scheduler.acquire("a", "completion");
+  assert.equal(h.scheduler.ps()[0]!.expiresAt, null, "no expiry while busy");
+  lease.release();
+  const row = h.scheduler.ps()[0]!;
+  assert.equal(row.keepAlive, "300ms");
+  assert.ok(row.expiresAt && row.lastUsedAt && row.expiresAt.getTime() - row.lastUsedAt.getTime() === 300);
+  await waitFor("the runner to unload", () => h.scheduler.ps().length === 0, 5000);
+  assert.deepEqual(h.events.filter((e) => e.type === "evict").map((e) => e.type === "evict" && e.reason), ["idle"]);
+});
+
+test("keep_alive 0 unloads right after the request; a request's keep-alive sticks", async (t) => {
+  const h = await harness(t);
+  await h.scheduler.configure({ model: "a", keepAlive: "0" });
+  const lease = await h.scheduler.acquire("a", "completion");
+  lease.release();
+  assert.equal(h.scheduler.ps()[0]?.state, "stopping");
+  await waitFor("the runner to go", () => h.scheduler.ps().length === 0);
+  // Ollama's per-request keep_alive overrides the configured one; -1 keeps it.
+  (await h.scheduler.acquire("a", "completion", { keepAliveMs: Infinity })).release();
+  const row = h.scheduler.ps()[0]!;
+  assert.equal(row.keepAlive, "-1");
+  assert.equal(row.expiresAt, null);
+});
+
+test("an engine killed mid-request fails its leases; the next request starts a fresh one", async (t) => {
+  const h = await harness(t);
+  const lease = await h.scheduler.acquire("a", "completion");
+  const pid = h.scheduler.ps()[0]!.pid!;
+  assert.ok(pid > 0);
+  process.kill(pid, "SIGKILL");
+  await waitFor("the lease to abort", () => lease.signal.aborted);
+  const reason = lease.signal.reason as unknown;
+  assert.ok(reason instanceof EngineFailedError);
+  assert.equal(reason.status, 500);
+  assert.match(reason.message, /SIGKILL/);
+  assert.equal(count(h.events, "crash"), 1);
+  await waitFor("the runner to be removed", () => h.scheduler.ps().length === 0);
+  lease.release(); // late release of a dead runner's lease is harmless
+  const next = await h.scheduler.acquire("a", "completion");
+  assert.notEqual(h.scheduler.ps()[0]!.pid, pid);
+  assert.equal(count(h.events, "load"), 2);
+  next.release();
+});
+
+test("an engine that never becomes healthy is stopped and reported with its output", async (t) => {
+  const h = await harness(t, { backend: { llamaServerPath: NEVER_HEALTHY, readyTimeoutMs: 1000, stopGraceMs: 500 } });
+  const error = await h.scheduler.acquire("a", "completion").then(
+    () => assert.fail("should not become ready"),
+    (e: unknown) => e,
+  );
+  assert.ok(error instanceof EngineFailedError, String(error));
+  assert.match(error.message, /did not become healthy/);
+  assert.match(error.message, /loading tensors forever/);
+  assert.equal(count(h.events, "load_failed"), 1);
+  await waitFor("the runner to be removed", () => h.scheduler.ps().length === 0);
+});
+
+test("shutdown lets in-flight requests finish, refuses new ones, then stops every engine", async (t) => {
+  const h = await harness(t, { defaultParallel: 2 });
+  const busy = await h.scheduler.acquire("a", "completion");
+  (await h.scheduler.acquire("b", "completion")).release();
+  const done = h.scheduler.shutdown(10_000);
+  await assert.rejects(h.scheduler.acquire("a", "completion"), SchedulerClosedError);
+  assert.equal(await settlesWithin(done, 300), false, "shutdown waits for the busy request");
+  assert.equal(busy.signal.aborted, false);
+  busy.release();
+  await done;
+  assert.deepEqual(h.scheduler.ps(), []);
+  assert.deepEqual((await readdir(h.runDir)).filter((n) => n.endsWith(".sock") || n.endsWith(".pid")), []);
+});
+
+test("shutdown aborts requests still running when the grace period ends", async (t) => {
+  const h = await harness(t);
+  const busy = await h.scheduler.acquire("a", "completion");
+  await h.scheduler.shutdown(200);
+  assert.ok(busy.signal.reason instanceof SchedulerClosedError);
+  assert.deepEqual(h.scheduler.ps(), []);
+});
+
+test("engines left by a SIGKILLed daemon are reaped at the next start", async (t) => {
+  const dir = await tempDir(t);
+  const { models } = await tinyModels(dir, ["a"]);
+  const runDir = join(dir, "run");
+  const socket = join(runDir, "r-deadbeef.sock");
+  const { mkdir } = await import("node:fs/promises");
+  await mkdir(runDir, { recursive: true });
+  // What a daemon leaves when it is SIGKILLed: a detached engine and its pid file.
+  const orphan = spawn(process.execPath, [MR_BIN, "engine", "-m", models.get("a")!.files.ggufPath, "--host", socket, "-c", "256"], {
+    detached: true,
+    stdio: "ignore",
+  });
+  t.after(() => {
+    try {
+      process.kill(-orphan.pid!, "SIGKILL");
+    } catch {
+      // already reaped, as it should be
+    }
+  });
+  await waitForHealth(socket, AbortSignal.timeout(30_000));
+  await writeFile(join(runDir, "r-deadbeef.pid"), JSON.stringify({ pid: orphan.pid, socket, backend: "llama.cpp", model: "a", startedAt: "" }));
+  // A pid file for a process that is long gone must not hurt anyone.
+  await writeFile(join(runDir, "r-00000000.pid"), JSON.stringify({ pid: 999_999_999, socket: join(runDir, "r-00000000.sock") }));
+
+  const h = await harness(t, { dir, modelNames: ["a"] });
+  assert.deepEqual(await h.scheduler.reapOrphans(), [orphan.pid]);
+  assert.equal(await isAlive(orphan.pid!), false);
+  await assert.rejects(access(socket));
+  assert.deepEqual(await readdir(runDir), []);
+});
