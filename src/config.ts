@@ -1,6 +1,7 @@
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { parseByteSize, parseDuration } from "./scheduling/index.ts";
 
 /**
  * The one place that reads the environment and daemon flags. Everything
@@ -24,7 +25,7 @@ export interface DaemonConfig {
   llamaServerPath: string | null;
   /** Memory budget for runners; null = total RAM less a reserve. */
   memoryBytes: number | null;
-  /** Idle time before a runner is unloaded; -1 = never. */
+  /** Idle time before a runner is unloaded; Infinity = never. */
   keepAliveMs: number;
   maxRunners: number;
   queueLimit: number;
@@ -44,41 +45,13 @@ export class ConfigError extends Error {
   override readonly name = "ConfigError";
 }
 
-const UNITS: Record<string, number> = { "": 1, b: 1, k: 1e3, kb: 1e3, kib: 1024, m: 1e6, mb: 1e6, mib: 1024 ** 2, g: 1e9, gb: 1e9, gib: 1024 ** 3, t: 1e12, tb: 1e12, tib: 1024 ** 4 };
-
-/** "8GiB", "512MB", "1073741824" → bytes. */
-export function parseBytes(text: string, what: string): number {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(text);
-  const unit = m ? UNITS[m[2]!.toLowerCase()] : undefined;
-  if (!m || unit === undefined) throw new ConfigError(`${what} must be a size like 8GiB or 512MB, got "${text}"`);
-  return Math.floor(Number(m[1]) * unit);
-}
-
-/**
- * Keep-alive durations as Ollama and Docker Model Runner accept them: Go-style
- * "5m", "1h30m", "300ms", plain seconds ("300"), "0" (unload at once) and any
- * negative value ("-1", "-1s": never). Returns milliseconds, -1 for never.
- */
-export function parseDuration(text: string | number, what: string): number {
-  if (typeof text === "number") {
-    if (!Number.isFinite(text)) throw new ConfigError(`${what} must be a finite number of seconds`);
-    return text < 0 ? -1 : Math.round(text * 1000);
+/** Runs a parser from another module, reporting its failure as a ConfigError naming `what`. */
+function checked<T>(what: string, parse: () => T): T {
+  try {
+    return parse();
+  } catch (error) {
+    throw new ConfigError(`${what}: ${(error as Error).message}`);
   }
-  const s = text.trim();
-  if (/^-?\d+(\.\d+)?$/.test(s)) return parseDuration(Number(s), what);
-  if (s.startsWith("-") && /^-(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$/.test(s)) return -1;
-  const part = /(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/gy;
-  const scale: Record<string, number> = { ns: 1e-6, us: 1e-3, "µs": 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-  let total = 0;
-  let consumed = 0;
-  for (let m = part.exec(s); m; m = part.exec(s)) {
-    total += Number(m[1]) * scale[m[2]!]!;
-    consumed = part.lastIndex;
-  }
-  if (s === "" || consumed !== s.length) {
-    throw new ConfigError(`${what} must be a duration like 5m, 30s, 1h, 0 or -1, got "${text}"`);
-  }
-  return Math.round(total);
 }
 
 function positiveInt(text: string, what: string): number {
@@ -125,7 +98,9 @@ export function loadDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEnv
   if (!["error", "warn", "info", "debug"].includes(logLevel)) {
     throw new ConfigError(`log level must be error, warn, info or debug, got "${logLevel}"`);
   }
-  const keepAlive = env.MODEL_RUNNER_KEEP_ALIVE ? parseDuration(env.MODEL_RUNNER_KEEP_ALIVE, "MODEL_RUNNER_KEEP_ALIVE") : 5 * 60_000;
+  const keepAliveText = env.MODEL_RUNNER_KEEP_ALIVE;
+  const keepAlive = keepAliveText ? checked("MODEL_RUNNER_KEEP_ALIVE", () => parseDuration(keepAliveText, "MODEL_RUNNER_KEEP_ALIVE")) : 5 * 60_000;
+  const memoryText = env.MODEL_RUNNER_MEMORY;
   const dockerConfigDir = env.DOCKER_CONFIG || join(homedir(), ".docker");
   return Object.freeze({
     host,
@@ -138,7 +113,7 @@ export function loadDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEnv
     apiKey: values["api-key"] ?? (env.MODEL_RUNNER_API_KEY || null),
     origins: Object.freeze(list(env.MODEL_RUNNER_ORIGINS)),
     llamaServerPath: env.MODEL_RUNNER_LLAMA_SERVER || null,
-    memoryBytes: env.MODEL_RUNNER_MEMORY ? parseBytes(env.MODEL_RUNNER_MEMORY, "MODEL_RUNNER_MEMORY") : null,
+    memoryBytes: memoryText ? checked("MODEL_RUNNER_MEMORY", () => parseByteSize(memoryText, "MODEL_RUNNER_MEMORY")) : null,
     keepAliveMs: keepAlive,
     maxRunners: env.MODEL_RUNNER_MAX_RUNNERS ? positiveInt(env.MODEL_RUNNER_MAX_RUNNERS, "MODEL_RUNNER_MAX_RUNNERS") : 8,
     queueLimit: env.MODEL_RUNNER_QUEUE_LIMIT ? positiveInt(env.MODEL_RUNNER_QUEUE_LIMIT, "MODEL_RUNNER_QUEUE_LIMIT") : 512,
