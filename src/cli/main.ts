@@ -1,13 +1,16 @@
 import { engineCommand } from "./engine.ts";
+import { serveCommand } from "./serve.ts";
 
 const USAGE = `Usage: mr COMMAND [ARGS]
 
 Commands:
+  serve     run the daemon in the foreground
   engine    run the built-in inference engine for one GGUF model
 
 Run 'mr COMMAND --help' for more on a command.`;
 
 const commands: Record<string, (argv: readonly string[]) => Promise<number>> = {
+  serve: serveCommand,
   engine: engineCommand,
 };
 
