@@ -38,7 +38,8 @@ const newId = (prefix: string) => `${prefix}-${randomBytes(12).toString("base64u
  * the one model in `state`. The caller listens and closes it.
  */
 export function createEngineApp(state: EngineState): FastifyInstance {
-  const app = Fastify({ bodyLimit: BODY_LIMIT_BYTES, logger: false, return503OnClosing: true });
+  // When the engine is told to stop, open keep-alive connections must not hold it up.
+  const app = Fastify({ bodyLimit: BODY_LIMIT_BYTES, logger: false, return503OnClosing: true, forceCloseConnections: true });
 
   // Any body is read as JSON whatever its Content-Type (curl's default is form
   // encoding); malformed JSON becomes an OpenAI-shaped 400 below.
