@@ -23,8 +23,14 @@ export type ChatMessage =
 export interface ThinkingSyntax {
   open: string;
   close: string;
-  /** The generation prompt already opens the thought (e.g. ends with `<think>\n`). */
+  /** The template's generation prompt opens the thought (e.g. ends with `<think>\n`). */
   startsInside: boolean;
+  /**
+   * Text to append to a rendered prompt so that it opens the thought when the
+   * template does: node-llama-cpp's Jinja wrapper treats `<think>` as a
+   * segment the model opens itself and drops it from the generation prompt.
+   */
+  prefill: string;
 }
 
 /** Renders chat messages with the model's template and tokenizes them. */
@@ -56,6 +62,12 @@ export async function createChatPrompter(model: LlamaModel, templateFile: string
     wrapper = new JinjaTemplateChatWrapper({ template, tokenizer: model.tokenizer });
   } else {
     wrapper = resolveChatWrapper(model);
+    // A template that thinks but was matched to a wrapper without thoughts
+    // (e.g. ChatML) would lose its `<think>` prefill: keep the template itself.
+    const template = model.fileInfo.metadata.tokenizer?.chat_template;
+    if (typeof template === "string" && template.includes(THINK_OPEN) && wrapper.settings.segments?.thought === undefined) {
+      wrapper = new JinjaTemplateChatWrapper({ template, tokenizer: model.tokenizer });
+    }
   }
   const probe = wrapper.generateContextState({ chatHistory: [{ type: "user", text: "x" }, { type: "model", response: [] }] });
   const stopTokens = new Set<Token>();
@@ -99,8 +111,15 @@ export async function createChatPrompter(model: LlamaModel, templateFile: string
     model.tokenize(THINK_OPEN, true).length === 1 || (wrapper instanceof JinjaTemplateChatWrapper && wrapper.template.includes(THINK_OPEN));
   let thinking: ThinkingSyntax | null = null;
   if (thinkingCapable) {
-    const prompt = probe.contextText.toString().trimEnd();
-    thinking = { open: THINK_OPEN, close: THINK_CLOSE, startsInside: prompt.endsWith(THINK_OPEN) };
+    const rendered = probe.contextText.toString().trimEnd().endsWith(THINK_OPEN);
+    const source = wrapper instanceof JinjaTemplateChatWrapper ? wrapper.template : "";
+    const opensInTemplate = /add_generation_prompt[\s\S]*<think>/.test(source);
+    thinking = {
+      open: THINK_OPEN,
+      close: THINK_CLOSE,
+      startsInside: rendered || opensInTemplate,
+      prefill: !rendered && opensInTemplate ? `${THINK_OPEN}\n` : "",
+    };
   }
   return {
     templateName: wrapper.wrapperName,

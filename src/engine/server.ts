@@ -155,9 +155,12 @@ export function createEngineApp(state: EngineState): FastifyInstance {
       let startsInside = thinking.startsInside;
       if (budget === 0) {
         // An empty thought, as templates render "thinking off".
-        const closing = `${startsInside ? "" : `${thinking.open}\n\n`}${thinking.close}\n\n`;
+        const opened = startsInside && thinking.prefill === "";
+        const closing = `${opened ? "" : `${thinking.open}\n\n`}${thinking.close}\n\n`;
         prompt = [...prompt, ...host.tokenize(closing, false)];
         startsInside = false;
+      } else if (startsInside && thinking.prefill !== "") {
+        prompt = [...prompt, ...host.tokenize(thinking.prefill, false)];
       }
       reasoning = {
         open: thinking.open,
@@ -215,7 +218,7 @@ export function createEngineApp(state: EngineState): FastifyInstance {
       const a = splitter.push(text);
       const b = splitter.flush();
       content = a.content + b.content;
-      reasoningContent = a.reasoning + b.reasoning;
+      reasoningContent = (a.reasoning + b.reasoning).trim();
     }
     if (plan.forcedSchema && result.finishReason === "stop") {
       toolCalls = [parseForcedCall(text, newId("call"))];
