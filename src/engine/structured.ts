@@ -164,18 +164,12 @@ function bound(schema: Obj, key: string, param: string): number | undefined {
   return v;
 }
 
-function onlyFor(schema: Obj, type: string, keys: readonly string[], param: string) {
-  for (const k of keys) if (k in schema) unsupported(param, k, `does not apply to type "${type}"`);
-}
-
-const OBJECT_KEYS = ["properties", "required", "additionalProperties", "minProperties", "maxProperties"];
-const ARRAY_KEYS = ["items", "prefixItems", "minItems", "maxItems"];
-const STRING_KEYS = ["minLength", "maxLength", "format"];
+// Keywords of other types than the one generated are ignored: JSON schema
+// applies them only to instances of their own type.
 
 function convertTyped(schema: Obj, type: string, param: string, defs: Obj): Json {
   switch (type) {
     case "object": {
-      onlyFor(schema, type, [...ARRAY_KEYS, ...STRING_KEYS], param);
       const props = schema.properties ?? {};
       if (!isObject(props)) unsupported(param, "properties", "must be an object");
       const properties: Obj = {};
@@ -210,7 +204,6 @@ function convertTyped(schema: Obj, type: string, param: string, defs: Obj): Json
       return withDescription(out, schema);
     }
     case "array": {
-      onlyFor(schema, type, [...OBJECT_KEYS, ...STRING_KEYS], param);
       const out: Obj = { type: "array" };
       if (schema.items !== undefined && schema.items !== true) {
         if (schema.items === false) out.maxItems = 0;
@@ -229,7 +222,6 @@ function convertTyped(schema: Obj, type: string, param: string, defs: Obj): Json
       return withDescription(out, schema);
     }
     case "string": {
-      onlyFor(schema, type, [...OBJECT_KEYS, ...ARRAY_KEYS], param);
       if (schema.format !== undefined) {
         if (typeof schema.format !== "string" || !STRING_FORMATS.has(schema.format)) {
           unsupported(param, "format", `"${String(schema.format)}" cannot be enforced (supported: ${[...STRING_FORMATS].join(", ")})`);
@@ -246,11 +238,25 @@ function convertTyped(schema: Obj, type: string, param: string, defs: Obj): Json
     case "integer":
     case "boolean":
     case "null":
-      onlyFor(schema, type, [...OBJECT_KEYS, ...ARRAY_KEYS, ...STRING_KEYS], param);
       return withDescription({ type }, schema);
     default:
       return unsupported(param, "type", `"${type}" is not a JSON schema type`);
   }
+}
+
+/** node-llama-cpp's number exponent (node_modules/node-llama-cpp/dist/utils/gbnfJson/terminals/GbnfNumber.js). */
+const EXPONENT = ' ([eE] [-+]? ("0" | [1-9] [0-9]{0,15}))?';
+
+/**
+ * node-llama-cpp lets numbers carry exponents of up to 16 digits: `1e606`
+ * parses to Infinity and `5e-3` is no integer. Integers get no exponent;
+ * other numbers at most two exponent digits, which doubles hold.
+ */
+export function boundNumbers(gbnf: string): string {
+  return gbnf
+    .split("\n")
+    .map((line) => (line.includes(EXPONENT) ? line.replace(EXPONENT, line.includes('"."') ? " ([eE] [-+]? [0-9]{1,2})?" : "") : line))
+    .join("\n");
 }
 
 /**
@@ -266,7 +272,14 @@ export class GrammarCache {
 
   /** A grammar for a schema already passed through `checkJsonSchema`. */
   forSchema(schema: GbnfJsonSchema): Promise<LlamaGrammar> {
-    return this.get(`json:${JSON.stringify(schema)}`, () => this.llama.createGrammarForJsonSchema(schema as never));
+    return this.get(`json:${JSON.stringify(schema)}`, async () => {
+      const base = await this.llama.createGrammarForJsonSchema(schema as never);
+      return this.llama.createGrammar({
+        grammar: boundNumbers(base.grammar),
+        stopGenerationTriggers: base.stopGenerationTriggers,
+        trimWhitespaceSuffix: base.trimWhitespaceSuffix,
+      });
+    });
   }
 
   /** A grammar for GBNF text; rejects with InvalidGrammarError naming `param` if llama.cpp cannot parse it. */
