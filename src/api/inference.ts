@@ -9,6 +9,9 @@ export const ENGINE_ENDPOINTS = {
   "/v1/chat/completions": "completion",
   "/v1/completions": "completion",
   "/v1/embeddings": "embedding",
+  "/rerank": "reranking",
+  "/v1/rerank": "reranking",
+  "/score": "reranking",
 } as const satisfies Record<string, BackendMode>;
 export type EngineEndpoint = keyof typeof ENGINE_ENDPOINTS;
 
