@@ -12,6 +12,7 @@ import { registerEngineRoutes } from "./engine-routes.ts";
 import { errorResponse, ForbiddenOriginError, RouteNotFoundError, UnauthorizedError } from "./errors.ts";
 import type { DaemonMetrics } from "./metrics.ts";
 import { isTrue, registerModelRoutes } from "./model-routes.ts";
+import { registerOllamaRoutes } from "./ollama/index.ts";
 import { registerOpenAIRoutes } from "./openai-routes.ts";
 import { clientSignal, writeWithBackpressure } from "./streaming.ts";
 
@@ -116,6 +117,8 @@ export function createDaemonApp(deps: DaemonAppDeps): FastifyInstance {
   });
   registerEngineRoutes(app, deps);
   registerOpenAIRoutes(app, { ...deps, logError });
+  // The compat dialects: each in its own scope with its own error shape, all on runInference.
+  registerOllamaRoutes(app, { ...deps, logError });
   return app;
 }
 
