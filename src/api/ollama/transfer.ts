@@ -63,13 +63,21 @@ export function pullModel(deps: OllamaDeps, request: FastifyRequest, reply: Fast
   const ref = modelOf(request.body);
   return progress(deps, request, reply, async (emit, signal) => {
     emit({ status: "pulling manifest" });
-    await deps.distribution.pull(ref, {
+    const seen = new Set<string>();
+    const model = await deps.distribution.pull(ref, {
       signal,
       onProgress: (e) => {
         const line = layerLine("pulling", e);
-        if (line) emit(line);
+        if (line) {
+          seen.add(e.type === "progress" ? e.layer.id : "");
+          emit(line);
+        }
       },
     });
+    // Layers already in the store are reported complete, as Ollama does.
+    for (const layer of model.manifest.layers) {
+      if (!seen.has(layer.digest)) emit({ status: `pulling ${short(layer.digest)}`, digest: layer.digest, total: layer.size, completed: layer.size });
+    }
     // Blobs were verified against their digests as they were written; the store committed the manifest.
     emit({ status: "verifying sha256 digest" });
     emit({ status: "writing manifest" });
