@@ -52,7 +52,7 @@ export function isOriginAllowed(origin: string, extra: readonly string[]): boole
  * everywhere become `{"error":{"message","type","code"}}` with their status.
  */
 export function createDaemonApp(deps: DaemonAppDeps): FastifyInstance {
-  const app = Fastify({ bodyLimit: BODY_LIMIT_BYTES, logger: false, return503OnClosing: true, forceCloseConnections: true });
+  const app = Fastify({ bodyLimit: BODY_LIMIT_BYTES, logger: false, return503OnClosing: true, forceCloseConnections: "idle" });
   const logError = (error: unknown) => deps.log.error({ err: error }, "unexpected error");
 
   // JSON bodies whatever the Content-Type says (curl defaults to form encoding).

@@ -1,5 +1,3 @@
-import { engineCommand } from "./engine.ts";
-import { serveCommand } from "./serve.ts";
 
 const USAGE = `Usage: mr COMMAND [ARGS]
 
@@ -9,9 +7,11 @@ Commands:
 
 Run 'mr COMMAND --help' for more on a command.`;
 
+// Commands load lazily: `mr engine` must not pay for importing the daemon, nor a
+// quick command for the engine's native bindings.
 const commands: Record<string, (argv: readonly string[]) => Promise<number>> = {
-  serve: serveCommand,
-  engine: engineCommand,
+  serve: async (argv) => (await import("./serve.ts")).serveCommand(argv),
+  engine: async (argv) => (await import("./engine.ts")).engineCommand(argv),
 };
 
 async function main(argv: readonly string[]): Promise<number> {
