@@ -110,6 +110,9 @@ export async function openStore(options: OpenStoreOptions): Promise<ModelStore> 
 }
 
 export class ModelStore {
+  private indexCache: { version: string; models: IndexEntry[] } | null = null;
+  private readonly described = new Map<Digest, StoredModel>();
+
   constructor(readonly root: string) {}
 
   async init(): Promise<void> {
@@ -204,17 +207,34 @@ export class ModelStore {
     return readFile(this.blobPath(d));
   }
 
+  /**
+   * The index, as of now. Other processes may change it at any time, but
+   * only by renaming a new file into place, so (inode, mtime, size) identify
+   * a version: re-parsing is skipped while they are unchanged. This keeps
+   * the per-request model lookup to one stat.
+   */
   async readIndex(): Promise<IndexEntry[]> {
-    const raw = await readFile(join(this.root, "models.json"), "utf8").catch((e: NodeJS.ErrnoException) => {
+    const path = join(this.root, "models.json");
+    const info = await stat(path).catch((e: NodeJS.ErrnoException) => {
       if (e.code === "ENOENT") return null;
       throw e;
     });
-    if (raw === null) return [];
-    try {
-      return (JSON.parse(raw) as IndexFile).models ?? [];
-    } catch (e) {
-      throw new StoreError(`The store index ${join(this.root, "models.json")} is damaged.`, { cause: e });
+    if (info === null) return [];
+    const version = `${info.ino}:${info.mtimeMs}:${info.size}`;
+    if (this.indexCache?.version !== version) {
+      const raw = await readFile(path, "utf8").catch((e: NodeJS.ErrnoException) => {
+        if (e.code === "ENOENT") return null;
+        throw e;
+      });
+      if (raw === null) return [];
+      try {
+        this.indexCache = { version, models: (JSON.parse(raw) as IndexFile).models ?? [] };
+      } catch (e) {
+        throw new StoreError(`The store index ${path} is damaged.`, { cause: e });
+      }
     }
+    // Callers edit what they get (under the lock) before writing it back.
+    return this.indexCache.models.map((m) => ({ ...m, tags: [...m.tags], files: [...m.files] }));
   }
 
   private async writeIndex(models: IndexEntry[]): Promise<void> {
@@ -309,6 +329,18 @@ export class ModelStore {
   }
 
   private async describe(e: IndexEntry): Promise<StoredModel> {
+    // A model's manifest, config and bundle never change for a given id (it
+    // is their digest), so only tags and dates come from the index each time.
+    const cached = this.described.get(e.id);
+    if (cached) {
+      return { ...cached, id: e.id, tags: [...e.tags], created: e.created };
+    }
+    const model = await this.describeFromDisk(e);
+    this.described.set(e.id, model);
+    return model;
+  }
+
+  private async describeFromDisk(e: IndexEntry): Promise<StoredModel> {
     const { manifest } = await this.readManifest(e.id);
     const configFile = JSON.parse((await this.readBlob(parseDigest(manifest.config.digest))).toString("utf8")) as ModelConfigFile;
     const dir = this.bundleDir(e.id);
