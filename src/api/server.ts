@@ -3,7 +3,6 @@ import { stat } from "node:fs/promises";
 import { setTimeout as delay } from "node:timers/promises";
 import Fastify, { type FastifyInstance, type FastifyRequest } from "fastify";
 import type { Logger } from "pino";
-import { InvalidRequestError } from "../errors.ts";
 import type { ModelDistribution } from "../distribution/index.ts";
 import type { BackendRegistry } from "../inference/index.ts";
 import type { Scheduler } from "../scheduling/index.ts";
@@ -16,7 +15,8 @@ import { registerAnthropicRoutes } from "./anthropic/index.ts";
 import { registerOllamaRoutes } from "./ollama/index.ts";
 import { registerOpenAIRoutes } from "./openai-routes.ts";
 import { registerResponsesRoutes } from "./responses/index.ts";
-import { clientSignal, writeWithBackpressure } from "./streaming.ts";
+import { acceptJsonBodies } from "../http/json-body.ts";
+import { clientSignal, writeWithBackpressure } from "../http/streaming.ts";
 
 /** Everything the daemon's HTTP surface needs, built by src/main.ts. */
 export interface DaemonAppDeps {
@@ -57,14 +57,7 @@ export function createDaemonApp(deps: DaemonAppDeps): FastifyInstance {
 
   // JSON bodies whatever the Content-Type says (curl defaults to form encoding).
   app.removeContentTypeParser(["application/json", "text/plain"]);
-  app.addContentTypeParser(["application/json", "text/plain", "application/x-www-form-urlencoded"], { parseAs: "string" }, (_req, body, done) => {
-    if (body === "") return done(null, undefined);
-    try {
-      done(null, JSON.parse(body as string));
-    } catch (error) {
-      done(new InvalidRequestError(`Malformed JSON in request body: ${(error as Error).message}`), undefined);
-    }
-  });
+  acceptJsonBodies(app, ["application/json", "text/plain", "application/x-www-form-urlencoded"]);
 
   app.setErrorHandler((error, _request, reply) => {
     const { status, body, headers } = errorResponse(error, logError);

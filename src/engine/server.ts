@@ -1,9 +1,9 @@
 import { randomBytes } from "node:crypto";
-import { once } from "node:events";
-import type { ServerResponse } from "node:http";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { LlamaGrammar, Token } from "node-llama-cpp";
 import { InvalidRequestError, RunnerError } from "../errors.ts";
+import { acceptJsonBodies } from "../http/json-body.ts";
+import { clientSignal, LazyStream } from "../http/streaming.ts";
 import { engineErrorBody, ModelLoadingError, UnauthorizedError, WrongModelError, WrongModeError } from "./errors.ts";
 import type { GenerationResult, ReasoningControl } from "./generate.ts";
 import { ReasoningSplitter } from "./reasoning.ts";
@@ -49,14 +49,7 @@ export function createEngineApp(state: EngineState): FastifyInstance {
   // Any body is read as JSON whatever its Content-Type (curl's default is form
   // encoding); malformed JSON becomes an OpenAI-shaped 400 below.
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser("*", { parseAs: "string" }, (_req, body, done) => {
-    if (body === "") return done(null, undefined);
-    try {
-      done(null, JSON.parse(body as string));
-    } catch (error) {
-      done(new InvalidRequestError(`Malformed JSON in request body: ${(error as Error).message}`), undefined);
-    }
-  });
+  acceptJsonBodies(app);
 
   app.setErrorHandler((error, _request, reply) => {
     let mapped: unknown = error;
@@ -432,30 +425,12 @@ function timingsOf(r: GenerationResult) {
   };
 }
 
-/** An AbortSignal that fires when the client goes away before the response is complete. */
-function clientSignal(reply: FastifyReply): { signal: AbortSignal; done: () => void } {
-  const controller = new AbortController();
-  const raw: ServerResponse = reply.raw;
-  const onClose = () => {
-    if (!raw.writableFinished) controller.abort(new ClientGoneError());
-  };
-  raw.on("close", onClose);
-  return { signal: controller.signal, done: () => raw.off("close", onClose) };
-}
-
-class ClientGoneError extends Error {
-  override readonly name = "ClientGoneError";
-  constructor() {
-    super("client disconnected");
-  }
-}
-
 async function withAbort<T>(_request: FastifyRequest, reply: FastifyReply, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
-  const { signal, done } = clientSignal(reply);
+  const { signal, dispose } = clientSignal(reply);
   try {
     return await run(signal);
   } finally {
-    done();
+    dispose();
   }
 }
 
@@ -480,29 +455,21 @@ async function streamSse(
   reply: FastifyReply,
   run: (send: (event: object) => Promise<void>, signal: AbortSignal) => Promise<void>,
 ): Promise<void> {
-  const raw = reply.raw;
-  const { signal, done } = clientSignal(reply);
-  let started = false;
+  const { signal, dispose } = clientSignal(reply);
+  const stream = new LazyStream(reply, 200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
   const write = async (text: string) => {
     if (signal.aborted) throw signal.reason;
-    if (!started) {
-      started = true;
-      reply.hijack();
-      raw.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
-    }
-    if (!raw.write(text)) await Promise.race([once(raw, "drain"), once(raw, "close")]);
+    await stream.write(text);
   };
   try {
     await run((event) => write(`data: ${JSON.stringify(event)}\n\n`), signal);
     await write("data: [DONE]\n\n");
-    raw.end();
+    stream.end();
   } catch (error) {
-    if (!started) throw error;
-    if (!signal.aborted) {
-      raw.write(`data: ${JSON.stringify(engineErrorBody(error).body)}\n\n`);
-    }
-    raw.end();
+    if (!stream.hasStarted) throw error;
+    if (!signal.aborted) await stream.write(`data: ${JSON.stringify(engineErrorBody(error).body)}\n\n`).catch(() => undefined);
+    stream.end();
   } finally {
-    done();
+    dispose();
   }
 }

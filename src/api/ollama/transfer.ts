@@ -3,7 +3,7 @@ import type { Readable } from "node:stream";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { DigestMismatchError, type ProgressEvent } from "../../distribution/index.ts";
 import { parseDigest, type Digest } from "../../distribution/digest.ts";
-import { InvalidRequestError, NotFoundError } from "../../errors.ts";
+import { InvalidRequestError } from "../../errors.ts";
 import { clientSignal } from "../streaming.ts";
 import type { OllamaDeps } from "./deps.ts";
 import { NdjsonStream } from "./ndjson.ts";
@@ -105,10 +105,6 @@ export function pushModel(deps: OllamaDeps, request: FastifyRequest, reply: Fast
 /** `sha256:<hex>` or Ollama's file-name form `sha256-<hex>`. */
 function blobDigest(text: string): Digest {
   return parseDigest(text.replace(/^sha256-/, "sha256:"));
-}
-
-class BlobNotFoundError extends NotFoundError {
-  override readonly code = "blob_not_found";
 }
 
 /** `HEAD /api/blobs/:digest`: 200 if the store has it, else 404. */
