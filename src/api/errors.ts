@@ -33,8 +33,8 @@ export interface OpenAIErrorBody {
 
 /** Errors may carry response headers (Retry-After on 503s). */
 function headersOf(e: RunnerError): Record<string, string> {
-  const retry = (e as { retryAfterSeconds?: unknown }).retryAfterSeconds;
-  return typeof retry === "number" ? { "retry-after": String(Math.max(1, Math.ceil(retry))) } : {};
+  const headers = (e as { headers?: unknown }).headers;
+  return headers !== null && typeof headers === "object" ? { ...(headers as Record<string, string>) } : {};
 }
 
 export class BodyTooLargeError extends RunnerError {

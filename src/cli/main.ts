@@ -5,11 +5,18 @@ import { COMMANDS, RAW_COMMANDS, findCommand, registerRaw } from "./commands.ts"
 import type { Cli, CliIo, Command } from "./context.ts";
 import { ensureDaemon } from "./daemon.ts";
 import { engineCommand } from "./engine.ts";
+import { serveCommand } from "./serve.ts";
 import { CancelledError, DaemonError, UsageError, isAbort } from "./errors.ts";
 import { makeStyle } from "./output.ts";
 
 const BIN_PATH = fileURLToPath(new URL("../../bin/mr.js", import.meta.url));
 
+registerRaw({
+  name: "serve",
+  summary: "Run the daemon in the foreground (--host, --port, --models-path, --api-key, --log-level)",
+  flags: ["host", "port", "models-path", "api-key", "log-level"],
+  run: serveCommand,
+});
 registerRaw({
   name: "engine",
   summary: "Run the built-in inference engine for one GGUF model (llama-server's flags)",

@@ -28,7 +28,7 @@ export class ModelNotFoundError extends RunnerError {
     readonly reference: string,
     options?: ErrorOptions,
   ) {
-    super(`Model "${reference}" is not in the local store. Pull it first.`, options);
+    super(`Model "${reference}" is not in the local store. Pull it first: mr pull ${reference}`, options);
   }
 }
 

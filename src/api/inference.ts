@@ -1,0 +1,117 @@
+import type { Readable } from "node:stream";
+import { InvalidRequestError, RunnerError } from "../errors.ts";
+import type { BackendMode } from "../inference/index.ts";
+import type { Lease, Scheduler } from "../scheduling/index.ts";
+import type { EngineClients } from "./engine-client.ts";
+
+/** The engine endpoints the daemon forwards to, and the mode each needs. */
+export const ENGINE_ENDPOINTS = {
+  "/v1/chat/completions": "completion",
+  "/v1/completions": "completion",
+  "/v1/embeddings": "embedding",
+} as const satisfies Record<string, BackendMode>;
+export type EngineEndpoint = keyof typeof ENGINE_ENDPOINTS;
+
+export interface InferenceRequest {
+  endpoint: EngineEndpoint;
+  /** The parsed request body; its `model` is the user's reference. */
+  body: Record<string, unknown>;
+  backend?: string | undefined;
+  /** Aborts when the client goes away; the engine then stops generating. */
+  signal: AbortSignal;
+  /** Which API the request came through, for metrics and logs. */
+  api: string;
+}
+
+/** An engine's answer, streaming. `done()` must be called once the body is consumed or abandoned. */
+export interface InferenceResponse {
+  status: number;
+  contentType: string;
+  body: Readable;
+  lease: Lease;
+  /** Resolves the body's consumption: frees the runner's slot (with the failure, if any). */
+  done(error?: unknown): void;
+  /** Aborts when the engine dies under the request (reason: the engine's error). */
+  engineSignal: AbortSignal;
+}
+
+/** Facts about a finished request, for metrics. */
+export interface InferenceObservation {
+  api: string;
+  endpoint: string;
+  model: string;
+  status: number;
+  durationMs: number;
+  /** Time from the request to the first body byte of a stream. */
+  firstByteMs: number | null;
+  promptTokens: number | null;
+  completionTokens: number | null;
+  /** Engine-measured generation time, for tokens/s. */
+  generationMs: number | null;
+}
+
+export class EngineUnreachableError extends RunnerError {
+  readonly code = "engine_unreachable";
+  readonly status = 502;
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+  }
+}
+
+/** The `model` field of a request body, or a 400 that says it is missing. */
+export function requireModel(body: unknown): string {
+  if (body === null || typeof body !== "object" || Array.isArray(body)) {
+    throw new InvalidRequestError("The request body must be a JSON object.");
+  }
+  const model = (body as { model?: unknown }).model;
+  if (typeof model !== "string" || model.trim() === "") throw new InvalidRequestError("'model' is required.", "model");
+  return model.trim();
+}
+
+/**
+ * The daemon's one inference path, shared by the OpenAI, Ollama, Anthropic
+ * and Responses routes (none of them makes an HTTP hop to the daemon itself):
+ * schedule a runner for the model, forward the body to its engine over the
+ * Unix socket with `model` rewritten to the name the engine serves, and hand
+ * back the streaming answer. The caller consumes `body` and calls `done()`.
+ */
+export async function runInference(
+  deps: { scheduler: Scheduler; engines: EngineClients },
+  request: InferenceRequest,
+): Promise<InferenceResponse> {
+  const model = requireModel(request.body);
+  const mode = ENGINE_ENDPOINTS[request.endpoint];
+  const lease = await deps.scheduler.acquire(model, mode, { backend: request.backend, signal: request.signal });
+  const combined = AbortSignal.any([request.signal, lease.signal]);
+  let settled = false;
+  const done = (error?: unknown) => {
+    if (settled) return;
+    settled = true;
+    if (error !== undefined && !request.signal.aborted && !lease.signal.aborted) lease.fail(error);
+    else lease.release();
+  };
+  try {
+    const response = await deps.engines.request(lease.socketPath, {
+      method: "POST",
+      path: request.endpoint,
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ ...request.body, model: lease.modelName }),
+      signal: combined,
+    });
+    const contentType = String(response.headers["content-type"] ?? "application/json");
+    return { status: response.statusCode, contentType, body: response.body, lease, done, engineSignal: lease.signal };
+  } catch (error) {
+    if (lease.signal.aborted) {
+      done();
+      deps.engines.forget(lease.socketPath);
+      throw lease.signal.reason;
+    }
+    if (request.signal.aborted) {
+      done();
+      throw request.signal.reason;
+    }
+    done(error);
+    deps.engines.forget(lease.socketPath);
+    throw new EngineUnreachableError(`The engine for ${model} did not answer: ${(error as Error).message}`, { cause: error });
+  }
+}

@@ -1,0 +1,184 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { RunnerStatus, SchedulerEvent } from "../scheduling/index.ts";
+import type { InferenceObservation } from "./inference.ts";
+
+/**
+ * The daemon's Prometheus metrics (`GET /metrics`). One registry per daemon,
+ * never prom-client's global one, so several daemons in one process (tests)
+ * do not share counters.
+ */
+export interface DaemonMetrics {
+  readonly registry: Registry;
+  /** Records one HTTP request (every route). */
+  request(route: string, method: string, status: number, durationMs: number): void;
+  /** Records one inference request with its tokens and timings. */
+  inference(observation: InferenceObservation): void;
+  /** Feeds scheduler events: loads, evictions, crashes, queueing. */
+  schedulerEvent(event: SchedulerEvent): void;
+}
+
+const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+
+export function createMetrics(source: { runners: () => RunnerStatus[]; queued: () => number }): DaemonMetrics {
+  const runners = source.runners;
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: "model_runner_" });
+  const httpRequests = new Counter({
+    name: "model_runner_http_requests_total",
+    help: "HTTP requests by route, method and status.",
+    labelNames: ["route", "method", "status"],
+    registers: [registry],
+  });
+  const httpDuration = new Histogram({
+    name: "model_runner_http_request_duration_seconds",
+    help: "HTTP request duration by route.",
+    labelNames: ["route", "method"],
+    buckets: LATENCY_BUCKETS,
+    registers: [registry],
+  });
+  const inferenceRequests = new Counter({
+    name: "model_runner_inference_requests_total",
+    help: "Inference requests by API, endpoint, model and status.",
+    labelNames: ["api", "endpoint", "model", "status"],
+    registers: [registry],
+  });
+  const inferenceDuration = new Histogram({
+    name: "model_runner_inference_duration_seconds",
+    help: "Inference request duration, from arrival to the last byte.",
+    labelNames: ["api", "model"],
+    buckets: LATENCY_BUCKETS,
+    registers: [registry],
+  });
+  const ttft = new Histogram({
+    name: "model_runner_time_to_first_token_seconds",
+    help: "Time from a streaming request's arrival to its first token.",
+    labelNames: ["api", "model"],
+    buckets: LATENCY_BUCKETS,
+    registers: [registry],
+  });
+  const promptTokens = new Counter({
+    name: "model_runner_prompt_tokens_total",
+    help: "Prompt tokens processed.",
+    labelNames: ["model"],
+    registers: [registry],
+  });
+  const generatedTokens = new Counter({
+    name: "model_runner_generated_tokens_total",
+    help: "Tokens generated.",
+    labelNames: ["model"],
+    registers: [registry],
+  });
+  const tokensPerSecond = new Histogram({
+    name: "model_runner_generation_tokens_per_second",
+    help: "Generation speed of each request, as measured by the engine.",
+    labelNames: ["model"],
+    buckets: [1, 5, 10, 20, 40, 80, 160, 320, 640, 1280, 2560, 5120],
+    registers: [registry],
+  });
+  new Gauge({
+    name: "model_runner_queue_depth",
+    help: "Requests waiting for memory or a runner slot.",
+    registers: [registry],
+    collect() {
+      this.set(source.queued());
+    },
+  });
+  const queueWait = new Histogram({
+    name: "model_runner_queue_wait_seconds",
+    help: "Time requests spent waiting in the scheduler's queue.",
+    labelNames: ["outcome"],
+    buckets: LATENCY_BUCKETS,
+    registers: [registry],
+  });
+  const queueRejected = new Counter({
+    name: "model_runner_queue_rejections_total",
+    help: "Requests refused because the queue was full.",
+    registers: [registry],
+  });
+  const loads = new Counter({
+    name: "model_runner_runner_loads_total",
+    help: "Runner (engine) loads by backend, model and mode.",
+    labelNames: ["backend", "model", "mode", "outcome"],
+    registers: [registry],
+  });
+  const loadDuration = new Histogram({
+    name: "model_runner_runner_load_duration_seconds",
+    help: "Time from starting an engine to its first healthy answer.",
+    labelNames: ["backend", "model"],
+    buckets: [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300],
+    registers: [registry],
+  });
+  const evictions = new Counter({
+    name: "model_runner_runner_evictions_total",
+    help: "Runners stopped, by reason.",
+    labelNames: ["backend", "model", "reason"],
+    registers: [registry],
+  });
+  const crashes = new Counter({
+    name: "model_runner_runner_crashes_total",
+    help: "Engines that died on their own.",
+    labelNames: ["backend", "model"],
+    registers: [registry],
+  });
+  new Gauge({
+    name: "model_runner_runner_memory_bytes",
+    help: "Estimated memory of each running runner.",
+    labelNames: ["backend", "model", "mode"],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const r of runners()) this.set({ backend: r.backend, model: r.model, mode: r.mode }, r.estimatedMemoryBytes);
+    },
+  });
+  new Gauge({
+    name: "model_runner_runner_in_flight",
+    help: "Requests being served by each runner.",
+    labelNames: ["backend", "model", "mode"],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const r of runners()) this.set({ backend: r.backend, model: r.model, mode: r.mode }, r.inFlight);
+    },
+  });
+
+  return {
+    registry,
+    request(route, method, status, durationMs) {
+      httpRequests.inc({ route, method, status: String(status) });
+      httpDuration.observe({ route, method }, durationMs / 1000);
+    },
+    inference(o) {
+      inferenceRequests.inc({ api: o.api, endpoint: o.endpoint, model: o.model, status: String(o.status) });
+      inferenceDuration.observe({ api: o.api, model: o.model }, o.durationMs / 1000);
+      if (o.firstByteMs !== null) ttft.observe({ api: o.api, model: o.model }, o.firstByteMs / 1000);
+      if (o.promptTokens !== null) promptTokens.inc({ model: o.model }, o.promptTokens);
+      if (o.completionTokens !== null) generatedTokens.inc({ model: o.model }, o.completionTokens);
+      if (o.completionTokens && o.generationMs) tokensPerSecond.observe({ model: o.model }, o.completionTokens / (o.generationMs / 1000));
+    },
+    schedulerEvent(e) {
+      switch (e.type) {
+        case "load":
+          loads.inc({ backend: e.backend, model: e.model, mode: e.mode, outcome: "ok" });
+          loadDuration.observe({ backend: e.backend, model: e.model }, e.durationMs / 1000);
+          break;
+        case "load_failed":
+          loads.inc({ backend: e.backend, model: e.model, mode: e.mode, outcome: "failed" });
+          break;
+        case "evict":
+          evictions.inc({ backend: e.backend, model: e.model, reason: e.reason });
+          break;
+        case "crash":
+          crashes.inc({ backend: e.backend, model: e.model });
+          break;
+        case "queued":
+          break;
+        case "dequeued":
+          queueWait.observe({ outcome: e.outcome }, e.waitMs / 1000);
+          break;
+        case "queue_full":
+          queueRejected.inc();
+          break;
+      }
+    },
+  };
+}

@@ -1,0 +1,175 @@
+import type { Readable } from "node:stream";
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { InvalidRequestError, NotFoundError } from "../errors.ts";
+import { toDmrProgressLine, type ModelDistribution, type ProgressEvent, type StoredModel, type TransferMode } from "../distribution/index.ts";
+import { errorResponse, type ErrorLogger } from "./errors.ts";
+import { clientSignal, LazyStream } from "./streaming.ts";
+
+export interface ModelRouteDeps {
+  distribution: ModelDistribution;
+  logError: ErrorLogger;
+  /** Called after a model is removed, so runners of a deleted model can be stopped. */
+  onRemoved?: ((reference: string) => Promise<void>) | undefined;
+}
+
+/** A stored model in Docker Model Runner's `Model` JSON shape. */
+export function modelJson(m: StoredModel) {
+  return { id: m.id, tags: m.tags, created: m.created, config: m.config };
+}
+
+class UnknownActionError extends NotFoundError {
+  override readonly code = "unknown_action";
+  constructor(action: string) {
+    super(`unknown action "${action}"`);
+  }
+}
+
+const bearerOf = (body: unknown): string | undefined => {
+  const token = (body as { "bearer-token"?: unknown } | undefined)?.["bearer-token"];
+  return typeof token === "string" && token !== "" ? token : undefined;
+};
+
+/** Splits `/models/<ref>/<action>` where the reference itself may contain slashes. */
+function splitAction(path: string, actions: readonly string[]): { ref: string; action: string | null } {
+  for (const action of actions) {
+    if (path.endsWith(`/${action}`)) return { ref: path.slice(0, -action.length - 1), action };
+  }
+  return { ref: path, action: null };
+}
+
+/**
+ * Docker Model Runner's model management routes (`/models/...`). Pull and
+ * push stream NDJSON progress lines when the client accepts JSON, else plain
+ * text lines; errors before the first line keep their HTTP status, later ones
+ * become a last `{"type":"error"}` line.
+ */
+export function registerModelRoutes(app: FastifyInstance, deps: ModelRouteDeps): void {
+  const { distribution } = deps;
+
+  // Archives are read as a stream, never buffered.
+  app.addContentTypeParser(["application/x-tar", "application/octet-stream"], (_req, payload, done) => done(null, payload));
+
+  app.post("/models/create", async (request, reply) => {
+    const body = request.body as { from?: unknown } | undefined;
+    if (typeof body?.from !== "string" || body.from.trim() === "") throw new InvalidRequestError("'from' is required: the model to pull.", "from");
+    const from = body.from.trim();
+    await streamProgress(request, reply, "pull", deps.logError, async (onProgress, signal) => {
+      const model = await distribution.pull(from, { signal, bearerToken: bearerOf(body), onProgress });
+      return `Model pulled successfully: ${model.tags[0] ?? model.id}`;
+    });
+  });
+
+  app.post("/models/load", async (request, reply) => {
+    const query = request.query as { tag?: string | string[] };
+    const tags = query.tag === undefined ? [] : Array.isArray(query.tag) ? query.tag : [query.tag];
+    const source = request.body as Readable | undefined;
+    if (!source || typeof (source as Readable).pipe !== "function") {
+      throw new InvalidRequestError("Send the model archive as the request body with Content-Type: application/x-tar.");
+    }
+    await streamProgress(request, reply, "pull", deps.logError, async (_onProgress, signal) => {
+      const model = await distribution.loadTar(source, { tags, signal });
+      return `Model loaded successfully: ${model.tags[0] ?? model.id}`;
+    });
+  });
+
+  app.get("/models", async () => (await distribution.list()).map(modelJson));
+
+  app.delete("/models/purge", async () => {
+    await distribution.purge();
+    return { message: "All models were removed." };
+  });
+
+  app.get("/models/*", async (request, reply) => {
+    const { ref, action } = splitAction(pathOf(request), ["export"]);
+    if ((request.query as { remote?: string }).remote === "true") {
+      throw new InvalidRequestError("Inspecting a model in the registry without pulling it (remote=true) is not supported yet.", "remote");
+    }
+    if (action === "export") {
+      const model = await distribution.resolve(ref);
+      const name = (model.tags[0] ?? model.id).replace(/[^A-Za-z0-9._-]+/g, "_");
+      const tar = distribution.exportTar(model.id);
+      return reply
+        .header("content-type", "application/x-tar")
+        .header("content-disposition", `attachment; filename="${name}.tar"`)
+        .send(tar);
+    }
+    return modelJson(await distribution.resolve(ref));
+  });
+
+  app.delete("/models/*", async (request) => {
+    const ref = pathOf(request);
+    const force = isTrue((request.query as { force?: string }).force);
+    const result = await distribution.remove(ref, { force });
+    await deps.onRemoved?.(ref);
+    return result;
+  });
+
+  app.post("/models/*", async (request, reply) => {
+    const { ref, action } = splitAction(pathOf(request), ["tag", "push"]);
+    if (action === "tag") {
+      const { repo, tag } = request.query as { repo?: string; tag?: string };
+      if (!repo) throw new InvalidRequestError("'repo' is required: the repository of the new tag.", "repo");
+      if (!tag) throw new InvalidRequestError("'tag' is required: the new tag.", "tag");
+      const target = await distribution.tag(ref, `${repo}:${tag}`);
+      return reply.code(201).send({ message: `Model tagged successfully with "${target}"`, target });
+    }
+    if (action === "push") {
+      await streamProgress(request, reply, "push", deps.logError, async (onProgress, signal) => {
+        const { digest } = await distribution.push(ref, { signal, bearerToken: bearerOf(request.body), onProgress });
+        return `Model pushed successfully: ${digest}`;
+      });
+      return;
+    }
+    const last = ref.split("/").at(-1) ?? ref;
+    throw new UnknownActionError(last);
+  });
+}
+
+function pathOf(request: FastifyRequest): string {
+  const raw = (request.params as { "*": string })["*"];
+  const ref = decodeURIComponent(raw).replace(/\/+$/, "");
+  if (ref === "") throw new InvalidRequestError("A model reference is required in the path.");
+  return ref;
+}
+
+/** Go-style boolean query values: a bare `?force` means true. */
+export function isTrue(value: string | undefined): boolean {
+  return value !== undefined && ["", "1", "true", "yes"].includes(value.toLowerCase());
+}
+
+async function streamProgress(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  mode: TransferMode,
+  logError: ErrorLogger,
+  run: (onProgress: (e: ProgressEvent) => void, signal: AbortSignal) => Promise<string>,
+): Promise<void> {
+  const json = String(request.headers.accept ?? "").includes("application/json");
+  const stream = new LazyStream(reply, 200, {
+    "content-type": json ? "application/x-ndjson" : "text/plain; charset=utf-8",
+    "cache-control": "no-cache",
+  });
+  const line = (event: { type: string; message?: string; [k: string]: unknown }) => (json ? `${JSON.stringify(event)}\n` : `${event.message ?? ""}\n`);
+  const client = clientSignal(reply);
+  // Progress is sent in order without waiting for a slow client (events are rate-limited upstream).
+  let writing: Promise<void> = Promise.resolve();
+  const send = (event: { type: string; message?: string; [k: string]: unknown }) => {
+    writing = writing.then(() => stream.write(line(event))).catch(() => undefined);
+  };
+  try {
+    const message = await run((e) => send({ ...toDmrProgressLine(e), mode }), client.signal);
+    send({ type: "success", message, mode });
+    await writing;
+    stream.end();
+  } catch (error) {
+    await writing;
+    if (!stream.hasStarted) throw error;
+    if (!client.signal.aborted) {
+      const { body } = errorResponse(error, logError);
+      await stream.write(line({ type: "error", message: body.error.message, code: body.error.code, mode })).catch(() => undefined);
+    }
+    stream.end();
+  } finally {
+    client.dispose();
+  }
+}

@@ -1,0 +1,159 @@
+import { createReadStream } from "node:fs";
+import { stat } from "node:fs/promises";
+import { setTimeout as delay } from "node:timers/promises";
+import Fastify, { type FastifyInstance, type FastifyRequest } from "fastify";
+import type { Logger } from "pino";
+import { InvalidRequestError } from "../errors.ts";
+import type { ModelDistribution } from "../distribution/index.ts";
+import type { BackendRegistry } from "../inference/index.ts";
+import type { Scheduler } from "../scheduling/index.ts";
+import type { EngineClients } from "./engine-client.ts";
+import { registerEngineRoutes } from "./engine-routes.ts";
+import { errorResponse, ForbiddenOriginError, RouteNotFoundError, UnauthorizedError } from "./errors.ts";
+import type { DaemonMetrics } from "./metrics.ts";
+import { isTrue, registerModelRoutes } from "./model-routes.ts";
+import { registerOpenAIRoutes } from "./openai-routes.ts";
+import { clientSignal, writeWithBackpressure } from "./streaming.ts";
+
+/** Everything the daemon's HTTP surface needs, built by src/main.ts. */
+export interface DaemonAppDeps {
+  version: string;
+  apiKey: string | null;
+  /** Extra allowed CORS origins; `*` allows every origin. */
+  origins: readonly string[];
+  distribution: ModelDistribution;
+  scheduler: Scheduler;
+  backends: BackendRegistry;
+  engines: EngineClients;
+  metrics: DaemonMetrics;
+  log: Logger;
+  /** The combined daemon + engine log file served by `GET /logs`. */
+  logFile: string;
+}
+
+/** Inference bodies are small; anything bigger is a mistake or an attack. */
+export const BODY_LIMIT_BYTES = 10 * 1024 * 1024;
+
+/** Routes reachable without the API key. */
+const OPEN_ROUTES = new Set(["/", "/health"]);
+
+const LOCAL_ORIGIN = /^https?:\/\/(localhost|127\.0\.0\.1|0\.0\.0\.0|\[::1\])(:\d+)?$/i;
+
+/** Whether a browser page at `origin` may call the daemon. */
+export function isOriginAllowed(origin: string, extra: readonly string[]): boolean {
+  return LOCAL_ORIGIN.test(origin) || extra.includes("*") || extra.includes(origin);
+}
+
+/**
+ * Builds the daemon's HTTP app. The caller listens and closes it. Errors
+ * everywhere become `{"error":{"message","type","code"}}` with their status.
+ */
+export function createDaemonApp(deps: DaemonAppDeps): FastifyInstance {
+  const app = Fastify({ bodyLimit: BODY_LIMIT_BYTES, logger: false, return503OnClosing: true, forceCloseConnections: true });
+  const logError = (error: unknown) => deps.log.error({ err: error }, "unexpected error");
+
+  // JSON bodies whatever the Content-Type says (curl defaults to form encoding).
+  app.removeContentTypeParser(["application/json", "text/plain"]);
+  app.addContentTypeParser(["application/json", "text/plain", "application/x-www-form-urlencoded"], { parseAs: "string" }, (_req, body, done) => {
+    if (body === "") return done(null, undefined);
+    try {
+      done(null, JSON.parse(body as string));
+    } catch (error) {
+      done(new InvalidRequestError(`Malformed JSON in request body: ${(error as Error).message}`), undefined);
+    }
+  });
+
+  app.setErrorHandler((error, _request, reply) => {
+    const { status, body, headers } = errorResponse(error, logError);
+    void reply.code(status).headers(headers).send(body);
+  });
+  app.setNotFoundHandler((request, reply) => {
+    const { status, body } = errorResponse(new RouteNotFoundError(request.method, request.url.split("?")[0]!), logError);
+    void reply.code(status).send(body);
+  });
+
+  app.addHook("onRequest", async (request, reply) => {
+    const origin = request.headers.origin;
+    if (origin !== undefined) {
+      if (!isOriginAllowed(origin, deps.origins)) throw new ForbiddenOriginError(origin);
+      reply.header("access-control-allow-origin", origin).header("vary", "Origin");
+      if (request.method === "OPTIONS") {
+        return reply
+          .code(204)
+          .header("access-control-allow-methods", "GET, POST, DELETE, HEAD, OPTIONS")
+          .header("access-control-allow-headers", request.headers["access-control-request-headers"] ?? "*")
+          .header("access-control-max-age", "600")
+          .send();
+      }
+    }
+    if (deps.apiKey !== null && !OPEN_ROUTES.has(request.url.split("?")[0]!) && !hasKey(request, deps.apiKey)) {
+      throw new UnauthorizedError();
+    }
+  });
+  app.addHook("onResponse", async (request, reply) => {
+    const route = request.routeOptions.url ?? "unmatched";
+    deps.metrics.request(route, request.method, reply.statusCode, reply.elapsedTime);
+  });
+
+  app.get("/", async (_req, reply) => reply.type("text/plain").send("Model Runner is running"));
+  app.get("/health", async () => ({ status: "ok" }));
+  app.get("/version", async () => ({ version: deps.version }));
+  app.get("/metrics", async (_req, reply) =>
+    reply.type(deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics()),
+  );
+  app.get("/logs", async (request, reply) => {
+    const query = request.query as { follow?: string; "no-engines"?: string };
+    await streamLogs(reply, deps.logFile, isTrue(query.follow), isTrue(query["no-engines"]));
+  });
+
+  registerModelRoutes(app, {
+    distribution: deps.distribution,
+    logError,
+    // A removed model's runners would keep serving deleted files: stop them.
+    onRemoved: async (ref) => {
+      await deps.scheduler.unload({ models: [ref] }).catch(() => undefined);
+    },
+  });
+  registerEngineRoutes(app, deps);
+  registerOpenAIRoutes(app, { ...deps, logError });
+  return app;
+}
+
+function hasKey(request: FastifyRequest, key: string): boolean {
+  const auth = request.headers.authorization;
+  if (auth?.startsWith("Bearer ") && auth.slice(7) === key) return true;
+  // Anthropic clients send the key as x-api-key.
+  return request.headers["x-api-key"] === key;
+}
+
+/** Sends the log file, then (with `follow`) what is appended until the client leaves. */
+async function streamLogs(reply: import("fastify").FastifyReply, file: string, follow: boolean, noEngines: boolean): Promise<void> {
+  const client = clientSignal(reply);
+  reply.hijack();
+  reply.raw.writeHead(200, { "content-type": "text/plain; charset=utf-8", "cache-control": "no-cache" });
+  let offset = 0;
+  let partial = "";
+  try {
+    for (;;) {
+      const size = await stat(file).then((s) => s.size, () => 0);
+      if (size < offset) offset = 0; // rotated or truncated
+      if (size > offset) {
+        for await (const chunk of createReadStream(file, { start: offset, end: size - 1 })) {
+          const text = partial + (chunk as Buffer).toString("utf8");
+          const lines = text.split("\n");
+          partial = lines.pop()!;
+          const kept = noEngines ? lines.filter((l) => !l.includes('"component":"engine"')) : lines;
+          if (kept.length > 0) await writeWithBackpressure(reply.raw, `${kept.join("\n")}\n`);
+        }
+        offset = size;
+      }
+      if (!follow) break;
+      await delay(250, undefined, { signal: client.signal });
+    }
+  } catch {
+    // The client left while following.
+  } finally {
+    client.dispose();
+    reply.raw.end();
+  }
+}

@@ -1,0 +1,71 @@
+import { once } from "node:events";
+import type { ServerResponse } from "node:http";
+import type { FastifyReply } from "fastify";
+
+/**
+ * An AbortSignal that fires when the client goes away before its response
+ * is complete; `dispose` stops listening. This is how a closed client stops
+ * token generation.
+ */
+export function clientSignal(reply: FastifyReply): { signal: AbortSignal; dispose: () => void } {
+  const controller = new AbortController();
+  const raw: ServerResponse = reply.raw;
+  const onClose = () => {
+    if (!raw.writableFinished) controller.abort(new ClientClosedError());
+  };
+  raw.on("close", onClose);
+  return { signal: controller.signal, dispose: () => raw.off("close", onClose) };
+}
+
+export class ClientClosedError extends Error {
+  override readonly name = "ClientClosedError";
+  constructor() {
+    super("the client closed the connection");
+  }
+}
+
+/** Writes `chunk`, waiting for the socket to drain when its buffer is full (a slow reader slows the writer). */
+export async function writeWithBackpressure(raw: ServerResponse, chunk: string | Uint8Array): Promise<void> {
+  if (raw.destroyed) throw new ClientClosedError();
+  if (!raw.write(chunk)) {
+    await Promise.race([once(raw, "drain"), once(raw, "close")]);
+    if (raw.destroyed) throw new ClientClosedError();
+  }
+}
+
+/**
+ * A response that starts streaming lazily: nothing is sent until the first
+ * `write`, so an error before it can still become a normal JSON error with
+ * the right status; after it, errors must travel inside the stream.
+ */
+export class LazyStream {
+  private started = false;
+
+  constructor(
+    private readonly reply: FastifyReply,
+    private readonly status: number,
+    private readonly headers: Record<string, string>,
+  ) {}
+
+  get hasStarted(): boolean {
+    return this.started;
+  }
+
+  async write(chunk: string | Uint8Array): Promise<void> {
+    if (!this.started) {
+      this.started = true;
+      this.reply.hijack();
+      this.reply.raw.writeHead(this.status, this.headers);
+    }
+    await writeWithBackpressure(this.reply.raw, chunk);
+  }
+
+  end(): void {
+    if (!this.started) {
+      this.started = true;
+      this.reply.hijack();
+      this.reply.raw.writeHead(this.status, this.headers);
+    }
+    this.reply.raw.end();
+  }
+}

@@ -1,0 +1,150 @@
+import { mkdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import pino, { type Logger } from "pino";
+import { EngineClients } from "./api/engine-client.ts";
+import { createMetrics } from "./api/metrics.ts";
+import { createDaemonApp } from "./api/server.ts";
+import type { DaemonConfig } from "./config.ts";
+import { createModelDistribution, openStore, type ModelDistribution } from "./distribution/index.ts";
+import { InvalidRequestError } from "./errors.ts";
+import { BackendRegistry, LlamaCppBackend } from "./inference/index.ts";
+import { computeMemoryBudget, createScheduler, type ModelResolver, type Scheduler, type SchedulerEvent } from "./scheduling/index.ts";
+
+/** A running daemon. */
+export interface Daemon {
+  /** `http://host:port` it listens on. */
+  url: string;
+  scheduler: Scheduler;
+  distribution: ModelDistribution;
+  log: Logger;
+  /**
+   * Stops accepting requests, lets in-flight ones finish within `graceMs`,
+   * then stops every engine. Resolves when nothing is left running.
+   */
+  close(graceMs?: number): Promise<void>;
+}
+
+async function packageVersion(): Promise<string> {
+  const pkg = JSON.parse(await readFile(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
+  return pkg.version;
+}
+
+/**
+ * The model store as the scheduler sees it: a reference (any form the store
+ * resolves, partial names included) becomes runnable files.
+ */
+export function storeResolver(distribution: ModelDistribution): ModelResolver {
+  return async (ref) => {
+    const model = await distribution.resolve(ref);
+    const ggufPath = model.files.ggufPath;
+    if (ggufPath === null) {
+      throw new InvalidRequestError(`Model ${ref} has no GGUF file; the llama.cpp backend cannot run it.`, "model");
+    }
+    const contextSize = (model.config as { context_size?: unknown }).context_size;
+    return {
+      id: model.id,
+      files: {
+        name: model.tags[0] ?? model.id,
+        ggufPath,
+        chatTemplatePath: model.files.chatTemplatePath ?? undefined,
+        mmprojPath: model.files.mmprojPath ?? undefined,
+      },
+      sizeBytes: model.sizeBytes,
+      contextSize: typeof contextSize === "number" && contextSize > 0 ? contextSize : undefined,
+    };
+  };
+}
+
+/**
+ * Builds every dependency from `config` (the only place real ones are made)
+ * and starts the daemon. Engines left by a daemon that was SIGKILLed are
+ * stopped first.
+ */
+export async function startDaemon(config: DaemonConfig, options: { logToStderr?: boolean } = {}): Promise<Daemon> {
+  await mkdir(config.logDir, { recursive: true });
+  await mkdir(config.configDir, { recursive: true });
+  const logFile = join(config.logDir, "model-runner.log");
+  const fileStream = pino.destination({ dest: logFile, sync: false, mkdir: true });
+  const streams: pino.StreamEntry[] = [{ level: config.logLevel, stream: fileStream }];
+  if (options.logToStderr ?? true) streams.push({ level: config.logLevel, stream: process.stderr });
+  const log = pino({ level: config.logLevel, base: { component: "daemon" } }, pino.multistream(streams));
+
+  const store = await openStore({ root: config.modelsPath });
+  const distribution = createModelDistribution({
+    store,
+    dockerConfigPath: config.dockerConfigPath,
+    insecureRegistries: config.insecureRegistries,
+    ...(config.dockerUsername ? { dockerUsername: config.dockerUsername } : {}),
+    ...(config.dockerPassword ? { dockerPassword: config.dockerPassword } : {}),
+    ...(config.hfEndpoint ? { hfEndpoint: config.hfEndpoint } : {}),
+    ...(config.hfToken ? { hfToken: config.hfToken } : {}),
+  });
+  const removed = await distribution.cleanup({ partials: false });
+  if (removed.length > 0) log.info({ removed: removed.length }, "removed leftovers of interrupted store writes");
+
+  const backends = new BackendRegistry([new LlamaCppBackend({ llamaServerPath: config.llamaServerPath })]);
+  const engineLog = log.child({ component: "engine" });
+  let metrics: ReturnType<typeof createMetrics> | null = null;
+  const scheduler = await createScheduler({
+    backends,
+    resolveModel: storeResolver(distribution),
+    runDir: config.runDir,
+    configPath: join(config.configDir, "runners.json"),
+    memoryBudgetBytes: computeMemoryBudget({ overrideBytes: config.memoryBytes }),
+    maxRunners: config.maxRunners,
+    queueLimit: config.queueLimit,
+    defaultKeepAliveMs: config.keepAliveMs,
+    log: log.child({ component: "scheduler" }),
+    onEvent: (event: SchedulerEvent) => metrics?.schedulerEvent(event),
+    onEngineLog: (labels, line) => engineLog.info({ model: labels.model, backend: labels.backend, mode: labels.mode }, line),
+  });
+  metrics = createMetrics({ runners: () => scheduler.ps(), queued: () => scheduler.memory().queued });
+  const reaped = await scheduler.reapOrphans();
+  if (reaped.length > 0) log.warn({ pids: reaped }, "stopped engines left by a previous daemon");
+  for (const backend of backends.all()) {
+    backend.install(AbortSignal.timeout(120_000)).catch((error: unknown) => log.error({ err: error, backend: backend.name }, "backend is not usable"));
+  }
+
+  const engines = new EngineClients();
+  const app = createDaemonApp({
+    version: await packageVersion(),
+    apiKey: config.apiKey,
+    origins: config.origins,
+    distribution,
+    scheduler,
+    backends,
+    engines,
+    metrics,
+    log,
+    logFile,
+  });
+  await app.listen({ host: config.host, port: config.port });
+  const address = app.server.address();
+  const port = typeof address === "object" && address ? address.port : config.port;
+  const host = config.host.includes(":") ? `[${config.host}]` : config.host;
+  const url = `http://${host}:${port}`;
+  log.info({ url, models: config.modelsPath }, "model runner listening");
+
+  let closing: Promise<void> | null = null;
+  return {
+    url,
+    scheduler,
+    distribution,
+    log,
+    close(graceMs = 10_000) {
+      closing ??= (async () => {
+        // Stop taking connections first, then drain requests and engines.
+        const closed = app.close();
+        await scheduler.shutdown(graceMs);
+        await closed;
+        await engines.close();
+        log.info("model runner stopped");
+        await new Promise<void>((resolve) => {
+          fileStream.once("close", () => resolve());
+          fileStream.end();
+        });
+      })();
+      return closing;
+    },
+  };
+}
