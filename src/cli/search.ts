@@ -31,8 +31,9 @@ interface HubRepo {
 export async function searchDockerHub(hubUrl: string, term: string, limit: number, signal?: AbortSignal): Promise<SearchResult[]> {
   const needle = term.toLowerCase();
   const found: SearchResult[] = [];
-  let url: string | null = `${hubUrl}/v2/repositories/ai/?page_size=100&ordering=pull_count`;
-  for (let page = 0; url && page < 10 && found.length < limit; page++) {
+  let url: string | null = `${hubUrl}/v2/repositories/ai/?page_size=100`;
+  // All pages (the namespace is small), so "most pulled" is right whatever order the Hub pages in.
+  for (let page = 0; url && page < 10; page++) {
     const body: { results?: HubRepo[]; next?: string | null } = await getJson(url, "Docker Hub", {}, signal);
     for (const r of body.results ?? []) {
       if (needle && !`${r.name} ${r.description ?? ""}`.toLowerCase().includes(needle)) continue;
