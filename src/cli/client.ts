@@ -71,12 +71,17 @@ export class DaemonClient {
 
   /** Is something answering GET / ? Never throws. */
   async ping(timeoutMs = 1500): Promise<boolean> {
+    return (await this.probe(timeoutMs)) === null;
+  }
+
+  /** Null when the daemon answers GET /, else why not (for --debug). Never throws. */
+  async probe(timeoutMs = 1500): Promise<Error | null> {
     try {
       const res = await fetch(`${this.baseUrl}/`, { signal: AbortSignal.timeout(timeoutMs) });
       await res.arrayBuffer();
-      return res.status < 500;
-    } catch {
-      return false;
+      return res.status < 500 ? null : new Error(`GET / answered ${res.status}`);
+    } catch (error) {
+      return error as Error;
     }
   }
 }

@@ -24,8 +24,9 @@ export interface EnsureDaemonOptions {
 export async function ensureDaemon(opts: EnsureDaemonOptions): Promise<DaemonClient> {
   const { config } = opts;
   const client = new DaemonClient(config.baseUrl, config.apiKey);
-  if (await client.ping()) return client;
-  if (config.isHostExplicit) throw new DaemonUnreachableError(config.baseUrl);
+  const problem = await client.probe();
+  if (problem === null) return client;
+  if (config.isHostExplicit) throw new DaemonUnreachableError(config.baseUrl, { cause: problem });
   const url = new URL(config.baseUrl);
   mkdirSync(config.logDir, { recursive: true });
   const logPath = join(config.logDir, "daemon.log");
