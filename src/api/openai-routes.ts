@@ -1,10 +1,12 @@
+import { once } from "node:events";
+import { setTimeout as delay } from "node:timers/promises";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { BackendMode, BackendRegistry } from "../inference/index.ts";
 import type { ModelDistribution, StoredModel } from "../distribution/index.ts";
 import type { Scheduler } from "../scheduling/index.ts";
 import type { EngineClients } from "./engine-client.ts";
 import { errorResponse, type ErrorLogger } from "./errors.ts";
-import { ENGINE_ENDPOINTS, requireModel, runInference, type EngineEndpoint, type InferenceObservation } from "./inference.ts";
+import { ENGINE_ENDPOINTS, EngineUnreachableError, requireModel, runInference, type EngineEndpoint, type InferenceObservation } from "./inference.ts";
 import type { DaemonMetrics } from "./metrics.ts";
 import { clientSignal, writeWithBackpressure } from "./streaming.ts";
 
@@ -124,9 +126,14 @@ async function forward(deps: OpenAIRouteDeps, request: FastifyRequest, reply: Fa
   } catch (error) {
     failure = error;
   }
-  if (failure !== undefined && res.engineSignal.aborted && !raw.destroyed) {
+  if (failure !== undefined && !client.signal.aborted && !raw.destroyed) {
     // The engine died mid-answer: a stream gets a final error event; a JSON body cannot be repaired.
-    const { body: errBody } = errorResponse(res.engineSignal.reason, deps.logError);
+    // The socket usually closes a moment before the scheduler sees the exit, so wait briefly for the real cause.
+    if (!res.engineSignal.aborted) await Promise.race([once(res.engineSignal, "abort"), delay(1000)]);
+    const cause = res.engineSignal.aborted
+      ? res.engineSignal.reason
+      : new EngineUnreachableError(`The engine closed the connection mid-answer: ${(failure as Error).message}`);
+    const { body: errBody } = errorResponse(cause, deps.logError);
     if (isStream) raw.write(`data: ${JSON.stringify(errBody)}\n\n`);
   }
   raw.end();
