@@ -4,8 +4,6 @@ import { describeFlags, parseCommandArgs, suggest } from "./args.ts";
 import { COMMANDS, RAW_COMMANDS, findCommand, registerRaw } from "./commands.ts";
 import type { Cli, CliIo, Command } from "./context.ts";
 import { ensureDaemon } from "./daemon.ts";
-import { engineCommand } from "./engine.ts";
-import { serveCommand } from "./serve.ts";
 import { CancelledError, DaemonError, UsageError, isAbort } from "./errors.ts";
 import { makeStyle } from "./output.ts";
 
@@ -15,13 +13,15 @@ registerRaw({
   name: "serve",
   summary: "Run the daemon in the foreground (--host, --port, --models-path, --api-key, --log-level)",
   flags: ["host", "port", "models-path", "api-key", "log-level"],
-  run: serveCommand,
+  // Loaded only when run: the daemon and the engine pull in fastify and node-llama-cpp,
+  // which would slow every other command's start.
+  run: async (argv) => (await import("./serve.ts")).serveCommand(argv),
 });
 registerRaw({
   name: "engine",
   summary: "Run the built-in inference engine for one GGUF model (llama-server's flags)",
   flags: ["model", "host", "port", "ctx-size", "parallel", "embeddings", "alias", "threads", "gpu-layers", "api-key"],
-  run: engineCommand,
+  run: async (argv) => (await import("./engine.ts")).engineCommand(argv),
 });
 
 function usage(): string {

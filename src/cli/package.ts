@@ -1,7 +1,6 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createModelDistribution, normalizeReference, openStore, toDmrProgressLine } from "../distribution/index.ts";
 import type { Command } from "./context.ts";
 import { intFlag } from "./args.ts";
 import { UsageError } from "./errors.ts";
@@ -34,6 +33,8 @@ export const packageCommand: Command = {
     if (positionals.length !== 1) throw new UsageError("package takes exactly one MODEL name", "package");
     if (typeof values.gguf !== "string") throw new UsageError("package needs --gguf FILE", "package");
     const contextSize = intFlag("package", "context-size", values["context-size"]);
+    // The distribution layer (GGUF parsing, registry client) loads only for this command.
+    const { createModelDistribution, normalizeReference, openStore, toDmrProgressLine } = await import("../distribution/index.ts");
     const target = normalizeReference(positionals[0]!);
     // Without --push the daemon is needed; find out before the work, not after.
     const client = values.push ? null : await cli.daemon();
