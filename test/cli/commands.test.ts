@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
+import { startRegistryProxy } from "../doubles/registry-proxy.ts";
 import { startTestRegistry, type TestRegistry } from "../doubles/test-registry.ts";
 import { runMr, spawnMr, collect, startDaemon, type StartedDaemon } from "../helpers/cli.ts";
 import { tempDir, tinyModel } from "../helpers/models.ts";
@@ -95,6 +96,31 @@ test("tag, push with plain progress, rm, then pull back with plain progress line
   assert.equal(again.stderr, "");
   assert.equal(again.stdout, "");
   assert.equal((await mr(["tag", remote, tiny])).code, 0);
+});
+
+test("Ctrl-C stops a pull with exit 130; the next pull resumes where it stopped", async (t) => {
+  const source = `${registry.host}/cli/resume:v1`;
+  assert.equal((await mr(["package", "-q", "--gguf", await tinyModel({ seed: 9 }), "--push", source])).code, 0);
+  const proxy = await startRegistryProxy(registry.url);
+  t.after(() => proxy.close());
+  proxy.faults.stallAfterBytes = { bytes: 200_000, times: 1 };
+  const ref = `${proxy.host}/cli/resume:v1`;
+  const child = spawnMr(["pull", ref], { env });
+  child.stdin!.end();
+  const done = collect(child, 60_000);
+  await eventually(() => proxy.blobGets.length > 0, 20_000, "the blob download to start");
+  await new Promise((r) => setTimeout(r, 500)); // let the first 200 kB reach the disk
+  child.kill("SIGINT");
+  const stopped = await done;
+  assert.equal(stopped.code, 130, stopped.stderr);
+  assert.equal((await mr(["ls", "-q", ref])).stdout, "", "nothing committed");
+
+  const resumed = await mr(["pull", ref]);
+  assert.equal(resumed.code, 0, resumed.stderr);
+  const gets = proxy.blobGets.filter((g) => g.path === proxy.blobGets[0]!.path);
+  assert.ok(gets.length >= 2, JSON.stringify(proxy.blobGets));
+  assert.match(gets.at(-1)!.range ?? "", /^bytes=[1-9]\d*-/, "the second pull asks only for the rest");
+  assert.equal((await mr(["rm", ref])).code, 0);
 });
 
 test("configure sets the context size; run answers a prompt from args, stdin and as --json; ps shows the runner", async () => {
@@ -206,6 +232,10 @@ test("failures: one line from the daemon, exit 1; usage errors exit 2 with a sug
   const unreachable = await runMr(["ls"], { env: { MODEL_RUNNER_HOST: "127.0.0.1:1", MODEL_RUNNER_HOME: home } });
   assert.equal(unreachable.code, 1);
   oneLineError(unreachable, /cannot reach the model runner at http:\/\/127\.0\.0\.1:1/);
+
+  const down = await runMr(["status", "--json"], { env: { MODEL_RUNNER_HOST: "127.0.0.1:1", MODEL_RUNNER_HOME: home } });
+  assert.equal(down.code, 1);
+  assert.equal((JSON.parse(down.stdout) as { running: boolean }).running, false);
 
   const debug = await runMr(["--debug", "ls"], { env: { MODEL_RUNNER_HOST: "127.0.0.1:1", MODEL_RUNNER_HOME: home } });
   assert.match(debug.stderr, /Caused by:/);
