@@ -136,6 +136,9 @@ export async function startDaemon(config: DaemonConfig, options: { logToStderr?:
         // Stop taking connections first, then drain requests and engines.
         const closed = app.close();
         await scheduler.shutdown(graceMs);
+        // Connections that were busy when closing began are keep-alive ones by
+        // now; they would hold the server open until their timeout.
+        app.server.closeAllConnections();
         await closed;
         await engines.close();
         log.info("model runner stopped");

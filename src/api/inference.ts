@@ -9,8 +9,23 @@ export const ENGINE_ENDPOINTS = {
   "/v1/chat/completions": "completion",
   "/v1/completions": "completion",
   "/v1/embeddings": "embedding",
+  "/rerank": "reranking",
+  "/v1/rerank": "reranking",
+  "/score": "reranking",
 } as const satisfies Record<string, BackendMode>;
-export type EngineEndpoint = keyof typeof ENGINE_ENDPOINTS;
+/**
+ * Engine endpoints only the daemon itself calls (the compat layers), never
+ * exposed as routes: `/tokenize` gives Anthropic's count_tokens the model's
+ * real tokenizer without loading the model in the daemon.
+ */
+export const INTERNAL_ENGINE_ENDPOINTS = {
+  "/tokenize": "completion",
+} as const satisfies Record<string, BackendMode>;
+/** The endpoints served as OpenAI routes. */
+export type OpenAIEndpoint = keyof typeof ENGINE_ENDPOINTS;
+export type EngineEndpoint = keyof typeof ENGINE_ENDPOINTS | keyof typeof INTERNAL_ENGINE_ENDPOINTS;
+
+const MODE_OF: Record<EngineEndpoint, BackendMode> = { ...ENGINE_ENDPOINTS, ...INTERNAL_ENGINE_ENDPOINTS };
 
 export interface InferenceRequest {
   endpoint: EngineEndpoint;
@@ -21,6 +36,10 @@ export interface InferenceRequest {
   signal: AbortSignal;
   /** Which API the request came through, for metrics and logs. */
   api: string;
+  /** A per-request keep-alive (Ollama's `keep_alive`); it sticks to the runner. */
+  keepAliveMs?: number | undefined;
+  /** Overrides the endpoint's mode (`/tokenize` on an embedding runner). */
+  mode?: BackendMode | undefined;
 }
 
 /** An engine's answer, streaming. `done()` must be called once the body is consumed or abandoned. */
@@ -33,6 +52,8 @@ export interface InferenceResponse {
   done(error?: unknown): void;
   /** Aborts when the engine dies under the request (reason: the engine's error). */
   engineSignal: AbortSignal;
+  /** Measured time spent getting the runner: queueing plus loading the model (Ollama's `load_duration`). */
+  acquireMs: number;
 }
 
 /** Facts about a finished request, for metrics. */
@@ -80,8 +101,14 @@ export async function runInference(
   request: InferenceRequest,
 ): Promise<InferenceResponse> {
   const model = requireModel(request.body);
-  const mode = ENGINE_ENDPOINTS[request.endpoint];
-  const lease = await deps.scheduler.acquire(model, mode, { backend: request.backend, signal: request.signal });
+  const mode = request.mode ?? MODE_OF[request.endpoint];
+  const acquireStarted = performance.now();
+  const lease = await deps.scheduler.acquire(model, mode, {
+    backend: request.backend,
+    signal: request.signal,
+    ...(request.keepAliveMs !== undefined ? { keepAliveMs: request.keepAliveMs } : {}),
+  });
+  const acquireMs = performance.now() - acquireStarted;
   const combined = AbortSignal.any([request.signal, lease.signal]);
   let settled = false;
   const done = (error?: unknown) => {
@@ -99,7 +126,7 @@ export async function runInference(
       signal: combined,
     });
     const contentType = String(response.headers["content-type"] ?? "application/json");
-    return { status: response.statusCode, contentType, body: response.body, lease, done, engineSignal: lease.signal };
+    return { status: response.statusCode, contentType, body: response.body, lease, done, engineSignal: lease.signal, acquireMs };
   } catch (error) {
     if (lease.signal.aborted) {
       done();

@@ -6,7 +6,7 @@ import type { ModelDistribution, StoredModel } from "../distribution/index.ts";
 import type { Scheduler } from "../scheduling/index.ts";
 import type { EngineClients } from "./engine-client.ts";
 import { errorResponse, type ErrorLogger } from "./errors.ts";
-import { ENGINE_ENDPOINTS, EngineUnreachableError, requireModel, runInference, type EngineEndpoint, type InferenceObservation } from "./inference.ts";
+import { ENGINE_ENDPOINTS, EngineUnreachableError, requireModel, runInference, type OpenAIEndpoint, type InferenceObservation } from "./inference.ts";
 import type { DaemonMetrics } from "./metrics.ts";
 import { clientSignal, writeWithBackpressure } from "./streaming.ts";
 
@@ -28,7 +28,7 @@ const USAGE_WINDOW_BYTES = 16 * 1024;
  */
 export function registerOpenAIRoutes(app: FastifyInstance, deps: OpenAIRouteDeps): void {
   for (const prefix of ["/engines", "/engines/:backend", ""]) {
-    for (const endpoint of Object.keys(ENGINE_ENDPOINTS) as EngineEndpoint[]) {
+    for (const endpoint of Object.keys(ENGINE_ENDPOINTS) as OpenAIEndpoint[]) {
       app.post(`${prefix}${endpoint}`, (request, reply) => forward(deps, request, reply, endpoint));
     }
     app.get(`${prefix}/v1/models`, async (request) => {
@@ -76,7 +76,7 @@ async function openAIModel(deps: OpenAIRouteDeps, model: StoredModel, backend: s
   };
 }
 
-async function forward(deps: OpenAIRouteDeps, request: FastifyRequest, reply: FastifyReply, endpoint: EngineEndpoint) {
+async function forward(deps: OpenAIRouteDeps, request: FastifyRequest, reply: FastifyReply, endpoint: OpenAIEndpoint) {
   const started = performance.now();
   const backend = backendOf(request);
   const body = request.body as Record<string, unknown>;

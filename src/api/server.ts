@@ -12,7 +12,10 @@ import { registerEngineRoutes } from "./engine-routes.ts";
 import { errorResponse, ForbiddenOriginError, RouteNotFoundError, UnauthorizedError } from "./errors.ts";
 import type { DaemonMetrics } from "./metrics.ts";
 import { isTrue, registerModelRoutes } from "./model-routes.ts";
+import { registerAnthropicRoutes } from "./anthropic/index.ts";
+import { registerOllamaRoutes } from "./ollama/index.ts";
 import { registerOpenAIRoutes } from "./openai-routes.ts";
+import { registerResponsesRoutes } from "./responses/index.ts";
 import { clientSignal, writeWithBackpressure } from "./streaming.ts";
 
 /** Everything the daemon's HTTP surface needs, built by src/main.ts. */
@@ -49,7 +52,7 @@ export function isOriginAllowed(origin: string, extra: readonly string[]): boole
  * everywhere become `{"error":{"message","type","code"}}` with their status.
  */
 export function createDaemonApp(deps: DaemonAppDeps): FastifyInstance {
-  const app = Fastify({ bodyLimit: BODY_LIMIT_BYTES, logger: false, return503OnClosing: true, forceCloseConnections: true });
+  const app = Fastify({ bodyLimit: BODY_LIMIT_BYTES, logger: false, return503OnClosing: true, forceCloseConnections: "idle" });
   const logError = (error: unknown) => deps.log.error({ err: error }, "unexpected error");
 
   // JSON bodies whatever the Content-Type says (curl defaults to form encoding).
@@ -116,6 +119,10 @@ export function createDaemonApp(deps: DaemonAppDeps): FastifyInstance {
   });
   registerEngineRoutes(app, deps);
   registerOpenAIRoutes(app, { ...deps, logError });
+  // The compat dialects: each in its own scope with its own error shape, all on runInference.
+  registerOllamaRoutes(app, { ...deps, logError });
+  registerAnthropicRoutes(app, { ...deps, logError });
+  registerResponsesRoutes(app, { ...deps, logError });
   return app;
 }
 

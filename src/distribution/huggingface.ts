@@ -1,4 +1,4 @@
-import { listFiles, type ListFileEntry } from "@huggingface/hub";
+import type { ListFileEntry } from "@huggingface/hub";
 import type { Dispatcher } from "undici";
 import { fetch as undiciFetch } from "undici";
 import { isDigest, type Digest } from "./digest.ts";
@@ -91,6 +91,8 @@ export async function listHfFiles(repo: string, opts: HfClientOptions, signal?: 
   const fetchImpl = ((input: string | URL, init?: RequestInit) =>
     undiciFetch(input, { ...(init as object), signal, ...(opts.dispatcher ? { dispatcher: opts.dispatcher } : {}) })) as unknown as typeof fetch;
   try {
+    // Loaded on first use: the Hub client is ~30 MB of memory that most daemons never need.
+    const { listFiles } = await import("@huggingface/hub");
     for await (const e of listFiles({
       repo: { type: "model", name: repo },
       recursive: true,

@@ -1,6 +1,5 @@
 import { readdir, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
-import { gguf } from "@huggingface/gguf";
 import type { Digest } from "./digest.ts";
 import { InvalidArtifactError } from "./errors.ts";
 import { MediaTypes, type Descriptor, type ImageManifest, type ModelConfig, type ModelConfigFile } from "./media-types.ts";
@@ -64,7 +63,7 @@ export async function readGgufConfig(shards: string[], contextSize?: number): Pr
   for (const s of shards) {
     let parsed: { metadata: Record<string, unknown>; parameterCount: number };
     try {
-      parsed = (await gguf(s, { allowLocalFile: true, computeParametersCount: true })) as unknown as typeof parsed;
+      parsed = (await (await import("@huggingface/gguf")).gguf(s, { allowLocalFile: true, computeParametersCount: true })) as unknown as typeof parsed;
     } catch (e) {
       throw new InvalidArtifactError(`${s} is not a readable GGUF file.`, { cause: e });
     }

@@ -32,7 +32,27 @@ export interface TinyModelOptions {
    * that never ends early on `</s>`.
    */
   keepSpecialLogits?: boolean;
+  /**
+   * Adds `<think>`/`</think>` tokens (user-defined, so they detokenize as
+   * text, and silent by default) for models with a thinking template; pair
+   * with `THINKING_TEMPLATE`.
+   */
+  thinking?: boolean;
+  /**
+   * Writes a reranker instead: a `qwen3` architecture (llama.cpp loads a
+   * classifier head only for reranking architectures such as qwen3 and bert)
+   * with `pooling_type` rank, two classifier labels ("yes", "no") and a
+   * `cls.output.weight` head; node-llama-cpp's LlamaRankingContext then
+   * scores P(yes) from the last token. Embedding length must equal
+   * heads × rope dimension, as qwen3 requires.
+   */
+  reranker?: boolean;
 }
+
+/** ChatML whose generation prompt opens a thought, as Qwen3-style thinking templates do. */
+export const THINKING_TEMPLATE =
+  "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}" +
+  "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n<think>\\n' }}{% endif %}";
 
 export const CHATML_TEMPLATE =
   "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}" +
@@ -52,6 +72,7 @@ const WORDS = [
 const TOKEN_NORMAL = 1;
 const TOKEN_UNKNOWN = 2;
 const TOKEN_CONTROL = 3;
+const TOKEN_USER_DEFINED = 4;
 const TOKEN_BYTE = 6;
 
 interface Vocab {
@@ -62,7 +83,7 @@ interface Vocab {
   silent: Set<number>;
 }
 
-function buildVocab(): Vocab {
+function buildVocab(options: TinyModelOptions = {}): Vocab {
   const tokens: string[] = [];
   const scores: number[] = [];
   const types: number[] = [];
@@ -94,6 +115,11 @@ function buildVocab(): Vocab {
     }
   }
   for (const p of pieces) add(p, -1000 + p.length * 10, TOKEN_NORMAL, false);
+  // Appended last, so the other tokens keep their ids (and their weights).
+  if (options.thinking) {
+    add("<think>", 0, TOKEN_USER_DEFINED, true);
+    add("</think>", 0, TOKEN_USER_DEFINED, true);
+  }
   return { tokens, scores, types, silent };
 }
 
@@ -108,7 +134,7 @@ function noise(seed: number, tensor: number, index: number): number {
 
 /** Parameter count of the model these options describe. */
 export function tinyModelParameterCount(options: TinyModelOptions = {}): number {
-  const spec = tinyModelTensors(options, buildVocab());
+  const spec = tinyModelTensors(options, buildVocab(options));
   return spec.reduce((n, t) => n + t.dims.reduce((a, b) => a * b, 1), 0);
 }
 
@@ -132,7 +158,9 @@ function tinyModelTensors(options: TinyModelOptions, vocab: Vocab): GgufTensorSp
   const ones = (name: string, dims: number[]): GgufTensorSpec => ({ name, dims, fill: (out) => out.fill(1) });
   const w = 1 / Math.sqrt(nEmbd);
   const tensors: GgufTensorSpec[] = [random("token_embd.weight", [nEmbd, nVocab], 1)];
+  const headDim = nEmbd / (options.heads ?? 4);
   for (let i = 0; i < nLayers; i++) {
+    if (options.reranker) tensors.push(ones(`blk.${i}.attn_q_norm.weight`, [headDim]), ones(`blk.${i}.attn_k_norm.weight`, [headDim]));
     tensors.push(
       ones(`blk.${i}.attn_norm.weight`, [nEmbd]),
       random(`blk.${i}.attn_q.weight`, [nEmbd, nEmbd], w),
@@ -157,6 +185,8 @@ function tinyModelTensors(options: TinyModelOptions, vocab: Vocab): GgufTensorSp
     };
   }
   tensors.push(output);
+  // The classifier head: one row per label ("yes", "no").
+  if (options.reranker) tensors.push(random("cls.output.weight", [nEmbd, 2], w * 4));
   return tensors;
 }
 
@@ -168,20 +198,21 @@ export async function writeTinyModel(path: string, options: TinyModelOptions = {
   const nEmbd = options.embeddingLength ?? 64;
   const heads = options.heads ?? 4;
   if (nEmbd % heads !== 0) throw new RangeError(`embeddingLength ${nEmbd} is not a multiple of heads ${heads}`);
-  const vocab = buildVocab();
+  const vocab = buildVocab(options);
+  const arch = options.reranker ? "qwen3" : "llama";
   const metadata: Record<string, GgufValue> = {
-    "general.architecture": { type: "string", value: "llama" },
-    "general.name": { type: "string", value: options.name ?? "tiny-llama" },
+    "general.architecture": { type: "string", value: arch },
+    "general.name": { type: "string", value: options.name ?? (options.reranker ? "tiny-reranker" : "tiny-llama") },
     "general.file_type": { type: "u32", value: 0 },
-    "llama.context_length": { type: "u32", value: options.contextLength ?? 4096 },
-    "llama.embedding_length": { type: "u32", value: nEmbd },
-    "llama.block_count": { type: "u32", value: options.blockCount ?? 2 },
-    "llama.feed_forward_length": { type: "u32", value: options.feedForwardLength ?? 128 },
-    "llama.attention.head_count": { type: "u32", value: heads },
-    "llama.attention.head_count_kv": { type: "u32", value: heads },
-    "llama.rope.dimension_count": { type: "u32", value: nEmbd / heads },
-    "llama.attention.layer_norm_rms_epsilon": { type: "f32", value: 1e-5 },
-    "llama.vocab_size": { type: "u32", value: vocab.tokens.length },
+    [`${arch}.context_length`]: { type: "u32", value: options.contextLength ?? 4096 },
+    [`${arch}.embedding_length`]: { type: "u32", value: nEmbd },
+    [`${arch}.block_count`]: { type: "u32", value: options.blockCount ?? 2 },
+    [`${arch}.feed_forward_length`]: { type: "u32", value: options.feedForwardLength ?? 128 },
+    [`${arch}.attention.head_count`]: { type: "u32", value: heads },
+    [`${arch}.attention.head_count_kv`]: { type: "u32", value: heads },
+    [`${arch}.rope.dimension_count`]: { type: "u32", value: nEmbd / heads },
+    [`${arch}.attention.layer_norm_rms_epsilon`]: { type: "f32", value: 1e-5 },
+    [`${arch}.vocab_size`]: { type: "u32", value: vocab.tokens.length },
     "tokenizer.ggml.model": { type: "string", value: "llama" },
     "tokenizer.ggml.tokens": { type: "string[]", value: vocab.tokens },
     "tokenizer.ggml.scores": { type: "f32[]", value: vocab.scores },
@@ -195,7 +226,11 @@ export async function writeTinyModel(path: string, options: TinyModelOptions = {
   const template = options.chatTemplate === undefined ? CHATML_TEMPLATE : options.chatTemplate;
   if (template !== null) metadata["tokenizer.chat_template"] = { type: "string", value: template };
   if (options.pooling) {
-    metadata["llama.pooling_type"] = { type: "u32", value: { mean: 1, cls: 2, last: 3 }[options.pooling] };
+    metadata[`${arch}.pooling_type`] = { type: "u32", value: { mean: 1, cls: 2, last: 3 }[options.pooling] };
+  }
+  if (options.reranker) {
+    metadata[`${arch}.pooling_type`] = { type: "u32", value: 4 }; // LLAMA_POOLING_TYPE_RANK
+    metadata[`${arch}.classifier.output_labels`] = { type: "string[]", value: ["yes", "no"] };
   }
   return writeGguf(path, metadata, tinyModelTensors(options, vocab));
 }

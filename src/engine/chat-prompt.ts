@@ -4,6 +4,9 @@ import {
   LlamaText,
   resolveChatWrapper,
   type ChatHistoryItem,
+  type ChatModelFunctionCall,
+  type ChatModelFunctions,
+  type ChatModelResponse,
   type ChatWrapper,
   type LlamaModel,
   type Token,
@@ -11,19 +14,42 @@ import {
 import { InvalidRequestError } from "../errors.ts";
 
 /** An OpenAI chat message after validation. */
-export interface ChatMessage {
-  role: "system" | "developer" | "user" | "assistant";
-  content: string;
+export type ChatMessage =
+  | { role: "system" | "developer" | "user"; content: string }
+  | { role: "assistant"; content: string; toolCalls?: ReadonlyArray<{ id: string; name: string; arguments: unknown }> }
+  | { role: "tool"; content: string; toolCallId: string };
+
+/** What the template says about thinking: set when the model writes `<think>` blocks. */
+export interface ThinkingSyntax {
+  open: string;
+  close: string;
+  /** The template's generation prompt opens the thought (e.g. ends with `<think>\n`). */
+  startsInside: boolean;
+  /**
+   * Text to append to a rendered prompt so that it opens the thought when the
+   * template does: node-llama-cpp's Jinja wrapper treats `<think>` as a
+   * segment the model opens itself and drops it from the generation prompt.
+   */
+  prefill: string;
 }
 
 /** Renders chat messages with the model's template and tokenizes them. */
 export interface ChatPrompter {
   readonly templateName: string;
-  /** Prompt tokens for `messages`, ending where the assistant's reply begins. */
-  render(messages: readonly ChatMessage[]): Token[];
+  /**
+   * Prompt tokens for `messages`, ending where the assistant's reply begins.
+   * `functions` are presented the way the template presents tools.
+   * Throws InvalidRequestError for a tool message that answers no call.
+   */
+  render(messages: readonly ChatMessage[], functions?: ChatModelFunctions): Token[];
   /** Tokens that end the assistant's turn for this template. */
   readonly stopTokens: ReadonlySet<Token>;
+  /** Null for models without a thinking syntax. */
+  readonly thinking: ThinkingSyntax | null;
 }
+
+const THINK_OPEN = "<think>";
+const THINK_CLOSE = "</think>";
 
 /**
  * Picks the chat template: a template file given on the command line, else
@@ -36,6 +62,12 @@ export async function createChatPrompter(model: LlamaModel, templateFile: string
     wrapper = new JinjaTemplateChatWrapper({ template, tokenizer: model.tokenizer });
   } else {
     wrapper = resolveChatWrapper(model);
+    // A template that thinks but was matched to a wrapper without thoughts
+    // (e.g. ChatML) would lose its `<think>` prefill: keep the template itself.
+    const template = model.fileInfo.metadata.tokenizer?.chat_template;
+    if (typeof template === "string" && template.includes(THINK_OPEN) && wrapper.settings.segments?.thought === undefined) {
+      wrapper = new JinjaTemplateChatWrapper({ template, tokenizer: model.tokenizer });
+    }
   }
   const probe = wrapper.generateContextState({ chatHistory: [{ type: "user", text: "x" }, { type: "model", response: [] }] });
   const stopTokens = new Set<Token>();
@@ -44,22 +76,66 @@ export async function createChatPrompter(model: LlamaModel, templateFile: string
     const tokens = text.tokenize(model.tokenizer);
     if (tokens.length === 1 && text.values.every((v) => typeof v !== "string")) stopTokens.add(tokens[0]!);
   }
+  const toHistory = (messages: readonly ChatMessage[]): ChatHistoryItem[] => {
+    const history: ChatHistoryItem[] = [];
+    const calls = new Map<string, ChatModelFunctionCall>();
+    for (const [i, m] of messages.entries()) {
+      if (m.role === "tool") {
+        const call = calls.get(m.toolCallId);
+        if (!call) {
+          throw new InvalidRequestError(
+            `messages[${i}].tool_call_id "${m.toolCallId}" answers no tool call of an earlier assistant message`,
+            `messages.${i}.tool_call_id`,
+          );
+        }
+        call.result = m.content;
+        continue;
+      }
+      if (m.role === "assistant") {
+        // Consecutive assistant turns (a call, its results, then more) are one model response.
+        const last = history.at(-1);
+        const item: ChatModelResponse = last?.type === "model" ? last : { type: "model", response: [] };
+        if (item !== last) history.push(item);
+        if (m.content !== "") item.response.push(m.content);
+        for (const c of m.toolCalls ?? []) {
+          const call: ChatModelFunctionCall = { type: "functionCall", name: c.name, params: c.arguments, result: "" };
+          calls.set(c.id, call);
+          item.response.push(call);
+        }
+      } else if (m.role === "user") history.push({ type: "user", text: m.content });
+      else history.push({ type: "system", text: m.content });
+    }
+    return history;
+  };
+  const thinkingCapable =
+    model.tokenize(THINK_OPEN, true).length === 1 || (wrapper instanceof JinjaTemplateChatWrapper && wrapper.template.includes(THINK_OPEN));
+  let thinking: ThinkingSyntax | null = null;
+  if (thinkingCapable) {
+    const rendered = probe.contextText.toString().trimEnd().endsWith(THINK_OPEN);
+    const source = wrapper instanceof JinjaTemplateChatWrapper ? wrapper.template : "";
+    const opensInTemplate = /add_generation_prompt[\s\S]*<think>/.test(source);
+    thinking = {
+      open: THINK_OPEN,
+      close: THINK_CLOSE,
+      startsInside: rendered || opensInTemplate,
+      prefill: !rendered && opensInTemplate ? `${THINK_OPEN}\n` : "",
+    };
+  }
   return {
     templateName: wrapper.wrapperName,
     stopTokens,
-    render(messages) {
-      const history: ChatHistoryItem[] = [];
-      for (const m of messages) {
-        if (m.role === "assistant") history.push({ type: "model", response: [m.content] });
-        else if (m.role === "user") history.push({ type: "user", text: m.content });
-        else history.push({ type: "system", text: m.content });
-      }
-      // A trailing assistant message is a prefill the model continues.
+    thinking,
+    render(messages, functions) {
+      const history = toHistory(messages);
+      // A trailing assistant message (or tool results) is a prefill the model continues.
       if (history.at(-1)?.type !== "model") history.push({ type: "model", response: [] });
       if (!history.some((h) => h.type === "user")) {
         throw new InvalidRequestError("messages must contain at least one user message", "messages");
       }
-      return wrapper.generateContextState({ chatHistory: history }).contextText.tokenize(model.tokenizer);
+      const hasFunctions = functions !== undefined && Object.keys(functions).length > 0;
+      return wrapper
+        .generateContextState({ chatHistory: history, ...(hasFunctions ? { availableFunctions: functions, documentFunctionParams: true } : {}) })
+        .contextText.tokenize(model.tokenizer);
     },
   };
 }

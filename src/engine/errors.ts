@@ -39,14 +39,16 @@ export class ModelLoadingError extends RunnerError {
   }
 }
 
-/** The endpoint needs the other mode (embeddings vs completions). */
+/** The endpoint needs another mode (completion, embedding or reranking). */
 export class WrongModeError extends InvalidRequestError {
   override readonly code = "wrong_mode";
-  constructor(endpoint: string, needed: "embedding" | "completion") {
+  constructor(endpoint: string, needed: "embedding" | "completion" | "reranking") {
     super(
       needed === "embedding"
         ? `${endpoint} needs an engine started in embedding mode: start it with --embeddings (or configure the model with mode "embedding").`
-        : `${endpoint} is not served by an engine in embedding mode: start it without --embeddings.`,
+        : needed === "reranking"
+          ? `${endpoint} needs an engine started in reranking mode: start it with --reranking (or configure the model with mode "reranking").`
+          : `${endpoint} is not served by an engine in embedding mode or reranking mode: start it without --embeddings/--reranking.`,
     );
   }
 }

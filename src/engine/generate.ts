@@ -1,4 +1,12 @@
-import type { LlamaContextSequence, LlamaModel, SequenceEvaluateOptions, Token } from "node-llama-cpp";
+import {
+  LlamaGrammarEvaluationState,
+  LlamaText,
+  type LlamaContextSequence,
+  type LlamaGrammar,
+  type LlamaModel,
+  type SequenceEvaluateOptions,
+  type Token,
+} from "node-llama-cpp";
 import { StopMatcher } from "./stop-matcher.ts";
 
 /** Sampling settings after defaults are applied (llama-server's defaults). */
@@ -48,6 +56,35 @@ export interface GenerateRequest {
   /** Receives text as it becomes final; awaited, so a slow client slows generation. */
   onText: (text: string) => Promise<void> | void;
   signal: AbortSignal;
+  /** Constrains sampling; its stop triggers end the output (and are not emitted). */
+  grammar?: LlamaGrammar | null;
+  /** Bounds a thinking block (`<think>`…`</think>`) in the output; absent = no tracking. */
+  reasoning?: ReasoningControl | null;
+}
+
+/**
+ * How generate() bounds a thought. Once `budgetTokens` tokens were generated
+ * inside the thought, `closeTokens` (the tokens of `close`) are injected and
+ * generation goes on with the answer, as llama-server's `--reasoning-budget`.
+ */
+export interface ReasoningControl {
+  open: string;
+  close: string;
+  closeTokens: readonly Token[];
+  /** True when the prompt already opened the thought (the template prefills `<think>`). */
+  startsInside: boolean;
+  /** null = unlimited. */
+  budgetTokens: number | null;
+}
+
+/** The plain-text stop triggers of a grammar (e.g. the JSON grammars' four newlines). */
+function grammarStops(grammar: LlamaGrammar): string[] {
+  const stops: string[] = [];
+  for (const trigger of grammar.stopGenerationTriggers) {
+    const text = typeof trigger === "string" ? trigger : LlamaText(trigger as never).toString();
+    if (text !== "") stops.push(text);
+  }
+  return stops;
 }
 
 /** Tokens of context history passed to detokenize so SentencePiece spacing is right. */
@@ -86,7 +123,8 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
   const room = sequence.contextSize - prompt.length;
   const limit = params.maxTokens === null ? room : Math.min(params.maxTokens, room);
   const generated: Token[] = [];
-  const matcher = new StopMatcher(params.stop);
+  const grammar = req.grammar ?? null;
+  const matcher = new StopMatcher(grammar ? [...params.stop, ...grammarStops(grammar)] : params.stop);
   let pending: Token[] = [];
   let finishReason: FinishReason = "stop";
   let firstTokenAt: number | null = null;
@@ -97,6 +135,7 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
     topP: params.topP,
     minP: params.minP,
     ...(params.seed !== null ? { seed: params.seed } : {}),
+    ...(grammar ? { grammarEvaluationState: new LlamaGrammarEvaluationState({ model, grammar }) } : {}),
     ...(params.presencePenalty !== 0 || params.frequencyPenalty !== 0
       ? {
           repeatPenalty: {
@@ -115,44 +154,102 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
     return stopped !== null;
   };
 
+  const reasoning = req.reasoning ?? null;
+  let thinking = reasoning?.startsInside ?? false;
+  let thoughtTokens = 0;
+  let sawContent = false;
+  let recent = "";
+  /** Follows the raw text to know whether generation is inside a thought. */
+  const track = (text: string) => {
+    if (!reasoning) return;
+    recent = (recent + text).slice(-64);
+    if (thinking) {
+      if (recent.includes(reasoning.close)) {
+        thinking = false;
+        recent = "";
+      }
+    } else if (!sawContent) {
+      const trimmed = recent.trimStart();
+      if (trimmed.startsWith(reasoning.open)) {
+        thinking = true;
+        recent = "";
+      } else if (trimmed.length > 0 && !reasoning.open.startsWith(trimmed)) sawContent = true;
+    }
+  };
+
+  const decode = (): string => {
+    const context = generated.slice(Math.max(0, generated.length - pending.length - DETOKENIZE_CONTEXT), -pending.length);
+    return model.detokenize(pending, false, context);
+  };
+
   let stoppedByText = false;
   if (limit <= 0) {
     finishReason = "length";
   } else {
-    const iterator = sequence.evaluate(prompt.slice(reuse) as Token[], options);
-    try {
-      for await (const token of iterator) {
-        firstTokenAt ??= performance.now();
-        if (signal.aborted) throw signal.reason;
-        if (req.stopTokens.has(token)) break;
-        generated.push(token);
-        pending.push(token);
-        const context = generated.slice(Math.max(0, generated.length - pending.length - DETOKENIZE_CONTEXT), -pending.length);
-        const text = model.detokenize(pending, false, context);
-        // A multi-byte character split across tokens decodes to U+FFFD until complete.
-        if (!text.endsWith("\uFFFD") || pending.length >= 4) {
-          pending = [];
-          if (await emit(text)) {
-            stoppedByText = true;
+    let toEvaluate = prompt.slice(reuse) as Token[];
+    generation: for (;;) {
+      let inject: readonly Token[] | null = null;
+      const iterator = sequence.evaluate(toEvaluate, options);
+      try {
+        for await (const token of iterator) {
+          firstTokenAt ??= performance.now();
+          if (signal.aborted) throw signal.reason;
+          if (req.stopTokens.has(token)) break generation;
+          generated.push(token);
+          pending.push(token);
+          if (thinking) thoughtTokens++;
+          const text = decode();
+          // A multi-byte character split across tokens decodes to U+FFFD until complete.
+          if (!text.endsWith("\uFFFD") || pending.length >= 4) {
+            pending = [];
+            track(text);
+            if (await emit(text)) {
+              stoppedByText = true;
+              break generation;
+            }
+          }
+          if (generated.length >= limit) {
+            finishReason = "length";
+            break generation;
+          }
+          if (thinking && reasoning?.budgetTokens != null && thoughtTokens >= reasoning.budgetTokens) {
+            inject = reasoning.closeTokens;
             break;
           }
         }
-        if (generated.length >= limit) {
-          finishReason = "length";
-          break;
-        }
+      } finally {
+        await iterator.return();
       }
-    } finally {
-      await iterator.return();
+      if (!inject) break;
+      // The thought used its budget: close it as if the model had, and go on.
+      // The last sampled token is not in the sequence yet, so it goes first.
+      const inSequence = sequence.nextTokenIndex - prompt.length;
+      const room = limit - generated.length;
+      const forced = inject.slice(0, room);
+      toEvaluate = [...generated.slice(Math.max(0, inSequence)), ...forced];
+      generated.push(...forced);
+      pending.push(...forced);
+      const text = decode();
+      pending = [];
+      track(text);
+      if (await emit(text)) {
+        stoppedByText = true;
+        break;
+      }
+      if (generated.length >= limit) {
+        finishReason = "length";
+        break;
+      }
     }
   }
   if (signal.aborted) throw signal.reason;
   if (!stoppedByText) {
     if (pending.length > 0) {
-      const context = generated.slice(Math.max(0, generated.length - pending.length - DETOKENIZE_CONTEXT), -pending.length);
-      if (await emit(model.detokenize(pending, false, context))) stoppedByText = true;
+      if (await emit(decode())) stoppedByText = true;
     }
-    const rest = matcher.flush();
+    let rest = matcher.flush();
+    // A grammar's trailing whitespace is padding before its stop trigger, not output.
+    if (grammar?.trimWhitespaceSuffix || (grammar && grammarStops(grammar).length > 0)) rest = rest.trimEnd();
     if (!stoppedByText && rest !== "") await req.onText(rest);
   }
   if (stoppedByText) finishReason = "stop";

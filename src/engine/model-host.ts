@@ -6,12 +6,16 @@ import {
   type LlamaContext,
   type LlamaContextSequence,
   type LlamaEmbeddingContext,
+  type LlamaGrammar,
   type LlamaModel,
+  type LlamaRankingContext,
   type Token,
 } from "node-llama-cpp";
 import { ContextSizeExceededError } from "./errors.ts";
-import { createChatPrompter, type ChatMessage, type ChatPrompter } from "./chat-prompt.ts";
-import { generate, cachedPrefixLength, type GenerationResult, type SamplingParams } from "./generate.ts";
+import { createChatPrompter, type ChatMessage, type ChatPrompter, type ThinkingSyntax } from "./chat-prompt.ts";
+import type { ChatModelFunctions } from "node-llama-cpp";
+import { generate, cachedPrefixLength, type GenerationResult, type ReasoningControl, type SamplingParams } from "./generate.ts";
+import { GrammarCache } from "./structured.ts";
 import type { EngineOptions } from "./options.ts";
 import { SlotPool } from "./slot-pool.ts";
 
@@ -27,8 +31,16 @@ export interface ModelInfo {
   embeddingLength: number;
   vocabSize: number;
   sizeBytes: number;
-  mode: "completion" | "embedding";
+  mode: EngineMode;
   chatTemplate: string | null;
+}
+
+export type EngineMode = "completion" | "embedding" | "reranking";
+
+/** Per-generation constraints beyond sampling. */
+export interface CompletionExtras {
+  grammar?: LlamaGrammar | null;
+  reasoning?: ReasoningControl | null;
 }
 
 /**
@@ -50,7 +62,16 @@ export class ModelHost {
       prompter: ChatPrompter;
     } | null,
     private readonly embedding: { context: LlamaEmbeddingContext; queue: SlotPool<LlamaEmbeddingContext> } | null,
-  ) {}
+    private readonly ranking: { context: LlamaRankingContext; queue: SlotPool<LlamaRankingContext> } | null = null,
+    /** Engine-wide thinking budget (`--reasoning-budget`). */
+    readonly reasoningBudget = -1,
+    readonly reasoningFormat: EngineOptions["reasoningFormat"] = "auto",
+  ) {
+    this.grammars = new GrammarCache(llama);
+  }
+
+  /** Compiled grammars for structured output and forced tool calls. */
+  readonly grammars: GrammarCache;
 
   /** Loads the model named in `options`. Rejects with the loader's error. */
   static async load(options: EngineOptions): Promise<ModelHost> {
@@ -80,6 +101,15 @@ export class ModelHost {
         vocabSize: model.fileInfo.metadata.tokenizer?.ggml?.tokens?.length ?? 0,
         sizeBytes: model.size,
       };
+      if (options.reranking) {
+        const context = await model.createRankingContext({
+          contextSize: slotContext,
+          threads: options.threads,
+          ...(options.batchSize !== null ? { batchSize: options.batchSize } : {}),
+        });
+        const info: ModelInfo = { ...infoBase, contextSize: slotContext, slotContextSize: slotContext, mode: "reranking", chatTemplate: null };
+        return new ModelHost(llama, model, info, null, null, { context, queue: new SlotPool([context]) });
+      }
       if (options.embeddings) {
         const context = await model.createEmbeddingContext({
           contextSize: slotContext,
@@ -110,6 +140,9 @@ export class ModelHost {
         info,
         { context, sequences, slots: new SlotPool(sequences), busy: new Set(), prompter },
         null,
+        null,
+        options.reasoningBudget,
+        options.reasoningFormat,
       );
     } catch (error) {
       await llama.dispose();
@@ -117,13 +150,13 @@ export class ModelHost {
     }
   }
 
-  get mode(): "completion" | "embedding" {
+  get mode(): EngineMode {
     return this.info.mode;
   }
 
   /** Slots currently decoding, and requests waiting for one. */
   get load(): { busy: number; waiting: number } {
-    const pool = this.completion?.slots ?? this.embedding?.queue;
+    const pool = this.completion?.slots ?? this.embedding?.queue ?? this.ranking?.queue;
     if (!pool) return { busy: 0, waiting: 0 };
     return { busy: (this.completion ? this.info.parallel : 1) - pool.idle, waiting: pool.waiting };
   }
@@ -153,8 +186,13 @@ export class ModelHost {
     return this.model.detokenize([token], true, [token]);
   }
 
-  chatPrompt(messages: readonly ChatMessage[]): Token[] {
-    return this.requireCompletion().prompter.render(messages);
+  chatPrompt(messages: readonly ChatMessage[], functions?: ChatModelFunctions): Token[] {
+    return this.requireCompletion().prompter.render(messages, functions);
+  }
+
+  /** The model's thinking syntax, or null if its template has none. */
+  get thinking(): ThinkingSyntax | null {
+    return this.completion?.prompter.thinking ?? null;
   }
 
   /**
@@ -166,6 +204,7 @@ export class ModelHost {
     params: SamplingParams,
     onText: (text: string) => Promise<void> | void,
     signal: AbortSignal,
+    extras: CompletionExtras = {},
   ): Promise<GenerationResult> {
     const { slots, prompter, busy } = this.requireCompletion();
     if (prompt.length >= this.info.slotContextSize) {
@@ -183,7 +222,7 @@ export class ModelHost {
     });
     busy.add(sequence);
     try {
-      return await generate({ sequence, model: this.model, prompt, params, stopTokens: prompter.stopTokens, onText, signal });
+      return await generate({ sequence, model: this.model, prompt, params, stopTokens: prompter.stopTokens, onText, signal, ...extras });
     } finally {
       busy.delete(sequence);
       slots.release(sequence);
@@ -213,6 +252,33 @@ export class ModelHost {
     }
   }
 
+  /**
+   * Relevance of each document to the query, in document order: the ranking
+   * head's probability in [0, 1]. Documents are scored one after another.
+   */
+  async rank(query: string, documents: readonly string[], signal: AbortSignal): Promise<{ scores: number[]; tokens: number }> {
+    const { queue, context } = this.requireRanking();
+    const queryTokens = this.model.tokenize(query, false);
+    const docTokens = documents.map((d) => this.model.tokenize(d, false));
+    let tokens = 0;
+    for (const doc of docTokens) {
+      const n = context.calculateInputLength(queryTokens, doc);
+      if (n > this.info.slotContextSize) throw new ContextSizeExceededError(n, this.info.slotContextSize);
+      tokens += n;
+    }
+    const ranker = await queue.acquire(signal);
+    try {
+      const scores: number[] = [];
+      for (const doc of docTokens) {
+        signal.throwIfAborted();
+        scores.push(await ranker.rank(queryTokens, doc));
+      }
+      return { scores, tokens };
+    } finally {
+      queue.release(ranker);
+    }
+  }
+
   async dispose(): Promise<void> {
     await this.llama.dispose();
   }
@@ -220,6 +286,11 @@ export class ModelHost {
   private requireCompletion() {
     if (!this.completion) throw new Error("completion requested from an embedding engine");
     return this.completion;
+  }
+
+  private requireRanking() {
+    if (!this.ranking) throw new Error("ranking requested from an engine not in reranking mode");
+    return this.ranking;
   }
 
   private requireEmbedding() {

@@ -21,6 +21,12 @@ export interface EngineOptions {
   batchSize: number | null;
   chatTemplateFile: string | null;
   apiKey: string | null;
+  /** Serve `/rerank` and `/score` on a ranking context (`--reranking`, or `--embeddings --pooling rank`). */
+  reranking: boolean;
+  /** Tokens a thought may use before it is closed: -1 unlimited, 0 thinking off. */
+  reasoningBudget: number;
+  /** "none" leaves thoughts in `content`; "deepseek"/"auto" return them as `reasoning_content`. */
+  reasoningFormat: "none" | "deepseek" | "auto";
 }
 
 export class EngineUsageError extends Error {
@@ -29,7 +35,8 @@ export class EngineUsageError extends Error {
 
 type FlagSpec =
   | { key: keyof EngineOptions | "host" | "port"; kind: "string" | "int" | "gpuLayers" }
-  | { key: "embeddings" | "jinja"; kind: "bool" };
+  | { key: "embeddings" | "jinja" | "reranking"; kind: "bool" }
+  | { key: "pooling" | "reasoningFormat"; kind: "string" };
 
 const FLAGS: Record<string, FlagSpec> = {
   "-m": { key: "modelPath", kind: "string" },
@@ -53,6 +60,11 @@ const FLAGS: Record<string, FlagSpec> = {
   "--batch-size": { key: "batchSize", kind: "int" },
   "--chat-template-file": { key: "chatTemplateFile", kind: "string" },
   "--api-key": { key: "apiKey", kind: "string" },
+  "--reranking": { key: "reranking", kind: "bool" },
+  "--rerank": { key: "reranking", kind: "bool" },
+  "--pooling": { key: "pooling", kind: "string" },
+  "--reasoning-budget": { key: "reasoningBudget", kind: "int" },
+  "--reasoning-format": { key: "reasoningFormat", kind: "string" },
   // The model's own Jinja template is always used, so --jinja changes nothing.
   "--jinja": { key: "jinja", kind: "bool" },
 };
@@ -134,12 +146,25 @@ export function parseEngineArgs(argv: readonly string[]): EngineOptions {
     return v;
   };
   const gpuLayers = values.gpuLayers;
+  const pooling = values.pooling;
+  const POOLINGS = ["none", "mean", "cls", "last", "rank"];
+  if (pooling !== undefined && !POOLINGS.includes(String(pooling))) {
+    throw new EngineUsageError(`--pooling must be one of ${POOLINGS.join(", ")}, got "${String(pooling)}"`);
+  }
+  const reranking = values.reranking === true || pooling === "rank";
+  const reasoningFormat = values.reasoningFormat ?? "auto";
+  if (reasoningFormat !== "none" && reasoningFormat !== "deepseek" && reasoningFormat !== "auto") {
+    throw new EngineUsageError(`--reasoning-format must be none, deepseek or auto, got "${String(reasoningFormat)}"`);
+  }
   return {
     modelPath,
     listen: host.endsWith(".sock") ? { kind: "socket", path: host } : { kind: "tcp", host, port },
     contextSize: int("contextSize", DEFAULT_CONTEXT_SIZE, 0),
     parallel: int("parallel", 1, 1),
-    embeddings: values.embeddings === true,
+    embeddings: values.embeddings === true || reranking,
+    reranking,
+    reasoningBudget: int("reasoningBudget", -1, -1),
+    reasoningFormat,
     alias: typeof values.alias === "string" ? values.alias : null,
     threads: values.threads === undefined || values.threads === -1 ? defaultThreads() : int("threads", 1, 1),
     gpuLayers: typeof gpuLayers === "number" || gpuLayers === "auto" || gpuLayers === "all" ? gpuLayers : "auto",

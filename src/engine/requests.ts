@@ -12,10 +12,42 @@ import type { ChatMessage } from "./chat-prompt.ts";
 const textPart = z.object({ type: z.literal("text"), text: z.string() });
 const content = z.union([z.string(), z.array(z.union([textPart, z.looseObject({ type: z.string() })]))]);
 
-const message = z.looseObject({
-  role: z.enum(["system", "developer", "user", "assistant"]),
-  content: content.nullish(),
+const toolCall = z.looseObject({
+  id: z.string(),
+  type: z.literal("function").optional(),
+  function: z.looseObject({ name: z.string().min(1), arguments: z.string() }),
 });
+
+const message = z.looseObject({
+  role: z.enum(["system", "developer", "user", "assistant", "tool"]),
+  content: content.nullish(),
+  tool_calls: z.array(toolCall).nullish(),
+  tool_call_id: z.string().nullish(),
+});
+
+const responseFormat = z.discriminatedUnion("type", [
+  z.looseObject({ type: z.literal("text") }),
+  z.looseObject({ type: z.literal("json_object"), schema: z.unknown().optional() }),
+  z.looseObject({
+    type: z.literal("json_schema"),
+    json_schema: z.looseObject({ name: z.string().optional(), schema: z.unknown(), strict: z.boolean().nullish() }),
+  }),
+]);
+
+const tool = z.looseObject({
+  type: z.literal("function"),
+  function: z.looseObject({
+    name: z.string(),
+    description: z.string().nullish(),
+    parameters: z.unknown().optional(),
+    strict: z.boolean().nullish(),
+  }),
+});
+
+const toolChoice = z.union([
+  z.enum(["auto", "none", "required"]),
+  z.looseObject({ type: z.literal("function"), function: z.looseObject({ name: z.string() }) }),
+]);
 
 const stop = z.union([z.string(), z.array(z.string()).max(16)]).nullish();
 
@@ -39,11 +71,26 @@ export const chatCompletionRequest = z.looseObject({
   ...sampling,
   messages: z.array(message).min(1),
   max_completion_tokens: z.number().int().min(0).nullish(),
+  response_format: responseFormat.nullish(),
+  tools: z.array(tool).nullish(),
+  tool_choice: toolChoice.nullish(),
+  parallel_tool_calls: z.boolean().nullish(),
+  /** OpenAI's knob; "none" turns thinking off, the others leave the engine's budget. */
+  reasoning_effort: z.enum(["none", "minimal", "low", "medium", "high"]).nullish(),
+  /** Per-request `--reasoning-budget`: -1 unlimited, 0 off, N tokens. */
+  reasoning_budget: z.number().int().min(-1).nullish(),
+  /** llama-server's: "none" leaves the thought in `content`. */
+  reasoning_format: z.enum(["none", "auto", "deepseek"]).nullish(),
+  chat_template_kwargs: z.looseObject({ enable_thinking: z.boolean().optional() }).nullish(),
 });
 
 export const completionRequest = z.looseObject({
   ...sampling,
   prompt: z.union([z.string(), z.array(z.string()).min(1)]),
+  /** llama-server's structured output on completions: a JSON schema or GBNF text. */
+  json_schema: z.unknown().optional(),
+  grammar: z.string().nullish(),
+  response_format: responseFormat.nullish(),
 });
 
 const tokenArray = z.array(z.number().int().min(0));
@@ -51,6 +98,21 @@ export const embeddingRequest = z.looseObject({
   model: z.string().optional(),
   input: z.union([z.string(), z.array(z.string()).min(1), tokenArray.min(1), z.array(tokenArray.min(1)).min(1)]),
   encoding_format: z.enum(["float", "base64"]).optional(),
+});
+
+export const rankRequest = z.looseObject({
+  model: z.string().optional(),
+  query: z.string(),
+  documents: z.array(z.union([z.string(), z.looseObject({ text: z.string() })])).min(1),
+  top_n: z.number().int().min(1).nullish(),
+  return_documents: z.boolean().nullish(),
+});
+
+const oneOrMany = z.union([z.string(), z.array(z.string()).min(1)]);
+export const scoreRequest = z.looseObject({
+  model: z.string().optional(),
+  text_1: oneOrMany,
+  text_2: oneOrMany,
 });
 
 export const tokenizeRequest = z.looseObject({
@@ -97,9 +159,9 @@ export function samplingFrom(req: Sampling, maxTokens: number | null | undefined
   };
 }
 
-/** Flattens OpenAI message content (string or text parts) into plain text. */
+/** Flattens OpenAI message content (string or text parts) into plain text, keeping tool calls and results. */
 export function chatMessagesFrom(messages: z.infer<typeof chatCompletionRequest>["messages"]): ChatMessage[] {
-  return messages.map((m, i) => {
+  return messages.map((m, i): ChatMessage => {
     let text = "";
     if (typeof m.content === "string") text = m.content;
     else if (Array.isArray(m.content)) {
@@ -112,6 +174,25 @@ export function chatMessagesFrom(messages: z.infer<typeof chatCompletionRequest>
         }
         text += (part as { text: string }).text;
       }
+    }
+    if (m.role === "tool") {
+      if (!m.tool_call_id) throw new InvalidRequestError(`messages[${i}] has role "tool" but no tool_call_id`, `messages.${i}.tool_call_id`);
+      return { role: "tool", content: text, toolCallId: m.tool_call_id };
+    }
+    if (m.role === "assistant" && m.tool_calls && m.tool_calls.length > 0) {
+      const toolCalls = m.tool_calls.map((c, j) => {
+        let args: unknown;
+        try {
+          args = c.function.arguments.trim() === "" ? {} : JSON.parse(c.function.arguments);
+        } catch {
+          throw new InvalidRequestError(
+            `messages[${i}].tool_calls[${j}].function.arguments is not valid JSON`,
+            `messages.${i}.tool_calls.${j}.function.arguments`,
+          );
+        }
+        return { id: c.id, name: c.function.name, arguments: args };
+      });
+      return { role: "assistant", content: text, toolCalls };
     }
     return { role: m.role, content: text };
   });

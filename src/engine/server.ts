@@ -2,10 +2,13 @@ import { randomBytes } from "node:crypto";
 import { once } from "node:events";
 import type { ServerResponse } from "node:http";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
-import type { Token } from "node-llama-cpp";
+import type { LlamaGrammar, Token } from "node-llama-cpp";
 import { InvalidRequestError, RunnerError } from "../errors.ts";
 import { engineErrorBody, ModelLoadingError, UnauthorizedError, WrongModelError, WrongModeError } from "./errors.ts";
-import type { GenerationResult } from "./generate.ts";
+import type { GenerationResult, ReasoningControl } from "./generate.ts";
+import { ReasoningSplitter } from "./reasoning.ts";
+import { grammarForJsonSchema } from "./structured.ts";
+import { checkTools, findToolCalls, parseForcedCall, planTools, ToolCallStreamer, type ToolCallOut } from "./tools.ts";
 import type { ModelHost } from "./model-host.ts";
 import {
   chatCompletionRequest,
@@ -14,7 +17,9 @@ import {
   detokenizeRequest,
   embeddingRequest,
   parseRequest,
+  rankRequest,
   samplingFrom,
+  scoreRequest,
   tokenizeRequest,
 } from "./requests.ts";
 
@@ -38,7 +43,8 @@ const newId = (prefix: string) => `${prefix}-${randomBytes(12).toString("base64u
  * the one model in `state`. The caller listens and closes it.
  */
 export function createEngineApp(state: EngineState): FastifyInstance {
-  const app = Fastify({ bodyLimit: BODY_LIMIT_BYTES, logger: false, return503OnClosing: true });
+  // When the engine is told to stop, open keep-alive connections must not hold it up.
+  const app = Fastify({ bodyLimit: BODY_LIMIT_BYTES, logger: false, return503OnClosing: true, forceCloseConnections: true });
 
   // Any body is read as JSON whatever its Content-Type (curl's default is form
   // encoding); malformed JSON becomes an OpenAI-shaped 400 below.
@@ -128,10 +134,51 @@ export function createEngineApp(state: EngineState): FastifyInstance {
     const host = ready();
     if (host.mode !== "completion") throw new WrongModeError("/v1/chat/completions", "completion");
     const params = samplingFrom(body, body.max_completion_tokens ?? body.max_tokens);
-    const prompt = host.chatPrompt(chatMessagesFrom(body.messages));
+    const plan = planTools(checkTools(body.tools ?? []), body.tool_choice);
+    const format = body.response_format;
+    let grammar: LlamaGrammar | null = null;
+    if (plan.forcedSchema) grammar = await host.grammars.forSchema(plan.forcedSchema);
+    else if (format?.type === "json_schema") {
+      grammar = await grammarForJsonSchema(host.grammars, format.json_schema.schema, "response_format.json_schema.schema");
+    } else if (format?.type === "json_object") {
+      grammar = await grammarForJsonSchema(host.grammars, format.schema ?? {}, "response_format.schema");
+    }
+    let prompt = host.chatPrompt(chatMessagesFrom(body.messages), plan.functions);
+
+    // Thinking: bounded by the request or the engine flag; off under a grammar,
+    // whose output must start at the first token.
+    const thinking = host.thinking;
+    let reasoning: ReasoningControl | null = null;
+    let splitter: ReasoningSplitter | null = null;
+    if (thinking) {
+      let budget = body.reasoning_budget ?? host.reasoningBudget;
+      if (body.reasoning_effort === "none" || body.chat_template_kwargs?.enable_thinking === false || grammar) budget = 0;
+      let startsInside = thinking.startsInside;
+      if (budget === 0) {
+        // An empty thought, as templates render "thinking off".
+        const opened = startsInside && thinking.prefill === "";
+        const closing = `${opened ? "" : `${thinking.open}\n\n`}${thinking.close}\n\n`;
+        prompt = [...prompt, ...host.tokenize(closing, false)];
+        startsInside = false;
+      } else if (startsInside && thinking.prefill !== "") {
+        prompt = [...prompt, ...host.tokenize(thinking.prefill, false)];
+      }
+      reasoning = {
+        open: thinking.open,
+        close: thinking.close,
+        closeTokens: host.tokenize(`\n${thinking.close}\n\n`, false),
+        startsInside,
+        budgetTokens: budget < 0 ? null : budget,
+      };
+      if ((body.reasoning_format ?? host.reasoningFormat) !== "none") {
+        splitter = new ReasoningSplitter(thinking.open, thinking.close, startsInside);
+      }
+    }
+    const extras = { grammar, reasoning };
     const id = newId("chatcmpl");
     const created = Math.floor(Date.now() / 1000);
     const model = state.modelId;
+    const split = (text: string) => (splitter ? splitter.push(text) : { reasoning: "", content: text });
     if (body.stream) {
       const includeUsage = body.stream_options?.include_usage === true;
       const chunk = (delta: object, finish: string | null) => ({
@@ -142,19 +189,57 @@ export function createEngineApp(state: EngineState): FastifyInstance {
         choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }],
       });
       return streamSse(request, reply, async (send, signal) => {
-        await send(chunk({ role: "assistant", content: "" }, null));
-        const result = await host.complete(prompt, params, (text) => send(chunk({ content: text }, null)), signal);
-        await send({ ...chunk({}, result.finishReason), timings: timingsOf(result) });
+        await send(chunk({ role: "assistant", content: plan.forcedSchema ? null : "" }, null));
+        let result: GenerationResult;
+        if (plan.forcedSchema) {
+          const streamer = new ToolCallStreamer(newId("call"));
+          const sendCalls = async (deltas: object[]) => {
+            for (const d of deltas) await send(chunk({ tool_calls: [d] }, null));
+          };
+          result = await host.complete(prompt, params, (text) => sendCalls(streamer.push(text)), signal, extras);
+          await sendCalls(streamer.finish());
+        } else {
+          const sendSplit = async (parts: { reasoning: string; content: string }) => {
+            if (parts.reasoning !== "") await send(chunk({ reasoning_content: parts.reasoning }, null));
+            if (parts.content !== "") await send(chunk({ content: parts.content }, null));
+          };
+          result = await host.complete(prompt, params, (text) => sendSplit(split(text)), signal, extras);
+          if (splitter) await sendSplit(splitter.flush());
+        }
+        const finish = plan.forcedSchema && result.finishReason === "stop" ? "tool_calls" : result.finishReason;
+        await send({ ...chunk({}, finish), timings: timingsOf(result) });
         if (includeUsage) await send({ id, object: "chat.completion.chunk", created, model, choices: [], usage: usageOf(result) });
       });
     }
-    const { text, result } = await collect(request, reply, (onText, signal) => host.complete(prompt, params, onText, signal));
+    const { text, result } = await collect(request, reply, (onText, signal) => host.complete(prompt, params, onText, signal, extras));
+    let content: string | null = text;
+    let reasoningContent = "";
+    let toolCalls: ToolCallOut[] = [];
+    if (splitter) {
+      const a = splitter.push(text);
+      const b = splitter.flush();
+      content = a.content + b.content;
+      reasoningContent = (a.reasoning + b.reasoning).trim();
+    }
+    if (plan.forcedSchema && result.finishReason === "stop") {
+      toolCalls = [parseForcedCall(text, newId("call"))];
+      content = null;
+    } else if (plan.functions && content !== null) {
+      const found = findToolCalls(content, () => newId("call"), plan.functions);
+      if (found) [content, toolCalls] = [found.content, found.calls];
+    }
+    const message = {
+      role: "assistant",
+      content,
+      ...(reasoningContent !== "" ? { reasoning_content: reasoningContent } : {}),
+      ...(toolCalls.length > 0 ? { tool_calls: toolCalls } : {}),
+    };
     return {
       id,
       object: "chat.completion",
       created,
       model,
-      choices: [{ index: 0, message: { role: "assistant", content: text }, logprobs: null, finish_reason: result.finishReason }],
+      choices: [{ index: 0, message, logprobs: null, finish_reason: toolCalls.length > 0 ? "tool_calls" : result.finishReason }],
       usage: usageOf(result),
       timings: timingsOf(result),
     };
@@ -168,6 +253,15 @@ export function createEngineApp(state: EngineState): FastifyInstance {
     const host = ready();
     if (host.mode !== "completion") throw new WrongModeError("/v1/completions", "completion");
     const params = samplingFrom(body, body.max_tokens ?? 16);
+    let grammar: LlamaGrammar | null = null;
+    if (typeof body.grammar === "string" && body.grammar.trim() !== "") grammar = await host.grammars.forGbnf(body.grammar, "grammar");
+    else if (body.json_schema !== undefined && body.json_schema !== null) grammar = await grammarForJsonSchema(host.grammars, body.json_schema, "json_schema");
+    else if (body.response_format?.type === "json_schema") {
+      grammar = await grammarForJsonSchema(host.grammars, body.response_format.json_schema.schema, "response_format.json_schema.schema");
+    } else if (body.response_format?.type === "json_object") {
+      grammar = await grammarForJsonSchema(host.grammars, body.response_format.schema ?? {}, "response_format.schema");
+    }
+    const extras = { grammar };
     const prompts = (typeof body.prompt === "string" ? [body.prompt] : body.prompt).map((p) => host.tokenize(p, true));
     const id = newId("cmpl");
     const created = Math.floor(Date.now() / 1000);
@@ -184,7 +278,7 @@ export function createEngineApp(state: EngineState): FastifyInstance {
       return streamSse(request, reply, async (send, signal) => {
         const results: GenerationResult[] = [];
         for (const [index, prompt] of prompts.entries()) {
-          const result = await host.complete(prompt, params, (text) => send(chunk(index, text, null)), signal);
+          const result = await host.complete(prompt, params, (text) => send(chunk(index, text, null)), signal, extras);
           await send(chunk(index, "", result.finishReason));
           results.push(result);
         }
@@ -192,7 +286,7 @@ export function createEngineApp(state: EngineState): FastifyInstance {
       });
     }
     const outputs = await Promise.all(
-      prompts.map((prompt) => collect(request, reply, (onText, signal) => host.complete(prompt, params, onText, signal))),
+      prompts.map((prompt) => collect(request, reply, (onText, signal) => host.complete(prompt, params, onText, signal, extras))),
     );
     return {
       id,
@@ -233,6 +327,59 @@ export function createEngineApp(state: EngineState): FastifyInstance {
   };
   app.post("/v1/embeddings", embeddings);
   app.post("/embeddings", embeddings);
+
+  // llama-server's /rerank (Jina/Cohere shape): results sorted by relevance, best first.
+  const rerank = async (request: FastifyRequest, reply: FastifyReply) => {
+    const body = parseRequest(rankRequest, request.body);
+    checkModel(body.model);
+    const host = ready();
+    if (host.mode !== "reranking") throw new WrongModeError(request.url.split("?")[0]!, "reranking");
+    const texts = body.documents.map((d) => (typeof d === "string" ? d : d.text));
+    const { scores, tokens } = await withAbort(request, reply, (signal) => host.rank(body.query, texts, signal));
+    const results = scores
+      .map((relevance_score, index) => ({
+        index,
+        relevance_score,
+        ...(body.return_documents ? { document: { text: texts[index]! } } : {}),
+      }))
+      .sort((a, b) => b.relevance_score - a.relevance_score)
+      .slice(0, body.top_n ?? texts.length);
+    return { id: newId("rerank"), model: state.modelId, object: "list", results, usage: { prompt_tokens: tokens, total_tokens: tokens } };
+  };
+  for (const path of ["/rerank", "/v1/rerank", "/reranking", "/v1/reranking"]) app.post(path, rerank);
+
+  // vLLM's /score: text_1 against each text_2 (or pairwise when both are lists).
+  const score = async (request: FastifyRequest, reply: FastifyReply) => {
+    const body = parseRequest(scoreRequest, request.body);
+    checkModel(body.model);
+    const host = ready();
+    if (host.mode !== "reranking") throw new WrongModeError(request.url.split("?")[0]!, "reranking");
+    const lefts = typeof body.text_1 === "string" ? [body.text_1] : body.text_1;
+    const rights = typeof body.text_2 === "string" ? [body.text_2] : body.text_2;
+    if (lefts.length !== 1 && lefts.length !== rights.length) {
+      throw new InvalidRequestError("text_1 must be one text or as many texts as text_2", "text_1");
+    }
+    const { scores, tokens } = await withAbort(request, reply, async (signal) => {
+      if (lefts.length === 1) return host.rank(lefts[0]!, rights, signal);
+      const all = { scores: [] as number[], tokens: 0 };
+      for (const [i, left] of lefts.entries()) {
+        const r = await host.rank(left, [rights[i]!], signal);
+        all.scores.push(r.scores[0]!);
+        all.tokens += r.tokens;
+      }
+      return all;
+    });
+    return {
+      id: newId("score"),
+      object: "list",
+      created: Math.floor(Date.now() / 1000),
+      model: state.modelId,
+      data: scores.map((s, index) => ({ index, object: "score", score: s })),
+      usage: { prompt_tokens: tokens, total_tokens: tokens },
+    };
+  };
+  app.post("/score", score);
+  app.post("/v1/score", score);
 
   app.get("/slots", async () => ready().slots());
 

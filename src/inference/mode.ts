@@ -2,10 +2,10 @@ import { InvalidRequestError } from "../errors.ts";
 
 /**
  * The mode a backend runs a model in. `completion` serves chat and text
- * completions; `embedding` serves `/v1/embeddings`. More modes may follow
- * (reranking); every switch over a mode must then handle them.
+ * completions; `embedding` serves `/v1/embeddings`; `reranking` serves
+ * `/rerank` and `/score`. Every switch over a mode must handle all of them.
  */
-export const BACKEND_MODES = ["completion", "embedding"] as const;
+export const BACKEND_MODES = ["completion", "embedding", "reranking"] as const;
 export type BackendMode = (typeof BACKEND_MODES)[number];
 
 export class UnknownBackendModeError extends InvalidRequestError {

@@ -1,4 +1,3 @@
-import { gguf } from "@huggingface/gguf";
 import { totalmem } from "node:os";
 import { InvalidRequestError } from "../errors.ts";
 
@@ -23,7 +22,7 @@ export interface GgufShape {
  * counted as zero.
  */
 export async function readGgufShape(path: string): Promise<GgufShape | null> {
-  const { metadata } = await gguf(path, { allowLocalFile: true });
+  const { metadata } = await (await import("@huggingface/gguf")).gguf(path, { allowLocalFile: true });
   const meta = metadata as Record<string, unknown>;
   const arch = String(meta["general.architecture"] ?? "");
   const num = (key: string): number | null => {

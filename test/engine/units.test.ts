@@ -4,6 +4,8 @@ import { createEngineApp } from "../../src/engine/server.ts";
 import { defaultThreads, parseEngineArgs } from "../../src/engine/options.ts";
 import { SlotPool } from "../../src/engine/slot-pool.ts";
 import { StopMatcher } from "../../src/engine/stop-matcher.ts";
+import { ReasoningSplitter } from "../../src/engine/reasoning.ts";
+import { ToolCallStreamer } from "../../src/engine/tools.ts";
 
 describe("engine arguments", () => {
   test("llama-server flag names and a .sock host", () => {
@@ -108,5 +110,50 @@ describe("engine while loading", () => {
     assert.equal(bearer.statusCode, 503);
     const header = await app.inject({ method: "POST", url: "/tokenize", headers: { "x-api-key": "k" }, payload: { content: "x" } });
     assert.equal(header.statusCode, 503);
+  });
+});
+
+describe("capability flags and stream parsers", () => {
+  test("reranking, pooling and reasoning flags parse as llama-server's", () => {
+    const rr = parseEngineArgs(["-m", "m.gguf", "--reranking"]);
+    assert.equal(rr.reranking, true);
+    assert.equal(parseEngineArgs(["-m", "m.gguf", "--embeddings", "--pooling", "rank"]).reranking, true);
+    assert.equal(parseEngineArgs(["-m", "m.gguf", "--rerank"]).reranking, true);
+    assert.equal(parseEngineArgs(["-m", "m.gguf"]).reasoningBudget, -1);
+    assert.equal(parseEngineArgs(["-m", "m.gguf", "--reasoning-budget", "0"]).reasoningBudget, 0);
+    assert.throws(() => parseEngineArgs(["-m", "m.gguf", "--pooling", "max"]), /--pooling/);
+    assert.throws(() => parseEngineArgs(["-m", "m.gguf", "--reasoning-format", "x"]), /--reasoning-format/);
+  });
+
+  test("the reasoning splitter finds tags split across chunks", () => {
+    const text = "  <think>plan it</think>\n\nthe answer";
+    for (const size of [1, 2, 3, 7, text.length]) {
+      const s = new ReasoningSplitter("<think>", "</think>", false);
+      let reasoning = "";
+      let content = "";
+      for (let i = 0; i < text.length; i += size) {
+        const part = s.push(text.slice(i, i + size));
+        reasoning += part.reasoning;
+        content += part.content;
+      }
+      const rest = s.flush();
+      assert.equal(reasoning + rest.reasoning, "plan it", `chunk size ${size}`);
+      assert.equal(content + rest.content, "the answer", `chunk size ${size}`);
+    }
+    const plain = new ReasoningSplitter("<think>", "</think>", false);
+    assert.deepEqual(plain.push("<b>no thought"), { reasoning: "", content: "<b>no thought" });
+  });
+
+  test("a streamed tool call envelope yields the name once and the exact arguments", () => {
+    const envelope = '{ "name": "f", "arguments": {"a": {"b": [1, 2]}, "c": "}"} }\n';
+    for (const size of [1, 4, envelope.length]) {
+      const s = new ToolCallStreamer("call-1");
+      const deltas: any[] = [];
+      for (let i = 0; i < envelope.length; i += size) deltas.push(...s.push(envelope.slice(i, i + size)));
+      deltas.push(...s.finish());
+      assert.deepEqual(deltas[0], { index: 0, id: "call-1", type: "function", function: { name: "f", arguments: "" } });
+      const args = deltas.slice(1).map((d) => d.function.arguments).join("");
+      assert.deepEqual(JSON.parse(args), { a: { b: [1, 2] }, c: "}" });
+    }
   });
 });

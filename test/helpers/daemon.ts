@@ -1,4 +1,3 @@
-import { join } from "node:path";
 import { loadDaemonConfig } from "../../src/config.ts";
 import { startDaemon, type Daemon } from "../../src/main.ts";
 import { tempDir } from "./models.ts";
@@ -28,7 +27,8 @@ export async function startTestDaemon(env: NodeJS.ProcessEnv = {}, argv: readonl
     home,
     async close() {
       await daemon.close(2000);
-      const left = await pidsMatching(join(home, "run"));
+      // Engines are stopped before close resolves; a survivor is a bug.
+      const left = await pidsMatching(home);
       if (left.length > 0) throw new Error(`engines survived the daemon: ${left.join(", ")}`);
     },
     async addModel(gguf, tag) {

@@ -60,5 +60,8 @@ describe("llama.cpp arguments", () => {
     assert.deepEqual(buildLlamaCppArgs({ socket: "/r/b.sock", model, mode: "embedding" }), [
       "-m", "/s/m.gguf", "--host", "/r/b.sock", "--alias", "ai/m:latest", "--embeddings",
     ]);
+    assert.deepEqual(buildLlamaCppArgs({ socket: "/r/c.sock", model, mode: "reranking" }), [
+      "-m", "/s/m.gguf", "--host", "/r/c.sock", "--alias", "ai/m:latest", "--reranking",
+    ]);
   });
 });

@@ -16,6 +16,10 @@ export function buildLlamaCppArgs(request: Pick<RunRequest, "socket" | "model" |
     case "embedding":
       args.push("--embeddings");
       break;
+    case "reranking":
+      // llama-server's spelling; it implies --embeddings --pooling rank.
+      args.push("--reranking");
+      break;
   }
   args.push(...(config?.runtimeFlags ?? []));
   return args;

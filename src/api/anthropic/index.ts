@@ -1,0 +1,172 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import type { ModelDistribution } from "../../distribution/index.ts";
+import { openEngineCall, type EngineCall, type EngineCallDeps } from "../engine-call.ts";
+import type { ErrorLogger } from "../errors.ts";
+import { clientSignal, LazyStream } from "../streaming.ts";
+import { anthropicErrorResponse } from "./errors.ts";
+import { chatRequestFrom, newMessageId, promptText, stopReasonOf } from "./translate.ts";
+
+export interface AnthropicDeps extends EngineCallDeps {
+  distribution: ModelDistribution;
+  logError: ErrorLogger;
+}
+
+type Body = Record<string, unknown>;
+type ToolAcc = { id: string; name: string; arguments: string };
+
+/**
+ * Anthropic's Messages API at `/anthropic/v1/messages` and `/v1/messages`
+ * (plus `count_tokens`), translated to the engine's chat completions on the
+ * shared inference path. Errors take Anthropic's shape in this scope.
+ */
+export function registerAnthropicRoutes(app: FastifyInstance, deps: AnthropicDeps): void {
+  void app.register(async (scope) => {
+    scope.setErrorHandler((error, _request, reply) => {
+      const { status, body, headers } = anthropicErrorResponse(error, deps.logError);
+      void reply.code(status).headers(headers).send(body);
+    });
+    for (const prefix of ["/anthropic", ""]) {
+      scope.post(`${prefix}/v1/messages`, (request, reply) => createMessage(deps, request, reply));
+      scope.post(`${prefix}/v1/messages/count_tokens`, (request, reply) => countTokens(deps, request, reply));
+    }
+  });
+}
+
+function toolUseBlocks(tools: Map<number, ToolAcc>): Body[] {
+  return [...tools.values()].map((t) => {
+    let input: unknown = {};
+    try {
+      input = t.arguments === "" ? {} : JSON.parse(t.arguments);
+    } catch {
+      input = { _raw: t.arguments };
+    }
+    return { type: "tool_use", id: t.id, name: t.name, input };
+  });
+}
+
+async function createMessage(deps: AnthropicDeps, request: FastifyRequest, reply: FastifyReply) {
+  const body = request.body as Body;
+  const stream = body?.stream === true;
+  const engineBody = chatRequestFrom(body, stream);
+  const model = body.model as string;
+  const client = clientSignal(reply);
+  let call: EngineCall;
+  try {
+    call = await openEngineCall(deps, { endpoint: "/v1/chat/completions", body: engineBody, api: "anthropic", signal: client.signal });
+  } catch (error) {
+    client.dispose();
+    throw error;
+  }
+  const id = newMessageId();
+
+  if (!stream) {
+    try {
+      const answer = await call.json<{ choices: Array<{ message: Body; finish_reason: string }> }>();
+      call.finish();
+      const choice = answer.choices[0]!;
+      const content: Body[] = [];
+      if (typeof choice.message.content === "string" && choice.message.content !== "") content.push({ type: "text", text: choice.message.content });
+      const tools = new Map<number, ToolAcc>();
+      for (const [i, c] of ((choice.message.tool_calls as Array<{ id?: string; function: { name: string; arguments: string } }>) ?? []).entries()) {
+        tools.set(i, { id: c.id ?? `toolu_${i}`, name: c.function.name, arguments: c.function.arguments });
+      }
+      content.push(...toolUseBlocks(tools));
+      if (content.length === 0) content.push({ type: "text", text: "" });
+      return {
+        id,
+        type: "message",
+        role: "assistant",
+        content,
+        model,
+        stop_reason: stopReasonOf(choice.finish_reason),
+        stop_sequence: null,
+        usage: { input_tokens: call.promptTokens ?? 0, output_tokens: call.completionTokens ?? 0 },
+      };
+    } catch (error) {
+      call.finish(error);
+      throw error;
+    } finally {
+      client.dispose();
+    }
+  }
+
+  const out = new LazyStream(reply, 200, { "content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no" });
+  const send = (type: string, data: Body) => out.write(`event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`);
+  let finish: unknown = null;
+  let textOpen = false;
+  let index = 0;
+  const tools = new Map<number, ToolAcc>();
+  try {
+    await send("message_start", {
+      message: { id, type: "message", role: "assistant", content: [], model, stop_reason: null, stop_sequence: null, usage: { input_tokens: 0, output_tokens: 0 } },
+    });
+    await send("content_block_start", { index, content_block: { type: "text", text: "" } });
+    textOpen = true;
+    await send("ping", {});
+    for await (const event of call.events()) {
+      const choice = (event.choices as Array<{ delta?: Body; finish_reason?: string | null }> | undefined)?.[0];
+      if (!choice) continue;
+      const delta = choice.delta ?? {};
+      if (typeof delta.content === "string" && delta.content !== "") {
+        await send("content_block_delta", { index, delta: { type: "text_delta", text: delta.content } });
+      }
+      for (const t of (delta.tool_calls as Array<{ index?: number; id?: string; function?: { name?: string; arguments?: string } }>) ?? []) {
+        const key = t.index ?? 0;
+        let acc = tools.get(key);
+        if (!acc) {
+          if (textOpen) {
+            await send("content_block_stop", { index });
+            textOpen = false;
+          }
+          acc = { id: t.id ?? `toolu_${newMessageId().slice(4)}`, name: t.function?.name ?? "", arguments: "" };
+          tools.set(key, acc);
+          index++;
+          await send("content_block_start", { index, content_block: { type: "tool_use", id: acc.id, name: acc.name, input: {} } });
+        }
+        if (t.function?.arguments) {
+          acc.arguments += t.function.arguments;
+          await send("content_block_delta", { index, delta: { type: "input_json_delta", partial_json: t.function.arguments } });
+        }
+      }
+      if (choice.finish_reason) finish = choice.finish_reason;
+    }
+    await send("content_block_stop", { index });
+    call.finish();
+    await send("message_delta", {
+      delta: { stop_reason: stopReasonOf(finish), stop_sequence: null },
+      usage: { input_tokens: call.promptTokens ?? 0, output_tokens: call.completionTokens ?? 0 },
+    });
+    await send("message_stop", {});
+    out.end();
+  } catch (error) {
+    call.finish(error);
+    if (!client.signal.aborted) {
+      const { body: errBody } = anthropicErrorResponse(error, deps.logError);
+      await out.write(`event: error\ndata: ${JSON.stringify(errBody)}\n\n`).catch(() => undefined);
+    }
+    out.end();
+  } finally {
+    client.dispose();
+  }
+  return reply;
+}
+
+/** `count_tokens`: the prompt's text through the model's own tokenizer (the engine's `/tokenize`). */
+async function countTokens(deps: AnthropicDeps, request: FastifyRequest, reply: FastifyReply) {
+  const body = request.body as Body;
+  const content = promptText(body);
+  const client = clientSignal(reply);
+  try {
+    const call = await openEngineCall(deps, { endpoint: "/tokenize", body: { model: body.model, content, add_special: true }, api: "anthropic", signal: client.signal });
+    try {
+      const { tokens } = await call.json<{ tokens: number[] }>();
+      call.finish();
+      return { input_tokens: tokens.length };
+    } catch (error) {
+      call.finish(error);
+      throw error;
+    }
+  } finally {
+    client.dispose();
+  }
+}

@@ -1,0 +1,159 @@
+import { randomBytes } from "node:crypto";
+import { InvalidRequestError } from "../../errors.ts";
+
+/**
+ * Anthropic Messages ↔ OpenAI chat completions (what the engine speaks).
+ * Every field read is checked; a field we cannot honour is a 400 naming it.
+ */
+type Body = Record<string, unknown>;
+
+export const newMessageId = () => `msg_${randomBytes(12).toString("hex")}`;
+
+/** Fields that change behaviour and that we cannot honour. */
+const UNSUPPORTED = ["container", "mcp_servers", "service_tier"] as const;
+
+function textOfSystem(system: unknown): string | null {
+  if (system === undefined || system === null) return null;
+  if (typeof system === "string") return system;
+  if (Array.isArray(system)) {
+    return system
+      .map((b: { type?: unknown; text?: unknown }, i) => {
+        if (b?.type !== "text" || typeof b.text !== "string") throw new InvalidRequestError(`system.${i}: only text blocks are supported.`, `system.${i}`);
+        return b.text;
+      })
+      .join("\n");
+  }
+  throw new InvalidRequestError("system: must be a string or an array of text blocks.", "system");
+}
+
+function openAIContent(content: unknown, where: string): { parts: Body[]; toolCalls: Body[]; toolResults: Body[] } {
+  const parts: Body[] = [];
+  const toolCalls: Body[] = [];
+  const toolResults: Body[] = [];
+  if (typeof content === "string") return { parts: [{ type: "text", text: content }], toolCalls, toolResults };
+  if (!Array.isArray(content)) throw new InvalidRequestError(`${where}.content: must be a string or an array of content blocks.`, `${where}.content`);
+  for (const [j, block] of (content as Body[]).entries()) {
+    const at = `${where}.content.${j}`;
+    switch (block?.type) {
+      case "text":
+        if (typeof block.text !== "string") throw new InvalidRequestError(`${at}.text: Field required`, `${at}.text`);
+        parts.push({ type: "text", text: block.text });
+        break;
+      case "image": {
+        const source = block.source as { type?: string; media_type?: string; data?: string; url?: string } | undefined;
+        const url = source?.type === "base64" ? `data:${source.media_type};base64,${source.data}` : source?.type === "url" ? source.url : undefined;
+        if (!url) throw new InvalidRequestError(`${at}.source: must be a base64 or url image source.`, `${at}.source`);
+        parts.push({ type: "image_url", image_url: { url } });
+        break;
+      }
+      case "tool_use":
+        toolCalls.push({ id: block.id, type: "function", function: { name: block.name, arguments: JSON.stringify(block.input ?? {}) } });
+        break;
+      case "tool_result": {
+        const c = block.content;
+        const text = typeof c === "string" ? c : Array.isArray(c) ? (c as Body[]).map((p) => (typeof p.text === "string" ? p.text : "")).join("") : "";
+        toolResults.push({ role: "tool", tool_call_id: block.tool_use_id, content: text });
+        break;
+      }
+      default:
+        throw new InvalidRequestError(`${at}.type: content blocks of type "${String(block?.type)}" are not supported.`, `${at}.type`);
+    }
+  }
+  return { parts, toolCalls, toolResults };
+}
+
+const onlyText = (parts: Body[]) => parts.every((p) => p.type === "text");
+const joinText = (parts: Body[]) => parts.map((p) => p.text as string).join("");
+
+function openAITools(tools: unknown): Body[] | undefined {
+  if (tools === undefined || tools === null) return undefined;
+  if (!Array.isArray(tools)) throw new InvalidRequestError("tools: must be an array.", "tools");
+  return tools.map((t: Body, i) => {
+    if (typeof t?.name !== "string") throw new InvalidRequestError(`tools.${i}.name: Field required`, `tools.${i}.name`);
+    if (t.type !== undefined && t.type !== "custom") throw new InvalidRequestError(`tools.${i}.type: server tools ("${String(t.type)}") are not supported.`, `tools.${i}.type`);
+    return { type: "function", function: { name: t.name, description: t.description ?? "", parameters: t.input_schema ?? { type: "object" } } };
+  });
+}
+
+function openAIToolChoice(choice: unknown): unknown {
+  if (choice === undefined || choice === null) return undefined;
+  const c = choice as { type?: string; name?: string };
+  if (c.type === "auto") return "auto";
+  if (c.type === "any") return "required";
+  if (c.type === "none") return "none";
+  if (c.type === "tool" && typeof c.name === "string") return { type: "function", function: { name: c.name } };
+  throw new InvalidRequestError("tool_choice: must be auto, any, none or {type: tool, name}.", "tool_choice");
+}
+
+/** Validates an Anthropic Messages request and builds the engine's chat completion body. */
+export function chatRequestFrom(body: unknown, stream: boolean): Body {
+  if (body === null || typeof body !== "object" || Array.isArray(body)) throw new InvalidRequestError("The request body must be a JSON object.");
+  const b = body as Body;
+  if (typeof b.model !== "string" || b.model === "") throw new InvalidRequestError("model: Field required", "model");
+  if (typeof b.max_tokens !== "number" || !Number.isInteger(b.max_tokens) || b.max_tokens < 1) {
+    throw new InvalidRequestError("max_tokens: Field required (a positive integer)", "max_tokens");
+  }
+  for (const field of UNSUPPORTED) if (b[field] !== undefined) throw new InvalidRequestError(`${field}: not supported by this server.`, field);
+  const thinking = b.thinking as { type?: string } | undefined;
+  if (thinking !== undefined && thinking !== null && thinking.type !== "disabled") {
+    throw new InvalidRequestError("thinking: extended thinking is not supported by this server.", "thinking");
+  }
+  if (!Array.isArray(b.messages) || b.messages.length === 0) throw new InvalidRequestError("messages: at least one message is required", "messages");
+  const messages: Body[] = [];
+  const system = textOfSystem(b.system);
+  if (system !== null && system !== "") messages.push({ role: "system", content: system });
+  for (const [i, m] of (b.messages as Body[]).entries()) {
+    if (m?.role !== "user" && m?.role !== "assistant") throw new InvalidRequestError(`messages.${i}.role: must be "user" or "assistant"`, `messages.${i}.role`);
+    const { parts, toolCalls, toolResults } = openAIContent(m.content, `messages.${i}`);
+    messages.push(...toolResults);
+    if (parts.length > 0 || toolCalls.length > 0) {
+      const content = onlyText(parts) ? joinText(parts) : parts;
+      messages.push({ role: m.role, content, ...(toolCalls.length > 0 ? { tool_calls: toolCalls } : {}) });
+    }
+  }
+  const out: Body = { model: b.model, messages, max_tokens: b.max_tokens, stream };
+  if (stream) out.stream_options = { include_usage: true };
+  for (const key of ["temperature", "top_p", "top_k"] as const) {
+    if (b[key] !== undefined && b[key] !== null) {
+      if (typeof b[key] !== "number") throw new InvalidRequestError(`${key}: must be a number`, key);
+      out[key] = b[key];
+    }
+  }
+  if (b.stop_sequences !== undefined && b.stop_sequences !== null) {
+    if (!Array.isArray(b.stop_sequences) || !b.stop_sequences.every((s) => typeof s === "string")) {
+      throw new InvalidRequestError("stop_sequences: must be an array of strings", "stop_sequences");
+    }
+    out.stop = b.stop_sequences;
+  }
+  const tools = openAITools(b.tools);
+  if (tools && tools.length > 0) out.tools = tools;
+  const toolChoice = openAIToolChoice(b.tool_choice);
+  if (toolChoice !== undefined) out.tool_choice = toolChoice;
+  return out;
+}
+
+/**
+ * Anthropic's stop_reason for an OpenAI finish_reason. The engine reports a
+ * matched stop sequence as "stop" like the end of the turn, so
+ * `stop_sequence` cannot be told apart (docs/compat.md, known gaps).
+ */
+export function stopReasonOf(finish: unknown): string {
+  if (finish === "length") return "max_tokens";
+  if (finish === "tool_calls") return "tool_use";
+  return "end_turn";
+}
+
+/** The text of all messages and the system prompt, for count_tokens. */
+export function promptText(body: unknown): string {
+  const b = body as Body;
+  if (typeof b?.model !== "string" || b.model === "") throw new InvalidRequestError("model: Field required", "model");
+  const request = chatRequestFrom({ ...b, max_tokens: 1 }, false);
+  const texts: string[] = [];
+  for (const m of request.messages as Body[]) {
+    if (typeof m.content === "string") texts.push(m.content);
+    else if (Array.isArray(m.content)) texts.push(joinText((m.content as Body[]).filter((p) => p.type === "text")));
+    for (const call of (m.tool_calls as Array<{ function: { name: string; arguments: string } }> | undefined) ?? []) texts.push(call.function.name, call.function.arguments);
+  }
+  for (const t of (request.tools as Array<{ function: Body }> | undefined) ?? []) texts.push(JSON.stringify(t.function));
+  return texts.join("\n");
+}

@@ -1,0 +1,222 @@
+import type { FastifyReply, FastifyRequest } from "fastify";
+import { InvalidRequestError } from "../../errors.ts";
+import { openEngineCall, type EngineCall } from "../engine-call.ts";
+import { clientSignal } from "../streaming.ts";
+import type { OllamaDeps } from "./deps.ts";
+import { NdjsonStream } from "./ndjson.ts";
+import { keepAliveOf, mapFormat, mapOptions, modelOf, ns } from "./options.ts";
+
+type Kind = "chat" | "generate";
+type Body = Record<string, unknown>;
+
+/** Ollama's raw base64 images become data URIs; the type is sniffed from the first bytes. */
+function dataUri(image: unknown, param: string): string {
+  if (typeof image !== "string" || image === "") throw new InvalidRequestError(`'${param}' must be a base64 string.`, param);
+  if (image.startsWith("data:")) return image;
+  const type = image.startsWith("/9j/") ? "image/jpeg" : image.startsWith("iVBOR") ? "image/png" : image.startsWith("R0lG") ? "image/gif" : image.startsWith("UklGR") ? "image/webp" : "application/octet-stream";
+  return `data:${type};base64,${image}`;
+}
+
+function withImages(text: string, images: unknown, param: string): unknown {
+  if (images === undefined || images === null || (Array.isArray(images) && images.length === 0)) return text;
+  if (!Array.isArray(images)) throw new InvalidRequestError(`'${param}' must be an array.`, param);
+  return [{ type: "text", text }, ...images.map((img, i) => ({ type: "image_url", image_url: { url: dataUri(img, `${param}.${i}`) } }))];
+}
+
+/** Ollama chat messages → OpenAI messages (images as data URIs, tool calls with JSON-string arguments). */
+export function openAIMessages(messages: unknown): Array<Record<string, unknown>> {
+  if (!Array.isArray(messages)) throw new InvalidRequestError("'messages' must be an array.", "messages");
+  return messages.map((m: Record<string, unknown>, i) => {
+    if (m === null || typeof m !== "object") throw new InvalidRequestError(`messages[${i}] must be an object.`, `messages.${i}`);
+    const role = m.role;
+    if (!["system", "user", "assistant", "tool"].includes(role as string)) {
+      throw new InvalidRequestError(`messages[${i}].role must be system, user, assistant or tool.`, `messages.${i}.role`);
+    }
+    const content = typeof m.content === "string" ? m.content : "";
+    const out: Record<string, unknown> = { role, content: withImages(content, m.images, `messages.${i}.images`) };
+    if (Array.isArray(m.tool_calls) && m.tool_calls.length > 0) {
+      out.tool_calls = m.tool_calls.map((c: { function?: { name?: string; arguments?: unknown } }, j) => ({
+        id: `call_${i}_${j}`,
+        type: "function",
+        function: { name: c.function?.name ?? "", arguments: typeof c.function?.arguments === "string" ? c.function.arguments : JSON.stringify(c.function?.arguments ?? {}) },
+      }));
+    }
+    if (role === "tool" && typeof m.tool_name === "string") out.name = m.tool_name;
+    return out;
+  });
+}
+
+/** The engine request for an Ollama chat/generate body, or null for a load/unload request. */
+function engineRequest(kind: Kind, body: Body, model: string, stream: boolean): { endpoint: "/v1/chat/completions" | "/v1/completions"; body: Body } | null {
+  const { fields, numCtx: _ } = mapOptions(body.options);
+  const format = mapFormat(body.format);
+  const base: Body = { model, ...fields, stream, ...(stream ? { stream_options: { include_usage: true } } : {}) };
+  if (format) base.response_format = format;
+  if (Array.isArray(body.tools) && body.tools.length > 0) base.tools = body.tools;
+  if (kind === "chat") {
+    if (body.messages === undefined || body.messages === null || (Array.isArray(body.messages) && body.messages.length === 0)) return null;
+    return { endpoint: "/v1/chat/completions", body: { ...base, messages: openAIMessages(body.messages) } };
+  }
+  for (const unsupported of ["suffix", "template"] as const) {
+    if (typeof body[unsupported] === "string" && body[unsupported] !== "") {
+      throw new InvalidRequestError(`'${unsupported}' is not supported by this server.`, unsupported);
+    }
+  }
+  if (Array.isArray(body.context) && body.context.length > 0) {
+    throw new InvalidRequestError("'context' (deprecated) is not supported: send the conversation with /api/chat.", "context");
+  }
+  const prompt = body.prompt ?? "";
+  if (typeof prompt !== "string") throw new InvalidRequestError("'prompt' must be a string.", "prompt");
+  if (prompt === "" && (body.images === undefined || (Array.isArray(body.images) && body.images.length === 0))) return null;
+  if (body.raw === true) {
+    if (Array.isArray(body.images) && body.images.length > 0) throw new InvalidRequestError("'images' cannot be used with raw prompts.", "images");
+    return { endpoint: "/v1/completions", body: { ...base, prompt } };
+  }
+  const messages: Body[] = [];
+  if (typeof body.system === "string" && body.system !== "") messages.push({ role: "system", content: body.system });
+  messages.push({ role: "user", content: withImages(prompt, body.images, "images") });
+  return { endpoint: "/v1/chat/completions", body: { ...base, messages } };
+}
+
+const doneReasonOf = (finish: unknown): string => (finish === "length" ? "length" : "stop");
+
+/** The measured statistics of Ollama's final chunk (nanoseconds). */
+function stats(call: EngineCall): Body {
+  const t = call.timings;
+  return {
+    total_duration: ns(performance.now() - call.startedMs),
+    load_duration: ns(call.acquireMs),
+    prompt_eval_count: call.promptTokens ?? t?.prompt_n ?? 0,
+    prompt_eval_duration: ns(t?.prompt_ms ?? 0),
+    eval_count: call.completionTokens ?? t?.predicted_n ?? 0,
+    eval_duration: ns(t?.predicted_ms ?? 0),
+  };
+}
+
+interface ToolCallAcc {
+  name: string;
+  arguments: string;
+}
+
+function ollamaToolCalls(acc: Map<number, ToolCallAcc>): Body[] {
+  return [...acc.values()].map((c) => {
+    let args: unknown = {};
+    try {
+      args = c.arguments === "" ? {} : JSON.parse(c.arguments);
+    } catch {
+      args = c.arguments;
+    }
+    return { function: { name: c.name, arguments: args } };
+  });
+}
+
+function addToolCallDeltas(acc: Map<number, ToolCallAcc>, deltas: unknown): void {
+  if (!Array.isArray(deltas)) return;
+  for (const d of deltas as Array<{ index?: number; function?: { name?: string; arguments?: string } }>) {
+    const index = d.index ?? acc.size;
+    const entry = acc.get(index) ?? { name: "", arguments: "" };
+    if (d.function?.name) entry.name += d.function.name;
+    if (d.function?.arguments) entry.arguments += d.function.arguments;
+    acc.set(index, entry);
+  }
+}
+
+/** `POST /api/chat` and `POST /api/generate`: NDJSON by default, one object with `stream:false`. */
+export async function handleChatOrGenerate(deps: OllamaDeps, kind: Kind, request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
+  const body = request.body as Body;
+  const model = modelOf(body);
+  const stream = body.stream !== false;
+  const keepAliveMs = keepAliveOf(body.keep_alive);
+  const { numCtx } = mapOptions(body.options);
+  const engine = engineRequest(kind, body, model, stream);
+  const createdAt = () => new Date().toISOString();
+  const emptyAnswer = kind === "chat" ? { message: { role: "assistant", content: "" } } : { response: "" };
+
+  if (engine === null) {
+    // Ollama's load/unload idiom: no prompt (or messages) at all.
+    await deps.distribution.resolve(model); // 404 for an unknown model
+    if (keepAliveMs === 0) {
+      await deps.scheduler.unload({ models: [model] });
+      return { model, created_at: createdAt(), ...emptyAnswer, done: true, done_reason: "unload" };
+    }
+    if (numCtx !== null) await applyNumCtx(deps, model, numCtx);
+    await deps.scheduler.preload(model, "completion", { keepAliveMs });
+    return { model, created_at: createdAt(), ...emptyAnswer, done: true, done_reason: "load" };
+  }
+  if (numCtx !== null) await applyNumCtx(deps, model, numCtx);
+
+  const client = clientSignal(reply);
+  let call: EngineCall;
+  try {
+    call = await openEngineCall(deps, { endpoint: engine.endpoint, body: engine.body, api: "ollama", signal: client.signal, keepAliveMs });
+  } catch (error) {
+    client.dispose();
+    throw error;
+  }
+  const piece = (text: string, thinking?: string): Body => {
+    if (kind === "chat") return { message: { role: "assistant", content: text, ...(thinking ? { thinking } : {}) } };
+    return { response: text, ...(thinking ? { thinking } : {}) };
+  };
+
+  if (!stream) {
+    try {
+      const answer = await call.json<{ choices: Array<{ message?: Body; text?: string; finish_reason?: string }> }>();
+      const choice = answer.choices[0] ?? {};
+      const message = choice.message ?? {};
+      const text = typeof choice.text === "string" ? choice.text : typeof message.content === "string" ? message.content : "";
+      const thinking = typeof message.reasoning_content === "string" ? message.reasoning_content : undefined;
+      const out: Body = { model, created_at: createdAt(), ...piece(text, thinking) };
+      const tools = new Map<number, ToolCallAcc>();
+      addToolCallDeltas(tools, (message.tool_calls as unknown[] | undefined)?.map((c, index) => ({ index, ...(c as object) })));
+      if (tools.size > 0) {
+        if (kind === "chat") (out.message as Body).tool_calls = ollamaToolCalls(tools);
+      }
+      call.finish();
+      return { ...out, done: true, done_reason: doneReasonOf(choice.finish_reason), ...stats(call) };
+    } catch (error) {
+      call.finish(error);
+      throw error;
+    } finally {
+      client.dispose();
+    }
+  }
+
+  const out = new NdjsonStream(reply, deps.logError);
+  let finish: unknown = null;
+  const tools = new Map<number, ToolCallAcc>();
+  try {
+    for await (const event of call.events()) {
+      const choice = (event.choices as Array<{ delta?: Body; text?: string; finish_reason?: string | null }> | undefined)?.[0];
+      if (!choice) continue;
+      const delta = choice.delta ?? {};
+      const text = typeof choice.text === "string" ? choice.text : typeof delta.content === "string" ? delta.content : "";
+      const thinking = typeof delta.reasoning_content === "string" ? delta.reasoning_content : undefined;
+      addToolCallDeltas(tools, delta.tool_calls);
+      if (text !== "" || thinking) await out.write({ model, created_at: createdAt(), ...piece(text, thinking), done: false });
+      if (choice.finish_reason) finish = choice.finish_reason;
+    }
+    if (tools.size > 0 && kind === "chat") {
+      await out.write({ model, created_at: createdAt(), message: { role: "assistant", content: "", tool_calls: ollamaToolCalls(tools) }, done: false });
+    }
+    call.finish();
+    await out.write({ model, created_at: createdAt(), ...piece(""), done: true, done_reason: doneReasonOf(finish), ...stats(call) });
+    out.end();
+  } catch (error) {
+    call.finish(error);
+    await out.fail(error, client.signal.aborted);
+  } finally {
+    client.dispose();
+  }
+  return reply;
+}
+
+/**
+ * Ollama's `num_ctx` in terms of our scheduler: a persisted `_configure`
+ * context size for the model (the scheduler has no per-request context).
+ * Only a change is applied; an idle runner restarts, a busy one makes it 409.
+ */
+export async function applyNumCtx(deps: OllamaDeps, model: string, numCtx: number): Promise<void> {
+  const current = await deps.scheduler.effectiveSettings(model, "completion");
+  if (current.contextSize === numCtx) return;
+  await deps.scheduler.configure({ model, contextSize: numCtx });
+}

@@ -1,0 +1,87 @@
+import { InvalidRequestError } from "../../errors.ts";
+import { parseDuration } from "../../scheduling/index.ts";
+
+/** Ollama `options` → OpenAI/llama-server request fields; `num_ctx` is returned apart (it configures the runner). */
+export interface MappedOptions {
+  fields: Record<string, unknown>;
+  numCtx: number | null;
+}
+
+const NUMBER_OPTIONS: Record<string, string> = {
+  temperature: "temperature",
+  top_p: "top_p",
+  top_k: "top_k",
+  min_p: "min_p",
+  seed: "seed",
+  num_predict: "max_tokens",
+  presence_penalty: "presence_penalty",
+  frequency_penalty: "frequency_penalty",
+  // llama-server's names; passed through as they are.
+  repeat_penalty: "repeat_penalty",
+  repeat_last_n: "repeat_last_n",
+  typical_p: "typical_p",
+};
+
+/**
+ * Options that only tune the runtime or that Ollama itself ignores for
+ * llama.cpp models; accepted so that clients sending their defaults work.
+ */
+const IGNORED_OPTIONS = new Set(["num_thread", "num_gpu", "main_gpu", "use_mmap", "use_mlock", "num_batch", "numa", "low_vram", "vocab_only", "num_keep", "penalize_newline"]);
+
+export function mapOptions(options: unknown): MappedOptions {
+  const fields: Record<string, unknown> = {};
+  let numCtx: number | null = null;
+  if (options === undefined || options === null) return { fields, numCtx };
+  if (typeof options !== "object" || Array.isArray(options)) throw new InvalidRequestError("'options' must be an object.", "options");
+  for (const [key, value] of Object.entries(options as Record<string, unknown>)) {
+    if (value === null || value === undefined) continue;
+    if (key === "stop") {
+      if (!Array.isArray(value) || !value.every((s) => typeof s === "string")) {
+        throw new InvalidRequestError("'options.stop' must be an array of strings.", "options.stop");
+      }
+      fields.stop = value;
+    } else if (key === "num_ctx") {
+      if (typeof value !== "number" || !Number.isInteger(value) || value < 1) {
+        throw new InvalidRequestError("'options.num_ctx' must be a positive integer.", "options.num_ctx");
+      }
+      numCtx = value;
+    } else if (key in NUMBER_OPTIONS) {
+      if (typeof value !== "number") throw new InvalidRequestError(`'options.${key}' must be a number.`, `options.${key}`);
+      // Ollama: num_predict -1 = until the model stops, -2 = fill the context.
+      if (key === "num_predict" && value < 0) continue;
+      fields[NUMBER_OPTIONS[key]!] = value;
+    } else if (!IGNORED_OPTIONS.has(key)) {
+      throw new InvalidRequestError(`Option '${key}' is not supported.`, `options.${key}`);
+    }
+  }
+  return { fields, numCtx };
+}
+
+/** Ollama `format`: `"json"` or a JSON schema → OpenAI `response_format`, passed to the engine. */
+export function mapFormat(format: unknown): Record<string, unknown> | null {
+  if (format === undefined || format === null || format === "") return null;
+  if (format === "json") return { type: "json_object" };
+  if (typeof format === "object" && !Array.isArray(format)) {
+    return { type: "json_schema", json_schema: { name: "format", schema: format, strict: true } };
+  }
+  throw new InvalidRequestError(`'format' must be "json" or a JSON schema object.`, "format");
+}
+
+/** Ollama `keep_alive`: a duration string or seconds; undefined when absent. */
+export function keepAliveOf(value: unknown): number | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== "string" && typeof value !== "number") throw new InvalidRequestError("'keep_alive' must be a duration or a number of seconds.", "keep_alive");
+  return parseDuration(value, "keep_alive");
+}
+
+/** Ollama's `model` (newer) or `name` (older clients); required. */
+export function modelOf(body: unknown): string {
+  if (body === null || typeof body !== "object" || Array.isArray(body)) throw new InvalidRequestError("The request body must be a JSON object.");
+  const b = body as { model?: unknown; name?: unknown };
+  const model = typeof b.model === "string" && b.model.trim() !== "" ? b.model : b.name;
+  if (typeof model !== "string" || model.trim() === "") throw new InvalidRequestError("model is required", "model");
+  return model.trim();
+}
+
+/** A nanosecond duration from milliseconds (Ollama reports durations in ns). */
+export const ns = (ms: number): number => Math.max(0, Math.round(ms * 1e6));

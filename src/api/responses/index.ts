@@ -1,0 +1,230 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { NotFoundError } from "../../errors.ts";
+import { openEngineCall, type EngineCall, type EngineCallDeps } from "../engine-call.ts";
+import { errorResponse, type ErrorLogger } from "../errors.ts";
+import { clientSignal, LazyStream } from "../streaming.ts";
+import { ResponseStore, type ResponseStoreOptions } from "./store.ts";
+import { newId, parseResponsesRequest, type ParsedResponsesRequest } from "./translate.ts";
+
+export { ResponseStore, type ResponseStoreOptions, DEFAULT_RESPONSE_TTL_MS } from "./store.ts";
+
+export interface ResponsesDeps extends EngineCallDeps {
+  logError: ErrorLogger;
+  /** TTL and size bounds of the in-memory store; defaults 1 h, 1000 responses, 64 MiB. */
+  store?: ResponseStoreOptions | undefined;
+}
+
+type Body = Record<string, unknown>;
+
+class ResponseNotFoundError extends NotFoundError {
+  override readonly code = "response_not_found";
+  constructor(id: string, what = "Response") {
+    super(`${what} with id '${id}' not found.`);
+  }
+}
+
+/**
+ * OpenAI's Responses API at `/v1/responses`, `/engines/v1/responses` and
+ * `/engines/{backend}/v1/responses`, translated to chat completions on the
+ * shared inference path. Errors keep the OpenAI shape of the daemon's
+ * default handler. Stored responses live in memory, per app.
+ */
+export function registerResponsesRoutes(app: FastifyInstance, deps: ResponsesDeps): void {
+  const store = new ResponseStore(deps.store);
+  for (const prefix of ["", "/engines", "/engines/:backend"]) {
+    const base = `${prefix}/v1/responses`;
+    app.post(base, (request, reply) => createResponse(deps, store, request, reply));
+    app.get(`${base}/:id`, async (request) => {
+      const id = (request.params as { id: string }).id;
+      const stored = store.get(id);
+      if (!stored) throw new ResponseNotFoundError(id);
+      return stored.response;
+    });
+    app.get(`${base}/:id/input_items`, async (request) => {
+      const id = (request.params as { id: string }).id;
+      const stored = store.get(id);
+      if (!stored) throw new ResponseNotFoundError(id);
+      const q = request.query as { order?: string; limit?: string; after?: string };
+      let items = q.order === "asc" ? [...stored.inputItems] : [...stored.inputItems].reverse();
+      if (q.after) {
+        const at = items.findIndex((i) => i.id === q.after);
+        items = at >= 0 ? items.slice(at + 1) : items;
+      }
+      const limit = Math.min(100, Math.max(1, Number(q.limit ?? 20) || 20));
+      const page = items.slice(0, limit);
+      return { object: "list", data: page, first_id: page[0]?.id ?? null, last_id: page.at(-1)?.id ?? null, has_more: items.length > limit };
+    });
+    app.delete(`${base}/:id`, async (request) => {
+      const id = (request.params as { id: string }).id;
+      if (!store.delete(id)) throw new ResponseNotFoundError(id);
+      return { id, object: "response", deleted: true };
+    });
+  }
+}
+
+function responseObject(id: string, createdAt: number, req: ParsedResponsesRequest, status: string, output: Body[], call: EngineCall | null, finish: unknown): Body {
+  const input = call?.promptTokens ?? 0;
+  const outputTokens = call?.completionTokens ?? 0;
+  const cached = call?.timings?.cache_n ?? 0;
+  return {
+    id,
+    object: "response",
+    created_at: createdAt,
+    status,
+    error: null,
+    incomplete_details: status === "incomplete" && finish === "length" ? { reason: "max_output_tokens" } : null,
+    model: req.model,
+    output,
+    previous_response_id: req.previousResponseId,
+    store: req.store,
+    ...req.echo,
+    usage:
+      status === "in_progress"
+        ? null
+        : {
+            input_tokens: input,
+            input_tokens_details: { cached_tokens: cached },
+            output_tokens: outputTokens,
+            output_tokens_details: { reasoning_tokens: 0 },
+            total_tokens: input + outputTokens,
+          },
+  };
+}
+
+function messageItem(id: string, text: string, status: string): Body {
+  return { id, type: "message", status, role: "assistant", content: [{ type: "output_text", text, annotations: [] }] };
+}
+
+async function createResponse(deps: ResponsesDeps, store: ResponseStore, request: FastifyRequest, reply: FastifyReply) {
+  const req = parseResponsesRequest(request.body);
+  const backend = (request.params as { backend?: string }).backend;
+  let history: Body[] = [];
+  if (req.previousResponseId !== null) {
+    const previous = store.get(req.previousResponseId);
+    if (!previous) throw new ResponseNotFoundError(req.previousResponseId, "Previous response");
+    history = previous.messages;
+  }
+  // Instructions apply to this turn only; they are not carried into the chain.
+  const conversation = [...history, ...req.inputMessages];
+  const messages = req.instructions ? [{ role: "system", content: req.instructions }, ...conversation] : conversation;
+  const engineBody: Body = { model: req.model, messages, ...req.engine, stream: req.stream, ...(req.stream ? { stream_options: { include_usage: true } } : {}) };
+  const client = clientSignal(reply);
+  let call: EngineCall;
+  try {
+    call = await openEngineCall(deps, { endpoint: "/v1/chat/completions", body: engineBody, api: "responses", signal: client.signal, backend });
+  } catch (error) {
+    client.dispose();
+    throw error;
+  }
+  const id = newId("resp");
+  const createdAt = Math.floor(Date.now() / 1000);
+  const msgId = newId("msg");
+  const keep = (response: Body, text: string, toolCalls: Body[]) => {
+    if (!req.store) return;
+    const assistant: Body = { role: "assistant", content: text === "" && toolCalls.length > 0 ? null : text };
+    if (toolCalls.length > 0) assistant.tool_calls = toolCalls.map((c) => ({ id: c.call_id, type: "function", function: { name: c.name, arguments: c.arguments } }));
+    store.put(id, { response, inputItems: req.inputItems, messages: [...conversation, assistant] });
+  };
+  const outputOf = (text: string, toolCalls: Body[]) => [...(text !== "" || toolCalls.length === 0 ? [messageItem(msgId, text, "completed")] : []), ...toolCalls];
+  const statusOf = (finish: unknown) => (finish === "length" ? "incomplete" : "completed");
+
+  if (!req.stream) {
+    try {
+      const answer = await call.json<{ choices: Array<{ message: Body; finish_reason: string }> }>();
+      call.finish();
+      const choice = answer.choices[0]!;
+      const text = typeof choice.message.content === "string" ? choice.message.content : "";
+      const toolCalls = ((choice.message.tool_calls as Array<{ id: string; function: { name: string; arguments: string } }>) ?? []).map((c) => ({
+        id: newId("fc"),
+        type: "function_call",
+        status: "completed",
+        call_id: c.id,
+        name: c.function.name,
+        arguments: c.function.arguments,
+      }));
+      const response = responseObject(id, createdAt, req, statusOf(choice.finish_reason), outputOf(text, toolCalls), call, choice.finish_reason);
+      keep(response, text, toolCalls);
+      return response;
+    } catch (error) {
+      call.finish(error);
+      throw error;
+    } finally {
+      client.dispose();
+    }
+  }
+
+  const out = new LazyStream(reply, 200, { "content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no" });
+  let seq = 0;
+  const send = (type: string, data: Body) => out.write(`event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: seq++, ...data })}\n\n`);
+  let text = "";
+  let finish: unknown = null;
+  let messageOpen = false;
+  const calls = new Map<number, Body>();
+  const openMessage = async () => {
+    if (messageOpen) return;
+    messageOpen = true;
+    await send("response.output_item.added", { output_index: 0, item: { ...messageItem(msgId, "", "in_progress"), content: [] } });
+    await send("response.content_part.added", { item_id: msgId, output_index: 0, content_index: 0, part: { type: "output_text", text: "", annotations: [] } });
+  };
+  try {
+    await send("response.created", { response: responseObject(id, createdAt, req, "in_progress", [], null, null) });
+    await send("response.in_progress", { response: responseObject(id, createdAt, req, "in_progress", [], null, null) });
+    for await (const event of call.events()) {
+      const choice = (event.choices as Array<{ delta?: Body; finish_reason?: string | null }> | undefined)?.[0];
+      if (!choice) continue;
+      const delta = choice.delta ?? {};
+      if (typeof delta.content === "string" && delta.content !== "") {
+        await openMessage();
+        text += delta.content;
+        await send("response.output_text.delta", { item_id: msgId, output_index: 0, content_index: 0, delta: delta.content, logprobs: [] });
+      }
+      for (const t of (delta.tool_calls as Array<{ index?: number; id?: string; function?: { name?: string; arguments?: string } }>) ?? []) {
+        const key = t.index ?? 0;
+        let item = calls.get(key);
+        const outputIndex = (messageOpen ? 1 : 0) + key;
+        if (!item) {
+          item = { id: newId("fc"), type: "function_call", status: "in_progress", call_id: t.id ?? newId("call"), name: t.function?.name ?? "", arguments: "" };
+          calls.set(key, item);
+          await send("response.output_item.added", { output_index: outputIndex, item: { ...item } });
+        }
+        if (t.function?.arguments) {
+          item.arguments = (item.arguments as string) + t.function.arguments;
+          await send("response.function_call_arguments.delta", { item_id: item.id, output_index: outputIndex, delta: t.function.arguments });
+        }
+      }
+      if (choice.finish_reason) finish = choice.finish_reason;
+    }
+    call.finish();
+    if (!messageOpen && calls.size === 0) await openMessage();
+    if (messageOpen) {
+      const part = { type: "output_text", text, annotations: [] };
+      await send("response.output_text.done", { item_id: msgId, output_index: 0, content_index: 0, text, logprobs: [] });
+      await send("response.content_part.done", { item_id: msgId, output_index: 0, content_index: 0, part });
+      await send("response.output_item.done", { output_index: 0, item: messageItem(msgId, text, "completed") });
+    }
+    const toolCalls: Body[] = [...calls.values()].map((c) => ({ ...c, status: "completed" }));
+    for (const [i, c] of toolCalls.entries()) {
+      const outputIndex = (messageOpen ? 1 : 0) + i;
+      await send("response.function_call_arguments.done", { item_id: c.id, output_index: outputIndex, arguments: c.arguments });
+      await send("response.output_item.done", { output_index: outputIndex, item: c });
+    }
+    const output = [...(messageOpen ? [messageItem(msgId, text, "completed")] : []), ...toolCalls];
+    const response = responseObject(id, createdAt, req, statusOf(finish), output, call, finish);
+    keep(response, text, toolCalls);
+    await send(statusOf(finish) === "incomplete" ? "response.incomplete" : "response.completed", { response });
+    out.end();
+  } catch (error) {
+    call.finish(error);
+    if (!client.signal.aborted) {
+      const { body } = errorResponse(error, deps.logError);
+      await send("error", { code: body.error.code, message: body.error.message, param: body.error.param ?? null }).catch(() => undefined);
+      await send("response.failed", {
+        response: { ...responseObject(id, createdAt, req, "failed", [], call, null), error: { code: body.error.code, message: body.error.message } },
+      }).catch(() => undefined);
+    }
+    out.end();
+  } finally {
+    client.dispose();
+  }
+  return reply;
+}

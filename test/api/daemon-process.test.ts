@@ -1,0 +1,95 @@
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { once } from "node:events";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { describe, test } from "node:test";
+import { MR_BIN } from "../helpers/engine.ts";
+import { tempDir, tinyModel } from "../helpers/models.ts";
+import { eventually, isAlive, pidsMatching } from "../helpers/processes.ts";
+import { createModelDistribution, openStore } from "../../src/distribution/index.ts";
+
+/** Starts `mr serve` as a real process and resolves with its URL once it listens. */
+async function serve(home: string, env: NodeJS.ProcessEnv = {}): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(process.execPath, [MR_BIN, "serve", "--port", "0"], {
+    env: { ...process.env, MODEL_RUNNER_HOME: home, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stderr = "";
+  child.stderr!.on("data", (d) => (stderr = (stderr + d).slice(-4000)));
+  const url = await new Promise<string>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).on("line", (line) => {
+      const m = /listening on (\S+)/.exec(line);
+      if (m) resolve(m[1]!);
+    });
+    child.once("exit", (code) => reject(new Error(`mr serve exited with ${code}: ${stderr}`)));
+  });
+  return { child, url };
+}
+
+async function chat(url: string, model: string, extra: object = {}) {
+  return fetch(`${url}/v1/chat/completions`, {
+    method: "POST",
+    body: JSON.stringify({ model, messages: [{ role: "user", content: "x" }], max_tokens: 2, ...extra }),
+  });
+}
+
+describe("mr serve as a process", () => {
+  test("SIGTERM lets the in-flight request finish, then stops every engine", async (t) => {
+    const home = await tempDir("mr-serve-");
+    const dist = createModelDistribution({ store: await openStore({ root: join(home, "models") }) });
+    const slow = await tinyModel({ seed: 51, embeddingLength: 384, blockCount: 6, feedForwardLength: 768, heads: 6 });
+    await dist.packageModel({ gguf: slow, tags: ["ai/p:latest"] });
+    const { child, url } = await serve(home);
+    t.after(() => child.kill("SIGKILL"));
+    assert.equal((await chat(url, "ai/p")).status, 200);
+    const engines = await pidsMatching(join(home, "run"));
+    assert.equal(engines.length, 1);
+    const inFlight = chat(url, "ai/p", { max_tokens: 1500 });
+    await eventually(async () => {
+      const runners = (await (await fetch(`${url}/engines/ps`)).json()) as Array<{ in_flight: number }>;
+      return runners[0]?.in_flight === 1;
+    }, 5000, "request to be in flight");
+    child.kill("SIGTERM");
+    const res = await inFlight;
+    assert.equal(res.status, 200);
+    assert.equal(((await res.json()) as { usage: { completion_tokens: number } }).usage.completion_tokens, 1500);
+    const [code] = await once(child, "exit");
+    assert.equal(code, 0);
+    assert.equal(isAlive(engines[0]!), false);
+    assert.deepEqual(await pidsMatching(join(home, "run")), []);
+  });
+
+  test("engines orphaned by a SIGKILLed daemon are stopped at the next start", async (t) => {
+    const home = await tempDir("mr-serve-");
+    const dist = createModelDistribution({ store: await openStore({ root: join(home, "models") }) });
+    await dist.packageModel({ gguf: await tinyModel({ seed: 52 }), tags: ["ai/o:latest"] });
+    const first = await serve(home);
+    assert.equal((await chat(first.url, "ai/o")).status, 200);
+    const [orphan] = await pidsMatching(join(home, "run"));
+    first.child.kill("SIGKILL");
+    await once(first.child, "exit");
+    assert.ok(orphan !== undefined && isAlive(orphan), "the engine outlived its daemon");
+    const second = await serve(home);
+    t.after(() => second.child.kill("SIGKILL"));
+    await eventually(() => !isAlive(orphan), 5000, "orphan to be reaped");
+    assert.equal((await chat(second.url, "ai/o")).status, 200);
+    second.child.kill("SIGTERM");
+    await once(second.child, "exit");
+    assert.deepEqual(await pidsMatching(join(home, "run")), []);
+  });
+
+  test("bad configuration is one clear line and exit code 2", async () => {
+    const home = await tempDir("mr-serve-");
+    const child = spawn(process.execPath, [MR_BIN, "serve", "--port", "0"], {
+      env: { ...process.env, MODEL_RUNNER_HOME: home, MODEL_RUNNER_MEMORY: "lots" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stderr = "";
+    child.stderr!.on("data", (d) => (stderr += d));
+    const [code] = await once(child, "exit");
+    assert.equal(code, 2);
+    assert.match(stderr, /^mr serve: MODEL_RUNNER_MEMORY: .*lots/);
+    assert.equal(stderr.trim().split("\n").length, 1);
+  });
+});

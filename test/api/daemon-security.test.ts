@@ -1,0 +1,57 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import OpenAI from "openai";
+import { startTestDaemon } from "../helpers/daemon.ts";
+import { tinyModel } from "../helpers/models.ts";
+
+describe("daemon security defaults", () => {
+  test("an API key guards every route but / and /health", async (t) => {
+    const d = await startTestDaemon({ MODEL_RUNNER_API_KEY: "s3cret" });
+    t.after(() => d.close());
+    await d.addModel(await tinyModel({ seed: 61 }), "ai/k:latest");
+    assert.equal((await fetch(`${d.url}/`)).status, 200);
+    assert.equal((await fetch(`${d.url}/health`)).status, 200);
+    for (const path of ["/models", "/v1/models", "/engines/ps", "/metrics", "/version"]) {
+      const res = await fetch(`${d.url}${path}`);
+      assert.equal(res.status, 401, path);
+      assert.equal(((await res.json()) as { error: { type: string } }).error.type, "authentication_error");
+    }
+    assert.equal((await fetch(`${d.url}/models`, { headers: { authorization: "Bearer wrong" } })).status, 401);
+    assert.equal((await fetch(`${d.url}/models`, { headers: { authorization: "Bearer s3cret" } })).status, 200);
+    assert.equal((await fetch(`${d.url}/models`, { headers: { "x-api-key": "s3cret" } })).status, 200);
+    const client = new OpenAI({ baseURL: `${d.url}/v1`, apiKey: "s3cret", maxRetries: 0 });
+    const r = await client.chat.completions.create({ model: "ai/k", messages: [{ role: "user", content: "x" }], max_tokens: 1 });
+    assert.equal(r.usage!.completion_tokens, 1);
+  });
+
+  test("CORS allows localhost and configured origins, refuses others with 403", async (t) => {
+    const d = await startTestDaemon({ MODEL_RUNNER_ORIGINS: "https://app.example" });
+    t.after(() => d.close());
+    const local = await fetch(`${d.url}/models`, { headers: { origin: "http://localhost:3000" } });
+    assert.equal(local.status, 200);
+    assert.equal(local.headers.get("access-control-allow-origin"), "http://localhost:3000");
+    const configured = await fetch(`${d.url}/models`, { headers: { origin: "https://app.example" } });
+    assert.equal(configured.status, 200);
+    const other = await fetch(`${d.url}/models`, { headers: { origin: "https://evil.example" } });
+    assert.equal(other.status, 403);
+    assert.equal(((await other.json()) as { error: { code: string } }).error.code, "origin_not_allowed");
+    const preflight = await fetch(`${d.url}/v1/chat/completions`, {
+      method: "OPTIONS",
+      headers: { origin: "http://127.0.0.1:8080", "access-control-request-method": "POST", "access-control-request-headers": "content-type" },
+    });
+    assert.equal(preflight.status, 204);
+    assert.match(preflight.headers.get("access-control-allow-methods")!, /POST/);
+  });
+
+  test("listens on loopback by default, and engine sockets live in a private directory", async (t) => {
+    const d = await startTestDaemon();
+    t.after(() => d.close());
+    assert.match(d.url, /^http:\/\/127\.0\.0\.1:\d+$/);
+    const { stat } = await import("node:fs/promises");
+    const { join } = await import("node:path");
+    await d.addModel(await tinyModel({ seed: 62 }), "ai/s:latest");
+    await fetch(`${d.url}/v1/chat/completions`, { method: "POST", body: JSON.stringify({ model: "ai/s", messages: [{ role: "user", content: "x" }], max_tokens: 1 }) });
+    const mode = (await stat(join(d.home, "run"))).mode & 0o777;
+    assert.equal(mode, 0o700);
+  });
+});

@@ -1,0 +1,199 @@
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { createHash } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { Ollama } from "ollama";
+import { startTestRegistry, type TestRegistry } from "../doubles/test-registry.ts";
+import { tinyModel } from "../helpers/models.ts";
+import { eventually } from "../helpers/processes.ts";
+import { startTestDaemon, type TestDaemon } from "./daemon-helper.ts";
+
+// The official `ollama` npm client, unmodified, against an in-process daemon with generated tiny models.
+describe("Ollama API with the ollama client", () => {
+  let d: TestDaemon;
+  let ollama: Ollama;
+  let registry: TestRegistry;
+
+  before(async () => {
+    [d, registry] = await Promise.all([startTestDaemon(), startTestRegistry()]);
+    ollama = new Ollama({ host: d.url });
+  });
+  after(async () => {
+    await d?.close();
+    await registry?.close();
+  });
+
+  test("version, root liveness and list", async () => {
+    assert.match((await ollama.version()).version, /^\d+\.\d+\.\d+$/);
+    const root = await fetch(`${d.url}/`);
+    assert.match(await root.text(), /is running/);
+    assert.equal((await fetch(`${d.url}/api/version`, { method: "HEAD" })).status, 200);
+    const { models } = await ollama.list();
+    const tiny = models.find((m) => m.name === "ai/tiny:latest");
+    assert.ok(tiny);
+    assert.match(tiny.digest, /^[0-9a-f]{64}$/);
+    assert.equal(tiny.details.family, "llama");
+    assert.ok(tiny.size > 0);
+  });
+
+  test("chat without streaming returns one object with measured durations", async () => {
+    const res = await ollama.chat({ model: "tiny", messages: [{ role: "user", content: "hi" }], options: { num_predict: 5, temperature: 0, seed: 1 } });
+    assert.equal(res.message.role, "assistant");
+    assert.ok(res.message.content.length > 0);
+    assert.equal(res.done, true);
+    assert.equal(res.done_reason, "length");
+    assert.equal(res.eval_count, 5);
+    assert.ok(res.prompt_eval_count > 3);
+    assert.ok(res.eval_duration > 0 && res.prompt_eval_duration > 0);
+    assert.ok(res.total_duration >= res.eval_duration + res.prompt_eval_duration);
+    assert.ok(res.load_duration >= 0);
+  });
+
+  test("generate streams NDJSON and ends with done_reason and stats", async () => {
+    const stream = await ollama.generate({ model: "tiny:latest", prompt: "hello", system: "be brief", stream: true, options: { num_predict: 6, temperature: 0 } });
+    const parts = [];
+    for await (const part of stream) parts.push(part);
+    const last = parts.at(-1)!;
+    assert.equal(last.done, true);
+    assert.equal(last.done_reason, "length");
+    assert.equal(last.eval_count, 6);
+    assert.ok(parts.slice(0, -1).every((p) => !p.done && typeof p.response === "string"));
+    assert.ok(parts.map((p) => p.response).join("").length > 0);
+  });
+
+  test("raw generate and stop options reach the engine", async () => {
+    const res = await ollama.generate({ model: "tiny", prompt: "the", raw: true, options: { num_predict: 3, temperature: 0, stop: ["zzz"] } });
+    assert.equal(res.eval_count, 3);
+    await assert.rejects(ollama.generate({ model: "tiny", prompt: "x", options: { mirostat_eta: 1 } as never }), (e: { status_code: number; error: string }) => {
+      assert.equal(e.status_code, 400);
+      assert.match(e.error, /mirostat_eta/);
+      return true;
+    });
+  });
+
+  test("embed (string or array) and legacy embeddings", async () => {
+    const one = await ollama.embed({ model: "tiny-embed", input: "hello world" });
+    assert.equal(one.embeddings.length, 1);
+    assert.equal(one.embeddings[0]!.length, 64);
+    const two = await ollama.embed({ model: "tiny-embed", input: ["a", "b c"] });
+    assert.equal(two.embeddings.length, 2);
+    assert.ok(two.prompt_eval_count > 0);
+    const legacy = await ollama.embeddings({ model: "tiny-embed", prompt: "hello world" });
+    assert.deepEqual(legacy.embedding.map((x) => x.toFixed(5)), one.embeddings[0]!.map((x) => x.toFixed(5)));
+  });
+
+  test("show reports details, model_info, capabilities and template", async () => {
+    const show = await ollama.show({ model: "tiny" });
+    assert.deepEqual(show.capabilities, ["completion"]);
+    assert.equal(show.details.family, "llama");
+    assert.equal((show.model_info as unknown as Record<string, unknown>)["general.architecture"], "llama");
+    assert.equal(typeof (show.model_info as unknown as Record<string, unknown>)["llama.context_length"], "number");
+    assert.match(show.template, /im_start/);
+    assert.match(show.parameters, /num_ctx/);
+    const embed = await ollama.show({ model: "tiny-embed" });
+    assert.deepEqual(embed.capabilities, ["embedding"]);
+  });
+
+  test("ps lists loaded runners with expires_at; empty prompt with keep_alive 0 unloads", async () => {
+    const load = await ollama.generate({ model: "tiny", prompt: "", keep_alive: "10m" });
+    assert.equal(load.done_reason, "load");
+    const { models } = await ollama.ps();
+    const running = models.find((m) => m.name === "ai/tiny:latest");
+    assert.ok(running);
+    assert.ok(running.size > 0);
+    const expires = new Date(running.expires_at).getTime();
+    assert.ok(expires > Date.now() + 9 * 60_000 && expires < Date.now() + 11 * 60_000);
+    const unload = await ollama.chat({ model: "tiny", messages: [], keep_alive: 0 });
+    assert.equal(unload.done_reason, "unload");
+    await eventually(async () => !(await ollama.ps()).models.some((m) => m.name === "ai/tiny:latest"), 10_000, "runner to unload");
+  });
+
+  test("copy, delete and errors in Ollama's shape", async () => {
+    await ollama.copy({ source: "tiny", destination: "mine/copy:v1" });
+    assert.ok((await ollama.list()).models.some((m) => m.name === "mine/copy:v1"));
+    await ollama.delete({ model: "mine/copy:v1" });
+    assert.ok(!(await ollama.list()).models.some((m) => m.name === "mine/copy:v1"));
+    await assert.rejects(ollama.delete({ model: "mine/copy:v1" }), (e: { status_code: number }) => e.status_code === 404);
+    const res = await fetch(`${d.url}/api/chat`, { method: "POST", body: JSON.stringify({ model: "nope", messages: [{ role: "user", content: "x" }] }) });
+    assert.equal(res.status, 404);
+    const body = (await res.json()) as { error: unknown };
+    assert.equal(typeof body.error, "string");
+    const missing = await fetch(`${d.url}/api/generate`, { method: "POST", body: JSON.stringify({ prompt: "x" }) });
+    assert.equal(missing.status, 400);
+    assert.deepEqual(await missing.json(), { error: "model is required" });
+  });
+
+  test("create from a stored model and from an uploaded GGUF blob (digest checked)", async () => {
+    const fromStored = await ollama.create({ model: "made/alias", from: "tiny" });
+    assert.equal(fromStored.status, "success");
+    assert.ok((await ollama.list()).models.some((m) => m.name === "made/alias:latest"));
+
+    const gguf = await readFile(await tinyModel({ seed: 9 }));
+    const digest = `sha256:${createHash("sha256").update(gguf).digest("hex")}`;
+    assert.equal((await fetch(`${d.url}/api/blobs/${digest}`, { method: "HEAD" })).status, 404);
+    const bad = await fetch(`${d.url}/api/blobs/${digest}`, { method: "POST", body: Buffer.from("not it"), headers: { "content-type": "application/octet-stream" } });
+    assert.equal(bad.status, 400);
+    assert.match(((await bad.json()) as { error: string }).error, /digest mismatch/);
+    const put = await fetch(`${d.url}/api/blobs/${digest}`, { method: "POST", body: gguf, headers: { "content-type": "application/octet-stream" } });
+    assert.equal(put.status, 201);
+    assert.equal((await fetch(`${d.url}/api/blobs/${digest}`, { method: "HEAD" })).status, 200);
+    const statuses: string[] = [];
+    for await (const p of await ollama.create({ model: "made/blob", files: { "model.gguf": digest }, parameters: { num_ctx: 1024 }, stream: true } as { model: string; stream: true })) statuses.push(p.status);
+    assert.equal(statuses.at(-1), "success");
+    const res = await ollama.generate({ model: "made/blob", prompt: "hi", options: { num_predict: 2 } });
+    assert.equal(res.eval_count, 2);
+    await assert.rejects(ollama.create({ model: "x", from: "tiny", quantize: "q4_K_M" }), (e: { status_code: number }) => e.status_code === 400);
+  });
+
+  test("pull and push against a local registry report Ollama's progress lines", async () => {
+    const remote = `${registry.host}/ai/pushed:latest`;
+    await ollama.copy({ source: "tiny", destination: remote });
+    const pushed: string[] = [];
+    for await (const p of await ollama.push({ model: remote, stream: true })) pushed.push(p.status);
+    assert.equal(pushed[0], "retrieving manifest");
+    assert.equal(pushed.at(-1), "success");
+    await ollama.delete({ model: remote });
+
+    const lines: Array<{ status: string; digest?: string; total?: number; completed?: number }> = [];
+    for await (const p of await ollama.pull({ model: remote, stream: true })) lines.push(p);
+    assert.equal(lines[0]!.status, "pulling manifest");
+    const layer = lines.find((l) => l.status.startsWith("pulling ") && l.digest);
+    assert.ok(layer, JSON.stringify(lines));
+    assert.equal(layer.status, `pulling ${layer.digest!.slice(7, 19)}`);
+    assert.ok(layer.total! > 0);
+    assert.deepEqual(lines.slice(-3).map((l) => l.status), ["verifying sha256 digest", "writing manifest", "success"]);
+    assert.ok((await ollama.list()).models.some((m) => m.name === remote));
+    // A pull that fails after the first line ends with an error line, and the client throws it.
+    await assert.rejects(async () => {
+      for await (const _ of await ollama.pull({ model: `${registry.host}/ai/absent:latest`, stream: true })) void _;
+    }, /not found|absent/i);
+  });
+
+  test("aborting a stream stops generation and frees the runner", async () => {
+    const stream = await ollama.chat({ model: "tiny", messages: [{ role: "user", content: "go on" }], stream: true, options: { num_predict: 100000 } });
+    let n = 0;
+    await assert.rejects(async () => {
+      for await (const _ of stream) {
+        if (++n === 3) stream.abort();
+      }
+    });
+    await eventually(() => d.daemon.scheduler.ps().every((r) => r.inFlight === 0), 10_000, "the request to end");
+  });
+
+  test("an engine that dies mid-stream ends the NDJSON stream with an error line", async () => {
+    const res = await fetch(`${d.url}/api/generate`, { method: "POST", body: JSON.stringify({ model: "tiny", prompt: "go", options: { num_predict: 100000 } }) });
+    assert.equal(res.status, 200);
+    const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+    let text = "";
+    while (text.split("\n").length < 3) text += (await reader.read()).value ?? "";
+    const pid = d.daemon.scheduler.ps().find((r) => r.model.includes("tiny") && r.mode === "completion")!.pid!;
+    process.kill(pid, "SIGKILL");
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += value;
+    }
+    const last = JSON.parse(text.trim().split("\n").at(-1)!) as { error?: string };
+    assert.equal(typeof last.error, "string");
+  });
+});
