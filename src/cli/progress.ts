@@ -102,7 +102,7 @@ export class ProgressRenderer {
       out.write(`${isFinal ? `${verb} done` : verb}: ${this.totalLine()}\n`);
       return;
     }
-    const width = Math.max(10, Math.min(40, (out.columns ?? 80) - 50));
+    const width = Math.max(10, Math.min(40, (out.columns ?? 80) - 58));
     const bar = (current: number, size: number) => {
       const filled = size > 0 ? Math.min(width, Math.round((current / size) * width)) : width;
       return `[${"=".repeat(Math.max(0, filled - 1))}${filled > 0 ? (filled === width ? "=" : ">") : ""}${" ".repeat(width - filled)}]`;
