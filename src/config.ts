@@ -126,3 +126,67 @@ export function loadDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEnv
     hfToken: env.HF_TOKEN || null,
   });
 }
+
+/**
+ * What the `mr` client commands need: where the daemon is, where to keep
+ * history and logs, and the search endpoints. Read once in src/cli/main.ts
+ * and passed down; nothing under src/cli reads `process.env`.
+ */
+export interface CliConfig {
+  /** `http://host:port` of the daemon, no trailing slash. */
+  baseUrl: string;
+  /** MODEL_RUNNER_HOST was set: never auto-start a daemon, fail naming the address. */
+  isHostExplicit: boolean;
+  home: string;
+  logDir: string;
+  /** Interactive chat history; null with MODEL_RUNNER_NOHISTORY. */
+  historyPath: string | null;
+  /** Sent as `Authorization: Bearer` to the daemon (MODEL_RUNNER_API_KEY). */
+  apiKey: string | null;
+  /** NO_COLOR set (any value): never colour. */
+  isColorDisabled: boolean;
+  /** Docker Hub API root for `mr search` (MODEL_RUNNER_HUB_URL). */
+  hubUrl: string;
+  /** Hugging Face root for `mr search` (HF_ENDPOINT). */
+  hfEndpoint: string;
+  hfToken: string | null;
+  /** For `mr package --push`, which pushes from a local temp store. */
+  dockerConfigPath: string;
+  dockerUsername: string | null;
+  dockerPassword: string | null;
+  insecureRegistries: readonly string[];
+}
+
+/** The client configuration from the environment. Throws ConfigError naming a bad variable. */
+export function loadCliConfig(env: NodeJS.ProcessEnv): CliConfig {
+  const hostText = env.MODEL_RUNNER_HOST?.trim() || "";
+  let baseUrl = `http://${DEFAULT_HOST}:${DEFAULT_PORT}`;
+  if (hostText) {
+    const scheme = /^https:\/\//i.test(hostText) ? "https" : "http";
+    const { host, port } = parseHostPort(hostText, "MODEL_RUNNER_HOST");
+    baseUrl = `${scheme}://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  }
+  const home = resolve(env.MODEL_RUNNER_HOME || join(homedir(), ".model-runner"));
+  const dockerConfigDir = env.DOCKER_CONFIG || join(homedir(), ".docker");
+  const url = (text: string | undefined, fallback: string, what: string) => {
+    const value = (text?.trim() || fallback).replace(/\/+$/, "");
+    if (!/^https?:\/\/[^/]+/.test(value)) throw new ConfigError(`${what} must be an http(s) URL, got "${text}"`);
+    return value;
+  };
+  return Object.freeze({
+    baseUrl,
+    isHostExplicit: hostText !== "",
+    home,
+    logDir: join(home, "logs"),
+    historyPath: env.MODEL_RUNNER_NOHISTORY ? null : join(home, "history"),
+    apiKey: env.MODEL_RUNNER_API_KEY || null,
+    isColorDisabled: env.NO_COLOR !== undefined,
+    hubUrl: url(env.MODEL_RUNNER_HUB_URL, "https://hub.docker.com", "MODEL_RUNNER_HUB_URL"),
+    hfEndpoint: url(env.HF_ENDPOINT, "https://huggingface.co", "HF_ENDPOINT"),
+    hfToken: env.HF_TOKEN || null,
+    dockerConfigPath: join(dockerConfigDir, "config.json"),
+    dockerUsername: env.DOCKER_USERNAME || env.DOCKER_HUB_USER || null,
+    dockerPassword: env.DOCKER_PASSWORD || env.DOCKER_HUB_PASSWORD || null,
+    insecureRegistries: Object.freeze(list(env.MODEL_RUNNER_INSECURE_REGISTRIES)),
+  });
+}

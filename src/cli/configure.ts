@@ -1,0 +1,90 @@
+import type { Command } from "./context.ts";
+import { intFlag, type ParsedArgs } from "./args.ts";
+import { UsageError } from "./errors.ts";
+import { json, table } from "./output.ts";
+
+/** GET /engines/_configure rows; `mr configure show --json` prints these unchanged. */
+export interface ConfigureRow {
+  backend: string;
+  model: string;
+  model_id?: string;
+  mode?: string | null;
+  context_size?: number | null;
+  parallel?: number | null;
+  runtime_flags?: string[] | null;
+  keep_alive?: string | null;
+}
+
+const MODES = ["completion", "embedding", "reranking"];
+
+export const configureCommand: Command = {
+  name: "configure",
+  summary: "Set a model's runtime settings (context size, keep-alive, engine flags)",
+  usage: "mr configure [OPTIONS] MODEL [-- RUNTIME FLAGS...]\n       mr configure show [MODEL]",
+  description:
+    "Stores settings the daemon applies whenever it loads MODEL; they persist across restarts. Flags after `--`\n" +
+    "go to the engine (llama-server's, e.g. --threads 4). `configure show` prints what is stored.",
+  examples: [
+    "mr configure --context-size 8192 ai/smollm2",
+    "mr configure --keep-alive 30m ai/smollm2 -- --threads 4",
+    "mr configure show",
+    "mr configure show --json ai/smollm2",
+  ],
+  subcommands: ["show"],
+  flags: {
+    "context-size": { type: "string", valueName: "N", description: "context window in tokens" },
+    "keep-alive": { type: "string", valueName: "DURATION", description: "idle time before unloading: 5m, 1h, 0 (at once), -1 (never)" },
+    mode: { type: "string", valueName: "MODE", description: `run mode: ${MODES.join(", ")}` },
+    json: { type: "boolean", description: "with show: print JSON" },
+  },
+  async run(cli, args) {
+    if (args.positionals[0] === "show") return show(cli, args);
+    const { values, positionals, rest } = args;
+    if (positionals.length !== 1) throw new UsageError("configure takes exactly one MODEL (runtime flags go after --)", "configure");
+    const contextSize = intFlag("configure", "context-size", values["context-size"]);
+    const mode = values.mode as string | undefined;
+    if (mode !== undefined && !MODES.includes(mode)) throw new UsageError(`--mode must be one of ${MODES.join(", ")}, got "${mode}"`, "configure");
+    const keepAlive = values["keep-alive"] as string | undefined;
+    if (contextSize === undefined && mode === undefined && keepAlive === undefined && rest.length === 0) {
+      throw new UsageError("nothing to configure: pass --context-size, --keep-alive, --mode or runtime flags after --", "configure");
+    }
+    const client = await cli.daemon();
+    await client.json("POST", "/engines/_configure", {
+      json: {
+        model: positionals[0],
+        ...(mode !== undefined ? { mode } : {}),
+        ...(contextSize !== undefined ? { "context-size": contextSize } : {}),
+        ...(keepAlive !== undefined ? { keep_alive: keepAlive } : {}),
+        ...(rest.length > 0 ? { "runtime-flags": rest } : {}),
+      },
+      signal: cli.signal,
+    });
+    cli.io.stdout.write(`Configured ${positionals[0]}.\n`);
+    return 0;
+  },
+};
+
+async function show(cli: Parameters<Command["run"]>[0], { values, positionals }: ParsedArgs): Promise<number> {
+  if (positionals.length > 2) throw new UsageError("configure show takes at most one MODEL", "configure");
+  const client = await cli.daemon();
+  const rows =
+    (await client.json<ConfigureRow[]>("GET", "/engines/_configure", { query: { model: positionals[1] }, signal: cli.signal })) ?? [];
+  if (values.json) {
+    cli.io.stdout.write(json(rows));
+    return 0;
+  }
+  cli.io.stdout.write(
+    table(
+      ["MODEL", "BACKEND", "MODE", "CONTEXT", "KEEP ALIVE", "RUNTIME FLAGS"],
+      rows.map((r) => [
+        r.model,
+        r.backend,
+        r.mode ?? "-",
+        r.context_size ? String(r.context_size) : "-",
+        r.keep_alive ?? "-",
+        (r.runtime_flags ?? []).join(" ") || "-",
+      ]),
+    ),
+  );
+  return 0;
+}

@@ -1,0 +1,21 @@
+import type { Command } from "./context.ts";
+import { UsageError } from "./errors.ts";
+import { pullModel } from "./transfer.ts";
+
+export const pullCommand: Command = {
+  name: "pull",
+  summary: "Pull a model from a registry or Hugging Face",
+  usage: "mr pull [OPTIONS] MODEL",
+  description:
+    "Downloads MODEL into the daemon's store, showing progress. Transient failures are retried; an interrupted pull\n" +
+    "(Ctrl-C, lost connection) continues where it stopped the next time.",
+  examples: ["mr pull ai/smollm2", "mr pull hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M", "mr pull -q ai/smollm2"],
+  flags: { quiet: { type: "boolean", short: "q", description: "print no progress" } },
+  async run(cli, { values, positionals }) {
+    if (positionals.length !== 1) throw new UsageError("pull takes exactly one MODEL", "pull");
+    const client = await cli.daemon();
+    const message = await pullModel(cli, client, positionals[0]!, { isQuiet: values.quiet === true });
+    if (values.quiet !== true) cli.io.stdout.write(`${message || `Pulled ${positionals[0]}`}\n`);
+    return 0;
+  },
+};

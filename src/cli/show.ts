@@ -1,0 +1,52 @@
+import type { Command } from "./context.ts";
+import { UsageError } from "./errors.ts";
+import { encodeRef, type ApiModel } from "./models.ts";
+import { json, shortId, table } from "./output.ts";
+
+export const showCommand: Command = {
+  name: "show",
+  summary: "Show a model's details for people",
+  usage: "mr show [OPTIONS] MODEL",
+  description: "Prints MODEL's tags, ID, architecture, parameters, quantization, size and context, and its GGUF metadata.",
+  examples: ["mr show ai/smollm2", "mr show --json ai/smollm2"],
+  flags: {
+    remote: { type: "boolean", short: "r", description: "ask the registry instead of the local store" },
+    json: { type: "boolean", description: "print the same JSON as mr inspect" },
+  },
+  async run(cli, { values, positionals }) {
+    if (positionals.length !== 1) throw new UsageError("show takes exactly one MODEL", "show");
+    const client = await cli.daemon();
+    const m = await client.json<ApiModel>("GET", `/models/${encodeRef(positionals[0]!)}`, {
+      query: { remote: values.remote ? "true" : undefined },
+      signal: cli.signal,
+    });
+    if (values.json) {
+      cli.io.stdout.write(json(m));
+      return 0;
+    }
+    const c = m.config ?? {};
+    const { bold } = cli.style;
+    const rows: [string, string][] = [
+      ["tags", (m.tags ?? []).join(", ") || "<none>"],
+      ["id", shortId(m.id)],
+      ["created", m.created ? new Date(m.created * 1000).toISOString() : "-"],
+      ["format", c.format ?? "-"],
+      ["architecture", c.architecture ?? "-"],
+      ["parameters", c.parameters ?? "-"],
+      ["quantization", c.quantization ?? "-"],
+      ["size", c.size ?? "-"],
+      ["context size", c.context_size ? String(c.context_size) : "-"],
+    ];
+    let out = `${bold("Model")}\n${indent(table(["", ""], rows).split("\n").slice(1).join("\n"))}`;
+    const meta = Object.entries(c.gguf ?? {});
+    if (meta.length > 0) out += `\n${bold("Metadata")}\n${indent(table(["", ""], meta.map(([k, v]) => [k, String(v)])).split("\n").slice(1).join("\n"))}`;
+    cli.io.stdout.write(out);
+    return 0;
+  },
+};
+
+const indent = (text: string) =>
+  text
+    .split("\n")
+    .map((l) => (l ? `  ${l}` : l))
+    .join("\n");

@@ -1,0 +1,78 @@
+import { setTimeout as delay } from "node:timers/promises";
+import { ndjson, type DaemonClient, type ProgressLine } from "./client.ts";
+import type { Cli } from "./context.ts";
+import { CliError, DaemonError, DaemonUnreachableError, isAbort } from "./errors.ts";
+import { ProgressRenderer, type ProgressMode } from "./progress.ts";
+
+/** A failure reported inside a progress stream (after the 200 went out). */
+export class TransferError extends CliError {}
+
+export function progressMode(cli: Cli, isQuiet: boolean): ProgressMode {
+  if (isQuiet) return "quiet";
+  return cli.io.stderr.isTTY ? "tty" : "plain";
+}
+
+/**
+ * Reads a progress stream to its end, rendering it on stderr, and returns the
+ * success message. Throws TransferError for an `error` line or a stream that
+ * ends without `success`.
+ */
+export async function followProgress(cli: Cli, res: Response, opts: { mode: ProgressMode; verb: string }): Promise<string> {
+  const renderer = new ProgressRenderer({ mode: opts.mode, out: cli.io.stderr, verb: opts.verb });
+  try {
+    for await (const line of ndjson<ProgressLine>(res)) {
+      if (line.type === "error") throw new TransferError(line.message || "the transfer failed");
+      if (line.type === "success") {
+        renderer.finish();
+        return line.message;
+      }
+      renderer.update(line);
+    }
+  } catch (error) {
+    renderer.stop();
+    if (cli.signal.aborted) throw cli.signal.reason;
+    if (error instanceof CliError) throw error;
+    throw new TransferError(`the connection to the model runner broke: ${(error as Error).message}`, { cause: error });
+  }
+  renderer.stop();
+  throw new TransferError("the model runner ended the transfer without reporting success");
+}
+
+/** Network trouble and server-side (5xx/429) failures are worth another try; 4xx are not. */
+function isTransient(error: unknown): boolean {
+  if (isAbort(error)) return false;
+  if (error instanceof DaemonError) return error.status >= 500 || error.status === 429;
+  return error instanceof TransferError || error instanceof DaemonUnreachableError;
+}
+
+export interface PullOptions {
+  isQuiet: boolean;
+  attempts?: number;
+  retryBaseMs?: number;
+}
+
+/**
+ * Pulls `model` through the daemon, retrying transient failures; the daemon
+ * keeps partial blobs, so each retry (and the next `mr pull` after Ctrl-C)
+ * resumes where the last stopped.
+ */
+export async function pullModel(cli: Cli, client: DaemonClient, model: string, opts: PullOptions): Promise<string> {
+  const attempts = opts.attempts ?? 4;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const res = await client.request("POST", "/models/create", {
+        json: { from: model },
+        headers: { accept: "application/json" },
+        signal: cli.signal,
+      });
+      return await followProgress(cli, res, { mode: progressMode(cli, opts.isQuiet), verb: "Downloading" });
+    } catch (error) {
+      if (attempt >= attempts || !isTransient(error) || cli.signal.aborted) throw error;
+      const waitMs = (opts.retryBaseMs ?? 1000) * 2 ** (attempt - 1);
+      cli.note(`Pull failed (${(error as Error).message}); retrying in ${Math.round(waitMs / 100) / 10}s (attempt ${attempt + 1} of ${attempts}).`);
+      await delay(waitMs, undefined, { signal: cli.signal }).catch(() => {
+        throw cli.signal.reason;
+      });
+    }
+  }
+}

@@ -1,0 +1,127 @@
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { readFile } from "node:fs/promises";
+import { createServer, type Server } from "node:http";
+import { after, before, test } from "node:test";
+import { collect, cleanEnv, runMr, spawnMr, startDaemon, type StartedDaemon } from "../helpers/cli.ts";
+import { MR_BIN } from "../helpers/engine.ts";
+import { tempDir, tinyModel } from "../helpers/models.ts";
+import { eventually, pidsMatching } from "../helpers/processes.ts";
+
+// The interactive chat of `mr run` against a real daemon. A pass-through
+// proxy in front of it records the chat requests, so the tests can check
+// what conversation the CLI sent.
+let daemon: StartedDaemon;
+let home: string;
+let proxy: Server;
+let proxyHost: string;
+const chats: Array<{ messages: Array<{ role: string; content: string }> }> = [];
+
+before(async () => {
+  home = await tempDir("mr-chat-home-");
+  daemon = await startDaemon(home);
+  proxy = createServer(async (req, res) => {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const body = Buffer.concat(chunks);
+    if (req.url?.endsWith("/chat/completions") && body.length > 0) chats.push(JSON.parse(body.toString()));
+    const ac = new AbortController();
+    res.on("close", () => ac.abort());
+    try {
+      const upstream = await fetch(`${daemon.url}${req.url}`, {
+        method: req.method,
+        headers: { "content-type": req.headers["content-type"] ?? "application/json" },
+        body: req.method === "GET" || req.method === "HEAD" ? undefined : body,
+        signal: ac.signal,
+      });
+      res.writeHead(upstream.status, { "content-type": upstream.headers.get("content-type") ?? "text/plain" });
+      for await (const c of upstream.body as unknown as AsyncIterable<Uint8Array>) res.write(c);
+      res.end();
+    } catch {
+      res.destroy();
+    }
+  });
+  await new Promise<void>((r) => proxy.listen(0, "127.0.0.1", r));
+  proxyHost = `127.0.0.1:${(proxy.address() as { port: number }).port}`;
+  const env = { MODEL_RUNNER_HOST: daemon.host, MODEL_RUNNER_HOME: home };
+  // "short" answers within a 64-token context; "long" (default 4096) answers long enough to interrupt.
+  assert.equal((await runMr(["package", "--gguf", await tinyModel({ seed: 3 }), "chat/short"], { env })).code, 0);
+  assert.equal((await runMr(["configure", "--context-size", "64", "chat/short"], { env })).code, 0);
+  assert.equal((await runMr(["package", "--gguf", await tinyModel({ seed: 4 }), "chat/long"], { env })).code, 0);
+});
+
+after(async () => {
+  proxy?.closeAllConnections();
+  proxy?.close();
+  await daemon?.stop();
+  await eventually(async () => (await pidsMatching(home)).length === 0, 10_000, "no process of the test home left");
+});
+
+const env = () => ({ MODEL_RUNNER_HOST: proxyHost, MODEL_RUNNER_HOME: home });
+
+/** Resolves once `read()` matches `pattern`. */
+const waitFor = (read: () => string, pattern: RegExp, what: string) => eventually(() => pattern.test(read()), 30_000, what);
+
+test("chat over a pipe (-i): turns keep the conversation, \"\"\" blocks, /clear, /help, /bye", async () => {
+  chats.length = 0;
+  const input = ["hello", '"""', "first line", "", "second line", '"""', "/help", "/clear", '"""one-liner"""', "/bye", "never sent"].join("\n");
+  const child = spawnMr(["run", "-i", "chat/short"], { env: env() });
+  child.stdin!.write(`${input}\n`); // stdin stays open: /bye must end the chat by itself
+  const r = await collect(child, 60_000);
+  child.stdin!.destroy();
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /Available commands:/);
+  assert.match(r.stdout, /Cleared the conversation\./);
+  assert.deepEqual(
+    chats.map((c) => c.messages.map((m) => `${m.role}:${m.role === "user" ? m.content : "…"}`)),
+    [
+      ["user:hello"],
+      ["user:hello", "assistant:…", "user:first line\n\nsecond line"],
+      ["user:one-liner"],
+    ],
+  );
+  assert.ok(chats[1]!.messages[1]!.content.length > 0, "the first answer is part of the second request");
+});
+
+test("chat over a pipe: Ctrl-C stops the answer, the chat goes on; EOF leaves", async () => {
+  chats.length = 0;
+  const child = spawnMr(["run", "-i", "chat/long"], { env: env() });
+  let out = "";
+  child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+  const done = collect(child, 60_000);
+  child.stdin!.write("tell me a long story\n");
+  await waitFor(() => out, /\S/, "the answer to start");
+  child.kill("SIGINT");
+  await waitFor(() => out, /\[stopped\]/, "the answer to stop");
+  child.stdin!.end("/clear\n");
+  const r = await done;
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /\[stopped\]\n\nCleared the conversation\.\n/);
+});
+
+test("chat on a pseudo-terminal: prompt, Ctrl-C mid-answer, Ctrl-D leaves, history file written", async () => {
+  chats.length = 0;
+  // python3's pty module gives the CLI a real terminal (raw mode, Ctrl-C as a key).
+  const child = spawn(
+    "python3",
+    ["-c", "import pty, sys; sys.exit(pty.spawn(sys.argv[1:]) >> 8)", process.execPath, MR_BIN, "run", "chat/long"],
+    { env: cleanEnv({ ...env(), TERM: "dumb" }), stdio: ["pipe", "pipe", "pipe"] },
+  );
+  let out = "";
+  child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+  const done = collect(child, 60_000);
+  await waitFor(() => out, />>> /, "the prompt");
+  child.stdin!.write("hello there\r");
+  await waitFor(() => out, /hello there[\s\S]*\S{20}/, "the answer to start");
+  child.stdin!.write("\x03");
+  await waitFor(() => out, /\[stopped\]/, "the answer to stop");
+  await waitFor(() => out, /\[stopped\][\s\S]*>>> /, "a new prompt");
+  child.stdin!.write("\x03"); // at an empty prompt: a reminder, not an exit
+  await waitFor(() => out, /Use Ctrl-D or \/bye to exit/, "the reminder");
+  child.stdin!.write("\x04");
+  const r = await done;
+  child.stdin!.destroy();
+  assert.equal(r.code, 0, r.stdout);
+  assert.equal(chats.length, 1);
+  assert.match(await readFile(`${home}/history`, "utf8"), /^hello there$/m);
+});

@@ -1,0 +1,277 @@
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import { startRegistryProxy } from "../doubles/registry-proxy.ts";
+import { startTestRegistry, type TestRegistry } from "../doubles/test-registry.ts";
+import { runMr, spawnMr, collect, startDaemon, type StartedDaemon } from "../helpers/cli.ts";
+import { tempDir, tinyModel } from "../helpers/models.ts";
+import { eventually, pidsMatching } from "../helpers/processes.ts";
+
+// One daemon (real `mr serve`, temp MODEL_RUNNER_HOME, random port) and one
+// local registry for the whole file; the tests below run in order and build
+// on each other's store state.
+let registry: TestRegistry;
+let daemon: StartedDaemon;
+let home: string;
+let gguf: string;
+let env: Record<string, string>;
+const tiny = "cli/tiny:v1";
+
+before(async () => {
+  registry = await startTestRegistry();
+  home = await tempDir("mr-cli-home-");
+  daemon = await startDaemon(home);
+  gguf = await tinyModel({ seed: 7 });
+  env = { MODEL_RUNNER_HOST: daemon.host, MODEL_RUNNER_HOME: home };
+});
+
+after(async () => {
+  await daemon?.stop();
+  await registry?.close();
+  // The daemon stops its engines on SIGTERM; nothing it started may outlive it.
+  await eventually(async () => (await pidsMatching(home)).length === 0, 10_000, "no process of the test home left");
+});
+
+const mr = (args: string[], input?: string) => runMr(args, { env, ...(input !== undefined ? { input } : {}) });
+
+function oneLineError(r: { stderr: string }, pattern: RegExp) {
+  const lines = r.stderr.trim().split("\n");
+  assert.equal(lines.length, 1, `one line on stderr, got:\n${r.stderr}`);
+  assert.match(lines[0]!, pattern);
+  assert.doesNotMatch(r.stderr, /\n\s+at /, "no stack trace");
+}
+
+test("package loads a GGUF into the daemon; list, show and inspect see it", async () => {
+  const r = await mr(["package", "--gguf", gguf, "--context-size", "96", tiny]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /Loaded docker.io\/cli\/tiny:v1|Loaded cli\/tiny:v1/);
+
+  const ls = await mr(["ls"]);
+  assert.equal(ls.code, 0, ls.stderr);
+  assert.match(ls.stdout.split("\n")[0]!, /^MODEL NAME\s+PARAMETERS\s+QUANTIZATION\s+ARCHITECTURE\s+MODEL ID\s+CREATED\s+CONTEXT\s+SIZE$/);
+  assert.match(ls.stdout, /cli\/tiny:v1\s+\S+\s+F32\s+llama\s+[0-9a-f]{12}\s/);
+
+  const json = await mr(["list", "--json"]);
+  const rows = JSON.parse(json.stdout) as Array<{ model: string; id: string; architecture: string; context_size: number | null }>;
+  assert.equal(rows.length, 1);
+  assert.equal(rows[0]!.model, "cli/tiny:v1");
+  assert.match(rows[0]!.id, /^sha256:[0-9a-f]{64}$/);
+  assert.equal(rows[0]!.context_size, 96);
+
+  const quiet = await mr(["ls", "-q"]);
+  assert.equal(quiet.stdout, `${rows[0]!.id.slice(7, 19)}\n`);
+
+  const show = await mr(["show", "tiny:v1"]);
+  assert.equal(show.code, 0, show.stderr);
+  assert.match(show.stdout, /architecture\s+llama/);
+  assert.match(show.stdout, /general\.name\s+tiny-llama/);
+
+  const inspect = await mr(["inspect", tiny]);
+  const model = JSON.parse(inspect.stdout) as { id: string; tags: string[]; config: { format: string } };
+  assert.deepEqual(model.tags, ["cli/tiny:v1"]);
+  assert.equal(model.config.format, "gguf");
+});
+
+test("tag, push with plain progress, rm, then pull back with plain progress lines", async () => {
+  const remote = `${registry.host}/cli/tiny:v1`;
+  const tag = await mr(["tag", tiny, remote]);
+  assert.equal(tag.code, 0, tag.stderr);
+  assert.match(tag.stdout, /tagged successfully/);
+
+  const push = await mr(["push", remote]);
+  assert.equal(push.code, 0, push.stderr);
+  assert.match(push.stderr, /^Uploading done: 7\d\d kB \/ 7\d\d kB \(100%\)/m, "a non-terminal gets plain lines, no escape codes");
+  assert.doesNotMatch(push.stderr, /\x1b\[/);
+
+  const rm = await mr(["rm", remote, tiny]);
+  assert.equal(rm.code, 0, rm.stderr);
+  assert.match(rm.stdout, /Untagged: .*cli\/tiny:v1\nUntagged: cli\/tiny:v1\nDeleted: sha256:/);
+
+  const pull = await mr(["pull", remote]);
+  assert.equal(pull.code, 0, pull.stderr);
+  assert.match(pull.stderr, /^Downloading done: .*\(100%\)/m);
+  assert.doesNotMatch(pull.stderr, /\x1b\[/);
+
+  const again = await mr(["pull", "-q", remote]);
+  assert.equal(again.code, 0, again.stderr);
+  assert.equal(again.stderr, "");
+  assert.equal(again.stdout, "");
+  assert.equal((await mr(["tag", remote, tiny])).code, 0);
+});
+
+test("Ctrl-C stops a pull with exit 130; the next pull resumes where it stopped", async (t) => {
+  const source = `${registry.host}/cli/resume:v1`;
+  assert.equal((await mr(["package", "-q", "--gguf", await tinyModel({ seed: 9 }), "--push", source])).code, 0);
+  const proxy = await startRegistryProxy(registry.url);
+  t.after(() => proxy.close());
+  proxy.faults.stallAfterBytes = { bytes: 200_000, times: 1 };
+  const ref = `${proxy.host}/cli/resume:v1`;
+  const child = spawnMr(["pull", ref], { env });
+  child.stdin!.end();
+  const done = collect(child, 60_000);
+  await eventually(() => proxy.blobGets.length > 0, 20_000, "the blob download to start");
+  await new Promise((r) => setTimeout(r, 500)); // let the first 200 kB reach the disk
+  child.kill("SIGINT");
+  const stopped = await done;
+  assert.equal(stopped.code, 130, stopped.stderr);
+  assert.equal((await mr(["ls", "-q", ref])).stdout, "", "nothing committed");
+
+  const resumed = await mr(["pull", ref]);
+  assert.equal(resumed.code, 0, resumed.stderr);
+  // The second pull asks only for the rest of the blob that stalled.
+  assert.ok(
+    proxy.blobGets.some((g) => /^bytes=[1-9]\d*-/.test(g.range ?? "")),
+    JSON.stringify(proxy.blobGets),
+  );
+  assert.equal((await mr(["rm", ref])).code, 0);
+});
+
+test("configure sets the context size; run answers a prompt from args, stdin and as --json; ps shows the runner", async () => {
+  const conf = await mr(["configure", "--context-size", "96", "--keep-alive", "10m", tiny]);
+  assert.equal(conf.code, 0, conf.stderr);
+  const show = await mr(["configure", "show", "--json"]);
+  const rows = JSON.parse(show.stdout) as Array<{ model: string; context_size: number; keep_alive: string }>;
+  assert.ok(rows.some((r) => r.context_size === 96), show.stdout);
+
+  const answer = await mr(["run", tiny, "Say", "hello"]);
+  assert.equal(answer.code, 0, answer.stderr);
+  assert.ok(answer.stdout.trim().length > 0, "streams some text");
+
+  const piped = await mr(["run", tiny], "hello from a pipe\n");
+  assert.equal(piped.code, 0, piped.stderr);
+  assert.ok(piped.stdout.trim().length > 0);
+
+  const json = await mr(["run", "--json", tiny, "hi"]);
+  assert.equal(json.code, 0, json.stderr);
+  const body = JSON.parse(json.stdout) as { object: string; choices: Array<{ message: { content: string } }> };
+  assert.equal(body.object, "chat.completion");
+  assert.equal(typeof body.choices[0]!.message.content, "string");
+
+  const ps = await mr(["ps", "--json"]);
+  const runners = JSON.parse(ps.stdout) as Array<{ model_name: string; state: string; context_size: number; pid: number }>;
+  assert.equal(runners.length, 1, ps.stdout);
+  assert.equal(runners[0]!.state, "ready");
+  assert.equal(runners[0]!.context_size, 96);
+  const table = await mr(["ps"]);
+  assert.match(table.stdout, /^MODEL NAME\s+ID\s+BACKEND\s+MODE\s+STATE/);
+  assert.match(table.stdout, /llama\.cpp\s+completion\s+ready/);
+
+  const unload = await mr(["unload", "--all"]);
+  assert.equal(unload.code, 0, unload.stderr);
+  assert.match(unload.stdout, /Unloaded 1 model/);
+  assert.deepEqual(JSON.parse((await mr(["ps", "--json"])).stdout), []);
+
+  const detach = await mr(["run", "-d", tiny]);
+  assert.equal(detach.code, 0, detach.stderr);
+  assert.match(detach.stderr, /Loaded/);
+  assert.equal((JSON.parse((await mr(["ps", "--json"])).stdout) as unknown[]).length, 1, "--detach loads the model");
+  assert.equal((await mr(["unload", tiny])).code, 0);
+});
+
+test("run pulls a missing model first, saying so; Ctrl-C during an answer exits 130", async () => {
+  const remote = `${registry.host}/cli/tiny:v1`;
+  assert.equal((await mr(["rm", "-f", remote])).code, 0);
+  const r = await mr(["run", remote, "hi"]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /Unable to find model '.*cli\/tiny:v1' locally\. Pulling from the server\./);
+
+  // A model without a configured context answers until 4096 tokens: long enough to interrupt.
+  const long = await tinyModel({ seed: 8 });
+  assert.equal((await mr(["package", "--gguf", long, "cli/long"])).code, 0);
+  const child = spawnMr(["run", "cli/long", "tell me everything"], { env });
+  child.stdin!.end();
+  const done = collect(child, 60_000);
+  await new Promise<void>((resolve) => child.stdout!.once("data", () => resolve()));
+  child.kill("SIGINT");
+  const result = await done;
+  assert.equal(result.code, 130, result.stderr);
+  await mr(["unload", "--all"]);
+});
+
+test("df, status, version and logs", async () => {
+  const df = JSON.parse((await mr(["df", "--json"])).stdout) as { models_disk_usage: number; default_backend_disk_usage: number };
+  assert.ok(df.models_disk_usage > 700_000);
+  assert.match((await mr(["df"])).stdout, /^TYPE\s+SIZE\nModels\s+\d/);
+
+  const status = await mr(["status", "--json"]);
+  assert.equal(status.code, 0);
+  const s = JSON.parse(status.stdout) as { running: boolean; endpoint: string; version: string; engines: Record<string, string> };
+  assert.equal(s.running, true);
+  assert.equal(s.endpoint, `http://${daemon.host}`);
+  assert.match(s.engines["llama.cpp"]!, /^Running/);
+
+  const version = JSON.parse((await mr(["version", "--json"])).stdout) as { client: string; server: string };
+  assert.equal(version.client, version.server);
+
+  const logs = await mr(["logs"]);
+  assert.equal(logs.code, 0, logs.stderr);
+  const follow = spawnMr(["logs", "-f"], { env });
+  follow.stdin!.end();
+  const followed = collect(follow, 30_000);
+  await new Promise((r) => setTimeout(r, 1500));
+  follow.kill("SIGINT");
+  assert.equal((await followed).code, 130, "logs -f runs until Ctrl-C");
+
+  const openai = JSON.parse((await mr(["ls", "--openai"])).stdout) as { object: string; data: Array<{ id: string }> };
+  assert.equal(openai.object, "list");
+  assert.ok(openai.data.some((m) => m.id.endsWith("cli/tiny:v1")), JSON.stringify(openai.data));
+
+  const help = await mr(["help", "run"]);
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /^Usage: mr run/);
+  assert.match(help.stdout, /Examples:/);
+});
+
+test("failures: one line from the daemon, exit 1; usage errors exit 2 with a suggestion", async () => {
+  const missing = await mr(["rm", "no/such-model"]);
+  assert.equal(missing.code, 1);
+  oneLineError(missing, /^Error: .*no\/such-model/);
+
+  const inspect = await mr(["inspect", "nothing-like-this"]);
+  assert.equal(inspect.code, 1);
+  oneLineError(inspect, /not/);
+
+  const badPull = await mr(["pull", "-q", `${registry.host}/nobody/nothing:v9`]);
+  assert.equal(badPull.code, 1);
+  assert.match(badPull.stderr.trim().split("\n").at(-1)!, /^Error: /);
+
+  const typo = await mr(["lsit"]);
+  assert.equal(typo.code, 2);
+  oneLineError(typo, /unknown command "lsit"; did you mean "list"\?/);
+
+  const flag = await mr(["ps", "--jsno"]);
+  assert.equal(flag.code, 2);
+  oneLineError(flag, /unknown flag --jsno; did you mean --json\?/);
+
+  assert.equal((await mr(["tag", tiny])).code, 2);
+  assert.equal((await mr(["unload"])).code, 2);
+  assert.equal((await mr(["completion", "powershell"])).code, 2);
+
+  const unreachable = await runMr(["ls"], { env: { MODEL_RUNNER_HOST: "127.0.0.1:1", MODEL_RUNNER_HOME: home } });
+  assert.equal(unreachable.code, 1);
+  oneLineError(unreachable, /cannot reach the model runner at http:\/\/127\.0\.0\.1:1/);
+
+  const down = await runMr(["status", "--json"], { env: { MODEL_RUNNER_HOST: "127.0.0.1:1", MODEL_RUNNER_HOME: home } });
+  assert.equal(down.code, 1);
+  assert.equal((JSON.parse(down.stdout) as { running: boolean }).running, false);
+
+  const debug = await runMr(["--debug", "ls"], { env: { MODEL_RUNNER_HOST: "127.0.0.1:1", MODEL_RUNNER_HOME: home } });
+  assert.match(debug.stderr, /Caused by:/);
+});
+
+test("package --push sends the artifact straight to the registry", async () => {
+  const target = `${registry.host}/cli/packaged:v2`;
+  const r = await mr(["package", "--gguf", gguf, "--push", target]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /Pushed/);
+  const res = await fetch(`${registry.url}/v2/cli/packaged/manifests/v2`, { headers: { accept: "application/vnd.oci.image.manifest.v1+json" } });
+  assert.equal(res.status, 200);
+});
+
+test("purge asks first: without a terminal it needs -f", async () => {
+  const refused = await mr(["purge"]);
+  assert.equal(refused.code, 2);
+  assert.match(refused.stderr, /-f/);
+  const purge = await mr(["purge", "-f"]);
+  assert.equal(purge.code, 0, purge.stderr);
+  assert.deepEqual(JSON.parse((await mr(["ls", "--json"])).stdout), []);
+});
