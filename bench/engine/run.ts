@@ -41,7 +41,10 @@ try {
   // ---- (a) in-process -----------------------------------------------------
   const llama = await getLlama({ gpu: "auto", build: "never", maxThreads: THREADS, logLevel: LlamaLogLevel.error, skipDownload: true });
   const model = await llama.loadModel({ modelPath });
-  const context = await model.createContext({ contextSize: SLOT_CONTEXT, sequences: 1, threads: THREADS });
+  // The same context shape as the engine's (PARALLEL sequences share one KV
+  // cache, which makes attention over it dearer), so the two differ only by
+  // the HTTP path.
+  const context = await model.createContext({ contextSize: SLOT_CONTEXT, sequences: PARALLEL, threads: THREADS });
   const sequence = context.getSequence();
   const measureDirect = async (i: number) => {
     await sequence.clearHistory();
