@@ -25,6 +25,8 @@ export interface DmrProgressLine {
   type: "progress" | "success" | "warning" | "error";
   message: string;
   total?: number;
+  /** Bytes done over all layers (ours; DMR clients add up the layers instead). */
+  current?: number;
   layer?: { id: string; size: number; current: number };
   mode: TransferMode;
 }
@@ -32,7 +34,14 @@ export interface DmrProgressLine {
 export function toDmrProgressLine(e: ProgressEvent): DmrProgressLine {
   if (e.type === "progress") {
     const verb = e.mode === "pull" ? "Downloaded" : "Uploaded";
-    return { type: "progress", message: `${verb}: ${(e.current / 1e6).toFixed(2)} MB`, total: e.total, layer: e.layer, mode: e.mode };
+    return {
+      type: "progress",
+      message: `${verb}: ${(e.current / 1e6).toFixed(2)} MB`,
+      total: e.total,
+      current: e.current,
+      layer: e.layer,
+      mode: e.mode,
+    };
   }
   return { type: e.type, message: e.message, mode: e.mode };
 }

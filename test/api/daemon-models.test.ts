@@ -53,6 +53,7 @@ describe("daemon model management routes", () => {
       assert.equal(typeof p.total, "number");
       assert.match(p.layer.id, /^sha256:/);
       assert.ok(p.layer.current <= p.layer.size);
+      assert.ok(p.current <= p.total, "overall bytes done never exceed the total");
     }
     assert.equal(lines.at(-1)!.type, "success");
     const got = (await (await fetch(`${d.url}/models/${ref}`)).json()) as { id: string; tags: string[]; config: { format: string } };
