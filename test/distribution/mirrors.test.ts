@@ -34,7 +34,7 @@ test("docker.io references are pulled from a mirror, falling back past 404s and 
   assert.deepEqual(pulled.tags, ["team/tiny:v1"], "stored under the docker.io name, not the mirror's");
   const remote = await dist.inspectRemote("team/tiny:v1");
   assert.equal(remote.id, onMirror.id);
-  assert.deepEqual(hub.requests, [], "Docker Hub is not asked when a mirror has the model");
+  assert.equal(hub.requests.length, 0, `Docker Hub is not asked when a mirror has the model: ${hub.requests.join(", ")}`);
 
   // The mirror answers 404 for this one: Docker Hub serves manifest and blobs.
   const fallback = await dist.pull("team/hub-only:v1");
@@ -46,7 +46,6 @@ test("docker.io references are pulled from a mirror, falling back past 404s and 
   // Absent everywhere: Docker Hub's 404 is the answer.
   await assert.rejects(dist.pull("team/absent:v1"), RemoteNotFoundError);
   // Mirrors are only for docker.io: a registry named in the reference is asked directly.
-  hub.requests.length = 0;
   assert.equal((await dist.inspectRemote(`${hub.host}/team/hub-only:v1`)).id, onHub.id);
 });
 
@@ -58,7 +57,7 @@ test("a mirror that refuses us (401) is an error, not a silent fallback", async 
   t.after(() => hub.close());
   const dist = await freshDistribution(t, { registryMirrors: [locked.host], dockerHubHost: hub.host });
   await assert.rejects(dist.inspectRemote("team/tiny:v1"), UnauthorizedError);
-  assert.deepEqual(hub.requests, []);
+  assert.equal(hub.requests.length, 0, hub.requests.join(", "));
 });
 
 test("MODEL_RUNNER_REGISTRY_MIRRORS is read as a comma list and checked", () => {
