@@ -157,7 +157,8 @@ describe("daemon model management routes", () => {
     const ref = `${proxy.host}/team/remote:v1`;
     const id = await d.addModel(gguf, ref);
     const stored = await d.daemon.distribution.get(ref);
-    assert.equal((await fetch(`${d.url}/models/${ref}/push`, { method: "POST", headers: json, body: "{}" })).status, 200);
+    const pushed = await ndjson(await fetch(`${d.url}/models/${ref}/push`, { method: "POST", headers: json, body: "{}" }));
+    assert.equal(pushed.at(-1)!.type, "success", JSON.stringify(pushed.at(-1)));
     assert.equal((await fetch(`${d.url}/models/${ref}?force=true`, { method: "DELETE" })).status, 200);
     proxy.blobGets.length = 0;
 
