@@ -31,6 +31,8 @@ export interface DaemonConfig {
   queueLimit: number;
   logLevel: "error" | "warn" | "info" | "debug";
   insecureRegistries: readonly string[];
+  /** MODEL_RUNNER_REGISTRY_MIRRORS: docker.io mirrors tried before registry-1.docker.io. */
+  registryMirrors: readonly string[];
   dockerConfigPath: string;
   dockerUsername: string | null;
   dockerPassword: string | null;
@@ -73,6 +75,15 @@ export function parseHostPort(text: string, what: string): { host: string; port:
   const port = m[2] === undefined ? DEFAULT_PORT : Number(m[2]);
   if (port > 65535) throw new ConfigError(`${what} has an invalid port in "${text}"`);
   return { host, port };
+}
+
+/** A mirror is `host[:port]` or an http(s) URL without a path; anything else names the variable. */
+function mirrorEntry(text: string): string {
+  const host = text.replace(/^https?:\/\//i, "").replace(/\/+$/, "");
+  if (!/^[A-Za-z0-9.-]+(?::\d{1,5})?$|^\[[0-9A-Fa-f:]+\](?::\d{1,5})?$/.test(host)) {
+    throw new ConfigError(`MODEL_RUNNER_REGISTRY_MIRRORS: "${text}" is not a host[:port] or http(s)://host[:port]`);
+  }
+  return text.replace(/\/+$/, "");
 }
 
 /** The daemon's configuration from `mr serve` flags and the environment. */
@@ -119,6 +130,7 @@ export function loadDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEnv
     queueLimit: env.MODEL_RUNNER_QUEUE_LIMIT ? positiveInt(env.MODEL_RUNNER_QUEUE_LIMIT, "MODEL_RUNNER_QUEUE_LIMIT") : 512,
     logLevel: logLevel as DaemonConfig["logLevel"],
     insecureRegistries: Object.freeze(list(env.MODEL_RUNNER_INSECURE_REGISTRIES)),
+    registryMirrors: Object.freeze(list(env.MODEL_RUNNER_REGISTRY_MIRRORS).map((m) => mirrorEntry(m))),
     dockerConfigPath: join(dockerConfigDir, "config.json"),
     dockerUsername: env.DOCKER_USERNAME || env.DOCKER_HUB_USER || null,
     dockerPassword: env.DOCKER_PASSWORD || env.DOCKER_HUB_PASSWORD || null,

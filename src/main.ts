@@ -74,6 +74,7 @@ export async function startDaemon(config: DaemonConfig, options: { logToStderr?:
     store,
     dockerConfigPath: config.dockerConfigPath,
     insecureRegistries: config.insecureRegistries,
+    registryMirrors: config.registryMirrors,
     ...(config.dockerUsername ? { dockerUsername: config.dockerUsername } : {}),
     ...(config.dockerPassword ? { dockerPassword: config.dockerPassword } : {}),
     ...(config.hfEndpoint ? { hfEndpoint: config.hfEndpoint } : {}),

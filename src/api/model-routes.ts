@@ -1,7 +1,7 @@
 import type { Readable } from "node:stream";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { InvalidRequestError, NotFoundError } from "../errors.ts";
-import { toDmrProgressLine, type ModelDistribution, type ProgressEvent, type StoredModel, type TransferMode } from "../distribution/index.ts";
+import { parseReference, toDmrProgressLine, type ModelDistribution, type ProgressEvent, type StoredModel, type TransferMode } from "../distribution/index.ts";
 import { errorResponse, type ErrorLogger } from "./errors.ts";
 import { clientSignal, LazyStream } from "./streaming.ts";
 
@@ -81,8 +81,15 @@ export function registerModelRoutes(app: FastifyInstance, deps: ModelRouteDeps):
 
   app.get("/models/*", async (request, reply) => {
     const { ref, action } = splitAction(pathOf(request), ["export"]);
-    if ((request.query as { remote?: string }).remote === "true") {
-      throw new InvalidRequestError("Inspecting a model in the registry without pulling it (remote=true) is not supported yet.", "remote");
+    if (isTrue((request.query as { remote?: string }).remote)) {
+      if (action === "export") throw new InvalidRequestError("Export a stored model; pull it first (remote=true is for inspecting).", "remote");
+      const client = clientSignal(reply);
+      try {
+        // The daemon's own credentials apply (docker config, DOCKER_USERNAME, HF_TOKEN).
+        return await distribution.inspectRemote(ref, { signal: client.signal });
+      } finally {
+        client.dispose();
+      }
     }
     if (action === "export") {
       const model = await distribution.resolve(ref);
@@ -105,7 +112,7 @@ export function registerModelRoutes(app: FastifyInstance, deps: ModelRouteDeps):
   });
 
   app.post("/models/*", async (request, reply) => {
-    const { ref, action } = splitAction(pathOf(request), ["tag", "push"]);
+    const { ref, action } = splitAction(pathOf(request), ["tag", "push", "repackage"]);
     if (action === "tag") {
       const { repo, tag } = request.query as { repo?: string; tag?: string };
       if (!repo) throw new InvalidRequestError("'repo' is required: the repository of the new tag.", "repo");
@@ -119,6 +126,20 @@ export function registerModelRoutes(app: FastifyInstance, deps: ModelRouteDeps):
         return `Model pushed successfully: ${digest}`;
       });
       return;
+    }
+    if (action === "repackage") {
+      const body = (request.body ?? {}) as { target?: unknown; context_size?: unknown };
+      if (typeof body.target !== "string" || body.target.trim() === "") {
+        throw new InvalidRequestError("'target' is required: the tag of the repackaged model.", "target");
+      }
+      const contextSize = body.context_size;
+      if (contextSize !== undefined && contextSize !== null && typeof contextSize !== "number") {
+        throw new InvalidRequestError("'context_size' must be a number.", "context_size");
+      }
+      const target = parseReference(body.target.trim()).normalized;
+      const source = (await distribution.resolve(ref)).id;
+      await distribution.repackage(source, target, typeof contextSize === "number" ? { contextSize } : {});
+      return reply.code(201).send({ message: `Model repackaged successfully as "${target}"`, source: ref, target });
     }
     const last = ref.split("/").at(-1) ?? ref;
     throw new UnknownActionError(last);

@@ -1,20 +1,26 @@
 import { Readable } from "node:stream";
 import type { Dispatcher } from "undici";
 import type { CredentialSources, RegistryCredentials } from "./auth.ts";
-import { parseDigest, type Digest } from "./digest.ts";
+import { parseDigest, sha256Digest, type Digest } from "./digest.ts";
 import { downloadBlob, type BlobOpener, type DownloadTuning } from "./download.ts";
-import { InvalidArtifactError, InvalidReferenceError, UnsupportedMediaTypeError } from "./errors.ts";
+import {
+  DigestMismatchError, InvalidArtifactError, InvalidReferenceError, RegistryError, RemoteNotFoundError, UnsupportedMediaTypeError,
+} from "./errors.ts";
 import {
   DEFAULT_HF_ENDPOINT, listHfFiles, openHfFile, selectHfFiles, type HfClientOptions,
 } from "./huggingface.ts";
-import { MediaTypes, SUPPORTED_CONFIG_MEDIA_TYPES, type Descriptor } from "./media-types.ts";
-import { commitArtifact, packageModel, readGgufConfig, type PackageOptions } from "./package.ts";
+import { isTransientNetworkError, readSmallBody } from "./http.ts";
+import {
+  AnnotationFilePath, MediaTypes, SUPPORTED_CONFIG_MEDIA_TYPES, type Descriptor, type ImageManifest, type ModelConfig, type ModelConfigFile,
+} from "./media-types.ts";
+import { commitArtifact, formatBytes, packageModel, readGgufConfig, type PackageOptions } from "./package.ts";
 import { ProgressReporter, type ProgressListener } from "./progress.ts";
-import { parseAnyReference, parseReference, type ModelReference } from "./reference.ts";
+import { DOCKER_HUB, DOCKER_HUB_HOST, parseAnyReference, parseReference, type ModelReference } from "./reference.ts";
 import { RegistryClient } from "./registry.ts";
 import {
   BlobMissingError, findByPartialName, parseManifest, type ModelStore, type RemoveResult, type StoredModel,
 } from "./store.ts";
+import { InvalidRequestError } from "../errors.ts";
 import { readTar, tarHeader, tarPadding, TAR_END } from "./tar.ts";
 import { createReadStream } from "node:fs";
 
@@ -46,6 +52,15 @@ export interface DistributionOptions {
   retryBaseMs?: number;
   /** Progress rate limit; default 100 ms. */
   progressIntervalMs?: number;
+  /**
+   * MODEL_RUNNER_REGISTRY_MIRRORS: mirrors of docker.io (`host[:port]`, or a
+   * URL; `http://` marks one as plain HTTP), tried in order before
+   * `dockerHubHost`. A mirror that answers 404 or cannot be reached is
+   * skipped; the next one (last: Docker Hub) is tried. Push never uses them.
+   */
+  registryMirrors?: readonly string[];
+  /** Where docker.io references go after the mirrors; default registry-1.docker.io (tests point it at loopback). */
+  dockerHubHost?: string;
   /** Runs `docker-credential-<helper> get`; injectable for tests. */
   runCredentialHelper?: (helper: string, serverUrl: string) => Promise<RegistryCredentials | null>;
 }
@@ -56,6 +71,33 @@ export interface TransferOptions {
   /** Sent as `Authorization: Bearer` (DMR's `bearer-token`); for hf.co, the HF token. */
   bearerToken?: string;
   onProgress?: ProgressListener;
+}
+
+/** Per-call options of `inspectRemote`. */
+export interface RemoteOptions {
+  signal?: AbortSignal;
+  /** As for pull: `Authorization: Bearer` to the registry, or the HF token for hf.co. */
+  bearerToken?: string;
+}
+
+/**
+ * A model as its registry (or the Hub) describes it, without pulling it: the
+ * shape of a stored model's `{id, tags, created, config}` plus the layer
+ * descriptors. For hf.co, `id` is null (the artifact is built at pull time),
+ * `config` holds only what the file listing tells, and `files` lists the
+ * chosen quantization's files.
+ */
+export interface RemoteModel {
+  /** The manifest digest (what the ID will be once pulled); null for hf.co. */
+  id: Digest | null;
+  tags: string[];
+  /** Unix seconds from the config's `descriptor.created`; 0 when unknown. */
+  created: number;
+  config: ModelConfig;
+  /** Layer descriptors; for hf.co one per file, with its path as `org.cncf.model.filepath` annotation. */
+  layers: Descriptor[];
+  /** hf.co only: the files a pull would fetch. */
+  files?: Array<{ path: string; size: number; digest: Digest | null; kind: "gguf" | "mmproj" }>;
 }
 
 /**
@@ -74,6 +116,20 @@ export interface ModelDistribution {
   pull(reference: string, opts?: TransferOptions): Promise<StoredModel>;
   /** Pushes a stored model to the registry its (name) reference names; resolves with the manifest digest. */
   push(reference: string, opts?: TransferOptions): Promise<{ digest: Digest; size: number }>;
+  /**
+   * Describes a remote model without pulling it: resolves the manifest
+   * (following an image index) and fetches only the config blob, never a
+   * layer. For hf.co it lists the repo and picks the files as pull would.
+   * Throws RemoteNotFoundError (404), UnauthorizedError (401), RegistryError (502).
+   */
+  inspectRemote(reference: string, opts?: RemoteOptions): Promise<RemoteModel>;
+  /**
+   * Stores a copy of `source` under the new tag `target` with a changed
+   * config (`contextSize`): same layers, a new config blob and manifest,
+   * committed atomically. `source`'s tags are left alone (unless `target`
+   * is one of them, which then moves). Resolves with the stored copy.
+   */
+  repackage(source: string, target: string, opts?: { contextSize?: number; signal?: AbortSignal }): Promise<StoredModel>;
   list(): Promise<StoredModel[]>;
   /** Exact tag or ID (12/64 hex, `sha256:…`); throws ModelNotFoundError (404). */
   get(reference: string): Promise<StoredModel>;
@@ -115,27 +171,59 @@ class Distribution implements ModelDistribution {
     this.store = o.store;
   }
 
-  private client(ref: ModelReference, bearerToken: string | undefined, actions: "pull" | "pull,push", extraScopes: string[] = []) {
+  private client(
+    ref: ModelReference,
+    bearerToken: string | undefined,
+    actions: "pull" | "pull,push",
+    extraScopes: string[] = [],
+    via?: { host: string; isInsecure: boolean; maxRetries?: number },
+  ) {
     const creds: CredentialSources = {
       ...(this.o.dockerConfigPath ? { dockerConfigPath: this.o.dockerConfigPath } : {}),
       ...(this.o.dockerUsername ? { dockerUsername: this.o.dockerUsername } : {}),
       ...(this.o.dockerPassword ? { dockerPassword: this.o.dockerPassword } : {}),
       ...(this.o.runCredentialHelper ? { runCredentialHelper: this.o.runCredentialHelper } : {}),
     };
+    const host = via?.host ?? (ref.registry === DOCKER_HUB ? (this.o.dockerHubHost ?? DOCKER_HUB_HOST) : ref.registryHost);
+    const insecure = [...(this.o.insecureRegistries ?? []), ...(via?.isInsecure ? [host] : [])];
+    const maxRetries = via?.maxRetries ?? this.o.maxRetries;
     return new RegistryClient(
-      ref.registryHost,
+      host,
       ref.repository,
       {
         ...creds,
         ...(this.o.dispatcher ? { dispatcher: this.o.dispatcher } : {}),
-        ...(this.o.insecureRegistries ? { insecureRegistries: this.o.insecureRegistries } : {}),
+        ...(insecure.length > 0 ? { insecureRegistries: insecure } : {}),
         ...(bearerToken ? { bearerToken } : {}),
-        ...(this.o.maxRetries !== undefined ? { maxRetries: this.o.maxRetries } : {}),
+        ...(maxRetries !== undefined ? { maxRetries } : {}),
         ...(this.o.retryBaseMs !== undefined ? { retryBaseMs: this.o.retryBaseMs } : {}),
       },
       actions,
       extraScopes,
     );
+  }
+
+  /**
+   * Fetches the manifest `ref` names (an index is followed) with a client of
+   * the host that answered, which then also serves the blobs. docker.io
+   * references try each mirror first and move on when a mirror has no such
+   * manifest (404) or cannot be reached; other errors (401, bad content) stop.
+   */
+  private async resolveManifest(ref: ModelReference, bearerToken: string | undefined, signal: AbortSignal) {
+    const mirrors = ref.registry === DOCKER_HUB ? (this.o.registryMirrors ?? []).map(parseMirror) : [];
+    for (const mirror of mirrors) {
+      // One retry only: a dead mirror should cost little before Docker Hub is asked.
+      const client = this.client(ref, bearerToken, "pull", [], { ...mirror, maxRetries: Math.min(this.o.maxRetries ?? 1, 1) });
+      try {
+        return { client, ...(await client.getManifest(ref.digest ?? ref.tag, signal)) };
+      } catch (e) {
+        if (signal.aborted) throw signal.reason;
+        const isUnreachable = e instanceof RegistryError && e.code === "registry_error" && isTransientNetworkError(e.cause);
+        if (!(e instanceof RemoteNotFoundError) && !isUnreachable) throw e;
+      }
+    }
+    const client = this.client(ref, bearerToken, "pull");
+    return { client, ...(await client.getManifest(ref.digest ?? ref.tag, signal)) };
   }
 
   /** Downloads `d` once per process however many pulls want it; a pull's abort only detaches that pull. */
@@ -189,8 +277,7 @@ class Distribution implements ModelDistribution {
     const ref = parseReference(reference);
     const reporter = new ProgressReporter("pull", opts.onProgress, this.o.progressIntervalMs);
     if (ref.isHuggingFace) return this.pullHuggingFace(ref, opts, reporter, signal);
-    const client = this.client(ref, opts.bearerToken, "pull");
-    const { raw, digest } = await client.getManifest(ref.digest ?? ref.tag, signal);
+    const { client, raw, digest } = await this.resolveManifest(ref, opts.bearerToken, signal);
     const manifest = parseManifest(raw);
     if (!SUPPORTED_CONFIG_MEDIA_TYPES.includes(manifest.config.mediaType)) {
       throw new UnsupportedMediaTypeError(manifest.config.mediaType);
@@ -225,14 +312,87 @@ class Distribution implements ModelDistribution {
     return model;
   }
 
-  private async pullHuggingFace(ref: ModelReference, opts: TransferOptions, reporter: ProgressReporter, signal: AbortSignal): Promise<StoredModel> {
+  async inspectRemote(reference: string, opts: RemoteOptions = {}): Promise<RemoteModel> {
+    const signal = opts.signal ?? new AbortController().signal;
+    const ref = parseReference(reference);
+    if (ref.isHuggingFace) return this.inspectHuggingFace(ref, opts.bearerToken, signal);
+    const { client, raw, digest } = await this.resolveManifest(ref, opts.bearerToken, signal);
+    const manifest = parseManifest(raw);
+    if (!SUPPORTED_CONFIG_MEDIA_TYPES.includes(manifest.config.mediaType)) throw new UnsupportedMediaTypeError(manifest.config.mediaType);
+    const configDigest = parseDigest(manifest.config.digest);
+    if (manifest.config.size > 4 << 20) throw new InvalidArtifactError(`The config blob of ${ref.normalized} is ${manifest.config.size} bytes; configs are small.`);
+    const res = await client.getBlob(configDigest, null, signal);
+    if (res.statusCode === 404) {
+      await res.body.dump();
+      throw new RemoteNotFoundError(`The config blob of ${ref.normalized} is missing from ${client.host}.`);
+    }
+    if (res.statusCode !== 200) throw await client.unexpected(res, "GET config blob");
+    const bytes = await readSmallBody(res.body, 4 << 20);
+    const actual = sha256Digest(bytes);
+    if (actual !== configDigest) throw new DigestMismatchError(configDigest, actual);
+    const configFile = parseConfigFile(bytes);
+    const created = Date.parse(configFile.descriptor?.created ?? "");
+    return {
+      id: digest,
+      tags: [ref.normalized],
+      created: Number.isFinite(created) ? Math.floor(created / 1000) : 0,
+      config: configFile.config ?? {},
+      layers: manifest.layers,
+    };
+  }
+
+  private async inspectHuggingFace(ref: ModelReference, bearerToken: string | undefined, signal: AbortSignal): Promise<RemoteModel> {
     const repo = ref.repository;
-    const token = opts.bearerToken ?? this.o.hfToken;
-    const hf: HfClientOptions = {
+    const selection = selectHfFiles(repo, await listHfFiles(repo, this.hfOptions(bearerToken), signal), ref.tag);
+    const files = [...selection.gguf, ...(selection.mmproj ? [selection.mmproj] : [])];
+    const ggufBytes = selection.gguf.reduce((n, f) => n + f.size, 0);
+    const quant = /(?:^|[-_.])((?:I?Q\d\w*|[BF]F?16|F32))(?:[-_.]|$)/i.exec(selection.gguf[0]!.path.split("/").pop()!.replace(/-\d{5}-of-\d{5}/, ""));
+    return {
+      id: null,
+      tags: [`huggingface.co/${repo}:${ref.tag}`],
+      created: 0,
+      config: { format: "gguf", ...(quant ? { quantization: quant[1]!.toUpperCase() } : {}), size: formatBytes(ggufBytes) },
+      layers: files.map((f) => ({
+        mediaType: f.kind === "gguf" ? MediaTypes.gguf : MediaTypes.mmproj,
+        digest: f.digest ?? "",
+        size: f.size,
+        annotations: { [AnnotationFilePath]: f.path },
+      })),
+      files: files.map((f) => ({ path: f.path, size: f.size, digest: f.digest, kind: f.kind })),
+    };
+  }
+
+  private hfOptions(bearerToken: string | undefined): HfClientOptions {
+    const token = bearerToken ?? this.o.hfToken;
+    return {
       endpoint: this.o.hfEndpoint ?? DEFAULT_HF_ENDPOINT,
       ...(token ? { token } : {}),
       ...(this.o.dispatcher ? { dispatcher: this.o.dispatcher } : {}),
     };
+  }
+
+  async repackage(source: string, target: string, opts: { contextSize?: number; signal?: AbortSignal } = {}): Promise<StoredModel> {
+    const tag = parseReference(target).normalized;
+    if (opts.contextSize !== undefined && !(Number.isInteger(opts.contextSize) && opts.contextSize >= 0 && opts.contextSize <= 0x7fffffff)) {
+      throw new InvalidRequestError(`context_size must be a whole number from 0 to 2147483647, got ${opts.contextSize}.`, "context_size");
+    }
+    const entry = await this.store.lookup(source);
+    const { manifest } = await this.store.readManifest(entry.id);
+    // Keep every field of the config blob (also ones we do not know); change only what was asked.
+    const configFile = parseConfigFile(await this.store.readBlob(parseDigest(manifest.config.digest))) as ModelConfigFile & Record<string, unknown>;
+    const config = { ...(configFile.config ?? {}) };
+    if (opts.contextSize !== undefined) config.context_size = opts.contextSize;
+    const configBytes = Buffer.from(JSON.stringify({ ...configFile, config }));
+    const configDigest = await this.store.putSmallBlob(configBytes);
+    const next: ImageManifest = { ...manifest, config: { ...manifest.config, digest: configDigest, size: configBytes.length } };
+    // commitModel writes the manifest and bundle, then adds the tag to the index in one rewrite under the lock.
+    const id = await this.store.commitModel(Buffer.from(JSON.stringify(next)), [tag], opts.signal);
+    return this.store.get(id);
+  }
+
+  private async pullHuggingFace(ref: ModelReference, opts: TransferOptions, reporter: ProgressReporter, signal: AbortSignal): Promise<StoredModel> {
+    const repo = ref.repository;
+    const hf = this.hfOptions(opts.bearerToken);
     const selection = selectHfFiles(repo, await listHfFiles(repo, hf, signal), ref.tag);
     const files = [...selection.gguf, ...(selection.mmproj ? [selection.mmproj] : [])];
     for (const f of files) reporter.addLayer(f.digest ?? f.path, f.size);
@@ -377,6 +537,23 @@ class Distribution implements ModelDistribution {
     }
     return this.store.get(id);
   }
+}
+
+/** `host[:port]`, `https://host`, or `http://host` (plain HTTP) → the host and whether it is insecure. */
+function parseMirror(entry: string): { host: string; isInsecure: boolean } {
+  const m = /^(https?):\/\/([^/]+)\/*$/i.exec(entry.trim());
+  if (m) return { host: m[2]!.toLowerCase(), isInsecure: m[1]!.toLowerCase() === "http" };
+  return { host: entry.trim().replace(/\/+$/, "").toLowerCase(), isInsecure: false };
+}
+
+function parseConfigFile(bytes: Buffer): ModelConfigFile {
+  try {
+    const parsed = JSON.parse(bytes.toString("utf8")) as ModelConfigFile;
+    if (parsed && typeof parsed === "object") return parsed;
+  } catch (e) {
+    throw new InvalidArtifactError("The model config blob is not valid JSON.", { cause: e });
+  }
+  throw new InvalidArtifactError("The model config blob is not a JSON object.");
 }
 
 /** Runs `fn` over `items` with at most `limit` at once; the first failure rejects (others still settle). */

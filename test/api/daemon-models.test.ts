@@ -1,8 +1,14 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import { stat } from "node:fs/promises";
+import { join } from "node:path";
 import { startTestRegistry, type TestRegistry } from "../doubles/test-registry.ts";
+import { startRegistryProxy } from "../doubles/registry-proxy.ts";
+import { startFakeHfHub } from "../doubles/fake-hf-hub.ts";
+import { writeTinyModel } from "../../src/distribution/tiny-model.ts";
+import { MediaTypes } from "../../src/distribution/index.ts";
 import { startTestDaemon, type TestDaemon } from "../helpers/daemon.ts";
-import { tinyModel } from "../helpers/models.ts";
+import { tempDir, tinyModel } from "../helpers/models.ts";
 
 const json = { accept: "application/json", "content-type": "application/json" };
 
@@ -143,6 +149,130 @@ describe("daemon model management routes", () => {
     assert.equal(typeof df.default_backend_disk_usage, "number");
     assert.equal((await fetch(`${d.url}/models/purge`, { method: "DELETE" })).status, 200);
     assert.deepEqual(await (await fetch(`${d.url}/models`)).json(), []);
+  });
+
+  test("GET ?remote=true describes a registry model from its manifest and config blob only; 404 and 401 keep their statuses", async (t) => {
+    // A request-logging proxy in front of the registry shows which blobs were fetched.
+    const proxy = await startRegistryProxy(registry.url);
+    t.after(() => proxy.close());
+    const ref = `${proxy.host}/team/remote:v1`;
+    const id = await d.addModel(gguf, ref);
+    const stored = await d.daemon.distribution.get(ref);
+    const pushed = await ndjson(await fetch(`${d.url}/models/${ref}/push`, { method: "POST", headers: json, body: "{}" }));
+    assert.equal(pushed.at(-1)!.type, "success", JSON.stringify(pushed.at(-1)));
+    assert.equal((await fetch(`${d.url}/models/${ref}?force=true`, { method: "DELETE" })).status, 200);
+    proxy.blobGets.length = 0;
+
+    const res = await fetch(`${d.url}/models/${ref}?remote=true`);
+    assert.equal(res.status, 200);
+    const remote = (await res.json()) as { id: string; tags: string[]; created: number; config: Record<string, unknown>; layers: Array<{ mediaType: string; digest: string; size: number }> };
+    assert.equal(remote.id, id);
+    assert.deepEqual(remote.tags, [ref]);
+    assert.deepEqual(remote.config, stored.config);
+    assert.ok(remote.created > 0 && Math.abs(remote.created - stored.created) < 60, `created ${remote.created}`);
+    assert.deepEqual(remote.layers, stored.manifest.layers);
+    assert.deepEqual(proxy.blobGets.map((g) => g.path), [`/v2/team/remote/blobs/${stored.manifest.config.digest}`], "only the config blob");
+    assert.equal((await fetch(`${d.url}/models/${ref}`)).status, 404, "inspecting does not pull");
+
+    // Through an image index, the answer is the image manifest's digest.
+    const manifest = await fetch(`${registry.url}/v2/team/remote/manifests/v1`, { headers: { accept: MediaTypes.ociManifest } });
+    const manifestBytes = Buffer.from(await manifest.arrayBuffer());
+    const index = { schemaVersion: 2, mediaType: MediaTypes.ociIndex, manifests: [{ mediaType: MediaTypes.ociManifest, digest: id, size: manifestBytes.length }] };
+    const put = await fetch(`${registry.url}/v2/team/remote/manifests/idx`, { method: "PUT", headers: { "content-type": MediaTypes.ociIndex }, body: JSON.stringify(index) });
+    assert.equal(put.status, 201);
+    const viaIndex = (await (await fetch(`${d.url}/models/${proxy.host}/team/remote:idx?remote=true`)).json()) as { id: string; tags: string[] };
+    assert.equal(viaIndex.id, id);
+    assert.deepEqual(viaIndex.tags, [`${proxy.host}/team/remote:idx`]);
+
+    const missing = await fetch(`${d.url}/models/${registry.host}/team/absent:v1?remote=true`);
+    assert.equal(missing.status, 404);
+    assert.equal(((await missing.json()) as { error: { code: string } }).error.code, "remote_model_not_found");
+    // A registry behind Bearer auth, and the daemon has no credentials for it.
+    const guarded = await startRegistryProxy(registry.url, { bearer: { user: "alice", password: "s3cret" } });
+    t.after(() => guarded.close());
+    const denied = await fetch(`${d.url}/models/${guarded.host}/team/remote:v1?remote=true`);
+    assert.equal(denied.status, 401);
+    assert.equal(((await denied.json()) as { error: { code: string } }).error.code, "unauthorized");
+  });
+
+  test("GET ?remote=true on hf.co lists the chosen quantization's files without downloading them", async (t) => {
+    const dir = await tempDir("mr-hf-");
+    const paths = ["q4", "q8a", "q8b", "mm"].map((n) => join(dir, `${n}.gguf`));
+    for (const [i, p] of paths.entries()) await writeTinyModel(p, { seed: 40 + i });
+    const hub = await startFakeHfHub(
+      {
+        "org/Tiny-GGUF": [
+          { path: "Tiny-Q4_K_M.gguf", local: paths[0]! },
+          { path: "Q8_0/Tiny-Q8_0-00001-of-00002.gguf", local: paths[1]! },
+          { path: "Q8_0/Tiny-Q8_0-00002-of-00002.gguf", local: paths[2]! },
+          { path: "mmproj-Tiny-f16.gguf", local: paths[3]! },
+        ],
+      },
+      { token: "hf_test" },
+    );
+    t.after(() => hub.close());
+    const hd = await startTestDaemon({ HF_ENDPOINT: hub.endpoint, HF_TOKEN: "hf_test" });
+    t.after(() => hd.close());
+    const res = await fetch(`${hd.url}/models/hf.co/org/Tiny-GGUF:Q8_0?remote=true`);
+    assert.equal(res.status, 200);
+    const body = (await res.json()) as {
+      id: null; tags: string[]; config: { format: string; quantization: string; size: string };
+      layers: Array<{ mediaType: string; size: number; annotations: Record<string, string> }>;
+      files: Array<{ path: string; size: number; digest: string; kind: string }>;
+    };
+    assert.equal(body.id, null);
+    assert.deepEqual(body.tags, ["huggingface.co/org/tiny-gguf:Q8_0"]);
+    assert.equal(body.config.format, "gguf");
+    assert.equal(body.config.quantization, "Q8_0");
+    const sizes = await Promise.all(paths.map(async (p) => (await stat(p)).size));
+    assert.deepEqual(
+      body.files.map((f) => [f.path, f.size, f.kind]),
+      [["Q8_0/Tiny-Q8_0-00001-of-00002.gguf", sizes[1], "gguf"], ["Q8_0/Tiny-Q8_0-00002-of-00002.gguf", sizes[2], "gguf"], ["mmproj-Tiny-f16.gguf", sizes[3], "mmproj"]],
+    );
+    assert.ok(body.files.every((f) => /^sha256:[0-9a-f]{64}$/.test(f.digest)));
+    assert.deepEqual(body.layers.map((l) => [l.mediaType, l.annotations["org.cncf.model.filepath"]]), [
+      [MediaTypes.gguf, "Q8_0/Tiny-Q8_0-00001-of-00002.gguf"], [MediaTypes.gguf, "Q8_0/Tiny-Q8_0-00002-of-00002.gguf"], [MediaTypes.mmproj, "mmproj-Tiny-f16.gguf"],
+    ]);
+    assert.ok(!hub.requests.some((r) => /\/(resolve|cdn)\//.test(r)), `no file was fetched: ${hub.requests.join(", ")}`);
+    assert.equal((await fetch(`${hd.url}/models/hf.co/org/Tiny-GGUF:Q2_K?remote=true`)).status, 404);
+    assert.equal((await fetch(`${hd.url}/models/hf.co/org/Missing?remote=true`)).status, 404);
+  });
+
+  test("repackage stores a new tag with a changed context_size, same layers, the old tag untouched", async () => {
+    const id = await d.addModel(gguf, "ai/base:latest");
+    const base = await d.daemon.distribution.get("ai/base:latest");
+    const res = await fetch(`${d.url}/models/ai/base/repackage`, { method: "POST", headers: json, body: JSON.stringify({ target: "ai/base-ctx:v1", context_size: 1536 }) });
+    assert.equal(res.status, 201);
+    assert.deepEqual(await res.json(), { message: 'Model repackaged successfully as "ai/base-ctx:v1"', source: "ai/base", target: "ai/base-ctx:v1" });
+
+    const copy = (await (await fetch(`${d.url}/models/ai/base-ctx:v1`)).json()) as { id: string; tags: string[]; config: { context_size?: number; format: string } };
+    assert.equal(copy.config.context_size, 1536);
+    assert.notEqual(copy.id, id);
+    assert.deepEqual(copy.tags, ["ai/base-ctx:v1"]);
+    const stored = await d.daemon.distribution.get("ai/base-ctx:v1");
+    assert.deepEqual(stored.manifest.layers, base.manifest.layers, "same layers");
+    assert.notEqual(stored.manifest.config.digest, base.manifest.config.digest, "a new config blob");
+    assert.deepEqual({ ...stored.config, context_size: undefined }, { ...base.config, context_size: undefined }, "only context_size changed");
+
+    const old = (await (await fetch(`${d.url}/models/ai/base:latest`)).json()) as { id: string; tags: string[]; config: { context_size?: number } };
+    assert.equal(old.id, id);
+    assert.deepEqual(old.tags, ["ai/base:latest"]);
+    assert.equal(old.config.context_size, undefined);
+
+    const v1 = (await (await fetch(`${d.url}/v1/models/ai/base-ctx:v1`)).json()) as { id: string; dmr: { context_window: number } };
+    assert.equal(v1.id, "ai/base-ctx:v1");
+    assert.equal(v1.dmr.context_window, 1536);
+    const v1Old = (await (await fetch(`${d.url}/v1/models/ai/base:latest`)).json()) as { dmr: { context_window: number } };
+    assert.notEqual(v1Old.dmr.context_window, 1536);
+    assert.deepEqual(await d.daemon.distribution.store.check(), []);
+
+    const noTarget = await fetch(`${d.url}/models/ai/base/repackage`, { method: "POST", headers: json, body: "{}" });
+    assert.equal(noTarget.status, 400);
+    const badSize = await fetch(`${d.url}/models/ai/base/repackage`, { method: "POST", headers: json, body: JSON.stringify({ target: "ai/x:v1", context_size: -5 }) });
+    assert.equal(badSize.status, 400);
+    assert.equal((await fetch(`${d.url}/models/ai/x:v1`)).status, 404);
+    const unknown = await fetch(`${d.url}/models/ai/nothing-here/repackage`, { method: "POST", headers: json, body: JSON.stringify({ target: "ai/y:v1" }) });
+    assert.equal(unknown.status, 404);
   });
 
   test("unknown routes and bad JSON are JSON errors", async () => {

@@ -21,6 +21,8 @@ export interface ProxyFaults {
   serviceUnavailable?: { times: number };
   /** Hold the body after N bytes (never finish) for the next N blob GETs: a stall. */
   stallAfterBytes?: { bytes: number; times: number };
+  /** Wait this long before forwarding every blob GET (not consumed): keeps downloads in flight long enough to overlap. */
+  blobGetDelayMs?: number;
 }
 
 export interface RegistryProxy {
@@ -28,6 +30,8 @@ export interface RegistryProxy {
   faults: ProxyFaults;
   /** Blob GETs seen (with their Range header), for asserting shared downloads and resume. */
   blobGets: Array<{ path: string; range: string | undefined }>;
+  /** Every request (`METHOD /path`), to assert a host was or was not contacted. */
+  requests: string[];
   tokensIssued: number;
   close(): Promise<void>;
 }
@@ -42,11 +46,13 @@ export async function startRegistryProxy(
     host: "",
     faults: {},
     blobGets: [],
+    requests: [],
     tokensIssued: 0,
     close: async () => {},
   };
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? "/", "http://x");
+    state.requests.push(`${req.method} ${url.pathname}`);
     if (opts.bearer && url.pathname === "/token") {
       const expected = `Basic ${Buffer.from(`${opts.bearer.user}:${opts.bearer.password}`).toString("base64")}`;
       if (req.headers.authorization !== expected) {
@@ -81,6 +87,15 @@ export async function startRegistryProxy(
         return;
       }
     }
+    if (isBlobGet && f.blobGetDelayMs) {
+      req.pause();
+      setTimeout(() => forward(req, res, isBlobGet), f.blobGetDelayMs);
+      return;
+    }
+    forward(req, res, isBlobGet);
+  });
+  const forward = (req: IncomingMessage, res: ServerResponse, isBlobGet: boolean) => {
+    const f = state.faults;
     const headers = { ...req.headers, host: target.host };
     delete headers.authorization;
     const up = httpRequest(
@@ -123,7 +138,7 @@ export async function startRegistryProxy(
     );
     up.on("error", () => res.destroy());
     req.pipe(up);
-  });
+  };
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   state.host = `127.0.0.1:${(server.address() as { port: number }).port}`;
   state.close = () =>
