@@ -4,7 +4,7 @@ import { openEngineCall, type EngineCall } from "../engine-call.ts";
 import { clientSignal } from "../streaming.ts";
 import type { OllamaDeps } from "./deps.ts";
 import { NdjsonStream } from "./ndjson.ts";
-import { keepAliveOf, mapFormat, mapOptions, modelOf, ns } from "./options.ts";
+import { keepAliveOf, mapFormat, mapOptions, mapThink, modelOf, ns } from "./options.ts";
 
 type Kind = "chat" | "generate";
 type Body = Record<string, unknown>;
@@ -52,7 +52,12 @@ function engineRequest(kind: Kind, body: Body, model: string, stream: boolean): 
   const format = mapFormat(body.format);
   const base: Body = { model, ...fields, stream, ...(stream ? { stream_options: { include_usage: true } } : {}) };
   if (format) base.response_format = format;
-  if (Array.isArray(body.tools) && body.tools.length > 0) base.tools = body.tools;
+  Object.assign(base, mapThink(body.think));
+  if (Array.isArray(body.tools) && body.tools.length > 0) {
+    base.tools = body.tools;
+    // Not Ollama's: OpenAI's `tool_choice`, passed through so a client can force a call.
+    if (body.tool_choice !== undefined && body.tool_choice !== null) base.tool_choice = body.tool_choice;
+  }
   if (kind === "chat") {
     if (body.messages === undefined || body.messages === null || (Array.isArray(body.messages) && body.messages.length === 0)) return null;
     return { endpoint: "/v1/chat/completions", body: { ...base, messages: openAIMessages(body.messages) } };
