@@ -147,6 +147,8 @@ export class EngineCall {
   }
 
   private observe(parsed: Record<string, unknown>): void {
+    // Our engine's first stream chunk carries the prompt's size (llama-server's does not).
+    if (typeof parsed.prompt_tokens === "number") this.promptTokens = parsed.prompt_tokens;
     const usage = parsed.usage as { prompt_tokens?: number; completion_tokens?: number } | undefined;
     if (usage && typeof usage === "object") {
       if (typeof usage.prompt_tokens === "number") this.promptTokens = usage.prompt_tokens;

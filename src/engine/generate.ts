@@ -44,6 +44,8 @@ export interface GenerationResult {
   completionTokens: number;
   promptMs: number;
   generationMs: number;
+  /** The request's stop sequence that ended generation (llama-server's `stopping_word`); null otherwise. */
+  stopSequence: string | null;
 }
 
 export interface GenerateRequest {
@@ -115,13 +117,17 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
   const { sequence, model, prompt, params, signal } = req;
   signal.throwIfAborted();
   const started = performance.now();
+  const room = sequence.contextSize - prompt.length;
+  const limit = params.maxTokens === null ? room : Math.min(params.maxTokens, room);
+  if (limit <= 0) {
+    // Nothing to generate (max_tokens 0 counts the prompt): leave the slot's cache as it is.
+    return { finishReason: "length", promptTokens: prompt.length, promptTokensEvaluated: 0, completionTokens: 0, promptMs: 0, generationMs: 0, stopSequence: null };
+  }
   // At least one prompt token must be evaluated to get logits for the next one.
   const reuse = Math.min(cachedPrefixLength(sequence, prompt), prompt.length - 1);
   if (sequence.nextTokenIndex > reuse) {
     await sequence.eraseContextTokenRanges([{ start: reuse, end: sequence.nextTokenIndex }]);
   }
-  const room = sequence.contextSize - prompt.length;
-  const limit = params.maxTokens === null ? room : Math.min(params.maxTokens, room);
   const generated: Token[] = [];
   const grammar = req.grammar ?? null;
   const matcher = new StopMatcher(grammar ? [...params.stop, ...grammarStops(grammar)] : params.stop);
@@ -148,9 +154,12 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
       : {}),
   };
 
+  let stopSequence: string | null = null;
   const emit = async (text: string): Promise<boolean> => {
     const { emit: safe, stopped } = matcher.push(text);
     if (safe !== "") await req.onText(safe);
+    // A grammar's own stop triggers end the document; only the request's stops are reported.
+    if (stopped !== null && params.stop.includes(stopped)) stopSequence = stopped;
     return stopped !== null;
   };
 
@@ -183,63 +192,59 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
   };
 
   let stoppedByText = false;
-  if (limit <= 0) {
-    finishReason = "length";
-  } else {
-    let toEvaluate = prompt.slice(reuse) as Token[];
-    generation: for (;;) {
-      let inject: readonly Token[] | null = null;
-      const iterator = sequence.evaluate(toEvaluate, options);
-      try {
-        for await (const token of iterator) {
-          firstTokenAt ??= performance.now();
-          if (signal.aborted) throw signal.reason;
-          if (req.stopTokens.has(token)) break generation;
-          generated.push(token);
-          pending.push(token);
-          if (thinking) thoughtTokens++;
-          const text = decode();
-          // A multi-byte character split across tokens decodes to U+FFFD until complete.
-          if (!text.endsWith("\uFFFD") || pending.length >= 4) {
-            pending = [];
-            track(text);
-            if (await emit(text)) {
-              stoppedByText = true;
-              break generation;
-            }
-          }
-          if (generated.length >= limit) {
-            finishReason = "length";
+  let toEvaluate = prompt.slice(reuse) as Token[];
+  generation: for (;;) {
+    let inject: readonly Token[] | null = null;
+    const iterator = sequence.evaluate(toEvaluate, options);
+    try {
+      for await (const token of iterator) {
+        firstTokenAt ??= performance.now();
+        if (signal.aborted) throw signal.reason;
+        if (req.stopTokens.has(token)) break generation;
+        generated.push(token);
+        pending.push(token);
+        if (thinking) thoughtTokens++;
+        const text = decode();
+        // A multi-byte character split across tokens decodes to U+FFFD until complete.
+        if (!text.endsWith("\uFFFD") || pending.length >= 4) {
+          pending = [];
+          track(text);
+          if (await emit(text)) {
+            stoppedByText = true;
             break generation;
           }
-          if (thinking && reasoning?.budgetTokens != null && thoughtTokens >= reasoning.budgetTokens) {
-            inject = reasoning.closeTokens;
-            break;
-          }
         }
-      } finally {
-        await iterator.return();
+        if (generated.length >= limit) {
+          finishReason = "length";
+          break generation;
+        }
+        if (thinking && reasoning?.budgetTokens != null && thoughtTokens >= reasoning.budgetTokens) {
+          inject = reasoning.closeTokens;
+          break;
+        }
       }
-      if (!inject) break;
-      // The thought used its budget: close it as if the model had, and go on.
-      // The last sampled token is not in the sequence yet, so it goes first.
-      const inSequence = sequence.nextTokenIndex - prompt.length;
-      const room = limit - generated.length;
-      const forced = inject.slice(0, room);
-      toEvaluate = [...generated.slice(Math.max(0, inSequence)), ...forced];
-      generated.push(...forced);
-      pending.push(...forced);
-      const text = decode();
-      pending = [];
-      track(text);
-      if (await emit(text)) {
-        stoppedByText = true;
-        break;
-      }
-      if (generated.length >= limit) {
-        finishReason = "length";
-        break;
-      }
+    } finally {
+      await iterator.return();
+    }
+    if (!inject) break;
+    // The thought used its budget: close it as if the model had, and go on.
+    // The last sampled token is not in the sequence yet, so it goes first.
+    const inSequence = sequence.nextTokenIndex - prompt.length;
+    const room = limit - generated.length;
+    const forced = inject.slice(0, room);
+    toEvaluate = [...generated.slice(Math.max(0, inSequence)), ...forced];
+    generated.push(...forced);
+    pending.push(...forced);
+    const text = decode();
+    pending = [];
+    track(text);
+    if (await emit(text)) {
+      stoppedByText = true;
+      break;
+    }
+    if (generated.length >= limit) {
+      finishReason = "length";
+      break;
     }
   }
   if (signal.aborted) throw signal.reason;
@@ -262,5 +267,6 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
     completionTokens: generated.length,
     promptMs: firstTokenAt - started,
     generationMs: ended - firstTokenAt,
+    stopSequence,
   };
 }

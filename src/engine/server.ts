@@ -174,15 +174,17 @@ export function createEngineApp(state: EngineState): FastifyInstance {
     const split = (text: string) => (splitter ? splitter.push(text) : { reasoning: "", content: text });
     if (body.stream) {
       const includeUsage = body.stream_options?.include_usage === true;
-      const chunk = (delta: object, finish: string | null) => ({
+      const chunk = (delta: object, finish: string | null, extra: object = {}) => ({
         id,
         object: "chat.completion.chunk",
         created,
         model,
-        choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }],
+        choices: [{ index: 0, delta, logprobs: null, finish_reason: finish, ...extra }],
       });
       return streamSse(request, reply, async (send, signal) => {
-        await send(chunk({ role: "assistant", content: plan.forcedSchema ? null : "" }, null));
+        // `prompt_tokens` (an extension; llama-server sends no usage before the end) lets a
+        // client report the prompt's size before generation, e.g. Anthropic's message_start.
+        await send({ ...chunk({ role: "assistant", content: plan.forcedSchema ? null : "" }, null), prompt_tokens: prompt.length });
         let result: GenerationResult;
         if (plan.forcedSchema) {
           const streamer = new ToolCallStreamer(newId("call"));
@@ -200,7 +202,7 @@ export function createEngineApp(state: EngineState): FastifyInstance {
           if (splitter) await sendSplit(splitter.flush());
         }
         const finish = plan.forcedSchema && result.finishReason === "stop" ? "tool_calls" : result.finishReason;
-        await send({ ...chunk({}, finish), timings: timingsOf(result) });
+        await send({ ...chunk({}, finish, stopSequenceOf(result)), timings: timingsOf(result) });
         if (includeUsage) await send({ id, object: "chat.completion.chunk", created, model, choices: [], usage: usageOf(result) });
       });
     }
@@ -232,7 +234,7 @@ export function createEngineApp(state: EngineState): FastifyInstance {
       object: "chat.completion",
       created,
       model,
-      choices: [{ index: 0, message, logprobs: null, finish_reason: toolCalls.length > 0 ? "tool_calls" : result.finishReason }],
+      choices: [{ index: 0, message, logprobs: null, finish_reason: toolCalls.length > 0 ? "tool_calls" : result.finishReason, ...stopSequenceOf(result) }],
       usage: usageOf(result),
       timings: timingsOf(result),
     };
@@ -261,18 +263,18 @@ export function createEngineApp(state: EngineState): FastifyInstance {
     const model = state.modelId;
     if (body.stream) {
       const includeUsage = body.stream_options?.include_usage === true;
-      const chunk = (index: number, text: string, finish: string | null) => ({
+      const chunk = (index: number, text: string, finish: string | null, extra: object = {}) => ({
         id,
         object: "text_completion",
         created,
         model,
-        choices: [{ index, text, logprobs: null, finish_reason: finish }],
+        choices: [{ index, text, logprobs: null, finish_reason: finish, ...extra }],
       });
       return streamSse(request, reply, async (send, signal) => {
         const results: GenerationResult[] = [];
         for (const [index, prompt] of prompts.entries()) {
           const result = await host.complete(prompt, params, (text) => send(chunk(index, text, null)), signal, extras);
-          await send(chunk(index, "", result.finishReason));
+          await send(chunk(index, "", result.finishReason, stopSequenceOf(result)));
           results.push(result);
         }
         if (includeUsage) await send({ id, object: "text_completion", created, model, choices: [], usage: sumUsage(results) });
@@ -286,7 +288,7 @@ export function createEngineApp(state: EngineState): FastifyInstance {
       object: "text_completion",
       created,
       model,
-      choices: outputs.map(({ text, result }, index) => ({ index, text, logprobs: null, finish_reason: result.finishReason })),
+      choices: outputs.map(({ text, result }, index) => ({ index, text, logprobs: null, finish_reason: result.finishReason, ...stopSequenceOf(result) })),
       usage: sumUsage(outputs.map((o) => o.result)),
     };
   };
@@ -402,6 +404,14 @@ class BodyTooLargeError extends RunnerError {
   constructor() {
     super(`The request body is larger than ${BODY_LIMIT_BYTES / 1024 / 1024} MiB.`);
   }
+}
+
+/**
+ * The request's stop sequence that ended generation, on the choice (an extension, like
+ * llama-server's `stopping_word`); absent otherwise, so OpenAI shapes are unchanged.
+ */
+function stopSequenceOf(r: GenerationResult): { stop_sequence?: string } {
+  return r.stopSequence !== null ? { stop_sequence: r.stopSequence } : {};
 }
 
 function usageOf(r: GenerationResult) {

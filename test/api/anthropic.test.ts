@@ -1,7 +1,11 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import Anthropic from "@anthropic-ai/sdk";
+import { THINKING_TEMPLATE } from "../../src/distribution/tiny-model.ts";
+import { validateJson } from "../helpers/json-schema.ts";
+import { tinyModel } from "../helpers/models.ts";
 import { startTestDaemon, type TestDaemon } from "./daemon-helper.ts";
+import { killEngineMidStream, SLOW_MODEL } from "./mid-stream.ts";
 
 // The official @anthropic-ai/sdk, unmodified, against a daemon with an API key (sent as x-api-key).
 describe("Anthropic Messages API with @anthropic-ai/sdk", () => {
@@ -11,6 +15,8 @@ describe("Anthropic Messages API with @anthropic-ai/sdk", () => {
 
   before(async () => {
     d = await startTestDaemon({ MODEL_RUNNER_API_KEY: KEY });
+    await d.addModel(await tinyModel({ seed: 5, thinking: true, chatTemplate: THINKING_TEMPLATE }), "ai/think:latest");
+    await d.addModel(await tinyModel(SLOW_MODEL), "ai/slow:latest");
     client = new Anthropic({ baseURL: `${d.url}/anthropic`, apiKey: KEY, maxRetries: 0 });
   });
   after(() => d?.close());
@@ -71,11 +77,111 @@ describe("Anthropic Messages API with @anthropic-ai/sdk", () => {
     assert.deepEqual(events.slice(-3), ["content_block_stop", "message_delta", "message_stop"]);
   });
 
-  test("count_tokens uses the model's tokenizer", async () => {
+  test("count_tokens counts the chat-templated prompt, the same number generation reports", async () => {
+    const request = { model: "tiny", system: "be brief", messages: [{ role: "user" as const, content: "hello world hello world" }] };
+    const counted = await client.messages.countTokens(request);
     const short = await client.messages.countTokens({ model: "tiny", messages: [{ role: "user", content: "hello" }] });
-    const long = await client.messages.countTokens({ model: "tiny", system: "be brief", messages: [{ role: "user", content: "hello world hello world" }] });
-    assert.ok(short.input_tokens > 0);
-    assert.ok(long.input_tokens > short.input_tokens + 3);
+    assert.ok(counted.input_tokens > short.input_tokens + 3);
+    const msg = await client.messages.create({ ...request, max_tokens: 1 });
+    assert.equal(counted.input_tokens, msg.usage.input_tokens);
+    const withTools = await client.messages.countTokens({ ...request, tools: [{ name: "lookup", description: "Looks a word up.", input_schema: { type: "object", properties: { word: { type: "string" } } } }] });
+    assert.ok(withTools.input_tokens > counted.input_tokens + 5, "tool definitions are in the templated prompt");
+  });
+
+  test("message_start carries the real input_tokens", async () => {
+    const stream = client.messages.stream({ model: "tiny", max_tokens: 3, messages: [{ role: "user", content: "count me in" }] });
+    let startTokens = -1;
+    stream.on("streamEvent", (e) => {
+      if (e.type === "message_start") startTokens = e.message.usage.input_tokens;
+    });
+    const final = await stream.finalMessage();
+    assert.ok(startTokens > 3);
+    assert.equal(startTokens, final.usage.input_tokens);
+  });
+
+  test("a matched stop sequence is stop_reason stop_sequence, streamed or not", async () => {
+    const ask = { model: "tiny", max_tokens: 16, temperature: 0, messages: [{ role: "user" as const, content: "say something" }] };
+    const free = await client.messages.create(ask as Anthropic.MessageCreateParamsNonStreaming);
+    const text = (free.content[0] as { text: string }).text;
+    assert.equal(free.stop_reason, "max_tokens");
+    assert.ok(text.length >= 10, text);
+    const stop = text.slice(6, 9);
+    const expected = text.slice(0, text.indexOf(stop));
+    const cut = await client.messages.create({ ...ask, stop_sequences: ["@@never@@", stop] } as Anthropic.MessageCreateParamsNonStreaming);
+    assert.equal(cut.stop_reason, "stop_sequence");
+    assert.equal(cut.stop_sequence, stop);
+    assert.equal((cut.content[0] as { text: string }).text, expected);
+    const streamed = await client.messages.stream({ ...ask, stop_sequences: [stop] } as Anthropic.MessageCreateParamsNonStreaming).finalMessage();
+    assert.equal(streamed.stop_reason, "stop_sequence");
+    assert.equal(streamed.stop_sequence, stop);
+    assert.equal((streamed.content[0] as { text: string }).text, expected);
+  });
+
+  test("a forced tool gives a tool_use block with valid input; its tool_result round-trips", async () => {
+    const schema = { type: "object", properties: { city: { type: "string", minLength: 1, maxLength: 12 }, days: { type: "integer" } }, required: ["city", "days"], additionalProperties: false };
+    const tools = [{ name: "get_weather", description: "Weather for a city.", input_schema: schema as Anthropic.Tool.InputSchema }];
+    const question = { role: "user" as const, content: "Weather in Paris?" };
+    const msg = await client.messages.create({ model: "tiny", max_tokens: 200, tools, tool_choice: { type: "tool", name: "get_weather" }, messages: [question] });
+    assert.equal(msg.stop_reason, "tool_use");
+    const use = msg.content.find((b) => b.type === "tool_use");
+    assert.ok(use && use.type === "tool_use", JSON.stringify(msg.content));
+    assert.equal(use.name, "get_weather");
+    assert.equal(validateJson(use.input, schema), null, JSON.stringify(use.input));
+
+    const streamed = await client.messages.stream({ model: "tiny", max_tokens: 200, tools, tool_choice: { type: "tool", name: "get_weather" }, messages: [question] }).finalMessage();
+    const streamedUse = streamed.content.find((b) => b.type === "tool_use");
+    assert.ok(streamedUse && streamedUse.type === "tool_use");
+    assert.equal(validateJson(streamedUse.input, schema), null, JSON.stringify(streamedUse.input));
+
+    const next = await client.messages.create({
+      model: "tiny",
+      max_tokens: 4,
+      tools,
+      messages: [question, { role: "assistant", content: msg.content }, { role: "user", content: [{ type: "tool_result", tool_use_id: use.id, content: "sunny, 21 C" }] }],
+    });
+    assert.equal(next.stop_reason, "max_tokens");
+    assert.ok(next.usage.input_tokens > msg.usage.input_tokens, "the call and its result are in the prompt");
+    // A result for a call that was never made is refused by the engine.
+    await assert.rejects(
+      client.messages.create({ model: "tiny", max_tokens: 4, tools, messages: [question, { role: "user", content: [{ type: "tool_result", tool_use_id: "toolu_nope", content: "x" }] }] }),
+      Anthropic.BadRequestError,
+    );
+  });
+
+  test("thinking enabled gives a thinking block bounded by budget_tokens; absent means no thought", async () => {
+    const ask = { model: "think", max_tokens: 24, temperature: 0, messages: [{ role: "user" as const, content: "why?" }] };
+    const msg = await client.messages.create({ ...ask, thinking: { type: "enabled", budget_tokens: 6 } } as Anthropic.MessageCreateParamsNonStreaming);
+    assert.equal(msg.content[0]!.type, "thinking", JSON.stringify(msg.content));
+    const thought = (msg.content[0] as { thinking: string }).thinking;
+    assert.ok(thought.length > 0);
+    assert.equal(msg.content[1]!.type, "text");
+    assert.doesNotMatch((msg.content[1] as { text: string }).text, /<\/?think>/);
+    const streamed = await client.messages.stream({ ...ask, thinking: { type: "enabled", budget_tokens: 6 } } as Anthropic.MessageCreateParamsNonStreaming).finalMessage();
+    assert.deepEqual(streamed.content.map((b) => b.type), ["thinking", "text"]);
+    assert.equal((streamed.content[0] as { thinking: string }).thinking.trim(), thought);
+    const plain = await client.messages.create(ask);
+    assert.deepEqual(plain.content.map((b) => b.type), ["text"]);
+    assert.equal(plain.usage.output_tokens, 24, "all tokens go to the answer");
+    // The earlier thought may be sent back with the history.
+    const next = await client.messages.create({ ...ask, max_tokens: 2, messages: [...ask.messages, { role: "assistant", content: msg.content }, { role: "user", content: "and?" }] } as Anthropic.MessageCreateParamsNonStreaming);
+    assert.equal(next.usage.output_tokens, 2);
+  });
+
+  test("an engine killed mid-stream ends the stream with an error event", async () => {
+    const res = await fetch(`${d.url}/v1/messages`, {
+      method: "POST",
+      headers: { "x-api-key": KEY, "content-type": "application/json" },
+      body: JSON.stringify({ model: "slow", max_tokens: 100000, stream: true, messages: [{ role: "user", content: "go on" }] }),
+    });
+    const text = await killEngineMidStream(d, res, "content_block_delta", { "x-api-key": KEY });
+    const events = text.trim().split("\n\n");
+    const last = events.at(-1)!.split("\n");
+    assert.equal(last[0], "event: error");
+    const data = JSON.parse(last[1]!.slice(6)) as { type: string; error: { type: string; message: string } };
+    assert.equal(data.type, "error");
+    assert.equal(data.error.type, "api_error");
+    assert.ok(data.error.message.length > 0);
+    assert.ok(!events.some((e) => e.startsWith("event: message_stop")));
   });
 
   test("errors map to the SDK's error classes and Anthropic's error shape", async () => {
@@ -99,13 +205,13 @@ describe("Anthropic Messages API with @anthropic-ai/sdk", () => {
     assert.match(body.error.message, /max_tokens/);
   });
 
-  test("unsupported content blocks and thinking are clear 400s", async () => {
+  test("unsupported content blocks and bad thinking settings are clear 400s", async () => {
     await assert.rejects(
       client.messages.create({ model: "tiny", max_tokens: 5, messages: [{ role: "user", content: [{ type: "document", source: { type: "text", media_type: "text/plain", data: "x" } }] }] }),
       (e) => e instanceof Anthropic.BadRequestError && /document/.test(e.message),
     );
     await assert.rejects(
-      client.messages.create({ model: "tiny", max_tokens: 5, thinking: { type: "enabled", budget_tokens: 1024 }, messages: [{ role: "user", content: "x" }] }),
+      client.messages.create({ model: "tiny", max_tokens: 5, thinking: { type: "enabled" } as never, messages: [{ role: "user", content: "x" }] }),
       (e) => e instanceof Anthropic.BadRequestError && /thinking/.test(e.message),
     );
   });
@@ -113,6 +219,5 @@ describe("Anthropic Messages API with @anthropic-ai/sdk", () => {
   test("inference metrics are labelled with the anthropic API", async () => {
     const text = await (await fetch(`${d.url}/metrics`, { headers: { authorization: `Bearer ${KEY}` } })).text();
     assert.match(text, /model_runner_inference_requests_total\{api="anthropic",endpoint="\/v1\/chat\/completions"/);
-    assert.match(text, /model_runner_inference_requests_total\{api="anthropic",endpoint="\/tokenize"/);
   });
 });

@@ -2,8 +2,10 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
-import { Ollama } from "ollama";
+import { Ollama, type ChatRequest } from "ollama";
 import { startTestRegistry, type TestRegistry } from "../doubles/test-registry.ts";
+import { THINKING_TEMPLATE } from "../../src/distribution/tiny-model.ts";
+import { validateJson } from "../helpers/json-schema.ts";
 import { tinyModel } from "../helpers/models.ts";
 import { eventually } from "../helpers/processes.ts";
 import { startTestDaemon, type TestDaemon } from "./daemon-helper.ts";
@@ -17,6 +19,7 @@ describe("Ollama API with the ollama client", () => {
   before(async () => {
     [d, registry] = await Promise.all([startTestDaemon(), startTestRegistry()]);
     ollama = new Ollama({ host: d.url });
+    await d.addModel(await tinyModel({ seed: 5, thinking: true, chatTemplate: THINKING_TEMPLATE }), "ai/think:latest");
   });
   after(async () => {
     await d?.close();
@@ -69,6 +72,72 @@ describe("Ollama API with the ollama client", () => {
       assert.match(e.error, /mirostat_eta/);
       return true;
     });
+  });
+
+  test("format json and a JSON schema give replies that parse and validate", async () => {
+    const json = await ollama.chat({ model: "tiny", messages: [{ role: "user", content: "data" }], format: "json", options: { num_predict: 300, temperature: 1, seed: 2 } });
+    assert.equal(json.done_reason, "stop", json.message.content);
+    assert.equal(typeof JSON.parse(json.message.content), "object", json.message.content);
+    const schema = {
+      type: "object",
+      properties: { name: { type: "string", minLength: 1, maxLength: 16 }, age: { type: "integer" }, tags: { type: "array", items: { enum: ["a", "b"] }, maxItems: 3 } },
+      required: ["name", "age"],
+      additionalProperties: false,
+    };
+    const generated = await ollama.generate({ model: "tiny", prompt: "person:", format: schema, options: { num_predict: 300, temperature: 1, seed: 3 } });
+    assert.equal(validateJson(JSON.parse(generated.response ?? ""), schema), null);
+    let streamed = "";
+    for await (const part of await ollama.chat({ model: "tiny", messages: [{ role: "user", content: "p" }], format: schema, stream: true, options: { num_predict: 300, seed: 4 } })) streamed += part.message.content;
+    assert.equal(validateJson(JSON.parse(streamed), schema), null, streamed);
+    await assert.rejects(ollama.chat({ model: "tiny", messages: [{ role: "user", content: "x" }], format: { type: "string", pattern: "x" } }), (e: { status_code: number }) => e.status_code === 400);
+  });
+
+  test("tools with a forced call give message.tool_calls with object arguments", async () => {
+    const parameters = { type: "object", properties: { city: { type: "string", minLength: 1, maxLength: 12 } }, required: ["city"] };
+    const tools = [{ type: "function", function: { name: "get_weather", description: "Weather for a city.", parameters } }];
+    // tool_choice is not Ollama's; the route passes OpenAI's through so a call can be forced.
+    const request = { model: "tiny", messages: [{ role: "user", content: "Weather in Paris?" }], tools, tool_choice: "required", options: { num_predict: 200 } } as ChatRequest;
+    const res = await ollama.chat({ ...request, stream: false });
+    const calls = res.message.tool_calls!;
+    assert.equal(calls.length, 1, JSON.stringify(res.message));
+    assert.equal(calls[0]!.function.name, "get_weather");
+    assert.equal(typeof calls[0]!.function.arguments, "object");
+    assert.equal(validateJson(calls[0]!.function.arguments, parameters), null);
+    let streamedCalls: typeof calls = [];
+    for await (const part of await ollama.chat({ ...request, stream: true })) streamedCalls = [...streamedCalls, ...(part.message.tool_calls ?? [])];
+    assert.equal(streamedCalls.length, 1);
+    assert.equal(validateJson(streamedCalls[0]!.function.arguments, parameters), null);
+    // The call and its result go back as history.
+    const next = await ollama.chat({ ...request, tool_choice: undefined, options: { num_predict: 2 }, messages: [...request.messages!, res.message, { role: "tool", content: "sunny", tool_name: "get_weather" }], stream: false } as ChatRequest & { stream: false });
+    assert.equal(next.eval_count, 2);
+    assert.ok(next.prompt_eval_count > res.prompt_eval_count, "the call and its result are in the prompt");
+    // A result that answers no call is a 400.
+    await assert.rejects(ollama.chat({ model: "tiny", messages: [{ role: "user", content: "x" }, { role: "tool", content: "sunny" }] }), (e: { status_code: number }) => e.status_code === 400);
+  });
+
+  test("think maps to the engine's reasoning controls and returns message.thinking", async () => {
+    const ask = { model: "think", messages: [{ role: "user", content: "why?" }], options: { num_predict: 24, temperature: 0 } };
+    const on = await ollama.chat({ ...ask, think: true });
+    assert.ok(on.message.thinking && on.message.thinking.length > 0, JSON.stringify(on.message));
+    assert.doesNotMatch(on.message.content, /<\/?think>/);
+    const off = await ollama.chat({ ...ask, think: false });
+    assert.equal(off.message.thinking, undefined);
+    assert.equal(off.eval_count, 24);
+    assert.notEqual(off.message.content, on.message.content);
+    let thinking = "";
+    let content = "";
+    for await (const part of await ollama.chat({ ...ask, think: "high", stream: true })) {
+      if (part.message.thinking) {
+        assert.equal(content, "", "no thinking after the content began");
+        thinking += part.message.thinking;
+      }
+      content += part.message.content;
+    }
+    assert.equal(thinking.trim(), on.message.thinking);
+    assert.equal(content, on.message.content);
+    const generated = await ollama.generate({ model: "think", prompt: "why?", think: true, options: { num_predict: 24, temperature: 0 } });
+    assert.ok(generated.thinking && generated.thinking.length > 0);
+    await assert.rejects(ollama.chat({ ...ask, think: "very" as never }), (e: { status_code: number }) => e.status_code === 400);
   });
 
   test("embed (string or array) and legacy embeddings", async () => {

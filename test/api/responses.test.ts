@@ -2,7 +2,10 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import OpenAI from "openai";
 import { ResponseStore } from "../../src/api/responses/index.ts";
+import { validateJson } from "../helpers/json-schema.ts";
+import { tinyModel } from "../helpers/models.ts";
 import { startTestDaemon, type TestDaemon } from "./daemon-helper.ts";
+import { killEngineMidStream, SLOW_MODEL } from "./mid-stream.ts";
 
 // The official openai client's Responses API, unmodified, against the daemon.
 describe("OpenAI Responses API with the openai client", () => {
@@ -12,6 +15,7 @@ describe("OpenAI Responses API with the openai client", () => {
   before(async () => {
     d = await startTestDaemon();
     client = new OpenAI({ baseURL: `${d.url}/v1`, apiKey: "unused", maxRetries: 0 });
+    await d.addModel(await tinyModel(SLOW_MODEL), "ai/slow:latest");
   });
   after(() => d?.close());
 
@@ -71,6 +75,41 @@ describe("OpenAI Responses API with the openai client", () => {
     await assert.rejects(client.responses.create({ model: "tiny", input: "x", previous_response_id: first.id }), OpenAI.NotFoundError);
     const unstored = await client.responses.create({ model: "tiny", input: "x", max_output_tokens: 1, store: false });
     await assert.rejects(client.responses.retrieve(unstored.id), OpenAI.NotFoundError);
+  });
+
+  test("text.format json_schema gives output that parses and validates, streamed or not", async () => {
+    const schema = {
+      type: "object",
+      properties: { name: { type: "string", minLength: 1, maxLength: 16 }, age: { type: "integer" }, ok: { type: "boolean" } },
+      required: ["name", "age", "ok"],
+      additionalProperties: false,
+    };
+    const format = { type: "json_schema" as const, name: "person", schema, strict: true };
+    const res = await client.responses.create({ model: "tiny", input: "a person", max_output_tokens: 300, temperature: 1, text: { format } });
+    assert.equal(res.status, "completed", res.output_text);
+    assert.equal(validateJson(JSON.parse(res.output_text), schema), null, res.output_text);
+    const stream = client.responses.stream({ model: "tiny", input: "another", max_output_tokens: 300, text: { format } });
+    const final = await stream.finalResponse();
+    assert.equal(validateJson(JSON.parse(final.output_text), schema), null, final.output_text);
+    const object = await client.responses.create({ model: "tiny", input: "json", max_output_tokens: 300, temperature: 1, text: { format: { type: "json_object" } } });
+    assert.equal(typeof JSON.parse(object.output_text), "object");
+  });
+
+  test("an engine killed mid-stream ends with error and response.failed", async () => {
+    const res = await fetch(`${d.url}/v1/responses`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: "slow", input: "go on", max_output_tokens: 100000, stream: true }),
+    });
+    const text = await killEngineMidStream(d, res, "response.output_text.delta");
+    const events = text.trim().split("\n\n").map((e) => ({ type: e.split("\n")[0]!.slice(7), data: JSON.parse(e.split("\n")[1]!.slice(6)) as Record<string, unknown> }));
+    assert.deepEqual(events.slice(-2).map((e) => e.type), ["error", "response.failed"]);
+    assert.equal(typeof events.at(-2)!.data.message, "string");
+    const failed = events.at(-1)!.data.response as { status: string; error: { code: string; message: string } | null; id: string };
+    assert.equal(failed.status, "failed");
+    assert.ok(failed.error && failed.error.message.length > 0);
+    assert.match(failed.id, /^resp_/);
+    assert.ok(!events.some((e) => e.type === "response.completed"));
   });
 
   test("unsupported fields are rejected by name", async () => {

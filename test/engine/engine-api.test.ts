@@ -116,6 +116,7 @@ describe("engine OpenAI API (completion mode)", () => {
     for (const stream of [false, true]) {
       let text = "";
       let finish: string | null = null;
+      let matched: string | undefined;
       if (stream) {
         const s = await client.chat.completions.create({
           model: MODEL,
@@ -128,6 +129,7 @@ describe("engine OpenAI API (completion mode)", () => {
         for await (const c of s) {
           text += c.choices[0]?.delta.content ?? "";
           finish = c.choices[0]?.finish_reason ?? finish;
+          matched ??= (c.choices[0] as { stop_sequence?: string } | undefined)?.stop_sequence;
         }
       } else {
         const r = await client.chat.completions.create({
@@ -139,10 +141,27 @@ describe("engine OpenAI API (completion mode)", () => {
         });
         text = r.choices[0]!.message.content!;
         finish = r.choices[0]!.finish_reason;
+        matched = (r.choices[0] as { stop_sequence?: string }).stop_sequence;
       }
       assert.equal(finish, "stop", `stream=${stream}`);
+      assert.equal(matched, stop, `the choice names the stop sequence that matched, stream=${stream}`);
       assert.equal(text, full.slice(0, cut), `stream=${stream}`);
     }
+  });
+
+  test("the first stream chunk carries prompt_tokens; max_tokens 0 counts the prompt without generating", async () => {
+    const ask = { model: MODEL, messages: [{ role: "user" as const, content: "count these words" }] };
+    const stream = await client.chat.completions.create({ ...ask, max_tokens: 2, stream: true, stream_options: { include_usage: true } });
+    const chunks = [];
+    for await (const c of stream) chunks.push(c);
+    const usage = chunks.at(-1)!.usage!;
+    assert.equal((chunks[0] as { prompt_tokens?: number }).prompt_tokens, usage.prompt_tokens);
+    const none = await client.chat.completions.create({ ...ask, max_tokens: 0 });
+    assert.equal(none.usage!.prompt_tokens, usage.prompt_tokens);
+    assert.equal(none.usage!.completion_tokens, 0);
+    assert.equal(none.choices[0]!.message.content, "");
+    assert.equal(none.choices[0]!.finish_reason, "length");
+    assert.equal((none.choices[0] as { stop_sequence?: string }).stop_sequence, undefined, "no stop sequence matched: the field is absent");
   });
 
   test("completions accept a prompt array and stream", async () => {

@@ -4,7 +4,7 @@ import { openEngineCall, type EngineCall, type EngineCallDeps } from "../engine-
 import type { ErrorLogger } from "../errors.ts";
 import { clientSignal, LazyStream } from "../streaming.ts";
 import { anthropicErrorResponse } from "./errors.ts";
-import { chatRequestFrom, newMessageId, promptText, stopReasonOf } from "./translate.ts";
+import { chatRequestFrom, countRequestFrom, newMessageId, stopReasonOf, thinkingOf } from "./translate.ts";
 
 export interface AnthropicDeps extends EngineCallDeps {
   distribution: ModelDistribution;
@@ -48,6 +48,7 @@ async function createMessage(deps: AnthropicDeps, request: FastifyRequest, reply
   const body = request.body as Body;
   const stream = body?.stream === true;
   const engineBody = chatRequestFrom(body, stream);
+  const thinkingOn = thinkingOf(body.thinking) !== null;
   const model = body.model as string;
   const client = clientSignal(reply);
   let call: EngineCall;
@@ -61,10 +62,13 @@ async function createMessage(deps: AnthropicDeps, request: FastifyRequest, reply
 
   if (!stream) {
     try {
-      const answer = await call.json<{ choices: Array<{ message: Body; finish_reason: string }> }>();
+      const answer = await call.json<{ choices: Array<{ message: Body; finish_reason: string; stop_sequence?: string }> }>();
       call.finish();
       const choice = answer.choices[0]!;
       const content: Body[] = [];
+      const thought = choice.message.reasoning_content;
+      // Our thoughts carry no signature: there is no Anthropic key to sign them with.
+      if (thinkingOn && typeof thought === "string" && thought !== "") content.push({ type: "thinking", thinking: thought, signature: "" });
       if (typeof choice.message.content === "string" && choice.message.content !== "") content.push({ type: "text", text: choice.message.content });
       const tools = new Map<number, ToolAcc>();
       for (const [i, c] of ((choice.message.tool_calls as Array<{ id?: string; function: { name: string; arguments: string } }>) ?? []).entries()) {
@@ -78,8 +82,8 @@ async function createMessage(deps: AnthropicDeps, request: FastifyRequest, reply
         role: "assistant",
         content,
         model,
-        stop_reason: stopReasonOf(choice.finish_reason),
-        stop_sequence: null,
+        stop_reason: stopReasonOf(choice.finish_reason, choice.stop_sequence),
+        stop_sequence: choice.stop_sequence ?? null,
         usage: { input_tokens: call.promptTokens ?? 0, output_tokens: call.completionTokens ?? 0 },
       };
     } catch (error) {
@@ -93,35 +97,52 @@ async function createMessage(deps: AnthropicDeps, request: FastifyRequest, reply
   const out = new LazyStream(reply, 200, { "content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no" });
   const send = (type: string, data: Body) => out.write(`event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`);
   let finish: unknown = null;
-  let textOpen = false;
-  let index = 0;
+  let stopSequence: string | null = null;
+  let open: string | null = null;
+  let index = -1;
   const tools = new Map<number, ToolAcc>();
-  try {
+  const closeBlock = async () => {
+    if (open === null) return;
+    await send("content_block_stop", { index });
+    open = null;
+  };
+  const openBlock = async (block: Body) => {
+    await closeBlock();
+    index++;
+    open = block.type as string;
+    await send("content_block_start", { index, content_block: block });
+  };
+  let started = false;
+  // message_start waits for the engine's first chunk, which carries the prompt's token count.
+  const start = async () => {
+    if (started) return;
+    started = true;
     await send("message_start", {
-      message: { id, type: "message", role: "assistant", content: [], model, stop_reason: null, stop_sequence: null, usage: { input_tokens: 0, output_tokens: 0 } },
+      message: { id, type: "message", role: "assistant", content: [], model, stop_reason: null, stop_sequence: null, usage: { input_tokens: call.promptTokens ?? 0, output_tokens: 0 } },
     });
-    await send("content_block_start", { index, content_block: { type: "text", text: "" } });
-    textOpen = true;
+    await openBlock(thinkingOn ? { type: "thinking", thinking: "", signature: "" } : { type: "text", text: "" });
     await send("ping", {});
+  };
+  try {
     for await (const event of call.events()) {
-      const choice = (event.choices as Array<{ delta?: Body; finish_reason?: string | null }> | undefined)?.[0];
+      await start();
+      const choice = (event.choices as Array<{ delta?: Body; finish_reason?: string | null; stop_sequence?: string }> | undefined)?.[0];
       if (!choice) continue;
       const delta = choice.delta ?? {};
+      if (open === "thinking" && typeof delta.reasoning_content === "string" && delta.reasoning_content !== "") {
+        await send("content_block_delta", { index, delta: { type: "thinking_delta", thinking: delta.reasoning_content } });
+      }
       if (typeof delta.content === "string" && delta.content !== "") {
+        if (open !== "text") await openBlock({ type: "text", text: "" });
         await send("content_block_delta", { index, delta: { type: "text_delta", text: delta.content } });
       }
       for (const t of (delta.tool_calls as Array<{ index?: number; id?: string; function?: { name?: string; arguments?: string } }>) ?? []) {
         const key = t.index ?? 0;
         let acc = tools.get(key);
         if (!acc) {
-          if (textOpen) {
-            await send("content_block_stop", { index });
-            textOpen = false;
-          }
           acc = { id: t.id ?? `toolu_${newMessageId().slice(4)}`, name: t.function?.name ?? "", arguments: "" };
           tools.set(key, acc);
-          index++;
-          await send("content_block_start", { index, content_block: { type: "tool_use", id: acc.id, name: acc.name, input: {} } });
+          await openBlock({ type: "tool_use", id: acc.id, name: acc.name, input: {} });
         }
         if (t.function?.arguments) {
           acc.arguments += t.function.arguments;
@@ -129,11 +150,13 @@ async function createMessage(deps: AnthropicDeps, request: FastifyRequest, reply
         }
       }
       if (choice.finish_reason) finish = choice.finish_reason;
+      if (typeof choice.stop_sequence === "string") stopSequence = choice.stop_sequence;
     }
-    await send("content_block_stop", { index });
+    await start();
+    await closeBlock();
     call.finish();
     await send("message_delta", {
-      delta: { stop_reason: stopReasonOf(finish), stop_sequence: null },
+      delta: { stop_reason: stopReasonOf(finish, stopSequence), stop_sequence: stopSequence },
       usage: { input_tokens: call.promptTokens ?? 0, output_tokens: call.completionTokens ?? 0 },
     });
     await send("message_stop", {});
@@ -151,17 +174,20 @@ async function createMessage(deps: AnthropicDeps, request: FastifyRequest, reply
   return reply;
 }
 
-/** `count_tokens`: the prompt's text through the model's own tokenizer (the engine's `/tokenize`). */
+/**
+ * `count_tokens`: the prompt as the model will see it (chat template, tools,
+ * thinking prefill), counted by the engine itself on a `max_tokens: 0` chat
+ * completion that generates nothing.
+ */
 async function countTokens(deps: AnthropicDeps, request: FastifyRequest, reply: FastifyReply) {
-  const body = request.body as Body;
-  const content = promptText(body);
+  const engineBody = countRequestFrom(request.body);
   const client = clientSignal(reply);
   try {
-    const call = await openEngineCall(deps, { endpoint: "/tokenize", body: { model: body.model, content, add_special: true }, api: "anthropic", signal: client.signal });
+    const call = await openEngineCall(deps, { endpoint: "/v1/chat/completions", body: engineBody, api: "anthropic", signal: client.signal });
     try {
-      const { tokens } = await call.json<{ tokens: number[] }>();
+      const answer = await call.json<{ usage?: { prompt_tokens?: number } }>();
       call.finish();
-      return { input_tokens: tokens.length };
+      return { input_tokens: answer.usage?.prompt_tokens ?? 0 };
     } catch (error) {
       call.finish(error);
       throw error;

@@ -49,6 +49,10 @@ function openAIContent(content: unknown, where: string): { parts: Body[]; toolCa
       case "tool_use":
         toolCalls.push({ id: block.id, type: "function", function: { name: block.name, arguments: JSON.stringify(block.input ?? {}) } });
         break;
+      case "thinking":
+      case "redacted_thinking":
+        // Earlier thoughts are not shown to the model again (Anthropic drops them from the prompt too).
+        break;
       case "tool_result": {
         const c = block.content;
         const text = typeof c === "string" ? c : Array.isArray(c) ? (c as Body[]).map((p) => (typeof p.text === "string" ? p.text : "")).join("") : "";
@@ -85,6 +89,18 @@ function openAIToolChoice(choice: unknown): unknown {
   throw new InvalidRequestError("tool_choice: must be auto, any, none or {type: tool, name}.", "tool_choice");
 }
 
+/** `thinking`: null when off (absent or `disabled`), else the budget for the engine's `reasoning_budget`. */
+export function thinkingOf(thinking: unknown): { budgetTokens: number } | null {
+  if (thinking === undefined || thinking === null) return null;
+  const t = thinking as { type?: unknown; budget_tokens?: unknown };
+  if (t.type === "disabled") return null;
+  if (t.type !== "enabled") throw new InvalidRequestError('thinking.type: must be "enabled" or "disabled"', "thinking.type");
+  if (typeof t.budget_tokens !== "number" || !Number.isInteger(t.budget_tokens) || t.budget_tokens < 1) {
+    throw new InvalidRequestError("thinking.budget_tokens: Field required (a positive integer)", "thinking.budget_tokens");
+  }
+  return { budgetTokens: t.budget_tokens };
+}
+
 /** Validates an Anthropic Messages request and builds the engine's chat completion body. */
 export function chatRequestFrom(body: unknown, stream: boolean): Body {
   if (body === null || typeof body !== "object" || Array.isArray(body)) throw new InvalidRequestError("The request body must be a JSON object.");
@@ -94,10 +110,7 @@ export function chatRequestFrom(body: unknown, stream: boolean): Body {
     throw new InvalidRequestError("max_tokens: Field required (a positive integer)", "max_tokens");
   }
   for (const field of UNSUPPORTED) if (b[field] !== undefined) throw new InvalidRequestError(`${field}: not supported by this server.`, field);
-  const thinking = b.thinking as { type?: string } | undefined;
-  if (thinking !== undefined && thinking !== null && thinking.type !== "disabled") {
-    throw new InvalidRequestError("thinking: extended thinking is not supported by this server.", "thinking");
-  }
+  const thinking = thinkingOf(b.thinking);
   if (!Array.isArray(b.messages) || b.messages.length === 0) throw new InvalidRequestError("messages: at least one message is required", "messages");
   const messages: Body[] = [];
   const system = textOfSystem(b.system);
@@ -125,6 +138,9 @@ export function chatRequestFrom(body: unknown, stream: boolean): Body {
     }
     out.stop = b.stop_sequences;
   }
+  // Thinking is off unless asked for, as in Anthropic's API; its budget bounds the engine's thought.
+  if (thinking === null) out.reasoning_effort = "none";
+  else out.reasoning_budget = thinking.budgetTokens;
   const tools = openAITools(b.tools);
   if (tools && tools.length > 0) out.tools = tools;
   const toolChoice = openAIToolChoice(b.tool_choice);
@@ -133,27 +149,25 @@ export function chatRequestFrom(body: unknown, stream: boolean): Body {
 }
 
 /**
- * Anthropic's stop_reason for an OpenAI finish_reason. The engine reports a
- * matched stop sequence as "stop" like the end of the turn, so
- * `stop_sequence` cannot be told apart (docs/compat.md, known gaps).
+ * Anthropic's stop_reason for an OpenAI finish_reason. A matched stop
+ * sequence comes as the choice's `stop_sequence` (our engine's extension;
+ * llama-server's OpenAI routes have none, so there it reads as `end_turn`).
  */
-export function stopReasonOf(finish: unknown): string {
+export function stopReasonOf(finish: unknown, stopSequence: unknown = null): string {
+  if (typeof stopSequence === "string") return "stop_sequence";
   if (finish === "length") return "max_tokens";
   if (finish === "tool_calls") return "tool_use";
   return "end_turn";
 }
 
-/** The text of all messages and the system prompt, for count_tokens. */
-export function promptText(body: unknown): string {
+/**
+ * count_tokens as an engine body: the chat completion the request would be, with
+ * `max_tokens: 0`, so the engine templates and tokenizes the prompt exactly as
+ * for generation (tools and thinking included) and reports `prompt_tokens`
+ * without generating.
+ */
+export function countRequestFrom(body: unknown): Body {
   const b = body as Body;
   if (typeof b?.model !== "string" || b.model === "") throw new InvalidRequestError("model: Field required", "model");
-  const request = chatRequestFrom({ ...b, max_tokens: 1 }, false);
-  const texts: string[] = [];
-  for (const m of request.messages as Body[]) {
-    if (typeof m.content === "string") texts.push(m.content);
-    else if (Array.isArray(m.content)) texts.push(joinText((m.content as Body[]).filter((p) => p.type === "text")));
-    for (const call of (m.tool_calls as Array<{ function: { name: string; arguments: string } }> | undefined) ?? []) texts.push(call.function.name, call.function.arguments);
-  }
-  for (const t of (request.tools as Array<{ function: Body }> | undefined) ?? []) texts.push(JSON.stringify(t.function));
-  return texts.join("\n");
+  return { ...chatRequestFrom({ ...b, max_tokens: 1 }, false), max_tokens: 0 };
 }

@@ -4,7 +4,7 @@ import { openEngineCall, type EngineCall } from "../engine-call.ts";
 import { clientSignal } from "../streaming.ts";
 import type { OllamaDeps } from "./deps.ts";
 import { NdjsonStream } from "./ndjson.ts";
-import { keepAliveOf, mapFormat, mapOptions, modelOf, ns } from "./options.ts";
+import { keepAliveOf, mapFormat, mapOptions, mapThink, modelOf, ns } from "./options.ts";
 
 type Kind = "chat" | "generate";
 type Body = Record<string, unknown>;
@@ -23,9 +23,14 @@ function withImages(text: string, images: unknown, param: string): unknown {
   return [{ type: "text", text }, ...images.map((img, i) => ({ type: "image_url", image_url: { url: dataUri(img, `${param}.${i}`) } }))];
 }
 
-/** Ollama chat messages → OpenAI messages (images as data URIs, tool calls with JSON-string arguments). */
+/**
+ * Ollama chat messages → OpenAI messages (images as data URIs, tool calls with
+ * JSON-string arguments). Ollama's calls and results carry no ids: each `tool`
+ * message answers the earliest unanswered call (of its `tool_name`, if given).
+ */
 export function openAIMessages(messages: unknown): Array<Record<string, unknown>> {
   if (!Array.isArray(messages)) throw new InvalidRequestError("'messages' must be an array.", "messages");
+  const unanswered: Array<{ id: string; name: string }> = [];
   return messages.map((m: Record<string, unknown>, i) => {
     if (m === null || typeof m !== "object") throw new InvalidRequestError(`messages[${i}] must be an object.`, `messages.${i}`);
     const role = m.role;
@@ -35,13 +40,25 @@ export function openAIMessages(messages: unknown): Array<Record<string, unknown>
     const content = typeof m.content === "string" ? m.content : "";
     const out: Record<string, unknown> = { role, content: withImages(content, m.images, `messages.${i}.images`) };
     if (Array.isArray(m.tool_calls) && m.tool_calls.length > 0) {
-      out.tool_calls = m.tool_calls.map((c: { function?: { name?: string; arguments?: unknown } }, j) => ({
-        id: `call_${i}_${j}`,
-        type: "function",
-        function: { name: c.function?.name ?? "", arguments: typeof c.function?.arguments === "string" ? c.function.arguments : JSON.stringify(c.function?.arguments ?? {}) },
-      }));
+      out.tool_calls = m.tool_calls.map((c: { function?: { name?: string; arguments?: unknown } }, j) => {
+        const call = { id: `call_${i}_${j}`, name: c.function?.name ?? "" };
+        unanswered.push(call);
+        return {
+          id: call.id,
+          type: "function",
+          function: { name: call.name, arguments: typeof c.function?.arguments === "string" ? c.function.arguments : JSON.stringify(c.function?.arguments ?? {}) },
+        };
+      });
     }
-    if (role === "tool" && typeof m.tool_name === "string") out.name = m.tool_name;
+    if (role === "tool") {
+      const name = typeof m.tool_name === "string" ? m.tool_name : null;
+      if (name !== null) out.name = name;
+      let at = unanswered.findIndex((c) => c.name === name);
+      if (at < 0) at = 0;
+      const call = unanswered.splice(at, 1)[0];
+      if (!call) throw new InvalidRequestError(`messages[${i}] is a tool result, but no earlier assistant message has an unanswered tool call.`, `messages.${i}`);
+      out.tool_call_id = call.id;
+    }
     return out;
   });
 }
@@ -52,7 +69,12 @@ function engineRequest(kind: Kind, body: Body, model: string, stream: boolean): 
   const format = mapFormat(body.format);
   const base: Body = { model, ...fields, stream, ...(stream ? { stream_options: { include_usage: true } } : {}) };
   if (format) base.response_format = format;
-  if (Array.isArray(body.tools) && body.tools.length > 0) base.tools = body.tools;
+  Object.assign(base, mapThink(body.think));
+  if (Array.isArray(body.tools) && body.tools.length > 0) {
+    base.tools = body.tools;
+    // Not Ollama's: OpenAI's `tool_choice`, passed through so a client can force a call.
+    if (body.tool_choice !== undefined && body.tool_choice !== null) base.tool_choice = body.tool_choice;
+  }
   if (kind === "chat") {
     if (body.messages === undefined || body.messages === null || (Array.isArray(body.messages) && body.messages.length === 0)) return null;
     return { endpoint: "/v1/chat/completions", body: { ...base, messages: openAIMessages(body.messages) } };

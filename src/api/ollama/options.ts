@@ -67,6 +67,19 @@ export function mapFormat(format: unknown): Record<string, unknown> | null {
   throw new InvalidRequestError(`'format' must be "json" or a JSON schema object.`, "format");
 }
 
+/**
+ * Ollama `think` → the engine's reasoning controls: `false` prefills an empty
+ * thought (`reasoning_effort: "none"`), `true` and the levels leave the
+ * engine's budget (the levels are passed as `reasoning_effort`). Absent: the
+ * engine's default. The thought comes back as `thinking` either way.
+ */
+export function mapThink(think: unknown): Record<string, unknown> {
+  if (think === undefined || think === null || think === true) return {};
+  if (think === false) return { reasoning_effort: "none" };
+  if (think === "low" || think === "medium" || think === "high") return { reasoning_effort: think };
+  throw new InvalidRequestError(`'think' must be true, false, "low", "medium" or "high".`, "think");
+}
+
 /** Ollama `keep_alive`: a duration string or seconds; undefined when absent. */
 export function keepAliveOf(value: unknown): number | undefined {
   if (value === undefined || value === null) return undefined;
