@@ -120,12 +120,19 @@ export class LlamaCppBackend implements Backend {
     });
     if (engine.pid !== undefined) request.onSpawn?.(engine.pid);
     const stopped = new AbortController();
+    const cleanups: Array<() => void> = [];
     const onAbort = () => stopped.abort(signal.reason);
     signal.addEventListener("abort", onAbort, { once: true });
     try {
       const exit = engine.exited.then((e) => ({ kind: "exit" as const, ...e }));
-      const deadline = AbortSignal.any([stopped.signal, AbortSignal.timeout(this.readyTimeoutMs)]);
-      const health = waitForHealth(request.socket, deadline).then(
+      // A plain timer rather than AbortSignal.timeout inside AbortSignal.any:
+      // on Node 20 the composite can lose an unreferenced timeout signal to
+      // GC, and the wait for /health would then never end.
+      const deadline = new AbortController();
+      const timer = setTimeout(() => deadline.abort(new Error("health deadline")), this.readyTimeoutMs);
+      stopped.signal.addEventListener("abort", () => deadline.abort(stopped.signal.reason), { once: true });
+      cleanups.push(() => clearTimeout(timer));
+      const health = waitForHealth(request.socket, deadline.signal).then(
         () => ({ kind: "ready" as const }),
         (error: unknown) => ({ kind: "not-ready" as const, error }),
       );
@@ -148,6 +155,7 @@ export class LlamaCppBackend implements Backend {
       })]);
       if (end.kind === "exit" && !signal.aborted) throw engine.failure("the engine", end);
     } finally {
+      for (const cleanup of cleanups) cleanup();
       signal.removeEventListener("abort", onAbort);
       stopped.abort();
       await engine.stop(this.stopGraceMs);
