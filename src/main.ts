@@ -94,6 +94,7 @@ export async function startDaemon(config: DaemonConfig, options: { logToStderr?:
     memoryBudgetBytes: computeMemoryBudget({ overrideBytes: config.memoryBytes }),
     maxRunners: config.maxRunners,
     queueLimit: config.queueLimit,
+    engineQueuePerSlot: 1,
     defaultKeepAliveMs: config.keepAliveMs,
     log: log.child({ component: "scheduler" }),
     onEvent: (event: SchedulerEvent) => metrics?.schedulerEvent(event),

@@ -38,6 +38,12 @@ try {
   await writeTinyModel(gguf, { seed: 5 });
   const dist = createModelDistribution({ store: await openStore({ root: join(home, "models") }) });
   await dist.packageModel({ gguf, tags: ["ai/bench:latest"] });
+  // Throughput is measured on a model whose decoding costs what a small real
+  // model's does (~25M parameters); on the tiny one the proxy's CPU would
+  // compete with a model that does almost no work.
+  const midGguf = join(home, "mid.gguf");
+  await writeTinyModel(midGguf, { seed: 6, embeddingLength: 512, blockCount: 8, feedForwardLength: 1376, heads: 8 });
+  await dist.packageModel({ gguf: midGguf, tags: ["ai/bench-mid:latest"] });
 
   daemon = spawn(process.execPath, [MR_BIN, "serve", "--port", "0", "--log-level", "warn"], {
     env: { ...process.env, MODEL_RUNNER_HOME: home },
@@ -110,7 +116,7 @@ try {
     ttftDaemon.push((await call(viaDaemon, { ...small("ai/bench"), max_tokens: 8, stream: true })).firstMs);
   }
   const throughput = async (pool: Pool, model: string, clients: number) => {
-    const perClient = Math.max(2, Math.ceil(64 / clients));
+    const perClient = Math.max(2, Math.ceil(32 / clients));
     const started = performance.now();
     await Promise.all(
       Array.from({ length: clients }, async () => {
@@ -119,19 +125,27 @@ try {
     );
     return (clients * perClient * 32) / ((performance.now() - started) / 1000);
   };
+  await direct.close();
+  // Switch to the mid-size model: unload, load it, and find its socket.
+  await fetch(`${url}/engines/unload`, { method: "POST", body: JSON.stringify({ all: true }) });
+  while ((await readdir(runDir)).some((f) => f.endsWith(".sock"))) await new Promise((r) => setTimeout(r, 50));
+  const midFirst = await call(viaDaemon, { model: "ai/bench-mid", messages: [{ role: "user", content: "hi" }], max_tokens: 2, stream: true });
+  const midName = JSON.parse(midFirst.text.split("\n").find((l) => l.startsWith("data: {"))!.slice(6)).model as string;
+  const midSocket = join(runDir, (await readdir(runDir)).find((f) => f.endsWith(".sock"))!);
+  const directMid = new Pool("http://engine", { socketPath: midSocket, connections: 64 });
   const tput: Array<[number, number, number]> = [];
   for (const clients of [1, 8, 32]) {
-    const a = await throughput(direct, modelName, clients);
-    const b = await throughput(viaDaemon, "ai/bench", clients);
+    const a = await throughput(directMid, midName, clients);
+    const b = await throughput(viaDaemon, "ai/bench-mid", clients);
     tput.push([clients, a, b]);
   }
-  await direct.close();
+  await directMid.close();
   await viaDaemon.close();
   await fetch(`${url}/engines/unload`, { method: "POST", body: JSON.stringify({ all: true }) });
   await new Promise((r) => setTimeout(r, 1000));
   const idleRssEnd = await rssMiB(daemon.pid!);
 
-  const row = (a: string, b: string, c: string, d: string) => console.log(`${a.padEnd(40)}${b.padStart(12)}${c.padStart(12)}${d.padStart(12)}`);
+  const row = (a: string, b: string, c: string, d: string) => console.log(`${a.padEnd(50)}${b.padStart(12)}${c.padStart(12)}${d.padStart(12)}`);
   console.log(`tiny generated model, ${REQUESTS} small requests each way, interleaved`);
   row("", "direct", "via daemon", "added");
   for (const p of [50, 99]) {
@@ -143,7 +157,7 @@ try {
   const tb = pct(ttftDaemon, 50);
   row("stream time to first token p50 (ms)", ta.toFixed(2), tb.toFixed(2), (tb - ta).toFixed(2));
   console.log();
-  row("throughput, 32-token answers (tok/s)", "direct", "via daemon", "ratio");
+  row("throughput, 32-token answers, 25M model (tok/s)", "direct", "via daemon", "ratio");
   for (const [clients, a, b] of tput) row(`  ${clients} concurrent clients`, a.toFixed(0), b.toFixed(0), `${((b / a) * 100).toFixed(1)}%`);
   console.log();
   row("cold start (ms)", "engine", "via daemon", "overhead");

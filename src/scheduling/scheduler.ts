@@ -109,6 +109,12 @@ export interface SchedulerOptions {
   runnerOverheadBytes?: number | undefined;
   /** Sent as `Retry-After` with 503 queue-full errors. Default 5. */
   retryAfterSeconds?: number | undefined;
+  /**
+   * Requests per parallel slot that may wait inside the engine (its own
+   * FIFO) rather than in the scheduler. Default 0: at most `parallel` in
+   * flight. The daemon uses 1 so an engine never idles between requests.
+   */
+  engineQueuePerSlot?: number | undefined;
   clock?: Clock | undefined;
   log?: SchedulerLogger | undefined;
   onEvent?: ((event: SchedulerEvent) => void) | undefined;
@@ -403,6 +409,7 @@ class SchedulerImpl implements Scheduler {
   private readonly log: SchedulerLogger;
   private readonly maxRunners: number;
   private readonly queueLimit: number;
+  private readonly engineQueuePerSlot: number;
   private readonly defaultKeepAliveMs: number;
   private readonly defaultContextSize: number;
   private readonly defaultParallel: number;
@@ -422,6 +429,7 @@ class SchedulerImpl implements Scheduler {
     this.log = options.log ?? silentLogger;
     this.maxRunners = options.maxRunners ?? 8;
     this.queueLimit = options.queueLimit ?? 512;
+    this.engineQueuePerSlot = options.engineQueuePerSlot ?? 0;
     this.defaultKeepAliveMs = options.defaultKeepAliveMs ?? 5 * 60_000;
     this.defaultContextSize = options.defaultContextSize ?? 4096;
     this.defaultParallel = options.defaultParallel ?? 1;
@@ -473,9 +481,19 @@ class SchedulerImpl implements Scheduler {
     return status;
   }
 
+  /**
+   * Whether `runner` takes another request now. Besides its parallel slots it
+   * may take `engineQueuePerSlot` more per slot, which wait in the engine's
+   * own FIFO: the engine then starts the next request the moment one ends,
+   * instead of idling while the daemon hands the slot over.
+   */
+  private hasRoom(runner: Runner): boolean {
+    return runner.inFlight < runner.plan.parallel * (1 + this.engineQueuePerSlot) && runner.slotWaiters.length === 0;
+  }
+
   /** Takes a slot on `runner` now, or waits for one (counted against the queue limit). */
   private attach(runner: Runner, signal: AbortSignal, plan: Plan): Promise<LeaseImpl> {
-    if (runner.inFlight < runner.plan.parallel && runner.slotWaiters.length === 0) {
+    if (this.hasRoom(runner)) {
       return Promise.resolve(this.grant(runner));
     }
     if (this.pendingCount() >= this.queueLimit) return Promise.reject(this.queueFull(plan));
@@ -534,7 +552,7 @@ class SchedulerImpl implements Scheduler {
           signal.removeEventListener("abort", onAbort);
           if (hasWaited) this.emit({ type: "dequeued", ...labels(plan), waitMs: this.clock.now() - entry.enqueuedMs, outcome: "admitted" });
           // The queue already counted this request: it may wait for a slot without a second check.
-          if (runner.inFlight < runner.plan.parallel && runner.slotWaiters.length === 0) resolve(this.grant(runner));
+          if (this.hasRoom(runner)) resolve(this.grant(runner));
           else this.waitForSlot(runner, signal).then(resolve, reject);
         },
         reject: (error) => {

@@ -59,3 +59,26 @@ test("an aborted waiter gives up its place without stopping the load", async (t)
   assert.equal(count(h.events, "load"), 1);
   lease.release();
 });
+
+test("engineQueuePerSlot lets requests wait in the engine, one per slot, and no more", async (t) => {
+  const h = await harness(t, { defaultParallel: 1, engineQueuePerSlot: 1 });
+  const first = await h.scheduler.acquire("a", "completion");
+  const second = await h.scheduler.acquire("a", "completion");
+  assert.equal(h.scheduler.ps()[0]!.inFlight, 2, "slot plus one queued in the engine");
+  const thirdP = h.scheduler.acquire("a", "completion");
+  assert.equal(await settlesWithin(thirdP, 200), false, "a third waits in the scheduler");
+  assert.equal(h.scheduler.ps()[0]!.waiting, 1);
+  // Both handed over at once really are served by the one-slot engine, in turn.
+  const [a, b] = await Promise.all(
+    [first, second].map((lease) =>
+      engineRequest(lease, "POST", "/v1/chat/completions", { model: lease.modelName, messages: [{ role: "user", content: "x" }], max_tokens: 3 }),
+    ),
+  );
+  assert.equal(a.status, 200);
+  assert.equal(b.status, 200);
+  first.release();
+  const third = await thirdP;
+  second.release();
+  third.release();
+  assert.equal(count(h.events, "load"), 1);
+});
