@@ -74,8 +74,8 @@ test("engineQueuePerSlot lets requests wait in the engine, one per slot, and no 
       engineRequest(lease, "POST", "/v1/chat/completions", { model: lease.modelName, messages: [{ role: "user", content: "x" }], max_tokens: 3 }),
     ),
   );
-  assert.equal(a.status, 200);
-  assert.equal(b.status, 200);
+  assert.equal(a!.status, 200);
+  assert.equal(b!.status, 200);
   first.release();
   const third = await thirdP;
   second.release();
