@@ -1,4 +1,4 @@
-import type { GbnfJsonSchema, Llama, LlamaGrammar } from "node-llama-cpp";
+import { LlamaText, type GbnfJsonSchema, type Llama, type LlamaGrammar } from "node-llama-cpp";
 import { InvalidRequestError } from "../errors.ts";
 
 /**
@@ -260,6 +260,15 @@ export function boundNumbers(gbnf: string): string {
 }
 
 /**
+ * GBNF text (start rule `root`) for a schema already passed through
+ * `checkJsonSchema`. Other grammars (tool calls) embed it by renaming its rules.
+ */
+export async function schemaGbnf(llama: Llama, schema: GbnfJsonSchema): Promise<string> {
+  const base = await llama.createGrammarForJsonSchema(schema as never);
+  return boundNumbers(base.grammar);
+}
+
+/**
  * Compiled grammars by key (schema JSON or GBNF text). Compiling a grammar
  * costs milliseconds; agents send the same schema on every request.
  */
@@ -273,11 +282,11 @@ export class GrammarCache {
   /** A grammar for a schema already passed through `checkJsonSchema`. */
   forSchema(schema: GbnfJsonSchema): Promise<LlamaGrammar> {
     return this.get(`json:${JSON.stringify(schema)}`, async () => {
-      const base = await this.llama.createGrammarForJsonSchema(schema as never);
+      // As node-llama-cpp's own JSON-schema grammars: stop on a run of newlines.
       return this.llama.createGrammar({
-        grammar: boundNumbers(base.grammar),
-        stopGenerationTriggers: base.stopGenerationTriggers,
-        trimWhitespaceSuffix: base.trimWhitespaceSuffix,
+        grammar: await schemaGbnf(this.llama, schema),
+        stopGenerationTriggers: [LlamaText(["\n".repeat(4)])],
+        trimWhitespaceSuffix: true,
       });
     });
   }
