@@ -4,8 +4,9 @@
  *   (b) through our engine process over HTTP (1, 2 and 4 concurrent streams),
  * plus the time from spawning the engine to `/health` 200.
  *
- * Usage: node --import tsx bench/engine/run.ts [model.gguf] [--tokens N] [--threads N]
- * Without a model it generates one (n_embd 512, 8 layers: ~25M parameters).
+ * Usage: node --import tsx bench/engine/run.ts [model.gguf] [--tokens N] [--threads N] [--weights F32|Q8_0|Q4_0]
+ * Without a model it generates one (n_embd 512, 8 layers: ~25M parameters)
+ * with `--weights` matrices (default F32).
  */
 import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -21,7 +22,7 @@ import { defaultThreads } from "../../src/engine/options.ts";
 const MR_BIN = fileURLToPath(new URL("../../bin/mr.js", import.meta.url));
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { tokens: { type: "string", default: "256" }, threads: { type: "string" }, "prompt-words": { type: "string", default: "400" } },
+  options: { weights: { type: "string", default: "F32" }, tokens: { type: "string", default: "256" }, threads: { type: "string" }, "prompt-words": { type: "string", default: "400" } },
 });
 const TOKENS = Number(values.tokens);
 const THREADS = values.threads ? Number(values.threads) : defaultThreads();
@@ -32,7 +33,9 @@ const SLOT_CONTEXT = 2048;
 const dir = await mkdtemp(join(tmpdir(), "mr-bench-engine-"));
 try {
   const modelPath = positionals[0] ?? join(dir, "bench.gguf");
-  if (!positionals[0]) await writeTinyModel(modelPath, { seed: 9, embeddingLength: 512, blockCount: 8, feedForwardLength: 1376, heads: 8 });
+  const weights = values.weights;
+  if (weights !== "F32" && weights !== "Q8_0" && weights !== "Q4_0") throw new Error(`--weights must be F32, Q8_0 or Q4_0, not ${weights}`);
+  if (!positionals[0]) await writeTinyModel(modelPath, { seed: 9, embeddingLength: 512, blockCount: 8, feedForwardLength: 1376, heads: 8, weights });
 
   const words = ["the", "model", "runner", "is", "a", "world", "of", "water", "people", "time"];
   // Each prompt starts differently, so no run reuses another's KV cache.
@@ -124,7 +127,7 @@ try {
   const httpGen = median(single.map((s) => (s.completion_tokens - 1) / ((s.endMs - s.firstByteMs) / 1000)));
   const pct = (a: number, b: number) => `${((a / b) * 100).toFixed(1)}%`;
   const row = (name: string, a: string, b: string, c: string) => console.log(`${name.padEnd(34)}${a.padStart(14)}${b.padStart(14)}${c.padStart(10)}`);
-  console.log(`model ${modelPath}  threads ${THREADS}  ${TOKENS} tokens/request  prompt ~${single[0]!.prompt_tokens} tokens`);
+  console.log(`model ${modelPath}${positionals[0] ? "" : ` (generated, ${values.weights})`}  threads ${THREADS}  ${TOKENS} tokens/request  prompt ~${single[0]!.prompt_tokens} tokens`);
   row("", "in-process", "engine HTTP", "ratio");
   row("generation, 1 stream (tok/s)", directGen.toFixed(1), httpGen.toFixed(1), pct(httpGen, directGen));
   row("prompt processing (tok/s)", directPp.toFixed(1), httpPp.toFixed(1), pct(httpPp, directPp));

@@ -3,7 +3,7 @@ import { once } from "node:events";
 import { rename, rm } from "node:fs/promises";
 
 /**
- * A minimal GGUF v3 writer: metadata key/values and F32 tensors.
+ * A minimal GGUF v3 writer: metadata key/values and F32 or Q8_0 tensors.
  *
  * It exists so that tests and benchmarks can make real model files without
  * downloading anything. Tensor data is produced by a callback chunk by chunk,
@@ -39,16 +39,100 @@ export type GgufValue =
   | { type: "f32[]"; value: readonly number[] }
   | { type: "i32[]"; value: readonly number[] };
 
-/** One F32 tensor: dims in ggml order (innermost first), data written by `fill`. */
+/** Tensor encodings the writer can produce. */
+export type GgufTensorType = "F32" | "Q8_0" | "Q4_0";
+
+/** One tensor: dims in ggml order (innermost first), data written by `fill`. */
 export interface GgufTensorSpec {
   name: string;
   dims: readonly number[];
-  /** Fills `out` (a chunk of the tensor starting at element `offset`). */
+  /** Default F32. Q8_0 needs `dims[0]` to be a multiple of 32. */
+  type?: GgufTensorType;
+  /** Fills `out` (a chunk of the tensor starting at element `offset`) with the values to encode. */
   fill: (out: Float32Array, offset: number) => void;
 }
 
-const GGML_TYPE_F32 = 0;
-const CHUNK_ELEMENTS = 1 << 16;
+/** ggml type ids (ggml.h `ggml_type`). */
+const GGML_TYPE = { F32: 0, Q4_0: 2, Q8_0: 8 } as const;
+/** Q8_0: blocks of 32 values, one f16 scale then 32 signed bytes (ggml-common.h `block_q8_0`). */
+const Q8_0_BLOCK = 32;
+const Q8_0_BYTES = 2 + Q8_0_BLOCK;
+/** Q4_0: blocks of 32 values, one f16 scale then 16 bytes of 4-bit values (ggml-common.h `block_q4_0`). */
+const Q4_0_BYTES = 2 + Q8_0_BLOCK / 2;
+const CHUNK_ELEMENTS = 1 << 16; // a multiple of Q8_0_BLOCK
+
+function tensorBytes(type: GgufTensorType, count: number): number {
+  if (type === "F32") return 4 * count;
+  return (count / Q8_0_BLOCK) * (type === "Q8_0" ? Q8_0_BYTES : Q4_0_BYTES);
+}
+
+const f32Scratch = new Float32Array(1);
+const u32Scratch = new Uint32Array(f32Scratch.buffer);
+
+/** IEEE half-precision bits of `x`, rounded to nearest even (finite inputs of a sane range). */
+export function toFloat16Bits(x: number): number {
+  f32Scratch[0] = x;
+  const bits = u32Scratch[0]!;
+  const sign = (bits >>> 16) & 0x8000;
+  const exp = ((bits >>> 23) & 0xff) - 127 + 15;
+  const mant = bits & 0x7fffff;
+  if (exp >= 31) return sign | 0x7c00; // overflow: infinity
+  if (exp <= 0) {
+    if (exp < -10) return sign; // underflow: zero
+    // Subnormal: shift the implicit bit in, round to nearest even.
+    const m = mant | 0x800000;
+    const shift = 14 - exp;
+    const half = 1 << (shift - 1);
+    let h = m >>> shift;
+    const rest = m & ((1 << shift) - 1);
+    if (rest > half || (rest === half && (h & 1) === 1)) h++;
+    return sign | h;
+  }
+  let h = (exp << 10) | (mant >>> 13);
+  const rest = mant & 0x1fff;
+  if (rest > 0x1000 || (rest === 0x1000 && (h & 1) === 1)) h++; // may carry into the exponent, which is right
+  return sign | h;
+}
+
+/** Encodes values as Q4_0 blocks the way ggml's reference quantizer does (`quantize_row_q4_0_ref`). */
+export function quantizeQ4_0(values: Float32Array): Buffer {
+  const blocks = values.length / Q8_0_BLOCK;
+  const out = Buffer.alloc(blocks * Q4_0_BYTES);
+  for (let b = 0; b < blocks; b++) {
+    const x = values.subarray(b * Q8_0_BLOCK, (b + 1) * Q8_0_BLOCK);
+    let amax = 0;
+    let max = 0;
+    for (const v of x) {
+      if (Math.abs(v) > amax) {
+        amax = Math.abs(v);
+        max = v;
+      }
+    }
+    const d = max / -8;
+    const id = d !== 0 ? 1 / d : 0;
+    const at = b * Q4_0_BYTES;
+    out.writeUInt16LE(toFloat16Bits(d), at);
+    const q = (v: number) => Math.min(15, Math.trunc(v * id + 8.5));
+    for (let j = 0; j < Q8_0_BLOCK / 2; j++) out[at + 2 + j] = q(x[j]!) | (q(x[j + Q8_0_BLOCK / 2]!) << 4);
+  }
+  return out;
+}
+
+/** Encodes values as Q8_0 blocks the way ggml's reference quantizer does (`quantize_row_q8_0_ref`). */
+export function quantizeQ8_0(values: Float32Array): Buffer {
+  const blocks = values.length / Q8_0_BLOCK;
+  const out = Buffer.alloc(blocks * Q8_0_BYTES);
+  for (let b = 0; b < blocks; b++) {
+    let amax = 0;
+    for (let i = 0; i < Q8_0_BLOCK; i++) amax = Math.max(amax, Math.abs(values[b * Q8_0_BLOCK + i]!));
+    const d = amax / 127;
+    const id = d !== 0 ? 1 / d : 0;
+    const at = b * Q8_0_BYTES;
+    out.writeUInt16LE(toFloat16Bits(d), at);
+    for (let i = 0; i < Q8_0_BLOCK; i++) out.writeInt8(Math.round(values[b * Q8_0_BLOCK + i]! * id), at + 2 + i);
+  }
+  return out;
+}
 
 class ByteSink {
   private readonly parts: Buffer[] = [];
@@ -134,6 +218,12 @@ function writeValue(sink: ByteSink, v: GgufValue): void {
   }
 }
 
+function encode(type: GgufTensorType, chunk: Float32Array): Buffer {
+  if (type === "Q8_0") return quantizeQ8_0(chunk);
+  if (type === "Q4_0") return quantizeQ4_0(chunk);
+  return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+}
+
 const alignUp = (n: number, a: number) => Math.ceil(n / a) * a;
 
 /**
@@ -162,10 +252,14 @@ export async function writeGguf(
     header.str(t.name);
     header.u32(t.dims.length);
     for (const d of t.dims) header.u64(BigInt(d));
-    header.u32(GGML_TYPE_F32);
+    const type = t.type ?? "F32";
+    if (type !== "F32" && (t.dims[0] ?? 0) % Q8_0_BLOCK !== 0) {
+      throw new RangeError(`tensor ${t.name}: ${type} needs rows of a multiple of ${Q8_0_BLOCK} values, not ${t.dims[0]}`);
+    }
+    header.u32(GGML_TYPE[type]);
     header.u64(BigInt(offset));
     offsets.push(offset);
-    offset = alignUp(offset + 4 * t.dims.reduce((a, b) => a * b, 1), alignment);
+    offset = alignUp(offset + tensorBytes(type, t.dims.reduce((a, b) => a * b, 1)), alignment);
   }
   const headerBytes = header.concat();
   const dataStart = alignUp(headerBytes.length, alignment);
@@ -186,9 +280,9 @@ export async function writeGguf(
       for (let start = 0; start < count; start += CHUNK_ELEMENTS) {
         const chunk = new Float32Array(Math.min(CHUNK_ELEMENTS, count - start));
         t.fill(chunk, start);
-        await write(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+        await write(encode(t.type ?? "F32", chunk));
       }
-      written += count * 4;
+      written += tensorBytes(t.type ?? "F32", count);
     }
     out.end();
     await once(out, "finish");

@@ -47,6 +47,12 @@ export interface TinyModelOptions {
    * heads × rope dimension, as qwen3 requires.
    */
   reranker?: boolean;
+  /**
+   * How the matrices are stored: F32 (default) or Q8_0, the 8-bit format real
+   * models are often shipped in (llama.cpp's batched kernels differ between
+   * the two, which benchmarks care about). Norms stay F32 as in real files.
+   */
+  weights?: "F32" | "Q8_0" | "Q4_0";
 }
 
 /** ChatML whose generation prompt opens a thought, as Qwen3-style thinking templates do. */
@@ -150,6 +156,7 @@ function tinyModelTensors(options: TinyModelOptions, vocab: Vocab): GgufTensorSp
     return {
       name,
       dims,
+      ...(options.weights && options.weights !== "F32" && dims.length === 2 && dims[0]! % 32 === 0 ? { type: options.weights } : {}),
       fill: (out, offset) => {
         for (let i = 0; i < out.length; i++) out[i] = noise(seed, id, offset + i) * scale;
       },
@@ -203,7 +210,8 @@ export async function writeTinyModel(path: string, options: TinyModelOptions = {
   const metadata: Record<string, GgufValue> = {
     "general.architecture": { type: "string", value: arch },
     "general.name": { type: "string", value: options.name ?? (options.reranker ? "tiny-reranker" : "tiny-llama") },
-    "general.file_type": { type: "u32", value: 0 },
+    // llama_ftype: 0 = all F32, 2 = mostly Q4_0, 7 = mostly Q8_0.
+    "general.file_type": { type: "u32", value: { F32: 0, Q4_0: 2, Q8_0: 7 }[options.weights ?? "F32"] },
     [`${arch}.context_length`]: { type: "u32", value: options.contextLength ?? 4096 },
     [`${arch}.embedding_length`]: { type: "u32", value: nEmbd },
     [`${arch}.block_count`]: { type: "u32", value: options.blockCount ?? 2 },

@@ -7,6 +7,7 @@ import {
   type SequenceEvaluateOptions,
   type Token,
 } from "node-llama-cpp";
+import type { StepGate } from "./step-gate.ts";
 import { StopMatcher } from "./stop-matcher.ts";
 
 /** Sampling settings after defaults are applied (llama-server's defaults). */
@@ -62,6 +63,8 @@ export interface GenerateRequest {
   grammar?: LlamaGrammar | null;
   /** Bounds a thinking block (`<think>`…`</think>`) in the output; absent = no tracking. */
   reasoning?: ReasoningControl | null;
+  /** Shared by the sequences of one context so their tokens are decoded in one batch. */
+  gate?: StepGate | null;
 }
 
 /**
@@ -193,28 +196,60 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
 
   let stoppedByText = false;
   let toEvaluate = prompt.slice(reuse) as Token[];
+  const gate = req.gate ?? null;
+  // A reasoning budget decides from this token's text whether the next token
+  // is the model's or an injected one, so only without one is the next token
+  // asked for before this one's text is handled.
+  const askEarly = reasoning?.budgetTokens == null;
   generation: for (;;) {
     let inject: readonly Token[] | null = null;
     const iterator = sequence.evaluate(toEvaluate, options);
+    let inStep = false;
+    let next: Promise<IteratorResult<Token, void>> | null = iterator.next();
+    /** Asks for the next token (with every sequence of the step, under a gate). */
+    const askNext = async () => {
+      if (gate) {
+        if (!inStep) gate.join();
+        inStep = true;
+        await gate.arrive();
+      }
+      next = iterator.next();
+      // It may be abandoned when this token ends the reply; its error then matters to no one.
+      next.catch(() => {});
+    };
     try {
-      for await (const token of iterator) {
+      while (next !== null) {
+        const step = await next;
+        next = null;
+        if (step.done) break;
+        const token = step.value;
         firstTokenAt ??= performance.now();
         if (signal.aborted) throw signal.reason;
         if (req.stopTokens.has(token)) break generation;
         generated.push(token);
         pending.push(token);
         if (thinking) thoughtTokens++;
-        const text = decode();
-        // A multi-byte character split across tokens decodes to U+FFFD until complete.
-        if (!text.endsWith("\uFFFD") || pending.length >= 4) {
-          pending = [];
-          track(text);
-          if (await emit(text)) {
-            stoppedByText = true;
-            break generation;
+        const last = generated.length >= limit;
+        // The decode of the next token overlaps the handling of this one.
+        if (askEarly && !last) await askNext();
+        gate?.stepAway();
+        let stopped = false;
+        try {
+          const text = decode();
+          // A multi-byte character split across tokens decodes to U+FFFD until complete.
+          if (!text.endsWith("\uFFFD") || pending.length >= 4) {
+            pending = [];
+            track(text);
+            stopped = await emit(text);
           }
+        } finally {
+          gate?.stepBack();
         }
-        if (generated.length >= limit) {
+        if (stopped) {
+          stoppedByText = true;
+          break generation;
+        }
+        if (last) {
           finishReason = "length";
           break generation;
         }
@@ -222,8 +257,10 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
           inject = reasoning.closeTokens;
           break;
         }
+        if (!askEarly) await askNext();
       }
     } finally {
+      if (inStep) gate!.leave();
       await iterator.return();
     }
     if (!inject) break;

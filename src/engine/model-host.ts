@@ -18,6 +18,7 @@ import { generate, cachedPrefixLength, type GenerationResult, type ReasoningCont
 import { GrammarCache } from "./structured.ts";
 import type { EngineOptions } from "./options.ts";
 import { SlotPool } from "./slot-pool.ts";
+import { StepGate } from "./step-gate.ts";
 
 /** What `/v1/models` reports about the loaded model. */
 export interface ModelInfo {
@@ -58,6 +59,8 @@ export class ModelHost {
       context: LlamaContext;
       sequences: readonly LlamaContextSequence[];
       slots: SlotPool<LlamaContextSequence>;
+      /** Keeps the generating sequences in step, one batch per token. */
+      gate: StepGate;
       busy: Set<LlamaContextSequence>;
       prompter: ChatPrompter;
     } | null,
@@ -138,7 +141,7 @@ export class ModelHost {
         llama,
         model,
         info,
-        { context, sequences, slots: new SlotPool(sequences), busy: new Set(), prompter },
+        { context, sequences, slots: new SlotPool(sequences), busy: new Set(), prompter, gate: new StepGate() },
         null,
         null,
         options.reasoningBudget,
@@ -206,7 +209,7 @@ export class ModelHost {
     signal: AbortSignal,
     extras: CompletionExtras = {},
   ): Promise<GenerationResult> {
-    const { slots, prompter, busy } = this.requireCompletion();
+    const { slots, prompter, busy, gate } = this.requireCompletion();
     if (prompt.length >= this.info.slotContextSize) {
       throw new ContextSizeExceededError(prompt.length, this.info.slotContextSize);
     }
@@ -222,7 +225,7 @@ export class ModelHost {
     });
     busy.add(sequence);
     try {
-      return await generate({ sequence, model: this.model, prompt, params, stopTokens: prompter.stopTokens, onText, signal, ...extras });
+      return await generate({ sequence, model: this.model, prompt, params, stopTokens: prompter.stopTokens, onText, signal, gate, ...extras });
     } finally {
       busy.delete(sequence);
       slots.release(sequence);
