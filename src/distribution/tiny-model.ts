@@ -48,11 +48,24 @@ export interface TinyModelOptions {
    */
   reranker?: boolean;
   /**
-   * How the matrices are stored: F32 (default) or Q8_0, the 8-bit format real
-   * models are often shipped in (llama.cpp's batched kernels differ between
-   * the two, which benchmarks care about). Norms stay F32 as in real files.
+   * How the matrices are stored: F32 (default), Q8_0 or Q4_0, the formats
+   * real models are often shipped in (llama.cpp's batched kernels differ
+   * between them, which benchmarks care about). Norms stay F32 as in real files.
    */
   weights?: "F32" | "Q8_0" | "Q4_0";
+  /**
+   * Adds `<tool_call>`/`</tool_call>` tokens (user-defined, so they
+   * detokenize as text, and silent by default) for Hermes/Qwen-style tool
+   * templates; pair with `HERMES_TOOLS_TEMPLATE`.
+   */
+  toolCallTokens?: boolean;
+  /**
+   * Raises `<tool_call>`'s logit by about this much at every position, so a
+   * random model starts tool calls on its own (needs `toolCallTokens`).
+   * Embedding dimension 0 becomes a constant feature that only this token's
+   * output row reads.
+   */
+  toolCallBias?: number;
 }
 
 /** ChatML whose generation prompt opens a thought, as Qwen3-style thinking templates do. */
@@ -63,6 +76,12 @@ export const THINKING_TEMPLATE =
 export const CHATML_TEMPLATE =
   "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}" +
   "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+/**
+ * A Qwen2.5-style template with Hermes tool calls (`<tool_call>{"name", "arguments"}</tool_call>`,
+ * results in `<tool_response>`); node-llama-cpp reads its call syntax from it.
+ */
+export const HERMES_TOOLS_TEMPLATE = "{%- if tools %}\n    {{- '<|im_start|>system\\n' }}\n    {%- if messages[0]['role'] == 'system' %}\n        {{- messages[0]['content'] }}\n    {%- else %}\n        {{- 'You are a helpful assistant.' }}\n    {%- endif %}\n    {{- \"\\n\\n# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\nYou are provided with function signatures within <tools></tools> XML tags:\\n<tools>\" }}\n    {%- for tool in tools %}\n        {{- \"\\n\" }}\n        {{- tool | tojson }}\n    {%- endfor %}\n    {{- \"\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{\\\"name\\\": <function-name>, \\\"arguments\\\": <args-json-object>}\\n</tool_call><|im_end|>\\n\" }}\n{%- else %}\n    {%- if messages[0]['role'] == 'system' %}\n        {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}\n    {%- else %}\n        {{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}\n    {%- endif %}\n{%- endif %}\n{%- for message in messages %}\n    {%- if (message.role == \"user\") or (message.role == \"system\" and not loop.first) or (message.role == \"assistant\" and not message.tool_calls) %}\n        {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}\n    {%- elif message.role == \"assistant\" %}\n        {{- '<|im_start|>' + message.role }}\n        {%- if message.content %}\n            {{- '\\n' + message.content }}\n        {%- endif %}\n        {%- for tool_call in message.tool_calls %}\n            {%- if tool_call.function is defined %}\n                {%- set tool_call = tool_call.function %}\n            {%- endif %}\n            {{- '\\n<tool_call>\\n{\"name\": \"' }}\n            {{- tool_call.name }}\n            {{- '\", \"arguments\": ' }}\n            {{- tool_call.arguments | tojson }}\n            {{- '}\\n</tool_call>' }}\n        {%- endfor %}\n        {{- '<|im_end|>\\n' }}\n    {%- elif message.role == \"tool\" %}\n        {%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != \"tool\") %}\n            {{- '<|im_start|>user' }}\n        {%- endif %}\n        {{- '\\n<tool_response>\\n' }}\n        {{- message.content }}\n        {{- '\\n</tool_response>' }}\n        {%- if loop.last or (messages[loop.index0 + 1].role != \"tool\") %}\n            {{- '<|im_end|>\\n' }}\n        {%- endif %}\n    {%- endif %}\n{%- endfor %}\n{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n' }}\n{%- endif %}";
 
 const WORDS = [
   "the", "hello", "world", "is", "a", "an", "of", "and", "to", "in", "it", "you", "that", "was", "for", "on", "are",
@@ -126,8 +145,15 @@ function buildVocab(options: TinyModelOptions = {}): Vocab {
     add("<think>", 0, TOKEN_USER_DEFINED, true);
     add("</think>", 0, TOKEN_USER_DEFINED, true);
   }
+  if (options.toolCallTokens || options.toolCallBias !== undefined) {
+    add("<tool_call>", 0, TOKEN_USER_DEFINED, true);
+    add("</tool_call>", 0, TOKEN_USER_DEFINED, true);
+  }
   return { tokens, scores, types, silent };
 }
+
+/** The constant embedding feature behind `toolCallBias`. */
+const BIAS_FEATURE = 4;
 
 /** A stateless hash of (seed, tensor, index) → [-1, 1): chunking cannot change the weights. */
 function noise(seed: number, tensor: number, index: number): number {
@@ -164,7 +190,17 @@ function tinyModelTensors(options: TinyModelOptions, vocab: Vocab): GgufTensorSp
   };
   const ones = (name: string, dims: number[]): GgufTensorSpec => ({ name, dims, fill: (out) => out.fill(1) });
   const w = 1 / Math.sqrt(nEmbd);
-  const tensors: GgufTensorSpec[] = [random("token_embd.weight", [nEmbd, nVocab], 1)];
+  const embeddings = random("token_embd.weight", [nEmbd, nVocab], 1);
+  const bias = options.toolCallBias;
+  const biased = bias === undefined ? -1 : vocab.tokens.indexOf("<tool_call>");
+  if (biased >= 0) {
+    const fillRandom = embeddings.fill;
+    embeddings.fill = (out, offset) => {
+      fillRandom(out, offset);
+      for (let i = 0; i < out.length; i++) if ((offset + i) % nEmbd === 0) out[i] = BIAS_FEATURE;
+    };
+  }
+  const tensors: GgufTensorSpec[] = [embeddings];
   const headDim = nEmbd / (options.heads ?? 4);
   for (let i = 0; i < nLayers; i++) {
     if (options.reranker) tensors.push(ones(`blk.${i}.attn_q_norm.weight`, [headDim]), ones(`blk.${i}.attn_k_norm.weight`, [headDim]));
@@ -188,6 +224,17 @@ function tinyModelTensors(options: TinyModelOptions, vocab: Vocab): GgufTensorSp
       fillRandom(out, offset);
       for (let i = 0; i < out.length; i++) {
         if (vocab.silent.has(Math.floor((offset + i) / nEmbd))) out[i] = 0;
+      }
+    };
+  }
+  if (biased >= 0) {
+    const fillOutput = output.fill;
+    output.fill = (out, offset) => {
+      fillOutput(out, offset);
+      for (let i = 0; i < out.length; i++) {
+        const token = Math.floor((offset + i) / nEmbd);
+        // Dimension 0 is about BIAS_FEATURE after the final norm: only the biased token reads it.
+        if ((offset + i) % nEmbd === 0) out[i] = token === biased ? bias! / BIAS_FEATURE : 0;
       }
     };
   }

@@ -3,6 +3,7 @@ import {
   JinjaTemplateChatWrapper,
   LlamaText,
   resolveChatWrapper,
+  SpecialTokensText,
   type ChatHistoryItem,
   type ChatModelFunctionCall,
   type ChatModelFunctions,
@@ -12,6 +13,7 @@ import {
   type Token,
 } from "node-llama-cpp";
 import { InvalidRequestError } from "../errors.ts";
+import { callTrigger, HERMES_CALL_SYNTAX, type CallSyntax } from "./tools.ts";
 
 /** An OpenAI chat message after validation. */
 export type ChatMessage =
@@ -46,6 +48,8 @@ export interface ChatPrompter {
   readonly stopTokens: ReadonlySet<Token>;
   /** Null for models without a thinking syntax. */
   readonly thinking: ThinkingSyntax | null;
+  /** How the template writes tool calls. */
+  readonly callSyntax: CallSyntax;
 }
 
 const THINK_OPEN = "<think>";
@@ -125,6 +129,7 @@ export async function createChatPrompter(model: LlamaModel, templateFile: string
     templateName: wrapper.wrapperName,
     stopTokens,
     thinking,
+    callSyntax: callSyntaxOf(wrapper, model),
     render(messages, functions) {
       const history = toHistory(messages);
       // A trailing assistant message (or tool results) is a prefill the model continues.
@@ -137,5 +142,52 @@ export async function createChatPrompter(model: LlamaModel, templateFile: string
         .generateContextState({ chatHistory: history, ...(hasFunctions ? { availableFunctions: functions, documentFunctionParams: true } : {}) })
         .contextText.tokenize(model.tokenizer);
     },
+  };
+}
+
+/** A piece of wrapper syntax, which is plain text and special-token text. */
+type SyntaxText = string | LlamaText;
+
+/**
+ * The wrapper's call syntax as text, or the Hermes fallback when it cannot be
+ * written as text (a special token such as EOS inside it) or has no prefix.
+ * A suffix is cut before an end-of-generation token (Llama 3.1's
+ * `<|eom_id|>`): under a grammar that token can only end the reply.
+ */
+function callSyntaxOf(wrapper: ChatWrapper, model: LlamaModel): CallSyntax {
+  const toText = (value: SyntaxText, cutAtEog = false): string | null => {
+    let out = "";
+    for (const v of LlamaText(value).values) {
+      if (typeof v === "string") out += v;
+      else if (v instanceof SpecialTokensText) {
+        if (!cutAtEog) out += v.value;
+        else {
+          const tokens = model.tokenize(v.value, true);
+          const eog = tokens.findIndex((t) => model.isEogToken(t));
+          if (eog < 0) out += v.value;
+          else return out + model.detokenize(tokens.slice(0, eog), true);
+        }
+      } else return null;
+    }
+    return out;
+  };
+  const call = wrapper.settings.functions.call;
+  const parallelism = wrapper.settings.functions.parallelism;
+  const prefix = toText(call.prefix);
+  const paramsPrefix = toText(call.paramsPrefix);
+  const suffix = toText(call.suffix, true);
+  const sectionPrefix = parallelism ? toText(parallelism.call.sectionPrefix ?? "") : "";
+  const between = parallelism ? toText(parallelism.call.betweenCalls ?? "") : "";
+  if (prefix === null || prefix.trim() === "" || paramsPrefix === null || suffix === null || sectionPrefix === null || between === null) {
+    return HERMES_CALL_SYNTAX;
+  }
+  const firstPrefix = (sectionPrefix + prefix).trimStart();
+  const named = (text: string) => (name: string) => text.replaceAll("{{functionName}}", name);
+  return {
+    firstPrefix,
+    nextPrefix: parallelism ? between + prefix : null,
+    trigger: callTrigger(firstPrefix),
+    paramsPrefix: named(paramsPrefix),
+    suffix: named(suffix),
   };
 }

@@ -47,6 +47,8 @@ export interface GenerationResult {
   generationMs: number;
   /** The request's stop sequence that ended generation (llama-server's `stopping_word`); null otherwise. */
   stopSequence: string | null;
+  /** Generation went on under the tool-call grammar (the trigger appeared, or the call was forced). */
+  calledTools: boolean;
 }
 
 export interface GenerateRequest {
@@ -65,6 +67,23 @@ export interface GenerateRequest {
   reasoning?: ReasoningControl | null;
   /** Shared by the sequences of one context so their tokens are decoded in one batch. */
   gate?: StepGate | null;
+  /** Tool calls: detected in free text and then grammar-constrained, or forced from the start. */
+  toolCalls?: ToolCallControl | null;
+}
+
+/**
+ * How generate() produces tool calls. With a `trigger`, the model writes
+ * free text (sent to `onText`) until the trigger appears; generation then
+ * goes on under `grammar` and its text goes to `onCallText` instead. Without
+ * one, the whole output is under `grammar` (a forced call). Text that may be
+ * the start of the trigger is held back until it is known not to be.
+ */
+export interface ToolCallControl {
+  trigger: string | null;
+  /** Constrains what follows the trigger, or the whole output when `trigger` is null. */
+  grammar: LlamaGrammar;
+  /** Receives the call text (the trigger excluded); returns true once the calls are complete. */
+  onCallText: (text: string) => Promise<boolean> | boolean;
 }
 
 /**
@@ -124,7 +143,7 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
   const limit = params.maxTokens === null ? room : Math.min(params.maxTokens, room);
   if (limit <= 0) {
     // Nothing to generate (max_tokens 0 counts the prompt): leave the slot's cache as it is.
-    return { finishReason: "length", promptTokens: prompt.length, promptTokensEvaluated: 0, completionTokens: 0, promptMs: 0, generationMs: 0, stopSequence: null };
+    return { finishReason: "length", promptTokens: prompt.length, promptTokensEvaluated: 0, completionTokens: 0, promptMs: 0, generationMs: 0, stopSequence: null, calledTools: false };
   }
   // At least one prompt token must be evaluated to get logits for the next one.
   const reuse = Math.min(cachedPrefixLength(sequence, prompt), prompt.length - 1);
@@ -138,13 +157,13 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
   let finishReason: FinishReason = "stop";
   let firstTokenAt: number | null = null;
 
-  const options: SequenceEvaluateOptions = {
+  const tools = req.toolCalls ?? null;
+  const base: SequenceEvaluateOptions = {
     temperature: params.temperature,
     topK: params.topK,
     topP: params.topP,
     minP: params.minP,
     ...(params.seed !== null ? { seed: params.seed } : {}),
-    ...(grammar ? { grammarEvaluationState: new LlamaGrammarEvaluationState({ model, grammar }) } : {}),
     ...(params.presencePenalty !== 0 || params.frequencyPenalty !== 0
       ? {
           repeatPenalty: {
@@ -156,6 +175,14 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
         }
       : {}),
   };
+  const withGrammar = (g: LlamaGrammar): SequenceEvaluateOptions => ({
+    ...base,
+    grammarEvaluationState: new LlamaGrammarEvaluationState({ model, grammar: g }),
+  });
+  /** Under the tool-call grammar; text goes to `tools.onCallText`. */
+  let inCall = tools !== null && tools.trigger === null;
+  let options: SequenceEvaluateOptions = inCall ? withGrammar(tools!.grammar) : grammar ? withGrammar(grammar) : base;
+  const triggerMatcher = tools?.trigger ? new StopMatcher([tools.trigger]) : null;
 
   let stopSequence: string | null = null;
   const emit = async (text: string): Promise<boolean> => {
@@ -189,9 +216,33 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
     }
   };
 
+  // With tools, special tokens are decoded as text: a call syntax may contain them.
+  const specialText = tools !== null;
   const decode = (): string => {
     const context = generated.slice(Math.max(0, generated.length - pending.length - DETOKENIZE_CONTEXT), -pending.length);
-    return model.detokenize(pending, false, context);
+    return model.detokenize(pending, specialText, context);
+  };
+
+  /**
+   * Routes decoded text: content (through the trigger and stop matchers) or
+   * call text. "stop" ends generation, "call" switches to the call grammar
+   * with `afterTrigger` the text generated past the trigger.
+   */
+  let afterTrigger = "";
+  const handle = async (text: string): Promise<"stop" | "call" | null> => {
+    if (inCall) {
+      return (await tools!.onCallText(text)) ? "stop" : null;
+    }
+    track(text);
+    if (!triggerMatcher || thinking) return (await emit(text)) ? "stop" : null;
+    const { emit: before, stopped } = triggerMatcher.push(text);
+    if (before !== "" && (await emit(before))) return "stop";
+    if (stopped === null) return null;
+    // Content held back as a possible stop sequence is content after all.
+    const held = matcher.flush();
+    if (held !== "") await req.onText(held);
+    afterTrigger = triggerMatcher.after;
+    return "call";
   };
 
   let stoppedByText = false;
@@ -203,6 +254,7 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
   const askEarly = reasoning?.budgetTokens == null;
   generation: for (;;) {
     let inject: readonly Token[] | null = null;
+    let startCall = false;
     const iterator = sequence.evaluate(toEvaluate, options);
     let inStep = false;
     let next: Promise<IteratorResult<Token, void>> | null = iterator.next();
@@ -225,7 +277,7 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
         const token = step.value;
         firstTokenAt ??= performance.now();
         if (signal.aborted) throw signal.reason;
-        if (req.stopTokens.has(token)) break generation;
+        if (req.stopTokens.has(token) || (inCall && model.isEogToken(token))) break generation;
         generated.push(token);
         pending.push(token);
         if (thinking) thoughtTokens++;
@@ -233,21 +285,24 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
         // The decode of the next token overlaps the handling of this one.
         if (askEarly && !last) await askNext();
         gate?.stepAway();
-        let stopped = false;
+        let outcome: "stop" | "call" | null = null;
         try {
           const text = decode();
           // A multi-byte character split across tokens decodes to U+FFFD until complete.
           if (!text.endsWith("\uFFFD") || pending.length >= 4) {
             pending = [];
-            track(text);
-            stopped = await emit(text);
+            outcome = await handle(text);
           }
         } finally {
           gate?.stepBack();
         }
-        if (stopped) {
+        if (outcome === "stop") {
           stoppedByText = true;
           break generation;
+        }
+        if (outcome === "call") {
+          startCall = true;
+          break;
         }
         if (last) {
           finishReason = "length";
@@ -263,6 +318,19 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
       if (inStep) gate!.leave();
       await iterator.return();
     }
+    if (startCall) {
+      // The trigger appeared: go on under the call grammar, which begins right
+      // after the trigger. Tokens that went past it are replaced by the text
+      // up to its end.
+      inCall = true;
+      options = withGrammar(tools!.grammar);
+      toEvaluate = await rewindPast(afterTrigger);
+      if (generated.length >= limit) {
+        finishReason = "length";
+        break;
+      }
+      continue;
+    }
     if (!inject) break;
     // The thought used its budget: close it as if the model had, and go on.
     // The last sampled token is not in the sequence yet, so it goes first.
@@ -274,8 +342,7 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
     pending.push(...forced);
     const text = decode();
     pending = [];
-    track(text);
-    if (await emit(text)) {
+    if ((await handle(text)) === "stop") {
       stoppedByText = true;
       break;
     }
@@ -284,12 +351,54 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
       break;
     }
   }
+
+  /**
+   * Drops the generated tokens whose text reaches into `extra` (erasing those
+   * already in the sequence), puts back tokens for the part before it, and
+   * returns what must be evaluated next.
+   */
+  async function rewindPast(extra: string): Promise<Token[]> {
+    let drop = 0;
+    let keep: Token[] = [];
+    if (extra !== "") {
+      for (drop = 1; drop <= generated.length; drop++) {
+        const tail = model.detokenize(generated.slice(-drop), true, generated.slice(Math.max(0, generated.length - drop - DETOKENIZE_CONTEXT), -drop));
+        if (tail.length >= extra.length) {
+          keep = model.tokenize(tail.slice(0, tail.length - extra.length), true, "trimLeadingSpace");
+          break;
+        }
+      }
+    }
+    const kept = generated.length - Math.min(drop, generated.length);
+    let inSequence = sequence.nextTokenIndex - prompt.length;
+    if (inSequence > kept) {
+      await sequence.eraseContextTokenRanges([{ start: prompt.length + kept, end: sequence.nextTokenIndex }]);
+      inSequence = kept;
+    }
+    generated.length = kept;
+    generated.push(...keep);
+    let next = generated.slice(Math.max(0, inSequence));
+    if (next.length === 0) {
+      // Logits are needed for the next token: evaluate the last one again.
+      const last = sequence.contextTokens.at(-1)!;
+      await sequence.eraseContextTokenRanges([{ start: sequence.nextTokenIndex - 1, end: sequence.nextTokenIndex }]);
+      next = [last];
+    }
+    return next;
+  }
+
   if (signal.aborted) throw signal.reason;
   if (!stoppedByText) {
     if (pending.length > 0) {
-      if (await emit(decode())) stoppedByText = true;
+      const text = decode();
+      pending = [];
+      if ((await handle(text)) === "stop") stoppedByText = true;
     }
-    let rest = matcher.flush();
+    if (!inCall && !stoppedByText) {
+      const held = triggerMatcher?.flush() ?? "";
+      if (held !== "" && (await emit(held))) stoppedByText = true;
+    }
+    let rest = inCall ? "" : matcher.flush();
     // A grammar's trailing whitespace is padding before its stop trigger, not output.
     if (grammar?.trimWhitespaceSuffix || (grammar && grammarStops(grammar).length > 0)) rest = rest.trimEnd();
     if (!stoppedByText && rest !== "") await req.onText(rest);
@@ -305,5 +414,6 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
     promptMs: firstTokenAt - started,
     generationMs: ended - firstTokenAt,
     stopSequence,
+    calledTools: inCall,
   };
 }

@@ -2,5 +2,5 @@ export { runEngine } from "./run-engine.ts";
 export { parseEngineArgs, defaultThreads, EngineUsageError, type EngineOptions } from "./options.ts";
 export { createEngineApp } from "./server.ts";
 export { checkJsonSchema, grammarForJsonSchema, GrammarCache, UnsupportedSchemaError, InvalidGrammarError } from "./structured.ts";
-export { checkTools, planTools, parseForcedCall, findToolCalls, ToolCallStreamer, type ToolDefinition, type ToolPlan, type ToolCallOut } from "./tools.ts";
+export { checkTools, planTools, ToolCallParser, type ToolDefinition, type ToolPlan, type ToolCallOut, type CallSyntax } from "./tools.ts";
 export { ReasoningSplitter } from "./reasoning.ts";

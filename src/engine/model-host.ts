@@ -14,7 +14,8 @@ import {
 import { ContextSizeExceededError } from "./errors.ts";
 import { createChatPrompter, type ChatMessage, type ChatPrompter, type ThinkingSyntax } from "./chat-prompt.ts";
 import type { ChatModelFunctions } from "node-llama-cpp";
-import { generate, cachedPrefixLength, type GenerationResult, type ReasoningControl, type SamplingParams } from "./generate.ts";
+import { generate, cachedPrefixLength, type GenerationResult, type ReasoningControl, type SamplingParams, type ToolCallControl } from "./generate.ts";
+import type { CallSyntax } from "./tools.ts";
 import { GrammarCache } from "./structured.ts";
 import type { EngineOptions } from "./options.ts";
 import { SlotPool } from "./slot-pool.ts";
@@ -42,6 +43,7 @@ export type EngineMode = "completion" | "embedding" | "reranking";
 export interface CompletionExtras {
   grammar?: LlamaGrammar | null;
   reasoning?: ReasoningControl | null;
+  toolCalls?: ToolCallControl | null;
 }
 
 /**
@@ -191,6 +193,11 @@ export class ModelHost {
 
   chatPrompt(messages: readonly ChatMessage[], functions?: ChatModelFunctions): Token[] {
     return this.requireCompletion().prompter.render(messages, functions);
+  }
+
+  /** How the model's template writes tool calls. */
+  get callSyntax(): CallSyntax {
+    return this.requireCompletion().prompter.callSyntax;
   }
 
   /** The model's thinking syntax, or null if its template has none. */

@@ -5,10 +5,10 @@ import { InvalidRequestError, RunnerError } from "../errors.ts";
 import { acceptJsonBodies } from "../http/json-body.ts";
 import { clientSignal, LazyStream } from "../http/streaming.ts";
 import { engineErrorBody, ModelLoadingError, UnauthorizedError, WrongModelError, WrongModeError } from "./errors.ts";
-import type { GenerationResult, ReasoningControl } from "./generate.ts";
+import type { GenerationResult, ReasoningControl, ToolCallControl } from "./generate.ts";
 import { ReasoningSplitter } from "./reasoning.ts";
 import { grammarForJsonSchema } from "./structured.ts";
-import { checkTools, findToolCalls, parseForcedCall, planTools, ToolCallStreamer, type ToolCallOut } from "./tools.ts";
+import { callGrammar, checkTools, planTools, ToolCallParser, type ToolCallOut } from "./tools.ts";
 import type { ModelHost } from "./model-host.ts";
 import {
   chatCompletionRequest,
@@ -127,14 +127,28 @@ export function createEngineApp(state: EngineState): FastifyInstance {
     const host = ready();
     if (host.mode !== "completion") throw new WrongModeError("/v1/chat/completions", "completion");
     const params = samplingFrom(body, body.max_completion_tokens ?? body.max_tokens);
-    const plan = planTools(checkTools(body.tools ?? []), body.tool_choice);
+    const plan = planTools(checkTools(body.tools ?? []), body.tool_choice, body.parallel_tool_calls);
     const format = body.response_format;
     let grammar: LlamaGrammar | null = null;
-    if (plan.forcedSchema) grammar = await host.grammars.forSchema(plan.forcedSchema);
-    else if (format?.type === "json_schema") {
-      grammar = await grammarForJsonSchema(host.grammars, format.json_schema.schema, "response_format.json_schema.schema");
-    } else if (format?.type === "json_object") {
-      grammar = await grammarForJsonSchema(host.grammars, format.schema ?? {}, "response_format.schema");
+    if (plan.mode !== "forced") {
+      if (format?.type === "json_schema") {
+        grammar = await grammarForJsonSchema(host.grammars, format.json_schema.schema, "response_format.json_schema.schema");
+      } else if (format?.type === "json_object") {
+        grammar = await grammarForJsonSchema(host.grammars, format.schema ?? {}, "response_format.schema");
+      }
+    }
+    // Calls are grammar-constrained in the template's syntax: forced from the
+    // first token, or after the model writes the call trigger ("auto"; not
+    // under a response_format grammar, whose document is the whole reply).
+    const forced = plan.mode === "forced";
+    let parser: ToolCallParser | null = null;
+    let toolGrammar: LlamaGrammar | null = null;
+    if (forced || (plan.mode === "auto" && grammar === null)) {
+      const syntax = host.callSyntax;
+      const shape = { afterTrigger: !forced, parallel: plan.parallel };
+      const key = JSON.stringify({ tools: plan.callable, ...shape });
+      toolGrammar = await host.grammars.forToolCalls(key, () => callGrammar(host.llama, plan.callable, syntax, shape));
+      parser = new ToolCallParser(syntax, plan.callable.map((t) => t.name), () => newId("call"), shape);
     }
     let prompt = host.chatPrompt(chatMessagesFrom(body.messages), plan.functions);
 
@@ -145,7 +159,7 @@ export function createEngineApp(state: EngineState): FastifyInstance {
     let splitter: ReasoningSplitter | null = null;
     if (thinking) {
       let budget = body.reasoning_budget ?? host.reasoningBudget;
-      if (body.reasoning_effort === "none" || body.chat_template_kwargs?.enable_thinking === false || grammar) budget = 0;
+      if (body.reasoning_effort === "none" || body.chat_template_kwargs?.enable_thinking === false || grammar || forced) budget = 0;
       let startsInside = thinking.startsInside;
       if (budget === 0) {
         // An empty thought, as templates render "thinking off".
@@ -167,11 +181,24 @@ export function createEngineApp(state: EngineState): FastifyInstance {
         splitter = new ReasoningSplitter(thinking.open, thinking.close, startsInside);
       }
     }
-    const extras = { grammar, reasoning };
     const id = newId("chatcmpl");
     const created = Math.floor(Date.now() / 1000);
     const model = state.modelId;
     const split = (text: string) => (splitter ? splitter.push(text) : { reasoning: "", content: text });
+    const toolControl = (onDeltas: (deltas: object[]) => Promise<void> | void): ToolCallControl | null =>
+      parser && toolGrammar
+        ? {
+            trigger: forced ? null : host.callSyntax.trigger,
+            grammar: toolGrammar,
+            onCallText: async (text) => {
+              const deltas = parser.push(text);
+              if (deltas.length > 0) await onDeltas(deltas);
+              return parser.isDone;
+            },
+          }
+        : null;
+    const finishOf = (result: GenerationResult) =>
+      parser && parser.calls.length > 0 && result.finishReason === "stop" ? "tool_calls" : result.finishReason;
     if (body.stream) {
       const includeUsage = body.stream_options?.include_usage === true;
       const chunk = (delta: object, finish: string | null, extra: object = {}) => ({
@@ -184,57 +211,46 @@ export function createEngineApp(state: EngineState): FastifyInstance {
       return streamSse(request, reply, async (send, signal) => {
         // `prompt_tokens` (an extension; llama-server sends no usage before the end) lets a
         // client report the prompt's size before generation, e.g. Anthropic's message_start.
-        await send({ ...chunk({ role: "assistant", content: plan.forcedSchema ? null : "" }, null), prompt_tokens: prompt.length });
-        let result: GenerationResult;
-        if (plan.forcedSchema) {
-          const streamer = new ToolCallStreamer(newId("call"));
-          const sendCalls = async (deltas: object[]) => {
-            for (const d of deltas) await send(chunk({ tool_calls: [d] }, null));
-          };
-          result = await host.complete(prompt, params, (text) => sendCalls(streamer.push(text)), signal, extras);
-          await sendCalls(streamer.finish());
-        } else {
-          const sendSplit = async (parts: { reasoning: string; content: string }) => {
-            if (parts.reasoning !== "") await send(chunk({ reasoning_content: parts.reasoning }, null));
-            if (parts.content !== "") await send(chunk({ content: parts.content }, null));
-          };
-          result = await host.complete(prompt, params, (text) => sendSplit(split(text)), signal, extras);
+        await send({ ...chunk({ role: "assistant", content: forced ? null : "" }, null), prompt_tokens: prompt.length });
+        const sendSplit = async (parts: { reasoning: string; content: string }) => {
+          if (parts.reasoning !== "") await send(chunk({ reasoning_content: parts.reasoning }, null));
+          if (parts.content !== "") await send(chunk({ content: parts.content }, null));
+        };
+        const toolCalls = toolControl(async (deltas) => {
           if (splitter) await sendSplit(splitter.flush());
-        }
-        const finish = plan.forcedSchema && result.finishReason === "stop" ? "tool_calls" : result.finishReason;
-        await send({ ...chunk({}, finish, stopSequenceOf(result)), timings: timingsOf(result) });
+          for (const d of deltas) await send(chunk({ tool_calls: [d] }, null));
+        });
+        const result = await host.complete(prompt, params, (text) => sendSplit(split(text)), signal, { grammar, reasoning, toolCalls });
+        if (splitter) await sendSplit(splitter.flush());
+        await send({ ...chunk({}, finishOf(result), stopSequenceOf(result)), timings: timingsOf(result) });
         if (includeUsage) await send({ id, object: "chat.completion.chunk", created, model, choices: [], usage: usageOf(result) });
       });
     }
-    const { text, result } = await collect(request, reply, (onText, signal) => host.complete(prompt, params, onText, signal, extras));
+    const toolCalls = toolControl(() => undefined);
+    const { text, result } = await collect(request, reply, (onText, signal) => host.complete(prompt, params, onText, signal, { grammar, reasoning, toolCalls }));
     let content: string | null = text;
     let reasoningContent = "";
-    let toolCalls: ToolCallOut[] = [];
     if (splitter) {
       const a = splitter.push(text);
       const b = splitter.flush();
       content = a.content + b.content;
       reasoningContent = (a.reasoning + b.reasoning).trim();
     }
-    if (plan.forcedSchema && result.finishReason === "stop") {
-      toolCalls = [parseForcedCall(text, newId("call"))];
-      content = null;
-    } else if (plan.functions && content !== null) {
-      const found = findToolCalls(content, () => newId("call"), plan.functions);
-      if (found) [content, toolCalls] = [found.content, found.calls];
-    }
+    const calls: ToolCallOut[] = parser?.calls ?? [];
+    // Before calls, whitespace alone is no content (OpenAI sends null).
+    if (calls.length > 0 && content.trim() === "") content = null;
     const message = {
       role: "assistant",
       content,
       ...(reasoningContent !== "" ? { reasoning_content: reasoningContent } : {}),
-      ...(toolCalls.length > 0 ? { tool_calls: toolCalls } : {}),
+      ...(calls.length > 0 ? { tool_calls: calls } : {}),
     };
     return {
       id,
       object: "chat.completion",
       created,
       model,
-      choices: [{ index: 0, message, logprobs: null, finish_reason: toolCalls.length > 0 ? "tool_calls" : result.finishReason, ...stopSequenceOf(result) }],
+      choices: [{ index: 0, message, logprobs: null, finish_reason: finishOf(result), ...stopSequenceOf(result) }],
       usage: usageOf(result),
       timings: timingsOf(result),
     };

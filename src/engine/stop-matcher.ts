@@ -5,6 +5,8 @@
  */
 export class StopMatcher {
   private held = "";
+  /** After a stop: the text that followed the stop sequence in the pushed text (dropped from the output). */
+  after = "";
 
   constructor(private readonly stops: readonly string[]) {}
 
@@ -22,6 +24,7 @@ export class StopMatcher {
     }
     if (first !== null) {
       this.held = "";
+      this.after = buffer.slice(firstAt + first.length);
       return { emit: buffer.slice(0, firstAt), stopped: first };
     }
     const keep = this.partialSuffixLength(buffer);

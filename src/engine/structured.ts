@@ -291,6 +291,11 @@ export class GrammarCache {
     });
   }
 
+  /** A grammar for tool calls, by a key that identifies the GBNF `make` builds. */
+  forToolCalls(key: string, make: () => Promise<string>): Promise<LlamaGrammar> {
+    return this.get(`calls:${key}`, async () => this.llama.createGrammar({ grammar: await make() }));
+  }
+
   /** A grammar for GBNF text; rejects with InvalidGrammarError naming `param` if llama.cpp cannot parse it. */
   forGbnf(gbnf: string, param: string): Promise<LlamaGrammar> {
     return this.get(`gbnf:${gbnf}`, async () => {

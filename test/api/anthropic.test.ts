@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import Anthropic from "@anthropic-ai/sdk";
-import { THINKING_TEMPLATE } from "../../src/distribution/tiny-model.ts";
+import { HERMES_TOOLS_TEMPLATE, THINKING_TEMPLATE } from "../../src/distribution/tiny-model.ts";
 import { validateJson } from "../helpers/json-schema.ts";
 import { tinyModel } from "../helpers/models.ts";
 import { startTestDaemon, type TestDaemon } from "./daemon-helper.ts";
@@ -17,6 +17,8 @@ describe("Anthropic Messages API with @anthropic-ai/sdk", () => {
     d = await startTestDaemon({ MODEL_RUNNER_API_KEY: KEY });
     await d.addModel(await tinyModel({ seed: 5, thinking: true, chatTemplate: THINKING_TEMPLATE }), "ai/think:latest");
     await d.addModel(await tinyModel(SLOW_MODEL), "ai/slow:latest");
+    // Favours `<tool_call>`: it starts calls on its own (tool_choice auto).
+    await d.addModel(await tinyModel({ seed: 7, chatTemplate: HERMES_TOOLS_TEMPLATE, toolCallBias: 5 }), "ai/hermes:latest");
     client = new Anthropic({ baseURL: `${d.url}/anthropic`, apiKey: KEY, maxRetries: 0 });
   });
   after(() => d?.close());
@@ -146,6 +148,25 @@ describe("Anthropic Messages API with @anthropic-ai/sdk", () => {
       client.messages.create({ model: "tiny", max_tokens: 4, tools, messages: [question, { role: "user", content: [{ type: "tool_result", tool_use_id: "toolu_nope", content: "x" }] }] }),
       Anthropic.BadRequestError,
     );
+  });
+
+  test("a call the model starts itself (auto) streams as a tool_use block with valid input", async () => {
+    const schema = { type: "object", properties: { city: { type: "string", minLength: 1, maxLength: 12 }, days: { type: "integer" } }, required: ["city", "days"], additionalProperties: false };
+    const tools = [{ name: "get_weather", description: "Weather for a city.", input_schema: schema as Anthropic.Tool.InputSchema }];
+    const request = { model: "hermes", max_tokens: 300, tools, messages: [{ role: "user" as const, content: "Weather in Paris?" }] };
+    const stream = client.messages.stream(request);
+    const types: string[] = [];
+    stream.on("streamEvent", (e) => types.push(e.type === "content_block_start" ? `start:${e.content_block.type}` : e.type));
+    const streamed = await stream.finalMessage();
+    assert.equal(streamed.stop_reason, "tool_use", JSON.stringify(streamed.content));
+    const use = streamed.content.find((b) => b.type === "tool_use");
+    assert.ok(use && use.type === "tool_use");
+    assert.equal(use.name, "get_weather");
+    assert.equal(validateJson(use.input, schema), null, JSON.stringify(use.input));
+    assert.ok(types.includes("start:tool_use") && types.filter((t) => t === "content_block_delta").length > 1);
+    const whole = await client.messages.create(request);
+    assert.equal(whole.stop_reason, "tool_use");
+    for (const b of whole.content) if (b.type === "tool_use") assert.equal(validateJson(b.input, schema), null, JSON.stringify(b.input));
   });
 
   test("thinking enabled gives a thinking block bounded by budget_tokens; absent means no thought", async () => {

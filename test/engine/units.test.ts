@@ -5,7 +5,7 @@ import { defaultThreads, parseEngineArgs } from "../../src/engine/options.ts";
 import { SlotPool } from "../../src/engine/slot-pool.ts";
 import { StopMatcher } from "../../src/engine/stop-matcher.ts";
 import { ReasoningSplitter } from "../../src/engine/reasoning.ts";
-import { ToolCallStreamer } from "../../src/engine/tools.ts";
+import { HERMES_CALL_SYNTAX, prefixGbnfRules, ToolCallParser } from "../../src/engine/tools.ts";
 
 describe("engine arguments", () => {
   test("llama-server flag names and a .sock host", () => {
@@ -144,16 +144,29 @@ describe("capability flags and stream parsers", () => {
     assert.deepEqual(plain.push("<b>no thought"), { reasoning: "", content: "<b>no thought" });
   });
 
-  test("a streamed tool call envelope yields the name once and the exact arguments", () => {
-    const envelope = '{ "name": "f", "arguments": {"a": {"b": [1, 2]}, "c": "}"} }\n';
-    for (const size of [1, 4, envelope.length]) {
-      const s = new ToolCallStreamer("call-1");
+  test("call text in the template's syntax streams as the name once, then the exact arguments", () => {
+    const text = 'xx", "arguments": {"a": {"b": [1, 2]}, "c": "}"}\n}\n</tool_call>\n<tool_call>\n{"name": "f", "arguments": {}}\n</tool_call>';
+    for (const size of [1, 4, text.length]) {
+      let n = 0;
+      const p = new ToolCallParser(HERMES_CALL_SYNTAX, ["f", "xx"], () => `call-${n++}`, { afterTrigger: false, parallel: true });
       const deltas: any[] = [];
-      for (let i = 0; i < envelope.length; i += size) deltas.push(...s.push(envelope.slice(i, i + size)));
-      deltas.push(...s.finish());
-      assert.deepEqual(deltas[0], { index: 0, id: "call-1", type: "function", function: { name: "f", arguments: "" } });
-      const args = deltas.slice(1).map((d) => d.function.arguments).join("");
-      assert.deepEqual(JSON.parse(args), { a: { b: [1, 2] }, c: "}" });
+      deltas.push(...p.push('<tool_call>\n{"name": "'));
+      for (let i = 0; i < text.length; i += size) deltas.push(...p.push(text.slice(i, i + size)));
+      assert.deepEqual(deltas[0], { index: 0, id: "call-0", type: "function", function: { name: "xx", arguments: "" } });
+      assert.equal(p.calls.length, 2);
+      assert.deepEqual(JSON.parse(p.calls[0]!.function.arguments), { a: { b: [1, 2] }, c: "}" });
+      assert.equal(p.calls[1]!.function.name, "f");
+      assert.equal(deltas.filter((d) => d.index === 0 && !d.id).map((d) => d.function.arguments).join(""), p.calls[0]!.function.arguments);
+      assert.equal(p.isDone, false, "parallel calls may go on");
     }
+    const single = new ToolCallParser(HERMES_CALL_SYNTAX, ["f"], () => "c", { afterTrigger: true, parallel: false });
+    single.push('\n{"name": "f", "arguments": {"x": 1}\n\n}\n</tool_call>');
+    assert.equal(single.isDone, true);
+    assert.equal(single.calls[0]!.function.arguments, '{"x": 1}');
+  });
+
+  test("GBNF rules are renamed, literals and classes are not", () => {
+    const g = 'root ::= "root" item [a-z]{1,3} # root\nitem ::= "\\"" root-x\nroot-x ::= [\\]item]';
+    assert.equal(prefixGbnfRules(g, "p-"), 'p-root ::= "root" p-item [a-z]{1,3} # root\np-item ::= "\\"" p-root-x\np-root-x ::= [\\]item]');
   });
 });
