@@ -295,18 +295,17 @@ export function integerGbnf(b: NumberBounds, prefix = "int", rules: string[] = [
   if (k > MAX_AUTOMATON_DIVISOR) {
     throw new NumberGrammarError("multipleOf", `is enforced only up to ${MAX_AUTOMATON_DIVISOR}, or when the bounds leave at most ${MAX_LISTED_MULTIPLES} multiples`);
   }
-  // A digit automaton tracks the remainder; it allows whole signs only, so the bounds may only cut at zero.
-  const allowsNegative = lo < 0n;
+  // A digit automaton tracks the remainder and generates every multiple of one sign,
+  // so a bound may only cut where no multiple is lost (between -k and k).
+  const { lo: loBound, hi: hiBound } = resolve(b);
+  const cutFails = (keyword: string | undefined): never => {
+    throw new NumberGrammarError(keyword ?? "multipleOf", `combined with multipleOf ${k} is enforced only between -${k} and ${k}, or when it leaves at most ${MAX_LISTED_MULTIPLES} multiples`);
+  };
+  const allowsNegative = lo === -MAX_INT ? true : lo > -kb ? false : cutFails(loBound?.keyword);
+  const allowsPositive = hi === MAX_INT ? true : hi < kb ? false : cutFails(hiBound?.keyword);
+  if (allowsPositive && lo > kb) cutFails(loBound?.keyword);
+  if (allowsNegative && hi < -kb) cutFails(hiBound?.keyword);
   const allowsZeroValue = lo <= 0n && hi >= 0n;
-  const allowsPositive = hi > 0n;
-  const openLo = lo === -MAX_INT || lo >= -1n;
-  const openHi = hi === MAX_INT || hi <= 1n;
-  if (!openLo || !openHi) {
-    throw new NumberGrammarError(
-      !openLo ? resolve(b).lo!.keyword : resolve(b).hi!.keyword,
-      `combined with multipleOf ${k} is enforced only at zero or when it leaves at most ${MAX_LISTED_MULTIPLES} multiples`,
-    );
-  }
   const magnitude = multiplesAutomaton(k, prefix, rules);
   const alts: string[] = [];
   if (allowsNegative) alts.push(`"-" ${magnitude}`);
