@@ -5,6 +5,7 @@
  * classes with ranges and negation, `.`, groups ((…), (?:…), (?<name>…)),
  * alternation, quantifiers ? * + {n} {n,} {n,m} (lazy forms too: they match
  * the same strings). `^` may start and `$` may end a top-level alternative.
+ * `*`, `+` and `{n,}` repeat at most OPEN_REPEAT times beyond their minimum.
  *
  * A JSON-schema pattern is unanchored: it needs a match somewhere in the
  * string. The grammar generates strings that match the pattern as a whole,
@@ -27,6 +28,11 @@ export class PatternGrammarError extends Error {
 
 /** The most repetitions a `{n,m}` may ask for; more bloats the grammar. */
 const MAX_REPEAT = 1000;
+/**
+ * How many times `*`, `+` and `{n,}` may repeat beyond their minimum, so that
+ * output cannot run on until the token limit (a longer match is never generated).
+ */
+export const OPEN_REPEAT = 16;
 const MAX_CODE = 0xffff;
 
 type Range = [number, number];
@@ -363,12 +369,11 @@ function render(node: Node): string | null {
       if (inner === null) return node.min === 0 ? "" : null;
       if (node.max === 0 || inner === "" || inner === '""') return "";
       const wrapped = /^("([^"\\]|\\.)*"|\[([^\]\\]|\\.)*\])$/.test(inner) ? inner : `(${inner})`;
-      const { min, max } = node;
+      const min = node.min;
+      const max = node.max ?? min + OPEN_REPEAT;
       if (min === 0 && max === 1) return `${wrapped}?`;
-      if (min === 0 && max === null) return `${wrapped}*`;
-      if (min === 1 && max === null) return `${wrapped}+`;
       if (min === max) return min === 1 ? wrapped : `${wrapped}{${min}}`;
-      return `${wrapped}{${min},${max ?? ""}}`;
+      return `${wrapped}{${min},${max}}`;
     }
   }
 }

@@ -76,7 +76,23 @@ export function checkJsonSchema(schema: unknown, param: string): GbnfJsonSchema 
     const where = `${param}.${isObject(schema.$defs) && name in schema.$defs ? "$defs" : "definitions"}.${name}`;
     convertedDefs[name] = convert(def, where, defs, false);
   }
-  if (Object.keys(convertedDefs).length > 0) out.$defs = convertedDefs;
+  // Only definitions the schema reaches (allOf may have inlined the others).
+  const reached = new Set<string>();
+  const visit = (node: unknown): void => {
+    if (Array.isArray(node)) return node.forEach(visit);
+    if (!isObject(node)) return;
+    if (typeof node.$ref === "string") {
+      const name = node.$ref.slice("#/$defs/".length);
+      if (!reached.has(name)) {
+        reached.add(name);
+        visit(convertedDefs[name]);
+      }
+    }
+    for (const [k, v] of Object.entries(node)) if (k !== "const" && k !== "enum") visit(v);
+  };
+  visit(out);
+  const used = Object.fromEntries(Object.entries(convertedDefs).filter(([name]) => reached.has(name)));
+  if (Object.keys(used).length > 0) out.$defs = used;
   return out as unknown as GbnfJsonSchema;
 }
 

@@ -180,6 +180,12 @@ describe("patterns", () => {
     assert.ok(!m.accepts(g, '"\n"'));
   });
 
+  test("open repetitions stop after 16 more, so output cannot run on", async () => {
+    const g = await m.compile(`root ::= ${patternGbnf("^a+$")}`);
+    assert.ok(m.accepts(g, JSON.stringify("a".repeat(17))));
+    assert.ok(!m.accepts(g, JSON.stringify("a".repeat(18))));
+  });
+
   test("regex features without a grammar are refused, naming the feature", () => {
     const refused: Array<[string, RegExp]> = [
       ["(?=a)", /lookaround/],
