@@ -36,6 +36,35 @@ const SCHEMAS: Record<string, Record<string, unknown>> = {
   },
   list: { type: "array", items: { type: "integer" }, minItems: 1, maxItems: 4 },
   map: { type: "object", additionalProperties: { type: "string", maxLength: 8 }, maxProperties: 3 },
+  bounded: {
+    type: "object",
+    properties: {
+      age: { type: "integer", minimum: 18, maximum: 120 },
+      level: { type: "integer", exclusiveMinimum: -5, exclusiveMaximum: 5 },
+      legacy: { type: "integer", minimum: 0, exclusiveMinimum: true, maximum: 3 },
+      ratio: { type: "number", exclusiveMinimum: 0, maximum: 1 },
+      temp: { type: ["number", "null"], minimum: -40.5, exclusiveMaximum: 60 },
+      even: { type: "integer", multipleOf: 2 },
+      step: { type: "integer", multipleOf: 15, minimum: 0, maximum: 300 },
+    },
+    required: ["age", "level", "ratio"],
+  },
+  patterned: {
+    type: "object",
+    properties: {
+      sku: { type: "string", pattern: "^[A-Z]{3}-\\d{3,5}$" },
+      slug: { type: "string", pattern: "[a-z0-9]+(-[a-z0-9]+)*" },
+      quoted: { type: "string", pattern: '^"[^"\\\\]{0,6}"$' },
+      phone: { type: "string", pattern: "^\\+?\\d{1,3}[ .]\\d{3}$" },
+    },
+  },
+  combined: {
+    allOf: [
+      { $ref: "#/$defs/base" },
+      { type: "object", properties: { count: { type: "integer", maximum: 50 }, label: { type: "string", maxLength: 6 } }, required: ["label"] },
+    ],
+    $defs: { base: { type: "object", properties: { count: { type: "integer", minimum: 10 } }, required: ["count"] } },
+  },
 };
 
 const post = async (baseUrl: string, path: string, body: unknown) => {
@@ -117,9 +146,12 @@ describe("structured output and tool calls", () => {
 
   test("schemas and grammars that cannot be enforced are 400s naming the keyword", async () => {
     const cases: Array<[unknown, RegExp, string]> = [
-      [{ type: "object", properties: { a: { type: "string", pattern: "^x" } } }, /'pattern'/, "response_format.json_schema.schema.properties.a.pattern"],
-      [{ type: "object", properties: { n: { type: "number", minimum: 0 } } }, /'minimum'/, "response_format.json_schema.schema.properties.n.minimum"],
-      [{ allOf: [{ type: "string" }] }, /'allOf'/, "response_format.json_schema.schema.allOf"],
+      [{ type: "object", properties: { a: { type: "string", pattern: "^(?!x)" } } }, /'pattern'.*lookaround/, "response_format.json_schema.schema.properties.a.pattern"],
+      [{ type: "object", properties: { a: { type: "string", pattern: "(a)\\1" } } }, /'pattern'.*backreference/, "response_format.json_schema.schema.properties.a.pattern"],
+      [{ type: "object", properties: { n: { type: "number", exclusiveMinimum: 0.1 + 0.2 } } }, /'exclusiveMinimum'/, "response_format.json_schema.schema.properties.n.exclusiveMinimum"],
+      [{ type: "number", multipleOf: 0.01 }, /'multipleOf'/, "response_format.json_schema.schema.multipleOf"],
+      [{ type: "integer", not: { const: 3 } }, /'not'/, "response_format.json_schema.schema.not"],
+      [{ allOf: [{ type: "string", pattern: "^a" }, { pattern: "b$" }] }, /'pattern'.*allOf/, "response_format.json_schema.schema.allOf.1.pattern"],
       [{ type: "string", format: "email" }, /'format'.*email/, "response_format.json_schema.schema.format"],
       [{ type: "object", properties: {}, required: ["ghost"] }, /ghost/, "response_format.json_schema.schema.required.0"],
       [{ $ref: "#/$defs/nope" }, /'\$ref'/, "response_format.json_schema.schema.$ref"],
@@ -145,7 +177,12 @@ describe("structured output and tool calls", () => {
       description: "Current weather for a city",
       parameters: {
         type: "object",
-        properties: { city: { type: "string", maxLength: 16 }, unit: { enum: ["c", "f"] }, days: { type: "integer" } },
+        properties: {
+          city: { type: "string", maxLength: 16 },
+          unit: { enum: ["c", "f"] },
+          days: { type: "integer", minimum: 1, maximum: 14 },
+          zip: { type: "string", pattern: "^[0-9]{5}$" },
+        },
         required: ["city", "unit"],
       },
     },
@@ -278,7 +315,7 @@ describe("structured output and tool calls", () => {
     const cases: Array<[object, string]> = [
       [{ tools: [{ type: "function", function: { name: "bad name!", parameters: { type: "object" } } }] }, "tools.0.function.name"],
       [{ tools: [weather, weather] }, "tools.1.function.name"],
-      [{ tools: [{ type: "function", function: { name: "f", parameters: { type: "object", properties: { a: { type: "string", pattern: "x" } } } } }] }, "tools.0.function.parameters.properties.a.pattern"],
+      [{ tools: [{ type: "function", function: { name: "f", parameters: { type: "object", properties: { a: { type: "string", pattern: "(?=x)" } } } } }] }, "tools.0.function.parameters.properties.a.pattern"],
       [{ tools: [{ type: "function", function: { name: "f", parameters: { type: "string" } } }] }, "tools.0.function.parameters.type"],
       [{ tools: [weather], tool_choice: { type: "function", function: { name: "nope" } } }, "tool_choice.function.name"],
       [{ tool_choice: "required" }, "tool_choice"],
