@@ -76,8 +76,12 @@ test("mr runs dist/ only while it matches src/: an edit runs the edited source u
   // A new file counts too (and non-TypeScript files are copied into dist/).
   await writeFile(join(dir, "src", "cli", "note.txt"), "runtime data\n");
   assert.match((await mrHelp(dir)).stderr, /src\/ changed since dist\/ was built/);
-  await writeFile(mainTs, original.replace("Run AI models locally.", "Run AI models locally (edited)."));
-  assert.equal((await build(dir)).code, 0);
+  // A type error does not stop the build (npm run typecheck is the gate for types): tsx would run the same code.
+  const typeError = 'export const notANumber: number = "x" as unknown as string;\n';
+  await writeFile(mainTs, original.replace("Run AI models locally.", "Run AI models locally (edited).") + typeError);
+  const withTypeError = await build(dir);
+  assert.equal(withTypeError.code, 0, withTypeError.stderr);
+  assert.match(withTypeError.stdout + withTypeError.stderr, /TS2322/);
   const rebuilt = await mrHelp(dir);
   assert.ok(rebuilt.stderr.startsWith(COMPILED), rebuilt.stderr);
   assert.match(rebuilt.stdout, /Run AI models locally \(edited\)\./);
