@@ -2,7 +2,7 @@
 // The entry point for `mr` and `model-runner`. It runs the compiled build in
 // dist/ when that build matches the sources (bin/dist.js holds the rule), and
 // otherwise the TypeScript in src/ through tsx's loader. The compiled path
-// skips tsx's loader thread and transforms: ~35 MiB less for a long-running
+// skips tsx's loader thread and transforms: ~30 MiB less for a long-running
 // `mr serve` and each engine it starts, and a faster start. `npm ci` builds
 // dist/ (the `prepare` script); an edit to src/ makes mr run src/ until the
 // next `npm run build`, never a build that no longer matches it.
