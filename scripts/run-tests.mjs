@@ -2,9 +2,14 @@
 // Runs every test/**/*.test.ts file with node's own test runner (tsx as the
 // loader). Node 20's --test takes no globs, so the files are listed here.
 // Extra arguments are passed through: `npm test -- test/engine` runs one folder.
-import { spawn } from "node:child_process";
+//
+// The tests start `bin/mr.js` as users do, so dist/ is rebuilt first when it
+// does not match src/ (bin/dist.js): the suite runs the compiled build, and an
+// edit to src/ is never tested through an old one.
+import { spawn, spawnSync } from "node:child_process";
 import { readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
+import { distStaleness } from "../bin/dist.js";
 
 function collect(path, out) {
   if (statSync(path).isDirectory()) {
@@ -13,6 +18,13 @@ function collect(path, out) {
     out.push(path);
   }
   return out;
+}
+
+const stale = distStaleness();
+if (stale !== null) {
+  console.error(`run-tests: building dist/ (${stale})`);
+  const build = spawnSync(process.execPath, [join(import.meta.dirname, "build.mjs")], { stdio: "inherit" });
+  if (build.status !== 0) process.exit(1);
 }
 
 const roots = process.argv.slice(2).filter((a) => !a.startsWith("-"));

@@ -5,7 +5,12 @@
  * Prints added latency (p50/p99) for small requests, added time to first
  * token for streams, throughput at 1, 8 and 32 concurrent clients as a ratio,
  * cold-start overhead versus the engine's own start time, and the daemon's
- * idle RSS.
+ * idle RSS: 3 s after it listens, and after the run with its runners unloaded
+ * (1 s and 15 s later: V8 returns startup and traffic garbage to the system
+ * only once the process has been idle for a while).
+ *
+ * It starts `bin/mr.js` as users do, so it measures the compiled build when
+ * dist/ matches src/ (`npm run build`), and says which one ran.
  *
  * Usage: node --import tsx bench/daemon/run.ts [--requests N]
  */
@@ -18,12 +23,14 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Pool } from "undici";
+import { distStaleness } from "../../bin/dist.js";
 import { createModelDistribution, openStore } from "../../src/distribution/index.ts";
 import { writeTinyModel } from "../../src/distribution/tiny-model.ts";
 
 const MR_BIN = fileURLToPath(new URL("../../bin/mr.js", import.meta.url));
 const { values } = parseArgs({ options: { requests: { type: "string", default: "300" } } });
 const REQUESTS = Number(values.requests);
+const STALE = distStaleness();
 
 const rssMiB = async (pid: number) => {
   const status = await readFile(`/proc/${pid}/status`, "utf8");
@@ -144,8 +151,11 @@ try {
   await fetch(`${url}/engines/unload`, { method: "POST", body: JSON.stringify({ all: true }) });
   await new Promise((r) => setTimeout(r, 1000));
   const idleRssEnd = await rssMiB(daemon.pid!);
+  await new Promise((r) => setTimeout(r, 14_000));
+  const idleRssSettled = await rssMiB(daemon.pid!);
 
   const row = (a: string, b: string, c: string, d: string) => console.log(`${a.padEnd(50)}${b.padStart(12)}${c.padStart(12)}${d.padStart(12)}`);
+  console.log(STALE === null ? "mr: the compiled build (dist/)" : `mr: src/ through tsx (${STALE}; npm run build measures what users run)`);
   console.log(`tiny generated model, ${REQUESTS} small requests each way, interleaved`);
   row("", "direct", "via daemon", "added");
   for (const p of [50, 99]) {
@@ -164,7 +174,9 @@ try {
   const engineCold = engineReadyMs + standaloneFirst.firstMs;
   row("  spawn → first token", engineCold.toFixed(0), cold.firstMs.toFixed(0), (cold.firstMs - engineCold).toFixed(0));
   console.log();
-  console.log(`daemon idle RSS: ${idleRssStart.toFixed(1)} MiB at start, ${idleRssEnd.toFixed(1)} MiB after the run (runners unloaded)`);
+  console.log(
+    `daemon idle RSS: ${idleRssStart.toFixed(1)} MiB 3 s after start; after the run (runners unloaded) ${idleRssEnd.toFixed(1)} MiB at 1 s, ${idleRssSettled.toFixed(1)} MiB at 15 s`,
+  );
 } finally {
   if (daemon && daemon.exitCode === null) {
     daemon.kill("SIGTERM");

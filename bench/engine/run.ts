@@ -4,6 +4,9 @@
  *   (b) through our engine process over HTTP (1, 2 and 4 concurrent streams),
  * plus the time from spawning the engine to `/health` 200.
  *
+ * The engine is started through `bin/mr.js` as the daemon does: the compiled
+ * build when dist/ matches src/ (`npm run build`); the output says which.
+ *
  * Usage: node --import tsx bench/engine/run.ts [model.gguf] [--tokens N] [--threads N] [--weights F32|Q8_0|Q4_0]
  * Without a model it generates one (n_embd 512, 8 layers: ~25M parameters)
  * with `--weights` matrices (default F32).
@@ -16,6 +19,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { getLlama, LlamaLogLevel, type Token } from "node-llama-cpp";
+import { distStaleness } from "../../bin/dist.js";
 import { writeTinyModel } from "../../src/distribution/tiny-model.ts";
 import { defaultThreads } from "../../src/engine/options.ts";
 
@@ -135,7 +139,8 @@ try {
   row("aggregate over HTTP", "streams", "tok/s", "vs 1");
   for (const n of [1, 2, 4] as const) row("", String(n), agg[n].toFixed(1), `${(agg[n] / agg[1]).toFixed(2)}x`);
   console.log();
-  console.log(`engine spawn to /health 200: ${readyMs.toFixed(0)} ms`);
+  const stale = distStaleness();
+  console.log(`engine spawn to /health 200: ${readyMs.toFixed(0)} ms (${stale === null ? "compiled build, dist/" : `src/ through tsx: ${stale}`})`);
 } finally {
   await rm(dir, { recursive: true, force: true });
 }

@@ -60,13 +60,13 @@ export function registerEngineRoutes(app: FastifyInstance, deps: EngineRouteDeps
   });
 
   app.post("/engines/unload", async (request) => {
-    const result = await scheduler.unload(parseUnloadBody(request.body));
+    const result = await scheduler.unload(await parseUnloadBody(request.body));
     return { unloaded_runners: result.unloaded, deferred_runners: result.deferred };
   });
 
   const configure = async (backend: string | undefined, body: unknown) => {
     if (backend !== undefined) backends.get(backend);
-    const result = await scheduler.configure(parseConfigureBody(body, backend));
+    const result = await scheduler.configure(await parseConfigureBody(body, backend));
     return { ...configJson(result.config), restarted: result.restarted };
   };
   app.post("/engines/_configure", async (request, reply) => reply.code(202).send(await configure(undefined, request.body)));

@@ -1,4 +1,4 @@
-import { request, type Dispatcher } from "undici";
+import type { Dispatcher } from "undici";
 import type { Readable } from "node:stream";
 
 /** One HTTP response, body not yet read. The caller must consume or dump `body`. */
@@ -31,6 +31,8 @@ export async function httpRequest(url: string, opts: HttpRequestOptions = {}): P
   let method = opts.method ?? "GET";
   let headers = { ...(opts.headers ?? {}) };
   let body = opts.body ?? null;
+  // Loaded on the first registry request: a daemon that never pulls does without it (~9 MiB).
+  const { request } = await import("undici");
   for (let hop = 0; ; hop++) {
     const res = await request(current, {
       method,

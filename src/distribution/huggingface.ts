@@ -1,6 +1,5 @@
 import type { ListFileEntry } from "@huggingface/hub";
 import type { Dispatcher } from "undici";
-import { fetch as undiciFetch } from "undici";
 import { isDigest, type Digest } from "./digest.ts";
 import { InvalidArtifactError, RegistryError, RemoteNotFoundError, UnauthorizedError } from "./errors.ts";
 import { httpRequest, type HttpResponse } from "./http.ts";
@@ -88,6 +87,7 @@ export interface HfClientOptions {
 /** Lists a repo's files through the Hub API (`@huggingface/hub`), mapping 401/404 to our errors. */
 export async function listHfFiles(repo: string, opts: HfClientOptions, signal?: AbortSignal): Promise<ListFileEntry[]> {
   const out: ListFileEntry[] = [];
+  const { fetch: undiciFetch } = await import("undici"); // on first use, like the Hub client below
   const fetchImpl = ((input: string | URL, init?: RequestInit) =>
     undiciFetch(input, { ...(init as object), signal, ...(opts.dispatcher ? { dispatcher: opts.dispatcher } : {}) })) as unknown as typeof fetch;
   try {

@@ -1,7 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
-import { z } from "zod";
 import type { BackendMode } from "../inference/index.ts";
 import { BACKEND_MODES } from "../inference/index.ts";
 
@@ -22,17 +21,21 @@ export interface RunnerConfig {
   keepAlive?: string | undefined;
 }
 
-const configSchema = z.object({
-  backend: z.string(),
-  model: z.string(),
-  modelId: z.string(),
-  mode: z.enum(BACKEND_MODES),
-  contextSize: z.number().int().nonnegative().optional(),
-  parallel: z.number().int().positive().optional(),
-  runtimeFlags: z.array(z.string()).default([]),
-  keepAlive: z.string().optional(),
-});
-const fileSchema = z.object({ version: z.literal(1), configs: z.array(configSchema) });
+/** The file's schema. zod is loaded only when there is a file to read (~6 MiB of RSS otherwise saved). */
+async function fileSchema() {
+  const { z } = await import("zod");
+  const configSchema = z.object({
+    backend: z.string(),
+    model: z.string(),
+    modelId: z.string(),
+    mode: z.enum(BACKEND_MODES),
+    contextSize: z.number().int().nonnegative().optional(),
+    parallel: z.number().int().positive().optional(),
+    runtimeFlags: z.array(z.string()).default([]),
+    keepAlive: z.string().optional(),
+  });
+  return z.object({ version: z.literal(1), configs: z.array(configSchema) });
+}
 
 export const configKey = (backend: string, modelId: string, mode: BackendMode) => `${backend}\u0000${modelId}\u0000${mode}`;
 
@@ -63,7 +66,7 @@ export class ConfigStore {
       if ((error as NodeJS.ErrnoException).code === "ENOENT") return store;
       throw error;
     }
-    const parsed = fileSchema.safeParse(JSON.parse(text));
+    const parsed = (await fileSchema()).safeParse(JSON.parse(text));
     if (!parsed.success) throw new Error(`configuration file ${path} is not valid: ${parsed.error.message}`);
     for (const c of parsed.data.configs) store.configs.set(configKey(c.backend, c.modelId, c.mode), c);
     return store;

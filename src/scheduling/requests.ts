@@ -1,22 +1,29 @@
-import { z } from "zod";
+import type { z } from "zod";
 import { InvalidRequestError } from "../errors.ts";
 import type { ConfigureRequest, UnloadRequest } from "./scheduler.ts";
 
-/** Docker Model Runner's `ConfigureRequest` JSON (`pkg/inference/scheduling/api.go`). */
-const configureBody = z.object({
-  model: z.string().min(1),
-  mode: z.string().optional(),
-  "context-size": z.number().int().nullable().optional(),
-  "runtime-flags": z.array(z.string()).nullable().optional(),
-  "raw-runtime-flags": z.string().nullable().optional(),
-  keep_alive: z.union([z.string(), z.number()]).nullable().optional(),
-});
-
-const unloadBody = z.object({
-  all: z.boolean().optional(),
-  backend: z.string().optional(),
-  models: z.array(z.string()).nullable().optional(),
-});
+async function buildSchemas() {
+  const { z } = await import("zod");
+  return {
+    /** Docker Model Runner's `ConfigureRequest` JSON (`pkg/inference/scheduling/api.go`). */
+    configureBody: z.object({
+      model: z.string().min(1),
+      mode: z.string().optional(),
+      "context-size": z.number().int().nullable().optional(),
+      "runtime-flags": z.array(z.string()).nullable().optional(),
+      "raw-runtime-flags": z.string().nullable().optional(),
+      keep_alive: z.union([z.string(), z.number()]).nullable().optional(),
+    }),
+    unloadBody: z.object({
+      all: z.boolean().optional(),
+      backend: z.string().optional(),
+      models: z.array(z.string()).nullable().optional(),
+    }),
+  };
+}
+// zod is loaded with the first _configure or unload request, both rare: an
+// idle daemon does without it (~6 MiB of RSS).
+let schemas: ReturnType<typeof buildSchemas> | null = null;
 
 function invalid(error: z.ZodError): InvalidRequestError {
   const issue = error.issues[0];
@@ -29,8 +36,8 @@ function invalid(error: z.ZodError): InvalidRequestError {
  * `backend` comes from the path. Throws InvalidRequestError naming the field.
  * DMR sends `context-size: -1` for "unset", so negative values mean absent.
  */
-export function parseConfigureBody(body: unknown, backend?: string): ConfigureRequest {
-  const parsed = configureBody.safeParse(body);
+export async function parseConfigureBody(body: unknown, backend?: string): Promise<ConfigureRequest> {
+  const parsed = (await (schemas ??= buildSchemas())).configureBody.safeParse(body);
   if (!parsed.success) throw invalid(parsed.error);
   const b = parsed.data;
   const contextSize = b["context-size"];
@@ -46,8 +53,8 @@ export function parseConfigureBody(body: unknown, backend?: string): ConfigureRe
 }
 
 /** Maps a `POST /engines/unload` body (`{"all":true}` or `{"models":[...]}`). */
-export function parseUnloadBody(body: unknown): UnloadRequest {
-  const parsed = unloadBody.safeParse(body);
+export async function parseUnloadBody(body: unknown): Promise<UnloadRequest> {
+  const parsed = (await (schemas ??= buildSchemas())).unloadBody.safeParse(body);
   if (!parsed.success) throw invalid(parsed.error);
   const b = parsed.data;
   if (!b.all && (!b.models || b.models.length === 0)) {

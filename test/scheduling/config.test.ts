@@ -8,7 +8,7 @@ import { ENGINE_SETTINGS, engineRequest, harness, waitFor } from "./helpers.ts";
 test("a configuration round-trips, persists across scheduler instances and is what the engine runs with", async (t) => {
   const h = await harness(t);
   const { config, restarted } = await h.scheduler.configure(
-    parseConfigureBody({ model: "a", "context-size": 1024, "raw-runtime-flags": "--threads 1 -np 2", keep_alive: "10m" }),
+    await parseConfigureBody({ model: "a", "context-size": 1024, "raw-runtime-flags": "--threads 1 -np 2", keep_alive: "10m" }),
   );
   assert.equal(restarted, false);
   assert.deepEqual(config, {

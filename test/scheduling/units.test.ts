@@ -79,8 +79,8 @@ test("budget and byte sizes", () => {
   assert.throws(() => parseByteSize("lots"), /MODEL_RUNNER_MEMORY/);
 });
 
-test("DMR request bodies map onto the scheduler's requests", () => {
-  assert.deepEqual(parseConfigureBody({ model: "m", "context-size": -1, "runtime-flags": ["-t", "1"], keep_alive: "-1" }, "llama.cpp"), {
+test("DMR request bodies map onto the scheduler's requests", async () => {
+  assert.deepEqual(await parseConfigureBody({ model: "m", "context-size": -1, "runtime-flags": ["-t", "1"], keep_alive: "-1" }, "llama.cpp"), {
     model: "m",
     backend: "llama.cpp",
     mode: undefined,
@@ -89,7 +89,7 @@ test("DMR request bodies map onto the scheduler's requests", () => {
     rawRuntimeFlags: undefined,
     keepAlive: "-1",
   });
-  assert.throws(() => parseConfigureBody({ "context-size": 5 }), /"model"/);
-  assert.deepEqual(parseUnloadBody({ all: true }), { all: true, backend: undefined, models: undefined });
-  assert.throws(() => parseUnloadBody({}), /"all": true or a non-empty "models"/);
+  await assert.rejects(parseConfigureBody({ "context-size": 5 }), /"model"/);
+  assert.deepEqual(await parseUnloadBody({ all: true }), { all: true, backend: undefined, models: undefined });
+  await assert.rejects(parseUnloadBody({}), /"all": true or a non-empty "models"/);
 });
