@@ -145,23 +145,23 @@ describe("tool calls in the template's syntax", () => {
   });
 
   test("parallel_tool_calls (default true): every complete call is valid, and some replies make several", async () => {
-    let several = 0;
-    for (const seed of SEEDS) {
+    // About one reply in four makes several calls; look through seeds until
+    // one does, so the check holds on any CPU's rounding of the random model.
+    let severalSeed: number | null = null;
+    for (let seed = 0; seed < 48 && (severalSeed === null || seed < SEEDS.length); seed++) {
       const reply = fromMessage(await client.chat.completions.create(ask(seed, { max_tokens: 600 })));
       assertValidCalls(reply.calls, `seed ${seed}`);
       if (reply.calls.length > 0) assert.ok(reply.finish === "tool_calls" || reply.finish === "length", `seed ${seed}: ${reply.finish}`);
-      if (reply.calls.length > 1) several++;
+      if (reply.calls.length > 1) severalSeed ??= seed;
       assert.equal(new Set(reply.calls.map((c) => c.id)).size, reply.calls.length, "ids are unique");
     }
-    assert.ok(several > 0, "some reply has more than one call");
+    assert.ok(severalSeed !== null, "some reply has more than one call");
     // Streamed, the calls come with indexes 0, 1, 2… (checked by fromStream).
-    let streamedSeveral = 0;
-    for (const seed of SEEDS) {
+    for (const seed of new Set([...SEEDS, severalSeed])) {
       const streamed = await fromStream(await client.chat.completions.create({ ...ask(seed, { max_tokens: 600 }), stream: true }));
       assertValidCalls(streamed.calls, `seed ${seed} streamed`);
-      if (streamed.calls.length > 1) streamedSeveral++;
+      if (seed === severalSeed) assert.ok(streamed.calls.length > 1, `seed ${seed}: the streamed reply has several calls too`);
     }
-    assert.ok(streamedSeveral > 0, "some streamed reply has more than one call");
   });
 
   test("forced calls (required, named) are valid for every seed, streamed too", async () => {
