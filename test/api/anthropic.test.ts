@@ -153,7 +153,8 @@ describe("Anthropic Messages API with @anthropic-ai/sdk", () => {
   test("a call the model starts itself (auto) streams as a tool_use block with valid input", async () => {
     const schema = { type: "object", properties: { city: { type: "string", minLength: 1, maxLength: 12 }, days: { type: "integer" } }, required: ["city", "days"], additionalProperties: false };
     const tools = [{ name: "get_weather", description: "Weather for a city.", input_schema: schema as Anthropic.Tool.InputSchema }];
-    const request = { model: "hermes", max_tokens: 300, tools, messages: [{ role: "user" as const, content: "Weather in Paris?" }] };
+    // One call, so a random reply cannot run out of tokens making several (Anthropic has no seed).
+    const request = { model: "hermes", max_tokens: 300, tools, tool_choice: { type: "auto" as const, disable_parallel_tool_use: true }, messages: [{ role: "user" as const, content: "Weather in Paris?" }] };
     const stream = client.messages.stream(request);
     const types: string[] = [];
     stream.on("streamEvent", (e) => types.push(e.type === "content_block_start" ? `start:${e.content_block.type}` : e.type));
@@ -166,6 +167,8 @@ describe("Anthropic Messages API with @anthropic-ai/sdk", () => {
     assert.ok(types.includes("start:tool_use") && types.filter((t) => t === "content_block_delta").length > 1);
     const whole = await client.messages.create(request);
     assert.equal(whole.stop_reason, "tool_use");
+    assert.equal(streamed.content.filter((b) => b.type === "tool_use").length, 1, "disable_parallel_tool_use allows one call");
+    assert.equal(whole.content.filter((b) => b.type === "tool_use").length, 1);
     for (const b of whole.content) if (b.type === "tool_use") assert.equal(validateJson(b.input, schema), null, JSON.stringify(b.input));
   });
 

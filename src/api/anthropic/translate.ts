@@ -145,6 +145,12 @@ export function chatRequestFrom(body: unknown, stream: boolean): Body {
   if (tools && tools.length > 0) out.tools = tools;
   const toolChoice = openAIToolChoice(b.tool_choice);
   if (toolChoice !== undefined) out.tool_choice = toolChoice;
+  const disableParallel = (b.tool_choice as { disable_parallel_tool_use?: unknown } | null | undefined)?.disable_parallel_tool_use;
+  if (disableParallel !== undefined && typeof disableParallel !== "boolean") {
+    throw new InvalidRequestError("tool_choice.disable_parallel_tool_use: Input should be a valid boolean", "tool_choice.disable_parallel_tool_use");
+  }
+  // Anthropic's switch is the inverse of OpenAI's parallel_tool_calls.
+  if (disableParallel === true) out.parallel_tool_calls = false;
   return out;
 }
 
