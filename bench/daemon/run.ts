@@ -25,6 +25,7 @@ import { parseArgs } from "node:util";
 import { Pool } from "undici";
 import { distStaleness } from "../../bin/dist.js";
 import { createModelDistribution, openStore } from "../../src/distribution/index.ts";
+import { BENCH_MODEL_SHAPE } from "../bench-model.ts";
 import { writeTinyModel } from "../../src/distribution/tiny-model.ts";
 
 const MR_BIN = fileURLToPath(new URL("../../bin/mr.js", import.meta.url));
@@ -49,7 +50,7 @@ try {
   // model's does (~25M parameters); on the tiny one the proxy's CPU would
   // compete with a model that does almost no work.
   const midGguf = join(home, "mid.gguf");
-  await writeTinyModel(midGguf, { seed: 6, embeddingLength: 512, blockCount: 8, feedForwardLength: 1376, heads: 8 });
+  await writeTinyModel(midGguf, { seed: 6, ...BENCH_MODEL_SHAPE });
   await dist.packageModel({ gguf: midGguf, tags: ["ai/bench-mid:latest"] });
 
   daemon = spawn(process.execPath, [MR_BIN, "serve", "--port", "0", "--log-level", "warn"], {

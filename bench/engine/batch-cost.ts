@@ -14,6 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { getLlama, LlamaLogLevel, type LlamaContext, type Token } from "node-llama-cpp";
+import { BENCH_MODEL_SHAPE, parseWeights } from "../bench-model.ts";
 import { writeTinyModel } from "../../src/distribution/tiny-model.ts";
 import { StepGate } from "../../src/engine/step-gate.ts";
 
@@ -22,13 +23,12 @@ const { values, positionals } = parseArgs({
   options: { weights: { type: "string", default: "F32" }, tokens: { type: "string", default: "128" } },
 });
 const TOKENS = Number(values.tokens);
-const weights = values.weights;
-if (weights !== "F32" && weights !== "Q8_0" && weights !== "Q4_0") throw new Error(`--weights must be F32, Q8_0 or Q4_0, not ${weights}`);
+const weights = parseWeights(values.weights);
 
 const dir = await mkdtemp(join(tmpdir(), "mr-bench-batch-"));
 try {
   const modelPath = positionals[0] ?? join(dir, "bench.gguf");
-  if (!positionals[0]) await writeTinyModel(modelPath, { seed: 9, embeddingLength: 512, blockCount: 8, feedForwardLength: 1376, heads: 8, weights });
+  if (!positionals[0]) await writeTinyModel(modelPath, { seed: 9, ...BENCH_MODEL_SHAPE, weights });
   const llama = await getLlama({ gpu: false, build: "never", maxThreads: 1, logLevel: LlamaLogLevel.error });
   const model = await llama.loadModel({ modelPath });
 

@@ -20,6 +20,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { getLlama, LlamaLogLevel, type Token } from "node-llama-cpp";
 import { distStaleness } from "../../bin/dist.js";
+import { BENCH_MODEL_SHAPE, parseWeights } from "../bench-model.ts";
 import { writeTinyModel } from "../../src/distribution/tiny-model.ts";
 import { defaultThreads } from "../../src/engine/options.ts";
 
@@ -37,9 +38,7 @@ const SLOT_CONTEXT = 2048;
 const dir = await mkdtemp(join(tmpdir(), "mr-bench-engine-"));
 try {
   const modelPath = positionals[0] ?? join(dir, "bench.gguf");
-  const weights = values.weights;
-  if (weights !== "F32" && weights !== "Q8_0" && weights !== "Q4_0") throw new Error(`--weights must be F32, Q8_0 or Q4_0, not ${weights}`);
-  if (!positionals[0]) await writeTinyModel(modelPath, { seed: 9, embeddingLength: 512, blockCount: 8, feedForwardLength: 1376, heads: 8, weights });
+  if (!positionals[0]) await writeTinyModel(modelPath, { seed: 9, ...BENCH_MODEL_SHAPE, weights: parseWeights(values.weights) });
 
   const words = ["the", "model", "runner", "is", "a", "world", "of", "water", "people", "time"];
   // Each prompt starts differently, so no run reuses another's KV cache.
