@@ -1,7 +1,9 @@
 /**
  * Diagnostic for the 4-stream goal: what one llama.cpp decode costs for one
  * token, for one token of each of 4 sequences (fixed tokens), and for 4
- * sequences generating in step (as the engine's StepGate drives them).
+ * sequences generating in step (as the engine's StepGate drives them), with
+ * batches in the order sequences were sampled or in slot order (the engine's
+ * `slotOrderStrategy`).
  * Decodes are timed by wrapping node-llama-cpp's internal context binding
  * (`_ctx.decodeBatch`, node-llama-cpp 3.21.1), so the figures exclude sampling
  * and JavaScript work.
@@ -16,6 +18,7 @@ import { parseArgs } from "node:util";
 import { getLlama, LlamaLogLevel, type LlamaContext, type Token } from "node-llama-cpp";
 import { BENCH_MODEL_SHAPE, parseWeights } from "../bench-model.ts";
 import { writeTinyModel } from "../../src/distribution/tiny-model.ts";
+import { slotOrderStrategy, slotPriority } from "../../src/engine/batch-order.ts";
 import { StepGate } from "../../src/engine/step-gate.ts";
 
 const { values, positionals } = parseArgs({
@@ -33,8 +36,13 @@ try {
   const model = await llama.loadModel({ modelPath });
 
   /** A fresh 4-sequence context whose decodes are timed. */
-  const timedContext = async () => {
-    const context = await model.createContext({ contextSize: 2048 * 4, sequences: 4, threads: 1 });
+  const timedContext = async (slotOrder = false) => {
+    const context = await model.createContext({
+      contextSize: 2048 * 4,
+      sequences: 4,
+      threads: 1,
+      ...(slotOrder ? { batching: { itemPrioritizationStrategy: slotOrderStrategy } } : {}),
+    });
     const stats = { ms: 0, decodes: 0 };
     const binding = (context as unknown as { _ctx: Record<string | symbol, unknown> })._ctx;
     const decode = (binding.decodeBatch as () => Promise<void>).bind(binding);
@@ -71,12 +79,12 @@ try {
     return perDecode(stats);
   };
 
-  const generating = async (k: number) => {
-    const { context, stats } = await timedContext();
+  const generating = async (k: number, slotOrder: boolean) => {
+    const { context, stats } = await timedContext(slotOrder);
     const gate = new StepGate();
     await Promise.all(Array.from({ length: k }, async (_, i) => {
       const s = (context as LlamaContext).getSequence();
-      const it = s.evaluate([1, 10 + i, 20 + i] as Token[], { temperature: 0 });
+      const it = s.evaluate([1, 10 + i, 20 + i] as Token[], { temperature: 0, evaluationPriority: slotPriority(i) });
       let n = 0;
       let joined = false;
       try {
@@ -96,12 +104,16 @@ try {
 
   const one = await fixed(1);
   const four = await fixed(4);
-  const gen1 = await generating(1);
-  const gen4 = await generating(4);
+  const gen1 = await generating(1, true);
+  const sampledOrder = await generating(4, false);
+  const gen4 = await generating(4, true);
   console.log(`model ${modelPath}${positionals[0] ? "" : ` (generated, ${weights})`}  1 thread  ${TOKENS} steps`);
   console.log("decode cost (ms)                         1 sequence   4 sequences   4 / 1");
   console.log(`fixed tokens                             ${one.toFixed(2).padStart(10)}  ${four.toFixed(2).padStart(12)}  ${(four / one).toFixed(2).padStart(6)}x`);
-  console.log(`generating in step                       ${gen1.ms.toFixed(2).padStart(10)}  ${gen4.ms.toFixed(2).padStart(12)}  ${(gen4.ms / gen1.ms).toFixed(2).padStart(6)}x   (${gen4.tokensPerDecode.toFixed(2)} tokens/decode)`);
+  const genRow = (label: string, four: { ms: number; tokensPerDecode: number }) =>
+    console.log(`${label.padEnd(41)}${gen1.ms.toFixed(2).padStart(10)}  ${four.ms.toFixed(2).padStart(12)}  ${(four.ms / gen1.ms).toFixed(2).padStart(6)}x   (${four.tokensPerDecode.toFixed(2)} tokens/decode)`);
+  genRow("generating in step, sampled order", sampledOrder);
+  genRow("generating in step, slot order (engine)", gen4);
   await model.dispose();
 } finally {
   await rm(dir, { recursive: true, force: true });

@@ -7,7 +7,7 @@
  * The engine is started through `bin/mr.js` as the daemon does: the compiled
  * build when dist/ matches src/ (`npm run build`); the output says which.
  *
- * Usage: node --import tsx bench/engine/run.ts [model.gguf] [--tokens N] [--threads N] [--weights F32|Q8_0|Q4_0]
+ * Usage: node --import tsx bench/engine/run.ts [model.gguf] [--tokens N] [--threads N] [--weights F32|Q8_0|Q4_0] [--rounds N]
  * Without a model it generates one (n_embd 512, 8 layers: ~25M parameters)
  * with `--weights` matrices (default F32).
  */
@@ -27,11 +27,12 @@ import { defaultThreads } from "../../src/engine/options.ts";
 const MR_BIN = fileURLToPath(new URL("../../bin/mr.js", import.meta.url));
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { weights: { type: "string", default: "F32" }, tokens: { type: "string", default: "256" }, threads: { type: "string" }, "prompt-words": { type: "string", default: "400" } },
+  options: { rounds: { type: "string", default: "5" }, weights: { type: "string", default: "F32" }, tokens: { type: "string", default: "256" }, threads: { type: "string" }, "prompt-words": { type: "string", default: "400" } },
 });
 const TOKENS = Number(values.tokens);
 const THREADS = values.threads ? Number(values.threads) : defaultThreads();
 const PROMPT_WORDS = Number(values["prompt-words"]);
+const ROUNDS = Number(values.rounds);
 const PARALLEL = 4;
 const SLOT_CONTEXT = 2048;
 
@@ -65,9 +66,6 @@ try {
     for await (const _ of sequence.evaluate(input.slice(-1) as Token[], { temperature: 0 })) if (++n >= TOKENS) break;
     return { promptTokens: input.length - 1, ppMs, genTokens: n, genMs: performance.now() - t };
   };
-  await measureDirect(0); // warm-up
-  const direct = [await measureDirect(1), await measureDirect(2), await measureDirect(3)];
-  await llama.dispose();
 
   // ---- (b) our engine over HTTP -------------------------------------------
   const socket = join(dir, "engine.sock");
@@ -109,8 +107,17 @@ try {
     const usage = JSON.parse(r.text.split("\n").filter((l) => l.startsWith("data: {")).at(-1)!.slice(6)).usage as { prompt_tokens: number; completion_tokens: number };
     return { ...usage, firstByteMs: r.firstByteMs, endMs: r.endMs };
   };
-  await stream(100); // warm-up
-  const single = [await stream(101), await stream(102), await stream(103)];
+  // Single stream: in-process and HTTP runs alternate, so a slow spell of the
+  // machine hits both sides alike; medians of ROUNDS each.
+  await measureDirect(0); // warm-ups
+  await stream(100);
+  const direct: Array<Awaited<ReturnType<typeof measureDirect>>> = [];
+  const single: Array<Awaited<ReturnType<typeof stream>>> = [];
+  for (let r = 1; r <= ROUNDS; r++) {
+    direct.push(await measureDirect(r));
+    single.push(await stream(100 + r));
+  }
+  await llama.dispose();
   // Generation throughput: short prompts, so prompt processing hardly counts.
   const aggregate = async (n: number) => {
     const t = performance.now();

@@ -7,6 +7,7 @@ import {
   type SequenceEvaluateOptions,
   type Token,
 } from "node-llama-cpp";
+import { slotPriority } from "./batch-order.ts";
 import type { StepGate } from "./step-gate.ts";
 import { StopMatcher } from "./stop-matcher.ts";
 
@@ -67,6 +68,8 @@ export interface GenerateRequest {
   reasoning?: ReasoningControl | null;
   /** Shared by the sequences of one context so their tokens are decoded in one batch. */
   gate?: StepGate | null;
+  /** The sequence's slot number, which orders it within a batch (see batch-order.ts). */
+  slot?: number;
   /** Tool calls: detected in free text and then grammar-constrained, or forced from the start. */
   toolCalls?: ToolCallControl | null;
 }
@@ -159,6 +162,7 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
 
   const tools = req.toolCalls ?? null;
   const base: SequenceEvaluateOptions = {
+    ...(req.slot !== undefined ? { evaluationPriority: slotPriority(req.slot) } : {}),
     temperature: params.temperature,
     topK: params.topK,
     topP: params.topP,
@@ -282,8 +286,13 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
         pending.push(token);
         if (thinking) thoughtTokens++;
         const last = generated.length >= limit;
-        // The decode of the next token overlaps the handling of this one.
-        if (askEarly && !last) await askNext();
+        // The decode of the next token overlaps the handling of this one: once
+        // it is queued, yield a turn of the event loop so node-llama-cpp
+        // dispatches it (on setImmediate) before this token's text is handled.
+        if (askEarly && !last) {
+          await askNext();
+          await new Promise<void>((resolve) => setImmediate(resolve));
+        }
         gate?.stepAway();
         let outcome: "stop" | "call" | null = null;
         try {

@@ -18,6 +18,7 @@ import { generate, cachedPrefixLength, type GenerationResult, type ReasoningCont
 import type { CallSyntax } from "./tools.ts";
 import { GrammarCache } from "./structured.ts";
 import type { EngineOptions } from "./options.ts";
+import { slotOrderStrategy } from "./batch-order.ts";
 import { SlotPool } from "./slot-pool.ts";
 import { StepGate } from "./step-gate.ts";
 
@@ -128,6 +129,7 @@ export class ModelHost {
         contextSize: slotContext,
         sequences: options.parallel,
         threads: options.threads,
+        batching: { itemPrioritizationStrategy: slotOrderStrategy },
         ...(options.batchSize !== null ? { batchSize: options.batchSize } : {}),
       });
       const sequences = Array.from({ length: options.parallel }, () => context.getSequence());
@@ -216,7 +218,7 @@ export class ModelHost {
     signal: AbortSignal,
     extras: CompletionExtras = {},
   ): Promise<GenerationResult> {
-    const { slots, prompter, busy, gate } = this.requireCompletion();
+    const { sequences, slots, prompter, busy, gate } = this.requireCompletion();
     if (prompt.length >= this.info.slotContextSize) {
       throw new ContextSizeExceededError(prompt.length, this.info.slotContextSize);
     }
@@ -232,7 +234,7 @@ export class ModelHost {
     });
     busy.add(sequence);
     try {
-      return await generate({ sequence, model: this.model, prompt, params, stopTokens: prompter.stopTokens, onText, signal, gate, ...extras });
+      return await generate({ sequence, model: this.model, prompt, params, stopTokens: prompter.stopTokens, onText, signal, gate, slot: sequences.indexOf(sequence), ...extras });
     } finally {
       busy.delete(sequence);
       slots.release(sequence);
