@@ -16,7 +16,7 @@ import { createChatPrompter, type ChatMessage, type ChatPrompter, type ThinkingS
 import type { ChatModelFunctions } from "node-llama-cpp";
 import { generate, cachedPrefixLength, type GenerationResult, type ReasoningControl, type SamplingParams, type ToolCallControl } from "./generate.ts";
 import type { CallSyntax } from "./tools.ts";
-import { GrammarCache } from "./structured.ts";
+import { GrammarCache } from "./grammar/schema-gbnf.ts";
 import type { EngineOptions } from "./options.ts";
 import { slotOrderStrategy } from "./batch-order.ts";
 import { SlotPool } from "./slot-pool.ts";
