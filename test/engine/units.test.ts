@@ -27,6 +27,16 @@ describe("engine arguments", () => {
     assert.equal(o.threads, defaultThreads());
   });
 
+  test("--metrics and --slots/--no-slots, with llama-server's defaults (metrics off, slots on)", () => {
+    const d = parseEngineArgs(["-m", "a.gguf"]);
+    assert.equal(d.metrics, false);
+    assert.equal(d.slots, true);
+    const o = parseEngineArgs(["-m", "a.gguf", "--metrics", "--no-slots"]);
+    assert.equal(o.metrics, true);
+    assert.equal(o.slots, false);
+    assert.equal(parseEngineArgs(["-m", "a.gguf", "--no-slots", "--slots"]).slots, true);
+  });
+
   test("unknown flags and bad values are refused with the flag named", () => {
     assert.throws(() => parseEngineArgs(["-m", "a", "--ctx-sise", "5"]), /unknown argument: --ctx-sise \(did you mean --ctx-size\?\)/);
     assert.throws(() => parseEngineArgs(["-m", "a", "-c", "big"]), /-c needs an integer/);
