@@ -44,6 +44,12 @@ export interface ChatPrompter {
    * Throws InvalidRequestError for a tool message that answers no call.
    */
   render(messages: readonly ChatMessage[], functions?: ChatModelFunctions): Token[];
+  /**
+   * The same prompt as text, as the template writes it (llama-server's
+   * `/apply-template`): special tokens by their text, without the BOS the
+   * tokenizer adds unless the template writes `bos_token` itself.
+   */
+  renderText(messages: readonly ChatMessage[], functions?: ChatModelFunctions): string;
   /** Tokens that end the assistant's turn for this template. */
   readonly stopTokens: ReadonlySet<Token>;
   /** Null for models without a thinking syntax. */
@@ -131,18 +137,33 @@ export async function createChatPrompter(model: LlamaModel, templateFile: string
     thinking,
     callSyntax: callSyntaxOf(wrapper, model),
     render(messages, functions) {
-      const history = toHistory(messages);
-      // A trailing assistant message (or tool results) is a prefill the model continues.
-      if (history.at(-1)?.type !== "model") history.push({ type: "model", response: [] });
-      if (!history.some((h) => h.type === "user")) {
-        throw new InvalidRequestError("messages must contain at least one user message", "messages");
+      return contextOf(messages, functions).tokenize(model.tokenizer);
+    },
+    renderText(messages, functions) {
+      const values = contextOf(messages, functions).values;
+      const templateWritesBos = wrapper instanceof JinjaTemplateChatWrapper && wrapper.template.includes("bos_token");
+      let text = "";
+      for (const [i, v] of values.entries()) {
+        if (typeof v === "string") text += v;
+        else if (v instanceof SpecialTokensText) text += v.value;
+        else if (v.value === "BOS" && i === 0 && !templateWritesBos) continue;
+        else text += (v.value === "BOS" ? model.tokens.bosString : v.value === "EOS" ? model.tokens.eosString : model.tokens.eotString) ?? "";
       }
-      const hasFunctions = functions !== undefined && Object.keys(functions).length > 0;
-      return wrapper
-        .generateContextState({ chatHistory: history, ...(hasFunctions ? { availableFunctions: functions, documentFunctionParams: true } : {}) })
-        .contextText.tokenize(model.tokenizer);
+      return text;
     },
   };
+
+  function contextOf(messages: readonly ChatMessage[], functions: ChatModelFunctions | undefined): LlamaText {
+    const history = toHistory(messages);
+    // A trailing assistant message (or tool results) is a prefill the model continues.
+    if (history.at(-1)?.type !== "model") history.push({ type: "model", response: [] });
+    if (!history.some((h) => h.type === "user")) {
+      throw new InvalidRequestError("messages must contain at least one user message", "messages");
+    }
+    const hasFunctions = functions !== undefined && Object.keys(functions).length > 0;
+    return wrapper.generateContextState({ chatHistory: history, ...(hasFunctions ? { availableFunctions: functions, documentFunctionParams: true } : {}) })
+      .contextText;
+  }
 }
 
 /** A piece of wrapper syntax, which is plain text and special-token text. */

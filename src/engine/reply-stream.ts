@@ -1,0 +1,62 @@
+import type { FastifyReply } from "fastify";
+import { clientSignal, LazyStream } from "../http/streaming.ts";
+import { engineErrorBody } from "./errors.ts";
+import type { GenerationResult } from "./generate.ts";
+
+/**
+ * How the engine's routes answer while generation runs: a client signal that
+ * aborts when the client goes away, text collected for a whole reply, or
+ * Server-Sent Events.
+ */
+
+/** Runs `run` with a signal that aborts when the client disconnects. */
+export async function withAbort<T>(reply: FastifyReply, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const { signal, dispose } = clientSignal(reply);
+  try {
+    return await run(signal);
+  } finally {
+    dispose();
+  }
+}
+
+/** Runs one generation for a whole (not streamed) reply, collecting its text. */
+export async function collect<R extends GenerationResult>(
+  reply: FastifyReply,
+  run: (onText: (t: string) => void, signal: AbortSignal) => Promise<R>,
+): Promise<{ text: string; result: R }> {
+  let text = "";
+  const result = await withAbort(reply, (signal) => run((t) => void (text += t), signal));
+  return { text, result };
+}
+
+/**
+ * Streams Server-Sent Events. Validation errors thrown before the first event
+ * still become normal JSON error responses; once the stream has begun, an
+ * error is sent as a last `data: {"error":...}` event. Writes wait for the
+ * socket to drain, so a slow reader slows generation instead of filling memory.
+ * OpenAI streams end with `data: [DONE]`; llama-server's native ones
+ * (`/completion`, `/infill`) just end (`done: false`).
+ */
+export async function streamSse(
+  reply: FastifyReply,
+  run: (send: (event: object) => Promise<void>, signal: AbortSignal) => Promise<void>,
+  { done = true }: { done?: boolean } = {},
+): Promise<void> {
+  const { signal, dispose } = clientSignal(reply);
+  const stream = new LazyStream(reply, 200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
+  const write = async (text: string) => {
+    if (signal.aborted) throw signal.reason;
+    await stream.write(text);
+  };
+  try {
+    await run((event) => write(`data: ${JSON.stringify(event)}\n\n`), signal);
+    if (done) await write("data: [DONE]\n\n");
+    stream.end();
+  } catch (error) {
+    if (!stream.hasStarted) throw error;
+    if (!signal.aborted) await stream.write(`data: ${JSON.stringify(engineErrorBody(error).body)}\n\n`).catch(() => undefined);
+    stream.end();
+  } finally {
+    dispose();
+  }
+}
