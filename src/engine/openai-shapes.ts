@@ -74,16 +74,8 @@ export function sumUsage(results: readonly GenerationResult[]): Usage {
   return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
 }
 
-/** llama-server's `timings` object: measured, in milliseconds. */
-export function timingsOf(r: GenerationResult) {
-  return {
-    prompt_n: r.promptTokensEvaluated,
-    prompt_ms: r.promptMs,
-    predicted_n: r.completionTokens,
-    predicted_ms: r.generationMs,
-    cache_n: r.promptTokens - r.promptTokensEvaluated,
-  };
-}
+/** llama-server's `timings` object on OpenAI replies too (the same as on its own endpoints). */
+export { llamaTimings as timingsOf } from "./llama-shapes.ts";
 
 /** A chat choice's `finish_reason`: "tool_calls" when the turn ended after calls. */
 export function chatFinishReason(r: GenerationResult, calls: number): string {
