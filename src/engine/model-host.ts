@@ -12,7 +12,7 @@ import {
   type LlamaRankingContext,
   type Token,
 } from "node-llama-cpp";
-import { ContextSizeExceededError } from "./errors.ts";
+import { ContextSizeExceededError, NotSupportedError } from "./errors.ts";
 import { createChatPrompter, type ChatMessage, type ChatPrompter, type ThinkingSyntax } from "./chat-prompt.ts";
 import type { ChatModelFunctions } from "node-llama-cpp";
 import { generate, cachedPrefixLength, type GenerationResult, type ReasoningControl, type SamplingParams, type ToolCallControl } from "./generate.ts";
@@ -416,7 +416,8 @@ export class ModelHost {
     }
     const perToken = this.info.pooling === "none";
     if (perToken && !this.info.causal) {
-      throw new Error(`per-token embeddings need a causal model; ${this.model.fileInfo.metadata.general?.architecture} is not`);
+      const arch = this.model.fileInfo.metadata.general?.architecture;
+      throw new NotSupportedError(`Per-token embeddings (pooling 'none') need a causal model; this ${arch} model is not. Give it a pooling type.`);
     }
     const context = await queue.acquire(signal);
     try {
