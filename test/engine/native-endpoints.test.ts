@@ -178,6 +178,28 @@ describe("llama-server's own endpoints (completion mode, FIM model, --metrics)",
     assert.equal(afterErase.content, first.content);
   });
 
+  test("erase on a generating slot waits until its generation ends", async () => {
+    const res = await fetch(`${base}/completion`, { method: "POST", body: JSON.stringify({ prompt: "a long one", n_predict: 40, temperature: 0, stream: true }) });
+    const reader = res.body!.getReader();
+    const decoder = new TextDecoder();
+    let text = "";
+    while (!text.includes("\n\n")) text += decoder.decode((await reader.read()).value, { stream: true });
+    const slot = (JSON.parse(text.slice(6, text.indexOf("\n\n"))) as Json).id_slot as number;
+    // Sent while the slot generates: it may only run once the generation is over.
+    const erase = call(base, `/slots/${slot}?action=erase`, {});
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      text += decoder.decode(value, { stream: true });
+    }
+    const erased = await erase;
+    const final = JSON.parse(text.trim().split("\n\n").at(-1)!.slice(6)) as Json;
+    assert.equal(final.stop, true);
+    assert.equal(final.tokens_predicted, 40);
+    assert.equal(erased.status, 200);
+    assert.ok(erased.json.n_erased >= final.tokens_evaluated + 39, `erased ${erased.json.n_erased} tokens: the prompt and what was generated`);
+  });
+
   test("/slots actions: save/restore refused naming them, bad ids and actions 400", async () => {
     for (const action of ["save", "restore"]) {
       const r = await call(base, `/slots/0?action=${action}`, {});

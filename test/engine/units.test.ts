@@ -95,6 +95,21 @@ describe("slot pool", () => {
     assert.equal(got, 3);
     assert.equal(pool.idle, 2);
   });
+
+  test("pick -1 waits for one given slot without holding up the others", async () => {
+    const pool = new SlotPool(["a", "b"]);
+    const signal = new AbortController().signal;
+    const a = await pool.acquire(signal, (free) => free.indexOf("a"));
+    let erased = false;
+    const waitsForA = pool.acquire(signal, (free) => free.indexOf("a")).then((s) => ((erased = true), s));
+    assert.equal(pool.waiting, 1);
+    // A request that takes any slot gets the free one at once.
+    assert.equal(await pool.acquire(signal), "b");
+    assert.equal(erased, false);
+    pool.release(a);
+    assert.equal(await waitsForA, "a");
+    assert.equal(pool.waiting, 0);
+  });
 });
 
 describe("engine while loading", () => {
