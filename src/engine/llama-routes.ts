@@ -135,6 +135,11 @@ export function registerLlamaRoutes(app: FastifyInstance, deps: { state: EngineS
     };
   });
 
+  // llama-server changes nothing here either, and only with `--props`, a flag the engine does not take.
+  app.post("/props", async () => {
+    throw new NotSupportedError("This engine does not support changing global properties (llama-server's `--props`).");
+  });
+
   app.get("/slots", async (request) => {
     if (!endpoints.slots) throw new NotSupportedError("This server does not support slots endpoint. Start it with `--slots`");
     const host = ready();

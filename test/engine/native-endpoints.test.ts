@@ -150,6 +150,9 @@ describe("llama-server's own endpoints (completion mode, FIM model, --metrics)",
     assert.equal(json.endpoint_slots, true);
     assert.equal(json.endpoint_metrics, true);
     assert.equal(json.bos_token, "<s>");
+    const change = await call(base, "/props", {});
+    assert.equal(change.status, 501);
+    assert.equal(change.json.error.type, "not_supported_error");
   });
 
   test("/slots: each slot with its last task's params; erase empties the slot's cache", async () => {
