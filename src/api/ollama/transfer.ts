@@ -4,6 +4,7 @@ import type { FastifyReply, FastifyRequest } from "fastify";
 import { DigestMismatchError, type ProgressEvent } from "../../distribution/index.ts";
 import { parseDigest, type Digest } from "../../distribution/digest.ts";
 import { InvalidRequestError } from "../../errors.ts";
+import { optionalBoolean } from "../../http/fields.ts";
 import { clientSignal } from "../streaming.ts";
 import type { OllamaDeps } from "./deps.ts";
 import { NdjsonStream } from "./ndjson.ts";
@@ -21,7 +22,7 @@ async function progress(
   reply: FastifyReply,
   run: (emit: (line: Line) => void, signal: AbortSignal) => Promise<void>,
 ): Promise<unknown> {
-  const stream = (request.body as { stream?: unknown }).stream !== false;
+  const stream = optionalBoolean((request.body as { stream?: unknown }).stream, "stream") !== false;
   const client = clientSignal(reply);
   if (!stream) {
     try {
