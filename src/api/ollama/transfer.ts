@@ -1,7 +1,7 @@
 import { writeFile, rm } from "node:fs/promises";
 import type { Readable } from "node:stream";
 import type { FastifyReply, FastifyRequest } from "fastify";
-import { DigestMismatchError, type ProgressEvent } from "../../distribution/index.ts";
+import { DigestMismatchError, parseReference, type ProgressEvent } from "../../distribution/index.ts";
 import { parseDigest, type Digest } from "../../distribution/digest.ts";
 import { InvalidRequestError } from "../../errors.ts";
 import { optionalBoolean } from "../../http/fields.ts";
@@ -62,6 +62,7 @@ function layerLine(verb: "pulling" | "pushing", e: ProgressEvent): Line | null {
 /** `POST /api/pull`: `pulling manifest`, `pulling <digest12>` per layer, `verifying sha256 digest`, `writing manifest`, `success`. */
 export function pullModel(deps: OllamaDeps, request: FastifyRequest, reply: FastifyReply) {
   const ref = modelOf(request.body);
+  parseReference(ref); // a bad name is a 400 before the first progress line
   return progress(deps, request, reply, async (emit, signal) => {
     emit({ status: "pulling manifest" });
     const seen = new Set<string>();
@@ -86,11 +87,12 @@ export function pullModel(deps: OllamaDeps, request: FastifyRequest, reply: Fast
 }
 
 /** `POST /api/push`: `retrieving manifest`, `pushing <digest12>` per layer, `pushing manifest`, `success`. */
-export function pushModel(deps: OllamaDeps, request: FastifyRequest, reply: FastifyReply) {
+export async function pushModel(deps: OllamaDeps, request: FastifyRequest, reply: FastifyReply) {
   const ref = modelOf(request.body);
+  // An unknown or malformed name keeps its status (404, 400): resolved before the first progress line.
+  const model = await deps.distribution.resolve(ref);
   return progress(deps, request, reply, async (emit, signal) => {
     emit({ status: "retrieving manifest" });
-    const model = await deps.distribution.resolve(ref);
     const tag = model.tags.find((t) => t.endsWith(ref)) ?? ref;
     await deps.distribution.push(tag, {
       signal,
@@ -141,6 +143,7 @@ const CREATE_UNSUPPORTED = ["quantize", "adapters", "system", "messages"] as con
 export function createModel(deps: OllamaDeps, request: FastifyRequest, reply: FastifyReply) {
   const body = request.body as Record<string, unknown>;
   const target = modelOf(body);
+  parseReference(target); // a bad name is a 400 before the first progress line
   for (const field of CREATE_UNSUPPORTED) {
     const v = body[field];
     if (v !== undefined && v !== null && v !== "" && !(Array.isArray(v) && v.length === 0) && !(typeof v === "object" && Object.keys(v).length === 0)) {
