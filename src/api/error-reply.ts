@@ -1,7 +1,9 @@
+import { STATUS_CODES } from "node:http";
+import type { Duplex } from "node:stream";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { discardBody } from "../http/body-limit.ts";
 import { anthropicErrorResponse } from "./anthropic/errors.ts";
-import { errorResponse, type ErrorLogger, type RequestFacts } from "./errors.ts";
+import { errorResponse, MalformedHttpRequestError, type ErrorLogger, type RequestFacts } from "./errors.ts";
 import { ollamaErrorResponse } from "./ollama/errors.ts";
 
 /** The three error shapes the daemon answers in. */
@@ -46,4 +48,31 @@ export async function sendError(dialect: Dialect, error: unknown, request: Fasti
   if (complete) reply.removeHeader("connection");
   else if (status === 413) reply.header("connection", "close");
   await reply.code(status).headers(headers).send(body);
+}
+
+/**
+ * Node's HTTP parser refused the request (headers or URL over 16 KiB, bad
+ * framing, a timeout): fastify's `clientErrorHandler`. No request object
+ * exists; the path, when the request line was read, picks the shape.
+ */
+export function writeClientError(error: Error & { code?: string; rawPacket?: unknown }, socket: Duplex): void {
+  if (error.code === "ECONNRESET" || socket.destroyed) return;
+  const status = error.code === "HPE_HEADER_OVERFLOW" ? 431 : error.code === "ERR_HTTP_REQUEST_TIMEOUT" ? 408 : 400;
+  const message =
+    status === 431
+      ? "The request's headers (its URL included) are larger than the 16 KiB the server reads."
+      : status === 408
+        ? "The request was not received in time."
+        : `The request is not valid HTTP (${error.code ?? error.message}).`;
+  const raw = Buffer.isBuffer(error.rawPacket) ? error.rawPacket.subarray(0, 8192).toString("latin1") : "";
+  const path = /^[A-Z]+ (\S+)/.exec(raw)?.[1] ?? "/";
+  const { body } = dialectErrorResponse(dialectOf(path), new MalformedHttpRequestError(status, message), () => undefined);
+  const text = JSON.stringify(body);
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  // end, not destroy: the answer must be flushed before the socket goes; a client that never closes is cut off.
+  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Length: ${Buffer.byteLength(text)}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n${text}`);
+  setTimeout(() => socket.destroy(), 1000).unref();
 }

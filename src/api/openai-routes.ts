@@ -86,6 +86,7 @@ async function forward(deps: OpenAIRouteDeps, request: FastifyRequest, reply: Fa
     const status = await deps.scheduler.preload(model, mode, { backend });
     return { status: "loaded", model, context_size: status?.contextSize ?? null };
   }
+  if (backend !== undefined) deps.backends.get(backend); // an unknown backend is a 404 whatever the body says
   checkOpenAIBody(endpoint, body);
   const client = clientSignal(reply);
   const observation: InferenceObservation = {

@@ -8,7 +8,7 @@ import type { BackendRegistry } from "../inference/index.ts";
 import type { Scheduler } from "../scheduling/index.ts";
 import type { EngineClients } from "./engine-client.ts";
 import { registerEngineRoutes } from "./engine-routes.ts";
-import { dialectOf, sendError } from "./error-reply.ts";
+import { dialectOf, sendError, writeClientError } from "./error-reply.ts";
 import { BODY_LIMIT_BYTES, ForbiddenOriginError, InvalidApiKeyError, RouteNotFoundError } from "./errors.ts";
 import { HostNotAllowedError, isHostAllowed } from "./host-check.ts";
 import type { DaemonMetrics } from "./metrics.ts";
@@ -70,6 +70,8 @@ export function createDaemonApp(deps: DaemonAppDeps): FastifyInstance {
     frameworkErrors: (error, request, reply) => {
       void sendError(dialectOf(request.url), error, request, reply, logError);
     },
+    // What Node's HTTP parser refuses (a URL or headers over 16 KiB), in the same shapes.
+    clientErrorHandler: writeClientError,
   });
 
   // JSON bodies whatever the Content-Type says (curl defaults to form encoding).

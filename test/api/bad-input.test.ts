@@ -168,6 +168,17 @@ describe("bad input: a clear 4xx in each API's shape", () => {
     assert.match(literal.message, /%zz/);
   });
 
+  test("a URL over Node's 16 KiB header limit is a 431 in the API's shape", async () => {
+    for (const path of [`/v1/models/${"u".repeat(20_000)}`, `/models/${"u".repeat(20_000)}`]) {
+      const res = await fetch(`${d.url}${path}`);
+      assert.equal(res.status, 431);
+      const body = (await res.json()) as { error: { message: string; code: string } };
+      assert.equal(body.error.code, "malformed_request");
+      assert.match(body.error.message, /16 KiB/);
+    }
+    assert.equal((await fetch(`${d.url}/health`)).status, 200);
+  });
+
   test("JSON nested too deep is a 400 naming the limit on every dialect, before any engine", async () => {
     for (const path of ["/v1/chat/completions", "/api/chat", "/v1/messages", "/anthropic/v1/messages", "/v1/responses", "/models/create", "/engines/_configure"]) {
       const body = `{"model":"ai/tiny","max_tokens":2,"input":"x","messages":[{"role":"user","content":"x"}],"unknown":${"{\"a\":".repeat(10_000)}1${"}".repeat(10_000)}}`;
