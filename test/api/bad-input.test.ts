@@ -206,6 +206,9 @@ const OTHER_CASES: Case[] = [
   { method: "POST", path: "/engines/unload", body: JSON.stringify({ models: "ai/tiny" }), what: "unload with a string models" },
   { method: "POST", path: "/engines/_configure", body: JSON.stringify({ model: "ai/tiny", "context-size": "big" }), what: "configure with a string context" },
   { method: "POST", path: "/engines/_configure", body: JSON.stringify({ model: "ai/tiny", keep_alive: "soon" }), what: "configure with a bad keep_alive" },
+  { method: "POST", path: "/engines/_configure", body: JSON.stringify({ model: "ai/tiny", "context-size": 1e12 }), what: "configure with a context over int32" },
+  { method: "POST", path: "/engines/_configure", body: JSON.stringify({ model: "ai/tiny", "context-size": -5 }), what: "configure with a negative context" },
+  { method: "POST", path: "/engines/_configure", body: JSON.stringify({ model: "ai/tiny", "context-size": 0 }), what: "configure with a zero context" },
   { method: "POST", path: "/engines/nope/_configure", body: JSON.stringify({ model: "ai/tiny" }), what: "configure of an unknown backend" },
   { method: "GET", path: "/v1/responses/resp_absent", what: "an absent response" },
   { method: "GET", path: "/v1/responses/resp_absent/input_items", what: "items of an absent response" },
@@ -313,6 +316,16 @@ describe("bad input: a clear 4xx in each API's shape", () => {
       if (dialectOf(c.path) === "anthropic") assert.equal((body as { error: { type: string } }).error.type, "invalid_request_error");
     }
     assert.equal(d.daemon.scheduler.ps().length, 0, "no engine was started for a refused request");
+  });
+
+  test("_configure context sizes outside DMR's int32 > 0 are 400s, and nothing is stored", async () => {
+    for (const size of [1e12, -5, 0, 2.5, 2147483648]) {
+      const { status, message } = await send(d, { method: "POST", path: "/engines/_configure", body: JSON.stringify({ model: "ai/tiny", "context-size": size }), what: `context-size ${size}` });
+      assert.equal(status, 400, String(size));
+      assert.match(message, /context-size/);
+    }
+    const stored = (await (await fetch(`${d.url}/engines/_configure?model=ai/tiny`)).json()) as unknown[];
+    assert.deepEqual(stored, []);
   });
 
   test("repository names over 255 characters are refused everywhere", async () => {
