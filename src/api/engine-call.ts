@@ -132,7 +132,9 @@ export class EngineCall {
 
   /** What to report for a read that failed: the client's leaving and the engine's own errors as they are, a broken answer as the engine's failure. */
   private async failure(error: unknown): Promise<unknown> {
-    if (this.request.signal.aborted || error instanceof EngineAnswerError || error instanceof SyntaxError) return error;
+    if (this.request.signal.aborted || error instanceof EngineAnswerError) return error;
+    // A malformed event from a live engine is a bug to log, not a connection problem.
+    if (error instanceof SyntaxError && !this.res.engineSignal.aborted) return error;
     return midAnswerFailure(this.res, error);
   }
 

@@ -138,7 +138,7 @@ export function parseRequest<S extends z.ZodType>(schema: S, body: unknown): z.i
     issue.code === "invalid_type"
       ? issue.input === undefined
         ? "is required"
-        : `must be ${issue.expected === "int" ? "an integer" : `of type ${issue.expected}`}, got ${jsonTypeOf(issue.input)}`
+        : `must be ${issue.expected === "int" ? "an integer" : /^[aeiou]/.test(issue.expected) ? `an ${issue.expected}` : `a ${issue.expected}`}, got ${jsonTypeOf(issue.input)}`
       : `is invalid: ${issue.message}`;
   throw new InvalidRequestError(`'${param ?? "body"}' ${what}`, param);
 }
