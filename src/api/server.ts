@@ -68,7 +68,7 @@ export function createDaemonApp(deps: DaemonAppDeps): FastifyInstance {
     forceCloseConnections: "idle",
     // A bad percent-encoding or an over-long path parameter, found before routing.
     frameworkErrors: (error, request, reply) => {
-      void sendError(dialectOf(request.url), error, request, reply, logError);
+      sendError(dialectOf(request.url), error, request, reply, logError).catch(logError);
     },
     // What Node's HTTP parser refuses (a URL or headers over 16 KiB), in the same shapes.
     clientErrorHandler: writeClientError,
