@@ -22,6 +22,8 @@ export interface DaemonConfig {
   apiKey: string | null;
   /** Extra CORS origins besides localhost; `*` allows all. */
   origins: readonly string[];
+  /** MODEL_RUNNER_ALLOWED_HOSTS: `Host` names answered besides loopback ones while listening on loopback; `*` allows all. */
+  allowedHosts: readonly string[];
   llamaServerPath: string | null;
   /** Memory budget for runners; null = total RAM less a reserve. */
   memoryBytes: number | null;
@@ -77,6 +79,12 @@ export function parseHostPort(text: string, what: string): { host: string; port:
   return { host, port };
 }
 
+/** Whether a listen address is loopback only (`127.0.0.0/8`, `::1`, `localhost`): the daemon then checks `Host` against DNS rebinding. */
+export function isLoopbackAddress(host: string): boolean {
+  const h = host.trim().toLowerCase().replace(/^\[|\]$/g, "");
+  return h === "localhost" || h === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
+
 /** A mirror is `host[:port]` or an http(s) URL without a path; anything else names the variable. */
 function mirrorEntry(text: string): string {
   const host = text.replace(/^https?:\/\//i, "").replace(/\/+$/, "");
@@ -123,6 +131,7 @@ export function loadDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEnv
     configDir: join(home, "config"),
     apiKey: values["api-key"] ?? (env.MODEL_RUNNER_API_KEY || null),
     origins: Object.freeze(list(env.MODEL_RUNNER_ORIGINS)),
+    allowedHosts: Object.freeze(list(env.MODEL_RUNNER_ALLOWED_HOSTS).map((h) => h.toLowerCase())),
     llamaServerPath: env.MODEL_RUNNER_LLAMA_SERVER || null,
     memoryBytes: memoryText ? checked("MODEL_RUNNER_MEMORY", () => parseByteSize(memoryText, "MODEL_RUNNER_MEMORY")) : null,
     keepAliveMs: keepAlive,

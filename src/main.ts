@@ -1,10 +1,10 @@
-import { mkdir, readFile } from "node:fs/promises";
+import { chmod, mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import pino, { type Logger } from "pino";
 import { EngineClients } from "./api/engine-client.ts";
 import { createMetrics } from "./api/metrics.ts";
 import { createDaemonApp } from "./api/server.ts";
-import type { DaemonConfig } from "./config.ts";
+import { isLoopbackAddress, type DaemonConfig } from "./config.ts";
 import { createModelDistribution, openStore, type ModelDistribution } from "./distribution/index.ts";
 import { InvalidRequestError } from "./errors.ts";
 import { BackendRegistry, LlamaCppBackend } from "./inference/index.ts";
@@ -61,10 +61,13 @@ export function storeResolver(distribution: ModelDistribution): ModelResolver {
  * stopped first.
  */
 export async function startDaemon(config: DaemonConfig, options: { logToStderr?: boolean } = {}): Promise<Daemon> {
-  await mkdir(config.logDir, { recursive: true });
-  await mkdir(config.configDir, { recursive: true });
+  // Models and logs (prompts, engine output) may be private: the home is the owner's only, logs too.
+  await mkdir(config.home, { recursive: true, mode: 0o700 });
+  await mkdir(config.logDir, { recursive: true, mode: 0o700 });
+  await mkdir(config.configDir, { recursive: true, mode: 0o700 });
   const logFile = join(config.logDir, "model-runner.log");
-  const fileStream = pino.destination({ dest: logFile, sync: false, mkdir: true });
+  const fileStream = pino.destination({ dest: logFile, sync: false, mkdir: true, mode: 0o600 });
+  await chmod(logFile, 0o600).catch(() => undefined); // a log written before this rule
   const streams: pino.StreamEntry[] = [{ level: config.logLevel, stream: fileStream }];
   if (options.logToStderr ?? true) streams.push({ level: config.logLevel, stream: process.stderr });
   const log = pino({ level: config.logLevel, base: { component: "daemon" } }, pino.multistream(streams));
@@ -112,6 +115,7 @@ export async function startDaemon(config: DaemonConfig, options: { logToStderr?:
     version: await packageVersion(),
     apiKey: config.apiKey,
     origins: config.origins,
+    allowedHosts: isLoopbackAddress(config.host) ? config.allowedHosts : null,
     distribution,
     scheduler,
     backends,

@@ -28,9 +28,9 @@ export async function ensureDaemon(opts: EnsureDaemonOptions): Promise<DaemonCli
   if (problem === null) return client;
   if (config.isHostExplicit) throw new DaemonUnreachableError(config.baseUrl, { cause: problem });
   const url = new URL(config.baseUrl);
-  mkdirSync(config.logDir, { recursive: true });
+  mkdirSync(config.logDir, { recursive: true, mode: 0o700 });
   const logPath = join(config.logDir, "daemon.log");
-  const fd = openSync(logPath, "a");
+  const fd = openSync(logPath, "a", 0o600);
   let exitCode: number | null = null;
   try {
     const child = spawn(process.execPath, [opts.binPath, "serve", "--host", url.hostname, "--port", url.port || "12434"], {
