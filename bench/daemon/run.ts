@@ -12,9 +12,16 @@
  * It starts `bin/mr.js` as users do, so it measures the compiled build when
  * dist/ matches src/ (`npm run build`), and says which one ran.
  *
- * Usage: node --import tsx bench/daemon/run.ts [--requests N]
+ * First, the proxy's own cost, side by side in one run on the tiny model: the
+ * runner the daemon started, called on its socket (so with the runner's own
+ * arguments) vs through the daemon, for 1-token chat requests, one-input
+ * embeddings and 64-token streams: added p50, requests/s at 1, 8 and 32
+ * clients as a ratio, and the daemon's CPU (user+sys from /proc) per
+ * proxied request. `--proxy-only` stops after that part.
+ *
+ * Usage: node --import tsx bench/daemon/run.ts [--requests N] [--proxy-only] [--cpu-prof DIR]
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -29,13 +36,20 @@ import { BENCH_MODEL_SHAPE } from "../bench-model.ts";
 import { writeTinyModel } from "../../src/distribution/tiny-model.ts";
 
 const MR_BIN = fileURLToPath(new URL("../../bin/mr.js", import.meta.url));
-const { values } = parseArgs({ options: { requests: { type: "string", default: "300" } } });
+const { values } = parseArgs({ options: { requests: { type: "string", default: "300" }, "proxy-only": { type: "boolean", default: false }, "cpu-prof": { type: "string" } } });
 const REQUESTS = Number(values.requests);
 const STALE = distStaleness();
 
 const rssMiB = async (pid: number) => {
   const status = await readFile(`/proc/${pid}/status`, "utf8");
   return Number(/VmRSS:\s+(\d+)/.exec(status)![1]) / 1024;
+};
+const CLK_TCK = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim());
+/** User+system CPU time of `pid` so far, in ms (fields 14 and 15 of /proc/<pid>/stat). */
+const cpuMs = async (pid: number) => {
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK;
 };
 const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))]!;
 
@@ -46,6 +60,9 @@ try {
   await writeTinyModel(gguf, { seed: 5 });
   const dist = createModelDistribution({ store: await openStore({ root: join(home, "models") }) });
   await dist.packageModel({ gguf, tags: ["ai/bench:latest"] });
+  const embedGguf = join(home, "embed.gguf");
+  await writeTinyModel(embedGguf, { seed: 7, pooling: "mean" });
+  await dist.packageModel({ gguf: embedGguf, tags: ["ai/bench-embed:latest"] });
   // Throughput is measured on a model whose decoding costs what a small real
   // model's does (~25M parameters); on the tiny one the proxy's CPU would
   // compete with a model that does almost no work.
@@ -53,7 +70,9 @@ try {
   await writeTinyModel(midGguf, { seed: 6, ...BENCH_MODEL_SHAPE });
   await dist.packageModel({ gguf: midGguf, tags: ["ai/bench-mid:latest"] });
 
-  daemon = spawn(process.execPath, [MR_BIN, "serve", "--port", "0", "--log-level", "warn"], {
+  // `--cpu-prof DIR`: the daemon writes a V8 CPU profile there when it stops.
+  const profile = values["cpu-prof"] ? ["--cpu-prof", "--cpu-prof-dir", values["cpu-prof"]] : [];
+  daemon = spawn(process.execPath, [...profile, MR_BIN, "serve", "--port", "0", "--log-level", "warn"], {
     env: { ...process.env, MODEL_RUNNER_HOME: home },
     stdio: ["ignore", "pipe", "inherit"],
   });
@@ -84,6 +103,103 @@ try {
   // Cold start through the daemon: spawn + load + first token.
   const coldBody = { model: "ai/bench", messages: [{ role: "user", content: "hi" }], max_tokens: 4, stream: true };
   const cold = await call(viaDaemon, coldBody);
+  bench: {
+  const runDir = join(home, "run");
+  const sockets = async () => new Set((await readdir(runDir)).filter((f) => f.endsWith(".sock")));
+
+  // ---- the proxy's cost: the daemon's own runner on its socket vs through the daemon ----
+  {
+    const chatSocket = join(runDir, [...(await sockets())][0]!);
+    const chatName = JSON.parse(cold.text.split("\n").find((l) => l.startsWith("data: {"))!.slice(6)).model as string;
+    const before = await sockets();
+    const firstEmbed = await viaDaemon.request({ method: "POST", path: "/v1/embeddings", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: "ai/bench-embed", input: "hi" }) });
+    const embedText = await firstEmbed.body.text();
+    if (firstEmbed.statusCode !== 200) throw new Error(`embeddings: HTTP ${firstEmbed.statusCode}: ${embedText}`);
+    const embedName = (JSON.parse(embedText) as { model: string }).model;
+    const embedSocket = join(runDir, [...(await sockets())].find((f) => !before.has(f))!);
+    const directChat = new Pool("http://engine", { socketPath: chatSocket, connections: 64 });
+    const directEmbed = new Pool("http://engine", { socketPath: embedSocket, connections: 64 });
+    const send = async (pool: Pool, path: string, body: string) => {
+      const res = await pool.request({ method: "POST", path, headers: { "content-type": "application/json" }, body });
+      const text = await res.body.text();
+      if (res.statusCode !== 200) throw new Error(`${path}: HTTP ${res.statusCode}: ${text}`);
+    };
+    interface Kind {
+      name: string;
+      path: string;
+      direct: [Pool, string];
+      daemon: [Pool, string];
+      goal: number;
+    }
+    const chat = (model: string, extra: object) => JSON.stringify({ model, messages: [{ role: "user", content: "hi" }], ...extra });
+    const kinds: Kind[] = [
+      { name: "1-token chat", path: "/v1/chat/completions", direct: [directChat, chat(chatName, { max_tokens: 1 })], daemon: [viaDaemon, chat("ai/bench", { max_tokens: 1 })], goal: 0.9 },
+      {
+        name: "embeddings, one short input",
+        path: "/v1/embeddings",
+        direct: [directEmbed, JSON.stringify({ model: embedName, input: "hello world" })],
+        daemon: [viaDaemon, JSON.stringify({ model: "ai/bench-embed", input: "hello world" })],
+        goal: 0.9,
+      },
+      {
+        name: "64-token streams",
+        path: "/v1/chat/completions",
+        direct: [directChat, chat(chatName, { max_tokens: 64, stream: true, ignore_eos: true })],
+        daemon: [viaDaemon, chat("ai/bench", { max_tokens: 64, stream: true, ignore_eos: true })],
+        goal: 0.99,
+      },
+    ];
+    const rate = async ([pool, body]: [Pool, string], path: string, clients: number, total: number) => {
+      const perClient = Math.max(1, Math.ceil(total / clients));
+      const started = performance.now();
+      await Promise.all(Array.from({ length: clients }, async () => { for (let i = 0; i < perClient; i++) await send(pool, path, body); }));
+      return (clients * perClient) / ((performance.now() - started) / 1000);
+    };
+    const row = (a: string, b: string, c: string, d: string, e = "") => console.log(`${a.padEnd(44)}${b.padStart(11)}${c.padStart(11)}${d.padStart(11)}${e.padStart(10)}`);
+    console.log(STALE === null ? "mr: the compiled build (dist/)" : `mr: src/ through tsx (${STALE}; npm run build measures what users run)`);
+    console.log(`the proxy's cost: tiny model, the daemon's runner on its socket vs through the daemon, ${REQUESTS} requests per figure`);
+    for (const kind of kinds) {
+      for (let i = 0; i < 20; i++) await send(kind.direct[0], kind.path, kind.direct[1]), await send(kind.daemon[0], kind.path, kind.daemon[1]); // warm-up
+      const total = kind.name.startsWith("64") ? Math.max(16, Math.floor(REQUESTS / 8)) : REQUESTS;
+      const la: number[] = [];
+      const lb: number[] = [];
+      const cpu0 = await cpuMs(daemon!.pid!);
+      let proxied = 0;
+      for (let i = 0; i < total; i++) {
+        let t = performance.now();
+        await send(kind.direct[0], kind.path, kind.direct[1]);
+        la.push(performance.now() - t);
+        t = performance.now();
+        await send(kind.daemon[0], kind.path, kind.daemon[1]);
+        lb.push(performance.now() - t);
+        proxied++;
+      }
+      const rates: Array<[number, number, number]> = [];
+      for (const clients of [1, 8, 32]) {
+        const a = await rate(kind.direct, kind.path, clients, total);
+        const b = await rate(kind.daemon, kind.path, clients, total);
+        proxied += clients * Math.max(1, Math.ceil(total / clients));
+        rates.push([clients, a, b]);
+      }
+      const cpuPer = ((await cpuMs(daemon!.pid!)) - cpu0) / proxied;
+      console.log();
+      row(kind.name, "direct", "via daemon", "added", "goal");
+      const a = pct(la, 50);
+      const b = pct(lb, 50);
+      if (!kind.name.startsWith("64")) row("  latency p50 (ms)", a.toFixed(2), b.toFixed(2), `+${(b - a).toFixed(2)}`, "< 0.2");
+      else row("  time per stream p50 (ms)", a.toFixed(2), b.toFixed(2), `+${(b - a).toFixed(2)}`);
+      row("  requests/s", "direct", "via daemon", "ratio");
+      for (const [clients, ra, rb] of rates) row(`    ${clients} client${clients > 1 ? "s" : ""}`, ra.toFixed(0), rb.toFixed(0), `${(rb / ra).toFixed(2)}x`, `>= ${kind.goal}x`);
+      row(`  daemon CPU per proxied request (ms, ${proxied})`, "", cpuPer.toFixed(3), "", "< 0.15");
+    }
+    await directChat.close();
+    await directEmbed.close();
+  }
+  if (values["proxy-only"]) break bench;
+  // Back to one runner for what follows.
+  await fetch(`${url}/engines/unload`, { method: "POST", body: JSON.stringify({ all: true }) });
+  while ((await sockets()).size > 0) await new Promise((r) => setTimeout(r, 50));
+  await call(viaDaemon, coldBody);
 
   // The engine's own start time, measured the same way: spawn → /health 200.
   const engineSocket = join(home, "bench-direct.sock");
@@ -102,7 +218,6 @@ try {
   await once(standalone, "exit");
 
   // The runner the daemon started: talk to its socket directly.
-  const runDir = join(home, "run");
   const socket = join(runDir, (await readdir(runDir)).find((f) => f.endsWith(".sock"))!);
   const direct = new Pool("http://engine", { socketPath: socket, connections: 64 });
   const ps = (await (await fetch(`${url}/engines/ps`)).json()) as Array<{ model_name: string }>;
@@ -178,6 +293,7 @@ try {
   console.log(
     `daemon idle RSS: ${idleRssStart.toFixed(1)} MiB 3 s after start; after the run (runners unloaded) ${idleRssEnd.toFixed(1)} MiB at 1 s, ${idleRssSettled.toFixed(1)} MiB at 15 s`,
   );
+}
 } finally {
   if (daemon && daemon.exitCode === null) {
     daemon.kill("SIGTERM");
