@@ -8,7 +8,7 @@ import { isLoopbackAddress, type DaemonConfig } from "./config.ts";
 import { createModelDistribution, openStore, type ModelDistribution } from "./distribution/index.ts";
 import { InvalidRequestError } from "./errors.ts";
 import { BackendRegistry, LlamaCppBackend } from "./inference/index.ts";
-import { computeMemoryBudget, createScheduler, type ModelResolver, type Scheduler, type SchedulerEvent } from "./scheduling/index.ts";
+import { computeMemoryBudget, createScheduler, type ModelResolver, type ResolvedModel, type Scheduler, type SchedulerEvent } from "./scheduling/index.ts";
 
 /** A running daemon. */
 export interface Daemon {
@@ -31,10 +31,16 @@ async function packageVersion(): Promise<string> {
 
 /**
  * The model store as the scheduler sees it: a reference (any form the store
- * resolves, partial names included) becomes runnable files.
+ * resolves, partial names included) becomes runnable files. Answers are
+ * cached per reference while the store's index is unchanged (one sync stat
+ * per request instead of reading and searching the index): a pull, tag or
+ * rm, by this daemon or another process, changes the index and so empties
+ * the cache. Failures are not cached.
  */
 export function storeResolver(distribution: ModelDistribution): ModelResolver {
-  return async (ref) => {
+  let version = "";
+  const cache = new Map<string, Promise<ResolvedModel>>();
+  const resolve = async (ref: string): Promise<ResolvedModel> => {
     const model = await distribution.resolve(ref);
     const ggufPath = model.files.ggufPath;
     if (ggufPath === null) {
@@ -52,6 +58,24 @@ export function storeResolver(distribution: ModelDistribution): ModelResolver {
       sizeBytes: model.sizeBytes,
       contextSize: typeof contextSize === "number" && contextSize > 0 ? contextSize : undefined,
     };
+  };
+  return (ref) => {
+    const now = distribution.indexVersion();
+    if (now !== version) {
+      cache.clear();
+      version = now;
+    }
+    let answer = cache.get(ref);
+    if (answer === undefined) {
+      answer = resolve(ref);
+      cache.set(ref, answer);
+      // Bounded: references are user input; a flood of distinct misses must not grow the map.
+      if (cache.size > 1024) cache.delete(cache.keys().next().value!);
+      answer.catch(() => {
+        if (cache.get(ref) === answer) cache.delete(ref);
+      });
+    }
+    return answer;
   };
 }
 

@@ -39,3 +39,20 @@ export class HostNotAllowedError extends RunnerError {
     );
   }
 }
+
+/**
+ * `isHostAllowed` for one daemon's `allowed` list, remembering the Host
+ * values it allowed: clients send the same one or two on every request, so
+ * the common case is one Set lookup. Refusals are not remembered (any string
+ * can be sent), and the memory is bounded.
+ */
+export function hostChecker(allowed: readonly string[]): (host: string) => boolean {
+  const seen = new Set<string>();
+  return (host) => {
+    if (seen.has(host)) return true;
+    if (!isHostAllowed(host, allowed)) return false;
+    if (seen.size >= 64) seen.clear();
+    seen.add(host);
+    return true;
+  };
+}

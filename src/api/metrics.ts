@@ -141,19 +141,36 @@ export function createMetrics(source: { runners: () => RunnerStatus[]; queued: (
     },
   });
 
+  // The per-request series, bound once per label set: prom-client hashes the
+  // label object on every inc/observe otherwise (sorting its keys each time).
+  const httpSeries = new Bound((route: string, method: string, status: number) => ({
+    count: httpRequests.labels(route, method, String(status)),
+    duration: httpDuration.labels(route, method),
+  }));
+  const inferenceSeries = new Bound((api: string, endpoint: string, model: string, status: number) => ({
+    count: inferenceRequests.labels(api, endpoint, model, String(status)),
+    duration: inferenceDuration.labels(api, model),
+    ttft: ttft.labels(api, model),
+    promptTokens: promptTokens.labels(model),
+    generatedTokens: generatedTokens.labels(model),
+    tokensPerSecond: tokensPerSecond.labels(model),
+  }));
+
   return {
     registry,
     request(route, method, status, durationMs) {
-      httpRequests.inc({ route, method, status: String(status) });
-      httpDuration.observe({ route, method }, durationMs / 1000);
+      const series = httpSeries.get(route, method, status);
+      series.count.inc();
+      series.duration.observe(durationMs / 1000);
     },
     inference(o) {
-      inferenceRequests.inc({ api: o.api, endpoint: o.endpoint, model: o.model, status: String(o.status) });
-      inferenceDuration.observe({ api: o.api, model: o.model }, o.durationMs / 1000);
-      if (o.firstByteMs !== null) ttft.observe({ api: o.api, model: o.model }, o.firstByteMs / 1000);
-      if (o.promptTokens !== null) promptTokens.inc({ model: o.model }, o.promptTokens);
-      if (o.completionTokens !== null) generatedTokens.inc({ model: o.model }, o.completionTokens);
-      if (o.completionTokens && o.generationMs) tokensPerSecond.observe({ model: o.model }, o.completionTokens / (o.generationMs / 1000));
+      const series = inferenceSeries.get(o.api, o.endpoint, o.model, o.status);
+      series.count.inc();
+      series.duration.observe(o.durationMs / 1000);
+      if (o.firstByteMs !== null) series.ttft.observe(o.firstByteMs / 1000);
+      if (o.promptTokens !== null) series.promptTokens.inc(o.promptTokens);
+      if (o.completionTokens !== null) series.generatedTokens.inc(o.completionTokens);
+      if (o.completionTokens && o.generationMs) series.tokensPerSecond.observe(o.completionTokens / (o.generationMs / 1000));
     },
     schedulerEvent(e) {
       switch (e.type) {
@@ -181,4 +198,25 @@ export function createMetrics(source: { runners: () => RunnerStatus[]; queued: (
       }
     },
   };
+}
+
+/**
+ * Child metrics bound to one label set, made on first use. Bounded like the
+ * label sets themselves are (routes, APIs, statuses, models in the store);
+ * past the bound it starts over rather than growing.
+ */
+class Bound<A extends Array<string | number>, T> {
+  private readonly children = new Map<string, T>();
+  constructor(private readonly make: (...labels: A) => T) {}
+
+  get(...labels: A): T {
+    const key = labels.join("\u0000");
+    let child = this.children.get(key);
+    if (child === undefined) {
+      if (this.children.size >= 4096) this.children.clear();
+      child = this.make(...labels);
+      this.children.set(key, child);
+    }
+    return child;
+  }
 }

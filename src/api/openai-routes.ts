@@ -117,13 +117,20 @@ async function forward(deps: OpenAIRouteDeps, request: FastifyRequest, reply: Fa
     "content-type": res.contentType,
     ...(isStream ? { "cache-control": "no-cache", "x-accel-buffering": "no" } : {}),
   });
-  let window = "";
+  // The last chunks, at least USAGE_WINDOW_BYTES of them, decoded once at the end.
+  const tail: Buffer[] = [];
+  let tailBytes = 0;
+  const keepsUsage = ENGINE_ENDPOINTS[endpoint] !== "embedding";
   let failure: unknown;
   try {
     for await (const chunk of res.body) {
       observation.firstByteMs ??= performance.now() - started;
       await writeWithBackpressure(raw, chunk as Buffer);
-      if (endpoint !== "/v1/embeddings") window = (window + (chunk as Buffer).toString("utf8")).slice(-USAGE_WINDOW_BYTES);
+      if (keepsUsage) {
+        tail.push(chunk as Buffer);
+        tailBytes += (chunk as Buffer).length;
+        while (tailBytes - tail[0]!.length >= USAGE_WINDOW_BYTES) tailBytes -= tail.shift()!.length;
+      }
     }
   } catch (error) {
     failure = error;
@@ -141,7 +148,7 @@ async function forward(deps: OpenAIRouteDeps, request: FastifyRequest, reply: Fa
   observation.status = failure === undefined ? res.status : client.signal.aborted ? 499 : 500;
   observation.durationMs = performance.now() - started;
   if (!isStream) observation.firstByteMs = null;
-  readUsage(window, observation);
+  if (tail.length > 0) readUsage(Buffer.concat(tail, tailBytes).toString("utf8").slice(-USAGE_WINDOW_BYTES), observation);
   deps.metrics.inference(observation);
 }
 

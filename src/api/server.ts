@@ -10,7 +10,7 @@ import type { EngineClients } from "./engine-client.ts";
 import { registerEngineRoutes } from "./engine-routes.ts";
 import { dialectOf, sendError, writeClientError } from "./error-reply.ts";
 import { BODY_LIMIT_BYTES, ForbiddenOriginError, InvalidApiKeyError, RouteNotFoundError } from "./errors.ts";
-import { HostNotAllowedError, isHostAllowed } from "./host-check.ts";
+import { hostChecker, HostNotAllowedError } from "./host-check.ts";
 import type { DaemonMetrics } from "./metrics.ts";
 import { isTrue, registerModelRoutes } from "./model-routes.ts";
 import { registerAnthropicRoutes } from "./anthropic/index.ts";
@@ -84,30 +84,34 @@ export function createDaemonApp(deps: DaemonAppDeps): FastifyInstance {
     sendError(dialectOf(request.url), new RouteNotFoundError(request.method, request.url.split("?")[0]!), request, reply, logError),
   );
 
-  app.addHook("onRequest", async (request, reply) => {
+  const hostAllowed = deps.allowedHosts === null ? null : hostChecker(deps.allowedHosts);
+  // Callback-style hooks: they run on every request, and an async hook costs a promise and a microtask each.
+  app.addHook("onRequest", (request, reply, done) => {
     // Against DNS rebinding: a page on evil.example resolved to 127.0.0.1 still sends `Host: evil.example`.
     const host = request.headers.host;
-    if (deps.allowedHosts !== null && host !== undefined && !isHostAllowed(host, deps.allowedHosts)) throw new HostNotAllowedError(host);
+    if (hostAllowed !== null && host !== undefined && !hostAllowed(host)) return done(new HostNotAllowedError(host));
     const origin = request.headers.origin;
     if (origin !== undefined) {
-      if (!isOriginAllowed(origin, deps.origins)) throw new ForbiddenOriginError(origin);
+      if (!isOriginAllowed(origin, deps.origins)) return done(new ForbiddenOriginError(origin));
       reply.header("access-control-allow-origin", origin).header("vary", "Origin");
       if (request.method === "OPTIONS") {
-        return reply
+        reply
           .code(204)
           .header("access-control-allow-methods", "GET, POST, DELETE, HEAD, OPTIONS")
           .header("access-control-allow-headers", request.headers["access-control-request-headers"] ?? "*")
           .header("access-control-max-age", "600")
           .send();
+        return;
       }
     }
     if (deps.apiKey !== null && !OPEN_ROUTES.has(request.url.split("?")[0]!) && !hasKey(request, deps.apiKey)) {
-      throw new InvalidApiKeyError();
+      return done(new InvalidApiKeyError());
     }
+    done();
   });
-  app.addHook("onResponse", async (request, reply) => {
-    const route = request.routeOptions.url ?? "unmatched";
-    deps.metrics.request(route, request.method, reply.statusCode, reply.elapsedTime);
+  app.addHook("onResponse", (request, reply, done) => {
+    deps.metrics.request(request.routeOptions.url ?? "unmatched", request.method, reply.statusCode, reply.elapsedTime);
+    done();
   });
 
   app.get("/", async (_req, reply) => reply.type("text/plain").send("Model Runner is running"));

@@ -135,6 +135,8 @@ export interface ModelDistribution {
   get(reference: string): Promise<StoredModel>;
   /** `get` with DMR's partial-name fallback (`smollm2` → `…/smollm2:latest`); 409 if ambiguous. */
   resolve(partialName: string): Promise<StoredModel>;
+  /** Changes whenever the store's index does (a sync stat): a key for caching what `resolve` answered. */
+  indexVersion(): string;
   /** Adds tag `target` to the model `source` names; resolves with the normalized target. */
   tag(source: string, target: string): Promise<string>;
   /** DMR delete semantics; 409 when an ID/force-less delete would drop several tags. */
@@ -464,6 +466,9 @@ class Distribution implements ModelDistribution {
   }
   get(reference: string) {
     return this.store.get(reference);
+  }
+  indexVersion() {
+    return this.store.indexVersion();
   }
   async resolve(partialName: string) {
     const entry = findByPartialName(await this.store.readIndex(), partialName);

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
-import { createReadStream, createWriteStream } from "node:fs";
+import { createReadStream, createWriteStream, statSync } from "node:fs";
 import {
   copyFile, link, mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile,
 } from "node:fs/promises";
@@ -213,6 +213,17 @@ export class ModelStore {
    * a version: re-parsing is skipped while they are unchanged. This keeps
    * the per-request model lookup to one stat.
    */
+  /**
+   * A token that changes whenever the index does ((inode, mtime, size) of the
+   * file renamed into place), read with one synchronous stat: lets callers
+   * cache what they derived from the index (the daemon's per-request model
+   * lookup) without an async round trip per request.
+   */
+  indexVersion(): string {
+    const info = statSync(join(this.root, "models.json"), { throwIfNoEntry: false });
+    return info === undefined ? "none" : `${info.ino}:${info.mtimeMs}:${info.size}`;
+  }
+
   async readIndex(): Promise<IndexEntry[]> {
     const path = join(this.root, "models.json");
     const info = await stat(path).catch((e: NodeJS.ErrnoException) => {
