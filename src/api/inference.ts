@@ -6,7 +6,14 @@ import type { BackendMode } from "../inference/index.ts";
 import type { Lease, Scheduler } from "../scheduling/index.ts";
 import type { EngineClients } from "./engine-client.ts";
 
-/** The engine endpoints the daemon forwards to, and the mode each needs. */
+/**
+ * The engine endpoints the daemon forwards to, and the mode of the runner
+ * each needs. Besides OpenAI's, llama-server's own (`/tokenize`,
+ * `/detokenize`, `/apply-template`, `/completion`, `/infill`, `/embedding`)
+ * go to the runner of the body's `model`, as llama-server answers them for
+ * its one model; `/tokenize` also gives Anthropic's count_tokens and
+ * Ollama's embed the model's real tokenizer.
+ */
 export const ENGINE_ENDPOINTS = {
   "/v1/chat/completions": "completion",
   "/v1/completions": "completion",
@@ -14,20 +21,18 @@ export const ENGINE_ENDPOINTS = {
   "/rerank": "reranking",
   "/v1/rerank": "reranking",
   "/score": "reranking",
-} as const satisfies Record<string, BackendMode>;
-/**
- * Engine endpoints only the daemon itself calls (the compat layers), never
- * exposed as routes: `/tokenize` gives Anthropic's count_tokens the model's
- * real tokenizer without loading the model in the daemon.
- */
-export const INTERNAL_ENGINE_ENDPOINTS = {
   "/tokenize": "completion",
+  "/detokenize": "completion",
+  "/apply-template": "completion",
+  "/completion": "completion",
+  "/infill": "completion",
+  "/embedding": "embedding",
 } as const satisfies Record<string, BackendMode>;
-/** The endpoints served as OpenAI routes. */
+/** The endpoints served as routes. */
 export type OpenAIEndpoint = keyof typeof ENGINE_ENDPOINTS;
-export type EngineEndpoint = keyof typeof ENGINE_ENDPOINTS | keyof typeof INTERNAL_ENGINE_ENDPOINTS;
+export type EngineEndpoint = OpenAIEndpoint;
 
-const MODE_OF: Record<EngineEndpoint, BackendMode> = { ...ENGINE_ENDPOINTS, ...INTERNAL_ENGINE_ENDPOINTS };
+const MODE_OF: Record<EngineEndpoint, BackendMode> = ENGINE_ENDPOINTS;
 
 export interface InferenceRequest {
   endpoint: EngineEndpoint;
