@@ -7,6 +7,7 @@ import type { ModelDistribution } from "../distribution/index.ts";
 import type { BackendRegistry } from "../inference/index.ts";
 import type { Scheduler } from "../scheduling/index.ts";
 import type { EngineClients } from "./engine-client.ts";
+import { engineMetrics } from "./engine-metrics.ts";
 import { registerEngineRoutes } from "./engine-routes.ts";
 import { dialectOf, sendError, writeClientError } from "./error-reply.ts";
 import { BODY_LIMIT_BYTES, ForbiddenOriginError, InvalidApiKeyError, RouteNotFoundError } from "./errors.ts";
@@ -117,9 +118,11 @@ export function createDaemonApp(deps: DaemonAppDeps): FastifyInstance {
   app.get("/", async (_req, reply) => reply.type("text/plain").send("Model Runner is running"));
   app.get("/health", async () => ({ status: "ok" }));
   app.get("/version", async () => ({ version: deps.version }));
-  app.get("/metrics", async (_req, reply) =>
-    reply.type(deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics()),
-  );
+  // The daemon's own series, then every running engine's, relabelled (as Docker Model Runner's aggregated /metrics).
+  app.get("/metrics", async (_req, reply) => {
+    const [own, engines] = await Promise.all([deps.metrics.registry.metrics(), engineMetrics(deps.scheduler.ps(), deps.engines)]);
+    return reply.type(deps.metrics.registry.contentType).send(own.endsWith("\n") || own === "" ? own + engines : `${own}\n${engines}`);
+  });
   app.get("/logs", async (request, reply) => {
     const query = request.query as { follow?: string; "no-engines"?: string };
     await streamLogs(reply, deps.logFile, isTrue(query.follow), isTrue(query["no-engines"]));

@@ -200,6 +200,8 @@ export interface RunnerStatus {
   contextSize: number;
   parallel: number;
   pid: number | null;
+  /** The engine's Unix socket (not shown by `ps`): the daemon scrapes its `/metrics` there. */
+  socketPath: string;
 }
 
 /** The settings a runner for a model would run with, whether or not it runs. */
@@ -979,6 +981,7 @@ class SchedulerImpl implements Scheduler {
       contextSize: r.plan.contextSize,
       parallel: r.plan.parallel,
       pid: r.pid,
+      socketPath: r.socket,
     };
   }
 

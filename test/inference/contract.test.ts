@@ -55,13 +55,13 @@ describe("llama.cpp arguments", () => {
     const model = { name: "ai/m:latest", ggufPath: "/s/m.gguf", chatTemplatePath: "/s/t.jinja" };
     assert.deepEqual(
       buildLlamaCppArgs({ socket: "/r/a.sock", model, mode: "completion", config: { contextSize: 8192, parallel: 2, runtimeFlags: ["-t", "2"] } }),
-      ["-m", "/s/m.gguf", "--host", "/r/a.sock", "--alias", "ai/m:latest", "-c", "8192", "-np", "2", "--chat-template-file", "/s/t.jinja", "-t", "2"],
+      ["-m", "/s/m.gguf", "--host", "/r/a.sock", "--alias", "ai/m:latest", "--metrics", "-c", "8192", "-np", "2", "--chat-template-file", "/s/t.jinja", "-t", "2"],
     );
     assert.deepEqual(buildLlamaCppArgs({ socket: "/r/b.sock", model, mode: "embedding" }), [
-      "-m", "/s/m.gguf", "--host", "/r/b.sock", "--alias", "ai/m:latest", "--embeddings",
+      "-m", "/s/m.gguf", "--host", "/r/b.sock", "--alias", "ai/m:latest", "--metrics", "--embeddings",
     ]);
     assert.deepEqual(buildLlamaCppArgs({ socket: "/r/c.sock", model, mode: "reranking" }), [
-      "-m", "/s/m.gguf", "--host", "/r/c.sock", "--alias", "ai/m:latest", "--reranking",
+      "-m", "/s/m.gguf", "--host", "/r/c.sock", "--alias", "ai/m:latest", "--metrics", "--reranking",
     ]);
   });
 });

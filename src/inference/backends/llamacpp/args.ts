@@ -7,6 +7,8 @@ import type { RunRequest } from "../../backend.ts";
 export function buildLlamaCppArgs(request: Pick<RunRequest, "socket" | "model" | "mode" | "config">): string[] {
   const { model, mode, config } = request;
   const args = ["-m", model.ggufPath, "--host", request.socket, "--alias", model.name];
+  // As Docker Model Runner starts llama-server: the daemon's /metrics merges each engine's.
+  if (!config?.runtimeFlags?.includes("--metrics")) args.push("--metrics");
   if (config?.contextSize !== undefined) args.push("-c", String(config.contextSize));
   if (config?.parallel !== undefined) args.push("-np", String(config.parallel));
   switch (mode) {
