@@ -2,7 +2,7 @@ import { RunnerError, type OpenAIErrorType } from "../errors.ts";
 import type { BackendMode } from "../inference/index.ts";
 import type { Lease, Scheduler } from "../scheduling/index.ts";
 import type { EngineClients } from "./engine-client.ts";
-import { errorResponse } from "./errors.ts";
+import { statusOf } from "./errors.ts";
 import { midAnswerFailure, runInference, type EngineEndpoint, type InferenceObservation, type InferenceResponse } from "./inference.ts";
 import type { DaemonMetrics } from "./metrics.ts";
 
@@ -149,7 +149,7 @@ export class EngineCall {
       api: this.request.api,
       endpoint: this.request.endpoint,
       model: this.res.lease.modelName,
-      status: error === undefined ? this.res.status : aborted ? 499 : errorResponse(error, () => undefined).status,
+      status: error === undefined ? this.res.status : aborted ? 499 : statusOf(error),
       durationMs: performance.now() - this.startedMs,
       firstByteMs: this.firstByteMs,
       promptTokens: this.promptTokens,
@@ -199,7 +199,7 @@ export async function openEngineCall(deps: EngineCallDeps, request: EngineCallRe
       api: request.api,
       endpoint: request.endpoint,
       model: String(request.body.model ?? ""),
-      status: request.signal.aborted ? 499 : errorResponse(error, () => undefined).status,
+      status: request.signal.aborted ? 499 : statusOf(error),
       durationMs: performance.now() - startedMs,
       firstByteMs: null,
       promptTokens: null,

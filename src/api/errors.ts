@@ -39,6 +39,12 @@ export function errorResponse(error: unknown, log: ErrorLogger, request?: Reques
   };
 }
 
+/** The HTTP status `error` is answered with (500 for what is not a RunnerError), without building its body. */
+export function statusOf(error: unknown): number {
+  const e = mapFrameworkError(error);
+  return e instanceof RunnerError ? e.status : 500;
+}
+
 export interface OpenAIErrorBody {
   error: { message: string; type: string; code: string; param?: string; [extra: string]: unknown };
 }

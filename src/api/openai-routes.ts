@@ -3,7 +3,7 @@ import type { BackendMode, BackendRegistry } from "../inference/index.ts";
 import type { ModelDistribution, StoredModel } from "../distribution/index.ts";
 import type { Scheduler } from "../scheduling/index.ts";
 import type { EngineClients } from "./engine-client.ts";
-import { errorResponse, type ErrorLogger } from "./errors.ts";
+import { errorResponse, statusOf, type ErrorLogger } from "./errors.ts";
 import { ENGINE_ENDPOINTS, midAnswerFailure, requireModel, runInference, type OpenAIEndpoint, type InferenceObservation } from "./inference.ts";
 import type { DaemonMetrics } from "./metrics.ts";
 import { checkOpenAIBody } from "./openai-checks.ts";
@@ -105,7 +105,7 @@ async function forward(deps: OpenAIRouteDeps, request: FastifyRequest, reply: Fa
     res = await runInference(deps, { endpoint, body, backend, signal: client.signal, api: "openai" });
   } catch (error) {
     client.dispose();
-    observation.status = errorResponse(error, () => undefined).status;
+    observation.status = statusOf(error);
     observation.durationMs = performance.now() - started;
     deps.metrics.inference(observation);
     throw error;
