@@ -1,7 +1,7 @@
 import { chmod, mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import pino, { type Logger } from "pino";
-import { EngineClients } from "./api/engine-client.ts";
+import { EngineClients } from "./api/engine/transport.ts";
 import { createMetrics } from "./api/metrics.ts";
 import { createDaemonApp } from "./api/server.ts";
 import { isLoopbackAddress, type DaemonConfig } from "./config.ts";

@@ -1,5 +1,5 @@
 import type { RunnerStatus } from "../scheduling/index.ts";
-import type { EngineClients } from "./engine-client.ts";
+import type { EngineClients } from "./engine/transport.ts";
 
 /**
  * Every running engine's own Prometheus metrics (llama-server's `/metrics`,

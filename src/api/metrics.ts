@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { RunnerStatus, SchedulerEvent } from "../scheduling/index.ts";
-import type { InferenceObservation } from "./inference.ts";
+import type { InferenceObservation } from "./engine/call.ts";
 
 /**
  * The daemon's Prometheus metrics (`GET /metrics`). One registry per daemon,

@@ -1,6 +1,6 @@
 import { InvalidRequestError } from "../errors.ts";
 import { InvalidFieldTypeError, MissingFieldError, optionalBoolean, optionalField } from "../http/fields.ts";
-import type { OpenAIEndpoint } from "./inference.ts";
+import type { OpenAIEndpoint } from "./engine/call.ts";
 
 /**
  * What the daemon itself checks of an OpenAI request before a runner is

@@ -6,7 +6,7 @@ import type { Logger } from "pino";
 import type { ModelDistribution } from "../distribution/index.ts";
 import type { BackendRegistry } from "../inference/index.ts";
 import type { Scheduler } from "../scheduling/index.ts";
-import type { EngineClients } from "./engine-client.ts";
+import type { EngineClients } from "./engine/transport.ts";
 import { engineMetrics } from "./engine-metrics.ts";
 import { registerEngineRoutes } from "./engine-routes.ts";
 import { dialectOf, sendError, writeClientError } from "./error-reply.ts";

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { ModelDistribution } from "../../distribution/index.ts";
-import { openEngineCall, type EngineCall, type EngineCallDeps } from "../engine-call.ts";
+import { openEngineCall, type EngineCall, type EngineCallDeps } from "../engine/call.ts";
 import type { ErrorLogger } from "../errors.ts";
 import { clientSignal, LazyStream } from "../streaming.ts";
 import { optionalBoolean } from "../../http/fields.ts";

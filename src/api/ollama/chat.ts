@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { InvalidRequestError } from "../../errors.ts";
 import { optionalBoolean, optionalField } from "../../http/fields.ts";
-import { openEngineCall, type EngineCall } from "../engine-call.ts";
+import { openEngineCall, type EngineCall } from "../engine/call.ts";
 import { clientSignal } from "../streaming.ts";
 import type { OllamaDeps } from "./deps.ts";
 import { NdjsonStream } from "./ndjson.ts";

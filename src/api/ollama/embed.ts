@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { InvalidRequestError } from "../../errors.ts";
 import { optionalBoolean } from "../../http/fields.ts";
-import { EngineAnswerError, openEngineCall } from "../engine-call.ts";
+import { EngineAnswerError, openEngineCall } from "../engine/call.ts";
 import { clientSignal } from "../streaming.ts";
 import type { OllamaDeps } from "./deps.ts";
 import { keepAliveOf, mapOptions, modelOf, ns } from "./options.ts";

@@ -17,7 +17,7 @@ export const OLLAMA_API_VERSION = "0.9.0";
 /**
  * Ollama's API under `/api` (peers.md §1), in its own fastify scope so that
  * errors take Ollama's shape `{"error":"..."}`. Inference goes through the
- * same path as the OpenAI routes (engine-call.ts → runInference).
+ * same path as the OpenAI routes (engine/call.ts → runInference).
  */
 export function registerOllamaRoutes(app: FastifyInstance, deps: OllamaDeps): void {
   void app.register(async (scope) => {

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { NotFoundError } from "../../errors.ts";
-import { openEngineCall, type EngineCall, type EngineCallDeps } from "../engine-call.ts";
+import { openEngineCall, type EngineCall, type EngineCallDeps } from "../engine/call.ts";
 import { errorResponse, type ErrorLogger } from "../errors.ts";
 import { clientSignal, LazyStream } from "../streaming.ts";
 import { ResponseStore, type ResponseStoreOptions } from "./store.ts";
