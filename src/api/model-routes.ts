@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { InvalidRequestError, NotFoundError } from "../errors.ts";
 import { parseReference, toDmrProgressLine, type ModelDistribution, type ProgressEvent, type StoredModel, type TransferMode } from "../distribution/index.ts";
 import { errorResponse, type ErrorLogger } from "./errors.ts";
-import { clientSignal, LazyStream } from "./streaming.ts";
+import { LazyStream } from "./streaming.ts";
 
 export interface ModelRouteDeps {
   distribution: ModelDistribution;
@@ -83,13 +83,9 @@ export function registerModelRoutes(app: FastifyInstance, deps: ModelRouteDeps):
     const { ref, action } = splitAction(pathOf(request), ["export"]);
     if (isTrue((request.query as { remote?: string }).remote)) {
       if (action === "export") throw new InvalidRequestError("Export a stored model; pull it first (remote=true is for inspecting).", "remote");
-      const client = clientSignal(reply);
-      try {
-        // The daemon's own credentials apply (docker config, DOCKER_USERNAME, HF_TOKEN).
-        return await distribution.inspectRemote(ref, { signal: client.signal });
-      } finally {
-        client.dispose();
-      }
+      const client = { signal: reply.request.clientSignal };
+      // The daemon's own credentials apply (docker config, DOCKER_USERNAME, HF_TOKEN).
+      return await distribution.inspectRemote(ref, { signal: client.signal });
     }
     if (action === "export") {
       const model = await distribution.resolve(ref);
@@ -172,7 +168,7 @@ async function streamProgress(
     "cache-control": "no-cache",
   });
   const line = (event: { type: string; message?: string; [k: string]: unknown }) => (json ? `${JSON.stringify(event)}\n` : `${event.message ?? ""}\n`);
-  const client = clientSignal(reply);
+  const client = { signal: reply.request.clientSignal };
   // Progress is sent in order without waiting for a slow client (events are rate-limited upstream).
   let writing: Promise<void> = Promise.resolve();
   const send = (event: { type: string; message?: string; [k: string]: unknown }) => {
@@ -191,7 +187,5 @@ async function streamProgress(
       await stream.write(line({ type: "error", message: body.error.message, code: body.error.code, mode })).catch(() => undefined);
     }
     stream.end();
-  } finally {
-    client.dispose();
   }
 }

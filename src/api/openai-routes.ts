@@ -3,11 +3,10 @@ import type { BackendMode, BackendRegistry } from "../inference/index.ts";
 import type { ModelDistribution, StoredModel } from "../distribution/index.ts";
 import type { Scheduler } from "../scheduling/index.ts";
 import type { EngineClients } from "./engine/transport.ts";
-import { errorResponse, statusOf, type ErrorLogger } from "./errors.ts";
-import { ENGINE_ENDPOINTS, midAnswerFailure, requireModel, runInference, type OpenAIEndpoint, type InferenceObservation } from "./engine/call.ts";
+import type { ErrorLogger } from "./errors.ts";
+import { ENGINE_ENDPOINTS, openEngineCall, requireModel, type OpenAIEndpoint } from "./engine/call.ts";
 import type { DaemonMetrics } from "./metrics.ts";
 import { checkOpenAIBody } from "./openai-checks.ts";
-import { clientSignal, writeWithBackpressure } from "./streaming.ts";
 
 export interface OpenAIRouteDeps {
   scheduler: Scheduler;
@@ -17,9 +16,6 @@ export interface OpenAIRouteDeps {
   metrics: DaemonMetrics;
   logError: ErrorLogger;
 }
-
-/** How much of a response is kept to read its usage: the tail of a stream, or a whole small JSON body. */
-const USAGE_WINDOW_BYTES = 16 * 1024;
 
 /**
  * OpenAI-compatible routes, in Docker Model Runner's three forms:
@@ -77,7 +73,6 @@ async function openAIModel(deps: OpenAIRouteDeps, model: StoredModel, backend: s
 }
 
 async function forward(deps: OpenAIRouteDeps, request: FastifyRequest, reply: FastifyReply, endpoint: OpenAIEndpoint) {
-  const started = performance.now();
   const backend = backendOf(request);
   const body = request.body as Record<string, unknown>;
   const model = requireModel(body);
@@ -88,89 +83,8 @@ async function forward(deps: OpenAIRouteDeps, request: FastifyRequest, reply: Fa
   }
   if (backend !== undefined) deps.backends.get(backend); // an unknown backend is a 404 whatever the body says
   checkOpenAIBody(endpoint, body);
-  const client = clientSignal(reply);
-  const observation: InferenceObservation = {
-    api: "openai",
-    endpoint,
-    model,
-    status: 0,
-    durationMs: 0,
-    firstByteMs: null,
-    promptTokens: null,
-    completionTokens: null,
-    generationMs: null,
-  };
-  let res;
-  try {
-    res = await runInference(deps, { endpoint, body, backend, signal: client.signal, api: "openai" });
-  } catch (error) {
-    client.dispose();
-    observation.status = statusOf(error);
-    observation.durationMs = performance.now() - started;
-    deps.metrics.inference(observation);
-    throw error;
-  }
-  const isStream = res.contentType.includes("text/event-stream");
+  const client = { signal: reply.request.clientSignal };
+  const call = await openEngineCall(deps, { endpoint, body, backend, signal: client.signal, api: "openai", passErrors: true });
   reply.hijack();
-  const raw = reply.raw;
-  raw.writeHead(res.status, {
-    "content-type": res.contentType,
-    ...(isStream ? { "cache-control": "no-cache", "x-accel-buffering": "no" } : {}),
-  });
-  // The last chunks, at least USAGE_WINDOW_BYTES of them, decoded once at the end.
-  const tail: Buffer[] = [];
-  let tailBytes = 0;
-  const keepsUsage = ENGINE_ENDPOINTS[endpoint] !== "embedding";
-  let failure: unknown;
-  try {
-    for await (const chunk of res.body) {
-      observation.firstByteMs ??= performance.now() - started;
-      await writeWithBackpressure(raw, chunk as Buffer);
-      if (keepsUsage) {
-        tail.push(chunk as Buffer);
-        tailBytes += (chunk as Buffer).length;
-        while (tailBytes - tail[0]!.length >= USAGE_WINDOW_BYTES) tailBytes -= tail.shift()!.length;
-      }
-    }
-  } catch (error) {
-    failure = error;
-  }
-  if (failure !== undefined && !client.signal.aborted && !raw.destroyed) {
-    // The engine died mid-answer: a stream gets a final error event; a JSON body cannot be repaired.
-    const cause = await midAnswerFailure(res, failure);
-    const { body: errBody } = errorResponse(cause, deps.logError);
-    if (isStream) raw.write(`data: ${JSON.stringify(errBody)}\n\n`);
-  }
-  raw.end();
-  res.done(failure !== undefined && !client.signal.aborted && !res.engineSignal.aborted ? failure : undefined);
-  client.dispose();
-  observation.model = res.lease.modelName;
-  observation.status = failure === undefined ? res.status : client.signal.aborted ? 499 : 500;
-  observation.durationMs = performance.now() - started;
-  if (!isStream) observation.firstByteMs = null;
-  if (tail.length > 0) readUsage(Buffer.concat(tail, tailBytes).toString("utf8").slice(-USAGE_WINDOW_BYTES), observation);
-  deps.metrics.inference(observation);
-}
-
-/** Fills token counts from the engine's `usage` / llama-server `timings` in the last part of the answer. */
-function readUsage(text: string, o: InferenceObservation): void {
-  const candidates = text.includes("data: ") ? text.split("\n").filter((l) => l.startsWith("data: {")).map((l) => l.slice(6)) : [text];
-  for (const candidate of candidates.reverse()) {
-    let parsed: { usage?: { prompt_tokens?: number; completion_tokens?: number }; timings?: { predicted_n?: number; predicted_ms?: number; prompt_n?: number; cache_n?: number } };
-    try {
-      parsed = JSON.parse(candidate);
-    } catch {
-      continue;
-    }
-    if (parsed.usage && o.promptTokens === null) {
-      o.promptTokens = parsed.usage.prompt_tokens ?? null;
-      o.completionTokens = parsed.usage.completion_tokens ?? null;
-    }
-    if (parsed.timings && o.generationMs === null) {
-      o.generationMs = parsed.timings.predicted_ms ?? null;
-      o.completionTokens ??= parsed.timings.predicted_n ?? null;
-      if (o.promptTokens === null && parsed.timings.prompt_n !== undefined) o.promptTokens = parsed.timings.prompt_n + (parsed.timings.cache_n ?? 0);
-    }
-    if (o.promptTokens !== null && o.generationMs !== null) return;
-  }
+  await call.pipe(reply.raw, deps.logError);
 }

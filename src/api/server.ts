@@ -9,6 +9,7 @@ import type { Scheduler } from "../scheduling/index.ts";
 import type { EngineClients } from "./engine/transport.ts";
 import { engineMetrics } from "./engine-metrics.ts";
 import { registerEngineRoutes } from "./engine-routes.ts";
+import { installRequestSignal } from "./request-signal.ts";
 import { dialectOf, sendError, writeClientError } from "./error-reply.ts";
 import { BODY_LIMIT_BYTES, ForbiddenOriginError, InvalidApiKeyError, RouteNotFoundError } from "./errors.ts";
 import { hostChecker, HostNotAllowedError } from "./host-check.ts";
@@ -19,7 +20,7 @@ import { registerOllamaRoutes } from "./ollama/index.ts";
 import { registerOpenAIRoutes } from "./openai-routes.ts";
 import { registerResponsesRoutes } from "./responses/index.ts";
 import { acceptJsonBodies } from "../http/json-body.ts";
-import { clientSignal, writeWithBackpressure } from "../http/streaming.ts";
+import { writeWithBackpressure } from "../http/streaming.ts";
 
 /** Everything the daemon's HTTP surface needs, built by src/main.ts. */
 export interface DaemonAppDeps {
@@ -85,6 +86,7 @@ export function createDaemonApp(deps: DaemonAppDeps): FastifyInstance {
     sendError(dialectOf(request.url), new RouteNotFoundError(request.method, request.url.split("?")[0]!), request, reply, logError),
   );
 
+  installRequestSignal(app);
   const hostAllowed = deps.allowedHosts === null ? null : hostChecker(deps.allowedHosts);
   // Callback-style hooks: they run on every request, and an async hook costs a promise and a microtask each.
   app.addHook("onRequest", (request, reply, done) => {
@@ -154,7 +156,7 @@ function hasKey(request: FastifyRequest, key: string): boolean {
 
 /** Sends the log file, then (with `follow`) what is appended until the client leaves. */
 async function streamLogs(reply: import("fastify").FastifyReply, file: string, follow: boolean, noEngines: boolean): Promise<void> {
-  const client = clientSignal(reply);
+  const client = { signal: reply.request.clientSignal };
   reply.hijack();
   reply.raw.writeHead(200, { "content-type": "text/plain; charset=utf-8", "cache-control": "no-cache" });
   let offset = 0;
@@ -179,7 +181,6 @@ async function streamLogs(reply: import("fastify").FastifyReply, file: string, f
   } catch {
     // The client left while following.
   } finally {
-    client.dispose();
     reply.raw.end();
   }
 }

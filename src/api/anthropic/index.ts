@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { ModelDistribution } from "../../distribution/index.ts";
 import { openEngineCall, type EngineCall, type EngineCallDeps } from "../engine/call.ts";
 import type { ErrorLogger } from "../errors.ts";
-import { clientSignal, LazyStream } from "../streaming.ts";
+import { LazyStream } from "../streaming.ts";
 import { optionalBoolean } from "../../http/fields.ts";
 import { sendError } from "../error-reply.ts";
 import { anthropicErrorResponse } from "./errors.ts";
@@ -49,12 +49,11 @@ async function createMessage(deps: AnthropicDeps, request: FastifyRequest, reply
   const engineBody = chatRequestFrom(body, stream);
   const thinkingOn = thinkingOf(body.thinking) !== null;
   const model = body.model as string;
-  const client = clientSignal(reply);
+  const client = { signal: reply.request.clientSignal };
   let call: EngineCall;
   try {
     call = await openEngineCall(deps, { endpoint: "/v1/chat/completions", body: engineBody, api: "anthropic", signal: client.signal });
   } catch (error) {
-    client.dispose();
     throw error;
   }
   const id = newMessageId();
@@ -88,8 +87,6 @@ async function createMessage(deps: AnthropicDeps, request: FastifyRequest, reply
     } catch (error) {
       call.finish(error);
       throw error;
-    } finally {
-      client.dispose();
     }
   }
 
@@ -167,8 +164,6 @@ async function createMessage(deps: AnthropicDeps, request: FastifyRequest, reply
       await out.write(`event: error\ndata: ${JSON.stringify(errBody)}\n\n`).catch(() => undefined);
     }
     out.end();
-  } finally {
-    client.dispose();
   }
   return reply;
 }
@@ -180,18 +175,14 @@ async function createMessage(deps: AnthropicDeps, request: FastifyRequest, reply
  */
 async function countTokens(deps: AnthropicDeps, request: FastifyRequest, reply: FastifyReply) {
   const engineBody = countRequestFrom(request.body);
-  const client = clientSignal(reply);
+  const client = { signal: reply.request.clientSignal };
+  const call = await openEngineCall(deps, { endpoint: "/v1/chat/completions", body: engineBody, api: "anthropic", signal: client.signal });
   try {
-    const call = await openEngineCall(deps, { endpoint: "/v1/chat/completions", body: engineBody, api: "anthropic", signal: client.signal });
-    try {
-      const answer = await call.json<{ usage?: { prompt_tokens?: number } }>();
-      call.finish();
-      return { input_tokens: answer.usage?.prompt_tokens ?? 0 };
-    } catch (error) {
-      call.finish(error);
-      throw error;
-    }
-  } finally {
-    client.dispose();
+    const answer = await call.json<{ usage?: { prompt_tokens?: number } }>();
+    call.finish();
+    return { input_tokens: answer.usage?.prompt_tokens ?? 0 };
+  } catch (error) {
+    call.finish(error);
+    throw error;
   }
 }

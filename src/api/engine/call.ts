@@ -1,11 +1,13 @@
 import { once } from "node:events";
+import type { ServerResponse } from "node:http";
 import type { Readable } from "node:stream";
 import { setTimeout as delay } from "node:timers/promises";
 import { InvalidRequestError, messageOf, RunnerError, type OpenAIErrorType } from "../../errors.ts";
 import type { BackendMode } from "../../inference/index.ts";
 import type { Lease, Scheduler } from "../../scheduling/index.ts";
 import type { EngineClients } from "./transport.ts";
-import { statusOf } from "../errors.ts";
+import { errorResponse, statusOf, type ErrorLogger } from "../errors.ts";
+import { ClientClosedError, writeWithBackpressure } from "../../http/streaming.ts";
 import type { DaemonMetrics } from "../metrics.ts";
 
 /**
@@ -193,7 +195,15 @@ export interface EngineCallRequest {
   backend?: string | undefined;
   keepAliveMs?: number | undefined;
   mode?: BackendMode | undefined;
+  /**
+   * Pass-through (`pipe`): an engine's error answer is returned like any
+   * other, to be sent on as the engine wrote it, instead of thrown.
+   */
+  passErrors?: boolean | undefined;
 }
+
+/** How much of a piped answer is kept to read its usage: the tail of a stream, or a whole small JSON body. */
+const USAGE_WINDOW_BYTES = 16 * 1024;
 
 /** llama-server's measured `timings` (milliseconds). */
 export interface EngineTimings {
@@ -293,6 +303,68 @@ export class EngineCall {
     }
   }
 
+  /**
+   * Sends the answer on to `raw` as the engine writes it (status, content
+   * type, bytes, with backpressure): the OpenAI routes' pass-through. Token
+   * usage is read from the answer's last 16 KiB, once it is complete. An
+   * engine that dies mid-stream gets a final `data: {"error":...}` event
+   * (a JSON body cannot be repaired). Calls `finish()`.
+   */
+  async pipe(raw: ServerResponse, logError: ErrorLogger): Promise<void> {
+    const isStream = this.res.contentType.includes("text/event-stream");
+    raw.writeHead(this.res.status, {
+      "content-type": this.res.contentType,
+      ...(isStream ? { "cache-control": "no-cache", "x-accel-buffering": "no" } : {}),
+    });
+    // The last chunks, at least USAGE_WINDOW_BYTES of them, decoded once at the end.
+    const tail: Buffer[] = [];
+    let tailBytes = 0;
+    const keepsUsage = MODE_OF[this.request.endpoint] !== "embedding";
+    let failure: unknown;
+    try {
+      for await (const chunk of this.res.body) {
+        if (isStream) this.firstByteMs ??= performance.now() - this.startedMs;
+        await writeWithBackpressure(raw, chunk as Buffer);
+        if (keepsUsage) {
+          tail.push(chunk as Buffer);
+          tailBytes += (chunk as Buffer).length;
+          while (tailBytes - tail[0]!.length >= USAGE_WINDOW_BYTES) tailBytes -= tail.shift()!.length;
+        }
+      }
+    } catch (error) {
+      failure = error;
+    }
+    const clientLeft = this.request.signal.aborted || raw.destroyed;
+    if (failure !== undefined && !clientLeft && isStream) {
+      const { body } = errorResponse(await midAnswerFailure(this.res, failure), logError);
+      raw.write(`data: ${JSON.stringify(body)}\n\n`);
+    }
+    raw.end();
+    if (tail.length > 0) this.observeTail(Buffer.concat(tail, tailBytes).toString("utf8").slice(-USAGE_WINDOW_BYTES));
+    this.finish(failure === undefined ? undefined : clientLeft ? new ClientClosedError() : failure);
+  }
+
+  /** Usage and timings from the end of an answer: the last `data:` events that carry them, or the whole JSON body. */
+  private observeTail(text: string): void {
+    const candidates = text.includes("data: ") ? text.split("\n").filter((l) => l.startsWith("data: {")).map((l) => l.slice(6)) : [text];
+    const found: Array<Record<string, unknown>> = [];
+    let usage = false;
+    let timings = false;
+    for (let i = candidates.length - 1; i >= 0 && !(usage && timings); i--) {
+      let parsed: Record<string, unknown>;
+      try {
+        parsed = JSON.parse(candidates[i]!) as Record<string, unknown>;
+      } catch {
+        continue; // the window's first, cut line, or a body that is not JSON
+      }
+      if (parsed === null || typeof parsed !== "object") continue;
+      if ((parsed.usage && !usage) || (parsed.timings && !timings)) found.push(parsed);
+      usage ||= Boolean(parsed.usage);
+      timings ||= Boolean(parsed.timings);
+    }
+    for (const parsed of found.reverse()) this.observe(parsed);
+  }
+
   /** What to report for a read that failed: the client's leaving and the engine's own errors as they are, a broken answer as the engine's failure. */
   private async failure(error: unknown): Promise<unknown> {
     if (this.request.signal.aborted || error instanceof EngineAnswerError) return error;
@@ -305,7 +377,7 @@ export class EngineCall {
   finish(error?: unknown): void {
     if (this.finished) return;
     this.finished = true;
-    const aborted = this.request.signal.aborted;
+    const aborted = this.request.signal.aborted || error instanceof ClientClosedError;
     if (!this.res.body.destroyed) this.res.body.destroy();
     this.res.done(error !== undefined && !aborted && !this.res.engineSignal.aborted && !(error instanceof EngineAnswerError) ? error : undefined);
     this.deps.metrics.inference({
@@ -373,7 +445,7 @@ export async function openEngineCall(deps: EngineCallDeps, request: EngineCallRe
     throw error;
   }
   const call = new EngineCall(deps, request, res, startedMs);
-  if (res.status >= 400) {
+  if (res.status >= 400 && !request.passErrors) {
     let body: unknown = null;
     try {
       body = JSON.parse(await res.body.setEncoding("utf8").toArray().then((p) => p.join("")));

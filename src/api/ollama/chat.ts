@@ -2,7 +2,6 @@ import type { FastifyReply, FastifyRequest } from "fastify";
 import { InvalidRequestError } from "../../errors.ts";
 import { optionalBoolean, optionalField } from "../../http/fields.ts";
 import { openEngineCall, type EngineCall } from "../engine/call.ts";
-import { clientSignal } from "../streaming.ts";
 import type { OllamaDeps } from "./deps.ts";
 import { NdjsonStream } from "./ndjson.ts";
 import { keepAliveOf, mapFormat, mapOptions, mapThink, modelOf, ns } from "./options.ts";
@@ -170,12 +169,11 @@ export async function handleChatOrGenerate(deps: OllamaDeps, kind: Kind, request
   }
   if (numCtx !== null) await applyNumCtx(deps, model, numCtx);
 
-  const client = clientSignal(reply);
+  const client = { signal: reply.request.clientSignal };
   let call: EngineCall;
   try {
     call = await openEngineCall(deps, { endpoint: engine.endpoint, body: engine.body, api: "ollama", signal: client.signal, keepAliveMs });
   } catch (error) {
-    client.dispose();
     throw error;
   }
   const piece = (text: string, thinking?: string): Body => {
@@ -201,8 +199,6 @@ export async function handleChatOrGenerate(deps: OllamaDeps, kind: Kind, request
     } catch (error) {
       call.finish(error);
       throw error;
-    } finally {
-      client.dispose();
     }
   }
 
@@ -229,8 +225,6 @@ export async function handleChatOrGenerate(deps: OllamaDeps, kind: Kind, request
   } catch (error) {
     call.finish(error);
     await out.fail(error, client.signal.aborted);
-  } finally {
-    client.dispose();
   }
   return reply;
 }

@@ -2,7 +2,6 @@ import type { FastifyReply, FastifyRequest } from "fastify";
 import { InvalidRequestError } from "../../errors.ts";
 import { optionalBoolean } from "../../http/fields.ts";
 import { EngineAnswerError, openEngineCall } from "../engine/call.ts";
-import { clientSignal } from "../streaming.ts";
 import type { OllamaDeps } from "./deps.ts";
 import { keepAliveOf, mapOptions, modelOf, ns } from "./options.ts";
 
@@ -54,26 +53,22 @@ export async function handleEmbed(deps: OllamaDeps, legacy: boolean, request: Fa
   if (!Array.isArray(inputs) || inputs.length === 0 || !inputs.every((s) => typeof s === "string")) {
     throw new InvalidRequestError(legacy ? "'prompt' must be a string." : "'input' must be a string or an array of strings.", legacy ? "prompt" : "input");
   }
-  const client = clientSignal(reply);
+  const client = { signal: reply.request.clientSignal };
+  let result;
   try {
-    let result;
-    try {
-      result = await embedOnce(deps, model, inputs, client.signal, keepAliveMs);
-    } catch (error) {
-      const tooLong = error instanceof EngineAnswerError && error.type === "exceed_context_size_error";
-      if (!tooLong || !truncate || legacy) throw error;
-      result = await embedOnce(deps, model, await truncated(deps, model, inputs as string[], client.signal), client.signal, keepAliveMs);
-    }
-    const embeddings = result.answer.data.map((d) => d.embedding);
-    if (legacy) return { embedding: embeddings[0] ?? [] };
-    return {
-      model,
-      embeddings,
-      total_duration: ns(performance.now() - started),
-      load_duration: ns(result.acquireMs),
-      prompt_eval_count: result.answer.usage?.prompt_tokens ?? 0,
-    };
-  } finally {
-    client.dispose();
+    result = await embedOnce(deps, model, inputs, client.signal, keepAliveMs);
+  } catch (error) {
+    const tooLong = error instanceof EngineAnswerError && error.type === "exceed_context_size_error";
+    if (!tooLong || !truncate || legacy) throw error;
+    result = await embedOnce(deps, model, await truncated(deps, model, inputs as string[], client.signal), client.signal, keepAliveMs);
   }
+  const embeddings = result.answer.data.map((d) => d.embedding);
+  if (legacy) return { embedding: embeddings[0] ?? [] };
+  return {
+    model,
+    embeddings,
+    total_duration: ns(performance.now() - started),
+    load_duration: ns(result.acquireMs),
+    prompt_eval_count: result.answer.usage?.prompt_tokens ?? 0,
+  };
 }

@@ -5,7 +5,6 @@ import { DigestMismatchError, parseReference, type ProgressEvent } from "../../d
 import { parseDigest, type Digest } from "../../distribution/digest.ts";
 import { InvalidRequestError } from "../../errors.ts";
 import { optionalBoolean } from "../../http/fields.ts";
-import { clientSignal } from "../streaming.ts";
 import type { OllamaDeps } from "./deps.ts";
 import { NdjsonStream } from "./ndjson.ts";
 import { modelOf } from "./options.ts";
@@ -23,14 +22,10 @@ async function progress(
   run: (emit: (line: Line) => void, signal: AbortSignal) => Promise<void>,
 ): Promise<unknown> {
   const stream = optionalBoolean((request.body as { stream?: unknown }).stream, "stream") !== false;
-  const client = clientSignal(reply);
+  const client = { signal: reply.request.clientSignal };
   if (!stream) {
-    try {
-      await run(() => undefined, client.signal);
-      return { status: "success" };
-    } finally {
-      client.dispose();
-    }
+    await run(() => undefined, client.signal);
+    return { status: "success" };
   }
   const out = new NdjsonStream(reply, deps.logError);
   // Lines go out in order without blocking the transfer on a slow client (they are rate-limited upstream).
@@ -46,8 +41,6 @@ async function progress(
   } catch (error) {
     await writing;
     await out.fail(error, client.signal.aborted);
-  } finally {
-    client.dispose();
   }
   return reply;
 }

@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { NotFoundError } from "../../errors.ts";
 import { openEngineCall, type EngineCall, type EngineCallDeps } from "../engine/call.ts";
 import { errorResponse, type ErrorLogger } from "../errors.ts";
-import { clientSignal, LazyStream } from "../streaming.ts";
+import { LazyStream } from "../streaming.ts";
 import { ResponseStore, type ResponseStoreOptions } from "./store.ts";
 import { newId, parseResponsesRequest, type ParsedResponsesRequest } from "./translate.ts";
 
@@ -108,12 +108,11 @@ async function createResponse(deps: ResponsesDeps, store: ResponseStore, request
   const conversation = [...history, ...req.inputMessages];
   const messages = req.instructions ? [{ role: "system", content: req.instructions }, ...conversation] : conversation;
   const engineBody: Body = { model: req.model, messages, ...req.engine, stream: req.stream, ...(req.stream ? { stream_options: { include_usage: true } } : {}) };
-  const client = clientSignal(reply);
+  const client = { signal: reply.request.clientSignal };
   let call: EngineCall;
   try {
     call = await openEngineCall(deps, { endpoint: "/v1/chat/completions", body: engineBody, api: "responses", signal: client.signal, backend });
   } catch (error) {
-    client.dispose();
     throw error;
   }
   const id = newId("resp");
@@ -148,8 +147,6 @@ async function createResponse(deps: ResponsesDeps, store: ResponseStore, request
     } catch (error) {
       call.finish(error);
       throw error;
-    } finally {
-      client.dispose();
     }
   }
 
@@ -223,8 +220,6 @@ async function createResponse(deps: ResponsesDeps, store: ResponseStore, request
       }).catch(() => undefined);
     }
     out.end();
-  } finally {
-    client.dispose();
   }
   return reply;
 }
