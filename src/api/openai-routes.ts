@@ -86,5 +86,6 @@ async function forward(deps: OpenAIRouteDeps, request: FastifyRequest, reply: Fa
   const client = { signal: reply.request.clientSignal };
   const call = await openEngineCall(deps, { endpoint, body, backend, signal: client.signal, api: "openai", passErrors: true });
   reply.hijack();
-  await call.pipe(reply.raw, deps.logError);
+  // Headers set by the hooks (CORS) go out with the engine's answer.
+  await call.pipe(reply.raw, deps.logError, reply.getHeaders());
 }

@@ -63,6 +63,14 @@ describe("llama-server endpoints through the daemon", () => {
     assert.ok(events.length >= 3, String(events.length));
   });
 
+  test("a proxied answer carries the CORS headers and its Content-Length", async () => {
+    const res = await fetch(`${d.url}/tokenize`, { method: "POST", headers: { origin: "http://localhost:3000" }, body: JSON.stringify({ model: "ai/tiny", content: "hi" }) });
+    const text = await res.text();
+    assert.equal(res.status, 200, text);
+    assert.equal(res.headers.get("access-control-allow-origin"), "http://localhost:3000");
+    assert.equal(res.headers.get("content-length"), String(Buffer.byteLength(text)));
+  });
+
   test("a missing or unknown model is refused, in OpenAI's shape", async () => {
     const missing = await post("/tokenize", { content: "hi" });
     assert.equal(missing.status, 400);

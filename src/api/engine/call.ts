@@ -1,5 +1,5 @@
 import { once } from "node:events";
-import type { ServerResponse } from "node:http";
+import type { OutgoingHttpHeaders, ServerResponse } from "node:http";
 import type { Readable } from "node:stream";
 import { setTimeout as delay } from "node:timers/promises";
 import { InvalidRequestError, messageOf, RunnerError, type OpenAIErrorType } from "../../errors.ts";
@@ -57,6 +57,8 @@ export interface InferenceRequest {
 export interface InferenceResponse {
   status: number;
   contentType: string;
+  /** The engine's Content-Length, when it sent one (a JSON answer). */
+  contentLength: number | null;
   body: Readable;
   lease: Lease;
   /** Resolves the body's consumption: frees the runner's slot (with the failure, if any). */
@@ -154,7 +156,9 @@ export async function runInference(
       signal: combined,
     });
     const contentType = String(response.headers["content-type"] ?? "application/json");
-    return { status: response.statusCode, contentType, body: response.body, lease, done, engineSignal: lease.signal, acquireMs };
+    const length = Number(response.headers["content-length"] ?? Number.NaN);
+    const contentLength = Number.isSafeInteger(length) && length >= 0 ? length : null;
+    return { status: response.statusCode, contentType, contentLength, body: response.body, lease, done, engineSignal: lease.signal, acquireMs };
   } catch (error) {
     if (lease.signal.aborted) {
       done();
@@ -204,6 +208,8 @@ export interface EngineCallRequest {
 
 /** How much of a piped answer is kept to read its usage: the tail of a stream, or a whole small JSON body. */
 const USAGE_WINDOW_BYTES = 16 * 1024;
+/** Up to this size, a JSON answer of known length is sent on whole (pipeWhole). */
+const WHOLE_ANSWER_BYTES = 1024 * 1024;
 
 /** llama-server's measured `timings` (milliseconds). */
 export interface EngineTimings {
@@ -310,9 +316,14 @@ export class EngineCall {
    * engine that dies mid-stream gets a final `data: {"error":...}` event
    * (a JSON body cannot be repaired). Calls `finish()`.
    */
-  async pipe(raw: ServerResponse, logError: ErrorLogger): Promise<void> {
+  async pipe(raw: ServerResponse, logError: ErrorLogger, extraHeaders: Record<string, string | number | string[] | undefined> = {}): Promise<void> {
+    const headers: OutgoingHttpHeaders = {};
+    for (const [name, value] of Object.entries(extraHeaders)) if (value !== undefined) headers[name] = value;
     const isStream = this.res.contentType.includes("text/event-stream");
+    const length = this.res.contentLength;
+    if (!isStream && length !== null && length <= WHOLE_ANSWER_BYTES) return this.pipeWhole(raw, logError, headers);
     raw.writeHead(this.res.status, {
+      ...headers,
       "content-type": this.res.contentType,
       ...(isStream ? { "cache-control": "no-cache", "x-accel-buffering": "no" } : {}),
     });
@@ -342,6 +353,34 @@ export class EngineCall {
     raw.end();
     if (tail.length > 0) this.observeTail(Buffer.concat(tail, tailBytes).toString("utf8").slice(-USAGE_WINDOW_BYTES));
     this.finish(failure === undefined ? undefined : clientLeft ? new ClientClosedError() : failure);
+  }
+
+  /**
+   * A small answer of known length, read whole and sent with one write
+   * (headers, Content-Length and body together: no chunked framing, one
+   * syscall). Nothing is sent before it is complete, so an engine that dies
+   * mid-answer still gets a proper error status and body.
+   */
+  private async pipeWhole(raw: ServerResponse, logError: ErrorLogger, headers: OutgoingHttpHeaders): Promise<void> {
+    let body: Buffer;
+    try {
+      const chunks = (await this.res.body.toArray()) as Buffer[];
+      body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+    } catch (error) {
+      const clientLeft = this.request.signal.aborted || raw.destroyed;
+      if (!clientLeft) {
+        const answer = errorResponse(await midAnswerFailure(this.res, error), logError);
+        const text = JSON.stringify(answer.body);
+        raw.writeHead(answer.status, { ...headers, ...answer.headers, "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+        raw.end(text);
+      } else raw.end();
+      this.finish(clientLeft ? new ClientClosedError() : error);
+      return;
+    }
+    raw.writeHead(this.res.status, { ...headers, "content-type": this.res.contentType, "content-length": body.length });
+    raw.end(body);
+    if (MODE_OF[this.request.endpoint] !== "embedding" && body.length <= USAGE_WINDOW_BYTES) this.observeTail(body.toString("utf8"));
+    this.finish();
   }
 
   /** Usage and timings from the end of an answer: the last `data:` events that carry them, or the whole JSON body. */
