@@ -45,11 +45,15 @@ const rssMiB = async (pid: number) => {
   return Number(/VmRSS:\s+(\d+)/.exec(status)![1]) / 1024;
 };
 const CLK_TCK = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim());
-/** User+system CPU time of `pid` so far, in ms (fields 14 and 15 of /proc/<pid>/stat). */
-const cpuMs = async (pid: number) => {
+/** User and system CPU time of `pid` so far, in ms (fields 14 and 15 of /proc/<pid>/stat). */
+const cpuTimes = async (pid: number) => {
   const stat = await readFile(`/proc/${pid}/stat`, "utf8");
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK;
+  return { user: (Number(fields[11]) * 1000) / CLK_TCK, sys: (Number(fields[12]) * 1000) / CLK_TCK };
+};
+const cpuMs = async (pid: number) => {
+  const t = await cpuTimes(pid);
+  return t.user + t.sys;
 };
 const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))]!;
 
@@ -171,6 +175,7 @@ try {
       const la: number[] = [];
       const lb: number[] = [];
       const cpu0 = await cpuMs(daemon!.pid!);
+      const sys0 = (await cpuTimes(daemon!.pid!)).sys;
       const engineCpu0 = await cpuMs(kind.pid);
       let proxied = 0;
       for (let i = 0; i < total; i++) {
@@ -190,6 +195,7 @@ try {
         rates.push([clients, a, b]);
       }
       const cpuPer = ((await cpuMs(daemon!.pid!)) - cpu0) / proxied;
+      const sysPer = ((await cpuTimes(daemon!.pid!)).sys - sys0) / proxied;
       const engineCpuPer = ((await cpuMs(kind.pid)) - engineCpu0) / (2 * proxied);
       console.log();
       row(kind.name, "direct", "via daemon", "added", "goal");
@@ -200,6 +206,7 @@ try {
       row("  requests/s", "direct", "via daemon", "ratio");
       for (const [clients, ra, rb] of rates) row(`    ${clients} client${clients > 1 ? "s" : ""}`, ra.toFixed(0), rb.toFixed(0), `${(rb / ra).toFixed(2)}x`, `>= ${kind.goal}x`);
       row(`  daemon CPU per proxied request (ms, ${proxied})`, "", cpuPer.toFixed(3), "", "< 0.15");
+      row("    of which system (syscalls)", "", sysPer.toFixed(3), "");
       row("  engine CPU per request, for scale (ms)", engineCpuPer.toFixed(3), "", `${((cpuPer / engineCpuPer) * 100).toFixed(0)}%`);
     }
     await directChat.close();
