@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { ModelDistribution } from "../../distribution/index.ts";
 import { openEngineCall, type EngineCall, type EngineCallDeps } from "../engine/call.ts";
 import type { ErrorLogger } from "../errors.ts";
+import { sseEvent } from "../sse.ts";
 import { LazyStream } from "../streaming.ts";
 import { optionalBoolean } from "../../http/fields.ts";
 import { sendError } from "../error-reply.ts";
@@ -91,7 +92,7 @@ async function createMessage(deps: AnthropicDeps, request: FastifyRequest, reply
   }
 
   const out = new LazyStream(reply, 200, { "content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no" });
-  const send = (type: string, data: Body) => out.write(`event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`);
+  const send = (type: string, data: Body) => out.write(sseEvent(type, { type, ...data }));
   let finish: unknown = null;
   let stopSequence: string | null = null;
   let open: string | null = null;
@@ -161,7 +162,7 @@ async function createMessage(deps: AnthropicDeps, request: FastifyRequest, reply
     call.finish(error);
     if (!client.signal.aborted) {
       const { body: errBody } = anthropicErrorResponse(error, deps.logError);
-      await out.write(`event: error\ndata: ${JSON.stringify(errBody)}\n\n`).catch(() => undefined);
+      await out.write(sseEvent("error", errBody)).catch(() => undefined);
     }
     out.end();
   }

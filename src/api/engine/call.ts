@@ -9,6 +9,7 @@ import type { EngineClients } from "./transport.ts";
 import { errorResponse, statusOf, type ErrorLogger } from "../errors.ts";
 import { ClientClosedError, writeWithBackpressure } from "../../http/streaming.ts";
 import type { DaemonMetrics } from "../metrics.ts";
+import { sseEvent } from "../sse.ts";
 
 /**
  * The engine endpoints the daemon forwards to, and the mode of the runner
@@ -348,7 +349,7 @@ export class EngineCall {
     const clientLeft = this.request.signal.aborted || raw.destroyed;
     if (failure !== undefined && !clientLeft && isStream) {
       const { body } = errorResponse(await midAnswerFailure(this.res, failure), logError);
-      raw.write(`data: ${JSON.stringify(body)}\n\n`);
+      raw.write(sseEvent(null, body));
     }
     raw.end();
     if (tail.length > 0) this.observeTail(Buffer.concat(tail, tailBytes).toString("utf8").slice(-USAGE_WINDOW_BYTES));

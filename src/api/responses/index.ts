@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { NotFoundError } from "../../errors.ts";
 import { openEngineCall, type EngineCall, type EngineCallDeps } from "../engine/call.ts";
 import { errorResponse, type ErrorLogger } from "../errors.ts";
+import { sseEvent } from "../sse.ts";
 import { LazyStream } from "../streaming.ts";
 import { ResponseStore, type ResponseStoreOptions } from "./store.ts";
 import { newId, parseResponsesRequest, type ParsedResponsesRequest } from "./translate.ts";
@@ -152,7 +153,7 @@ async function createResponse(deps: ResponsesDeps, store: ResponseStore, request
 
   const out = new LazyStream(reply, 200, { "content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no" });
   let seq = 0;
-  const send = (type: string, data: Body) => out.write(`event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: seq++, ...data })}\n\n`);
+  const send = (type: string, data: Body) => out.write(sseEvent(type, { type, sequence_number: seq++, ...data }));
   let text = "";
   let finish: unknown = null;
   let messageOpen = false;
