@@ -10,6 +10,8 @@ export interface EnsureDaemonOptions {
   config: CliConfig;
   binPath: string;
   note: (message: string) => void;
+  /** False (`mr --no-autostart`): fail as unreachable instead of starting a daemon. */
+  isAutostartAllowed?: boolean;
   /** How long a freshly started daemon may take to answer. */
   startTimeoutMs?: number;
 }
@@ -26,7 +28,7 @@ export async function ensureDaemon(opts: EnsureDaemonOptions): Promise<DaemonCli
   const client = new DaemonClient(config.baseUrl, config.apiKey);
   const problem = await client.probe();
   if (problem === null) return client;
-  if (config.isHostExplicit) throw new DaemonUnreachableError(config.baseUrl, { cause: problem });
+  if (config.isHostExplicit || opts.isAutostartAllowed === false) throw new DaemonUnreachableError(config.baseUrl, { cause: problem });
   const url = new URL(config.baseUrl);
   mkdirSync(config.logDir, { recursive: true });
   const logPath = join(config.logDir, "daemon.log");

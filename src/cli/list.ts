@@ -41,6 +41,8 @@ export const listCommand: Command = {
     json: { type: "boolean", description: "print JSON: [{model,id,parameters,quantization,architecture,created,size,context_size}]" },
     quiet: { type: "boolean", short: "q", description: "print model IDs only" },
     openai: { type: "boolean", description: "print the OpenAI /v1/models answer" },
+    // Hidden: one tag per line, for shell completion.
+    names: { type: "boolean" },
   },
   async run(cli, { values, positionals }) {
     const client = await cli.daemon();
@@ -54,6 +56,8 @@ export const listCommand: Command = {
     const rows = listRows(models ?? []).filter((r) => !filter || r.model.includes(filter));
     if (values.json) {
       cli.io.stdout.write(json(rows));
+    } else if (values.names) {
+      cli.io.stdout.write(rows.filter((r) => r.model !== "<none>").map((r) => `${r.model}\n`).join(""));
     } else if (values.quiet) {
       const ids = [...new Set(rows.map((r) => shortId(r.id)))];
       cli.io.stdout.write(ids.map((id) => `${id}\n`).join(""));

@@ -5,10 +5,13 @@ export const logsCommand: Command = {
   summary: "Print the daemon's logs",
   usage: "mr logs [OPTIONS]",
   examples: ["mr logs", "mr logs -f"],
-  flags: { follow: { type: "boolean", short: "f", description: "keep printing new lines until Ctrl-C" } },
+  flags: {
+    follow: { type: "boolean", short: "f", description: "keep printing new lines until Ctrl-C" },
+    "no-engines": { type: "boolean", description: "leave out the engines' lines (daemon lines only)" },
+  },
   async run(cli, { values }) {
     const client = await cli.daemon();
-    const res = await client.request("GET", "/logs", { query: { follow: values.follow ? "true" : undefined }, signal: cli.signal });
+    const res = await client.request("GET", "/logs", { query: { follow: values.follow ? "true" : undefined, "no-engines": values["no-engines"] ? "true" : undefined }, signal: cli.signal });
     if (!res.body) return 0;
     try {
       for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) cli.io.stdout.write(chunk);

@@ -32,7 +32,7 @@ function usage(): string {
     ...RAW_COMMANDS.filter((r) => r.name !== "serve").map((r) => [r.name, r.summary] as [string, string]),
   ];
   const width = Math.max(...rows.map(([n]) => n.length));
-  return `Usage: mr [--debug] COMMAND [ARGS]
+  return `Usage: mr [--debug] [--no-autostart] COMMAND [ARGS]
 
 Run AI models locally. Every command talks to the daemon at MODEL_RUNNER_HOST (default http://127.0.0.1:12434);
 when nothing answers there and MODEL_RUNNER_HOST is unset, one is started in the background.
@@ -67,8 +67,12 @@ const allNames = () => [...COMMANDS.flatMap((c) => [c.name, ...(c.aliases ?? [])
 export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: CliIo): Promise<number> {
   const args = [...argv];
   let debug = false;
-  while (args[0] === "--debug") {
-    debug = true;
+  let isAutostartAllowed = true;
+  // Global flags before the command: --debug, and --no-autostart (shell completion: a TAB must never start a daemon).
+  for (;;) {
+    if (args[0] === "--debug") debug = true;
+    else if (args[0] === "--no-autostart") isAutostartAllowed = false;
+    else break;
     args.shift();
   }
   const [name, ...rest] = args;
@@ -127,7 +131,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
         if (interruptHandler === handler) interruptHandler = null;
       };
     },
-    daemon: () => ensureDaemon({ config, binPath: BIN_PATH, note: (m) => io.stderr.write(`${m}\n`) }),
+    daemon: () => ensureDaemon({ config, binPath: BIN_PATH, isAutostartAllowed, note: (m) => io.stderr.write(`${m}\n`) }),
   };
   try {
     const parsed = parseCommandArgs(command.name, command.flags, rest);

@@ -54,8 +54,10 @@ export const runCommand: Command = {
       return 0;
     }
     let prompt = promptWords.join(" ");
-    if (!prompt && !cli.io.stdin.isTTY && !values.interactive) {
-      prompt = (await readAll(cli.io.stdin)).trim();
+    if (!cli.io.stdin.isTTY && !values.interactive) {
+      // As `docker model run`: piped text follows the prompt words after a blank line.
+      const piped = (await readAll(cli.io.stdin)).trim();
+      prompt = prompt && piped ? `${prompt}\n\n${piped}` : prompt || piped;
       if (!prompt) throw new UsageError("no prompt: stdin was empty (pass PROMPT, or -i to chat over a pipe)", "run");
     }
     if (!prompt) return interactiveChat(cli, client, name);
