@@ -60,14 +60,21 @@ export function storeResolver(distribution: ModelDistribution): ModelResolver {
  * and starts the daemon. Engines left by a daemon that was SIGKILLed are
  * stopped first.
  */
-export async function startDaemon(config: DaemonConfig, options: { logToStderr?: boolean } = {}): Promise<Daemon> {
+export async function startDaemon(
+  config: DaemonConfig,
+  options: { logToStderr?: boolean; logStream?: NodeJS.WritableStream } = {},
+): Promise<Daemon> {
   await mkdir(config.logDir, { recursive: true });
   await mkdir(config.configDir, { recursive: true });
   const logFile = join(config.logDir, "model-runner.log");
   const fileStream = pino.destination({ dest: logFile, sync: false, mkdir: true });
   const streams: pino.StreamEntry[] = [{ level: config.logLevel, stream: fileStream }];
-  if (options.logToStderr ?? true) streams.push({ level: config.logLevel, stream: process.stderr });
-  const log = pino({ level: config.logLevel, base: { component: "daemon" } }, pino.multistream(streams));
+  // The console copy: stderr as JSON lines, or `logStream` (mr serve renders it for people on a terminal).
+  if (options.logStream) streams.push({ level: config.logLevel, stream: options.logStream });
+  else if (options.logToStderr ?? true) streams.push({ level: config.logLevel, stream: process.stderr });
+  // Each line carries one `component` (a child's binding would repeat the key, not replace it).
+  const root = pino({ level: config.logLevel, base: null }, pino.multistream(streams));
+  const log = root.child({ component: "daemon" });
 
   const store = await openStore({ root: config.modelsPath });
   const distribution = createModelDistribution({
@@ -84,7 +91,7 @@ export async function startDaemon(config: DaemonConfig, options: { logToStderr?:
   if (removed.length > 0) log.info({ removed: removed.length }, "removed leftovers of interrupted store writes");
 
   const backends = new BackendRegistry([new LlamaCppBackend({ llamaServerPath: config.llamaServerPath })]);
-  const engineLog = log.child({ component: "engine" });
+  const engineLog = root.child({ component: "engine" });
   let metrics: ReturnType<typeof createMetrics> | null = null;
   const scheduler = await createScheduler({
     backends,
@@ -96,7 +103,7 @@ export async function startDaemon(config: DaemonConfig, options: { logToStderr?:
     queueLimit: config.queueLimit,
     engineQueuePerSlot: 1,
     defaultKeepAliveMs: config.keepAliveMs,
-    log: log.child({ component: "scheduler" }),
+    log: root.child({ component: "scheduler" }),
     onEvent: (event: SchedulerEvent) => metrics?.schedulerEvent(event),
     onEngineLog: (labels, line) => engineLog.info({ model: labels.model, backend: labels.backend, mode: labels.mode }, line),
   });

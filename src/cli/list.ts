@@ -1,6 +1,6 @@
 import type { Command } from "./context.ts";
 import type { ApiModel } from "./models.ts";
-import { json, shortId, table, timeAgo } from "./output.ts";
+import { formatBytes, json, parseSize, shortId, table, timeAgo } from "./output.ts";
 
 /** `mr list --json` rows: one per tag (untagged models once), stable field names (docs/cli.md). */
 export interface ListRow {
@@ -28,6 +28,13 @@ export function listRows(models: readonly ApiModel[]): ListRow[] {
       context_size: m.config?.context_size ?? null,
     }));
   });
+}
+
+/** The config's own text ("256.35MiB") in the units every other size is shown in. */
+function displaySize(size: string | null): string {
+  if (size === null) return "-";
+  const bytes = parseSize(size);
+  return bytes === null ? size : formatBytes(bytes);
 }
 
 export const listCommand: Command = {
@@ -73,7 +80,7 @@ export const listCommand: Command = {
             shortId(r.id),
             timeAgo(r.created),
             r.context_size ? String(r.context_size) : "-",
-            r.size ?? "-",
+            displaySize(r.size),
           ]),
         ),
       );

@@ -11,8 +11,8 @@ const BIN_PATH = fileURLToPath(new URL("../../bin/mr.js", import.meta.url));
 
 registerRaw({
   name: "serve",
-  summary: "Run the daemon in the foreground (--host, --port, --models-path, --api-key, --log-level)",
-  flags: ["host", "port", "models-path", "api-key", "log-level"],
+  summary: "Run the daemon in the foreground (--host, --port, --models-path, --api-key, --log-level, --json)",
+  flags: ["host", "port", "models-path", "api-key", "log-level", "json"],
   // Loaded only when run: the daemon and the engine pull in fastify and node-llama-cpp,
   // which would slow every other command's start.
   run: async (argv) => (await import("./serve.ts")).serveCommand(argv),
@@ -140,6 +140,13 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
       io.stdout.write(commandHelp(command));
       return 0;
     }
+    if (command.maxArgs !== undefined && parsed.positionals.length > command.maxArgs) {
+      const extra = parsed.positionals.slice(command.maxArgs).join(" ");
+      throw new UsageError(
+        command.maxArgs === 0 ? `${command.name} takes no arguments, got "${extra}"` : `${command.name} takes at most ${command.maxArgs}, got "${extra}" too`,
+        command.name,
+      );
+    }
     return await command.run(cli, parsed);
   } catch (error) {
     if (controller.signal.aborted && (isAbort(error) || error === controller.signal.reason || !(error instanceof DaemonError))) {
@@ -152,10 +159,19 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
     }
     fail(error instanceof Error ? error.message.split("\n")[0]! : String(error));
     if (debug) io.stderr.write(`${debugDetail(error)}\n`);
-    return 1;
+    return exitCodeOf(error);
   } finally {
     process.off("SIGINT", onSigint);
   }
+}
+
+/**
+ * 2 for what the user typed (a value the daemon rejected as invalid, 400/422,
+ * is a bad value too), 1 for failures.
+ */
+function exitCodeOf(error: unknown): number {
+  if (error instanceof DaemonError && (error.status === 400 || error.status === 422)) return 2;
+  return 1;
 }
 
 function debugDetail(error: unknown): string {
