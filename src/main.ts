@@ -68,7 +68,11 @@ export async function startDaemon(
   await mkdir(config.configDir, { recursive: true });
   const logFile = join(config.logDir, "model-runner.log");
   const fileStream = pino.destination({ dest: logFile, sync: false, mkdir: true });
-  const streams: pino.StreamEntry[] = [{ level: config.logLevel, stream: fileStream }];
+  // Work still winding down after close() (a backend install that Ctrl-C cut short) may log: such lines are
+  // dropped, not written to the ended file stream (which throws, killing the process).
+  let isFileClosed = false;
+  const fileSink = { write: (line: string) => (isFileClosed ? true : fileStream.write(line)) };
+  const streams: pino.StreamEntry[] = [{ level: config.logLevel, stream: fileSink }];
   // The console copy: stderr as JSON lines, or `logStream` (mr serve renders it for people on a terminal).
   if (options.logStream) streams.push({ level: config.logLevel, stream: options.logStream });
   else if (options.logToStderr ?? true) streams.push({ level: config.logLevel, stream: process.stderr });
@@ -151,6 +155,7 @@ export async function startDaemon(
         await closed;
         await engines.close();
         log.info("model runner stopped");
+        isFileClosed = true;
         await new Promise<void>((resolve) => {
           fileStream.once("close", () => resolve());
           fileStream.end();

@@ -192,3 +192,32 @@ test("chat over a pipe: a turn that fails ends the chat with exit 1", async () =
   assert.equal(r.code, 1, r.stderr);
   assert.match(r.stderr.trim().split("\n").at(-1)!, /^Error: .*context/);
 });
+
+test("mr bench: requests at a time for a duration through the daemon; tokens/s and time to first token", async () => {
+  chats.length = 0;
+  const r = await runMr(["bench", "--json", "--duration", "2s", "--concurrency", "2", "--max-tokens", "8", "--prompt", "count", "short"], { env: env() });
+  assert.equal(r.code, 0, r.stderr);
+  const b = JSON.parse(r.stdout) as {
+    model: string; concurrency: number; requests: number; failed: number; completion_tokens: number; tokens_per_second: number;
+    duration_seconds: number; time_to_first_token_ms: { p50: number; p99: number };
+  };
+  assert.equal(b.model, "chat/short:latest", "the partial name resolved");
+  assert.equal(b.concurrency, 2);
+  assert.equal(b.failed, 0);
+  assert.ok(b.requests >= 2, r.stdout);
+  assert.equal(chats.length, b.requests, "every counted request reached the daemon");
+  assert.ok(chats.every((c) => c.messages[0]!.content === "count"));
+  assert.ok(b.duration_seconds >= 2);
+  assert.ok(b.completion_tokens > 0 && b.completion_tokens <= 8 * b.requests, r.stdout);
+  assert.ok(Math.abs(b.tokens_per_second - b.completion_tokens / b.duration_seconds) < 0.1);
+  assert.ok(b.time_to_first_token_ms.p50 > 0 && b.time_to_first_token_ms.p50 <= b.time_to_first_token_ms.p99);
+
+  const text = await runMr(["bench", "--duration", "1s", "--max-tokens", "4", "chat/short"], { env: env() });
+  assert.equal(text.code, 0, text.stderr);
+  assert.match(text.stdout, /^Requests:\s+\d+ completed, 0 failed \(1 at a time, [\d.]+s\)$/m);
+  assert.match(text.stdout, /^Throughput:\s+[\d.]+ tokens\/s$/m);
+  assert.match(text.stdout, /^Time to first token: p50 [\d.]+ ms, p99 [\d.]+ ms$/m);
+  const bad = await runMr(["bench", "--duration", "soon", "chat/short"], { env: env() });
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /^Error: --duration must be a positive duration/);
+});

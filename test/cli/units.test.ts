@@ -10,6 +10,7 @@ import { COMMANDS } from "../../src/cli/commands.ts";
 import { DaemonError, DaemonUnreachableError, UsageError } from "../../src/cli/errors.ts";
 import { listRows } from "../../src/cli/list.ts";
 import { pickTag } from "../../src/cli/models.ts";
+import { parseBenchDuration, percentile } from "../../src/cli/bench.ts";
 import { formatLogLine } from "../../src/cli/log-format.ts";
 import { formatBytes, makeStyle, parseSize, table, timeAgo } from "../../src/cli/output.ts";
 import { ProgressRenderer } from "../../src/cli/progress.ts";
@@ -152,4 +153,14 @@ test("log lines for people: time, level, component, message, details; other line
   const line = JSON.stringify({ level: 40, time: Date.UTC(2026, 0, 2, 3, 4, 5, 6), component: "scheduler", msg: "evicted", model: "ai/x:latest", err: { message: "no room", stack: "..." } });
   assert.equal(formatLogLine(line, style), '2026-01-02 03:04:05.006 WARN  scheduler evicted model=ai/x:latest err="no room"');
   assert.equal(formatLogLine("not json", style), "not json");
+});
+
+test("bench helpers: nearest-rank percentiles, durations", () => {
+  assert.equal(percentile([], 50), null);
+  assert.equal(percentile([30, 10, 20], 50), 20);
+  assert.equal(percentile(Array.from({ length: 100 }, (_, i) => i + 1), 99), 99);
+  assert.equal(parseBenchDuration("1m"), 60_000);
+  assert.equal(parseBenchDuration("500ms"), 500);
+  assert.equal(parseBenchDuration("3"), 3000);
+  assert.throws(() => parseBenchDuration("0s"), UsageError);
 });
