@@ -98,12 +98,9 @@ export const benchCommand: Command = {
     const prompt = typeof values.prompt === "string" ? values.prompt : DEFAULT_PROMPT;
     const client = await cli.daemon();
     const { name } = await resolveModel(client, positionals[0]!, cli.signal);
-    // Load first, so that the load is not measured as the first request's latency.
-    await client.request("POST", "/engines/v1/chat/completions", {
-      json: { model: name, messages: [] },
-      headers: { "x-preload-only": "true" },
-      signal: cli.signal,
-    });
+    // Load first, so that the load is not measured as the first request's latency (Ollama's load idiom:
+    // a generate request without a prompt).
+    await client.json("POST", "/api/generate", { json: { model: name }, signal: cli.signal });
     if (!values.json) cli.note(`Benchmarking ${name}: ${concurrency} at a time for ${durationMs / 1000}s...`);
     const done: OneRequest[] = [];
     let failed = 0;

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { readFile } from "node:fs/promises";
+import { readdir, readFile, readlink } from "node:fs/promises";
 import { after, before, test } from "node:test";
 import { startRegistryProxy } from "../doubles/registry-proxy.ts";
 import { startTestRegistry, type TestRegistry } from "../doubles/test-registry.ts";
@@ -34,11 +34,20 @@ after(async () => {
 
 const mr = (args: string[], input?: string) => runMr(args, { env, ...(input !== undefined ? { input } : {}) });
 
-/** SIGINT is among the signals `pid` catches (/proc/PID/status SigCgt, bit 2). */
-async function handlesSigint(pid: number): Promise<boolean> {
-  const status = await readFile(`/proc/${pid}/status`, "utf8").catch(() => "");
-  const mask = /^SigCgt:\s*([0-9a-f]+)$/m.exec(status)?.[1];
-  return mask !== undefined && (BigInt(`0x${mask}`) & 2n) !== 0n;
+/** `pid` has an established TCP connection to 127.0.0.1:`port` (its socket fds matched against /proc/net/tcp). */
+async function isConnectedTo(pid: number, port: number): Promise<boolean> {
+  const inodes = new Set<string>();
+  for (const fd of await readdir(`/proc/${pid}/fd`).catch(() => [] as string[])) {
+    const link = await readlink(`/proc/${pid}/fd/${fd}`).catch(() => "");
+    const m = /^socket:\[(\d+)\]$/.exec(link);
+    if (m) inodes.add(m[1]!);
+  }
+  const table = await readFile("/proc/net/tcp", "utf8").catch(() => "");
+  const remote = `0100007F:${port.toString(16).toUpperCase().padStart(4, "0")}`;
+  return table.split("\n").some((line) => {
+    const f = line.trim().split(/\s+/);
+    return f[2] === remote && f[3] === "01" && inodes.has(f[9]!);
+  });
 }
 
 function oneLineError(r: { stderr: string }, pattern: RegExp) {
@@ -215,9 +224,9 @@ test("df, status, version and logs", async () => {
   const follow = spawnMr(["logs", "-f"], { env });
   follow.stdin!.end();
   const followed = collect(follow, 30_000);
-  // Ctrl-C once its handler is in place (a slow start would otherwise die of the signal, code null).
-  await eventually(async () => handlesSigint(follow.pid!), 20_000, "mr logs to handle SIGINT");
-  await new Promise((r) => setTimeout(r, 500));
+  // Ctrl-C once it follows (a slow start would otherwise die of the signal before its handler is in place).
+  const port = Number(new URL(daemon.url).port);
+  await eventually(() => isConnectedTo(follow.pid!, port), 20_000, "mr logs -f to connect");
   follow.kill("SIGINT");
   assert.equal((await followed).code, 130, "logs -f runs until Ctrl-C");
 

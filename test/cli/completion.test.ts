@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { chmod, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -45,16 +45,19 @@ after(async () => {
  * line as completion left it is printed. Keys typed while a completion runs
  * wait in the terminal, so no sleeps are needed.
  */
-async function completeLine(keys: string, opts: { env: Record<string, string>; withBashCompletion: boolean }): Promise<string> {
-  const child = spawn("python3", ["-c", "import pty, sys; sys.exit(pty.spawn(sys.argv[1:]) >> 8)", "bash", "--norc", "--noprofile", "-i"], {
-    env: cleanEnv({ ...opts.env, PATH: `${bin}:${process.env.PATH}`, TERM: "dumb", PS1: "$ ", INPUTRC: "/dev/null" }),
+async function completeLine(keys: string, opts: { env: Record<string, string>; withBashCompletion: boolean; shell?: "bash" | "zsh" }): Promise<string> {
+  const shell = opts.shell ?? "bash";
+  const argv = shell === "bash" ? ["bash", "--norc", "--noprofile", "-i"] : ["zsh", "-f", "-i"];
+  const child = spawn("python3", ["-c", "import pty, sys; sys.exit(pty.spawn(sys.argv[1:]) >> 8)", ...argv], {
+    env: cleanEnv({ ...opts.env, PATH: `${bin}:${process.env.PATH}`, TERM: "dumb", PS1: "$ ", INPUTRC: "/dev/null", ZDOTDIR: files }),
     stdio: ["pipe", "pipe", "pipe"],
   });
   let out = "";
   child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
   const done = collect(child, 60_000);
   if (opts.withBashCompletion) child.stdin!.write(`source ${BASH_COMPLETION}\n`);
-  child.stdin!.write("source <(mr completion bash)\n");
+  if (shell === "zsh") child.stdin!.write("bindkey -e; autoload -Uz compinit && compinit -u -D\n");
+  child.stdin!.write(`source <(mr completion ${shell})\n`);
   child.stdin!.write(`${keys}\x01echo GOT \r`);
   try {
     await eventually(() => /\nGOT [^\r\n]*\r?\n/.test(out), 30_000, `the line to be echoed:\n${out}`);
@@ -106,4 +109,32 @@ test("zsh and fish scripts: file flags complete files, model names come without 
   const fish = (await runMr(["completion", "fish"])).stdout;
   assert.match(fish, /-l gguf -r -F/);
   assert.match(fish, /-a '\(mr --no-autostart list --names 2>\/dev\/null\)'/);
+});
+
+const hasShell = (name: string) => spawnSync("sh", ["-c", `command -v ${name}`]).status === 0;
+
+test("fish: `complete -C` offers names with ':' whole and files after --gguf", { skip: hasShell("fish") ? false : "fish is not installed" }, async () => {
+  const env = cleanEnv({ MODEL_RUNNER_HOST: daemon.host, MODEL_RUNNER_HOME: home, PATH: `${bin}:${process.env.PATH}` });
+  const complete = (line: string) => {
+    const r = spawnSync("fish", ["--no-config", "-c", `mr completion fish | source; complete -C ${JSON.stringify(line)}`], { env, encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    return r.stdout.split("\n").map((l) => l.split("\t")[0]!).filter(Boolean);
+  };
+  assert.deepEqual(complete("mr run 127.0.0.1:5123/ai/ti"), ["127.0.0.1:5123/ai/tiny:v1"]);
+  assert.deepEqual(complete("mr rm 127.0.0.1:5123/ai/tiny:"), ["127.0.0.1:5123/ai/tiny:v1"]);
+  assert.deepEqual(complete(`mr package --gguf ${files}/wei`), [`${files}/weights.gguf`]);
+});
+
+test("zsh: TAB completes a model name with ':' whole, and files after --gguf", { skip: hasShell("zsh") ? false : "zsh is not installed" }, async () => {
+  const env = { MODEL_RUNNER_HOST: daemon.host, MODEL_RUNNER_HOME: home };
+  assert.equal(await completeLine("mr run 127.0.0.1:5123/ai/ti\t", { env, withBashCompletion: false, shell: "zsh" }), "mr run 127.0.0.1:5123/ai/tiny:v1");
+  assert.equal(await completeLine(`mr package --gguf ${files}/wei\t`, { env, withBashCompletion: false, shell: "zsh" }), `mr package --gguf ${files}/weights.gguf`);
+});
+
+test("zsh: the script loads under compinit and defines _mr", { skip: hasShell("zsh") ? false : "zsh is not installed" }, () => {
+  const env = cleanEnv({ MODEL_RUNNER_HOME: home, PATH: `${bin}:${process.env.PATH}`, ZDOTDIR: files });
+  const r = spawnSync("zsh", ["-f", "-c", "autoload -Uz compinit && compinit -u -D && source <(mr completion zsh) && whence -w _mr"], { env, encoding: "utf8" });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout.trim(), "_mr: function");
+  assert.equal(r.stderr, "");
 });
