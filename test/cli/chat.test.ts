@@ -221,3 +221,30 @@ test("mr bench: requests at a time for a duration through the daemon; tokens/s a
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /^Error: --duration must be a positive duration/);
 });
+
+test("chat commands on a pseudo-terminal: /set system, /show system, /set verbose, /bye", async () => {
+  chats.length = 0;
+  const child = spawn(
+    "python3",
+    ["-c", "import pty, sys; sys.exit(pty.spawn(sys.argv[1:]) >> 8)", process.execPath, MR_BIN, "run", "chat/short"],
+    { env: cleanEnv({ ...env(), TERM: "dumb", MODEL_RUNNER_NOHISTORY: "1" }), stdio: ["pipe", "pipe", "pipe"] },
+  );
+  let out = "";
+  child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+  const done = collect(child, 60_000);
+  await waitFor(() => out, />>> /, "the prompt");
+  child.stdin!.write("/set system Be kind.\r");
+  await waitFor(() => out, /Set system message\./, "the system message to be set");
+  child.stdin!.write("/show system\r");
+  await waitFor(() => out.slice(out.lastIndexOf("/show system")), /\nBe kind\./, "the system message to be shown");
+  child.stdin!.write("/set verbose\r");
+  await waitFor(() => out, /Set 'verbose' mode\./, "verbose mode");
+  child.stdin!.write("hi\r");
+  await waitFor(() => out, /eval rate:/, "the timings after the answer");
+  child.stdin!.write("/bye\r");
+  const r = await done;
+  child.stdin!.destroy();
+  assert.equal(r.code, 0, out);
+  assert.deepEqual(chats.map((c) => c.messages.map((m) => m.role)), [["system", "user"]]);
+  assert.equal(chats[0]!.messages[0]!.content, "Be kind.");
+});
