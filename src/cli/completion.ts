@@ -14,7 +14,8 @@ const entries = (commands: readonly Command[]): Entry[] =>
     [c.name, ...(c.aliases ?? [])].map((name) => ({
       name,
       summary: c.summary,
-      flags: [...Object.entries(c.flags).flatMap(([f, s]) => [`--${f}`, ...(s.short ? [`-${s.short}`] : [])]), "--help"],
+      // A name that already starts with "-" is a spelling of its own (the engine's llama-server flags: -ngl, --ctx-size).
+      flags: [...Object.entries(c.flags).flatMap(([f, s]) => [f.startsWith("-") ? f : `--${f}`, ...(s.short ? [`-${s.short}`] : [])]), "--help"],
       subcommands: c.subcommands ?? [],
     })),
   );
@@ -71,7 +72,8 @@ compdef _mr mr model-runner
   for (const e of list) {
     lines.push(`complete -c mr -n '__fish_use_subcommand' -a ${e.name} -d '${e.summary.replace(/'/g, "")}'`);
     for (const f of e.flags) {
-      const opt = f.startsWith("--") ? `-l ${f.slice(2)}` : `-s ${f.slice(1)}`;
+      // fish: -s for one letter, -o for old-style single-dash names (-ngl), -l for --long.
+      const opt = f.startsWith("--") ? `-l ${f.slice(2)}` : f.length === 2 ? `-s ${f.slice(1)}` : `-o ${f.slice(1)}`;
       lines.push(`complete -c mr -n '__fish_seen_subcommand_from ${e.name}' ${opt}`);
     }
     for (const s of e.subcommands) lines.push(`complete -c mr -n '__fish_seen_subcommand_from ${e.name}' -a ${s}`);

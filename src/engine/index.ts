@@ -1,6 +1,7 @@
 export { runEngine } from "./run-engine.ts";
 export { parseEngineArgs, defaultThreads, EngineUsageError, type EngineOptions } from "./options.ts";
 export { createEngineApp } from "./server.ts";
+export { checkSamplingDefaults } from "./requests.ts";
 export { checkJsonSchema, grammarForJsonSchema, GrammarCache, UnsupportedSchemaError, InvalidGrammarError } from "./structured.ts";
 export { checkTools, planTools, ToolCallParser, type ToolDefinition, type ToolPlan, type ToolCallOut, type CallSyntax } from "./tools.ts";
 export { ReasoningSplitter } from "./reasoning.ts";

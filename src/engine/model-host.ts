@@ -21,6 +21,24 @@ import type { EngineOptions } from "./options.ts";
 import { slotOrderStrategy } from "./batch-order.ts";
 import { SlotPool } from "./slot-pool.ts";
 import { StepGate } from "./step-gate.ts";
+import { EngineUsageError } from "./options.ts";
+
+const POOLING_NAMES = ["none", "mean", "cls", "last", "rank"] as const;
+
+/**
+ * `--pooling` other than rank: node-llama-cpp has no pooling option, so the
+ * model's own pooling type (GGUF `<arch>.pooling_type`, none when absent) is
+ * what embeddings get. A flag that asks for another one is refused.
+ */
+function checkPooling(model: LlamaModel, wanted: EngineOptions["pooling"]): void {
+  if (wanted === null) return;
+  const metadata = model.fileInfo.metadata as unknown as Record<string, { pooling_type?: number } | undefined>;
+  const arch = model.fileInfo.metadata.general.architecture;
+  const own = POOLING_NAMES[metadata[arch]?.pooling_type ?? 0] ?? "none";
+  if (own !== wanted) {
+    throw new EngineUsageError(`--pooling ${wanted} is not supported: node-llama-cpp uses the model's own pooling type (${own}) and cannot change it`);
+  }
+}
 
 /** What `/v1/models` reports about the loaded model. */
 export interface ModelInfo {
@@ -72,6 +90,8 @@ export class ModelHost {
     /** Engine-wide thinking budget (`--reasoning-budget`). */
     readonly reasoningBudget = -1,
     readonly reasoningFormat: EngineOptions["reasoningFormat"] = "auto",
+    /** `--context-shift`: how a generation that fills its slot goes on; null = it ends. */
+    readonly contextShift: EngineOptions["contextShift"] = null,
   ) {
     this.grammars = new GrammarCache(llama);
   }
@@ -81,7 +101,7 @@ export class ModelHost {
 
   /** Loads the model named in `options`. Rejects with the loader's error. */
   static async load(options: EngineOptions): Promise<ModelHost> {
-    const useGpu = options.gpuLayers !== 0;
+    const useGpu = options.gpuLayers !== 0 && !options.cpuOnly;
     const llama = await getLlama({
       gpu: useGpu ? "auto" : false,
       build: "never",
@@ -91,10 +111,18 @@ export class ModelHost {
       skipDownload: true,
     });
     try {
+      // Flash attention and KV-cache types are the model's context defaults, so
+      // completion, embedding and ranking contexts all get them.
       const model = await llama.loadModel({
         modelPath: options.modelPath,
         gpuLayers: options.gpuLayers === "all" ? "max" : options.gpuLayers,
+        ...(options.useMmap !== null ? { useMmap: options.useMmap } : {}),
+        ...(options.useMlock ? { useMlock: true } : {}),
+        defaultContextFlashAttention: options.flashAttention,
+        ...(options.kvCacheKeyType !== null ? { experimentalDefaultContextKvCacheKeyType: options.kvCacheKeyType } : {}),
+        ...(options.kvCacheValueType !== null ? { experimentalDefaultContextKvCacheValueType: options.kvCacheValueType } : {}),
       });
+      checkPooling(model, options.pooling);
       const total = options.contextSize === 0 ? model.trainContextSize : options.contextSize;
       const slotContext = Math.max(8, Math.floor(total / options.parallel));
       const infoBase = {
@@ -133,7 +161,7 @@ export class ModelHost {
         ...(options.batchSize !== null ? { batchSize: options.batchSize } : {}),
       });
       const sequences = Array.from({ length: options.parallel }, () => context.getSequence());
-      const prompter = await createChatPrompter(model, options.chatTemplateFile);
+      const prompter = await createChatPrompter(model, options.chatTemplate);
       const info: ModelInfo = {
         ...infoBase,
         contextSize: context.contextSize * options.parallel,
@@ -150,6 +178,7 @@ export class ModelHost {
         null,
         options.reasoningBudget,
         options.reasoningFormat,
+        options.contextShift,
       );
     } catch (error) {
       await llama.dispose();
@@ -234,7 +263,19 @@ export class ModelHost {
     });
     busy.add(sequence);
     try {
-      return await generate({ sequence, model: this.model, prompt, params, stopTokens: prompter.stopTokens, onText, signal, gate, slot: sequences.indexOf(sequence), ...extras });
+      return await generate({
+        sequence,
+        model: this.model,
+        prompt,
+        params,
+        stopTokens: prompter.stopTokens,
+        onText,
+        signal,
+        gate,
+        slot: sequences.indexOf(sequence),
+        contextShift: this.contextShift,
+        ...extras,
+      });
     } finally {
       busy.delete(sequence);
       slots.release(sequence);

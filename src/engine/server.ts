@@ -21,13 +21,18 @@ import {
   samplingFrom,
   scoreRequest,
   tokenizeRequest,
+  withSamplingDefaults,
 } from "./requests.ts";
+import type { SamplingDefaults } from "./options.ts";
 
 /** What the HTTP layer needs to know about the engine's state. */
 export interface EngineState {
   /** The loaded model, or null while it is still loading. */
   host: ModelHost | null;
-  apiKey: string | null;
+  /** Keys accepted as Bearer token or X-Api-Key; empty = no authentication. */
+  apiKeys: readonly string[];
+  /** Default generation settings from the sampling flags; a request's own fields override them. */
+  samplingDefaults: SamplingDefaults;
   /** The model id requests must name (alias or file name), known before loading ends. */
   modelId: string;
 }
@@ -66,10 +71,10 @@ export function createEngineApp(state: EngineState): FastifyInstance {
   });
 
   app.addHook("onRequest", async (request) => {
-    if (state.apiKey === null || PUBLIC_ROUTES.has(request.url.split("?")[0]!)) return;
+    if (state.apiKeys.length === 0 || PUBLIC_ROUTES.has(request.url.split("?")[0]!)) return;
     const auth = request.headers.authorization;
     const given = auth?.startsWith("Bearer ") ? auth.slice(7) : request.headers["x-api-key"];
-    if (given !== state.apiKey) throw new UnauthorizedError();
+    if (typeof given !== "string" || !state.apiKeys.includes(given)) throw new UnauthorizedError();
   });
 
   const ready = (): ModelHost => {
@@ -122,7 +127,7 @@ export function createEngineApp(state: EngineState): FastifyInstance {
   app.get("/models", listModels);
 
   const chat = async (request: FastifyRequest, reply: FastifyReply) => {
-    const body = parseRequest(chatCompletionRequest, request.body);
+    const body = parseRequest(chatCompletionRequest, withSamplingDefaults(request.body, state.samplingDefaults));
     checkModel(body.model);
     const host = ready();
     if (host.mode !== "completion") throw new WrongModeError("/v1/chat/completions", "completion");
@@ -259,7 +264,7 @@ export function createEngineApp(state: EngineState): FastifyInstance {
   app.post("/chat/completions", chat);
 
   const completions = async (request: FastifyRequest, reply: FastifyReply) => {
-    const body = parseRequest(completionRequest, request.body);
+    const body = parseRequest(completionRequest, withSamplingDefaults(request.body, state.samplingDefaults));
     checkModel(body.model);
     const host = ready();
     if (host.mode !== "completion") throw new WrongModeError("/v1/completions", "completion");
