@@ -208,3 +208,15 @@ describe("runtime flags come from the same table", () => {
     assert.deepEqual(withReasoningBudget(["-t", "1"], undefined), ["-t", "1"]);
   });
 });
+
+describe("docs/engine.md", () => {
+  test("its Flags table has a row for every flag of the table", async () => {
+    const { readFile } = await import("node:fs/promises");
+    const doc = await readFile(new URL("../../docs/engine.md", import.meta.url), "utf8");
+    const section = doc.slice(doc.indexOf("## Flags\n"), doc.indexOf("\n## ", doc.indexOf("## Flags\n") + 1));
+    const rows = section.split("\n").filter((l) => l.startsWith("| `"));
+    for (const def of FLAGS) {
+      assert.ok(rows.some((r) => r.startsWith(`| \`${def.names[0]}\``)), `docs/engine.md has no row for ${def.names[0]}`);
+    }
+  });
+});
