@@ -53,8 +53,6 @@ export interface EngineOptions {
    * (the default, `--no-context-shift`) stops the generation with "length".
    */
   contextShift: { keep: number } | null;
-  /** `--keep`: prompt tokens kept by a context shift (-1 = the whole prompt). */
-  keep: number;
   /** `-to`/`--timeout`: socket read/write inactivity timeout in seconds; null = none. */
   timeoutSeconds: number | null;
   /**
@@ -124,6 +122,8 @@ type Draft = { -readonly [K in keyof EngineOptions]?: EngineOptions[K] } & {
   threadsBatch?: number;
   ubatch?: number;
   contextShiftOn?: boolean;
+  /** `--keep`: prompt tokens a context shift keeps (-1 = the whole prompt). */
+  keep?: number;
   ctxSizeFlag?: string;
 };
 
@@ -439,7 +439,7 @@ export function parseEngineArgs(argv: readonly string[]): EngineOptions {
     }
   }
   const reranking = d.reranking === true;
-  const keep = d.keep ?? 0;
+  const keep = d.keep ?? 0; // llama-server's default n_keep
   return {
     modelPath,
     listen: host.endsWith(".sock") ? { kind: "socket", path: host } : { kind: "tcp", host, port: d.port ?? 8080 },
@@ -464,7 +464,6 @@ export function parseEngineArgs(argv: readonly string[]): EngineOptions {
     kvCacheKeyType: d.kvCacheKeyType ?? null,
     kvCacheValueType: d.kvCacheValueType ?? null,
     contextShift: d.contextShiftOn === true ? { keep } : null,
-    keep,
     timeoutSeconds: d.timeoutSeconds ?? null,
     samplingDefaults: d.samplingDefaults,
   };

@@ -4,7 +4,7 @@ import { once } from "node:events";
 import { writeFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
+import { before, describe, test } from "node:test";
 import { MR_BIN, startEngine, type StartedEngine } from "../helpers/engine.ts";
 import { tempDir, tinyModel } from "../helpers/models.ts";
 
