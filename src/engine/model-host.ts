@@ -2,6 +2,7 @@ import { basename } from "node:path";
 import {
   getLlama,
   LlamaLogLevel,
+  readGgufFileInfo,
   type Llama,
   type LlamaContext,
   type LlamaContextSequence,
@@ -24,6 +25,26 @@ import { StepGate } from "./step-gate.ts";
 import { EngineUsageError } from "./options.ts";
 
 const POOLING_NAMES = ["none", "mean", "cls", "last", "rank"] as const;
+
+/**
+ * The RoPE flags as node-llama-cpp's `metadataOverrides` under the model's
+ * architecture. node-llama-cpp types a JS number by whether it is an
+ * integer, and llama.cpp drops an override of the wrong type with only a
+ * warning, so an integral float (`--rope-freq-base 10000`) is nudged by one
+ * part in 2^40: not an integer in JS, the same float32 in llama.cpp.
+ */
+async function metadataOverrides(modelPath: string, overrides: EngineOptions["ropeOverrides"]): Promise<Record<string, unknown>> {
+  const info = await readGgufFileInfo(modelPath, { readTensorInfo: false });
+  const root: Record<string, unknown> = {};
+  const arch: Record<string, unknown> = (root[info.metadata.general.architecture] = {});
+  for (const [key, o] of Object.entries(overrides)) {
+    const path = key.split(".");
+    let node = arch;
+    for (const part of path.slice(0, -1)) node = (node[part] ??= {}) as Record<string, unknown>;
+    node[path.at(-1)!] = o.kind === "float" && Number.isInteger(o.value) ? o.value * (1 + 2 ** -40) : o.value;
+  }
+  return root;
+}
 
 /**
  * `--pooling` other than rank: node-llama-cpp has no pooling option, so the
@@ -121,6 +142,7 @@ export class ModelHost {
         defaultContextFlashAttention: options.flashAttention,
         ...(options.kvCacheKeyType !== null ? { experimentalDefaultContextKvCacheKeyType: options.kvCacheKeyType } : {}),
         ...(options.kvCacheValueType !== null ? { experimentalDefaultContextKvCacheValueType: options.kvCacheValueType } : {}),
+        ...(Object.keys(options.ropeOverrides).length > 0 ? { metadataOverrides: await metadataOverrides(options.modelPath, options.ropeOverrides) } : {}),
       });
       checkPooling(model, options.pooling);
       const total = options.contextSize === 0 ? model.trainContextSize : options.contextSize;

@@ -53,6 +53,12 @@ export interface EngineOptions {
    * (the default, `--no-context-shift`) stops the generation with "length".
    */
   contextShift: { keep: number } | null;
+  /**
+   * GGUF metadata overrides from the RoPE flags, keyed below the
+   * architecture (`rope.freq_base` for `llama.rope.freq_base`), typed as
+   * llama.cpp reads them (it ignores an override of the wrong type).
+   */
+  ropeOverrides: Record<string, MetadataOverride>;
   /** `-to`/`--timeout`: socket read/write inactivity timeout in seconds; null = none. */
   timeoutSeconds: number | null;
   /**
@@ -98,6 +104,9 @@ export interface SamplingDefaults {
 }
 
 export type SamplingField = keyof SamplingDefaults;
+
+/** One GGUF metadata override: llama.cpp checks the type, so floats and ints are told apart. */
+export type MetadataOverride = { kind: "float" | "int"; value: number } | { kind: "string"; value: string };
 
 const POOLINGS = ["none", "mean", "cls", "last", "rank"] as const;
 type Pooling = (typeof POOLINGS)[number];
@@ -167,6 +176,14 @@ const sampling =
   (d: Draft, value: number | string | boolean) => {
     (d.samplingDefaults as Record<string, unknown>)[field] = value;
   };
+
+/** A float RoPE override; 0 means the model's own value (no override). */
+function setRope(d: Draft, key: string, value: number): void {
+  const overrides = { ...d.ropeOverrides };
+  if (value === 0) delete overrides[key];
+  else overrides[key] = { kind: "float", value };
+  d.ropeOverrides = overrides;
+}
 
 const int = (meta = "N", min?: number, max?: number): ValueSpec => ({ kind: "int", meta, ...(min !== undefined ? { min } : {}), ...(max !== undefined ? { max } : {}) });
 const float = (meta = "N", min?: number, max?: number): ValueSpec => ({ kind: "float", meta, ...(min !== undefined ? { min } : {}), ...(max !== undefined ? { max } : {}) });
@@ -246,14 +263,26 @@ export const FLAGS: readonly FlagDef[] = [
   { names: ["-ctk", "--cache-type-k"], value: choice(Object.keys(KV_CACHE_TYPES)), help: "KV cache type for K (default f16)", effect: "the context's `experimentalKvCacheKeyType`", runtime: true, apply: (d, v) => void (d.kvCacheKeyType = KV_CACHE_TYPES[v as keyof typeof KV_CACHE_TYPES]) },
   { names: ["-ctv", "--cache-type-v"], value: choice(Object.keys(KV_CACHE_TYPES)), help: "KV cache type for V (default f16)", effect: "the context's `experimentalKvCacheValueType`", runtime: true, apply: (d, v) => void (d.kvCacheValueType = KV_CACHE_TYPES[v as keyof typeof KV_CACHE_TYPES]) },
   { names: ["-kvo", "--kv-offload"], negations: ["-nkvo", "--no-kv-offload"], value: null, help: "offload the KV cache to the GPU (default on)", effect: "--kv-offload (the default) honoured; --no-kv-offload refused: node-llama-cpp always keeps the KV cache with the offloaded layers", runtime: true, apply: (d, on, flag) => { if (on === false) refuse("node-llama-cpp always keeps the KV cache with the offloaded layers")(d, on, flag); } },
-  ...["--rope-scaling", "--rope-scale", "--rope-freq-base", "--rope-freq-scale", "--yarn-orig-ctx", "--yarn-ext-factor", "--yarn-attn-factor", "--yarn-beta-slow", "--yarn-beta-fast"].map(
+  // RoPE/YaRN: llama.cpp's context parameters fall back to the model's hparams, which it reads from these GGUF
+  // keys for every architecture, so a metadata override at load is the same as llama-server's flag. 0 = the model's own.
+  { names: ["--rope-scaling"], value: choice(["none", "linear", "yarn"]), help: "RoPE frequency scaling method (default: the model's)", effect: "GGUF override `<arch>.rope.scaling.type` at load (`loadModel({ metadataOverrides })`)", runtime: true, apply: (d, v) => void (d.ropeOverrides = { ...d.ropeOverrides, "rope.scaling.type": { kind: "string", value: String(v) } }) },
+  { names: ["--rope-scale"], value: float("N", 0), help: "RoPE context scaling factor: expands the context by N", effect: "GGUF override `<arch>.rope.scaling.factor` = N", runtime: true, apply: (d, v) => setRope(d, "rope.scaling.factor", Number(v)) },
+  { names: ["--rope-freq-base"], value: float("N", 0), help: "RoPE base frequency (default: the model's)", effect: "GGUF override `<arch>.rope.freq_base` = N", runtime: true, apply: (d, v) => setRope(d, "rope.freq_base", Number(v)) },
+  { names: ["--rope-freq-scale"], value: float("N", 0), help: "RoPE frequency scaling factor: expands the context by 1/N", effect: "GGUF override `<arch>.rope.scaling.factor` = 1/N", runtime: true, apply: (d, v) => setRope(d, "rope.scaling.factor", Number(v) === 0 ? 0 : 1 / Number(v)) },
+  { names: ["--yarn-orig-ctx"], value: int("N", 0), help: "YaRN: the model's original context size (default: its training context)", effect: "GGUF override `<arch>.rope.scaling.original_context_length` = N", runtime: true, apply: (d, v) => {
+    const overrides = { ...d.ropeOverrides };
+    if (Number(v) === 0) delete overrides["rope.scaling.original_context_length"];
+    else overrides["rope.scaling.original_context_length"] = { kind: "int", value: Number(v) };
+    d.ropeOverrides = overrides;
+  } },
+  ...["--yarn-ext-factor", "--yarn-attn-factor", "--yarn-beta-slow", "--yarn-beta-fast"].map(
     (name): FlagDef => ({
       names: [name],
-      value: name === "--rope-scaling" ? choice(["none", "linear", "yarn"]) : name === "--yarn-orig-ctx" ? int("N", 0) : float(),
-      help: "RoPE/YaRN scaling (refused)",
-      effect: "refused: node-llama-cpp has no RoPE or YaRN context parameters (the model's own are used)",
+      value: float(),
+      help: "YaRN parameter (refused)",
+      effect: "refused: node-llama-cpp has no YaRN context parameters, and llama.cpp reads them from the model file for a few architectures only",
       runtime: true,
-      apply: refuse("node-llama-cpp has no RoPE or YaRN context parameters; the model's own are used"),
+      apply: refuse("node-llama-cpp has no YaRN context parameters, and llama.cpp reads them from the model file for a few architectures only"),
     }),
   ),
   { names: ["--pooling"], value: choice(POOLINGS), help: "pooling type for embeddings (rank = --reranking)", effect: "rank: a ranking context; another type is honoured only when it is the model's own pooling type (node-llama-cpp cannot change it), else the engine refuses to start", runtime: true, apply: (d, v) => { if (v === "rank") d.reranking = true; else d.pooling = v as Exclude<Pooling, "rank">; } },
@@ -465,6 +494,7 @@ export function parseEngineArgs(argv: readonly string[]): EngineOptions {
     kvCacheValueType: d.kvCacheValueType ?? null,
     contextShift: d.contextShiftOn === true ? { keep } : null,
     timeoutSeconds: d.timeoutSeconds ?? null,
+    ropeOverrides: d.ropeOverrides ?? {},
     samplingDefaults: d.samplingDefaults,
   };
 }

@@ -87,6 +87,24 @@ describe("engine flags, end to end", () => {
     assert.equal(res.json.usage.completion_tokens, 4);
   });
 
+  test("RoPE flags change greedy output as llama-server's do (GGUF overrides at load)", async () => {
+    const body = { messages: [{ role: "user", content: "hello there, how are you doing today my friend" }], max_tokens: 12, temperature: 0 };
+    const greedy = async (args: string[]) => {
+      const engine = await startEngine(["-m", path, "-c", "256", "-t", "1", ...args]);
+      try {
+        return (await chat(engine, body)).json.choices[0]!.message.content;
+      } finally {
+        await engine.stop();
+      }
+    };
+    const base = await greedy([]);
+    assert.notEqual(await greedy(["--rope-freq-base", "50"]), base, "an integral --rope-freq-base is applied");
+    const scaled = await greedy(["--rope-scale", "4"]);
+    assert.notEqual(scaled, base);
+    assert.equal(await greedy(["--rope-freq-scale", "0.25"]), scaled, "--rope-freq-scale N is --rope-scale 1/N");
+    assert.equal(await greedy(["--rope-scaling", "none", "--rope-scale", "4"]), base, "scaling none never scales");
+  });
+
   test("--api-key-file: every listed key opens the API, comments are not keys", async (t) => {
     const keys = join(await tempDir(), "keys");
     await writeFile(keys, "# team keys\nkey-one\nkey-two\n");
@@ -112,7 +130,7 @@ describe("engine flags, end to end", () => {
 
   test("refused flags: the engine exits non-zero with one line naming the flag and why", async () => {
     const cases: Array<[string[], number, RegExp]> = [
-      [["--rope-scaling", "yarn"], 2, /^mr engine: --rope-scaling yarn is not supported: node-llama-cpp has no RoPE/],
+      [["--yarn-ext-factor", "1"], 2, /^mr engine: --yarn-ext-factor 1 is not supported: node-llama-cpp has no YaRN/],
       [["-sm", "row"], 2, /^mr engine: -sm row is not supported/],
       [["--no-kv-offload"], 2, /^mr engine: --no-kv-offload is not supported/],
       [["--embeddings", "--pooling", "mean"], 1, /^mr engine: --pooling mean is not supported: node-llama-cpp uses the model's own pooling type \(none\)/],

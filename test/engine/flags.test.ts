@@ -76,6 +76,13 @@ describe("the engine's flag table", () => {
     assert.equal(o.chatTemplate?.kind, "text");
     assert.equal(o.reasoningBudget, 0);
     assert.equal(o.reasoningFormat, "none");
+    assert.deepEqual(parseEngineArgs(["-m", "a", "--rope-scaling", "yarn", "--rope-freq-base", "5e5", "--rope-freq-scale", "0.25", "--yarn-orig-ctx", "4096"]).ropeOverrides, {
+      "rope.scaling.type": { kind: "string", value: "yarn" },
+      "rope.freq_base": { kind: "float", value: 500000 },
+      "rope.scaling.factor": { kind: "float", value: 4 },
+      "rope.scaling.original_context_length": { kind: "int", value: 4096 },
+    });
+    assert.deepEqual(parseEngineArgs(["-m", "a", "--rope-scale", "4", "--rope-scale", "0", "--yarn-orig-ctx", "0"]).ropeOverrides, {}, "0 = the model's own");
     const d = parseEngineArgs(["-m", "a.gguf"]);
     assert.equal(d.flashAttention, "auto");
     assert.equal(d.useMmap, null);
@@ -124,7 +131,7 @@ describe("the engine's flag table", () => {
       [["-nkvo"], /^-nkvo is not supported/],
       [["--no-jinja"], /^--no-jinja is not supported/],
       [["--chat-template", "llama3"], /^--chat-template llama3 is not supported: built-in templates here are chatml/],
-      [["--rope-freq-base", "10000"], /^--rope-freq-base 10000 is not supported: node-llama-cpp has no RoPE/],
+      [["--yarn-beta-fast", "32"], /^--yarn-beta-fast 32 is not supported: node-llama-cpp has no YaRN context parameters/],
       [["-sm", "row"], /^-sm row is not supported/],
       [["-ts", "3,1"], /^-ts 3,1 is not supported/],
       [["-mg", "1"], /^-mg 1 is not supported/],
