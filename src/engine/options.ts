@@ -289,7 +289,17 @@ export const FLAGS: readonly FlagDef[] = [
 
   // Reasoning.
   { names: ["--reasoning-budget"], value: int("N", -1), help: "token budget for thinking: -1 unlimited, 0 off, N tokens (default -1)", effect: "the thought is closed after N tokens; a request's `reasoning_budget` overrides it", runtime: true, apply: (d, v) => void (d.reasoningBudget = Number(v)) },
-  { names: ["--reasoning-format"], value: choice(["none", "deepseek", "auto"]), help: "where thoughts go: none (in content), deepseek/auto (reasoning_content)", effect: "default of the request's `reasoning_format`; deepseek-legacy is refused", runtime: true, apply: (d, v) => void (d.reasoningFormat = v as EngineOptions["reasoningFormat"]) },
+  {
+    names: ["--reasoning-format"],
+    value: choice(["none", "deepseek", "deepseek-legacy", "auto"]),
+    help: "where thoughts go: none (in content), deepseek/auto (reasoning_content)",
+    effect: "default of the request's `reasoning_format`; deepseek-legacy (tags kept in content too) is refused",
+    runtime: true,
+    apply: (d, v, flag) => {
+      if (v === "deepseek-legacy") refuse("thoughts go either to content or to reasoning_content, not both")(d, v, flag);
+      d.reasoningFormat = v as EngineOptions["reasoningFormat"];
+    },
+  },
 
   // Sampling defaults (llama-server's meanings; a request's field overrides each).
   samplingFlag(["--temp", "--temperature"], "temperature", float("N", 0), "default temperature (0.8)"),
@@ -368,7 +378,7 @@ export function flagHelpLines(): string[] {
     const spell = [...def.names, ...(def.negations ?? [])].join(", ");
     return [def.value && def.value.meta !== "" ? `${spell} ${def.value.meta}` : spell, def.help] as const;
   });
-  const width = Math.min(40, Math.max(...rows.map(([s]) => s.length)));
+  const width = Math.min(32, Math.max(...rows.map(([s]) => s.length)));
   return rows.map(([s, h]) => (s.length > width ? `  ${s}\n  ${" ".repeat(width)}  ${h}` : `  ${s.padEnd(width)}  ${h}`));
 }
 

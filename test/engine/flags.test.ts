@@ -135,7 +135,8 @@ describe("the engine's flag table", () => {
       [["-sm", "row"], /^-sm row is not supported/],
       [["-ts", "3,1"], /^-ts 3,1 is not supported/],
       [["-mg", "1"], /^-mg 1 is not supported/],
-      [["--reasoning-format", "deepseek-legacy"], /^--reasoning-format must be one of none, deepseek, auto/],
+      [["--reasoning-format", "deepseek-legacy"], /^--reasoning-format deepseek-legacy is not supported: thoughts go either/],
+      [["--reasoning-format", "x"], /^--reasoning-format must be one of none, deepseek, deepseek-legacy, auto, got "x"$/],
     ];
     for (const [args, message] of cases) {
       assert.throws(() => parseEngineArgs(["-m", "a", ...args]), (e: Error) => e instanceof EngineUsageError && message.test(e.message) && !e.message.includes("\n"), args.join(" "));
