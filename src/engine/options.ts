@@ -345,12 +345,25 @@ export const FLAGS: readonly FlagDef[] = [
   { ...samplingFlag(["--ignore-eos"], "ignore_eos", { kind: "string", meta: "" }, "ignore end-of-stream tokens and keep generating"), value: null, apply: (d) => void (d.samplingDefaults.ignore_eos = true) },
 ];
 
-/** Built-in template names of llama-server's that the engine knows, as Jinja text. */
-function builtinTemplates(): Record<string, string> {
+/**
+ * Built-in template names of llama-server's that the engine knows, as Jinja
+ * text that writes what llama.cpp's `llm_chat_apply_template` writes for them
+ * (src/llama-chat.cpp of the bundled release).
+ */
+export function builtinTemplates(): Record<string, string> {
   return {
     chatml:
       "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}" +
       "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}",
+    llama3:
+      "{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + (message['content'] | trim) + '<|eot_id|>' }}{% endfor %}" +
+      "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}",
+    // Gemma has no system role: the system text goes before the first user message.
+    gemma:
+      "{% set ns = namespace(system='') %}{% for message in messages %}{% if message['role'] == 'system' %}{% set ns.system = ns.system + (message['content'] | trim) %}" +
+      "{% else %}{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}{{ '<start_of_turn>' + role + '\\n' }}" +
+      "{% if ns.system != '' and role != 'model' %}{{ ns.system + '\\n\\n' }}{% set ns.system = '' %}{% endif %}" +
+      "{{ (message['content'] | trim) + '<end_of_turn>\\n' }}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}",
   };
 }
 

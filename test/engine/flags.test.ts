@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { describe, test } from "node:test";
-import { EngineUsageError, FLAGS, flagNames, parseEngineArgs, type FlagDef } from "../../src/engine/options.ts";
+import { JinjaTemplateChatWrapper } from "node-llama-cpp";
+import { builtinTemplates, EngineUsageError, FLAGS, flagNames, parseEngineArgs, type FlagDef } from "../../src/engine/options.ts";
 import { chatCompletionRequest, checkSamplingDefaults, completionRequest, withSamplingDefaults } from "../../src/engine/requests.ts";
 import { validateRuntimeFlags, withReasoningBudget } from "../../src/scheduling/runtime-flags.ts";
 import { RuntimeFlagError } from "../../src/scheduling/errors.ts";
@@ -130,7 +131,7 @@ describe("the engine's flag table", () => {
       [["--no-kv-offload"], /^--no-kv-offload is not supported/],
       [["-nkvo"], /^-nkvo is not supported/],
       [["--no-jinja"], /^--no-jinja is not supported/],
-      [["--chat-template", "llama3"], /^--chat-template llama3 is not supported: built-in templates here are chatml/],
+      [["--chat-template", "phi3"], /^--chat-template phi3 is not supported: built-in templates here are chatml, llama3, gemma/],
       [["--yarn-beta-fast", "32"], /^--yarn-beta-fast 32 is not supported: node-llama-cpp has no YaRN context parameters/],
       [["-sm", "row"], /^-sm row is not supported/],
       [["-ts", "3,1"], /^-ts 3,1 is not supported/],
@@ -225,6 +226,32 @@ describe("docs/engine.md", () => {
     const rows = section.split("\n").filter((l) => l.startsWith("| `"));
     for (const def of FLAGS) {
       assert.ok(rows.some((r) => r.startsWith(`| \`${def.names[0]}\``)), `docs/engine.md has no row for ${def.names[0]}`);
+    }
+  });
+});
+
+describe("--chat-template built-in names", () => {
+  test("each writes what llama.cpp's llm_chat_apply_template writes for that name", () => {
+    const history = [
+      { type: "system" as const, text: "Be brief." },
+      { type: "user" as const, text: "hi" },
+      { type: "model" as const, response: ["yo"] },
+      { type: "user" as const, text: "again" },
+      { type: "model" as const, response: [] },
+    ];
+    // Expected texts follow src/llama-chat.cpp of the bundled llama.cpp release.
+    const expected: Record<string, string> = {
+      chatml: "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nyo<|im_end|>\n<|im_start|>user\nagain<|im_end|>\n<|im_start|>assistant\n",
+      llama3:
+        "<|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>" +
+        "<|start_header_id|>assistant<|end_header_id|>\n\nyo<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nagain<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+      gemma: "<start_of_turn>user\nBe brief.\n\nhi<end_of_turn>\n<start_of_turn>model\nyo<end_of_turn>\n<start_of_turn>user\nagain<end_of_turn>\n<start_of_turn>model\n",
+    };
+    assert.deepEqual(Object.keys(builtinTemplates()), Object.keys(expected));
+    for (const [name, template] of Object.entries(builtinTemplates())) {
+      const wrapper = new JinjaTemplateChatWrapper({ template });
+      assert.equal(wrapper.generateContextState({ chatHistory: history }).contextText.toString(), expected[name], name);
+      assert.deepEqual(parseEngineArgs(["-m", "a", "--chat-template", name]).chatTemplate, { kind: "text", template });
     }
   });
 });
