@@ -100,6 +100,6 @@ describe("_configure carries engine flags across restarts", () => {
     t.after(() => d.close());
     const res = await post(d, "/engines/_configure", { model: "ai/tiny", "runtime-flags": ["--yarn-ext-factor", "0.5"] });
     assert.equal(res.status, 400);
-    assert.match(((await res.json()) as ErrorBody).error.message, /"--yarn-ext-factor" 0.5 is not supported: node-llama-cpp has no RoPE or YaRN/);
+    assert.match(((await res.json()) as ErrorBody).error.message, /"--yarn-ext-factor" 0.5 is not supported: node-llama-cpp has no YaRN context parameters/);
   });
 });
