@@ -25,10 +25,11 @@ const entries = (commands: readonly Command[]): Entry[] =>
     [c.name, ...(c.aliases ?? [])].map((name) => ({
       name,
       summary: c.summary,
-      flags: [...Object.entries(c.flags).flatMap(([f, s]) => [`--${f}`, ...(s.short ? [`-${s.short}`] : [])]), "--help"],
+      // A name that already starts with "-" is a spelling of its own (the engine's llama-server flags: -ngl, --ctx-size).
+      flags: [...Object.entries(c.flags).flatMap(([f, s]) => [f.startsWith("-") ? f : `--${f}`, ...(s.short ? [`-${s.short}`] : [])]), "--help"],
       fileFlags: Object.entries(c.flags)
         .filter(([, s]) => s.valueName === "FILE" || s.valueName === "DIR")
-        .flatMap(([f, s]) => [`--${f}`, ...(s.short ? [`-${s.short}`] : [])]),
+        .flatMap(([f, s]) => [f.startsWith("-") ? f : `--${f}`, ...(s.short ? [`-${s.short}`] : [])]),
       subcommands: c.subcommands ?? [],
     })),
   );
@@ -128,7 +129,8 @@ compdef _mr mr model-runner
   for (const e of list) {
     lines.push(`complete -c mr -n '__fish_use_subcommand' -a ${e.name} -d '${e.summary.replace(/'/g, "")}'`);
     for (const f of e.flags) {
-      const opt = f.startsWith("--") ? `-l ${f.slice(2)}` : `-s ${f.slice(1)}`;
+      // fish: -s for one letter, -o for old-style single-dash names (-ngl), -l for --long.
+      const opt = f.startsWith("--") ? `-l ${f.slice(2)}` : f.length === 2 ? `-s ${f.slice(1)}` : `-o ${f.slice(1)}`;
       // -r -F: the flag takes a value, and that value is a file name.
       lines.push(`complete -c mr -n '__fish_seen_subcommand_from ${e.name}' ${opt}${e.fileFlags.includes(f) ? " -r -F" : ""}`);
     }

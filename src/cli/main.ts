@@ -6,6 +6,7 @@ import type { Cli, CliIo, Command } from "./context.ts";
 import { ensureDaemon } from "./daemon.ts";
 import { CancelledError, DaemonError, UsageError, isAbort } from "./errors.ts";
 import { makeStyle } from "./output.ts";
+import { flagNames as engineFlagNames } from "../engine/options.ts";
 
 const BIN_PATH = fileURLToPath(new URL("../../bin/mr.js", import.meta.url));
 
@@ -20,7 +21,8 @@ registerRaw({
 registerRaw({
   name: "engine",
   summary: "Run the built-in inference engine for one GGUF model (llama-server's flags)",
-  flags: ["model", "host", "port", "ctx-size", "parallel", "embeddings", "alias", "threads", "gpu-layers", "api-key"],
+  // Every spelling of the engine's flag table, so completion never drifts from the parser.
+  flags: engineFlagNames(),
   run: async (argv) => (await import("./engine.ts")).engineCommand(argv),
 });
 

@@ -62,13 +62,16 @@ const THINK_OPEN = "<think>";
 const THINK_CLOSE = "</think>";
 
 /**
- * Picks the chat template: a template file given on the command line, else
+ * Picks the chat template: a template (file or text) given on the command line, else
  * the one in the GGUF metadata, else node-llama-cpp's general fallback.
  */
-export async function createChatPrompter(model: LlamaModel, templateFile: string | null): Promise<ChatPrompter> {
+export async function createChatPrompter(
+  model: LlamaModel,
+  templateSource: { kind: "file"; path: string } | { kind: "text"; template: string } | null,
+): Promise<ChatPrompter> {
   let wrapper: ChatWrapper;
-  if (templateFile !== null) {
-    const template = await readFile(templateFile, "utf8");
+  if (templateSource !== null) {
+    const template = templateSource.kind === "file" ? await readFile(templateSource.path, "utf8") : templateSource.template;
     wrapper = new JinjaTemplateChatWrapper({ template, tokenizer: model.tokenizer });
   } else {
     wrapper = resolveChatWrapper(model);

@@ -74,6 +74,13 @@ export interface GenerateRequest {
   slot?: number;
   /** Tool calls: detected in free text and then grammar-constrained, or forced from the start. */
   toolCalls?: ToolCallControl | null;
+  /**
+   * llama-server's `--context-shift`: when the sequence is full, the tokens
+   * after the first `keep` (-1 = the whole prompt) are halved and generation
+   * goes on, up to `maxTokens` (none = until the model stops). Absent or
+   * null: generation ends with "length" when the sequence is full.
+   */
+  contextShift?: { keep: number } | null;
 }
 
 /**
@@ -145,7 +152,26 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
   signal.throwIfAborted();
   const started = performance.now();
   const room = sequence.contextSize - prompt.length;
-  const limit = params.maxTokens === null ? room : Math.min(params.maxTokens, room);
+  const shift = req.contextShift ?? null;
+  const limit = shift ? (params.maxTokens ?? Infinity) : params.maxTokens === null ? room : Math.min(params.maxTokens, room);
+  /** Tokens dropped from the sequence by context shifts; positions after the kept ones move down by this. */
+  let discarded = 0;
+  const contextShift: SequenceEvaluateOptions["contextShift"] = shift
+    ? {
+        strategy: ({ sequence: s }) => {
+          // llama-server's (server-context.cpp, pre_decode): keep n_keep (+1 for BOS), drop half of the rest.
+          let keep = shift.keep < 0 ? prompt.length : shift.keep;
+          if (model.tokens.shouldPrependBosToken) keep += 1;
+          keep = Math.min(s.contextSize - 4, keep);
+          const left = s.nextTokenIndex - keep;
+          const discard = Math.max(0, Math.min(Math.floor(left / 2), left - 1));
+          discarded += discard;
+          return [{ start: keep, end: keep + discard }];
+        },
+      }
+    : undefined;
+  /** Generated tokens evaluated into the sequence so far (a shift may have dropped some of them since). */
+  const generatedInSequence = () => sequence.nextTokenIndex + discarded - prompt.length;
   if (limit <= 0) {
     // Nothing to generate (max_tokens 0 counts the prompt): leave the slot's cache as it is.
     return { finishReason: "length", promptTokens: prompt.length, promptTokensEvaluated: 0, completionTokens: 0, promptMs: 0, generationMs: 0, stopSequence: null, calledTools: false };
@@ -165,6 +191,7 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
   const tools = req.toolCalls ?? null;
   const base: SequenceEvaluateOptions = {
     ...(req.slot !== undefined ? { evaluationPriority: slotPriority(req.slot) } : {}),
+    ...(contextShift ? { contextShift } : {}),
     temperature: params.temperature,
     topK: params.topK,
     topP: params.topP,
@@ -346,7 +373,7 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
     if (!inject) break;
     // The thought used its budget: close it as if the model had, and go on.
     // The last sampled token is not in the sequence yet, so it goes first.
-    const inSequence = sequence.nextTokenIndex - prompt.length;
+    const inSequence = generatedInSequence();
     const room = limit - generated.length;
     const forced = inject.slice(0, room);
     toEvaluate = [...generated.slice(Math.max(0, inSequence)), ...forced];
@@ -383,9 +410,9 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
       }
     }
     const kept = generated.length - Math.min(drop, generated.length);
-    let inSequence = sequence.nextTokenIndex - prompt.length;
+    let inSequence = generatedInSequence();
     if (inSequence > kept) {
-      await sequence.eraseContextTokenRanges([{ start: prompt.length + kept, end: sequence.nextTokenIndex }]);
+      await sequence.eraseContextTokenRanges([{ start: Math.max(0, prompt.length - discarded + kept), end: sequence.nextTokenIndex }]);
       inSequence = kept;
     }
     generated.length = kept;

@@ -3,6 +3,7 @@ import { basename } from "node:path";
 import {
   getLlama,
   LlamaLogLevel,
+  readGgufFileInfo,
   type Llama,
   type LlamaContext,
   type LlamaContextSequence,
@@ -24,6 +25,44 @@ import { SlotPool } from "./slot-pool.ts";
 import { EngineMetrics } from "./metrics.ts";
 import { generationSettings } from "./llama-shapes.ts";
 import { StepGate } from "./step-gate.ts";
+import { EngineUsageError } from "./options.ts";
+
+const POOLING_NAMES = ["none", "mean", "cls", "last", "rank"] as const;
+
+/**
+ * The RoPE flags as node-llama-cpp's `metadataOverrides` under the model's
+ * architecture. node-llama-cpp types a JS number by whether it is an
+ * integer, and llama.cpp drops an override of the wrong type with only a
+ * warning, so an integral float (`--rope-freq-base 10000`) is nudged by one
+ * part in 2^40: not an integer in JS, the same float32 in llama.cpp.
+ */
+async function metadataOverrides(modelPath: string, overrides: EngineOptions["ropeOverrides"]): Promise<Record<string, unknown>> {
+  const info = await readGgufFileInfo(modelPath, { readTensorInfo: false });
+  const root: Record<string, unknown> = {};
+  const arch: Record<string, unknown> = (root[info.metadata.general.architecture] = {});
+  for (const [key, o] of Object.entries(overrides)) {
+    const path = key.split(".");
+    let node = arch;
+    for (const part of path.slice(0, -1)) node = (node[part] ??= {}) as Record<string, unknown>;
+    node[path.at(-1)!] = o.kind === "float" && Number.isInteger(o.value) ? o.value * (1 + 2 ** -40) : o.value;
+  }
+  return root;
+}
+
+/**
+ * `--pooling` other than rank: node-llama-cpp has no pooling option, so the
+ * model's own pooling type (GGUF `<arch>.pooling_type`, none when absent) is
+ * what embeddings get. A flag that asks for another one is refused.
+ */
+function checkPooling(model: LlamaModel, wanted: EngineOptions["pooling"]): void {
+  if (wanted === null) return;
+  const metadata = model.fileInfo.metadata as unknown as Record<string, { pooling_type?: number } | undefined>;
+  const arch = model.fileInfo.metadata.general.architecture;
+  const own = POOLING_NAMES[metadata[arch]?.pooling_type ?? 0] ?? "none";
+  if (own !== wanted) {
+    throw new EngineUsageError(`--pooling ${wanted} is not supported: node-llama-cpp uses the model's own pooling type (${own}) and cannot change it`);
+  }
+}
 
 /** What `/v1/models` reports about the loaded model. */
 export interface ModelInfo {
@@ -117,6 +156,8 @@ export class ModelHost {
     /** Engine-wide thinking budget (`--reasoning-budget`). */
     readonly reasoningBudget = -1,
     readonly reasoningFormat: EngineOptions["reasoningFormat"] = "auto",
+    /** `--context-shift`: how a generation that fills its slot goes on; null = it ends. */
+    readonly contextShift: EngineOptions["contextShift"] = null,
   ) {
     this.grammars = new GrammarCache(llama);
   }
@@ -131,7 +172,7 @@ export class ModelHost {
 
   /** Loads the model named in `options`. Rejects with the loader's error. */
   static async load(options: EngineOptions): Promise<ModelHost> {
-    const useGpu = options.gpuLayers !== 0;
+    const useGpu = options.gpuLayers !== 0 && !options.cpuOnly;
     const llama = await getLlama({
       gpu: useGpu ? "auto" : false,
       build: "never",
@@ -141,15 +182,25 @@ export class ModelHost {
       skipDownload: true,
     });
     try {
+      // Flash attention and KV-cache types are the model's context defaults, so
+      // completion, embedding and ranking contexts all get them.
       const model = await llama.loadModel({
         modelPath: options.modelPath,
         gpuLayers: options.gpuLayers === "all" ? "max" : options.gpuLayers,
+        ...(options.useMmap !== null ? { useMmap: options.useMmap } : {}),
+        ...(options.useMlock ? { useMlock: true } : {}),
+        defaultContextFlashAttention: options.flashAttention,
+        ...(options.kvCacheKeyType !== null ? { experimentalDefaultContextKvCacheKeyType: options.kvCacheKeyType } : {}),
+        ...(options.kvCacheValueType !== null ? { experimentalDefaultContextKvCacheValueType: options.kvCacheValueType } : {}),
+        ...(Object.keys(options.ropeOverrides).length > 0 ? { metadataOverrides: await metadataOverrides(options.modelPath, options.ropeOverrides) } : {}),
       });
+      checkPooling(model, options.pooling);
       const total = options.contextSize === 0 ? model.trainContextSize : options.contextSize;
       const slotContext = Math.max(8, Math.floor(total / options.parallel));
       const arch = model.fileInfo.metadata.general?.architecture;
       const poolingCode = (model.fileInfo.architectureMetadata as { pooling_type?: number }).pooling_type;
-      const templateSource = options.chatTemplateFile !== null ? await readFile(options.chatTemplateFile, "utf8") : model.fileInfo.metadata.tokenizer?.chat_template;
+      const given = options.chatTemplate;
+      const templateSource = given === null ? model.fileInfo.metadata.tokenizer?.chat_template : given.kind === "file" ? await readFile(given.path, "utf8") : given.template;
       const infoBase = {
         id: options.alias ?? basename(options.modelPath),
         modelPath: options.modelPath,
@@ -199,7 +250,7 @@ export class ModelHost {
         ...(options.batchSize !== null ? { batchSize: options.batchSize } : {}),
       });
       const sequences = Array.from({ length: options.parallel }, () => context.getSequence());
-      const prompter = await createChatPrompter(model, options.chatTemplateFile);
+      const prompter = await createChatPrompter(model, options.chatTemplate);
       const info: ModelInfo = {
         ...infoBase,
         contextSize: context.contextSize * options.parallel,
@@ -217,6 +268,7 @@ export class ModelHost {
         null,
         options.reasoningBudget,
         options.reasoningFormat,
+        options.contextShift,
       );
       onDecode = () => host.metrics.recordDecode(busy.size);
       return host;
@@ -384,6 +436,7 @@ export class ModelHost {
         signal,
         gate,
         slot,
+        contextShift: this.contextShift,
         ...constraints,
       });
       Object.assign(task, { promptProcessed: result.promptTokensEvaluated, promptCached: result.promptTokens - result.promptTokensEvaluated, decoded: result.completionTokens });

@@ -3,6 +3,7 @@ import { InvalidRequestError } from "../errors.ts";
 import { jsonTypeOf } from "../http/fields.ts";
 import { DEFAULT_SAMPLING, type SamplingParams } from "./generate.ts";
 import type { ChatMessage } from "./chat-prompt.ts";
+import { EngineUsageError, FLAGS, type SamplingDefaults } from "./options.ts";
 
 /**
  * Request bodies of the engine's OpenAI endpoints. Unknown fields are
@@ -203,4 +204,40 @@ export function chatMessagesFrom(messages: z.infer<typeof chatCompletionRequest>
     }
     return { role: m.role, content: text };
   });
+}
+
+/**
+ * The engine's default generation settings (sampling flags such as `--temp`,
+ * `-n`, `--repeat-penalty`) merged under a request body before it is parsed:
+ * a field the request gives (not null) wins, as in llama-server, where the
+ * flags set `params_base` and the request's fields override it. `n_predict`
+ * stands in only when the request has none of `n_predict`, `max_tokens`,
+ * `max_completion_tokens` (llama-server's precedence), and is given as
+ * `max_tokens` so both names' handling sees it.
+ */
+export function withSamplingDefaults(body: unknown, defaults: SamplingDefaults): unknown {
+  if (body === null || typeof body !== "object" || Array.isArray(body)) return body;
+  const given = body as Record<string, unknown>;
+  const has = (field: string) => given[field] !== undefined && given[field] !== null;
+  const merged: Record<string, unknown> = { ...given };
+  for (const [field, value] of Object.entries(defaults)) {
+    if (field === "n_predict") {
+      if (!has("n_predict") && !has("max_tokens") && !has("max_completion_tokens")) merged.max_tokens = value;
+    } else if (!has(field)) merged[field] = value;
+  }
+  return merged;
+}
+
+/**
+ * Refuses a sampling-default flag whose request field the request schemas
+ * do not know: such a default would be dropped without effect. Throws
+ * EngineUsageError naming the flag.
+ */
+export function checkSamplingDefaults(defaults: SamplingDefaults): void {
+  for (const field of Object.keys(defaults)) {
+    if (field === "n_predict") continue;
+    if (field in chatCompletionRequest.shape && field in completionRequest.shape) continue;
+    const flag = FLAGS.find((f) => f.samplingField === field)?.names.at(-1) ?? field;
+    throw new EngineUsageError(`${flag} is not supported yet: the engine does not apply the request field "${field}"`);
+  }
 }

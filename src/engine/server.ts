@@ -34,13 +34,18 @@ import {
   samplingFrom,
   scoreRequest,
   tokenizeRequest,
+  withSamplingDefaults,
 } from "./requests.ts";
+import type { SamplingDefaults } from "./options.ts";
 
 /** What the HTTP layer needs to know about the engine's state. */
 export interface EngineState {
   /** The loaded model, or null while it is still loading. */
   host: ModelHost | null;
-  apiKey: string | null;
+  /** Keys accepted as Bearer token or X-Api-Key; empty = no authentication. */
+  apiKeys: readonly string[];
+  /** Default generation settings from the sampling flags; a request's own fields override them. */
+  samplingDefaults: SamplingDefaults;
   /** The model id requests must name (alias or file name), known before loading ends. */
   modelId: string;
   /** Optional endpoints, as llama-server's `--metrics` and `--slots`/`--no-slots` set them. Default: slots only. */
@@ -89,10 +94,10 @@ export function createEngineApp(state: EngineState): FastifyInstance {
   });
 
   app.addHook("onRequest", async (request) => {
-    if (state.apiKey === null || PUBLIC_ROUTES.has(request.url.split("?")[0]!)) return;
+    if (state.apiKeys.length === 0 || PUBLIC_ROUTES.has(request.url.split("?")[0]!)) return;
     const auth = request.headers.authorization;
     const given = auth?.startsWith("Bearer ") ? auth.slice(7) : request.headers["x-api-key"];
-    if (given !== state.apiKey) throw new EngineApiKeyError();
+    if (typeof given !== "string" || !state.apiKeys.includes(given)) throw new EngineApiKeyError();
   });
 
   const ready = (): ModelHost => {
@@ -153,7 +158,8 @@ export function createEngineApp(state: EngineState): FastifyInstance {
   const route: Route =
     (mode, schema, handler) =>
     async (request, reply) => {
-      const body = parseRequest(schema, request.body);
+      // The sampling flags' defaults stand in for fields a generation request leaves out.
+      const body = parseRequest(schema, mode === "completion" ? withSamplingDefaults(request.body, state.samplingDefaults) : request.body);
       checkModel(body.model);
       const host = ready();
       if (host.mode !== mode) throw new WrongModeError(request.url.split("?")[0]!, mode);

@@ -21,7 +21,7 @@ import {
   type MemoryEstimate,
 } from "./memory-estimate.ts";
 import { pidFilePath, reapOrphans, writePidFile } from "./pid-files.ts";
-import { shellSplit, validateRuntimeFlags } from "./runtime-flags.ts";
+import { shellSplit, validateRuntimeFlags, withReasoningBudget } from "./runtime-flags.ts";
 
 /** A model the store resolved: what a runner needs to start it. */
 export interface ResolvedModel {
@@ -173,6 +173,8 @@ export interface ConfigureRequest {
   runtimeFlags?: readonly string[] | undefined;
   rawRuntimeFlags?: string | undefined;
   keepAlive?: string | number | undefined;
+  /** DMR's `llamacpp.reasoning-budget`: stored as the runtime flag `--reasoning-budget`. */
+  reasoningBudget?: number | undefined;
 }
 
 export interface ConfigureResult {
@@ -920,7 +922,7 @@ class SchedulerImpl implements Scheduler {
       mode,
       contextSize: request.contextSize ?? flags.contextSize ?? previous?.contextSize,
       parallel: flags.parallel ?? (hasFlags ? undefined : previous?.parallel),
-      runtimeFlags: hasFlags ? flags.passThrough : (previous?.runtimeFlags ?? []),
+      runtimeFlags: withReasoningBudget(hasFlags ? flags.passThrough : (previous?.runtimeFlags ?? []), request.reasoningBudget),
       keepAlive: keepAliveMs !== undefined ? formatDuration(keepAliveMs) : previous?.keepAlive,
     };
     if (config.contextSize === undefined) delete config.contextSize;
