@@ -1,7 +1,7 @@
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { parseByteSize, parseDuration } from "./scheduling/index.ts";
+import { parseByteSize, parseDuration } from "./units.ts";
 
 /**
  * The one place that reads the environment and daemon flags. Everything

@@ -1,8 +1,9 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { request } from "node:http";
 import { createInterface } from "node:readline";
-import { setTimeout as delay } from "node:timers/promises";
 import { RunnerError } from "../errors.ts";
+import { signalGroup } from "../util/process.ts";
+import { sleep } from "../util/signals.ts";
 
 /** How much of the engine's output a failure carries. */
 const TAIL_BYTES = 2048;
@@ -98,8 +99,13 @@ export class EngineProcess {
     if (pid === undefined) return;
     if (this.isRunning) {
       signalGroup(pid, "SIGTERM");
-      const timer = delay(graceMs, "timeout", { ref: false });
-      await Promise.race([this.exited, timer]);
+      let timer: NodeJS.Timeout | undefined;
+      const grace = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, graceMs);
+        timer.unref();
+      });
+      await Promise.race([this.exited, grace]);
+      clearTimeout(timer);
     }
     // The group can outlive its leader (forked helpers), so sweep it either way.
     signalGroup(pid, "SIGKILL");
@@ -115,14 +121,6 @@ export class EngineProcess {
 
   private remember(text: string): void {
     this.tail = (this.tail + text).slice(-TAIL_BYTES);
-  }
-}
-
-function signalGroup(pid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(-pid, signal);
-  } catch {
-    // ESRCH: the group is already empty.
   }
 }
 
@@ -154,7 +152,7 @@ export async function waitForHealth(socketPath: string, signal: AbortSignal): Pr
       if (signal.aborted) throw signal.reason;
       void error; // not listening yet
     }
-    await delay(interval, undefined, { signal });
+    await sleep(interval, signal);
     interval = Math.min(interval * 2, 250);
   }
 }

@@ -11,7 +11,7 @@ import {
   type ModelFiles,
 } from "../inference/index.ts";
 import { ConfigStore, configKey, type RunnerConfig } from "./config-store.ts";
-import { formatDuration, parseDuration } from "./duration.ts";
+import { formatDuration, parseDuration } from "../units.ts";
 import { ModelTooLargeError, QueueFullError, RunnerBusyError, SchedulerClosedError } from "./errors.ts";
 import {
   DEFAULT_RUNNER_OVERHEAD_BYTES,

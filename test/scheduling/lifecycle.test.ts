@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 import { EngineFailedError } from "../../src/inference/index.ts";
 import { waitForHealth } from "../../src/inference/engine-process.ts";
 import { SchedulerClosedError } from "../../src/scheduling/index.ts";
-import { isAlive } from "../../src/scheduling/pid-files.ts";
+import { isAlive } from "../../src/util/process.ts";
 import { count, harness, settlesWithin, tempDir, tinyModels, waitFor } from "./helpers.ts";
 
 const NEVER_HEALTHY = fileURLToPath(new URL("../fixtures/never-healthy-engine.sh", import.meta.url));
@@ -120,7 +120,7 @@ test("engines left by a SIGKILLed daemon are reaped at the next start", async (t
 
   const h = await harness(t, { dir, modelNames: ["a"] });
   assert.deepEqual(await h.scheduler.reapOrphans(), [orphan.pid]);
-  assert.equal(await isAlive(orphan.pid!), false);
+  assert.equal(isAlive(orphan.pid!), false);
   await assert.rejects(access(socket));
   assert.deepEqual(await readdir(runDir), []);
 });
