@@ -55,6 +55,16 @@ export class SchedulerClosedError extends RunnerError {
   }
 }
 
+/** Stopped while a request still waited for it or used it (unload during load, reconfiguration). */
+export class RunnerStoppedError extends RunnerError {
+  readonly code = "runner_stopped";
+  readonly status = 503;
+  override readonly type: OpenAIErrorType = "unavailable_error";
+  constructor(model: string) {
+    super(`The runner for ${model} was stopped before the request could be served. Retry the request.`);
+  }
+}
+
 /** `1.5 GiB`-style figures for messages. */
 export function formatBytes(bytes: number): string {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];

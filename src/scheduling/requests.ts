@@ -1,6 +1,6 @@
 import type { z } from "zod";
 import { InvalidRequestError } from "../errors.ts";
-import type { ConfigureRequest, UnloadRequest } from "./scheduler.ts";
+import type { ConfigureRequest, UnloadRequest } from "./types.ts";
 
 async function buildSchemas() {
   const { z } = await import("zod");
