@@ -202,3 +202,16 @@ export function loadCliConfig(env: NodeJS.ProcessEnv): CliConfig {
     insecureRegistries: Object.freeze(list(env.MODEL_RUNNER_INSECURE_REGISTRIES)),
   });
 }
+
+/**
+ * Set by the daemon on every engine it spawns, with the engine's stdin a
+ * pipe the daemon holds open: the engine exits when it reads EOF there, which
+ * happens as soon as the daemon is gone, however it died (SIGKILL included).
+ * Unset (an engine started by hand), stdin is left alone.
+ */
+export const ENGINE_PARENT_PIPE_ENV = "MODEL_RUNNER_ENGINE_PARENT_PIPE";
+
+/** Whether this engine process must exit when its stdin closes (see ENGINE_PARENT_PIPE_ENV). */
+export function engineWatchesParentPipe(env: NodeJS.ProcessEnv): boolean {
+  return env[ENGINE_PARENT_PIPE_ENV] === "stdin";
+}

@@ -21,7 +21,7 @@ registerRaw({
   name: "engine",
   summary: "Run the built-in inference engine for one GGUF model (llama-server's flags)",
   flags: ["model", "host", "port", "ctx-size", "parallel", "embeddings", "alias", "threads", "gpu-layers", "api-key"],
-  run: async (argv) => (await import("./engine.ts")).engineCommand(argv),
+  run: async (argv, env) => (await import("./engine.ts")).engineCommand(argv, env),
 });
 
 function usage(): string {
@@ -93,7 +93,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
     return 0;
   }
   const raw = RAW_COMMANDS.find((r) => r.name === name);
-  if (raw) return raw.run(rest);
+  if (raw) return raw.run(rest, env);
   const command = findCommand(name);
   if (!command) {
     const hint = suggest(name, allNames());

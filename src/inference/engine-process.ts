@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { request } from "node:http";
 import { createInterface } from "node:readline";
+import { ENGINE_PARENT_PIPE_ENV } from "../config.ts";
 import { RunnerError } from "../errors.ts";
 import { signalGroup } from "../util/process.ts";
 import { sleep } from "../util/signals.ts";
@@ -40,6 +41,12 @@ export interface EngineProcessOptions {
   command: string;
   args: readonly string[];
   env?: NodeJS.ProcessEnv | undefined;
+  /**
+   * Give the engine a pipe as stdin that only this process holds, and set
+   * ENGINE_PARENT_PIPE_ENV: our built-in engine then exits when this process
+   * dies, however it died. An external llama-server ignores both.
+   */
+  parentPipe?: boolean | undefined;
   onLog?: ((line: string) => void) | undefined;
 }
 
@@ -54,13 +61,18 @@ export class EngineProcess {
   private tail = "";
 
   constructor(options: EngineProcessOptions) {
-    // stdin is closed and output piped: the engine must never read the
-    // daemon's terminal nor write into its stdout, which is a data channel.
+    // Output is piped: the engine must never read the daemon's terminal nor
+    // write into its stdout, which is a data channel. stdin is either closed
+    // or the parent pipe, which we never write to and never close: the kernel
+    // closes it when this process ends, and the engine reads EOF.
+    const env = options.env ?? process.env;
     this.child = spawn(options.command, options.args, {
       detached: true,
-      stdio: ["ignore", "pipe", "pipe"],
-      env: options.env ?? process.env,
+      stdio: [options.parentPipe ? "pipe" : "ignore", "pipe", "pipe"],
+      env: options.parentPipe ? { ...env, [ENGINE_PARENT_PIPE_ENV]: "stdin" } : env,
     });
+    // An engine that exited makes the pipe broken; nothing is written, but never crash on it.
+    this.child.stdin?.on("error", () => undefined);
     this.exited = new Promise((resolve) => {
       this.child.once("exit", (code, signal) => resolve({ code, signal }));
       this.child.once("error", (error) => {
