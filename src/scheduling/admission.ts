@@ -66,7 +66,7 @@ export interface AdmissionOptions {
   engineQueuePerSlot: number;
   emit(event: SchedulerEvent): void;
   onEngineLog?: ((runner: RunnerLabels, line: string) => void) | undefined;
-  /** A runner that failed to load on its own is gone (see RunnerHost.onGone). */
+  /** A runner failed to load on its own (see RunnerHost.onLoadFailed). */
   onLoadFailed?: ((plan: Plan, error: unknown) => void) | undefined;
 }
 
@@ -237,9 +237,12 @@ export class Admission implements RunnerHost {
     this.notifyIfAllIdle();
   }
 
-  onGone(runner: Runner, loadFailure: unknown): void {
+  onLoadFailed(runner: Runner, error: unknown): void {
+    this.options.onLoadFailed?.(runner.plan, error);
+  }
+
+  onGone(runner: Runner): void {
     this.runners.delete(runner);
-    if (loadFailure !== null) this.options.onLoadFailed?.(runner.plan, loadFailure);
     this.notifyIfAllIdle();
     this.pump();
   }

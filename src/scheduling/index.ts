@@ -12,6 +12,7 @@ export {
   type ConfigureRequest,
   type ConfigureResult,
   type RunnerStatus,
+  type FailedLoadStatus,
   type EffectiveSettings,
   type UnloadRequest,
   type UnloadResult,
@@ -23,7 +24,7 @@ export {
 export { parseConfigureBody, parseUnloadBody } from "./requests.ts";
 export type { RunnerConfig } from "./config-store.ts";
 export { parseDuration, formatDuration, InvalidDurationError, parseByteSize, type KeepAliveMs } from "../units.ts";
-export { ModelTooLargeError, QueueFullError, RunnerBusyError, RuntimeFlagError, SchedulerClosedError, formatBytes } from "./errors.ts";
+export { LoadBackoffError, ModelTooLargeError, QueueFullError, RunnerBusyError, RuntimeFlagError, SchedulerClosedError, formatBytes } from "./errors.ts";
 export {
   computeMemoryBudget,
   estimateRunnerMemory,

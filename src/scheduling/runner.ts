@@ -32,11 +32,12 @@ export interface RunnerHost {
   /** A slot was released. */
   onSlotFreed(): void;
   /**
-   * The engine has exited and nobody depends on the runner any more: forget
-   * it. `loadFailure` is the error if it failed to load on its own (not
-   * stopped by us), else null.
+   * It failed to load on its own (not stopped by us). Called before anyone
+   * waiting for it hears of the failure, so a retry can already see it.
    */
-  onGone(runner: Runner, loadFailure: unknown): void;
+  onLoadFailed(runner: Runner, error: unknown): void;
+  /** The engine has exited and nobody depends on the runner any more: forget it. */
+  onGone(runner: Runner): void;
 }
 
 interface SlotWaiter {
@@ -158,6 +159,7 @@ export class Runner {
       if (wasLoading) {
         this.host.emit({ type: "load_failed", ...labels(this.plan), error });
         log.error({ ...labels(this.plan), err: error }, "model failed to load");
+        this.host.onLoadFailed(this, error);
       } else {
         this.host.emit({ type: "crash", ...labels(this.plan), error, inFlight });
         log.error({ ...labels(this.plan), err: error, inFlight }, "engine died");
@@ -170,7 +172,7 @@ export class Runner {
     for (const waiter of this.slotWaiters.splice(0)) waiter.reject(reason);
     await this.pidFileWrite;
     await rm(pidFilePath(this.socket), { force: true }).catch(() => undefined);
-    this.host.onGone(this, !stoppedByUs && wasLoading ? error : null);
+    this.host.onGone(this);
     this.done.resolve();
   }
 

@@ -6,11 +6,11 @@
  */
 import { chmod, mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import { messageOf } from "../errors.ts";
+import { RunnerError, messageOf } from "../errors.ts";
 import type { Backend, BackendMode } from "../inference/index.ts";
 import { Admission } from "./admission.ts";
 import { ConfigStore, configKey, type RunnerConfig } from "./config-store.ts";
-import { ModelTooLargeError, RunnerBusyError, SchedulerClosedError } from "./errors.ts";
+import { LoadBackoffError, ModelTooLargeError, RunnerBusyError, SchedulerClosedError } from "./errors.ts";
 import { DEFAULT_RUNNER_OVERHEAD_BYTES, readGgufShape, type GgufShape } from "./memory-estimate.ts";
 import { reapOrphans } from "./pid-files.ts";
 import { checkConfigure, mergeConfigure, planRunner, type Plan, type PlanDefaults } from "./plan.ts";
@@ -20,7 +20,9 @@ import type {
   AcquireOptions,
   ConfigureRequest,
   ConfigureResult,
+  Clock,
   EffectiveSettings,
+  FailedLoadStatus,
   Lease,
   MemoryStatus,
   ResolvedModel,
@@ -60,12 +62,18 @@ class SchedulerImpl implements Scheduler {
   private readonly log: SchedulerLogger;
   private readonly defaults: PlanDefaults;
   private shuttingDown: Promise<void> | null = null;
+  /** Recent load failures by runner key, each until its back-off ends. */
+  private readonly failures = new Map<string, { plan: Plan; error: unknown; failedAtMs: number; retryAtMs: number }>();
+  private readonly clock: Clock;
+  private readonly loadFailureBackoffMs: number;
 
   constructor(
     private readonly options: SchedulerOptions,
     private readonly configs: ConfigStore,
   ) {
     this.log = options.log ?? silentLogger;
+    this.clock = options.clock ?? systemClock;
+    this.loadFailureBackoffMs = options.loadFailureBackoffMs ?? 30_000;
     this.defaults = {
       contextSize: options.defaultContextSize ?? 4096,
       parallel: options.defaultParallel ?? 1,
@@ -74,7 +82,7 @@ class SchedulerImpl implements Scheduler {
     };
     this.admission = new Admission({
       runDir: options.runDir,
-      clock: options.clock ?? systemClock,
+      clock: this.clock,
       log: this.log,
       memoryBudgetBytes: options.memoryBudgetBytes,
       maxRunners: options.maxRunners ?? 8,
@@ -83,6 +91,11 @@ class SchedulerImpl implements Scheduler {
       engineQueuePerSlot: options.engineQueuePerSlot ?? 0,
       emit: (event) => this.emit(event),
       onEngineLog: options.onEngineLog,
+      onLoadFailed: (plan, error) => {
+        if (this.loadFailureBackoffMs <= 0) return;
+        const now = this.clock.now();
+        this.failures.set(plan.key, { plan, error, failedAtMs: now, retryAtMs: now + this.loadFailureBackoffMs });
+      },
     });
   }
 
@@ -102,6 +115,7 @@ class SchedulerImpl implements Scheduler {
     let runner = this.admission.liveRunner(key);
     let plan: Plan | null = null;
     if (!runner) {
+      this.throwIfBackingOff(key, ref);
       plan = await this.plan(backend, ref, model, mode);
       if (plan.memory.totalBytes > this.options.memoryBudgetBytes) {
         throw new ModelTooLargeError(ref, plan.memory.totalBytes, this.options.memoryBudgetBytes);
@@ -125,6 +139,18 @@ class SchedulerImpl implements Scheduler {
       throw error;
     }
     return lease;
+  }
+
+  /** A model that failed to load moments ago fails again the same way, without a new engine. */
+  private throwIfBackingOff(key: string, ref: string): void {
+    const failure = this.failures.get(key);
+    if (!failure) return;
+    const now = this.clock.now();
+    if (now >= failure.retryAtMs) {
+      this.failures.delete(key);
+      return;
+    }
+    throw new LoadBackoffError(ref, failure.error, Math.round((now - failure.failedAtMs) / 1000), Math.ceil((failure.retryAtMs - now) / 1000));
   }
 
   async preload(ref: string, mode: BackendMode, options: AcquireOptions = {}): Promise<RunnerStatus | null> {
@@ -201,6 +227,7 @@ class SchedulerImpl implements Scheduler {
       if (runner.idle) this.admission.onIdle(runner); // re-arm with the new value
     }
     await this.configs.set(config);
+    this.failures.delete(plan.key); // the new settings deserve a fresh try
     this.log.info({ backend: backend.name, model: request.model, mode, config }, "model configured");
     if (restarted) {
       // Docker Model Runner answers 202 and loads in the background; so do we.
@@ -220,6 +247,31 @@ class SchedulerImpl implements Scheduler {
 
   ps(): RunnerStatus[] {
     return [...this.admission.runners].map((r) => r.status());
+  }
+
+  failedLoads(): FailedLoadStatus[] {
+    const now = this.clock.now();
+    const rows: FailedLoadStatus[] = [];
+    for (const [key, f] of this.failures) {
+      if (now >= f.retryAtMs) {
+        this.failures.delete(key);
+        continue;
+      }
+      rows.push({
+        backend: f.plan.backend.name,
+        model: f.plan.ref,
+        modelId: f.plan.model.id,
+        mode: f.plan.mode,
+        error: messageOf(f.error),
+        code: f.error instanceof RunnerError ? f.error.code : "engine_failed",
+        failedAt: new Date(f.failedAtMs),
+        retryAt: new Date(f.retryAtMs),
+        estimatedMemoryBytes: f.plan.memory.totalBytes,
+        contextSize: f.plan.contextSize,
+        parallel: f.plan.parallel,
+      });
+    }
+    return rows;
   }
 
   memory(): MemoryStatus {
@@ -246,6 +298,12 @@ class SchedulerImpl implements Scheduler {
       }
     }
     const result: UnloadResult = { unloaded: 0, deferred: 0 };
+    // Unloading a model also ends its failed-load back-off: the user wants a fresh start.
+    for (const [key, f] of this.failures) {
+      if (request.backend && f.plan.backend.name !== request.backend) continue;
+      if (ids && !ids.has(f.plan.model.id) && !ids.has(f.plan.ref)) continue;
+      this.failures.delete(key);
+    }
     for (const r of this.admission.runners) {
       if (r.stopping) continue;
       if (request.backend && r.plan.backend.name !== request.backend) continue;

@@ -89,6 +89,12 @@ export interface SchedulerOptions {
   defaultParallel?: number | undefined;
   /** Fixed memory cost of one engine process in the estimate. Default 256 MiB. */
   runnerOverheadBytes?: number | undefined;
+  /**
+   * After a model fails to load, how long requests for it get that failure
+   * (LoadBackoffError) without a new engine being started. Default 30 s.
+   * A successful `_configure` or an unload of the model ends it early.
+   */
+  loadFailureBackoffMs?: number | undefined;
   /** Sent as `Retry-After` with 503 queue-full errors. Default 5. */
   retryAfterSeconds?: number | undefined;
   /**
@@ -184,6 +190,24 @@ export interface RunnerStatus {
   pid: number | null;
 }
 
+/** A model whose last load failed; `GET /engines/ps` lists it with state "failed". */
+export interface FailedLoadStatus {
+  backend: string;
+  model: string;
+  modelId: string;
+  mode: BackendMode;
+  /** What the failed load said (for EngineFailedError, with the engine's output tail). */
+  error: string;
+  /** The failure's stable code, e.g. "engine_failed". */
+  code: string;
+  failedAt: Date;
+  /** Until then requests get the failure; after it the next request loads again. */
+  retryAt: Date;
+  estimatedMemoryBytes: number;
+  contextSize: number;
+  parallel: number;
+}
+
 /** The settings a runner for a model would run with, whether or not it runs. */
 export interface EffectiveSettings {
   contextSize: number;
@@ -223,7 +247,8 @@ export interface Scheduler {
    * UnknownBackendError (404), ModelTooLargeError (507) if the model can
    * never fit, QueueFullError (503) when too many requests wait,
    * EngineFailedError (500) if the engine fails to start (with its output
-   * tail), SchedulerClosedError (503) during shutdown, `signal.reason` on abort.
+   * tail), LoadBackoffError (that failure's status and code) without starting
+   * an engine while the model is in its failed-load back-off, SchedulerClosedError (503) during shutdown, `signal.reason` on abort.
    */
   acquire(ref: string, mode: BackendMode, options?: AcquireOptions): Promise<Lease>;
   /** Loads a model without using it (`X-Preload-Only`, `_configure`). Same errors as acquire. */
@@ -240,6 +265,8 @@ export interface Scheduler {
   /** The settings a request for this model would get now (for `/v1/models` and `ps`). */
   effectiveSettings(ref: string, mode: BackendMode, options?: { backend?: string; signal?: AbortSignal }): Promise<EffectiveSettings>;
   ps(): RunnerStatus[];
+  /** Models in their failed-load back-off (see SchedulerOptions.loadFailureBackoffMs). */
+  failedLoads(): FailedLoadStatus[];
   memory(): MemoryStatus;
   /** Stops idle runners now; busy ones stop once their requests are done. */
   unload(request: UnloadRequest): Promise<UnloadResult>;
