@@ -88,6 +88,17 @@ export class LoadBackoffError extends RunnerError {
   }
 }
 
+/**
+ * The model cannot do what the route asks, as its GGUF header shows (e.g.
+ * reranking without a ranking head): decided before any engine starts.
+ */
+export class ModelCapabilityError extends InvalidRequestError {
+  override readonly code = "model_not_capable";
+  constructor(model: string, message: string) {
+    super(`Model ${model} ${message}`, "model");
+  }
+}
+
 /** `1.5 GiB`-style figures for messages. */
 export function formatBytes(bytes: number): string {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];

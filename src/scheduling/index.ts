@@ -24,7 +24,7 @@ export {
 export { parseConfigureBody, parseUnloadBody } from "./requests.ts";
 export type { RunnerConfig } from "./config-store.ts";
 export { parseDuration, formatDuration, InvalidDurationError, parseByteSize, type KeepAliveMs } from "../units.ts";
-export { LoadBackoffError, ModelTooLargeError, QueueFullError, RunnerBusyError, RuntimeFlagError, SchedulerClosedError, formatBytes } from "./errors.ts";
+export { LoadBackoffError, ModelCapabilityError, ModelTooLargeError, QueueFullError, RunnerBusyError, RuntimeFlagError, SchedulerClosedError, formatBytes } from "./errors.ts";
 export {
   computeMemoryBudget,
   estimateRunnerMemory,

@@ -12,6 +12,12 @@ export interface GgufShape {
   valueLength: number;
   /** Trained context length, when the file states one. */
   contextLength: number | null;
+  /**
+   * Whether the model has a ranking (classifier) head, the `cls.weight` or
+   * `cls.output.weight` tensor llama.cpp and node-llama-cpp need to rerank;
+   * null when this file cannot tell (a split model's other shards may hold it).
+   */
+  hasRankingHead: boolean | null;
 }
 
 /**
@@ -21,7 +27,7 @@ export interface GgufShape {
  * counted as zero.
  */
 export async function readGgufShape(path: string): Promise<GgufShape | null> {
-  const { metadata } = await (await import("@huggingface/gguf")).gguf(path, { allowLocalFile: true });
+  const { metadata, tensorInfos } = await (await import("@huggingface/gguf")).gguf(path, { allowLocalFile: true });
   const meta = metadata as Record<string, unknown>;
   const arch = String(meta["general.architecture"] ?? "");
   const num = (key: string): number | null => {
@@ -45,6 +51,11 @@ export async function readGgufShape(path: string): Promise<GgufShape | null> {
     keyLength: num("attention.key_length") ?? headDim,
     valueLength: num("attention.value_length") ?? headDim,
     contextLength: num("context_length"),
+    hasRankingHead: tensorInfos.some((t) => t.name === "cls.weight" || t.name === "cls.output.weight")
+      ? true
+      : Number(meta["split.count"] ?? 1) > 1
+        ? null
+        : false,
   };
 }
 

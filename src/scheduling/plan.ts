@@ -8,6 +8,7 @@ import { InvalidRequestError } from "../errors.ts";
 import { parseBackendMode, type Backend, type BackendMode } from "../inference/index.ts";
 import { formatDuration, parseDuration } from "../units.ts";
 import { configKey, type RunnerConfig } from "./config-store.ts";
+import { ModelCapabilityError } from "./errors.ts";
 import { estimateRunnerMemory, type GgufShape, type MemoryEstimate } from "./memory-estimate.ts";
 import { shellSplit, validateRuntimeFlags, type ParsedRuntimeFlags } from "./runtime-flags.ts";
 import type { ConfigureRequest, ResolvedModel, RunnerLabels } from "./types.ts";
@@ -85,6 +86,9 @@ export function engineConfigOf(config: RunnerConfig | undefined): string {
   return JSON.stringify([config?.contextSize ?? null, config?.parallel ?? null, config?.runtimeFlags ?? []]);
 }
 
+/** The largest context size `_configure` takes: DMR's field is an int32. */
+export const MAX_CONTEXT_SIZE = 2 ** 31 - 1;
+
 /** A `_configure` request, checked: nothing here can be rejected later for its form. */
 export interface CheckedConfigure {
   backend: string;
@@ -103,8 +107,13 @@ export interface CheckedConfigure {
  */
 export function checkConfigure(request: ConfigureRequest, backend: string): CheckedConfigure {
   const mode = request.mode !== undefined && request.mode !== "" ? parseBackendMode(request.mode) : "completion";
-  if (request.contextSize !== undefined && (!Number.isInteger(request.contextSize) || request.contextSize < 0)) {
-    throw new InvalidRequestError(`context-size must be a non-negative integer, got ${request.contextSize}.`, "context-size");
+  // DMR reads context-size as an int32; 0 is ours: the model's trained length.
+  const size = request.contextSize;
+  if (size !== undefined && (!Number.isInteger(size) || size < 0 || size > MAX_CONTEXT_SIZE)) {
+    throw new InvalidRequestError(
+      `context-size must be an integer from 1 to ${MAX_CONTEXT_SIZE} (0: the model's trained length; -1: unset), got ${size}.`,
+      "context-size",
+    );
   }
   const keepAliveMs = request.keepAlive !== undefined ? parseDuration(request.keepAlive, "keep_alive") : undefined;
   const hasFlags = request.runtimeFlags !== undefined || request.rawRuntimeFlags !== undefined;
@@ -142,6 +151,21 @@ export function mergeConfigure(checked: CheckedConfigure, ref: string, modelId: 
   if (config.parallel === undefined) delete config.parallel;
   if (config.keepAlive === undefined) delete config.keepAlive;
   return config;
+}
+
+/**
+ * Throws ModelCapabilityError (400) if the GGUF header shows the model
+ * cannot serve `plan.mode`. Only what the header decides: an unreadable
+ * header, or a mode any model can serve, passes (the engine then decides).
+ */
+export function checkCapability(plan: Plan): void {
+  if (plan.mode === "reranking" && plan.shape?.hasRankingHead === false) {
+    throw new ModelCapabilityError(
+      plan.ref,
+      "cannot rerank: it has no ranking head (no cls.output.weight or cls.weight tensor, which reranker models such as " +
+        "bge-reranker or Qwen3-Reranker have). Use a reranking model.",
+    );
+  }
 }
 
 export function labels(plan: Plan): RunnerLabels {

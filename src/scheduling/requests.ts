@@ -34,7 +34,7 @@ function invalid(error: z.ZodError): InvalidRequestError {
 /**
  * Maps a `POST /engines[/{backend}]/_configure` body onto ConfigureRequest;
  * `backend` comes from the path. Throws InvalidRequestError naming the field.
- * DMR sends `context-size: -1` for "unset", so negative values mean absent.
+ * DMR sends `context-size: -1` for "unset", so -1 means absent.
  */
 export async function parseConfigureBody(body: unknown, backend?: string): Promise<ConfigureRequest> {
   const parsed = (await (schemas ??= buildSchemas())).configureBody.safeParse(body);
@@ -45,7 +45,8 @@ export async function parseConfigureBody(body: unknown, backend?: string): Promi
     model: b.model,
     backend,
     mode: b.mode,
-    contextSize: contextSize === null || contextSize === undefined || contextSize < 0 ? undefined : contextSize,
+    // -1 is DMR's "unset"; any other value is checked by configure (checkConfigure).
+    contextSize: contextSize === null || contextSize === undefined || contextSize === -1 ? undefined : contextSize,
     runtimeFlags: b["runtime-flags"] ?? undefined,
     rawRuntimeFlags: b["raw-runtime-flags"] || undefined,
     keepAlive: b.keep_alive ?? undefined,

@@ -13,7 +13,7 @@ import { ConfigStore, configKey, type RunnerConfig } from "./config-store.ts";
 import { LoadBackoffError, ModelTooLargeError, RunnerBusyError, SchedulerClosedError } from "./errors.ts";
 import { DEFAULT_RUNNER_OVERHEAD_BYTES, readGgufShape, type GgufShape } from "./memory-estimate.ts";
 import { reapOrphans } from "./pid-files.ts";
-import { checkConfigure, mergeConfigure, planRunner, type Plan, type PlanDefaults } from "./plan.ts";
+import { checkCapability, checkConfigure, mergeConfigure, planRunner, type Plan, type PlanDefaults } from "./plan.ts";
 import { NEVER, raceAbort } from "./promises.ts";
 import type { LeaseImpl } from "./runner.ts";
 import type {
@@ -117,6 +117,7 @@ class SchedulerImpl implements Scheduler {
     if (!runner) {
       this.throwIfBackingOff(key, ref);
       plan = await this.plan(backend, ref, model, mode);
+      checkCapability(plan);
       if (plan.memory.totalBytes > this.options.memoryBudgetBytes) {
         throw new ModelTooLargeError(ref, plan.memory.totalBytes, this.options.memoryBudgetBytes);
       }
@@ -213,6 +214,7 @@ class SchedulerImpl implements Scheduler {
     const config = mergeConfigure(checked, request.model, model.id, this.configs.get(backend.name, model.id, mode));
     // Reject before storing: a setting that cannot load must not persist.
     const plan = await this.plan(backend, request.model, model, mode, config);
+    checkCapability(plan);
     if (plan.memory.totalBytes > this.options.memoryBudgetBytes) {
       throw new ModelTooLargeError(request.model, plan.memory.totalBytes, this.options.memoryBudgetBytes);
     }

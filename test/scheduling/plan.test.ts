@@ -4,15 +4,16 @@ import { LlamaCppBackend } from "../../src/inference/index.ts";
 import { chooseVictims, type EvictionCandidate } from "../../src/scheduling/admission.ts";
 import type { RunnerConfig } from "../../src/scheduling/config-store.ts";
 import type { GgufShape } from "../../src/scheduling/memory-estimate.ts";
-import { checkConfigure, engineConfigOf, mergeConfigure, planRunner, type PlanDefaults } from "../../src/scheduling/plan.ts";
+import { ModelCapabilityError } from "../../src/scheduling/errors.ts";
+import { checkCapability, checkConfigure, engineConfigOf, mergeConfigure, planRunner, type PlanDefaults } from "../../src/scheduling/plan.ts";
 
 // Pure functions: no engine, no files.
 const backend = new LlamaCppBackend();
 const defaults: PlanDefaults = { contextSize: 4096, parallel: 1, keepAliveMs: 300_000, overheadBytes: 1000 };
 const model = { id: "sha256:m", files: { name: "m", ggufPath: "/nonexistent.gguf" }, sizeBytes: 10_000 };
 const shape = (contextLength: number): GgufShape => ({
-  architecture: "llama", blockCount: 2, embeddingLength: 64, headCount: 4, headCountKv: 4, keyLength: 16, valueLength: 16, contextLength,
-}) as GgufShape;
+  architecture: "llama", blockCount: 2, embeddingLength: 64, headCount: 4, headCountKv: 4, keyLength: 16, valueLength: 16, contextLength, hasRankingHead: false,
+});
 const config = (extra: Partial<RunnerConfig>): RunnerConfig => ({ backend: "llama.cpp", model: "m", modelId: "sha256:m", mode: "completion", runtimeFlags: [], ...extra });
 
 test("planRunner: context size from config, then the model's packaging, then the default capped to the trained length", () => {
@@ -71,4 +72,25 @@ test("chooseVictims: null when it fits; least recently used idle runners first; 
   assert.deepEqual(names(chooseVictims([r("a", 80, 1, "stopping")], 50, 100, 8)), []);
   // The runner count limit evicts too.
   assert.deepEqual(names(chooseVictims([r("a", 1, 2), r("b", 1, 1)], 1, 100, 2)), ["b"]);
+});
+
+test("_configure context-size: an int32 of at least 0 (-1 = unset at the wire); anything else is a 400 naming it", async () => {
+  const { parseConfigureBody } = await import("../../src/scheduling/index.ts");
+  for (const bad of [1e12, 2 ** 31, -5, -2, 1.5]) {
+    const request = await parseConfigureBody({ model: "m", "context-size": bad }).catch((e: unknown) => e);
+    const error = request instanceof Error ? request : (() => { try { checkConfigure(request as never, "llama.cpp"); } catch (e) { return e; } return null; })();
+    assert.ok(error instanceof Error && (error as { status?: number }).status === 400, `${bad}: ${String(error)}`);
+    assert.match((error as Error).message, /context-size/, String(bad));
+  }
+  assert.equal((await parseConfigureBody({ model: "m", "context-size": -1 })).contextSize, undefined);
+  assert.equal(checkConfigure(await parseConfigureBody({ model: "m", "context-size": 2 ** 31 - 1 }), "llama.cpp").contextSize, 2 ** 31 - 1);
+});
+
+test("checkCapability: reranking needs a ranking head when the header can tell", () => {
+  const withHead = (hasRankingHead: boolean | null) => planRunner(defaults, backend, "m", model, "reranking", { ...shape(512), hasRankingHead }, undefined);
+  assert.throws(() => checkCapability(withHead(false)), (e: unknown) => e instanceof ModelCapabilityError && e.status === 400 && /cannot rerank/.test(e.message));
+  checkCapability(withHead(true));
+  checkCapability(withHead(null)); // a split model's other shards may hold the head: the engine decides
+  checkCapability(planRunner(defaults, backend, "m", model, "reranking", null, undefined));
+  checkCapability(planRunner(defaults, backend, "m", model, "embedding", { ...shape(512), hasRankingHead: false }, undefined));
 });
