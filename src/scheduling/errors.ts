@@ -85,7 +85,10 @@ export class LoadBackoffError extends RunnerError {
     this.status = failure instanceof RunnerError ? failure.status : 500;
     this.type = failure instanceof RunnerError ? failure.type : "server_error";
     this.extra = { retry_after_seconds: retryInSeconds };
+    this.headers = { "retry-after": String(retryInSeconds) };
   }
+  /** Response headers the HTTP layer must send with this error. */
+  readonly headers: Readonly<Record<string, string>>;
 }
 
 /**
