@@ -58,9 +58,12 @@ export const psCommand: Command = {
         ]),
       ),
     );
-    // The cause of a failed load, one line each: the table has no room for it.
+    // The cause of a failed load, one line each (the table has no room for it): the
+    // summary and the engine's last line, which names the problem. --json has all of it.
     for (const r of runners.filter((x) => x.state === "failed" && x.error)) {
-      cli.io.stdout.write(`${r.model_name}: failed to load: ${r.error!.split("\n")[0]}\n`);
+      const lines = r.error!.split("\n").filter((l) => l.trim() !== "" && !l.startsWith("---"));
+      const cause = lines.length > 1 ? `${lines[0]}: ${lines.at(-1)}` : (lines[0] ?? "");
+      cli.io.stdout.write(`${r.model_name}: failed to load: ${cause}\n`);
     }
     return 0;
   },

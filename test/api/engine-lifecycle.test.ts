@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { chmod, writeFile } from "node:fs/promises";
 import { after, before, describe, test } from "node:test";
 import { startTestDaemon, type TestDaemon } from "./daemon-helper.ts";
+import { runMr } from "../helpers/cli.ts";
 import { tinyModel } from "../helpers/models.ts";
 import { eventually, isAlive, pidsMatching } from "../helpers/processes.ts";
 
@@ -58,6 +59,10 @@ describe("engines around faults and removals", () => {
     assert.equal(row?.error_code, "engine_failed");
     assert.equal(row?.error, firstBody.error.message);
     assert.ok(row?.retry_at && Date.parse(row.retry_at) > Date.now());
+    const cli = await runMr(["ps"], { env: { MODEL_RUNNER_HOST: d.url.replace(/^http:\/\//, "") } });
+    assert.equal(cli.code, 0, cli.stderr);
+    assert.match(cli.stdout, /ai\/broken\s.*\sfailed\s.*retry in/);
+    assert.match(cli.stdout, /^ai\/broken: failed to load: .*GGUF/m);
     // Unloading it ends the back-off, and removes the row.
     await fetch(`${d.url}/engines/unload`, { method: "POST", body: JSON.stringify({ models: ["ai/broken"] }), headers: { "content-type": "application/json" } });
     assert.equal((await ps()).find((r) => r.model_name === "ai/broken"), undefined);
