@@ -244,7 +244,8 @@ export interface Scheduler {
    * Gets a slot on the runner for (backend, model, mode), starting one if
    * needed; resolves once the engine is healthy. Concurrent callers share
    * one runner and one load. Throws: the resolver's errors (404),
-   * UnknownBackendError (404), ModelTooLargeError (507) if the model can
+   * UnknownBackendError (404), ModelCapabilityError (400) if the GGUF header
+   * shows the model cannot serve `mode`, ModelTooLargeError (507) if the model can
    * never fit, QueueFullError (503) when too many requests wait,
    * EngineFailedError (500) if the engine fails to start (with its output
    * tail), LoadBackoffError (that failure's status and code) without starting
