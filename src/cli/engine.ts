@@ -5,7 +5,7 @@ import { watchParentPipe } from "../engine/parent-watch.ts";
 import { engineWatchesParentPipe } from "../config.ts";
 
 /** After the daemon is gone, how long a clean stop may take before the engine exits anyway (a model load cannot be cut short). */
-const ORPHAN_EXIT_MS = 500;
+const ORPHAN_EXIT_MS = 300;
 
 export const ENGINE_USAGE = `Usage: mr engine -m FILE.gguf [--host PATH.sock | --host ADDR --port N] [options]
 

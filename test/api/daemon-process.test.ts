@@ -6,6 +6,7 @@ import { createInterface } from "node:readline";
 import { describe, test } from "node:test";
 import { setTimeout as delay } from "node:timers/promises";
 import { waitForHealth } from "../../src/inference/engine-process.ts";
+import { ENGINE_PARENT_PIPE_ENV } from "../../src/config.ts";
 import { cleanEnv } from "../helpers/cli.ts";
 import { MR_BIN } from "../helpers/engine.ts";
 import { tempDir, tinyModel } from "../helpers/models.ts";
@@ -104,6 +105,27 @@ describe("mr serve as a process", () => {
     child.kill("SIGTERM");
     const [code] = await once(child, "exit");
     assert.equal(code, 0);
+  });
+
+  test("an engine the daemon started exits within 1 s of its stdin closing, even while loading", async (t) => {
+    const dir = await tempDir("mr-eng-");
+    const socket = join(dir, "e.sock");
+    const child = spawn(process.execPath, [MR_BIN, "engine", "-m", await tinyModel({ seed: 55 }), "--host", socket, "-c", "256"], {
+      stdio: ["pipe", "ignore", "pipe"],
+      env: cleanEnv({ [ENGINE_PARENT_PIPE_ENV]: "stdin" }),
+    });
+    t.after(() => child.kill("SIGKILL"));
+    // It listens before it loads: closing stdin now is a daemon dying during the load.
+    await new Promise<void>((resolve, reject) => {
+      createInterface({ input: child.stderr! }).on("line", (line) => line.includes("listening on") && resolve());
+      child.once("exit", (code) => reject(new Error(`engine exited early with ${code}`)));
+    });
+    const closedAt = Date.now();
+    child.stdin!.end();
+    await once(child, "exit");
+    const ms = Date.now() - closedAt;
+    t.diagnostic(`engine exited ${ms} ms after its stdin closed`);
+    assert.ok(ms < 1000, `took ${ms} ms`);
   });
 
   test("bad configuration is one clear line and exit code 2", async () => {
