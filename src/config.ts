@@ -1,7 +1,7 @@
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { parseByteSize, parseDuration } from "./scheduling/index.ts";
+import { parseByteSize, parseDuration } from "./units.ts";
 
 /**
  * The one place that reads the environment and daemon flags. Everything
@@ -219,4 +219,17 @@ export function loadCliConfig(env: NodeJS.ProcessEnv): CliConfig {
     dockerPassword: env.DOCKER_PASSWORD || env.DOCKER_HUB_PASSWORD || null,
     insecureRegistries: Object.freeze(list(env.MODEL_RUNNER_INSECURE_REGISTRIES)),
   });
+}
+
+/**
+ * Set by the daemon on every engine it spawns, with the engine's stdin a
+ * pipe the daemon holds open: the engine exits when it reads EOF there, which
+ * happens as soon as the daemon is gone, however it died (SIGKILL included).
+ * Unset (an engine started by hand), stdin is left alone.
+ */
+export const ENGINE_PARENT_PIPE_ENV = "MODEL_RUNNER_ENGINE_PARENT_PIPE";
+
+/** Whether this engine process must exit when its stdin closes (see ENGINE_PARENT_PIPE_ENV). */
+export function engineWatchesParentPipe(env: NodeJS.ProcessEnv): boolean {
+  return env[ENGINE_PARENT_PIPE_ENV] === "stdin";
 }

@@ -30,7 +30,8 @@ export interface RawCommand {
   name: string;
   summary: string;
   flags: readonly string[];
-  run(argv: readonly string[]): Promise<number>;
+  /** `env`: the environment main() was given (read through src/config.ts only). */
+  run(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number>;
 }
 
 export const completionCommand: Command = {

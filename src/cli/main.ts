@@ -23,7 +23,7 @@ registerRaw({
   summary: "Run the built-in inference engine for one GGUF model (llama-server's flags)",
   // Every spelling of the engine's flag table, so completion never drifts from the parser.
   flags: engineFlagNames(),
-  run: async (argv) => (await import("./engine.ts")).engineCommand(argv),
+  run: async (argv, env) => (await import("./engine.ts")).engineCommand(argv, env),
 });
 
 function usage(): string {
@@ -99,7 +99,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
     return 0;
   }
   const raw = RAW_COMMANDS.find((r) => r.name === name);
-  if (raw) return raw.run(rest);
+  if (raw) return raw.run(rest, env);
   const command = findCommand(name);
   if (!command) {
     const hint = suggest(name, allNames());

@@ -1,6 +1,6 @@
 import type { z } from "zod";
 import { InvalidRequestError } from "../errors.ts";
-import type { ConfigureRequest, UnloadRequest } from "./scheduler.ts";
+import type { ConfigureRequest, UnloadRequest } from "./types.ts";
 
 async function buildSchemas() {
   const { z } = await import("zod");
@@ -9,12 +9,12 @@ async function buildSchemas() {
     configureBody: z.strictObject({
       model: z.string().min(1),
       mode: z.string().optional(),
-      // DMR reads an int32: -1 means unset, anything else must be a positive int32.
+      // DMR reads an int32: -1 means unset; 0 is ours, the model's trained length (the range is checked in plan.ts).
       "context-size": z
         .number()
         .int()
         .max(2147483647)
-        .refine((n) => n === -1 || n > 0, "must be a positive integer (or -1 for the default)")
+        .refine((n) => n >= -1, "must be an integer of at least 0 (0: the model's trained length; -1: unset)")
         .nullable()
         .optional(),
       "runtime-flags": z.array(z.string()).nullable().optional(),
@@ -58,7 +58,7 @@ const NOT_SUPPORTED_YET: Record<string, string> = {
 /**
  * Maps a `POST /engines[/{backend}]/_configure` body onto ConfigureRequest;
  * `backend` comes from the path. Throws InvalidRequestError naming the field.
- * DMR sends `context-size: -1` for "unset"; other values must be positive int32s.
+ * DMR sends `context-size: -1` for "unset", so -1 means absent.
  */
 export async function parseConfigureBody(body: unknown, backend?: string): Promise<ConfigureRequest> {
   const parsed = (await (schemas ??= buildSchemas())).configureBody.safeParse(body);
@@ -75,7 +75,8 @@ export async function parseConfigureBody(body: unknown, backend?: string): Promi
     model: b.model,
     backend,
     mode: b.mode,
-    contextSize: contextSize === null || contextSize === undefined || contextSize < 0 ? undefined : contextSize,
+    // -1 is DMR's "unset"; any other value is checked by configure (checkConfigure).
+    contextSize: contextSize === null || contextSize === undefined || contextSize === -1 ? undefined : contextSize,
     runtimeFlags: b["runtime-flags"] ?? undefined,
     rawRuntimeFlags: b["raw-runtime-flags"] || undefined,
     keepAlive: b.keep_alive ?? undefined,

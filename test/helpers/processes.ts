@@ -18,14 +18,8 @@ export async function pidsMatching(needle: string): Promise<number[]> {
   return pids;
 }
 
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+/** The daemon's own definition (zombies count as gone), so tests and src cannot disagree. */
+export { isAlive } from "../../src/util/process.ts";
 
 /** Polls `check` until it returns true, failing after `timeoutMs`. */
 export async function eventually(check: () => boolean | Promise<boolean>, timeoutMs = 5000, what = "condition"): Promise<void> {

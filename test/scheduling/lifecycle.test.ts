@@ -6,8 +6,9 @@ import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { EngineFailedError } from "../../src/inference/index.ts";
 import { waitForHealth } from "../../src/inference/engine-process.ts";
-import { SchedulerClosedError } from "../../src/scheduling/index.ts";
-import { isAlive } from "../../src/scheduling/pid-files.ts";
+import { setTimeout as delay } from "node:timers/promises";
+import { LoadBackoffError, SchedulerClosedError } from "../../src/scheduling/index.ts";
+import { isAlive } from "../../src/util/process.ts";
 import { count, harness, settlesWithin, tempDir, tinyModels, waitFor } from "./helpers.ts";
 
 const NEVER_HEALTHY = fileURLToPath(new URL("../fixtures/never-healthy-engine.sh", import.meta.url));
@@ -120,7 +121,46 @@ test("engines left by a SIGKILLed daemon are reaped at the next start", async (t
 
   const h = await harness(t, { dir, modelNames: ["a"] });
   assert.deepEqual(await h.scheduler.reapOrphans(), [orphan.pid]);
-  assert.equal(await isAlive(orphan.pid!), false);
+  assert.equal(isAlive(orphan.pid!), false);
   await assert.rejects(access(socket));
   assert.deepEqual(await readdir(runDir), []);
+});
+
+test("a model that failed to load gets the same failure during its back-off, without a new engine", async (t) => {
+  const h = await harness(t, { modelNames: ["bad", "a"], loadFailureBackoffMs: 60_000 });
+  await writeFile(h.models.get("bad")!.files.ggufPath, "this is not a GGUF file\n".repeat(100));
+  const first = await h.scheduler.acquire("bad", "completion").then(() => assert.fail("loaded a corrupt model"), (e: unknown) => e);
+  assert.ok(first instanceof EngineFailedError, String(first));
+  assert.equal(count(h.events, "load_failed"), 1);
+  await waitFor("the failed runner to go", () => h.scheduler.ps().length === 0);
+  const loadsBefore = h.events.length;
+  const second = await h.scheduler.acquire("bad", "completion").then(() => assert.fail("loaded a corrupt model"), (e: unknown) => e);
+  assert.ok(second instanceof LoadBackoffError, String(second));
+  assert.equal(second.status, first.status);
+  assert.equal(second.code, first.code);
+  assert.ok(second.message.includes(first.message), "the cause is in the message");
+  assert.match(second.message, /not retried for another (59|60) s/);
+  assert.deepEqual(h.events.slice(loadsBefore), [], "no engine was started");
+  assert.deepEqual(h.scheduler.ps(), []);
+  const [row] = h.scheduler.failedLoads();
+  assert.equal(row?.model, "bad");
+  assert.equal(row?.code, "engine_failed");
+  assert.equal(row?.error, first.message);
+  // Other models are not affected; an unload of the failed one ends its back-off.
+  (await h.scheduler.acquire("a", "completion")).release();
+  await h.scheduler.unload({ models: ["bad"] });
+  assert.deepEqual(h.scheduler.failedLoads(), []);
+  await assert.rejects(h.scheduler.acquire("bad", "completion"), EngineFailedError);
+  assert.equal(count(h.events, "load_failed"), 2, "after the unload it was tried again");
+});
+
+test("the failed-load back-off ends by itself", async (t) => {
+  const h = await harness(t, { modelNames: ["bad"], loadFailureBackoffMs: 300 });
+  await writeFile(h.models.get("bad")!.files.ggufPath, "not a GGUF");
+  await assert.rejects(h.scheduler.acquire("bad", "completion"), EngineFailedError);
+  await assert.rejects(h.scheduler.acquire("bad", "completion"), LoadBackoffError);
+  await delay(350);
+  assert.deepEqual(h.scheduler.failedLoads(), []);
+  await assert.rejects(h.scheduler.acquire("bad", "completion"), EngineFailedError);
+  assert.equal(count(h.events, "load_failed"), 2);
 });
