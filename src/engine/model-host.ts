@@ -11,13 +11,16 @@ import {
   type LlamaRankingContext,
   type Token,
 } from "node-llama-cpp";
+import { InvalidRequestError } from "../errors.ts";
 import { ContextSizeExceededError } from "./errors.ts";
 import { createChatPrompter, type ChatMessage, type ChatPrompter, type ThinkingSyntax } from "./chat-prompt.ts";
 import type { ChatModelFunctions } from "node-llama-cpp";
 import { generate, cachedPrefixLength, type GenerationResult, type ReasoningControl, type SamplingParams, type ToolCallControl } from "./generate.ts";
 import type { CallSyntax } from "./tools.ts";
+import type { TokenProbabilities } from "./logprobs.ts";
 import { GrammarCache } from "./structured.ts";
 import type { EngineOptions } from "./options.ts";
+import type { Vocabulary } from "./sampling.ts";
 import { slotOrderStrategy } from "./batch-order.ts";
 import { SlotPool } from "./slot-pool.ts";
 import { StepGate } from "./step-gate.ts";
@@ -45,6 +48,9 @@ export interface CompletionExtras {
   grammar?: LlamaGrammar | null;
   reasoning?: ReasoningControl | null;
   toolCalls?: ToolCallControl | null;
+  /** llama-server's `id_slot`: run on this slot, waiting for it if busy (null = any free slot). */
+  slot?: number | null;
+  onProbabilities?: ((probabilities: TokenProbabilities) => void) | null;
 }
 
 /**
@@ -184,6 +190,16 @@ export class ModelHost {
     return tokens;
   }
 
+  /** What request parsing needs of the vocabulary (logit_bias texts and ids). */
+  get vocabulary(): Vocabulary {
+    return { size: this.info.vocabSize, tokenizeText: (text) => this.model.tokenize(text, false) };
+  }
+
+  /** Slots (parallel sequences) of a completion engine: `n` may ask for at most this many choices. */
+  get slotCount(): number {
+    return this.completion ? this.info.parallel : 1;
+  }
+
   detokenize(tokens: readonly Token[]): string {
     return this.model.detokenize(tokens, true);
   }
@@ -222,8 +238,13 @@ export class ModelHost {
     if (prompt.length >= this.info.slotContextSize) {
       throw new ContextSizeExceededError(prompt.length, this.info.slotContextSize);
     }
+    const { slot: wantedSlot, ...generation } = extras;
+    if (wantedSlot != null && (wantedSlot < 0 || wantedSlot >= sequences.length)) {
+      throw new InvalidRequestError(`'id_slot' is ${wantedSlot}, but this engine has ${sequences.length} slots (0-${sequences.length - 1}).`, "id_slot");
+    }
     // Prefer the free slot whose cache shares the longest prefix with this prompt.
     const sequence = await slots.acquire(signal, (free) => {
+      if (wantedSlot != null) return free.indexOf(sequences[wantedSlot]!);
       let best = 0;
       let bestLength = -1;
       free.forEach((s, i) => {
@@ -234,7 +255,7 @@ export class ModelHost {
     });
     busy.add(sequence);
     try {
-      return await generate({ sequence, model: this.model, prompt, params, stopTokens: prompter.stopTokens, onText, signal, gate, slot: sequences.indexOf(sequence), ...extras });
+      return await generate({ sequence, model: this.model, prompt, params, stopTokens: prompter.stopTokens, onText, signal, gate, slot: sequences.indexOf(sequence), ...generation });
     } finally {
       busy.delete(sequence);
       slots.release(sequence);

@@ -22,11 +22,12 @@ export class SlotPool<T> {
   /**
    * Resolves with a slot once one is free, rejecting with `signal.reason` if
    * the signal aborts first. `pick` chooses among free slots (index into
-   * `free`), so a caller can prefer the slot whose cache suits it best.
+   * `free`), so a caller can prefer the slot whose cache suits it best; -1
+   * takes none of them and waits on (a request for one particular slot).
    */
   acquire(signal: AbortSignal, pick: (free: readonly T[]) => number = () => 0): Promise<T> {
     signal.throwIfAborted();
-    if (this.free.length > 0 && this.waiters.length === 0) return Promise.resolve(this.take(pick));
+    if (this.free.length > 0 && this.waiters.length === 0 && pick(this.free) >= 0) return Promise.resolve(this.take(pick));
     return new Promise<T>((resolve, reject) => {
       const waiter = {
         resolve: (slot: T) => {
@@ -45,11 +46,18 @@ export class SlotPool<T> {
     });
   }
 
-  /** Returns a slot; the longest waiter gets it. */
+  /** Returns a slot; the longest waiter that takes one of the free slots gets it. */
   release(slot: T): void {
     this.free.push(slot);
-    const next = this.waiters.shift();
-    if (next) next.resolve(this.take(next.pick));
+    for (let i = 0; i < this.waiters.length && this.free.length > 0; ) {
+      const waiter = this.waiters[i]!;
+      if (waiter.pick(this.free) < 0) {
+        i++;
+        continue;
+      }
+      this.waiters.splice(i, 1);
+      waiter.resolve(this.take(waiter.pick));
+    }
   }
 
   private take(pick: (free: readonly T[]) => number): T {
