@@ -15,7 +15,7 @@ import { writeTinyModel } from "../../src/distribution/tiny-model.ts";
 import { DEFAULT_SAMPLING } from "../../src/engine/generate.ts";
 import { ModelHost } from "../../src/engine/model-host.ts";
 import { parseEngineArgs } from "../../src/engine/options.ts";
-import { grammarForJsonSchema } from "../../src/engine/structured.ts";
+import { grammarForJsonSchema } from "../../src/engine/grammar/schema-gbnf.ts";
 
 const argv = process.argv.slice(2);
 const flag = (name: string, fallback: number) => {

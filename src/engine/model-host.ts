@@ -18,7 +18,7 @@ import type { ChatModelFunctions } from "node-llama-cpp";
 import { generate, cachedPrefixLength, type GenerationResult, type ReasoningControl, type SamplingParams, type ToolCallControl } from "./generate.ts";
 import type { CallSyntax } from "./tools.ts";
 import type { TokenProbabilities } from "./logprobs.ts";
-import { GrammarCache } from "./structured.ts";
+import { GrammarCache } from "./grammar/schema-gbnf.ts";
 import type { EngineOptions } from "./options.ts";
 import type { Vocabulary } from "./sampling.ts";
 import { slotOrderStrategy } from "./batch-order.ts";

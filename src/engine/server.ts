@@ -1,18 +1,29 @@
-import { randomBytes } from "node:crypto";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
-import type { LlamaGrammar, Token } from "node-llama-cpp";
+import type { Token } from "node-llama-cpp";
+import type { z } from "zod";
 import { InvalidRequestError, RunnerError } from "../errors.ts";
 import { acceptJsonBodies } from "../http/json-body.ts";
 import { clientSignal, LazyStream } from "../http/streaming.ts";
+import { planChat } from "./chat-plan.ts";
 import { engineErrorBody, ModelLoadingError, UnauthorizedError, WrongModelError, WrongModeError } from "./errors.ts";
-import type { GenerationResult, ReasoningControl, ToolCallControl } from "./generate.ts";
-import { ReasoningSplitter } from "./reasoning.ts";
-import { grammarForJsonSchema } from "./structured.ts";
-import { callGrammar, checkTools, planTools, ToolCallParser, type ToolCallOut } from "./tools.ts";
-import type { ModelHost } from "./model-host.ts";
+import type { GenerationResult } from "./generate.ts";
+import { grammarForRequest } from "./grammar/for-request.ts";
+import type { EngineMode, ModelHost } from "./model-host.ts";
+import {
+  chatChunk,
+  chatFinishReason,
+  chatMessage,
+  completionChunk,
+  newId,
+  responseMeta,
+  stopSequenceOf,
+  sumUsage,
+  timingsOf,
+  usageChunk,
+  usageOf,
+} from "./openai-shapes.ts";
 import {
   chatCompletionRequest,
-  chatMessagesFrom,
   completionRequest,
   detokenizeRequest,
   embeddingRequest,
@@ -35,8 +46,6 @@ export interface EngineState {
 const BODY_LIMIT_BYTES = 32 * 1024 * 1024;
 /** Routes that stay open when an API key is set, as in llama-server. */
 const PUBLIC_ROUTES = new Set(["/health", "/v1/health", "/v1/models", "/models"]);
-
-const newId = (prefix: string) => `${prefix}-${randomBytes(12).toString("base64url")}`;
 
 /**
  * Builds the engine's HTTP app: llama-server's OpenAI-compatible routes for
@@ -121,201 +130,97 @@ export function createEngineApp(state: EngineState): FastifyInstance {
   app.get("/v1/models", listModels);
   app.get("/models", listModels);
 
-  const chat = async (request: FastifyRequest, reply: FastifyReply) => {
-    const body = parseRequest(chatCompletionRequest, request.body);
-    checkModel(body.model);
-    const host = ready();
-    if (host.mode !== "completion") throw new WrongModeError("/v1/chat/completions", "completion");
-    const params = samplingFrom(body, body.max_completion_tokens ?? body.max_tokens);
-    const plan = planTools(checkTools(body.tools ?? []), body.tool_choice, body.parallel_tool_calls);
-    const format = body.response_format;
-    let grammar: LlamaGrammar | null = null;
-    if (plan.mode !== "forced") {
-      if (format?.type === "json_schema") {
-        grammar = await grammarForJsonSchema(host.grammars, format.json_schema.schema, "response_format.json_schema.schema");
-      } else if (format?.type === "json_object") {
-        grammar = await grammarForJsonSchema(host.grammars, format.schema ?? {}, "response_format.schema");
-      }
-    }
-    // Calls are grammar-constrained in the template's syntax: forced from the
-    // first token, or after the model writes the call trigger ("auto"; not
-    // under a response_format grammar, whose document is the whole reply).
-    const forced = plan.mode === "forced";
-    let parser: ToolCallParser | null = null;
-    let toolGrammar: LlamaGrammar | null = null;
-    if (forced || (plan.mode === "auto" && grammar === null)) {
-      const syntax = host.callSyntax;
-      const shape = { afterTrigger: !forced, parallel: plan.parallel };
-      const key = JSON.stringify({ tools: plan.callable, ...shape });
-      toolGrammar = await host.grammars.forToolCalls(key, () => callGrammar(host.llama, plan.callable, syntax, shape));
-      parser = new ToolCallParser(syntax, plan.callable.map((t) => t.name), () => newId("call"), shape);
-    }
-    let prompt = host.chatPrompt(chatMessagesFrom(body.messages), plan.functions);
+  /**
+   * A model route's prologue: parse the body with `schema`, check the model
+   * it names, wait for nothing (503 while loading) and check the engine's mode.
+   */
+  const route =
+    <S extends z.ZodType<{ model?: string | undefined }>>(
+      mode: EngineMode,
+      schema: S,
+      handler: (body: z.infer<S>, host: ModelHost, request: FastifyRequest, reply: FastifyReply) => Promise<unknown>,
+    ) =>
+    async (request: FastifyRequest, reply: FastifyReply) => {
+      const body = parseRequest(schema, request.body);
+      checkModel(body.model);
+      const host = ready();
+      if (host.mode !== mode) throw new WrongModeError(request.url.split("?")[0]!, mode);
+      return handler(body, host, request, reply);
+    };
 
-    // Thinking: bounded by the request or the engine flag; off under a grammar,
-    // whose output must start at the first token.
-    const thinking = host.thinking;
-    let reasoning: ReasoningControl | null = null;
-    let splitter: ReasoningSplitter | null = null;
-    if (thinking) {
-      let budget = body.reasoning_budget ?? host.reasoningBudget;
-      if (body.reasoning_effort === "none" || body.chat_template_kwargs?.enable_thinking === false || grammar || forced) budget = 0;
-      let startsInside = thinking.startsInside;
-      if (budget === 0) {
-        // An empty thought, as templates render "thinking off".
-        const opened = startsInside && thinking.prefill === "";
-        const closing = `${opened ? "" : `${thinking.open}\n\n`}${thinking.close}\n\n`;
-        prompt = [...prompt, ...host.tokenize(closing, false)];
-        startsInside = false;
-      } else if (startsInside && thinking.prefill !== "") {
-        prompt = [...prompt, ...host.tokenize(thinking.prefill, false)];
-      }
-      reasoning = {
-        open: thinking.open,
-        close: thinking.close,
-        closeTokens: host.tokenize(`\n${thinking.close}\n\n`, false),
-        startsInside,
-        budgetTokens: budget < 0 ? null : budget,
-      };
-      if ((body.reasoning_format ?? host.reasoningFormat) !== "none") {
-        splitter = new ReasoningSplitter(thinking.open, thinking.close, startsInside);
-      }
-    }
-    const id = newId("chatcmpl");
-    const created = Math.floor(Date.now() / 1000);
-    const model = state.modelId;
+  const chat = route("completion", chatCompletionRequest, async (body, host, _request, reply) => {
+    const plan = await planChat(host, body);
+    const { prompt, params, grammar, reasoning, splitter, calls } = plan;
+    const meta = responseMeta("chatcmpl", state.modelId);
     const split = (text: string) => (splitter ? splitter.push(text) : { reasoning: "", content: text });
-    const toolControl = (onDeltas: (deltas: object[]) => Promise<void> | void): ToolCallControl | null =>
-      parser && toolGrammar
-        ? {
-            trigger: forced ? null : host.callSyntax.trigger,
-            grammar: toolGrammar,
-            onCallText: async (text) => {
-              const deltas = parser.push(text);
-              if (deltas.length > 0) await onDeltas(deltas);
-              return parser.isDone;
-            },
-          }
-        : null;
-    const finishOf = (result: GenerationResult) =>
-      parser && parser.calls.length > 0 && result.finishReason === "stop" ? "tool_calls" : result.finishReason;
+    const finishOf = (result: GenerationResult) => chatFinishReason(result, calls?.calls.length ?? 0);
     if (body.stream) {
       const includeUsage = body.stream_options?.include_usage === true;
-      const chunk = (delta: object, finish: string | null, extra: object = {}) => ({
-        id,
-        object: "chat.completion.chunk",
-        created,
-        model,
-        choices: [{ index: 0, delta, logprobs: null, finish_reason: finish, ...extra }],
-      });
-      return streamSse(request, reply, async (send, signal) => {
+      return streamSse(reply, async (send, signal) => {
         // `prompt_tokens` (an extension; llama-server sends no usage before the end) lets a
         // client report the prompt's size before generation, e.g. Anthropic's message_start.
-        await send({ ...chunk({ role: "assistant", content: forced ? null : "" }, null), prompt_tokens: prompt.length });
+        await send({ ...chatChunk(meta, { role: "assistant", content: plan.forced ? null : "" }, null), prompt_tokens: prompt.length });
         const sendSplit = async (parts: { reasoning: string; content: string }) => {
-          if (parts.reasoning !== "") await send(chunk({ reasoning_content: parts.reasoning }, null));
-          if (parts.content !== "") await send(chunk({ content: parts.content }, null));
+          if (parts.reasoning !== "") await send(chatChunk(meta, { reasoning_content: parts.reasoning }, null));
+          if (parts.content !== "") await send(chatChunk(meta, { content: parts.content }, null));
         };
-        const toolCalls = toolControl(async (deltas) => {
+        const toolCalls = plan.toolControl(async (deltas) => {
           if (splitter) await sendSplit(splitter.flush());
-          for (const d of deltas) await send(chunk({ tool_calls: [d] }, null));
+          for (const d of deltas) await send(chatChunk(meta, { tool_calls: [d] }, null));
         });
         const result = await host.complete(prompt, params, (text) => sendSplit(split(text)), signal, { grammar, reasoning, toolCalls });
         if (splitter) await sendSplit(splitter.flush());
-        await send({ ...chunk({}, finishOf(result), stopSequenceOf(result)), timings: timingsOf(result) });
-        if (includeUsage) await send({ id, object: "chat.completion.chunk", created, model, choices: [], usage: usageOf(result) });
+        await send({ ...chatChunk(meta, {}, finishOf(result), stopSequenceOf(result)), timings: timingsOf(result) });
+        if (includeUsage) await send(usageChunk(meta, "chat.completion.chunk", usageOf(result)));
       });
     }
-    const toolCalls = toolControl(() => undefined);
-    const { text, result } = await collect(request, reply, (onText, signal) => host.complete(prompt, params, onText, signal, { grammar, reasoning, toolCalls }));
-    let content: string | null = text;
-    let reasoningContent = "";
-    if (splitter) {
-      const a = splitter.push(text);
-      const b = splitter.flush();
-      content = a.content + b.content;
-      reasoningContent = (a.reasoning + b.reasoning).trim();
-    }
-    const calls: ToolCallOut[] = parser?.calls ?? [];
-    // Before calls, whitespace alone is no content (OpenAI sends null).
-    if (calls.length > 0 && content.trim() === "") content = null;
-    const message = {
-      role: "assistant",
-      content,
-      ...(reasoningContent !== "" ? { reasoning_content: reasoningContent } : {}),
-      ...(calls.length > 0 ? { tool_calls: calls } : {}),
-    };
+    const toolCalls = plan.toolControl(() => undefined);
+    const { text, result } = await collect(reply, (onText, signal) => host.complete(prompt, params, onText, signal, { grammar, reasoning, toolCalls }));
+    const message = chatMessage(text, splitter, calls?.calls ?? []);
     return {
-      id,
+      id: meta.id,
       object: "chat.completion",
-      created,
-      model,
+      created: meta.created,
+      model: meta.model,
       choices: [{ index: 0, message, logprobs: null, finish_reason: finishOf(result), ...stopSequenceOf(result) }],
       usage: usageOf(result),
       timings: timingsOf(result),
     };
-  };
+  });
   app.post("/v1/chat/completions", chat);
   app.post("/chat/completions", chat);
 
-  const completions = async (request: FastifyRequest, reply: FastifyReply) => {
-    const body = parseRequest(completionRequest, request.body);
-    checkModel(body.model);
-    const host = ready();
-    if (host.mode !== "completion") throw new WrongModeError("/v1/completions", "completion");
+  const completions = route("completion", completionRequest, async (body, host, _request, reply) => {
     const params = samplingFrom(body, body.max_tokens ?? 16);
-    let grammar: LlamaGrammar | null = null;
-    if (typeof body.grammar === "string" && body.grammar.trim() !== "") grammar = await host.grammars.forGbnf(body.grammar, "grammar");
-    else if (body.json_schema !== undefined && body.json_schema !== null) grammar = await grammarForJsonSchema(host.grammars, body.json_schema, "json_schema");
-    else if (body.response_format?.type === "json_schema") {
-      grammar = await grammarForJsonSchema(host.grammars, body.response_format.json_schema.schema, "response_format.json_schema.schema");
-    } else if (body.response_format?.type === "json_object") {
-      grammar = await grammarForJsonSchema(host.grammars, body.response_format.schema ?? {}, "response_format.schema");
-    }
-    const extras = { grammar };
+    const extras = { grammar: await grammarForRequest(host.grammars, body) };
     const prompts = (typeof body.prompt === "string" ? [body.prompt] : body.prompt).map((p) => host.tokenize(p, true));
-    const id = newId("cmpl");
-    const created = Math.floor(Date.now() / 1000);
-    const model = state.modelId;
+    const meta = responseMeta("cmpl", state.modelId);
     if (body.stream) {
       const includeUsage = body.stream_options?.include_usage === true;
-      const chunk = (index: number, text: string, finish: string | null, extra: object = {}) => ({
-        id,
-        object: "text_completion",
-        created,
-        model,
-        choices: [{ index, text, logprobs: null, finish_reason: finish, ...extra }],
-      });
-      return streamSse(request, reply, async (send, signal) => {
+      return streamSse(reply, async (send, signal) => {
         const results: GenerationResult[] = [];
         for (const [index, prompt] of prompts.entries()) {
-          const result = await host.complete(prompt, params, (text) => send(chunk(index, text, null)), signal, extras);
-          await send(chunk(index, "", result.finishReason, stopSequenceOf(result)));
+          const result = await host.complete(prompt, params, (text) => send(completionChunk(meta, index, text, null)), signal, extras);
+          await send(completionChunk(meta, index, "", result.finishReason, stopSequenceOf(result)));
           results.push(result);
         }
-        if (includeUsage) await send({ id, object: "text_completion", created, model, choices: [], usage: sumUsage(results) });
+        if (includeUsage) await send(usageChunk(meta, "text_completion", sumUsage(results)));
       });
     }
-    const outputs = await Promise.all(
-      prompts.map((prompt) => collect(request, reply, (onText, signal) => host.complete(prompt, params, onText, signal, extras))),
-    );
+    const outputs = await Promise.all(prompts.map((prompt) => collect(reply, (onText, signal) => host.complete(prompt, params, onText, signal, extras))));
     return {
-      id,
+      id: meta.id,
       object: "text_completion",
-      created,
-      model,
+      created: meta.created,
+      model: meta.model,
       choices: outputs.map(({ text, result }, index) => ({ index, text, logprobs: null, finish_reason: result.finishReason, ...stopSequenceOf(result) })),
       usage: sumUsage(outputs.map((o) => o.result)),
     };
-  };
+  });
   app.post("/v1/completions", completions);
   app.post("/completions", completions);
 
-  const embeddings = async (request: FastifyRequest, reply: FastifyReply) => {
-    const body = parseRequest(embeddingRequest, request.body);
-    checkModel(body.model);
-    const host = ready();
-    if (host.mode !== "embedding") throw new WrongModeError("/v1/embeddings", "embedding");
+  const embeddings = route("embedding", embeddingRequest, async (body, host, _request, reply) => {
     const input = body.input;
     const inputs: Array<string | Token[]> =
       typeof input === "string"
@@ -323,7 +228,7 @@ export function createEngineApp(state: EngineState): FastifyInstance {
         : input.every((x) => typeof x === "number")
           ? [input as Token[]]
           : (input as Array<string | Token[]>);
-    const { vectors, tokens } = await withAbort(request, reply, (signal) => host.embed(inputs, signal));
+    const { vectors, tokens } = await withAbort(reply, (signal) => host.embed(inputs, signal));
     const base64 = body.encoding_format === "base64";
     return {
       object: "list",
@@ -335,18 +240,14 @@ export function createEngineApp(state: EngineState): FastifyInstance {
       })),
       usage: { prompt_tokens: tokens, total_tokens: tokens },
     };
-  };
+  });
   app.post("/v1/embeddings", embeddings);
   app.post("/embeddings", embeddings);
 
   // llama-server's /rerank (Jina/Cohere shape): results sorted by relevance, best first.
-  const rerank = async (request: FastifyRequest, reply: FastifyReply) => {
-    const body = parseRequest(rankRequest, request.body);
-    checkModel(body.model);
-    const host = ready();
-    if (host.mode !== "reranking") throw new WrongModeError(request.url.split("?")[0]!, "reranking");
+  const rerank = route("reranking", rankRequest, async (body, host, _request, reply) => {
     const texts = body.documents.map((d) => (typeof d === "string" ? d : d.text));
-    const { scores, tokens } = await withAbort(request, reply, (signal) => host.rank(body.query, texts, signal));
+    const { scores, tokens } = await withAbort(reply, (signal) => host.rank(body.query, texts, signal));
     const results = scores
       .map((relevance_score, index) => ({
         index,
@@ -356,21 +257,17 @@ export function createEngineApp(state: EngineState): FastifyInstance {
       .sort((a, b) => b.relevance_score - a.relevance_score)
       .slice(0, body.top_n ?? texts.length);
     return { id: newId("rerank"), model: state.modelId, object: "list", results, usage: { prompt_tokens: tokens, total_tokens: tokens } };
-  };
+  });
   for (const path of ["/rerank", "/v1/rerank", "/reranking", "/v1/reranking"]) app.post(path, rerank);
 
   // vLLM's /score: text_1 against each text_2 (or pairwise when both are lists).
-  const score = async (request: FastifyRequest, reply: FastifyReply) => {
-    const body = parseRequest(scoreRequest, request.body);
-    checkModel(body.model);
-    const host = ready();
-    if (host.mode !== "reranking") throw new WrongModeError(request.url.split("?")[0]!, "reranking");
+  const score = route("reranking", scoreRequest, async (body, host, _request, reply) => {
     const lefts = typeof body.text_1 === "string" ? [body.text_1] : body.text_1;
     const rights = typeof body.text_2 === "string" ? [body.text_2] : body.text_2;
     if (lefts.length !== 1 && lefts.length !== rights.length) {
       throw new InvalidRequestError("text_1 must be one text or as many texts as text_2", "text_1");
     }
-    const { scores, tokens } = await withAbort(request, reply, async (signal) => {
+    const { scores, tokens } = await withAbort(reply, async (signal) => {
       if (lefts.length === 1) return host.rank(lefts[0]!, rights, signal);
       const all = { scores: [] as number[], tokens: 0 };
       for (const [i, left] of lefts.entries()) {
@@ -388,7 +285,7 @@ export function createEngineApp(state: EngineState): FastifyInstance {
       data: scores.map((s, index) => ({ index, object: "score", score: s })),
       usage: { prompt_tokens: tokens, total_tokens: tokens },
     };
-  };
+  });
   app.post("/score", score);
   app.post("/v1/score", score);
 
@@ -422,36 +319,7 @@ class BodyTooLargeError extends RunnerError {
   }
 }
 
-/**
- * The request's stop sequence that ended generation, on the choice (an extension, like
- * llama-server's `stopping_word`); absent otherwise, so OpenAI shapes are unchanged.
- */
-function stopSequenceOf(r: GenerationResult): { stop_sequence?: string } {
-  return r.stopSequence !== null ? { stop_sequence: r.stopSequence } : {};
-}
-
-function usageOf(r: GenerationResult) {
-  return { prompt_tokens: r.promptTokens, completion_tokens: r.completionTokens, total_tokens: r.promptTokens + r.completionTokens };
-}
-
-function sumUsage(results: readonly GenerationResult[]) {
-  const prompt = results.reduce((n, r) => n + r.promptTokens, 0);
-  const completion = results.reduce((n, r) => n + r.completionTokens, 0);
-  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
-}
-
-/** llama-server's `timings` object: measured, in milliseconds. */
-function timingsOf(r: GenerationResult) {
-  return {
-    prompt_n: r.promptTokensEvaluated,
-    prompt_ms: r.promptMs,
-    predicted_n: r.completionTokens,
-    predicted_ms: r.generationMs,
-    cache_n: r.promptTokens - r.promptTokensEvaluated,
-  };
-}
-
-async function withAbort<T>(_request: FastifyRequest, reply: FastifyReply, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
+async function withAbort<T>(reply: FastifyReply, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const { signal, dispose } = clientSignal(reply);
   try {
     return await run(signal);
@@ -461,12 +329,11 @@ async function withAbort<T>(_request: FastifyRequest, reply: FastifyReply, run: 
 }
 
 async function collect(
-  request: FastifyRequest,
   reply: FastifyReply,
   run: (onText: (t: string) => void, signal: AbortSignal) => Promise<GenerationResult>,
 ): Promise<{ text: string; result: GenerationResult }> {
   let text = "";
-  const result = await withAbort(request, reply, (signal) => run((t) => void (text += t), signal));
+  const result = await withAbort(reply, (signal) => run((t) => void (text += t), signal));
   return { text, result };
 }
 
@@ -477,7 +344,6 @@ async function collect(
  * socket to drain, so a slow reader slows generation instead of filling memory.
  */
 async function streamSse(
-  _request: FastifyRequest,
   reply: FastifyReply,
   run: (send: (event: object) => Promise<void>, signal: AbortSignal) => Promise<void>,
 ): Promise<void> {

@@ -1,6 +1,7 @@
 import type { ChatModelFunctions, GbnfJsonSchema, Llama } from "node-llama-cpp";
 import { InvalidRequestError } from "../errors.ts";
-import { checkJsonSchema, schemaGbnf } from "./structured.ts";
+import { checkJsonSchema } from "./grammar/normalize.ts";
+import { schemaGbnf } from "./grammar/schema-gbnf.ts";
 
 /**
  * Tool calling. Tools are presented to the model through its chat template

@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { LlamaGrammar } from "node-llama-cpp";
-import { integerGbnf, numberGbnf, type NumberBounds } from "../../src/engine/gbnf-numbers.ts";
-import { patternGbnf } from "../../src/engine/gbnf-pattern.ts";
-import { checkJsonSchema, schemaGbnf, UnsupportedSchemaError } from "../../src/engine/structured.ts";
+import { integerGbnf, numberGbnf, type NumberBounds } from "../../src/engine/grammar/numbers.ts";
+import { patternGbnf } from "../../src/engine/grammar/pattern.ts";
+import { UnsupportedSchemaError } from "../../src/engine/grammar/errors.ts";
+import { checkJsonSchema } from "../../src/engine/grammar/normalize.ts";
+import { schemaGbnf } from "../../src/engine/grammar/schema-gbnf.ts";
 import { grammarMatcher, type GrammarMatcher } from "../helpers/grammar.ts";
 import { validateJson } from "../helpers/json-schema.ts";
 

@@ -1,56 +1,25 @@
-import { LlamaText, type GbnfJsonSchema, type Llama, type LlamaGrammar } from "node-llama-cpp";
-import { InvalidRequestError } from "../errors.ts";
-import { integerGbnf, NumberGrammarError, numberGbnf, type NumberBounds } from "./gbnf-numbers.ts";
-import { PatternGrammarError, patternGbnf } from "./gbnf-pattern.ts";
+import type { GbnfJsonSchema } from "node-llama-cpp";
+import { mergeAllOf } from "./all-of.ts";
+import { unsupported, UnsupportedSchemaError } from "./errors.ts";
+import { integerGbnf, NumberGrammarError, numberGbnf } from "./numbers.ts";
+import { PatternGrammarError, patternGbnf } from "./pattern.ts";
+import { ANNOTATIONS, isEqualJson, isObject, NUMBER_KEYWORDS, numberBounds, type Obj } from "./schema-keywords.ts";
 
 /**
- * Structured output: JSON schemas and GBNF grammars turned into node-llama-cpp
- * grammars for constrained sampling. A schema is accepted only if every
- * keyword in it is enforced by the grammar (or is a pure annotation), so the
- * output always validates; anything else is a 400 naming the keyword. The
- * daemon's dialects (Ollama `format`, Responses `text.format`, Anthropic
+ * Schema normalisation for structured output: a JSON schema is accepted only
+ * if every keyword in it is enforced by the grammar (or is a pure annotation),
+ * so the output always validates; anything else is a 400 naming the keyword.
+ * The daemon's dialects (Ollama `format`, Responses `text.format`, Anthropic
  * tool input schemas) should go through `checkJsonSchema` / `grammarForJsonSchema`.
  */
 
-/** A schema keyword we cannot enforce, or a malformed schema: a 400 naming where. */
-export class UnsupportedSchemaError extends InvalidRequestError {
-  override readonly code = "unsupported_schema";
-  constructor(message: string, param: string) {
-    super(message, param);
-  }
-}
-
-/** A GBNF grammar llama.cpp could not parse. */
-export class InvalidGrammarError extends InvalidRequestError {
-  override readonly code = "invalid_grammar";
-}
-
-/** Keywords with no effect on validation (annotations); accepted and ignored. */
-const ANNOTATIONS = new Set([
-  "title",
-  "description",
-  "default",
-  "examples",
-  "$schema",
-  "$id",
-  "$comment",
-  "deprecated",
-  "readOnly",
-  "writeOnly",
-  "strict",
-]);
-
 const BASIC_TYPES = new Set(["string", "number", "integer", "boolean", "null"]);
 const STRING_FORMATS = new Set(["date-time", "time", "date"]);
-/** Numeric keywords, enforced by our own digit-by-digit grammars (gbnf-numbers.ts). */
-const NUMBER_KEYWORDS = ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"] as const;
 /** The most properties/items/length a bound may name; larger ones bloat the grammar. */
 const MAX_BOUND = 1000;
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
-type Obj = Record<string, unknown>;
 
-const isObject = (v: unknown): v is Obj => typeof v === "object" && v !== null && !Array.isArray(v);
 const isPrimitive = (v: unknown) => v === null || ["string", "number", "boolean"].includes(typeof v);
 
 /**
@@ -94,10 +63,6 @@ export function checkJsonSchema(schema: unknown, param: string): GbnfJsonSchema 
   const used = Object.fromEntries(Object.entries(convertedDefs).filter(([name]) => reached.has(name)));
   if (Object.keys(used).length > 0) out.$defs = used;
   return out as unknown as GbnfJsonSchema;
-}
-
-function unsupported(param: string, keyword: string, why = "is not supported for constrained output"): never {
-  throw new UnsupportedSchemaError(`JSON schema keyword '${keyword}' at '${param}' ${why}.`, `${param}.${keyword}`);
 }
 
 function convert(schema: unknown, param: string, defs: Obj, isRoot: boolean): Json {
@@ -291,32 +256,6 @@ function convertTyped(schema: Obj, type: string, param: string, defs: Obj): Json
   }
 }
 
-/**
- * The numeric keywords of a schema in draft-6+ form: draft-4 boolean
- * `exclusiveMinimum`/`exclusiveMaximum` turn `minimum`/`maximum` exclusive.
- */
-function numberBounds(schema: Obj, param: string): NumberBounds {
-  const out: NumberBounds = {};
-  for (const k of NUMBER_KEYWORDS) {
-    const v = schema[k];
-    if (v === undefined || (typeof v === "boolean" && k.startsWith("exclusive"))) continue;
-    if (typeof v !== "number" || !Number.isFinite(v)) unsupported(param, k, "must be a number");
-    out[k] = v;
-  }
-  for (const [flag, plain] of [["exclusiveMinimum", "minimum"], ["exclusiveMaximum", "maximum"]] as const) {
-    if (typeof schema[flag] !== "boolean") continue;
-    if (schema[flag] === true) {
-      if (out[plain] === undefined) unsupported(param, flag, `as a boolean (draft 4) needs '${plain}'`);
-      out[flag] = out[plain];
-      delete out[plain];
-    }
-  }
-  if (out.multipleOf !== undefined && out.multipleOf <= 0) unsupported(param, "multipleOf", "must be greater than 0");
-  return out;
-}
-
-const isEqualJson = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
-
 /** `const`/`enum`, with the values the schema's other keywords rule out removed. */
 function convertValues(schema: Obj, param: string): Json {
   let values: unknown[];
@@ -369,249 +308,4 @@ function convertValues(schema: Obj, param: string): Json {
   values = values.filter((v) => checks.every((check) => check(v)));
   if (values.length === 0) unsupported(param, "const" in schema ? "const" : "enum", "leaves no value that the schema's other keywords allow");
   return values.length === 1 ? { const: values[0] as Json } : { enum: values as Json[] };
-}
-
-/** The raw schema a `$ref` points to (or the schema itself); allOf branches are merged after this. */
-function resolveRef(schema: unknown, param: string, defs: Obj, depth = 0): unknown {
-  if (!isObject(schema) || !("$ref" in schema)) return schema;
-  if (depth > 16) unsupported(param, "$ref", "is too deeply nested (or recursive) inside allOf");
-  const m = typeof schema.$ref === "string" ? /^#\/(\$defs|definitions)\/([^/]+)$/.exec(schema.$ref) : null;
-  if (!m || !(m[2]! in defs)) unsupported(param, "$ref", `must point to a definition in '#/$defs/' or '#/definitions/' (got ${JSON.stringify(schema.$ref)})`);
-  if (Object.keys(schema).some((k) => k !== "$ref" && !ANNOTATIONS.has(k))) unsupported(param, "$ref", "cannot be combined with other keywords");
-  return resolveRef(defs[m[2]!], param, defs, depth + 1);
-}
-
-const LOWER_BOUNDS = new Set(["minimum", "exclusiveMinimum", "minLength", "minItems", "minProperties"]);
-const UPPER_BOUNDS = new Set(["maximum", "exclusiveMaximum", "maxLength", "maxItems", "maxProperties"]);
-
-/**
- * `allOf` as one schema: an instance must match every branch, so properties
- * merge (a property named by several branches must match all of them),
- * `required` is the union, bounds take the tighter value, `type` and `enum`
- * intersect, `multipleOf` takes the least common multiple of integers.
- * Anything whose conjunction is not one of these (two patterns, two
- * different formats, anyOf in two branches, ...) is a 400.
- */
-function mergeAllOf(schema: Obj, param: string, defs: Obj): Obj {
-  const all = schema.allOf;
-  if (!Array.isArray(all) || all.length === 0) unsupported(param, "allOf", "must be a non-empty array");
-  const { allOf: _, ...rest } = schema;
-  let merged: Obj = rest;
-  for (const [i, raw] of all.entries()) {
-    const where = `${param}.allOf.${i}`;
-    const resolved = resolveRef(raw, where, defs);
-    if (resolved === true) continue;
-    if (!isObject(resolved)) unsupported(param, `allOf.${i}`, "must be a JSON schema object");
-    let branch: Obj = resolved;
-    if ("$defs" in branch || "definitions" in branch) unsupported(where, "$defs" in branch ? "$defs" : "definitions", "is only supported at the schema's root");
-    if ("allOf" in branch) branch = mergeAllOf(branch, where, defs);
-    merged = mergeTwo(merged, branch, where);
-  }
-  return merged;
-}
-
-function mergeTwo(rawA: Obj, rawB: Obj, param: string): Obj {
-  // Bounds in draft-6 form first, so that draft-4 boolean exclusives merge like the rest.
-  const normalized = (s: Obj): Obj => {
-    const { minimum: _a, maximum: _b, exclusiveMinimum: _c, exclusiveMaximum: _d, ...rest } = s;
-    return { ...rest, ...numberBounds(s, param) };
-  };
-  const a = normalized(rawA);
-  const b = normalized(rawB);
-  const out: Obj = { ...a };
-  const hasObject = (s: Obj) => "properties" in s || "additionalProperties" in s;
-  if (hasObject(a) || hasObject(b)) {
-    const pa = isObject(a.properties) ? a.properties : {};
-    const pb = isObject(b.properties) ? b.properties : {};
-    const properties: Obj = {};
-    for (const name of new Set([...Object.keys(pa), ...Object.keys(pb)])) {
-      const parts: unknown[] = [];
-      for (const [props, extra] of [[pa, a.additionalProperties], [pb, b.additionalProperties]] as const) {
-        if (name in props) parts.push(props[name]);
-        else if (extra === false) unsupported(param, `properties.${name}`, "is ruled out by another allOf branch's additionalProperties: false");
-        else if (isObject(extra)) parts.push(extra);
-      }
-      properties[name] = parts.length === 1 ? parts[0] : { allOf: parts };
-    }
-    out.properties = properties;
-    const ea = a.additionalProperties;
-    const eb = b.additionalProperties;
-    const open = (e: unknown) => e === undefined || e === true;
-    const extra = open(ea) ? eb : open(eb) ? ea : ea === false || eb === false ? false : { allOf: [ea, eb] };
-    if (extra === undefined) delete out.additionalProperties;
-    else out.additionalProperties = extra;
-  }
-  for (const [key, vb] of Object.entries(b)) {
-    if (key === "properties" || key === "additionalProperties") continue;
-    const va = out[key];
-    if (va === undefined || ANNOTATIONS.has(key)) {
-      if (va === undefined) out[key] = vb;
-      continue;
-    }
-    if (LOWER_BOUNDS.has(key) || UPPER_BOUNDS.has(key)) {
-      if (typeof va !== "number" || typeof vb !== "number") unsupported(param, key, "must be a number");
-      out[key] = LOWER_BOUNDS.has(key) ? Math.max(va, vb) : Math.min(va, vb);
-    } else if (key === "type") {
-      const list = (t: unknown) => (Array.isArray(t) ? (t as unknown[]) : [t]);
-      const tb = list(vb);
-      const both = list(va).flatMap((t) => (tb.includes(t) ? [t] : t === "integer" && tb.includes("number") ? ["integer"] : t === "number" && tb.includes("integer") ? ["integer"] : []));
-      const types = [...new Set(both)];
-      if (types.length === 0) unsupported(param, "type", "of the allOf branches have no type in common");
-      out.type = types.length === 1 ? types[0] : types;
-    } else if (key === "required") {
-      if (!Array.isArray(va) || !Array.isArray(vb)) unsupported(param, "required", "must be an array of property names");
-      out.required = [...new Set([...va, ...vb])];
-    } else if (key === "multipleOf") {
-      if (!Number.isInteger(va) || !Number.isInteger(vb)) {
-        if (va !== vb) unsupported(param, "multipleOf", "of allOf branches can only be combined when they are integers");
-      } else {
-        const gcd = (x: number, y: number): number => (y === 0 ? x : gcd(y, x % y));
-        out.multipleOf = ((va as number) / gcd(va as number, vb as number)) * (vb as number);
-      }
-    } else if (key === "enum") {
-      if (!Array.isArray(va) || !Array.isArray(vb)) unsupported(param, "enum", "must be a non-empty array");
-      const common = va.filter((v) => vb.some((w) => isEqualJson(v, w)));
-      if (common.length === 0) unsupported(param, "enum", "of the allOf branches have no value in common");
-      out.enum = common;
-    } else if (key === "items") {
-      out.items = { allOf: [va, vb] };
-    } else if (!isEqualJson(va, vb)) {
-      unsupported(param, key, "differs between allOf branches, and their conjunction cannot be enforced");
-    }
-  }
-  return out;
-}
-
-/** A leaf the grammar generator cannot write: our own GBNF for it, spliced in by schemaGbnf. */
-function leafGbnf(node: Obj, name: string, rules: string[]): string | null {
-  if (node.type === "string" && typeof node.pattern === "string") return patternGbnf(node.pattern);
-  if (node.type !== "integer" && node.type !== "number") return null;
-  const bounds: NumberBounds = {};
-  for (const k of NUMBER_KEYWORDS) if (typeof node[k] === "number") bounds[k] = node[k] as number;
-  if (Object.keys(bounds).length === 0) return null;
-  return node.type === "integer" ? integerGbnf(bounds, name, rules) : numberGbnf(bounds, name, rules);
-}
-
-/**
- * Replaces each leaf with our own grammar by a string constant that cannot
- * occur elsewhere, so node-llama-cpp writes the document's structure
- * (objects, arrays, whitespace, $defs) and we write the leaves.
- */
-function withPlaceholders(schema: unknown, nonce: string, leaves: Map<string, { name: string; gbnf: string }>, rules: string[]): unknown {
-  if (Array.isArray(schema)) return schema.map((s) => withPlaceholders(s, nonce, leaves, rules));
-  if (!isObject(schema)) return schema;
-  const name = `leaf${leaves.size}`;
-  const gbnf = leafGbnf(schema, name, rules);
-  if (gbnf !== null) {
-    const placeholder = `${nonce}${name}`;
-    leaves.set(placeholder, { name, gbnf });
-    return { const: placeholder };
-  }
-  const out: Obj = {};
-  for (const [k, v] of Object.entries(schema)) {
-    // Walk schema positions only; `properties`/`$defs` map names to schemas, `enum`/`const` are values.
-    if (k === "const" || k === "enum" || k === "required" || k === "description") out[k] = v;
-    else if ((k === "properties" || k === "$defs") && isObject(v)) {
-      out[k] = Object.fromEntries(Object.entries(v).map(([n, sub]) => [n, withPlaceholders(sub, nonce, leaves, rules)]));
-    } else out[k] = withPlaceholders(v, nonce, leaves, rules);
-  }
-  return out;
-}
-
-/** node-llama-cpp's number exponent (node_modules/node-llama-cpp/dist/utils/gbnfJson/terminals/GbnfNumber.js). */
-const EXPONENT = ' ([eE] [-+]? ("0" | [1-9] [0-9]{0,15}))?';
-
-/**
- * node-llama-cpp lets numbers carry exponents of up to 16 digits: `1e606`
- * parses to Infinity and `5e-3` is no integer. Integers get no exponent;
- * other numbers at most two exponent digits, which doubles hold.
- */
-export function boundNumbers(gbnf: string): string {
-  return gbnf
-    .split("\n")
-    .map((line) => (line.includes(EXPONENT) ? line.replace(EXPONENT, line.includes('"."') ? " ([eE] [-+]? [0-9]{1,2})?" : "") : line))
-    .join("\n");
-}
-
-/**
- * GBNF text (start rule `root`) for a schema already passed through
- * `checkJsonSchema`. Other grammars (tool calls) embed it by renaming its rules.
- */
-export async function schemaGbnf(llama: Llama, schema: GbnfJsonSchema): Promise<string> {
-  const text = JSON.stringify(schema);
-  let nonce = "mrleaf";
-  while (text.includes(nonce)) nonce += "x";
-  const leaves = new Map<string, { name: string; gbnf: string }>();
-  const rules: string[] = [];
-  const structure = withPlaceholders(schema, nonce, leaves, rules);
-  const base = await llama.createGrammarForJsonSchema(structure as never);
-  let gbnf = boundNumbers(base.grammar);
-  for (const [placeholder, leaf] of leaves) {
-    const literal = `"\\"${placeholder}\\""`;
-    if (!gbnf.includes(literal)) throw new Error(`schemaGbnf: node-llama-cpp's grammar lost the placeholder for ${leaf.name}`);
-    gbnf = gbnf.replaceAll(literal, leaf.name);
-    rules.push(`${leaf.name} ::= ${leaf.gbnf}`);
-  }
-  return rules.length === 0 ? gbnf : `${gbnf}\n${rules.join("\n")}`;
-}
-
-/**
- * Compiled grammars by key (schema JSON or GBNF text). Compiling a grammar
- * costs milliseconds; agents send the same schema on every request.
- */
-export class GrammarCache {
-  private readonly entries = new Map<string, Promise<LlamaGrammar>>();
-  constructor(
-    private readonly llama: Llama,
-    private readonly capacity = 64,
-  ) {}
-
-  /** A grammar for a schema already passed through `checkJsonSchema`. */
-  forSchema(schema: GbnfJsonSchema): Promise<LlamaGrammar> {
-    return this.get(`json:${JSON.stringify(schema)}`, async () => {
-      // As node-llama-cpp's own JSON-schema grammars: stop on a run of newlines.
-      return this.llama.createGrammar({
-        grammar: await schemaGbnf(this.llama, schema),
-        stopGenerationTriggers: [LlamaText(["\n".repeat(4)])],
-        trimWhitespaceSuffix: true,
-      });
-    });
-  }
-
-  /** A grammar for tool calls, by a key that identifies the GBNF `make` builds. */
-  forToolCalls(key: string, make: () => Promise<string>): Promise<LlamaGrammar> {
-    return this.get(`calls:${key}`, async () => this.llama.createGrammar({ grammar: await make() }));
-  }
-
-  /** A grammar for GBNF text; rejects with InvalidGrammarError naming `param` if llama.cpp cannot parse it. */
-  forGbnf(gbnf: string, param: string): Promise<LlamaGrammar> {
-    return this.get(`gbnf:${gbnf}`, async () => {
-      try {
-        return await this.llama.createGrammar({ grammar: gbnf });
-      } catch (error) {
-        throw new InvalidGrammarError(`'${param}' is not a valid GBNF grammar: ${(error as Error).message}`, param, { cause: error });
-      }
-    });
-  }
-
-  private get(key: string, make: () => Promise<LlamaGrammar>): Promise<LlamaGrammar> {
-    let entry = this.entries.get(key);
-    if (entry) {
-      this.entries.delete(key); // most recently used goes last
-    } else {
-      entry = make();
-      entry.catch(() => this.entries.delete(key));
-    }
-    this.entries.set(key, entry);
-    while (this.entries.size > this.capacity) this.entries.delete(this.entries.keys().next().value!);
-    return entry;
-  }
-}
-
-/**
- * Turns a JSON schema into a grammar, or throws UnsupportedSchemaError (400)
- * naming the keyword it cannot enforce. `param` prefixes the error's path.
- */
-export async function grammarForJsonSchema(cache: GrammarCache, schema: unknown, param: string): Promise<LlamaGrammar> {
-  return cache.forSchema(checkJsonSchema(schema, param));
 }
