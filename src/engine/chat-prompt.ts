@@ -42,8 +42,10 @@ export interface ChatPrompter {
    * Prompt tokens for `messages`, ending where the assistant's reply begins.
    * `functions` are presented the way the template presents tools.
    * Throws InvalidRequestError for a tool message that answers no call.
+   * `templateKwargs` (llama-server's `chat_template_kwargs`) are variables
+   * of the Jinja template's rendering.
    */
-  render(messages: readonly ChatMessage[], functions?: ChatModelFunctions): Token[];
+  render(messages: readonly ChatMessage[], functions?: ChatModelFunctions, templateKwargs?: Readonly<Record<string, unknown>>): Token[];
   /** Tokens that end the assistant's turn for this template. */
   readonly stopTokens: ReadonlySet<Token>;
   /** Null for models without a thinking syntax. */
@@ -61,8 +63,12 @@ const THINK_CLOSE = "</think>";
  */
 export async function createChatPrompter(model: LlamaModel, templateFile: string | null): Promise<ChatPrompter> {
   let wrapper: ChatWrapper;
+  const metadataTemplate = model.fileInfo.metadata.tokenizer?.chat_template;
+  /** The Jinja source chat_template_kwargs render with: the file's, else the model's. */
+  let jinjaSource: string | null = typeof metadataTemplate === "string" ? metadataTemplate : null;
   if (templateFile !== null) {
     const template = await readFile(templateFile, "utf8");
+    jinjaSource = template;
     wrapper = new JinjaTemplateChatWrapper({ template, tokenizer: model.tokenizer });
   } else {
     wrapper = resolveChatWrapper(model);
@@ -125,12 +131,26 @@ export async function createChatPrompter(model: LlamaModel, templateFile: string
       prefill: !rendered && opensInTemplate ? `${THINK_OPEN}\n` : "",
     };
   }
+  // One Jinja wrapper per distinct set of template variables (a handful in practice).
+  const withKwargs = new Map<string, ChatWrapper>();
+  const wrapperFor = (kwargs: Readonly<Record<string, unknown>> | undefined): ChatWrapper => {
+    // Variables the template never reads change nothing, so the usual wrapper renders.
+    if (!kwargs || jinjaSource === null || !Object.keys(kwargs).some((k) => jinjaSource!.includes(k))) return wrapper;
+    const key = JSON.stringify(kwargs);
+    let w = withKwargs.get(key);
+    if (!w) {
+      if (withKwargs.size >= 16) withKwargs.delete(withKwargs.keys().next().value!);
+      w = new JinjaTemplateChatWrapper({ template: jinjaSource, tokenizer: model.tokenizer, additionalRenderParameters: { ...kwargs } });
+      withKwargs.set(key, w);
+    }
+    return w;
+  };
   return {
     templateName: wrapper.wrapperName,
     stopTokens,
     thinking,
     callSyntax: callSyntaxOf(wrapper, model),
-    render(messages, functions) {
+    render(messages, functions, templateKwargs) {
       const history = toHistory(messages);
       // A trailing assistant message (or tool results) is a prefill the model continues.
       if (history.at(-1)?.type !== "model") history.push({ type: "model", response: [] });
@@ -138,7 +158,7 @@ export async function createChatPrompter(model: LlamaModel, templateFile: string
         throw new InvalidRequestError("messages must contain at least one user message", "messages");
       }
       const hasFunctions = functions !== undefined && Object.keys(functions).length > 0;
-      return wrapper
+      return wrapperFor(templateKwargs)
         .generateContextState({ chatHistory: history, ...(hasFunctions ? { availableFunctions: functions, documentFunctionParams: true } : {}) })
         .contextText.tokenize(model.tokenizer);
     },

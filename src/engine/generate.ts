@@ -36,6 +36,15 @@ export interface GenerationResult {
   tokens: readonly Token[];
 }
 
+/** Counts and times of a generation in progress, updated after each token. */
+export interface LiveStats {
+  promptTokens: number;
+  promptTokensEvaluated: number;
+  completionTokens: number;
+  promptMs: number;
+  generationMs: number;
+}
+
 export interface GenerateRequest {
   sequence: LlamaContextSequence;
   model: LlamaModel;
@@ -58,6 +67,8 @@ export interface GenerateRequest {
   toolCalls?: ToolCallControl | null;
   /** Receives each sampled token's probabilities when `params.logprobs` asks for them, before its text. */
   onProbabilities?: ((probabilities: TokenProbabilities) => void) | null;
+  /** Updated as tokens come (the reply's `timings` so far). */
+  stats?: LiveStats | null;
 }
 
 /**
@@ -315,6 +326,16 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
         generated.push(token);
         tokensOut.push(token);
         pending.push(token);
+        if (req.stats) {
+          const now = performance.now();
+          Object.assign(req.stats, {
+            promptTokens: prompt.length,
+            promptTokensEvaluated: prompt.length - reuse,
+            completionTokens: generated.length,
+            promptMs: firstTokenAt - started,
+            generationMs: now - firstTokenAt,
+          });
+        }
         if (thinking) thoughtTokens++;
         const last = generated.length >= limit;
         // The decode of the next token overlaps the handling of this one: once

@@ -15,7 +15,7 @@ import { InvalidRequestError } from "../errors.ts";
 import { ContextSizeExceededError } from "./errors.ts";
 import { createChatPrompter, type ChatMessage, type ChatPrompter, type ThinkingSyntax } from "./chat-prompt.ts";
 import type { ChatModelFunctions } from "node-llama-cpp";
-import { generate, cachedPrefixLength, type GenerationResult, type ReasoningControl, type SamplingParams, type ToolCallControl } from "./generate.ts";
+import { generate, cachedPrefixLength, type GenerationResult, type LiveStats, type ReasoningControl, type SamplingParams, type ToolCallControl } from "./generate.ts";
 import type { CallSyntax } from "./tools.ts";
 import type { TokenProbabilities } from "./logprobs.ts";
 import { GrammarCache } from "./grammar/schema-gbnf.ts";
@@ -50,6 +50,8 @@ export interface CompletionExtras {
   toolCalls?: ToolCallControl | null;
   /** llama-server's `id_slot`: run on this slot, waiting for it if busy (null = any free slot). */
   slot?: number | null;
+  /** Filled in as generation goes (llama-server's `timings_per_token`). */
+  stats?: LiveStats | null;
   onProbabilities?: ((probabilities: TokenProbabilities) => void) | null;
 }
 
@@ -209,8 +211,8 @@ export class ModelHost {
     return this.model.detokenize([token], true, [token]);
   }
 
-  chatPrompt(messages: readonly ChatMessage[], functions?: ChatModelFunctions): Token[] {
-    return this.requireCompletion().prompter.render(messages, functions);
+  chatPrompt(messages: readonly ChatMessage[], functions?: ChatModelFunctions, templateKwargs?: Readonly<Record<string, unknown>>): Token[] {
+    return this.requireCompletion().prompter.render(messages, functions, templateKwargs);
   }
 
   /** How the model's template writes tool calls. */

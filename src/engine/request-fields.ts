@@ -42,6 +42,10 @@ export function chatPlan(body: ChatBody, vocab: Vocabulary, slots: number): Gene
   }
   if (body.audio != null) throw new InvalidRequestError("'audio' output is not supported: this engine generates text only.", "audio");
   structuredOutputChecks(body);
+  const enableThinking = body.chat_template_kwargs?.enable_thinking;
+  if (enableThinking !== undefined && typeof enableThinking !== "boolean") {
+    throw new InvalidRequestError(`invalid type for "enable_thinking" (expected boolean, got ${typeof enableThinking})`, "chat_template_kwargs.enable_thinking");
+  }
   if (body.grammar != null && body.grammar !== "" && (body.tools?.length ?? 0) > 0 && body.tool_choice !== "none") {
     throw new InvalidRequestError("Cannot use custom grammar constraints with tools.", "grammar");
   }
