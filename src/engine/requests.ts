@@ -235,6 +235,9 @@ export function parseRequest<S extends z.ZodType>(schema: S, body: unknown): z.i
 /** Flattens OpenAI message content (string or text parts) into plain text, keeping tool calls and results. */
 export function chatMessagesFrom(messages: z.infer<typeof chatCompletionRequest>["messages"]): ChatMessage[] {
   return messages.map((m, i): ChatMessage => {
+    if (m.name != null && m.role !== "tool") {
+      throw new InvalidRequestError(`messages[${i}].name is not supported: the chat template receives no participant names.`, `messages.${i}.name`);
+    }
     let text = "";
     if (typeof m.content === "string") text = m.content;
     else if (Array.isArray(m.content)) {
