@@ -11,7 +11,8 @@ import {
 import { slotPriority } from "./batch-order.ts";
 import type { TokenProbabilities } from "./logprobs.ts";
 import { SamplerChain } from "./sampler-chain.ts";
-import { penaltiesActive, randomSeed, samplesNatively, uses, type SamplingParams } from "./sampling.ts";
+import { dryBreakers } from "./dry.ts";
+import { dryActive, penaltiesActive, randomSeed, samplesNatively, uses, type SamplingParams } from "./sampling.ts";
 import type { StepGate } from "./step-gate.ts";
 import { StopMatcher } from "./stop-matcher.ts";
 
@@ -163,9 +164,9 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
   const bias = effectiveBias(model, params);
   const native = samplesNatively(params);
   const seed = params.seed ?? randomSeed();
-  /** The penalties' window: the last `repeat_last_n` tokens of the prompt and the reply (llama-server feeds both). */
-  const history = () => {
-    const n = params.repeatLastN;
+  /** The last n tokens of the prompt and the reply: llama-server feeds both to the penalties and DRY. */
+  const lastTokens = (n: number): Token[] => {
+    if (n <= 0) return [];
     return generated.length >= n ? generated.slice(-n) : [...prompt.slice(Math.max(0, prompt.length - (n - generated.length))), ...generated];
   };
   const tokenBias = bias.size > 0 ? biasFor(model, bias) : undefined;
@@ -184,7 +185,7 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
           ...(penaltiesActive(params)
             ? {
                 repeatPenalty: {
-                  punishTokens: history,
+                  punishTokens: () => lastTokens(params.repeatLastN),
                   maxPunishTokens: params.repeatLastN,
                   penalty: params.repeatPenalty,
                   presencePenalty: params.presencePenalty,
@@ -196,7 +197,10 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
       : // The chain path: the binding reports the model's whole distribution (greedy, nothing applied), sampler-chain.ts chooses.
         { temperature: 0, yieldEogToken: true }),
   };
-  const chain = native ? null : new SamplerChain(params, bias, vocabSizeOf(model), seed);
+  const dry = dryActive(params)
+    ? { multiplier: params.dryMultiplier, base: params.dryBase, allowedLength: params.dryAllowedLength, breakers: dryBreakers(model, params.drySequenceBreakers, vocabSizeOf(model)) }
+    : null;
+  const chain = native ? null : new SamplerChain(params, bias, vocabSizeOf(model), seed, dry);
   const wanted = params.logprobs;
   /** On the chain path, the grammar state the chosen tokens are accepted into (the binding gets a copy per step). */
   let grammarState: LlamaGrammarEvaluationState | null = null;
@@ -307,7 +311,7 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
         let token = step.value.token;
         if (chain) {
           const distribution = step.value.probabilities!;
-          const picked = chain.sample(distribution, history());
+          const picked = chain.sample(distribution, lastTokens);
           token = picked.token;
           chosen = token;
           if (grammarState && !model.isEogToken(token)) acceptOnGrammar(model, grammarState, token);

@@ -117,7 +117,7 @@ const sampling = {
   dry_multiplier: finite.nullish(),
   dry_base: finite.nullish(),
   dry_allowed_length: int.min(0).nullish(),
-  dry_penalty_last_n: int.min(-1).nullish(),
+  dry_penalty_last_n: int.min(0).nullish(),
   dry_sequence_breakers: z.array(z.string()).min(1).nullish(),
   samplers: z.union([z.array(z.string()), z.string()]).nullish(),
   logit_bias: logitBiasField,

@@ -1,4 +1,5 @@
 import type { Token } from "node-llama-cpp";
+import { dryPenalties, type DrySettings } from "./dry.ts";
 import { penaltiesActive, type SamplingParams } from "./sampling.ts";
 
 /**
@@ -48,6 +49,8 @@ export class SamplerChain {
     private readonly bias: ReadonlyMap<Token, number>,
     private readonly vocabSize: number,
     seed: number,
+    /** DRY's settings when it is on (its breakers depend on the vocabulary); null = off. */
+    private readonly dry: DrySettings | null = null,
   ) {
     this.rng = rngFrom(seed);
     this.mu = 2 * params.mirostatTau;
@@ -56,9 +59,10 @@ export class SamplerChain {
   /**
    * Chooses the next token from `distribution` (token → probability, every
    * token of the vocabulary the binding reported, grammar-masked ones at 0).
-   * `history` is the prompt and the reply so far, for the penalties.
+   * `recent(n)` gives the last n tokens of the prompt and the reply so far
+   * (penalties and DRY look back over them).
    */
-  sample(distribution: ReadonlyMap<Token, number>, history: readonly Token[]): ChainResult {
+  sample(distribution: ReadonlyMap<Token, number>, recent: (n: number) => readonly Token[]): ChainResult {
     const p = this.params;
     let cands: Candidate[] = [];
     for (const [id, prob] of distribution) cands.push({ id, logit: prob > 0 ? Math.log(prob) : -Infinity, p: 0 });
@@ -105,7 +109,7 @@ export class SamplerChain {
           case "penalties":
             if (penaltiesActive(p)) {
               const counts = new Map<Token, number>();
-              for (const t of history.slice(-p.repeatLastN)) counts.set(t, (counts.get(t) ?? 0) + 1);
+              for (const t of recent(p.repeatLastN)) counts.set(t, (counts.get(t) ?? 0) + 1);
               for (const c of cands) {
                 const n = counts.get(c.id);
                 if (n === undefined) continue;
@@ -116,7 +120,16 @@ export class SamplerChain {
             }
             break;
           case "dry":
-            // Refused with a 400 when enabled (sampling.ts); off, it changes nothing.
+            if (this.dry) {
+              const penalties = dryPenalties(this.dry, recent(p.dryPenaltyLastN));
+              if (penalties.size > 0) {
+                for (const c of cands) {
+                  const d = penalties.get(c.id);
+                  if (d !== undefined) c.logit -= d;
+                }
+                sorted = false;
+              }
+            }
             break;
           case "top_n_sigma": {
             if (p.topNSigma <= 0 || cands.length <= 1) break;

@@ -19,10 +19,11 @@ import { InvalidRequestError } from "../errors.ts";
  *   distribution; the engine then runs llama-server's chain itself
  *   (sampler-chain.ts) and feeds the chosen token back. Needed for
  *   `typical_p`, `top_n_sigma`, `dynatemp_range`, `mirostat`, `min_keep` > 1,
+ *   DRY (`dry_multiplier` > 0),
  *   an order the binding cannot follow, and log probabilities (llama-server
  *   reports the distribution before sampling, or after its whole chain).
- * DRY is refused: the binding's DRY sampler cannot be shown the prompt, which
- * llama-server's DRY scans for repetitions.
+ * and DRY: the binding's DRY sampler cannot be shown the prompt, which
+ * llama-server's DRY scans for repetitions too.
  */
 
 export type SamplerName = "penalties" | "dry" | "top_n_sigma" | "top_k" | "typ_p" | "top_p" | "min_p" | "xtc" | "temperature";
@@ -57,6 +58,13 @@ export interface SamplingParams {
   mirostat: 0 | 1 | 2;
   mirostatTau: number;
   mirostatEta: number;
+  /** DRY ("don't repeat yourself"); off when the multiplier is 0. */
+  dryMultiplier: number;
+  dryBase: number;
+  dryAllowedLength: number;
+  /** Tokens (prompt and reply) DRY scans; 0 turns it off. */
+  dryPenaltyLastN: number;
+  drySequenceBreakers: readonly string[];
   samplers: readonly SamplerName[];
   /** Summed per token; -Infinity bans it. */
   logitBias: ReadonlyMap<Token, number>;
@@ -94,6 +102,11 @@ export const DEFAULT_SAMPLING: Readonly<Omit<SamplingParams, "stop" | "maxTokens
   mirostat: 0,
   mirostatTau: 5,
   mirostatEta: 0.1,
+  dryMultiplier: 0,
+  dryBase: 1.75,
+  dryAllowedLength: 2,
+  dryPenaltyLastN: 64,
+  drySequenceBreakers: ["\n", ":", '"', "*"],
   samplers: DEFAULT_SAMPLERS,
   logitBias: new Map(),
   ignoreEos: false,
@@ -125,6 +138,10 @@ export interface SamplingFields {
   mirostat_tau?: number | null;
   mirostat_eta?: number | null;
   dry_multiplier?: number | null;
+  dry_base?: number | null;
+  dry_allowed_length?: number | null;
+  dry_penalty_last_n?: number | null;
+  dry_sequence_breakers?: readonly string[] | null;
   samplers?: readonly string[] | string | null;
   logit_bias?: Record<string, number | false> | ReadonlyArray<readonly [number | string, number | false]> | null;
   ignore_eos?: boolean | null;
@@ -153,12 +170,6 @@ export function samplingFrom(
   logprobs: { top: number; postSampling: boolean } | null,
   vocab: Vocabulary,
 ): SamplingParams {
-  if (req.dry_multiplier != null && req.dry_multiplier > 0) {
-    throw new InvalidRequestError(
-      "'dry_multiplier' is not supported by this engine: llama-server's DRY sampler scans the prompt for repetitions, and node-llama-cpp's DRY sampler sees only the generated tokens.",
-      "dry_multiplier",
-    );
-  }
   const stops = req.stop == null ? [] : typeof req.stop === "string" ? [req.stop] : req.stop;
   const mirostat = req.mirostat ?? 0;
   return {
@@ -181,6 +192,12 @@ export function samplingFrom(
     mirostat: mirostat === 1 || mirostat === 2 ? mirostat : 0,
     mirostatTau: req.mirostat_tau ?? DEFAULT_SAMPLING.mirostatTau,
     mirostatEta: req.mirostat_eta ?? DEFAULT_SAMPLING.mirostatEta,
+    dryMultiplier: req.dry_multiplier ?? DEFAULT_SAMPLING.dryMultiplier,
+    // llama-server replaces a base below 1 with its default.
+    dryBase: req.dry_base != null && req.dry_base >= 1 ? req.dry_base : DEFAULT_SAMPLING.dryBase,
+    dryAllowedLength: req.dry_allowed_length ?? DEFAULT_SAMPLING.dryAllowedLength,
+    dryPenaltyLastN: req.dry_penalty_last_n ?? DEFAULT_SAMPLING.dryPenaltyLastN,
+    drySequenceBreakers: req.dry_sequence_breakers ?? DEFAULT_SAMPLING.drySequenceBreakers,
     samplers: req.samplers == null ? DEFAULT_SAMPLERS : samplerOrder(req.samplers),
     logitBias: logitBiasOf(req.logit_bias ?? null, vocab),
     ignoreEos: req.ignore_eos ?? false,
@@ -278,7 +295,7 @@ function logitBiasOf(bias: SamplingFields["logit_bias"], vocab: Vocabulary): Map
  * settings (see the top of this file); otherwise sampler-chain.ts samples.
  */
 export function samplesNatively(p: SamplingParams): boolean {
-  if (p.logprobs !== null || p.mirostat !== 0 || p.typicalP < 1 || p.topNSigma > 0 || p.dynatempRange > 0 || p.minKeep > 1) return false;
+  if (p.logprobs !== null || p.mirostat !== 0 || p.typicalP < 1 || p.topNSigma > 0 || p.dynatempRange > 0 || p.minKeep > 1 || dryActive(p)) return false;
   // The requested order must keep the binding's relative order; the ones it has not got are no-ops here.
   const order = p.samplers.filter((s) => NATIVE_ORDER.includes(s));
   let at = 0;
@@ -298,6 +315,11 @@ export function uses(p: SamplingParams, name: SamplerName): boolean {
 /** True when the penalties sampler changes anything (llama.cpp's `is_disabled`). */
 export function penaltiesActive(p: SamplingParams): boolean {
   return uses(p, "penalties") && p.repeatLastN > 0 && (p.repeatPenalty !== 1 || p.presencePenalty !== 0 || p.frequencyPenalty !== 0);
+}
+
+/** True when DRY changes anything (llama.cpp's `dry_enabled`, and in the chain). */
+export function dryActive(p: SamplingParams): boolean {
+  return uses(p, "dry") && p.dryMultiplier !== 0 && p.dryBase >= 1 && p.dryPenaltyLastN > 0;
 }
 
 /** A random 32-bit seed, for a request that sets none. */

@@ -149,6 +149,15 @@ describe("engine request fields", () => {
     assert.equal(off, plain);
   });
 
+  test("DRY breaks the loop too, scanning the prompt and the reply; off with dry_penalty_last_n 0 or the multiplier at 0", async () => {
+    const text = async (extra: object) => (await chat({ ...greedy, max_tokens: 64, ...extra })).choices[0].message.content as string;
+    const plain = await text({});
+    const dry = await text({ dry_multiplier: 2, dry_allowed_length: 2 });
+    assert.notEqual(dry, plain);
+    assert.equal(await text({ dry_multiplier: 2, dry_penalty_last_n: 0 }), plain);
+    assert.equal(await text({ dry_multiplier: 0, dry_base: 3 }), plain);
+  });
+
   test("samplers the binding lacks run in the engine's chain: typical_p, mirostat, top_n_sigma, dynatemp, samplers order", async () => {
     const base = { temperature: 1.5, seed: 7, max_tokens: 16 };
     const text = async (extra: object) => (await chat({ ...base, ...extra })).choices[0].message.content as string;
@@ -279,7 +288,7 @@ describe("engine request fields", () => {
     await refused("/v1/chat/completions", { chat_template_kwargs: { enable_thinking: "no" } }, "chat_template_kwargs.enable_thinking");
   });
 
-  test("OpenAI-only fields are accepted; unknown fields, audio output and DRY are refused by name", async () => {
+  test("OpenAI-only fields are accepted; unknown fields and audio output are refused by name", async () => {
     const res = await chat({ max_tokens: 1, user: "u", store: false, metadata: { k: "v" }, service_tier: "auto", verbosity: "low", prediction: { type: "content", content: "x" }, web_search_options: {} });
     assert.equal(res.choices.length, 1);
     await refused("/v1/chat/completions", { frobnicate: 1 }, "frobnicate", /not supported/);
@@ -287,11 +296,9 @@ describe("engine request fields", () => {
     await refused("/v1/completions", { prompt: "x", lora: [] }, "lora");
     await refused("/v1/chat/completions", { modalities: ["text", "audio"] }, "modalities", /audio/);
     await refused("/v1/chat/completions", { audio: { voice: "alloy", format: "wav" } }, "audio");
-    await refused("/v1/chat/completions", { dry_multiplier: 0.8 }, "dry_multiplier", /DRY/);
     await refused("/v1/chat/completions", { samplers: ["top_k", "bogus"] }, "samplers.1", /unknown sampler/);
     await refused("/v1/chat/completions", { samplers: ["infill"] }, "samplers.0", /not supported/);
     await refused("/v1/chat/completions", { messages: [{ role: "user", content: "x", name: "bob" }] }, "messages.0.name");
-    // DRY's other settings change nothing while the multiplier is 0, as in llama-server.
-    assert.equal((await chat({ max_tokens: 1, dry_multiplier: 0, dry_base: 2 })).choices.length, 1);
+    await refused("/v1/chat/completions", { dry_sequence_breakers: [] }, "dry_sequence_breakers");
   });
 });

@@ -4,6 +4,7 @@ import type { Token } from "node-llama-cpp";
 import { mapOptions } from "../../src/api/ollama/options.ts";
 import { completionPlan, chatPlan, generationLimit, promptsOf } from "../../src/engine/request-fields.ts";
 import { chatCompletionRequest, completionRequest, parseRequest } from "../../src/engine/requests.ts";
+import { dryPenalties } from "../../src/engine/dry.ts";
 import { SamplerChain } from "../../src/engine/sampler-chain.ts";
 import { DEFAULT_SAMPLING, samplesNatively, samplingFrom, type SamplingParams } from "../../src/engine/sampling.ts";
 
@@ -58,7 +59,8 @@ describe("sampling settings", () => {
       assert.ok(!samplesNatively(params(fields)), JSON.stringify(fields));
     }
     assert.ok(!samplesNatively(params({}, { top: 1, postSampling: false })), "log probabilities");
-    assert.throws(() => params({ dry_multiplier: 0.5 }), /DRY/);
+    assert.ok(!samplesNatively(params({ dry_multiplier: 0.5 })), "DRY must see the prompt");
+    assert.ok(samplesNatively(params({ dry_multiplier: 0.5, dry_penalty_last_n: 0 })), "DRY off");
   });
 
   test("chat and completion plans refuse what llama-server refuses, and n above the slots", () => {
@@ -98,41 +100,55 @@ describe("the engine's sampler chain", () => {
   const d = dist([0.4, 0.3, 0.15, 0.1, 0.05]);
 
   test("temperature 0 and top_k 1 pick the most probable token", () => {
-    assert.equal(chain({ temperature: 0 }).sample(d, []).token, 0);
-    assert.equal(chain({ temperature: 5, top_k: 1 }).sample(d, []).token, 0);
+    assert.equal(chain({ temperature: 0 }).sample(d, () => []).token, 0);
+    assert.equal(chain({ temperature: 5, top_k: 1 }).sample(d, () => []).token, 0);
   });
 
   test("a ban removes the top token; penalties lower tokens seen in the history", () => {
-    assert.equal(chain({ temperature: 0 }, new Map([[0 as Token, -Infinity]])).sample(d, []).token, 1);
-    assert.equal(chain({ temperature: 0, repeat_penalty: 10 }).sample(d, [0 as Token]).token, 1);
-    assert.equal(chain({ temperature: 0, repeat_penalty: 10, repeat_last_n: 1 }).sample(d, [0 as Token, 3 as Token]).token, 0, "outside the window");
+    assert.equal(chain({ temperature: 0 }, new Map([[0 as Token, -Infinity]])).sample(d, () => []).token, 1);
+    assert.equal(chain({ temperature: 0, repeat_penalty: 10 }).sample(d, (n) => [0 as Token].slice(-n)).token, 1);
+    assert.equal(chain({ temperature: 0, repeat_penalty: 10, repeat_last_n: 1 }).sample(d, (n) => [0 as Token, 3 as Token].slice(-n)).token, 0, "outside the window");
   });
 
   test("post-sampling candidates follow the truncating samplers and sum to 1", () => {
-    const r = chain({ temperature: 1, top_k: 3, top_p: 1, min_p: 0 }).sample(d, []);
+    const r = chain({ temperature: 1, top_k: 3, top_p: 1, min_p: 0 }).sample(d, () => []);
     assert.equal(r.candidates.length, 3);
     assert.ok(Math.abs(r.candidates.reduce((n, c) => n + c.probability, 0) - 1) < 1e-9);
-    const minP = chain({ temperature: 1, top_k: 0, top_p: 1, min_p: 0.5 }).sample(d, []);
+    const minP = chain({ temperature: 1, top_k: 0, top_p: 1, min_p: 0.5 }).sample(d, () => []);
     assert.deepEqual(minP.candidates.map((c) => c.token), [0, 1], "p >= 0.5 * p_max");
-    const topP = chain({ temperature: 1, top_k: 0, top_p: 0.7, min_p: 0 }).sample(d, []);
+    const topP = chain({ temperature: 1, top_k: 0, top_p: 0.7, min_p: 0 }).sample(d, () => []);
     assert.deepEqual(topP.candidates.map((c) => c.token), [0, 1]);
-    const sigma = chain({ temperature: 1, top_k: 0, top_p: 1, min_p: 0, top_n_sigma: 0.1 }).sample(d, []);
+    const sigma = chain({ temperature: 1, top_k: 0, top_p: 1, min_p: 0, top_n_sigma: 0.1 }).sample(d, () => []);
     assert.deepEqual(sigma.candidates.map((c) => c.token), [0]);
   });
 
   test("typical_p keeps the locally typical tokens, which need not include the most probable", () => {
-    const r = chain({ temperature: 0, top_k: 0, top_p: 1, min_p: 0, typical_p: 0.2 }).sample(d, []);
+    const r = chain({ temperature: 0, top_k: 0, top_p: 1, min_p: 0, typical_p: 0.2 }).sample(d, () => []);
     assert.equal(r.candidates.length, 1);
     assert.notEqual(r.token, 0);
   });
 
+  test("DRY penalizes the tokens that would extend a repeat (llama.cpp's example), breakers cut it", () => {
+    const [a, b, c, y] = [1, 2, 3, 9] as Token[];
+    const last = [a, b, c, c, b, c, y, a, b, c] as Token[];
+    const penalties = dryPenalties({ multiplier: 0.8, base: 2, allowedLength: 2, breakers: new Map() }, last);
+    // "a b c" ends the window and occurred before "c": 3 -> 4; "b c" occurred before "y": 2 -> 3.
+    assert.deepEqual(Object.fromEntries(penalties), { [c]: 0.8 * 2, [y]: 0.8 });
+    // A token that is a sequence breaker is never penalized.
+    const breakY = dryPenalties({ multiplier: 0.8, base: 2, allowedLength: 2, breakers: new Map([[y, [[]]]]) }, last);
+    assert.deepEqual(Object.fromEntries(breakY), { [c]: 0.8 * 2 });
+    // A breaker inside the final "a b c" (at "a") limits the repeat length to the 2 tokens after it.
+    const breakA = dryPenalties({ multiplier: 0.8, base: 2, allowedLength: 2, breakers: new Map([[a, [[]]]]) }, last);
+    assert.deepEqual(Object.fromEntries(breakA), { [c]: 0.8, [y]: 0.8 });
+  });
+
   test("sampling is reproducible for a seed; mirostat draws from a truncated distribution", () => {
-    const draws = (seed: number) => Array.from({ length: 20 }, ((c) => () => c.sample(d, []).token)(new SamplerChain(params({ temperature: 1, top_k: 0, top_p: 1, min_p: 0 }), new Map(), 8, seed)));
+    const draws = (seed: number) => Array.from({ length: 20 }, ((c) => () => c.sample(d, () => []).token)(new SamplerChain(params({ temperature: 1, top_k: 0, top_p: 1, min_p: 0 }), new Map(), 8, seed)));
     assert.deepEqual(draws(1), draws(1));
     assert.notDeepEqual(draws(1), draws(2));
     const m = new SamplerChain(params({ temperature: 1, mirostat: 2, mirostat_tau: 0.5 }), new Map(), 8, 3);
     // A low target surprise keeps mostly the top token once mu has adapted.
-    const picks = Array.from({ length: 50 }, () => m.sample(d, []).token);
+    const picks = Array.from({ length: 50 }, () => m.sample(d, () => []).token);
     assert.ok(picks.slice(10).filter((t) => t === 0).length > 30, picks.join(","));
   });
 });
