@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { startEngine, type StartedEngine } from "../helpers/engine.ts";
 import { tinyModel } from "../helpers/models.ts";
+import { THINKING_TEMPLATE } from "../../src/distribution/tiny-model.ts";
 
 // llama-server's request fields on a real `mr engine` with a generated model:
 // each one's effect where the tiny model shows it, and a 400 for each refused one.
@@ -300,5 +301,53 @@ describe("engine request fields", () => {
     await refused("/v1/chat/completions", { samplers: ["infill"] }, "samplers.0", /not supported/);
     await refused("/v1/chat/completions", { messages: [{ role: "user", content: "x", name: "bob" }] }, "messages.0.name");
     await refused("/v1/chat/completions", { dry_sequence_breakers: [] }, "dry_sequence_breakers");
+  });
+});
+
+/** Qwen3's way: the template itself writes an empty thought when `enable_thinking` is false. */
+const ENABLE_THINKING_TEMPLATE =
+  "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}" +
+  "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% if enable_thinking is defined and enable_thinking is false %}{{ '<think>\\n\\n</think>\\n\\n' }}{% else %}{{ '<think>\\n' }}{% endif %}{% endif %}";
+
+describe("engine reasoning fields on thinking templates", () => {
+  const engines: StartedEngine[] = [];
+  after(() => Promise.all(engines.map((e) => e.stop())));
+  const start = async (template: string) => {
+    const path = await tinyModel({ seed: 5, thinking: true, chatTemplate: template });
+    const engine = await startEngine(["-m", path, "--alias", "think", "-c", "2048", "-t", "1", "--reasoning-budget", "6"]);
+    engines.push(engine);
+    return engine;
+  };
+  const ask = { messages: [{ role: "user", content: "why?" }], max_tokens: 24, temperature: 0 };
+
+  test("reasoning_format deepseek-legacy: split off in whole replies, left in content when streaming", async () => {
+    const engine = await start(THINKING_TEMPLATE);
+    const res = await fetch(`${engine.baseUrl}/v1/chat/completions`, { method: "POST", body: JSON.stringify({ ...ask, reasoning_format: "deepseek-legacy" }) });
+    const whole = (await res.json()) as Json;
+    assert.ok(whole.choices[0].message.reasoning_content.length > 0);
+    assert.doesNotMatch(whole.choices[0].message.content, /<\/think>/);
+    const streamed = await fetch(`${engine.baseUrl}/v1/chat/completions`, { method: "POST", body: JSON.stringify({ ...ask, reasoning_format: "deepseek-legacy", stream: true }) });
+    const text = await streamed.text();
+    assert.doesNotMatch(text, /reasoning_content/);
+    const content = text
+      .split("\n\n")
+      .map((e) => e.replace(/^data: /, "").trim())
+      .filter((e) => e !== "" && e !== "[DONE]")
+      .map((e) => (JSON.parse(e) as Json).choices?.[0]?.delta?.content ?? "")
+      .join("");
+    assert.match(content, /<\/think>/);
+  });
+
+  test("chat_template_kwargs enable_thinking false: the prompt is the template's empty thought, written once", async () => {
+    const engine = await start(ENABLE_THINKING_TEMPLATE);
+    const post = async (body: object) => (await (await fetch(`${engine.baseUrl}/v1/chat/completions`, { method: "POST", body: JSON.stringify({ ...ask, ...body }) })).json()) as Json;
+    const off = await post({ chat_template_kwargs: { enable_thinking: false } });
+    assert.equal(off.choices[0].message.reasoning_content, undefined);
+    assert.equal(off.usage.completion_tokens, 24, "all tokens go to the answer");
+    const on = await post({});
+    // The template's "<think>\n\n</think>\n\n" replaces its "<think>\n", once.
+    const count = async (content: string) => ((await (await fetch(`${engine.baseUrl}/tokenize`, { method: "POST", body: JSON.stringify({ content }) })).json()) as Json).tokens.length as number;
+    const expected = (await count("<|im_start|>assistant\n<think>\n\n</think>\n\n")) - (await count("<|im_start|>assistant\n<think>\n"));
+    assert.equal(off.usage.prompt_tokens - on.usage.prompt_tokens, expected);
   });
 });
