@@ -17,6 +17,8 @@ Serves one GGUF model with an OpenAI-compatible API. Flags are llama-server's:
   -b, --batch-size N       prompt batch size
   --chat-template-file F   a Jinja chat template instead of the model's own
   --api-key KEY            require this key as Bearer token or X-Api-Key
+  --metrics                serve Prometheus metrics on /metrics
+  --slots, --no-slots      serve /slots (default on)
 
 Example:
   mr engine -m model.gguf --port 8080 -c 8192 -np 4`;

@@ -66,7 +66,25 @@ export interface TinyModelOptions {
    * output row reads.
    */
   toolCallBias?: number;
+  /**
+   * Adds Qwen2.5-Coder-style fill-in-the-middle control tokens
+   * (`<|fim_prefix|>`, `<|fim_suffix|>`, `<|fim_middle|>`, `<|fim_pad|>`,
+   * `<|fim_repo|>`, `<|file_sep|>`) and names them in the metadata
+   * (`tokenizer.ggml.fim_*_token_id`, as llama-vocab.cpp reads them), so
+   * `/infill` can be served. Silent by default.
+   */
+  fim?: boolean;
 }
+
+/** The FIM tokens `fim: true` adds, by the metadata key that names each. */
+export const FIM_TOKENS = {
+  fim_pre_token_id: "<|fim_prefix|>",
+  fim_suf_token_id: "<|fim_suffix|>",
+  fim_mid_token_id: "<|fim_middle|>",
+  fim_pad_token_id: "<|fim_pad|>",
+  fim_rep_token_id: "<|fim_repo|>",
+  fim_sep_token_id: "<|file_sep|>",
+} as const;
 
 /** ChatML whose generation prompt opens a thought, as Qwen3-style thinking templates do. */
 export const THINKING_TEMPLATE =
@@ -149,6 +167,7 @@ function buildVocab(options: TinyModelOptions = {}): Vocab {
     add("<tool_call>", 0, TOKEN_USER_DEFINED, true);
     add("</tool_call>", 0, TOKEN_USER_DEFINED, true);
   }
+  if (options.fim) for (const text of Object.values(FIM_TOKENS)) add(text, 0, TOKEN_CONTROL, true);
   return { tokens, scores, types, silent };
 }
 
@@ -278,6 +297,9 @@ export async function writeTinyModel(path: string, options: TinyModelOptions = {
     "tokenizer.ggml.add_bos_token": { type: "bool", value: true },
     "tokenizer.ggml.add_eos_token": { type: "bool", value: false },
   };
+  if (options.fim) {
+    for (const [key, text] of Object.entries(FIM_TOKENS)) metadata[`tokenizer.ggml.${key}`] = { type: "u32", value: vocab.tokens.indexOf(text) };
+  }
   const template = options.chatTemplate === undefined ? CHATML_TEMPLATE : options.chatTemplate;
   if (template !== null) metadata["tokenizer.chat_template"] = { type: "string", value: template };
   if (options.pooling) {

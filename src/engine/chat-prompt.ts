@@ -46,6 +46,12 @@ export interface ChatPrompter {
    * of the Jinja template's rendering.
    */
   render(messages: readonly ChatMessage[], functions?: ChatModelFunctions, templateKwargs?: Readonly<Record<string, unknown>>): Token[];
+  /**
+   * The same prompt as text, as the template writes it (llama-server's
+   * `/apply-template`): special tokens by their text, without the BOS the
+   * tokenizer adds unless the template writes `bos_token` itself.
+   */
+  renderText(messages: readonly ChatMessage[], functions?: ChatModelFunctions, templateKwargs?: Readonly<Record<string, unknown>>): string;
   /** Tokens that end the assistant's turn for this template. */
   readonly stopTokens: ReadonlySet<Token>;
   /** Null for models without a thinking syntax. */
@@ -151,18 +157,33 @@ export async function createChatPrompter(model: LlamaModel, templateFile: string
     thinking,
     callSyntax: callSyntaxOf(wrapper, model),
     render(messages, functions, templateKwargs) {
-      const history = toHistory(messages);
-      // A trailing assistant message (or tool results) is a prefill the model continues.
-      if (history.at(-1)?.type !== "model") history.push({ type: "model", response: [] });
-      if (!history.some((h) => h.type === "user")) {
-        throw new InvalidRequestError("messages must contain at least one user message", "messages");
+      return contextOf(messages, functions, templateKwargs).tokenize(model.tokenizer);
+    },
+    renderText(messages, functions, templateKwargs) {
+      const values = contextOf(messages, functions, templateKwargs).values;
+      const templateWritesBos = wrapper instanceof JinjaTemplateChatWrapper && wrapper.template.includes("bos_token");
+      let text = "";
+      for (const [i, v] of values.entries()) {
+        if (typeof v === "string") text += v;
+        else if (v instanceof SpecialTokensText) text += v.value;
+        else if (v.value === "BOS" && i === 0 && !templateWritesBos) continue;
+        else text += (v.value === "BOS" ? model.tokens.bosString : v.value === "EOS" ? model.tokens.eosString : model.tokens.eotString) ?? "";
       }
-      const hasFunctions = functions !== undefined && Object.keys(functions).length > 0;
-      return wrapperFor(templateKwargs)
-        .generateContextState({ chatHistory: history, ...(hasFunctions ? { availableFunctions: functions, documentFunctionParams: true } : {}) })
-        .contextText.tokenize(model.tokenizer);
+      return text;
     },
   };
+
+  function contextOf(messages: readonly ChatMessage[], functions: ChatModelFunctions | undefined, templateKwargs?: Readonly<Record<string, unknown>>): LlamaText {
+    const history = toHistory(messages);
+    // A trailing assistant message (or tool results) is a prefill the model continues.
+    if (history.at(-1)?.type !== "model") history.push({ type: "model", response: [] });
+    if (!history.some((h) => h.type === "user")) {
+      throw new InvalidRequestError("messages must contain at least one user message", "messages");
+    }
+    const hasFunctions = functions !== undefined && Object.keys(functions).length > 0;
+    return wrapperFor(templateKwargs).generateContextState({ chatHistory: history, ...(hasFunctions ? { availableFunctions: functions, documentFunctionParams: true } : {}) })
+      .contextText;
+  }
 }
 
 /** A piece of wrapper syntax, which is plain text and special-token text. */

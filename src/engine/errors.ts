@@ -74,3 +74,10 @@ export function engineErrorBody(error: unknown): { status: number; body: unknown
   const type: OpenAIErrorType = "server_error";
   return { status: 500, body: { error: { code: 500, message: "Internal server error", type } } };
 }
+
+/** An endpoint this engine was not started to serve (llama-server's 501 `not_supported_error`). */
+export class NotSupportedError extends RunnerError {
+  readonly code = "not_supported";
+  readonly status = 501;
+  override readonly type = "not_supported_error";
+}

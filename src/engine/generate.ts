@@ -55,6 +55,8 @@ export interface GenerateRequest {
   stopTokens: ReadonlySet<Token>;
   /** Receives text as it becomes final; awaited, so a slow client slows generation. */
   onText: (text: string) => Promise<void> | void;
+  /** Told the number of tokens generated so far, after each one (llama-server's `n_decoded`). */
+  onToken?: (generated: number) => void;
   signal: AbortSignal;
   /** Constrains sampling; its stop triggers end the output (and are not emitted). */
   grammar?: LlamaGrammar | null;
@@ -329,6 +331,7 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
         if (req.stopTokens.has(token) || (inCall && model.isEogToken(token))) break generation;
         generated.push(token);
         tokensOut.push(token);
+        req.onToken?.(generated.length);
         pending.push(token);
         if (req.stats) {
           const now = performance.now();
@@ -408,6 +411,7 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
     const forced = inject.slice(0, room);
     toEvaluate = [...generated.slice(Math.max(0, inSequence)), ...forced];
     generated.push(...forced);
+    req.onToken?.(generated.length);
     pending.push(...forced);
     const text = decode();
     pending = [];

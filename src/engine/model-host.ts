@@ -1,3 +1,4 @@
+import { readFile } from "node:fs/promises";
 import { basename } from "node:path";
 import {
   getLlama,
@@ -12,7 +13,7 @@ import {
   type Token,
 } from "node-llama-cpp";
 import { InvalidRequestError } from "../errors.ts";
-import { ContextSizeExceededError } from "./errors.ts";
+import { ContextSizeExceededError, NotSupportedError } from "./errors.ts";
 import { createChatPrompter, type ChatMessage, type ChatPrompter, type ThinkingSyntax } from "./chat-prompt.ts";
 import type { ChatModelFunctions } from "node-llama-cpp";
 import { generate, cachedPrefixLength, type GenerationResult, type LiveStats, type ReasoningControl, type SamplingParams, type ToolCallControl } from "./generate.ts";
@@ -23,6 +24,8 @@ import type { EngineOptions } from "./options.ts";
 import type { Vocabulary } from "./sampling.ts";
 import { slotOrderStrategy } from "./batch-order.ts";
 import { SlotPool } from "./slot-pool.ts";
+import { EngineMetrics } from "./metrics.ts";
+import { generationSettings } from "./llama-shapes.ts";
 import { StepGate } from "./step-gate.ts";
 
 /** What `/v1/models` reports about the loaded model. */
@@ -39,6 +42,41 @@ export interface ModelInfo {
   sizeBytes: number;
   mode: EngineMode;
   chatTemplate: string | null;
+  /** The Jinja source of the chat template in use ("" when the model has none). */
+  chatTemplateSource: string;
+  /** The GGUF file, as given with `-m`. */
+  modelPath: string;
+  /** How embeddings are pooled (the model's `pooling_type`; "none" when it declares none). */
+  pooling: PoolingType;
+  /** The model's fill-in-the-middle tokens, or null when it has none (no `/infill`). */
+  fim: FimTokens | null;
+  /** The llama.cpp release the binding was built from, as `/props` reports it. */
+  buildInfo: string;
+  /** Attention is causal (decoder models): a token's hidden state depends only on the tokens before it. */
+  causal: boolean;
+}
+
+export type PoolingType = "none" | "mean" | "cls" | "last" | "rank";
+
+/** Fill-in-the-middle special tokens (llama.cpp's `llama_vocab_fim_*`); repo and file-separator ones are optional. */
+export interface FimTokens {
+  prefix: Token;
+  suffix: Token;
+  middle: Token;
+  repo: Token | null;
+  fileSeparator: Token | null;
+}
+
+/** What `/slots` reports about a slot's last (or current) task. */
+interface SlotTask {
+  id: number;
+  params: SamplingParams;
+  prompt: readonly Token[];
+  promptProcessed: number;
+  promptCached: number;
+  decoded: number;
+  generated: string;
+  done: boolean;
 }
 
 export type EngineMode = "completion" | "embedding" | "reranking";
@@ -53,7 +91,14 @@ export interface CompletionExtras {
   /** Filled in as generation goes (llama-server's `timings_per_token`). */
   stats?: LiveStats | null;
   onProbabilities?: ((probabilities: TokenProbabilities) => void) | null;
+  /** Told the slot's number once the generation has one. */
+  onSlot?: (slot: number) => void;
+  /** Told the number of tokens generated so far, after each one. */
+  onToken?: (generated: number) => void;
 }
+
+/** A generation's result and the slot it ran on. */
+export type SlotResult = GenerationResult & { slot: number };
 
 /**
  * One loaded model and its contexts: the engine's whole inference state.
@@ -84,6 +129,11 @@ export class ModelHost {
     this.grammars = new GrammarCache(llama);
   }
 
+  /** llama-server's `/metrics` counters for this engine. */
+  readonly metrics = new EngineMetrics();
+  private readonly slotTasks = new Map<LlamaContextSequence, SlotTask>();
+  private nextTaskId = 0;
+
   /** Compiled grammars for structured output and forced tool calls. */
   readonly grammars: GrammarCache;
 
@@ -105,8 +155,17 @@ export class ModelHost {
       });
       const total = options.contextSize === 0 ? model.trainContextSize : options.contextSize;
       const slotContext = Math.max(8, Math.floor(total / options.parallel));
+      const arch = model.fileInfo.metadata.general?.architecture;
+      const poolingCode = (model.fileInfo.architectureMetadata as { pooling_type?: number }).pooling_type;
+      const templateSource = options.chatTemplateFile !== null ? await readFile(options.chatTemplateFile, "utf8") : model.fileInfo.metadata.tokenizer?.chat_template;
       const infoBase = {
         id: options.alias ?? basename(options.modelPath),
+        modelPath: options.modelPath,
+        chatTemplateSource: typeof templateSource === "string" ? templateSource : "",
+        pooling: options.reranking ? "rank" : ((["none", "mean", "cls", "last", "rank"] as const)[poolingCode ?? 0] ?? "none"),
+        fim: fimTokensOf(model),
+        buildInfo: `llama.cpp ${llama.llamaCppRelease.release} (node-llama-cpp binding, ${llama.gpu === false ? "CPU" : llama.gpu})`,
+        causal: !NON_CAUSAL_ARCHITECTURES.has(String(arch)),
         created: Math.floor(Date.now() / 1000),
         parallel: options.parallel,
         trainContextSize: model.trainContextSize,
@@ -133,11 +192,18 @@ export class ModelHost {
         const info: ModelInfo = { ...infoBase, contextSize: slotContext, slotContextSize: slotContext, mode: "embedding", chatTemplate: null };
         return new ModelHost(llama, model, info, null, { context, queue: new SlotPool([context]) });
       }
+      // Each call of the strategy builds one batch for one llama_decode: /metrics counts them.
+      let onDecode = () => {};
       const context = await model.createContext({
         contextSize: slotContext,
         sequences: options.parallel,
         threads: options.threads,
-        batching: { itemPrioritizationStrategy: slotOrderStrategy },
+        batching: {
+          itemPrioritizationStrategy: (input) => {
+            onDecode();
+            return slotOrderStrategy(input);
+          },
+        },
         ...(options.batchSize !== null ? { batchSize: options.batchSize } : {}),
       });
       const sequences = Array.from({ length: options.parallel }, () => context.getSequence());
@@ -149,16 +215,19 @@ export class ModelHost {
         mode: "completion",
         chatTemplate: prompter.templateName,
       };
-      return new ModelHost(
+      const busy = new Set<LlamaContextSequence>();
+      const host = new ModelHost(
         llama,
         model,
         info,
-        { context, sequences, slots: new SlotPool(sequences), busy: new Set(), prompter, gate: new StepGate() },
+        { context, sequences, slots: new SlotPool(sequences), busy, prompter, gate: new StepGate() },
         null,
         null,
         options.reasoningBudget,
         options.reasoningFormat,
       );
+      onDecode = () => host.metrics.recordDecode(busy.size);
+      return host;
     } catch (error) {
       await llama.dispose();
       throw error;
@@ -176,15 +245,69 @@ export class ModelHost {
     return { busy: (this.completion ? this.info.parallel : 1) - pool.idle, waiting: pool.waiting };
   }
 
-  /** Per-slot state, as llama-server's `/slots` reports it. */
-  slots(): Array<{ id: number; is_processing: boolean; n_ctx: number }> {
+  /**
+   * Per-slot state, as llama-server's `/slots` reports it: with the last (or
+   * current) task's prompt sizes, sampling `params` and progress.
+   */
+  slots(): object[] {
     const c = this.completion;
-    if (!c) return [{ id: 0, is_processing: this.load.busy > 0, n_ctx: this.info.slotContextSize }];
-    return c.sequences.map((s, id) => ({ id, is_processing: c.busy.has(s), n_ctx: this.info.slotContextSize }));
+    if (!c) return [{ id: 0, n_ctx: this.info.slotContextSize, speculative: false, is_processing: this.load.busy > 0 }];
+    return c.sequences.map((s, id) => {
+      const task = this.slotTasks.get(s);
+      const base = { id, n_ctx: this.info.slotContextSize, speculative: false, is_processing: c.busy.has(s) };
+      if (!task) return base;
+      const limit = task.params.maxTokens;
+      return {
+        ...base,
+        id_task: task.id,
+        n_prompt_tokens: task.prompt.length,
+        n_prompt_tokens_processed: task.promptProcessed,
+        n_prompt_tokens_cache: task.promptCached,
+        params: generationSettings(task.params),
+        next_token: [
+          {
+            has_next_token: !task.done,
+            has_new_line: task.generated.includes("\n"),
+            n_remain: limit === null ? -1 : Math.max(0, limit - task.decoded),
+            n_decoded: task.decoded,
+          },
+        ],
+        prompt: this.detokenize(task.prompt),
+        generated: task.generated,
+      };
+    });
   }
 
-  tokenize(text: string, addSpecial: boolean): Token[] {
-    const tokens = this.model.tokenize(text, true);
+  /**
+   * Empties slot `id`'s KV cache (llama-server's `POST /slots/{id}?action=erase`),
+   * waiting for it if it is generating. Resolves with the tokens it held; throws
+   * RangeError for a slot that does not exist.
+   */
+  async eraseSlot(id: number, signal: AbortSignal): Promise<number> {
+    const { sequences, slots } = this.requireCompletion();
+    const sequence = sequences[id];
+    if (sequence === undefined) throw new RangeError(`slot ${id} does not exist`);
+    await slots.acquire(signal, (free) => free.indexOf(sequence));
+    try {
+      const erased = sequence.nextTokenIndex;
+      await sequence.clearHistory();
+      return erased;
+    } finally {
+      slots.release(sequence);
+    }
+  }
+
+  /** Prompt-processing batch size of the completion context (llama-server's `n_batch`). */
+  get batchSize(): number {
+    return this.requireCompletion().context.batchSize;
+  }
+
+  /**
+   * Tokens of `text`: special-token text (`<|im_start|>`) becomes those tokens
+   * unless `parseSpecial` is false; `addSpecial` prepends BOS as the model asks.
+   */
+  tokenize(text: string, addSpecial: boolean, parseSpecial = true): Token[] {
+    const tokens = this.model.tokenize(text, parseSpecial);
     const bos = this.model.tokens.bos;
     if (addSpecial && bos !== null && this.model.tokens.shouldPrependBosToken && tokens[0] !== bos) {
       return [bos, ...tokens];
@@ -215,6 +338,11 @@ export class ModelHost {
     return this.requireCompletion().prompter.render(messages, functions, templateKwargs);
   }
 
+  /** The chat prompt as the template writes it (text, for `/apply-template`). */
+  chatPromptText(messages: readonly ChatMessage[], functions?: ChatModelFunctions): string {
+    return this.requireCompletion().prompter.renderText(messages, functions);
+  }
+
   /** How the model's template writes tool calls. */
   get callSyntax(): CallSyntax {
     return this.requireCompletion().prompter.callSyntax;
@@ -235,12 +363,12 @@ export class ModelHost {
     onText: (text: string) => Promise<void> | void,
     signal: AbortSignal,
     extras: CompletionExtras = {},
-  ): Promise<GenerationResult> {
+  ): Promise<SlotResult> {
     const { sequences, slots, prompter, busy, gate } = this.requireCompletion();
     if (prompt.length >= this.info.slotContextSize) {
       throw new ContextSizeExceededError(prompt.length, this.info.slotContextSize);
     }
-    const { slot: wantedSlot, ...generation } = extras;
+    const { slot: wantedSlot, onSlot, onToken, ...constraints } = extras;
     if (wantedSlot != null && (wantedSlot < 0 || wantedSlot >= sequences.length)) {
       throw new InvalidRequestError(`'id_slot' is ${wantedSlot}, but this engine has ${sequences.length} slots (0-${sequences.length - 1}).`, "id_slot");
     }
@@ -256,16 +384,51 @@ export class ModelHost {
       return best;
     });
     busy.add(sequence);
+    const slot = sequences.indexOf(sequence);
+    const task: SlotTask = { id: this.nextTaskId++, params, prompt, promptProcessed: 0, promptCached: 0, decoded: 0, generated: "", done: false };
+    this.slotTasks.set(sequence, task);
     try {
-      return await generate({ sequence, model: this.model, prompt, params, stopTokens: prompter.stopTokens, onText, signal, gate, slot: sequences.indexOf(sequence), ...generation });
+      onSlot?.(slot);
+      const result = await generate({
+        sequence,
+        model: this.model,
+        prompt,
+        params,
+        stopTokens: prompter.stopTokens,
+        onText: (text) => {
+          task.generated += text;
+          return onText(text);
+        },
+        onToken: (n) => {
+          task.decoded = n;
+          onToken?.(n);
+        },
+        signal,
+        gate,
+        slot,
+        ...constraints,
+      });
+      Object.assign(task, { promptProcessed: result.promptTokensEvaluated, promptCached: result.promptTokens - result.promptTokensEvaluated, decoded: result.completionTokens });
+      this.metrics.recordGeneration(result);
+      return { ...result, slot };
     } finally {
+      task.done = true;
       busy.delete(sequence);
       slots.release(sequence);
     }
   }
 
-  /** One embedding vector per input, in order, and the tokens they used. */
-  async embed(inputs: ReadonlyArray<string | readonly Token[]>, signal: AbortSignal): Promise<{ vectors: number[][]; tokens: number }> {
+  /**
+   * Embeddings per input, in order, and the tokens they used. With pooling,
+   * one vector per input, normalized as llama-server's `embd_normalize` says
+   * (2, Euclidean, by default). With pooling "none", one vector per token
+   * (not normalized, as in llama-server).
+   */
+  async embed(
+    inputs: ReadonlyArray<string | readonly Token[]>,
+    signal: AbortSignal,
+    normalize = 2,
+  ): Promise<{ rows: number[][][]; tokens: number }> {
     const { queue } = this.requireEmbedding();
     const tokenized = inputs.map((input) => (typeof input === "string" ? this.tokenize(input, true) : [...input]));
     for (const tokens of tokenized) {
@@ -273,15 +436,33 @@ export class ModelHost {
         throw new ContextSizeExceededError(tokens.length, this.info.slotContextSize);
       }
     }
+    const perToken = this.info.pooling === "none";
+    if (perToken && !this.info.causal) {
+      const arch = this.model.fileInfo.metadata.general?.architecture;
+      throw new NotSupportedError(`Per-token embeddings (pooling 'none') need a causal model; this ${arch} model is not. Give it a pooling type.`);
+    }
     const context = await queue.acquire(signal);
     try {
-      const vectors: number[][] = [];
+      const started = performance.now();
+      const rows: number[][][] = [];
       for (const tokens of tokenized) {
         signal.throwIfAborted();
-        const embedding = await context.getEmbeddingFor(tokens);
-        vectors.push([...embedding.vector]);
+        if (!perToken) {
+          rows.push([normalizeEmbedding([...(await context.getEmbeddingFor(tokens)).vector], normalize)]);
+          continue;
+        }
+        // node-llama-cpp reads only the last token's output; in a causal model
+        // token i's state depends on tokens 0..i alone, so each prefix gives one row.
+        const perTokenRows: number[][] = [];
+        for (let i = 1; i <= tokens.length; i++) {
+          signal.throwIfAborted();
+          perTokenRows.push([...(await context.getEmbeddingFor(tokens.slice(0, i))).vector]);
+        }
+        rows.push(perTokenRows);
       }
-      return { vectors, tokens: tokenized.reduce((n, t) => n + t.length, 0) };
+      const tokens = tokenized.reduce((n, t) => n + t.length, 0);
+      this.metrics.recordPrompt(tokens, performance.now() - started);
+      return { rows, tokens };
     } finally {
       queue.release(context);
     }
@@ -332,4 +513,40 @@ export class ModelHost {
     if (!this.embedding) throw new Error("embedding requested from a completion engine");
     return this.embedding;
   }
+}
+
+/** Architectures whose attention is not causal (llama.cpp's encoders). */
+const NON_CAUSAL_ARCHITECTURES = new Set(["bert", "nomic-bert", "nomic-bert-moe", "neo-bert", "jina-bert-v2", "jina-bert-v3", "modern-bert", "eurobert", "t5encoder"]);
+
+/** Token texts llama.cpp recognises as FIM repo / file-separator tokens when the GGUF names none (llama-vocab.cpp). */
+const FIM_REPO_TEXTS = ["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"];
+const FIM_SEP_TEXTS = ["<|file_sep|>"];
+
+/** The model's FIM tokens as llama.cpp resolved them, or null when it lacks prefix, suffix or middle. */
+function fimTokensOf(model: LlamaModel): FimTokens | null {
+  const { prefix, suffix, middle } = model.tokens.infill;
+  if (prefix === null || suffix === null || middle === null) return null;
+  const ggml = model.fileInfo.metadata.tokenizer?.ggml;
+  const vocab = ggml?.tokens ?? [];
+  const find = (id: number | undefined, texts: readonly string[]): Token | null => {
+    if (typeof id === "number" && id >= 0 && id < vocab.length) return id as Token;
+    const i = vocab.findIndex((t) => texts.includes(t));
+    return i >= 0 ? (i as Token) : null;
+  };
+  return { prefix, suffix, middle, repo: find(ggml?.fim_rep_token_id, FIM_REPO_TEXTS), fileSeparator: find(ggml?.fim_sep_token_id, FIM_SEP_TEXTS) };
+}
+
+/**
+ * llama.cpp's `common_embd_normalize`: -1 none, 0 max absolute value scaled
+ * to int16, 1 taxicab, 2 Euclidean, >2 p-norm.
+ */
+export function normalizeEmbedding(v: readonly number[], norm: number): number[] {
+  let sum: number;
+  if (norm < 0) sum = 1;
+  else if (norm === 0) sum = v.reduce((m, x) => Math.max(m, Math.abs(x)), 0) / 32760;
+  else if (norm === 1) sum = v.reduce((s, x) => s + Math.abs(x), 0);
+  else if (norm === 2) sum = Math.sqrt(v.reduce((s, x) => s + x * x, 0));
+  else sum = v.reduce((s, x) => s + Math.abs(x) ** norm, 0) ** (1 / norm);
+  const scale = sum > 0 ? 1 / sum : 0;
+  return v.map((x) => x * scale);
 }

@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import type { GenerationResult, LiveStats } from "./generate.ts";
+import { llamaTimings } from "./llama-shapes.ts";
 import type { ReasoningSplitter } from "./reasoning.ts";
 import type { ToolCallOut } from "./tools.ts";
 
@@ -90,25 +91,11 @@ export function newLiveStats(): LiveStats {
 
 /** llama-server's `timings` while generation goes on (`timings_per_token`). */
 export function liveTimings(s: LiveStats) {
-  return {
-    prompt_n: s.promptTokensEvaluated,
-    prompt_ms: s.promptMs,
-    predicted_n: s.completionTokens,
-    predicted_ms: s.generationMs,
-    cache_n: s.promptTokens - s.promptTokensEvaluated,
-  };
+  return llamaTimings(s);
 }
 
-/** llama-server's `timings` object: measured, in milliseconds. */
-export function timingsOf(r: GenerationResult) {
-  return {
-    prompt_n: r.promptTokensEvaluated,
-    prompt_ms: r.promptMs,
-    predicted_n: r.completionTokens,
-    predicted_ms: r.generationMs,
-    cache_n: r.promptTokens - r.promptTokensEvaluated,
-  };
-}
+/** llama-server's `timings` object on OpenAI replies too (the same as on its own endpoints). */
+export { llamaTimings as timingsOf } from "./llama-shapes.ts";
 
 /** A chat choice's `finish_reason`: "tool_calls" when the turn ended after calls. */
 export function chatFinishReason(r: GenerationResult, calls: number): string {

@@ -27,6 +27,10 @@ export interface EngineOptions {
   reasoningBudget: number;
   /** "none" leaves thoughts in `content`; "deepseek"/"auto" return them as `reasoning_content`. */
   reasoningFormat: "none" | "deepseek" | "auto";
+  /** Serve Prometheus metrics on `/metrics` (`--metrics`; off by default, as in llama-server). */
+  metrics: boolean;
+  /** Serve `/slots` (`--slots`/`--no-slots`; on by default, as in llama-server). */
+  slots: boolean;
 }
 
 export class EngineUsageError extends Error {
@@ -35,7 +39,7 @@ export class EngineUsageError extends Error {
 
 type FlagSpec =
   | { key: keyof EngineOptions | "host" | "port"; kind: "string" | "int" | "gpuLayers" }
-  | { key: "embeddings" | "jinja" | "reranking"; kind: "bool" }
+  | { key: "embeddings" | "jinja" | "reranking" | "metrics" | "slots"; kind: "bool"; value?: boolean }
   | { key: "pooling" | "reasoningFormat"; kind: "string" };
 
 const FLAGS: Record<string, FlagSpec> = {
@@ -67,6 +71,9 @@ const FLAGS: Record<string, FlagSpec> = {
   "--reasoning-format": { key: "reasoningFormat", kind: "string" },
   // The model's own Jinja template is always used, so --jinja changes nothing.
   "--jinja": { key: "jinja", kind: "bool" },
+  "--metrics": { key: "metrics", kind: "bool" },
+  "--slots": { key: "slots", kind: "bool" },
+  "--no-slots": { key: "slots", kind: "bool", value: false },
 };
 
 /**
@@ -122,7 +129,7 @@ export function parseEngineArgs(argv: readonly string[]): EngineOptions {
     }
     flagOf[spec.key] = flag;
     if (spec.kind === "bool") {
-      values[spec.key] = true;
+      values[spec.key] = spec.value ?? true;
       continue;
     }
     const value = eq > 0 ? raw.slice(eq + 1) : argv[++i];
@@ -171,5 +178,7 @@ export function parseEngineArgs(argv: readonly string[]): EngineOptions {
     batchSize: values.batchSize === undefined ? null : int("batchSize", 512, 1),
     chatTemplateFile: typeof values.chatTemplateFile === "string" ? values.chatTemplateFile : null,
     apiKey: typeof values.apiKey === "string" ? values.apiKey : null,
+    metrics: values.metrics === true,
+    slots: values.slots !== false,
   };
 }

@@ -58,8 +58,11 @@ export function chatPlan(body: ChatBody, vocab: Vocabulary, slots: number): Gene
   return plan(body, generationLimit(body, null), logprobs, vocab, slots);
 }
 
-/** The plan for a `/v1/completions` request. */
-export function completionPlan(body: CompletionBody, vocab: Vocabulary, slots: number): GenerationPlan {
+/**
+ * The plan for a `/v1/completions` request (16 tokens by default, OpenAI's),
+ * or for llama-server's `/completion` and `/infill` (`defaultLimit` null: until a stop).
+ */
+export function completionPlan(body: CompletionBody, vocab: Vocabulary, slots: number, defaultLimit: number | null = 16): GenerationPlan {
   if (body.echo === true) throw new InvalidRequestError("Only no echo is supported", "echo");
   for (const param of ["best_of", "suffix"] as const) {
     if (body[param] !== undefined) throw new InvalidRequestError(`Unsupported param: ${param}`, param);
@@ -68,7 +71,7 @@ export function completionPlan(body: CompletionBody, vocab: Vocabulary, slots: n
   // llama-server reads OpenAI's legacy `logprobs: N` as `n_probs` when `n_probs` is absent.
   const top = body.n_probs ?? body.logprobs;
   const logprobs = top != null && top > 0 ? { top, postSampling: body.post_sampling_probs ?? false } : null;
-  return plan(body, generationLimit(body, 16), logprobs, vocab, slots);
+  return plan(body, generationLimit(body, defaultLimit), logprobs, vocab, slots);
 }
 
 function structuredOutputChecks(body: { grammar?: string | null; json_schema?: unknown }): void {

@@ -15,7 +15,12 @@ export async function runEngine(
   signal: AbortSignal,
   log: (line: string) => void = (line) => process.stderr.write(`${line}\n`),
 ): Promise<void> {
-  const state: EngineState = { host: null, apiKey: options.apiKey, modelId: options.alias ?? basename(options.modelPath) };
+  const state: EngineState = {
+    host: null,
+    apiKey: options.apiKey,
+    modelId: options.alias ?? basename(options.modelPath),
+    endpoints: { metrics: options.metrics, slots: options.slots },
+  };
   const app = createEngineApp(state);
   if (options.listen.kind === "socket") {
     // A socket file left by a killed engine would make listen fail with EADDRINUSE.

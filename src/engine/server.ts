@@ -3,7 +3,6 @@ import type { Token } from "node-llama-cpp";
 import type { z } from "zod";
 import { InvalidRequestError, RunnerError } from "../errors.ts";
 import { acceptJsonBodies } from "../http/json-body.ts";
-import { clientSignal, LazyStream } from "../http/streaming.ts";
 import { planChat, type ChoiceState } from "./chat-plan.ts";
 import { engineErrorBody, ModelLoadingError, UnauthorizedError, WrongModelError, WrongModeError } from "./errors.ts";
 import type { GenerationResult, LiveStats, ToolCallControl } from "./generate.ts";
@@ -11,6 +10,8 @@ import { chatLogprobs, completionLogprobs, type TokenProbabilities } from "./log
 import { completionPlan, promptsOf } from "./request-fields.ts";
 import { grammarForRequest } from "./grammar/for-request.ts";
 import type { CompletionExtras, EngineMode, ModelHost } from "./model-host.ts";
+import { registerLlamaRoutes } from "./llama-routes.ts";
+import { allChoices, collectAll, streamSse, withAbort } from "./reply-stream.ts";
 import {
   chatChunk,
   chatFinishReason,
@@ -43,7 +44,19 @@ export interface EngineState {
   apiKey: string | null;
   /** The model id requests must name (alias or file name), known before loading ends. */
   modelId: string;
+  /** Optional endpoints, as llama-server's `--metrics` and `--slots`/`--no-slots` set them. Default: slots only. */
+  endpoints?: { metrics: boolean; slots: boolean };
 }
+
+/**
+ * Builds a model route's handler: the body parsed with `schema`, the model it
+ * names checked, the engine loaded and in `mode`, then `handler`.
+ */
+export type Route = <S extends z.ZodType<{ model?: string | undefined | null }>>(
+  mode: EngineMode,
+  schema: S,
+  handler: (body: z.infer<S>, host: ModelHost, request: FastifyRequest, reply: FastifyReply) => Promise<unknown>,
+) => (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>;
 
 const BODY_LIMIT_BYTES = 32 * 1024 * 1024;
 /** Routes that stay open when an API key is set, as in llama-server. */
@@ -87,19 +100,21 @@ export function createEngineApp(state: EngineState): FastifyInstance {
     if (!state.host) throw new ModelLoadingError();
     return state.host;
   };
-  const checkModel = (requested: string | undefined) => {
-    if (requested !== undefined && requested !== "" && requested !== state.modelId) {
+  const checkModel = (requested: string | undefined | null) => {
+    if (requested !== undefined && requested !== null && requested !== "" && requested !== state.modelId) {
       throw new WrongModelError(requested, state.modelId);
     }
   };
 
-  app.get("/health", async (_req, reply) => {
+  const health = async (_req: FastifyRequest, reply: FastifyReply) => {
     if (!state.host) {
       const { status, body } = engineErrorBody(new ModelLoadingError());
       return reply.code(status).send(body);
     }
     return { status: "ok" };
-  });
+  };
+  app.get("/health", health);
+  app.get("/v1/health", health);
 
   const listModels = async () => {
     const host = state.host;
@@ -136,13 +151,9 @@ export function createEngineApp(state: EngineState): FastifyInstance {
    * A model route's prologue: parse the body with `schema`, check the model
    * it names, wait for nothing (503 while loading) and check the engine's mode.
    */
-  const route =
-    <S extends z.ZodType<{ model?: string | undefined }>>(
-      mode: EngineMode,
-      schema: S,
-      handler: (body: z.infer<S>, host: ModelHost, request: FastifyRequest, reply: FastifyReply) => Promise<unknown>,
-    ) =>
-    async (request: FastifyRequest, reply: FastifyReply) => {
+  const route: Route =
+    (mode, schema, handler) =>
+    async (request, reply) => {
       const body = parseRequest(schema, request.body);
       checkModel(body.model);
       const host = ready();
@@ -297,7 +308,18 @@ export function createEngineApp(state: EngineState): FastifyInstance {
   app.post("/v1/completions", completions);
   app.post("/completions", completions);
 
-  const embeddings = route("embedding", embeddingRequest, async (body, host, _request, reply) => {
+  const embeddings = route("embedding", embeddingRequest, async (body, host, request, reply) => {
+    const dimensions = (request.body as { dimensions?: unknown }).dimensions;
+    if (dimensions !== undefined && dimensions !== null && dimensions !== host.info.embeddingLength) {
+      throw new InvalidRequestError(
+        `'dimensions' cannot be honoured: this model's embeddings have ${host.info.embeddingLength} dimensions and it declares no support for shorter ones.`,
+        "dimensions",
+      );
+    }
+    if (host.info.pooling === "none") {
+      // llama-server's answer: per-token embeddings have no OpenAI shape (use /embedding).
+      throw new InvalidRequestError("Pooling type 'none' is not OAI compatible. Please use a different pooling type");
+    }
     const input = body.input;
     const inputs: Array<string | Token[]> =
       typeof input === "string"
@@ -305,15 +327,15 @@ export function createEngineApp(state: EngineState): FastifyInstance {
         : input.every((x) => typeof x === "number")
           ? [input as Token[]]
           : (input as Array<string | Token[]>);
-    const { vectors, tokens } = await withAbort(reply, (signal) => host.embed(inputs, signal));
+    const { rows, tokens } = await withAbort(reply, (signal) => host.embed(inputs, signal));
     const base64 = body.encoding_format === "base64";
     return {
       object: "list",
       model: state.modelId,
-      data: vectors.map((v, index) => ({
+      data: rows.map(([v], index) => ({
         object: "embedding",
         index,
-        embedding: base64 ? Buffer.from(new Float32Array(v).buffer).toString("base64") : v,
+        embedding: base64 ? Buffer.from(new Float32Array(v!).buffer).toString("base64") : v!,
       })),
       usage: { prompt_tokens: tokens, total_tokens: tokens },
     };
@@ -366,7 +388,7 @@ export function createEngineApp(state: EngineState): FastifyInstance {
   app.post("/score", score);
   app.post("/v1/score", score);
 
-  app.get("/slots", async () => ready().slots());
+  registerLlamaRoutes(app, { state, route, ready });
 
   app.post("/tokenize", async (request) => {
     const body = parseRequest(tokenizeRequest, request.body);
@@ -393,76 +415,5 @@ class BodyTooLargeError extends RunnerError {
   override readonly type = "invalid_request_error";
   constructor() {
     super(`The request body is larger than ${BODY_LIMIT_BYTES / 1024 / 1024} MiB.`);
-  }
-}
-
-async function withAbort<T>(reply: FastifyReply, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
-  const { signal, dispose } = clientSignal(reply);
-  try {
-    return await run(signal);
-  } finally {
-    dispose();
-  }
-}
-
-/**
- * Runs `n` generations of one request side by side (choices), each on its
- * own slot. When one fails the others are stopped, and the first error is
- * the request's.
- */
-async function allChoices<T>(n: number, signal: AbortSignal, run: (index: number, signal: AbortSignal) => Promise<T>): Promise<T[]> {
-  const failed = new AbortController();
-  const linked = AbortSignal.any([signal, failed.signal]);
-  return Promise.all(
-    Array.from({ length: n }, (_, i) =>
-      run(i, linked).catch((error: unknown) => {
-        failed.abort(error);
-        throw error;
-      }),
-    ),
-  );
-}
-
-/** `n` whole generations side by side, each with the text it produced. */
-async function collectAll<T extends { result: GenerationResult }>(
-  reply: FastifyReply,
-  n: number,
-  run: (index: number, onText: (t: string) => void, signal: AbortSignal) => Promise<T>,
-): Promise<Array<T & { text: string }>> {
-  return withAbort(reply, (signal) =>
-    allChoices(n, signal, async (index, signal) => {
-      let text = "";
-      const out = await run(index, (t) => void (text += t), signal);
-      return { ...out, text };
-    }),
-  );
-}
-
-/**
- * Streams Server-Sent Events. Validation errors thrown before the first event
- * still become normal JSON error responses; once the stream has begun, an
- * error is sent as a last `data: {"error":...}` event. Writes wait for the
- * socket to drain, so a slow reader slows generation instead of filling memory.
- */
-async function streamSse(
-  reply: FastifyReply,
-  run: (send: (event: object) => Promise<void>, signal: AbortSignal) => Promise<void>,
-): Promise<void> {
-  const { signal, dispose } = clientSignal(reply);
-  const stream = new LazyStream(reply, 200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
-  const write = async (text: string) => {
-    if (signal.aborted) throw signal.reason;
-    await stream.write(text);
-  };
-  try {
-    await run((event) => write(`data: ${JSON.stringify(event)}\n\n`), signal);
-    await write("data: [DONE]\n\n");
-    stream.end();
-  } catch (error) {
-    if (!stream.hasStarted) throw error;
-    if (!signal.aborted) await stream.write(`data: ${JSON.stringify(engineErrorBody(error).body)}\n\n`).catch(() => undefined);
-    stream.end();
-  } finally {
-    dispose();
   }
 }

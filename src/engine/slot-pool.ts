@@ -23,11 +23,17 @@ export class SlotPool<T> {
    * Resolves with a slot once one is free, rejecting with `signal.reason` if
    * the signal aborts first. `pick` chooses among free slots (index into
    * `free`), so a caller can prefer the slot whose cache suits it best; -1
-   * takes none of them and waits on (a request for one particular slot).
+   * waits for another one to be freed (a caller that needs one given slot).
+   *
+   * No waiter ever accepts a slot that is free (release hands it over at
+   * once), so a newcomer that accepts a free slot takes it without queueing.
    */
   acquire(signal: AbortSignal, pick: (free: readonly T[]) => number = () => 0): Promise<T> {
     signal.throwIfAborted();
-    if (this.free.length > 0 && this.waiters.length === 0 && pick(this.free) >= 0) return Promise.resolve(this.take(pick));
+    if (this.free.length > 0) {
+      const i = pick(this.free);
+      if (i >= 0) return Promise.resolve(this.free.splice(Math.min(i, this.free.length - 1), 1)[0]!);
+    }
     return new Promise<T>((resolve, reject) => {
       const waiter = {
         resolve: (slot: T) => {
@@ -46,22 +52,15 @@ export class SlotPool<T> {
     });
   }
 
-  /** Returns a slot; the longest waiter that takes one of the free slots gets it. */
+  /** Returns a slot; the longest waiter that accepts one of the free slots gets it. */
   release(slot: T): void {
     this.free.push(slot);
-    for (let i = 0; i < this.waiters.length && this.free.length > 0; ) {
-      const waiter = this.waiters[i]!;
-      if (waiter.pick(this.free) < 0) {
-        i++;
-        continue;
-      }
-      this.waiters.splice(i, 1);
-      waiter.resolve(this.take(waiter.pick));
+    for (const [w, waiter] of this.waiters.entries()) {
+      const i = waiter.pick(this.free);
+      if (i < 0) continue;
+      this.waiters.splice(w, 1);
+      waiter.resolve(this.free.splice(Math.min(i, this.free.length - 1), 1)[0]!);
+      return;
     }
-  }
-
-  private take(pick: (free: readonly T[]) => number): T {
-    const i = Math.min(Math.max(0, pick(this.free)), this.free.length - 1);
-    return this.free.splice(i, 1)[0]!;
   }
 }

@@ -129,7 +129,7 @@ describe("the engine's sampler chain", () => {
   });
 
   test("DRY penalizes the tokens that would extend a repeat (llama.cpp's example), breakers cut it", () => {
-    const [a, b, c, y] = [1, 2, 3, 9] as Token[];
+    const [a, b, c, y] = [1 as Token, 2 as Token, 3 as Token, 9 as Token];
     const last = [a, b, c, c, b, c, y, a, b, c] as Token[];
     const penalties = dryPenalties({ multiplier: 0.8, base: 2, allowedLength: 2, breakers: new Map() }, last);
     // "a b c" ends the window and occurred before "c": 3 -> 4; "b c" occurred before "y": 2 -> 3.

@@ -27,6 +27,16 @@ describe("engine arguments", () => {
     assert.equal(o.threads, defaultThreads());
   });
 
+  test("--metrics and --slots/--no-slots, with llama-server's defaults (metrics off, slots on)", () => {
+    const d = parseEngineArgs(["-m", "a.gguf"]);
+    assert.equal(d.metrics, false);
+    assert.equal(d.slots, true);
+    const o = parseEngineArgs(["-m", "a.gguf", "--metrics", "--no-slots"]);
+    assert.equal(o.metrics, true);
+    assert.equal(o.slots, false);
+    assert.equal(parseEngineArgs(["-m", "a.gguf", "--no-slots", "--slots"]).slots, true);
+  });
+
   test("unknown flags and bad values are refused with the flag named", () => {
     assert.throws(() => parseEngineArgs(["-m", "a", "--ctx-sise", "5"]), /unknown argument: --ctx-sise \(did you mean --ctx-size\?\)/);
     assert.throws(() => parseEngineArgs(["-m", "a", "-c", "big"]), /-c needs an integer/);
@@ -84,6 +94,21 @@ describe("slot pool", () => {
     const got = await pool.acquire(new AbortController().signal, (free) => free.indexOf(3));
     assert.equal(got, 3);
     assert.equal(pool.idle, 2);
+  });
+
+  test("pick -1 waits for one given slot without holding up the others", async () => {
+    const pool = new SlotPool(["a", "b"]);
+    const signal = new AbortController().signal;
+    const a = await pool.acquire(signal, (free) => free.indexOf("a"));
+    let erased = false;
+    const waitsForA = pool.acquire(signal, (free) => free.indexOf("a")).then((s) => ((erased = true), s));
+    assert.equal(pool.waiting, 1);
+    // A request that takes any slot gets the free one at once.
+    assert.equal(await pool.acquire(signal), "b");
+    assert.equal(erased, false);
+    pool.release(a);
+    assert.equal(await waitsForA, "a");
+    assert.equal(pool.waiting, 0);
   });
 });
 
