@@ -271,6 +271,21 @@ describe("engine request fields", () => {
     await refused("/v1/completions", { prompt: [1, 99999] }, "prompt.1", /not in the vocabulary/);
   });
 
+  test("llama-server's /completion takes the same fields: token prompts, n, n_probs, return_tokens", async () => {
+    const { json } = await post("/tokenize", { content: "hello world", add_special: true });
+    const ids = json.tokens as number[];
+    const one = (await post("/completion", { prompt: ids, ...greedy, n_predict: 3, n_probs: 2, return_tokens: true })).json;
+    assert.equal(one.tokens.length, 3);
+    assert.equal(one.completion_probabilities.length, 3);
+    assert.equal(one.completion_probabilities[0].id, one.tokens[0]);
+    assert.equal(one.completion_probabilities[0].top_logprobs.length, 2);
+    const text = (await completion({ prompt: "hello world", ...greedy, max_tokens: 3 })).choices[0].text;
+    assert.equal(one.content, text);
+    const two = (await post("/completion", { prompt: [ids, "hello world"], n: 2, ...greedy, n_predict: 2 })).json as Json[];
+    assert.deepEqual(two.map((r) => r.index), [0, 1, 2, 3]);
+    await refused("/completion", { prompt: "x", n: 3 }, "n");
+  });
+
   test("grammar and a top-level json_schema constrain chat replies", async () => {
     const yesNo = await chat({ grammar: 'root ::= "yes" | "no"', max_tokens: 8, temperature: 1.5, seed: 2 });
     assert.match(yesNo.choices[0].message.content, /^(yes|no)$/);
