@@ -185,34 +185,41 @@ export const completionRequest = z.strictObject({
 });
 
 const tokenArray = z.array(z.number().int().min(0));
-export const embeddingRequest = z.looseObject({
+export const embeddingRequest = z.strictObject({
   model: z.string().optional(),
   input: z.union([z.string(), z.array(z.string()).min(1), tokenArray.min(1), z.array(tokenArray.min(1)).min(1)]),
   encoding_format: z.enum(["float", "base64"]).optional(),
+  /** Only the model's own size can be honoured (checked by the route). */
+  dimensions: z.number().int().min(1).nullish(),
+  user: OPENAI_ONLY.user,
 });
 
-export const rankRequest = z.looseObject({
+export const rankRequest = z.strictObject({
   model: z.string().optional(),
   query: z.string(),
-  documents: z.array(z.union([z.string(), z.looseObject({ text: z.string() })])).min(1),
+  documents: z.array(z.union([z.string(), z.strictObject({ text: z.string() })])).min(1),
   top_n: z.number().int().min(1).nullish(),
   return_documents: z.boolean().nullish(),
 });
 
 const oneOrMany = z.union([z.string(), z.array(z.string()).min(1)]);
-export const scoreRequest = z.looseObject({
+export const scoreRequest = z.strictObject({
   model: z.string().optional(),
   text_1: oneOrMany,
   text_2: oneOrMany,
 });
 
-export const tokenizeRequest = z.looseObject({
+/** llama-server's `/tokenize`; `model` is read by the daemon, which routes by it. */
+export const tokenizeRequest = z.strictObject({
+  model: z.string().optional(),
   content: z.string(),
   add_special: z.boolean().optional(),
+  /** false: special-token text is tokenized as plain text (llama-server's default is true). */
+  parse_special: z.boolean().optional(),
   with_pieces: z.boolean().optional(),
 });
 
-export const detokenizeRequest = z.looseObject({ tokens: tokenArray });
+export const detokenizeRequest = z.strictObject({ model: z.string().optional(), tokens: tokenArray });
 
 /** Parses `body` with `schema`, or throws a 400 naming the first bad field. */
 export function parseRequest<S extends z.ZodType>(schema: S, body: unknown): z.infer<S> {

@@ -393,7 +393,7 @@ export function createEngineApp(state: EngineState): FastifyInstance {
   app.post("/tokenize", async (request) => {
     const body = parseRequest(tokenizeRequest, request.body);
     const host = ready();
-    const tokens = host.tokenize(body.content, body.add_special ?? false);
+    const tokens = host.tokenize(body.content, body.add_special ?? false, body.parse_special ?? true);
     if (body.with_pieces) return { tokens: tokens.map((id) => ({ id, piece: host.tokenPiece(id) })) };
     return { tokens };
   });

@@ -315,6 +315,13 @@ describe("engine request fields", () => {
     await refused("/v1/chat/completions", { samplers: ["top_k", "bogus"] }, "samplers.1", /unknown sampler/);
     await refused("/v1/chat/completions", { samplers: ["infill"] }, "samplers.0", /not supported/);
     await refused("/v1/chat/completions", { messages: [{ role: "user", content: "x", name: "bob" }] }, "messages.0.name");
+    await refused("/tokenize", { content: "x", bogus: true }, "bogus");
+    await refused("/v1/embeddings", { input: "x", extra: 1 }, "extra");
+    // /tokenize's parse_special: false reads special-token text as plain text.
+    const special = (await post("/tokenize", { content: "<|im_end|>" })).json.tokens as number[];
+    const plain = (await post("/tokenize", { content: "<|im_end|>", parse_special: false })).json.tokens as number[];
+    assert.equal(special.length, 1);
+    assert.ok(plain.length > 1);
     await refused("/v1/chat/completions", { dry_sequence_breakers: [] }, "dry_sequence_breakers");
   });
 });
