@@ -116,7 +116,8 @@ export function registerLlamaRoutes(app: FastifyInstance, deps: { state: EngineS
     "/apply-template",
     route("completion", chatCompletionRequest, async (body, host) => {
       const tools = planTools(checkTools(body.tools ?? []), body.tool_choice, body.parallel_tool_calls);
-      return { prompt: host.chatPromptText(chatMessagesFrom(body.messages), tools.functions) };
+      const kwargs = body.chat_template_kwargs ?? undefined;
+      return { prompt: host.chatPromptText(chatMessagesFrom(body.messages), tools.functions, kwargs && Object.keys(kwargs).length > 0 ? kwargs : undefined) };
     }),
   );
 

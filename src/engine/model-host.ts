@@ -339,8 +339,8 @@ export class ModelHost {
   }
 
   /** The chat prompt as the template writes it (text, for `/apply-template`). */
-  chatPromptText(messages: readonly ChatMessage[], functions?: ChatModelFunctions): string {
-    return this.requireCompletion().prompter.renderText(messages, functions);
+  chatPromptText(messages: readonly ChatMessage[], functions?: ChatModelFunctions, templateKwargs?: Readonly<Record<string, unknown>>): string {
+    return this.requireCompletion().prompter.renderText(messages, functions, templateKwargs);
   }
 
   /** How the model's template writes tool calls. */

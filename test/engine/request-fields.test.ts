@@ -302,6 +302,8 @@ describe("engine request fields", () => {
     const greeted = await chat({ max_tokens: 1, chat_template_kwargs: { greeting: "a system line the template writes" } });
     assert.ok(greeted.usage.prompt_tokens > plain.usage.prompt_tokens + 5, `${greeted.usage.prompt_tokens} vs ${plain.usage.prompt_tokens}`);
     await refused("/v1/chat/completions", { chat_template_kwargs: { enable_thinking: "no" } }, "chat_template_kwargs.enable_thinking");
+    const applied = (await post("/apply-template", { messages: MESSAGES, chat_template_kwargs: { greeting: "written by the template" } })).json;
+    assert.match(applied.prompt, /written by the template/);
   });
 
   test("OpenAI-only fields are accepted; unknown fields and audio output are refused by name", async () => {
