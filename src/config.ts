@@ -8,6 +8,9 @@ import { parseByteSize, parseDuration } from "./scheduling/index.ts";
  * else receives a frozen `DaemonConfig` (or the values it needs). Precedence:
  * flag > environment > default. Keys are listed in docs/config.md.
  */
+/** One place names the daemon's pid file (outside run/, whose *.pid files are engines'). */
+const daemonPidFile = (home: string) => join(home, "daemon.pid");
+
 export interface DaemonConfig {
   host: string;
   port: number;
@@ -17,11 +20,15 @@ export interface DaemonConfig {
   /** Engine sockets and pid files; mode 0700. */
   runDir: string;
   logDir: string;
+  /** The daemon's pid file (JSON {pid, url, started_at, log_file}), written by `mr serve`. */
+  pidFile: string;
   /** Persisted `_configure` settings. */
   configDir: string;
   apiKey: string | null;
   /** Extra CORS origins besides localhost; `*` allows all. */
   origins: readonly string[];
+  /** MODEL_RUNNER_ALLOWED_HOSTS: `Host` names answered besides loopback ones while listening on loopback; `*` allows all. */
+  allowedHosts: readonly string[];
   llamaServerPath: string | null;
   /** Memory budget for runners; null = total RAM less a reserve. */
   memoryBytes: number | null;
@@ -77,6 +84,12 @@ export function parseHostPort(text: string, what: string): { host: string; port:
   return { host, port };
 }
 
+/** Whether a listen address is loopback only (`127.0.0.0/8`, `::1`, `localhost`): the daemon then checks `Host` against DNS rebinding. */
+export function isLoopbackAddress(host: string): boolean {
+  const h = host.trim().toLowerCase().replace(/^\[|\]$/g, "");
+  return h === "localhost" || h === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
+
 /** A mirror is `host[:port]` or an http(s) URL without a path; anything else names the variable. */
 function mirrorEntry(text: string): string {
   const host = text.replace(/^https?:\/\//i, "").replace(/\/+$/, "");
@@ -120,9 +133,11 @@ export function loadDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEnv
     modelsPath: resolve(values["models-path"] ?? env.MODEL_RUNNER_MODELS_PATH ?? join(home, "models")),
     runDir: join(home, "run"),
     logDir: join(home, "logs"),
+    pidFile: daemonPidFile(home),
     configDir: join(home, "config"),
     apiKey: values["api-key"] ?? (env.MODEL_RUNNER_API_KEY || null),
     origins: Object.freeze(list(env.MODEL_RUNNER_ORIGINS)),
+    allowedHosts: Object.freeze(list(env.MODEL_RUNNER_ALLOWED_HOSTS).map((h) => h.toLowerCase())),
     llamaServerPath: env.MODEL_RUNNER_LLAMA_SERVER || null,
     memoryBytes: memoryText ? checked("MODEL_RUNNER_MEMORY", () => parseByteSize(memoryText, "MODEL_RUNNER_MEMORY")) : null,
     keepAliveMs: keepAlive,
@@ -151,6 +166,8 @@ export interface CliConfig {
   isHostExplicit: boolean;
   home: string;
   logDir: string;
+  /** The pid file of the daemon `mr` started for this home (`mr stop-runner`, `mr status`). */
+  pidFile: string;
   /** Interactive chat history; null with MODEL_RUNNER_NOHISTORY. */
   historyPath: string | null;
   /** Sent as `Authorization: Bearer` to the daemon (MODEL_RUNNER_API_KEY). */
@@ -190,6 +207,7 @@ export function loadCliConfig(env: NodeJS.ProcessEnv): CliConfig {
     isHostExplicit: hostText !== "",
     home,
     logDir: join(home, "logs"),
+    pidFile: daemonPidFile(home),
     historyPath: env.MODEL_RUNNER_NOHISTORY ? null : join(home, "history"),
     apiKey: env.MODEL_RUNNER_API_KEY || null,
     isColorDisabled: env.NO_COLOR !== undefined,

@@ -3,7 +3,7 @@ import type { BackendMode } from "../inference/index.ts";
 import type { Lease, Scheduler } from "../scheduling/index.ts";
 import type { EngineClients } from "./engine-client.ts";
 import { errorResponse } from "./errors.ts";
-import { runInference, type EngineEndpoint, type InferenceObservation, type InferenceResponse } from "./inference.ts";
+import { midAnswerFailure, runInference, type EngineEndpoint, type InferenceObservation, type InferenceResponse } from "./inference.ts";
 import type { DaemonMetrics } from "./metrics.ts";
 
 /**
@@ -87,7 +87,12 @@ export class EngineCall {
 
   /** The whole (non-streaming) answer, parsed. */
   async json<T = Record<string, unknown>>(): Promise<T> {
-    const text = await this.res.body.setEncoding("utf8").toArray().then((parts) => parts.join(""));
+    let text: string;
+    try {
+      text = await this.res.body.setEncoding("utf8").toArray().then((parts) => parts.join(""));
+    } catch (error) {
+      throw await this.failure(error);
+    }
     const parsed = JSON.parse(text) as T;
     this.observe(parsed as Record<string, unknown>);
     return parsed;
@@ -121,9 +126,16 @@ export class EngineCall {
         }
       }
     } catch (error) {
-      if (this.res.engineSignal.aborted) throw this.res.engineSignal.reason;
-      throw error;
+      throw await this.failure(error);
     }
+  }
+
+  /** What to report for a read that failed: the client's leaving and the engine's own errors as they are, a broken answer as the engine's failure. */
+  private async failure(error: unknown): Promise<unknown> {
+    if (this.request.signal.aborted || error instanceof EngineAnswerError) return error;
+    // A malformed event from a live engine is a bug to log, not a connection problem.
+    if (error instanceof SyntaxError && !this.res.engineSignal.aborted) return error;
+    return midAnswerFailure(this.res, error);
   }
 
   /** Frees the runner slot and records metrics. Idempotent. */

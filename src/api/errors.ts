@@ -1,4 +1,16 @@
 import { InvalidRequestError, RunnerError } from "../errors.ts";
+import { BodyTooLargeError } from "../http/body-limit.ts";
+
+export { BodyTooLargeError } from "../http/body-limit.ts";
+
+/** The daemon's request body limit: inference bodies are small; anything bigger is a mistake or an attack. */
+export const BODY_LIMIT_BYTES = 10 * 1024 * 1024;
+
+/** What fastify's own errors are explained with: the request's path and Content-Type. */
+export interface RequestFacts {
+  url?: string | undefined;
+  contentType?: string | undefined;
+}
 
 /** Logs what the user does not see: the full error behind a generic 500. */
 export type ErrorLogger = (error: unknown) => void;
@@ -9,8 +21,8 @@ export type ErrorLogger = (error: unknown) => void;
  * shape. Anything that is not a RunnerError is a bug: logged in full, and
  * answered with a generic 500.
  */
-export function errorResponse(error: unknown, log: ErrorLogger): { status: number; body: OpenAIErrorBody; headers: Record<string, string> } {
-  const e = mapFrameworkError(error);
+export function errorResponse(error: unknown, log: ErrorLogger, request?: RequestFacts): { status: number; body: OpenAIErrorBody; headers: Record<string, string> } {
+  const e = mapFrameworkError(error, request);
   if (e instanceof RunnerError) {
     const param = e instanceof InvalidRequestError && e.param !== null ? { param: e.param } : {};
     return {
@@ -37,16 +49,8 @@ function headersOf(e: RunnerError): Record<string, string> {
   return headers !== null && typeof headers === "object" ? { ...(headers as Record<string, string>) } : {};
 }
 
-export class BodyTooLargeError extends RunnerError {
-  readonly code = "request_too_large";
-  readonly status = 413;
-  override readonly type = "invalid_request_error";
-  constructor(limitBytes: number) {
-    super(`The request body is larger than the ${Math.round(limitBytes / 1024 / 1024)} MiB limit.`);
-  }
-}
-
-export class UnauthorizedError extends RunnerError {
+/** The daemon's API key is set and the request did not carry it. */
+export class InvalidApiKeyError extends RunnerError {
   readonly code = "invalid_api_key";
   readonly status = 401;
   override readonly type = "authentication_error";
@@ -73,14 +77,52 @@ export class RouteNotFoundError extends RunnerError {
   }
 }
 
-/** Fastify's own errors (bad JSON, body too large) in our terms. */
-function mapFrameworkError(error: unknown): unknown {
+/** A path that is not valid percent-encoded UTF-8, or a path parameter over the router's length limit. */
+export class InvalidUrlError extends InvalidRequestError {
+  override readonly code = "invalid_url";
+  constructor(url: string, reason: string) {
+    super(`The request path ${JSON.stringify(url.length > 200 ? `${url.slice(0, 200)}...` : url)} ${reason}.`);
+  }
+}
+
+/** A body whose Content-Type the route does not read. */
+export class UnsupportedContentTypeError extends RunnerError {
+  readonly code = "unsupported_content_type";
+  readonly status = 415;
+  override readonly type = "invalid_request_error";
+  constructor(contentType: string) {
+    super(`Content-Type ${JSON.stringify(contentType)} is not accepted here: send JSON (application/json).`);
+  }
+}
+
+/** Any other request fastify itself refused (a bad Content-Length, an empty JSON body...), with its status. */
+export class MalformedHttpRequestError extends RunnerError {
+  readonly code = "malformed_request";
+  readonly status: number;
+  override readonly type = "invalid_request_error";
+  constructor(status: number, message: string) {
+    super(message);
+    this.status = status;
+  }
+}
+
+/** Fastify's own errors (bad URL, bad JSON, body too large, ...) in our terms, so every route answers them in its API's shape. */
+export function mapFrameworkError(error: unknown, request: RequestFacts = {}): unknown {
+  const url = request.url ?? "";
   if (error instanceof RunnerError) return error;
-  const e = error as { statusCode?: number; code?: string; message?: string };
-  if (e?.code === "FST_ERR_CTP_BODY_TOO_LARGE") return new BodyTooLargeError(10 * 1024 * 1024);
-  if (e?.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") return new InvalidRequestError(e.message ?? "Unsupported content type.");
+  const e = error as { statusCode?: number; code?: string; message?: string } | null;
+  switch (e?.code) {
+    case "FST_ERR_CTP_BODY_TOO_LARGE":
+      return new BodyTooLargeError(BODY_LIMIT_BYTES);
+    case "FST_ERR_BAD_URL":
+      return new InvalidUrlError(url, "is not valid percent-encoded UTF-8");
+    case "FST_ERR_MAX_PARAM_LENGTH":
+      return new InvalidUrlError(url, "has a path parameter that is too long");
+    case "FST_ERR_CTP_INVALID_MEDIA_TYPE":
+      return new UnsupportedContentTypeError(request.contentType ?? "");
+  }
   if (typeof e?.statusCode === "number" && e.statusCode >= 400 && e.statusCode < 500) {
-    return new InvalidRequestError(e.message ?? "Bad request.");
+    return new MalformedHttpRequestError(e.statusCode, e.message ?? "Bad request.");
   }
   return error;
 }

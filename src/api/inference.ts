@@ -1,5 +1,7 @@
+import { once } from "node:events";
 import type { Readable } from "node:stream";
-import { InvalidRequestError, RunnerError } from "../errors.ts";
+import { setTimeout as delay } from "node:timers/promises";
+import { InvalidRequestError, messageOf, RunnerError } from "../errors.ts";
 import type { BackendMode } from "../inference/index.ts";
 import type { Lease, Scheduler } from "../scheduling/index.ts";
 import type { EngineClients } from "./engine-client.ts";
@@ -77,6 +79,23 @@ export class EngineUnreachableError extends RunnerError {
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
   }
+}
+
+/**
+ * Why an engine's answer broke off mid-way, the same on every API: the
+ * engine's own failure (its exit and last output, from the scheduler) when
+ * it died, else an EngineUnreachableError. The socket usually closes a
+ * moment before the scheduler sees the exit, so this waits briefly for it.
+ */
+export async function midAnswerFailure(res: Pick<InferenceResponse, "engineSignal">, failure: unknown): Promise<unknown> {
+  if (!res.engineSignal.aborted) {
+    const waited = new AbortController();
+    await Promise.race([once(res.engineSignal, "abort", { signal: waited.signal }), delay(1000, undefined, { signal: waited.signal })]).catch(() => undefined);
+    waited.abort();
+  }
+  return res.engineSignal.aborted
+    ? res.engineSignal.reason
+    : new EngineUnreachableError(`The engine closed the connection mid-answer: ${messageOf(failure)}`, { cause: failure });
 }
 
 /** The `model` field of a request body, or a 400 that says it is missing. */

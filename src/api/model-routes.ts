@@ -148,7 +148,8 @@ export function registerModelRoutes(app: FastifyInstance, deps: ModelRouteDeps):
 
 function pathOf(request: FastifyRequest): string {
   const raw = (request.params as { "*": string })["*"];
-  const ref = decodeURIComponent(raw).replace(/\/+$/, "");
+  // fastify has already decoded the path once; decoding again would misread a literal "%" (and throw on "%25zz").
+  const ref = raw.replace(/\/+$/, "");
   if (ref === "") throw new InvalidRequestError("A model reference is required in the path.");
   return ref;
 }

@@ -1,13 +1,12 @@
-import { once } from "node:events";
-import { setTimeout as delay } from "node:timers/promises";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { BackendMode, BackendRegistry } from "../inference/index.ts";
 import type { ModelDistribution, StoredModel } from "../distribution/index.ts";
 import type { Scheduler } from "../scheduling/index.ts";
 import type { EngineClients } from "./engine-client.ts";
 import { errorResponse, type ErrorLogger } from "./errors.ts";
-import { ENGINE_ENDPOINTS, EngineUnreachableError, requireModel, runInference, type OpenAIEndpoint, type InferenceObservation } from "./inference.ts";
+import { ENGINE_ENDPOINTS, midAnswerFailure, requireModel, runInference, type OpenAIEndpoint, type InferenceObservation } from "./inference.ts";
 import type { DaemonMetrics } from "./metrics.ts";
+import { checkOpenAIBody } from "./openai-checks.ts";
 import { clientSignal, writeWithBackpressure } from "./streaming.ts";
 
 export interface OpenAIRouteDeps {
@@ -41,7 +40,8 @@ export function registerOpenAIRoutes(app: FastifyInstance, deps: OpenAIRouteDeps
       const backend = backendOf(request);
       if (backend !== undefined) deps.backends.get(backend);
       const id = (request.params as { "*": string })["*"];
-      const model = await deps.distribution.resolve(decodeURIComponent(id));
+      // fastify has already decoded the path once; decoding again would misread a literal "%".
+      const model = await deps.distribution.resolve(id);
       return openAIModel(deps, model, backend);
     });
   }
@@ -86,6 +86,8 @@ async function forward(deps: OpenAIRouteDeps, request: FastifyRequest, reply: Fa
     const status = await deps.scheduler.preload(model, mode, { backend });
     return { status: "loaded", model, context_size: status?.contextSize ?? null };
   }
+  if (backend !== undefined) deps.backends.get(backend); // an unknown backend is a 404 whatever the body says
+  checkOpenAIBody(endpoint, body);
   const client = clientSignal(reply);
   const observation: InferenceObservation = {
     api: "openai",
@@ -128,11 +130,7 @@ async function forward(deps: OpenAIRouteDeps, request: FastifyRequest, reply: Fa
   }
   if (failure !== undefined && !client.signal.aborted && !raw.destroyed) {
     // The engine died mid-answer: a stream gets a final error event; a JSON body cannot be repaired.
-    // The socket usually closes a moment before the scheduler sees the exit, so wait briefly for the real cause.
-    if (!res.engineSignal.aborted) await Promise.race([once(res.engineSignal, "abort"), delay(1000)]);
-    const cause = res.engineSignal.aborted
-      ? res.engineSignal.reason
-      : new EngineUnreachableError(`The engine closed the connection mid-answer: ${(failure as Error).message}`);
+    const cause = await midAnswerFailure(res, failure);
     const { body: errBody } = errorResponse(cause, deps.logError);
     if (isStream) raw.write(`data: ${JSON.stringify(errBody)}\n\n`);
   }

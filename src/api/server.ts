@@ -8,7 +8,9 @@ import type { BackendRegistry } from "../inference/index.ts";
 import type { Scheduler } from "../scheduling/index.ts";
 import type { EngineClients } from "./engine-client.ts";
 import { registerEngineRoutes } from "./engine-routes.ts";
-import { errorResponse, ForbiddenOriginError, RouteNotFoundError, UnauthorizedError } from "./errors.ts";
+import { dialectOf, sendError, writeClientError } from "./error-reply.ts";
+import { BODY_LIMIT_BYTES, ForbiddenOriginError, InvalidApiKeyError, RouteNotFoundError } from "./errors.ts";
+import { HostNotAllowedError, isHostAllowed } from "./host-check.ts";
 import type { DaemonMetrics } from "./metrics.ts";
 import { isTrue, registerModelRoutes } from "./model-routes.ts";
 import { registerAnthropicRoutes } from "./anthropic/index.ts";
@@ -24,6 +26,12 @@ export interface DaemonAppDeps {
   apiKey: string | null;
   /** Extra allowed CORS origins; `*` allows every origin. */
   origins: readonly string[];
+  /**
+   * Host names (besides localhost, 127.0.0.1 and [::1]) that requests may
+   * name in their `Host` header, against DNS rebinding; `*` allows all. Null
+   * when the daemon listens beyond loopback, where any Host is accepted.
+   */
+  allowedHosts: readonly string[] | null;
   distribution: ModelDistribution;
   scheduler: Scheduler;
   backends: BackendRegistry;
@@ -34,8 +42,7 @@ export interface DaemonAppDeps {
   logFile: string;
 }
 
-/** Inference bodies are small; anything bigger is a mistake or an attack. */
-export const BODY_LIMIT_BYTES = 10 * 1024 * 1024;
+export { BODY_LIMIT_BYTES } from "./errors.ts";
 
 /** Routes reachable without the API key. */
 const OPEN_ROUTES = new Set(["/", "/health"]);
@@ -49,26 +56,38 @@ export function isOriginAllowed(origin: string, extra: readonly string[]): boole
 
 /**
  * Builds the daemon's HTTP app. The caller listens and closes it. Errors
- * everywhere become `{"error":{"message","type","code"}}` with their status.
+ * everywhere, fastify's own included, become the error body of the API the
+ * path belongs to (error-reply.ts), with their status.
  */
 export function createDaemonApp(deps: DaemonAppDeps): FastifyInstance {
-  const app = Fastify({ bodyLimit: BODY_LIMIT_BYTES, logger: false, return503OnClosing: true, forceCloseConnections: "idle" });
   const logError = (error: unknown) => deps.log.error({ err: error }, "unexpected error");
+  const app = Fastify({
+    bodyLimit: BODY_LIMIT_BYTES,
+    logger: false,
+    return503OnClosing: true,
+    forceCloseConnections: "idle",
+    // A bad percent-encoding or an over-long path parameter, found before routing.
+    frameworkErrors: (error, request, reply) => {
+      sendError(dialectOf(request.url), error, request, reply, logError).catch(logError);
+    },
+    // What Node's HTTP parser refuses (a URL or headers over 16 KiB), in the same shapes.
+    clientErrorHandler: writeClientError,
+  });
 
   // JSON bodies whatever the Content-Type says (curl defaults to form encoding).
   app.removeContentTypeParser(["application/json", "text/plain"]);
   acceptJsonBodies(app, ["application/json", "text/plain", "application/x-www-form-urlencoded"]);
 
-  app.setErrorHandler((error, _request, reply) => {
-    const { status, body, headers } = errorResponse(error, logError);
-    void reply.code(status).headers(headers).send(body);
-  });
-  app.setNotFoundHandler((request, reply) => {
-    const { status, body } = errorResponse(new RouteNotFoundError(request.method, request.url.split("?")[0]!), logError);
-    void reply.code(status).send(body);
-  });
+  // The root scope holds the DMR and OpenAI routes; what reaches it unrouted may belong to another API.
+  app.setErrorHandler((error, request, reply) => sendError(dialectOf(request.url), error, request, reply, logError));
+  app.setNotFoundHandler((request, reply) =>
+    sendError(dialectOf(request.url), new RouteNotFoundError(request.method, request.url.split("?")[0]!), request, reply, logError),
+  );
 
   app.addHook("onRequest", async (request, reply) => {
+    // Against DNS rebinding: a page on evil.example resolved to 127.0.0.1 still sends `Host: evil.example`.
+    const host = request.headers.host;
+    if (deps.allowedHosts !== null && host !== undefined && !isHostAllowed(host, deps.allowedHosts)) throw new HostNotAllowedError(host);
     const origin = request.headers.origin;
     if (origin !== undefined) {
       if (!isOriginAllowed(origin, deps.origins)) throw new ForbiddenOriginError(origin);
@@ -83,7 +102,7 @@ export function createDaemonApp(deps: DaemonAppDeps): FastifyInstance {
       }
     }
     if (deps.apiKey !== null && !OPEN_ROUTES.has(request.url.split("?")[0]!) && !hasKey(request, deps.apiKey)) {
-      throw new UnauthorizedError();
+      throw new InvalidApiKeyError();
     }
   });
   app.addHook("onResponse", async (request, reply) => {

@@ -1,5 +1,6 @@
 import type { Command } from "./context.ts";
 import { UsageError } from "./errors.ts";
+import { benchCommand } from "./bench.ts";
 import { completionScript, SHELLS } from "./completion.ts";
 import { configureCommand } from "./configure.ts";
 import { dfCommand } from "./df.ts";
@@ -12,6 +13,7 @@ import { pullCommand } from "./pull.ts";
 import { purgeCommand } from "./purge.ts";
 import { pushCommand } from "./push.ts";
 import { rmCommand } from "./rm.ts";
+import { restartRunnerCommand, startRunnerCommand, stopRunnerCommand } from "./runner.ts";
 import { runCommand } from "./run.ts";
 import { searchCommand } from "./search.ts";
 import { showCommand } from "./show.ts";
@@ -62,9 +64,13 @@ export const COMMANDS: readonly Command[] = [
   packageCommand,
   configureCommand,
   unloadCommand,
+  benchCommand,
   dfCommand,
   purgeCommand,
   statusCommand,
+  startRunnerCommand,
+  stopRunnerCommand,
+  restartRunnerCommand,
   logsCommand,
   searchCommand,
   versionCommand,

@@ -6,6 +6,7 @@ export const dfCommand: Command = {
   summary: "Show the disk space models and engines use",
   usage: "mr df [OPTIONS]",
   examples: ["mr df", "mr df --json"],
+  maxArgs: 0,
   flags: { json: { type: "boolean", description: "print {models_disk_usage, default_backend_disk_usage} in bytes" } },
   async run(cli, { values }) {
     const client = await cli.daemon();

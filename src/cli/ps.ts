@@ -24,6 +24,7 @@ export const psCommand: Command = {
   summary: "List the models loaded in memory",
   usage: "mr ps [OPTIONS]",
   examples: ["mr ps", "mr ps --json"],
+  maxArgs: 0,
   flags: { json: { type: "boolean", description: "print the daemon's runner list as JSON" } },
   async run(cli, { values }) {
     const client = await cli.daemon();

@@ -120,7 +120,7 @@ export interface ModelDistribution {
    * Describes a remote model without pulling it: resolves the manifest
    * (following an image index) and fetches only the config blob, never a
    * layer. For hf.co it lists the repo and picks the files as pull would.
-   * Throws RemoteNotFoundError (404), UnauthorizedError (401), RegistryError (502).
+   * Throws RemoteNotFoundError (404), RegistryAuthError (401), RegistryError (502).
    */
   inspectRemote(reference: string, opts?: RemoteOptions): Promise<RemoteModel>;
   /**

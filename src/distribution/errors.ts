@@ -43,8 +43,8 @@ export class RemoteNotFoundError extends RunnerError {
 }
 
 /** The registry refused our credentials (or we had none and it wants some). */
-export class UnauthorizedError extends RunnerError {
-  readonly code = "unauthorized";
+export class RegistryAuthError extends RunnerError {
+  readonly code = "registry_unauthorized";
   readonly status = 401;
   override readonly type: OpenAIErrorType = "authentication_error";
   constructor(host: string, detail = "", options?: ErrorOptions) {

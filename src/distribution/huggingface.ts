@@ -1,7 +1,7 @@
 import type { ListFileEntry } from "@huggingface/hub";
 import type { Dispatcher } from "undici";
 import { isDigest, type Digest } from "./digest.ts";
-import { InvalidArtifactError, RegistryError, RemoteNotFoundError, UnauthorizedError } from "./errors.ts";
+import { InvalidArtifactError, RegistryError, RemoteNotFoundError, RegistryAuthError } from "./errors.ts";
 import { httpRequest, type HttpResponse } from "./http.ts";
 
 export const DEFAULT_HF_ENDPOINT = "https://huggingface.co";
@@ -105,7 +105,7 @@ export async function listHfFiles(repo: string, opts: HfClientOptions, signal?: 
   } catch (e) {
     if (signal?.aborted) throw signal.reason;
     const status = (e as { statusCode?: number }).statusCode;
-    if (status === 401 || status === 403) throw new UnauthorizedError("huggingface.co", "set HF_TOKEN for gated or private repos", { cause: e });
+    if (status === 401 || status === 403) throw new RegistryAuthError("huggingface.co", "set HF_TOKEN for gated or private repos", { cause: e });
     if (status === 404) throw new RemoteNotFoundError(`hf.co/${repo} was not found on Hugging Face.`, { cause: e });
     throw new RegistryError(`Listing hf.co/${repo} failed: ${(e as Error).message}`, { cause: e });
   }
@@ -126,7 +126,7 @@ export function openHfFile(repo: string, path: string, opts: HfClientOptions) {
     });
     if (res.statusCode === 401 || res.statusCode === 403) {
       await res.body.dump();
-      throw new UnauthorizedError("huggingface.co", "set HF_TOKEN for gated or private repos");
+      throw new RegistryAuthError("huggingface.co", "set HF_TOKEN for gated or private repos");
     }
     return res;
   };

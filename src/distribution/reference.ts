@@ -35,6 +35,10 @@ export const HUGGING_FACE = "huggingface.co";
 const COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
 const TAG = /^[\w][\w.-]{0,127}$/;
 const HOST = /^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?$/;
+/** distribution/reference's NameTotalLengthMax. */
+export const MAX_NAME_LENGTH = 255;
+/** A long input quoted in an error, cut short. */
+const abbreviated = (input: string) => (input.length > 120 ? `${input.slice(0, 100)}...(${input.length} characters)` : input);
 const HEX_ID = /^(?:[0-9a-f]{12}|[0-9a-f]{64})$/;
 
 /** Parses any user-given reference; IDs are returned for the store to resolve. Throws InvalidReferenceError. */
@@ -97,7 +101,12 @@ export function parseReference(input: string): ModelReference {
   if (registry === HUGGING_FACE && components.length !== 2) {
     throw new InvalidReferenceError(input, "Hugging Face references are hf.co/<org>/<repo>[:<quantization>]");
   }
-  const name = registry === DOCKER_HUB ? path : `${registry}/${path}`;
+  // DMR's parser (distribution/reference) caps the fully qualified name, registry included.
+  const qualified = `${registry}/${path}`;
+  if (qualified.length > MAX_NAME_LENGTH) {
+    throw new InvalidReferenceError(abbreviated(input), `the repository name is ${qualified.length} characters long (with its registry); at most ${MAX_NAME_LENGTH} are allowed`);
+  }
+  const name = registry === DOCKER_HUB ? path : qualified;
   return {
     original: input.trim(),
     registry,

@@ -3,7 +3,7 @@ import { Readable } from "node:stream";
 import type { Dispatcher } from "undici";
 import { parseChallenge, resolveCredentials, type CredentialSources } from "./auth.ts";
 import { isDigest, sha256Digest, type Digest } from "./digest.ts";
-import { RegistryError, RemoteNotFoundError, UnauthorizedError } from "./errors.ts";
+import { RegistryError, RemoteNotFoundError, RegistryAuthError } from "./errors.ts";
 import { header, httpRequest, isTransientNetworkError, readSmallBody, type HttpResponse } from "./http.ts";
 import { sleep } from "./lock.ts";
 import { MANIFEST_ACCEPT, MediaTypes, type ImageIndex } from "./media-types.ts";
@@ -49,7 +49,7 @@ export class RegistryClient {
 
   /**
    * Sends one request with auth and retries. `body` is a factory so a retry
-   * gets a fresh stream. Throws UnauthorizedError, RegistryError; the caller
+   * gets a fresh stream. Throws RegistryAuthError, RegistryError; the caller
    * handles other statuses (404, 416…) from the returned response.
    */
   async send(
@@ -88,7 +88,7 @@ export class RegistryClient {
           attempt--;
           continue;
         }
-        throw new UnauthorizedError(this.host, `${method} ${new URL(url).pathname} answered 401`);
+        throw new RegistryAuthError(this.host, `${method} ${new URL(url).pathname} answered 401`);
       }
       if ((res.statusCode >= 500 || res.statusCode === 429) && attempt < retries) {
         await res.body.dump();
@@ -107,15 +107,15 @@ export class RegistryClient {
 
   private async answerChallenge(value: string, signal?: AbortSignal): Promise<string> {
     const ch = parseChallenge(value);
-    if (!ch) throw new UnauthorizedError(this.host, `unsupported challenge "${value.slice(0, 80)}"`);
+    if (!ch) throw new RegistryAuthError(this.host, `unsupported challenge "${value.slice(0, 80)}"`);
     const creds = await resolveCredentials(this.host, this.opts);
     const basic = creds ? `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString("base64")}` : null;
     if (ch.scheme === "basic") {
-      if (!basic) throw new UnauthorizedError(this.host, "no credentials");
+      if (!basic) throw new RegistryAuthError(this.host, "no credentials");
       return basic;
     }
     const realm = ch.params.realm;
-    if (!realm) throw new UnauthorizedError(this.host, "Bearer challenge without realm");
+    if (!realm) throw new RegistryAuthError(this.host, "Bearer challenge without realm");
     const u = new URL(realm);
     if (ch.params.service) u.searchParams.set("service", ch.params.service);
     for (const s of [`repository:${this.repository}:${this.actions}`, ...this.extraScopes]) u.searchParams.append("scope", s);
@@ -131,7 +131,7 @@ export class RegistryClient {
       throw new RegistryError(`Cannot reach the token service ${u.origin}: ${(e as Error).message}`, { cause: e });
     }
     const body = await readSmallBody(res.body, 1 << 20);
-    if (res.statusCode === 401 || res.statusCode === 403) throw new UnauthorizedError(this.host, "the token service refused the credentials");
+    if (res.statusCode === 401 || res.statusCode === 403) throw new RegistryAuthError(this.host, "the token service refused the credentials");
     if (res.statusCode !== 200) throw new RegistryError(`Token service ${u.origin} answered ${res.statusCode}.`);
     const j = JSON.parse(body.toString("utf8")) as { token?: string; access_token?: string };
     const token = j.token ?? j.access_token;

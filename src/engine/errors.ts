@@ -53,8 +53,9 @@ export class WrongModeError extends InvalidRequestError {
   }
 }
 
-export class UnauthorizedError extends RunnerError {
-  readonly code = "unauthorized";
+/** The engine was started with an API key and the request did not carry it. */
+export class EngineApiKeyError extends RunnerError {
+  readonly code = "engine_invalid_api_key";
   readonly status = 401;
   override readonly type = "authentication_error";
   constructor() {

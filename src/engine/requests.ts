@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { InvalidRequestError } from "../errors.ts";
+import { jsonTypeOf } from "../http/fields.ts";
 import type { ChatMessage } from "./chat-prompt.ts";
 
 /**
@@ -226,7 +227,8 @@ export function parseRequest<S extends z.ZodType>(schema: S, body: unknown): z.i
   if (body === null || typeof body !== "object" || Array.isArray(body)) {
     throw new InvalidRequestError("The request body must be a JSON object.");
   }
-  const result = schema.safeParse(body);
+  // reportInput: without it zod leaves `input` out of issues, and every wrong type read as "is required".
+  const result = schema.safeParse(body, { reportInput: true });
   if (result.success) return result.data;
   const issue = result.error.issues[0]!;
   if (issue.code === "unrecognized_keys") {
@@ -235,7 +237,12 @@ export function parseRequest<S extends z.ZodType>(schema: S, body: unknown): z.i
     throw new InvalidRequestError(`'${param}' is not supported by this engine.`, param);
   }
   const param = issue.path.map(String).join(".") || null;
-  const what = issue.code === "invalid_type" && issue.input === undefined ? "is required" : `is invalid: ${issue.message}`;
+  const what =
+    issue.code === "invalid_type"
+      ? issue.input === undefined
+        ? "is required"
+        : `must be ${issue.expected === "int" ? "an integer" : /^[aeiou]/.test(issue.expected) ? `an ${issue.expected}` : `a ${issue.expected}`}, got ${jsonTypeOf(issue.input)}`
+      : `is invalid: ${issue.message}`;
   throw new InvalidRequestError(`'${param ?? "body"}' ${what}`, param);
 }
 

@@ -2,9 +2,10 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import type { Token } from "node-llama-cpp";
 import type { z } from "zod";
 import { InvalidRequestError, RunnerError } from "../errors.ts";
+import { BodyTooLargeError } from "../http/body-limit.ts";
 import { acceptJsonBodies } from "../http/json-body.ts";
 import { planChat, type ChoiceState } from "./chat-plan.ts";
-import { engineErrorBody, ModelLoadingError, UnauthorizedError, WrongModelError, WrongModeError } from "./errors.ts";
+import { EngineApiKeyError, engineErrorBody, ModelLoadingError, WrongModelError, WrongModeError } from "./errors.ts";
 import type { GenerationResult, LiveStats, ToolCallControl } from "./generate.ts";
 import { chatLogprobs, completionLogprobs, type TokenProbabilities } from "./logprobs.ts";
 import { completionPlan, promptsOf } from "./request-fields.ts";
@@ -79,7 +80,7 @@ export function createEngineApp(state: EngineState): FastifyInstance {
     let mapped: unknown = error;
     if (!(error instanceof RunnerError)) {
       const e = error as { statusCode?: number; message?: string; code?: string };
-      if (e.code === "FST_ERR_CTP_BODY_TOO_LARGE") mapped = new BodyTooLargeError();
+      if (e.code === "FST_ERR_CTP_BODY_TOO_LARGE") mapped = new BodyTooLargeError(BODY_LIMIT_BYTES);
       else if (typeof e.statusCode === "number" && e.statusCode < 500) mapped = new InvalidRequestError(e.message ?? "Bad request");
     }
     const { status, body } = engineErrorBody(mapped);
@@ -93,7 +94,7 @@ export function createEngineApp(state: EngineState): FastifyInstance {
     if (state.apiKey === null || PUBLIC_ROUTES.has(request.url.split("?")[0]!)) return;
     const auth = request.headers.authorization;
     const given = auth?.startsWith("Bearer ") ? auth.slice(7) : request.headers["x-api-key"];
-    if (given !== state.apiKey) throw new UnauthorizedError();
+    if (given !== state.apiKey) throw new EngineApiKeyError();
   });
 
   const ready = (): ModelHost => {
@@ -407,13 +408,4 @@ export function createEngineApp(state: EngineState): FastifyInstance {
   });
 
   return app;
-}
-
-class BodyTooLargeError extends RunnerError {
-  readonly code = "request_too_large";
-  readonly status = 413;
-  override readonly type = "invalid_request_error";
-  constructor() {
-    super(`The request body is larger than ${BODY_LIMIT_BYTES / 1024 / 1024} MiB.`);
-  }
 }

@@ -9,7 +9,14 @@ async function buildSchemas() {
     configureBody: z.object({
       model: z.string().min(1),
       mode: z.string().optional(),
-      "context-size": z.number().int().nullable().optional(),
+      // DMR reads an int32: -1 means unset, anything else must be a positive int32.
+      "context-size": z
+        .number()
+        .int()
+        .max(2147483647)
+        .refine((n) => n === -1 || n > 0, "must be a positive integer (or -1 for the default)")
+        .nullable()
+        .optional(),
       "runtime-flags": z.array(z.string()).nullable().optional(),
       "raw-runtime-flags": z.string().nullable().optional(),
       keep_alive: z.union([z.string(), z.number()]).nullable().optional(),
@@ -34,7 +41,7 @@ function invalid(error: z.ZodError): InvalidRequestError {
 /**
  * Maps a `POST /engines[/{backend}]/_configure` body onto ConfigureRequest;
  * `backend` comes from the path. Throws InvalidRequestError naming the field.
- * DMR sends `context-size: -1` for "unset", so negative values mean absent.
+ * DMR sends `context-size: -1` for "unset"; other values must be positive int32s.
  */
 export async function parseConfigureBody(body: unknown, backend?: string): Promise<ConfigureRequest> {
   const parsed = (await (schemas ??= buildSchemas())).configureBody.safeParse(body);

@@ -192,7 +192,7 @@ describe("daemon model management routes", () => {
     t.after(() => guarded.close());
     const denied = await fetch(`${d.url}/models/${guarded.host}/team/remote:v1?remote=true`);
     assert.equal(denied.status, 401);
-    assert.equal(((await denied.json()) as { error: { code: string } }).error.code, "unauthorized");
+    assert.equal(((await denied.json()) as { error: { code: string } }).error.code, "registry_unauthorized");
   });
 
   test("GET ?remote=true on hf.co lists the chosen quantization's files without downloading them", async (t) => {

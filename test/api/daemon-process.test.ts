@@ -89,7 +89,7 @@ describe("mr serve as a process", () => {
     child.stderr!.on("data", (d) => (stderr += d));
     const [code] = await once(child, "exit");
     assert.equal(code, 2);
-    assert.match(stderr, /^mr serve: MODEL_RUNNER_MEMORY: .*lots/);
+    assert.match(stderr, /^Error: MODEL_RUNNER_MEMORY: .*lots/, "the CLI's one error format");
     assert.equal(stderr.trim().split("\n").length, 1);
   });
 });

@@ -264,5 +264,7 @@ describe("Ollama API with the ollama client", () => {
     }
     const last = JSON.parse(text.trim().split("\n").at(-1)!) as { error?: string };
     assert.equal(typeof last.error, "string");
+    // The same message as on the OpenAI routes: the engine's failure and its last output.
+    assert.match(last.error!, /killed by SIGKILL/);
   });
 });

@@ -120,6 +120,9 @@ describe("OpenAI Responses API with the openai client", () => {
     const failed = events.at(-1)!.data.response as { status: string; error: { code: string; message: string } | null; id: string };
     assert.equal(failed.status, "failed");
     assert.ok(failed.error && failed.error.message.length > 0);
+    // The same message as on the OpenAI routes: the engine's failure and its last output.
+    assert.equal(failed.error.code, "engine_failed");
+    assert.match(failed.error.message, /killed by SIGKILL/);
     assert.match(failed.id, /^resp_/);
     assert.ok(!events.some((e) => e.type === "response.completed"));
   });

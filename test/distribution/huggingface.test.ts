@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { startFakeHfHub } from "../doubles/fake-hf-hub.ts";
 import { freshDistribution, tempDir } from "./helpers.ts";
 import { writeTinyModel } from "../../src/distribution/tiny-model.ts";
-import { DigestMismatchError, RemoteNotFoundError, UnauthorizedError } from "../../src/distribution/index.ts";
+import { DigestMismatchError, RemoteNotFoundError, RegistryAuthError } from "../../src/distribution/index.ts";
 
 test("hf.co pulls pick the quantization, all shards and the mmproj, and verify sha256", async (t) => {
   const dir = await tempDir(t);
@@ -47,6 +47,6 @@ test("hf.co pulls pick the quantization, all shards and the mmproj, and verify s
   await assert.rejects(dist.pull("hf.co/org/Broken"), DigestMismatchError);
   await assert.rejects(dist.pull("hf.co/org/missing"), RemoteNotFoundError);
   const noToken = await freshDistribution(t, { hfEndpoint: hub.endpoint });
-  await assert.rejects(noToken.pull("hf.co/bartowski/Tiny-GGUF"), (e) => e instanceof UnauthorizedError && e.status === 401);
+  await assert.rejects(noToken.pull("hf.co/bartowski/Tiny-GGUF"), (e) => e instanceof RegistryAuthError && e.status === 401);
   assert.ok((await noToken.pull("hf.co/bartowski/Tiny-GGUF", { bearerToken: "hf_test" })).id);
 });

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { freePort, startTestRegistry } from "../doubles/test-registry.ts";
 import { startRegistryProxy } from "../doubles/registry-proxy.ts";
 import { freshDistribution, makeModelFiles, tempDir } from "./helpers.ts";
-import { RemoteNotFoundError, UnauthorizedError } from "../../src/distribution/index.ts";
+import { RemoteNotFoundError, RegistryAuthError } from "../../src/distribution/index.ts";
 import { ConfigError, loadDaemonConfig } from "../../src/config.ts";
 
 // docker.io references go to the mirrors first. "Docker Hub" here is a proxy on
@@ -56,7 +56,7 @@ test("a mirror that refuses us (401) is an error, not a silent fallback", async 
   const hub = await startRegistryProxy(`http://127.0.0.1:${await freePort()}`);
   t.after(() => hub.close());
   const dist = await freshDistribution(t, { registryMirrors: [locked.host], dockerHubHost: hub.host });
-  await assert.rejects(dist.inspectRemote("team/tiny:v1"), UnauthorizedError);
+  await assert.rejects(dist.inspectRemote("team/tiny:v1"), RegistryAuthError);
   assert.equal(hub.requests.length, 0, hub.requests.join(", "));
 });
 

@@ -8,7 +8,7 @@ import { startTestRegistry } from "../doubles/test-registry.ts";
 import { startRegistryProxy } from "../doubles/registry-proxy.ts";
 import { freshDistribution, makeModelFiles, tempDir } from "./helpers.ts";
 import {
-  DigestMismatchError, UnauthorizedError, UnsupportedMediaTypeError, MediaTypes, type ProgressEvent,
+  DigestMismatchError, RegistryAuthError, UnsupportedMediaTypeError, MediaTypes, type ProgressEvent,
 } from "../../src/distribution/index.ts";
 import { sha256Digest } from "../../src/distribution/digest.ts";
 
@@ -79,7 +79,7 @@ test("Basic (htpasswd) and Bearer token auth, from options and from docker confi
   const anon = await freshDistribution(t);
   const ref = `${basic.host}/private/tiny:v1`;
   await anon.packageModel({ gguf: files.gguf, tags: [ref] });
-  await assert.rejects(anon.push(ref), (e) => e instanceof UnauthorizedError && e.status === 401);
+  await assert.rejects(anon.push(ref), (e) => e instanceof RegistryAuthError && e.status === 401);
   const withOpts = await freshDistribution(t, { dockerUsername: user.user, dockerPassword: user.password });
   const m = await withOpts.packageModel({ gguf: files.gguf, tags: [ref] });
   await withOpts.push(ref);
@@ -96,7 +96,7 @@ test("Basic (htpasswd) and Bearer token auth, from options and from docker confi
   const bref = `${proxy.host}/bearer/tiny:v1`;
   await withOpts.tag(ref, bref);
   await anon.tag(ref, bref);
-  await assert.rejects(anon.push(bref), UnauthorizedError);
+  await assert.rejects(anon.push(bref), RegistryAuthError);
   await withOpts.push(bref);
   assert.ok(proxy.tokensIssued > 0);
   const helperConfig = join(dir, "helper.json");
@@ -107,7 +107,7 @@ test("Basic (htpasswd) and Bearer token auth, from options and from docker confi
   });
   assert.equal((await viaHelper.pull(bref)).id, m.id);
   const wrong = await freshDistribution(t, { dockerUsername: "alice", dockerPassword: "nope" });
-  await assert.rejects(wrong.pull(bref), UnauthorizedError);
+  await assert.rejects(wrong.pull(bref), RegistryAuthError);
 });
 
 test("faults: resume after a cut, 503 retry, stall, corrupt byte rejected, abort leaves a resumable partial, shared downloads", async (t) => {

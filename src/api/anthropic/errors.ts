@@ -1,4 +1,4 @@
-import { errorResponse, type ErrorLogger } from "../errors.ts";
+import { errorResponse, type ErrorLogger, type RequestFacts } from "../errors.ts";
 
 /** Anthropic's error `type` for an HTTP status (docs: "Errors"). */
 export function anthropicErrorType(status: number): string {
@@ -16,7 +16,7 @@ export function anthropicErrorType(status: number): string {
  * `{"type":"error","error":{"type","message"}}` with the daemon error's
  * status: the one place the Anthropic routes shape errors.
  */
-export function anthropicErrorResponse(error: unknown, log: ErrorLogger) {
-  const { status, body, headers } = errorResponse(error, log);
+export function anthropicErrorResponse(error: unknown, log: ErrorLogger, facts?: RequestFacts) {
+  const { status, body, headers } = errorResponse(error, log, facts);
   return { status, headers, body: { type: "error", error: { type: anthropicErrorType(status), message: body.error.message } } };
 }

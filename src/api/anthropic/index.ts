@@ -3,6 +3,8 @@ import type { ModelDistribution } from "../../distribution/index.ts";
 import { openEngineCall, type EngineCall, type EngineCallDeps } from "../engine-call.ts";
 import type { ErrorLogger } from "../errors.ts";
 import { clientSignal, LazyStream } from "../streaming.ts";
+import { optionalBoolean } from "../../http/fields.ts";
+import { sendError } from "../error-reply.ts";
 import { anthropicErrorResponse } from "./errors.ts";
 import { chatRequestFrom, countRequestFrom, newMessageId, stopReasonOf, thinkingOf } from "./translate.ts";
 
@@ -21,10 +23,7 @@ type ToolAcc = { id: string; name: string; arguments: string };
  */
 export function registerAnthropicRoutes(app: FastifyInstance, deps: AnthropicDeps): void {
   void app.register(async (scope) => {
-    scope.setErrorHandler((error, _request, reply) => {
-      const { status, body, headers } = anthropicErrorResponse(error, deps.logError);
-      void reply.code(status).headers(headers).send(body);
-    });
+    scope.setErrorHandler((error, request, reply) => sendError("anthropic", error, request, reply, deps.logError));
     for (const prefix of ["/anthropic", ""]) {
       scope.post(`${prefix}/v1/messages`, (request, reply) => createMessage(deps, request, reply));
       scope.post(`${prefix}/v1/messages/count_tokens`, (request, reply) => countTokens(deps, request, reply));
@@ -46,7 +45,7 @@ function toolUseBlocks(tools: Map<number, ToolAcc>): Body[] {
 
 async function createMessage(deps: AnthropicDeps, request: FastifyRequest, reply: FastifyReply) {
   const body = request.body as Body;
-  const stream = body?.stream === true;
+  const stream = optionalBoolean((body as Body | undefined)?.stream, "stream") === true;
   const engineBody = chatRequestFrom(body, stream);
   const thinkingOn = thinkingOf(body.thinking) !== null;
   const model = body.model as string;

@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { InvalidRequestError } from "../../errors.ts";
+import { jsonTypeOf } from "../../http/fields.ts";
 
 /**
  * Anthropic Messages ↔ OpenAI chat completions (what the engine speaks).
@@ -105,10 +106,13 @@ export function thinkingOf(thinking: unknown): { budgetTokens: number } | null {
 export function chatRequestFrom(body: unknown, stream: boolean): Body {
   if (body === null || typeof body !== "object" || Array.isArray(body)) throw new InvalidRequestError("The request body must be a JSON object.");
   const b = body as Body;
-  if (typeof b.model !== "string" || b.model === "") throw new InvalidRequestError("model: Field required", "model");
-  if (typeof b.max_tokens !== "number" || !Number.isInteger(b.max_tokens) || b.max_tokens < 1) {
-    throw new InvalidRequestError("max_tokens: Field required (a positive integer)", "max_tokens");
+  if (b.model === undefined || b.model === null) throw new InvalidRequestError("model: Field required", "model");
+  if (typeof b.model !== "string" || b.model === "") throw new InvalidRequestError(`model: must be a non-empty string, got ${jsonTypeOf(b.model)}`, "model");
+  if (b.max_tokens === undefined || b.max_tokens === null) throw new InvalidRequestError("max_tokens: Field required", "max_tokens");
+  if (typeof b.max_tokens !== "number" || !Number.isInteger(b.max_tokens)) {
+    throw new InvalidRequestError(`max_tokens: must be an integer, got ${jsonTypeOf(b.max_tokens)}`, "max_tokens");
   }
+  if (b.max_tokens < 1) throw new InvalidRequestError(`max_tokens: must be at least 1, got ${b.max_tokens}`, "max_tokens");
   for (const field of UNSUPPORTED) if (b[field] !== undefined) throw new InvalidRequestError(`${field}: not supported by this server.`, field);
   const thinking = thinkingOf(b.thinking);
   if (!Array.isArray(b.messages) || b.messages.length === 0) throw new InvalidRequestError("messages: at least one message is required", "messages");
@@ -128,7 +132,7 @@ export function chatRequestFrom(body: unknown, stream: boolean): Body {
   if (stream) out.stream_options = { include_usage: true };
   for (const key of ["temperature", "top_p", "top_k"] as const) {
     if (b[key] !== undefined && b[key] !== null) {
-      if (typeof b[key] !== "number") throw new InvalidRequestError(`${key}: must be a number`, key);
+      if (typeof b[key] !== "number") throw new InvalidRequestError(`${key}: must be a number, got ${jsonTypeOf(b[key])}`, key);
       out[key] = b[key];
     }
   }

@@ -1,5 +1,6 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { InvalidRequestError } from "../../errors.ts";
+import { optionalBoolean, optionalField } from "../../http/fields.ts";
 import { openEngineCall, type EngineCall } from "../engine-call.ts";
 import { clientSignal } from "../streaming.ts";
 import type { OllamaDeps } from "./deps.ts";
@@ -37,7 +38,7 @@ export function openAIMessages(messages: unknown): Array<Record<string, unknown>
     if (!["system", "user", "assistant", "tool"].includes(role as string)) {
       throw new InvalidRequestError(`messages[${i}].role must be system, user, assistant or tool.`, `messages.${i}.role`);
     }
-    const content = typeof m.content === "string" ? m.content : "";
+    const content = optionalField<string>(m.content, "string", `messages.${i}.content`) ?? "";
     const out: Record<string, unknown> = { role, content: withImages(content, m.images, `messages.${i}.images`) };
     if (Array.isArray(m.tool_calls) && m.tool_calls.length > 0) {
       out.tool_calls = m.tool_calls.map((c: { function?: { name?: string; arguments?: unknown } }, j) => {
@@ -147,7 +148,9 @@ function addToolCallDeltas(acc: Map<number, ToolCallAcc>, deltas: unknown): void
 export async function handleChatOrGenerate(deps: OllamaDeps, kind: Kind, request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
   const body = request.body as Body;
   const model = modelOf(body);
-  const stream = body.stream !== false;
+  const stream = optionalBoolean(body.stream, "stream") !== false;
+  optionalBoolean(body.raw, "raw");
+  optionalField(body.system, "string", "system");
   const keepAliveMs = keepAliveOf(body.keep_alive);
   const { numCtx } = mapOptions(body.options);
   const engine = engineRequest(kind, body, model, stream);

@@ -1,5 +1,6 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { InvalidRequestError } from "../../errors.ts";
+import { optionalBoolean } from "../../http/fields.ts";
 import { EngineAnswerError, openEngineCall } from "../engine-call.ts";
 import { clientSignal } from "../streaming.ts";
 import type { OllamaDeps } from "./deps.ts";
@@ -45,6 +46,7 @@ export async function handleEmbed(deps: OllamaDeps, legacy: boolean, request: Fa
   const body = request.body as Record<string, unknown>;
   const model = modelOf(body);
   const keepAliveMs = keepAliveOf(body.keep_alive);
+  const truncate = optionalBoolean(body.truncate, "truncate") ?? true;
   mapOptions(body.options); // validated; sampling options do not apply to embeddings
   if (body.dimensions !== undefined && body.dimensions !== null) throw new InvalidRequestError("'dimensions' is not supported.", "dimensions");
   const raw = legacy ? body.prompt : body.input;
@@ -59,7 +61,7 @@ export async function handleEmbed(deps: OllamaDeps, legacy: boolean, request: Fa
       result = await embedOnce(deps, model, inputs, client.signal, keepAliveMs);
     } catch (error) {
       const tooLong = error instanceof EngineAnswerError && error.type === "exceed_context_size_error";
-      if (!tooLong || body.truncate === false || legacy) throw error;
+      if (!tooLong || !truncate || legacy) throw error;
       result = await embedOnce(deps, model, await truncated(deps, model, inputs as string[], client.signal), client.signal, keepAliveMs);
     }
     const embeddings = result.answer.data.map((d) => d.embedding);

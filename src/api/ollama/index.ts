@@ -2,7 +2,7 @@ import type { FastifyInstance } from "fastify";
 import { handleChatOrGenerate } from "./chat.ts";
 import type { OllamaDeps } from "./deps.ts";
 import { handleEmbed } from "./embed.ts";
-import { ollamaErrorResponse } from "./errors.ts";
+import { sendError } from "../error-reply.ts";
 import { copyModel, deleteModel, listRunning, listTags, showModel } from "./models.ts";
 import { createModel, hasBlob, pullModel, pushModel, putBlob } from "./transfer.ts";
 
@@ -21,10 +21,7 @@ export const OLLAMA_API_VERSION = "0.9.0";
  */
 export function registerOllamaRoutes(app: FastifyInstance, deps: OllamaDeps): void {
   void app.register(async (scope) => {
-    scope.setErrorHandler((error, _request, reply) => {
-      const { status, body, headers } = ollamaErrorResponse(error, deps.logError);
-      void reply.code(status).headers(headers).send(body);
-    });
+    scope.setErrorHandler((error, request, reply) => sendError("ollama", error, request, reply, deps.logError));
     scope.get("/api/version", async () => ({ version: OLLAMA_API_VERSION }));
     scope.get("/api/tags", async () => listTags(deps));
     scope.post("/api/show", async (request) => showModel(deps, request.body));

@@ -1,6 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { normalizeReference, type StoredModel } from "../../distribution/index.ts";
 import { InvalidRequestError } from "../../errors.ts";
+import { optionalBoolean } from "../../http/fields.ts";
 import { parseDuration } from "../../scheduling/index.ts";
 import type { OllamaDeps } from "./deps.ts";
 import { modelOf } from "./options.ts";
@@ -62,7 +63,7 @@ function capabilitiesOf(m: StoredModel, template: string): string[] {
 /** `POST /api/show`: details, `model_info` from GGUF metadata, capabilities, template, parameters, license. */
 export async function showModel(deps: OllamaDeps, body: unknown) {
   const ref = modelOf(body);
-  const verbose = (body as { verbose?: unknown }).verbose === true;
+  const verbose = optionalBoolean((body as { verbose?: unknown }).verbose, "verbose") === true;
   const m = await deps.distribution.resolve(ref);
   const gguf = m.config.gguf ?? {};
   const template = m.files.chatTemplatePath

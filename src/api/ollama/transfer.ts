@@ -1,9 +1,10 @@
 import { writeFile, rm } from "node:fs/promises";
 import type { Readable } from "node:stream";
 import type { FastifyReply, FastifyRequest } from "fastify";
-import { DigestMismatchError, type ProgressEvent } from "../../distribution/index.ts";
+import { DigestMismatchError, parseReference, type ProgressEvent } from "../../distribution/index.ts";
 import { parseDigest, type Digest } from "../../distribution/digest.ts";
 import { InvalidRequestError } from "../../errors.ts";
+import { optionalBoolean } from "../../http/fields.ts";
 import { clientSignal } from "../streaming.ts";
 import type { OllamaDeps } from "./deps.ts";
 import { NdjsonStream } from "./ndjson.ts";
@@ -21,7 +22,7 @@ async function progress(
   reply: FastifyReply,
   run: (emit: (line: Line) => void, signal: AbortSignal) => Promise<void>,
 ): Promise<unknown> {
-  const stream = (request.body as { stream?: unknown }).stream !== false;
+  const stream = optionalBoolean((request.body as { stream?: unknown }).stream, "stream") !== false;
   const client = clientSignal(reply);
   if (!stream) {
     try {
@@ -61,6 +62,7 @@ function layerLine(verb: "pulling" | "pushing", e: ProgressEvent): Line | null {
 /** `POST /api/pull`: `pulling manifest`, `pulling <digest12>` per layer, `verifying sha256 digest`, `writing manifest`, `success`. */
 export function pullModel(deps: OllamaDeps, request: FastifyRequest, reply: FastifyReply) {
   const ref = modelOf(request.body);
+  parseReference(ref); // a bad name is a 400 before the first progress line
   return progress(deps, request, reply, async (emit, signal) => {
     emit({ status: "pulling manifest" });
     const seen = new Set<string>();
@@ -85,11 +87,12 @@ export function pullModel(deps: OllamaDeps, request: FastifyRequest, reply: Fast
 }
 
 /** `POST /api/push`: `retrieving manifest`, `pushing <digest12>` per layer, `pushing manifest`, `success`. */
-export function pushModel(deps: OllamaDeps, request: FastifyRequest, reply: FastifyReply) {
+export async function pushModel(deps: OllamaDeps, request: FastifyRequest, reply: FastifyReply) {
   const ref = modelOf(request.body);
+  // An unknown or malformed name keeps its status (404, 400): resolved before the first progress line.
+  const model = await deps.distribution.resolve(ref);
   return progress(deps, request, reply, async (emit, signal) => {
     emit({ status: "retrieving manifest" });
-    const model = await deps.distribution.resolve(ref);
     const tag = model.tags.find((t) => t.endsWith(ref)) ?? ref;
     await deps.distribution.push(tag, {
       signal,
@@ -140,6 +143,7 @@ const CREATE_UNSUPPORTED = ["quantize", "adapters", "system", "messages"] as con
 export function createModel(deps: OllamaDeps, request: FastifyRequest, reply: FastifyReply) {
   const body = request.body as Record<string, unknown>;
   const target = modelOf(body);
+  parseReference(target); // a bad name is a 400 before the first progress line
   for (const field of CREATE_UNSUPPORTED) {
     const v = body[field];
     if (v !== undefined && v !== null && v !== "" && !(Array.isArray(v) && v.length === 0) && !(typeof v === "object" && Object.keys(v).length === 0)) {

@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { InvalidRequestError } from "../../errors.ts";
+import { optionalBoolean, optionalField } from "../../http/fields.ts";
 
 type Body = Record<string, unknown>;
 
@@ -122,7 +123,13 @@ export function parseResponsesRequest(body: unknown): ParsedResponsesRequest {
   for (const key of Object.keys(b)) {
     if (!KNOWN.has(key) && b[key] !== undefined) throw new InvalidRequestError(`Unsupported parameter: '${key}' is not supported by this server.`, key);
   }
-  if (typeof b.model !== "string" || b.model === "") throw new InvalidRequestError("'model' is required.", "model");
+  if (b.model === undefined || b.model === null) throw new InvalidRequestError("'model' is required.", "model");
+  if (typeof b.model !== "string" || b.model === "") throw new InvalidRequestError("'model' must be a non-empty string.", "model");
+  const stream = optionalBoolean(b.stream, "stream") === true;
+  const store = optionalBoolean(b.store, "store") !== false;
+  optionalBoolean(b.parallel_tool_calls, "parallel_tool_calls");
+  optionalField(b.previous_response_id, "string", "previous_response_id");
+  optionalField(b.metadata, "object", "metadata");
   if (b.background === true) throw new InvalidRequestError("Unsupported parameter: 'background' responses are not supported.", "background");
   if (Array.isArray(b.include) && b.include.length > 0) throw new InvalidRequestError("Unsupported parameter: 'include' is not supported.", "include");
   if (b.truncation !== undefined && b.truncation !== null && b.truncation !== "disabled") throw new InvalidRequestError("Unsupported value: 'truncation' must be \"disabled\".", "truncation");
@@ -150,8 +157,8 @@ export function parseResponsesRequest(body: unknown): ParsedResponsesRequest {
   const textFormat = (b.text as { format?: unknown } | undefined)?.format ?? { type: "text" };
   return {
     model: b.model,
-    stream: b.stream === true,
-    store: b.store !== false,
+    stream,
+    store,
     instructions: typeof b.instructions === "string" ? b.instructions : null,
     previousResponseId: typeof b.previous_response_id === "string" && b.previous_response_id !== "" ? b.previous_response_id : null,
     inputItems: items,
