@@ -13,13 +13,16 @@ import {
   type LlamaRankingContext,
   type Token,
 } from "node-llama-cpp";
+import { InvalidRequestError } from "../errors.ts";
 import { ContextSizeExceededError, NotSupportedError } from "./errors.ts";
 import { createChatPrompter, type ChatMessage, type ChatPrompter, type ThinkingSyntax } from "./chat-prompt.ts";
 import type { ChatModelFunctions } from "node-llama-cpp";
-import { generate, cachedPrefixLength, type GenerationResult, type ReasoningControl, type SamplingParams, type ToolCallControl } from "./generate.ts";
+import { generate, cachedPrefixLength, type GenerationResult, type LiveStats, type ReasoningControl, type SamplingParams, type ToolCallControl } from "./generate.ts";
 import type { CallSyntax } from "./tools.ts";
+import type { TokenProbabilities } from "./logprobs.ts";
 import { GrammarCache } from "./grammar/schema-gbnf.ts";
 import type { EngineOptions } from "./options.ts";
+import type { Vocabulary } from "./sampling.ts";
 import { slotOrderStrategy } from "./batch-order.ts";
 import { SlotPool } from "./slot-pool.ts";
 import { EngineMetrics } from "./metrics.ts";
@@ -122,6 +125,11 @@ export interface CompletionExtras {
   grammar?: LlamaGrammar | null;
   reasoning?: ReasoningControl | null;
   toolCalls?: ToolCallControl | null;
+  /** llama-server's `id_slot`: run on this slot, waiting for it if busy (null = any free slot). */
+  slot?: number | null;
+  /** Filled in as generation goes (llama-server's `timings_per_token`). */
+  stats?: LiveStats | null;
+  onProbabilities?: ((probabilities: TokenProbabilities) => void) | null;
   /** Told the slot's number once the generation has one. */
   onSlot?: (slot: number) => void;
   /** Told the number of tokens generated so far, after each one. */
@@ -359,6 +367,16 @@ export class ModelHost {
     return tokens;
   }
 
+  /** What request parsing needs of the vocabulary (logit_bias texts and ids). */
+  get vocabulary(): Vocabulary {
+    return { size: this.info.vocabSize, tokenizeText: (text) => this.model.tokenize(text, false) };
+  }
+
+  /** Slots (parallel sequences) of a completion engine: `n` may ask for at most this many choices. */
+  get slotCount(): number {
+    return this.completion ? this.info.parallel : 1;
+  }
+
   detokenize(tokens: readonly Token[]): string {
     return this.model.detokenize(tokens, true);
   }
@@ -368,13 +386,13 @@ export class ModelHost {
     return this.model.detokenize([token], true, [token]);
   }
 
-  chatPrompt(messages: readonly ChatMessage[], functions?: ChatModelFunctions): Token[] {
-    return this.requireCompletion().prompter.render(messages, functions);
+  chatPrompt(messages: readonly ChatMessage[], functions?: ChatModelFunctions, templateKwargs?: Readonly<Record<string, unknown>>): Token[] {
+    return this.requireCompletion().prompter.render(messages, functions, templateKwargs);
   }
 
   /** The chat prompt as the template writes it (text, for `/apply-template`). */
-  chatPromptText(messages: readonly ChatMessage[], functions?: ChatModelFunctions): string {
-    return this.requireCompletion().prompter.renderText(messages, functions);
+  chatPromptText(messages: readonly ChatMessage[], functions?: ChatModelFunctions, templateKwargs?: Readonly<Record<string, unknown>>): string {
+    return this.requireCompletion().prompter.renderText(messages, functions, templateKwargs);
   }
 
   /** How the model's template writes tool calls. */
@@ -402,8 +420,13 @@ export class ModelHost {
     if (prompt.length >= this.info.slotContextSize) {
       throw new ContextSizeExceededError(prompt.length, this.info.slotContextSize);
     }
+    const { slot: wantedSlot, onSlot, onToken, ...constraints } = extras;
+    if (wantedSlot != null && (wantedSlot < 0 || wantedSlot >= sequences.length)) {
+      throw new InvalidRequestError(`'id_slot' is ${wantedSlot}, but this engine has ${sequences.length} slots (0-${sequences.length - 1}).`, "id_slot");
+    }
     // Prefer the free slot whose cache shares the longest prefix with this prompt.
     const sequence = await slots.acquire(signal, (free) => {
+      if (wantedSlot != null) return free.indexOf(sequences[wantedSlot]!);
       let best = 0;
       let bestLength = -1;
       free.forEach((s, i) => {
@@ -416,7 +439,6 @@ export class ModelHost {
     const slot = sequences.indexOf(sequence);
     const task: SlotTask = { id: this.nextTaskId++, params, prompt, promptProcessed: 0, promptCached: 0, decoded: 0, generated: "", done: false };
     this.slotTasks.set(sequence, task);
-    const { onSlot, onToken, ...constraints } = extras;
     try {
       onSlot?.(slot);
       const result = await generate({
@@ -436,7 +458,8 @@ export class ModelHost {
         signal,
         gate,
         slot,
-        contextShift: this.contextShift,
+        // A request's n_keep replaces --keep, as in llama-server; without --context-shift nothing shifts.
+        contextShift: this.contextShift && params.nKeep !== null ? { keep: params.nKeep } : this.contextShift,
         ...constraints,
       });
       Object.assign(task, { promptProcessed: result.promptTokensEvaluated, promptCached: result.promptTokens - result.promptTokensEvaluated, decoded: result.completionTokens });

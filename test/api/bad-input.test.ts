@@ -217,7 +217,7 @@ const OTHER_CASES: Case[] = [
   { method: "GET", path: "/v1/models/absent/model", what: "an absent model" },
   { method: "POST", path: "/api/show", body: JSON.stringify({ model: "absent/model" }), what: "show of an absent model" },
   { method: "POST", path: "/api/generate", body: JSON.stringify({ model: "ai/tiny", prompt: "x", options: { num_ctx: -1 } }), what: "a negative num_ctx" },
-  { method: "POST", path: "/api/generate", body: JSON.stringify({ model: "ai/tiny", prompt: "x", options: { mirostat: 1 } }), what: "an unsupported option" },
+  { method: "POST", path: "/api/generate", body: JSON.stringify({ model: "ai/tiny", prompt: "x", options: { tfs_z: 1 } }), what: "an unsupported option" },
   { method: "POST", path: "/api/chat", body: JSON.stringify({ model: "ai/tiny", messages: [{ role: "robot", content: "x" }] }), what: "a bad role" },
   { method: "POST", path: "/api/chat", body: JSON.stringify({ model: "ai/tiny", messages: "hi" }), what: "string messages" },
   { method: "POST", path: "/api/chat", body: JSON.stringify({ model: "ai/tiny", messages: [{ role: "user", content: "x" }], keep_alive: {} }), what: "an object keep_alive" },
