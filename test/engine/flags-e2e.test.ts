@@ -75,6 +75,13 @@ describe("engine flags, end to end", () => {
     // The prompt itself must still fit: that stays llama-server's 400.
     const tooLong = await chat(shifting, { messages: [{ role: "user", content: "hello there ".repeat(200) }] });
     assert.equal(tooLong.status, 400);
+    // A request's n_keep replaces --keep: keeping the whole prompt through the shifts changes what follows them.
+    const keepAll = await chat(shifting, { ...body, n_keep: -1 });
+    assert.equal(keepAll.status, 200);
+    assert.equal(keepAll.json.usage.completion_tokens, 400);
+    assert.notEqual(keepAll.json.choices[0]!.message.content, shifted.json.choices[0]!.message.content);
+    const again = await chat(shifting, body);
+    assert.equal(again.json.choices[0]!.message.content, shifted.json.choices[0]!.message.content, "greedy and --keep 4: the same text twice");
   });
 
   test("memory and KV-cache flags start an engine that generates", async (t) => {
