@@ -54,15 +54,19 @@ export class BlobDownloads {
         entry.controller.abort(signal.reason);
       }
     };
+    let rejectOnAbort!: () => void;
+    const aborted = new Promise<never>((_, reject) => {
+      rejectOnAbort = () => reject(signal.reason);
+    });
     signal.addEventListener("abort", onAbort, { once: true });
+    signal.addEventListener("abort", rejectOnAbort, { once: true });
     try {
       signal.throwIfAborted();
-      await Promise.race([
-        entry.promise,
-        new Promise<never>((_, reject) => signal.addEventListener("abort", () => reject(signal.reason), { once: true })),
-      ]);
+      await Promise.race([entry.promise, aborted]);
     } finally {
+      // Both listeners go: a long-lived signal (one per daemon request) must not collect one per blob.
       signal.removeEventListener("abort", onAbort);
+      signal.removeEventListener("abort", rejectOnAbort);
       entry.listeners.delete(onBytes);
       if (!signal.aborted) entry.users--;
     }

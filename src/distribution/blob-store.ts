@@ -4,6 +4,7 @@ import { open, readFile, rename, rm, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { Transform, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
+import { writeAtomic } from "../atomic-write.ts";
 import { digestHex, sha256Digest, type Digest } from "./digest.ts";
 import { DigestMismatchError } from "./errors.ts";
 
@@ -84,24 +85,10 @@ export class BlobStore {
     return readFile(this.blobPath(d));
   }
 
-  /** temp file + fsync + rename: readers see the old or the new content, never a mix. */
+  /** An atomic write (../atomic-write.ts) through the store's tmp/, so cleanup finds what a killed writer left. */
   async atomicWrite(path: string, data: string | Buffer): Promise<void> {
-    const tmp = this.tmpPath();
-    const fh = await open(tmp, "w");
-    try {
-      await fh.writeFile(data);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    try {
-      await rename(tmp, path);
-    } catch (e) {
-      await rm(tmp, { force: true });
-      throw e;
-    }
-  }
-}
+    await writeAtomic(path, data, { tmpPath: this.tmpPath() });
+  }}
 
 export async function fsyncPath(path: string): Promise<void> {
   const fh = await open(path, "r+");

@@ -2,7 +2,8 @@ import { copyFile, link, mkdir, readdir, rename, rm, stat, writeFile } from "nod
 import { join } from "node:path";
 import type { BlobStore } from "./blob-store.ts";
 import { parseDigest } from "./digest.ts";
-import { MediaTypes, type ImageManifest, type ModelConfigFile } from "./media-types.ts";
+import { parseConfigFile } from "./manifest.ts";
+import { MediaTypes, type ImageManifest } from "./media-types.ts";
 
 /**
  * A model's runnable layout, `bundles/sha256/<id>/`: `model/model.gguf` (or
@@ -42,7 +43,7 @@ export async function buildBundle(blobs: BlobStore, dir: string, manifest: Image
   if (mmproj) await hardLink(blobs.blobPath(parseDigest(mmproj.digest)), join(tmp, "model", "model.mmproj"));
   const template = manifest.layers.find((l) => l.mediaType === MediaTypes.chatTemplate);
   if (template) await hardLink(blobs.blobPath(parseDigest(template.digest)), join(tmp, "model", "template.jinja"));
-  const configFile = JSON.parse((await blobs.readBlob(parseDigest(manifest.config.digest))).toString("utf8")) as ModelConfigFile;
+  const configFile = parseConfigFile(await blobs.readBlob(parseDigest(manifest.config.digest)));
   const runtime = configFile.config?.context_size ? { context_size: configFile.config.context_size } : {};
   await writeFile(join(tmp, "config.json"), JSON.stringify(runtime));
   await rm(dir, { recursive: true, force: true }); // an incomplete leftover of a killed writer

@@ -4,7 +4,8 @@ import { isDigest, parseDigest, type Digest } from "./digest.ts";
 import { InvalidArtifactError, RegistryError, RemoteNotFoundError, UnauthorizedError } from "./errors.ts";
 import { httpRequest, type HttpResponse } from "./http.ts";
 import { AnnotationFilePath, MediaTypes, type Descriptor } from "./media-types.ts";
-import { commitArtifact, formatBytes, readGgufConfig } from "./package.ts";
+import { formatBytes } from "../format-bytes.ts";
+import { commitArtifact, readGgufConfig } from "./package.ts";
 import type { ProgressReporter } from "./progress.ts";
 import type { ModelReference } from "./reference.ts";
 import type { StoredModel } from "./store.ts";
@@ -164,7 +165,7 @@ export async function inspectHuggingFace(
     id: null,
     tags: [`huggingface.co/${repo}:${ref.tag}`],
     created: 0,
-    config: { format: "gguf", ...(quant ? { quantization: quant[1]!.toUpperCase() } : {}), size: formatBytes(ggufBytes) },
+    config: { format: "gguf", ...(quant ? { quantization: quant[1]!.toUpperCase() } : {}), size: formatBytes(ggufBytes, { compact: true }) },
     layers: files.map((f) => ({
       mediaType: f.kind === "gguf" ? MediaTypes.gguf : MediaTypes.mmproj,
       digest: f.digest ?? "",

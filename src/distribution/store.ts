@@ -5,8 +5,8 @@ import { buildBundle, exists, readBundle, type RunnableFiles } from "./bundle.ts
 import { digestHex, parseDigest, sha256Digest, type Digest } from "./digest.ts";
 import { ModelConflictError, StoreError } from "./errors.ts";
 import { withFileLock } from "./lock.ts";
-import { parseManifest } from "./manifest.ts";
-import type { ImageManifest, ModelConfig, ModelConfigFile } from "./media-types.ts";
+import { parseConfigFile, parseManifest } from "./manifest.ts";
+import type { ImageManifest, ModelConfig } from "./media-types.ts";
 import { findEntry, ModelIndex, type IndexEntry } from "./model-index.ts";
 import { parseAnyReference, parseReference } from "./reference.ts";
 import { checkStore, cleanupStore, purgeStore, storeDiskUsage } from "./store-maintenance.ts";
@@ -206,7 +206,7 @@ export class ModelStore extends BlobStore {
 
   private async describeFromDisk(e: IndexEntry): Promise<StoredModel> {
     const { manifest } = await this.readManifest(e.id);
-    const configFile = JSON.parse((await this.readBlob(parseDigest(manifest.config.digest))).toString("utf8")) as ModelConfigFile;
+    const configFile = parseConfigFile(await this.readBlob(parseDigest(manifest.config.digest)));
     return {
       id: e.id,
       tags: [...e.tags],

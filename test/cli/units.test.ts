@@ -51,7 +51,7 @@ test("loadCliConfig: default address, MODEL_RUNNER_HOST forms, search endpoints"
 test("table aligns columns; formatting helpers", () => {
   assert.equal(table(["A", "LONG"], [["xyz", "1"], ["q", "22"]]), "A     LONG\nxyz   1\nq     22\n");
   assert.equal(formatBytes(999), "999 B");
-  assert.equal(formatBytes(1_234_567), "1.23 MB");
+  assert.equal(formatBytes(1_234_567), "1.18 MiB"); // one unit family (IEC) everywhere
   assert.equal(timeAgo(1000, 1000_000 + 3 * 3600_000), "3 hours ago");
   assert.deepEqual(splitTarget("localhost:5000/a/b"), { repo: "localhost:5000/a/b", tag: "latest" });
   assert.deepEqual(splitTarget("localhost:5000/a/b:v1"), { repo: "localhost:5000/a/b", tag: "v1" });
@@ -79,7 +79,7 @@ test("progress: plain mode writes periodic lines with totals; tty mode redraws b
   r.finish();
   const lines = text.trim().split("\n");
   assert.ok(lines.length >= 3 && lines.length <= 5, text);
-  assert.match(lines.at(-1)!, /^Downloading done: 2.00 kB \/ 2.00 kB \(100%\)/);
+  assert.match(lines.at(-1)!, /^Downloading done: 1.95 KiB \/ 1.95 KiB \(100%\)/);
   assert.match(lines[1]!, /B\/s, ETA \d+s$/);
 
   const tty = new PassThrough();
