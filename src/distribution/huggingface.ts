@@ -1,8 +1,8 @@
 import type { ListFileEntry } from "@huggingface/hub";
 import type { Dispatcher } from "undici";
 import { isDigest, parseDigest, type Digest } from "./digest.ts";
-import { InvalidArtifactError, RegistryError, RemoteNotFoundError, UnauthorizedError } from "./errors.ts";
-import { httpRequest, type HttpResponse } from "./http.ts";
+import { InvalidArtifactError, RegistryError, RegistryUnreachableError, RemoteNotFoundError, UnauthorizedError } from "./errors.ts";
+import { httpRequest, isDialError, type HttpResponse } from "./http.ts";
 import { AnnotationFilePath, MediaTypes, type Descriptor } from "./media-types.ts";
 import { formatBytes } from "../format-bytes.ts";
 import { commitArtifact, readGgufConfig } from "./package.ts";
@@ -114,6 +114,8 @@ export async function listHfFiles(repo: string, opts: HfClientOptions, signal?: 
     const status = (e as { statusCode?: number }).statusCode;
     if (status === 401 || status === 403) throw new UnauthorizedError("huggingface.co", "set HF_TOKEN for gated or private repos", { cause: e });
     if (status === 404) throw new RemoteNotFoundError(`hf.co/${repo} was not found on Hugging Face.`, { cause: e });
+    const dial = [e, (e as { cause?: unknown }).cause].find(isDialError);
+    if (dial) throw new RegistryUnreachableError(new URL(opts.endpoint ?? DEFAULT_HF_ENDPOINT).host, dial);
     throw new RegistryError(`Listing hf.co/${repo} failed: ${(e as Error).message}`, { cause: e });
   }
   return out;

@@ -1,6 +1,6 @@
 import { parseDigest, sha256Digest } from "./digest.ts";
 import {
-  DigestMismatchError, InvalidArtifactError, RegistryError, RemoteNotFoundError, UnsupportedMediaTypeError,
+  DigestMismatchError, InvalidArtifactError, RegistryError, RegistryUnreachableError, RemoteNotFoundError, UnsupportedMediaTypeError,
 } from "./errors.ts";
 import { isTransientNetworkError, readSmallBody } from "./http.ts";
 import { parseConfigFile, parseManifest } from "./manifest.ts";
@@ -62,7 +62,7 @@ async function resolveManifest(ctx: DistributionContext, ref: ModelReference, be
       return { client, ...(await client.getManifest(ref.digest ?? ref.tag, signal)) };
     } catch (e) {
       if (signal.aborted) throw signal.reason;
-      const isUnreachable = e instanceof RegistryError && e.code === "registry_error" && isTransientNetworkError(e.cause);
+      const isUnreachable = e instanceof RegistryUnreachableError || (e instanceof RegistryError && e.code === "registry_error" && isTransientNetworkError(e.cause));
       if (!(e instanceof RemoteNotFoundError) && !isUnreachable) throw e;
     }
   }
