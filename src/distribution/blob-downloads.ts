@@ -23,7 +23,15 @@ export class BlobDownloads {
   ) {}
 
   /** Downloads `d` once per process however many pulls want it; a pull's abort only detaches that pull. */
-  async fetch(d: Digest, size: number, open: BlobOpener, onBytes: (n: number) => void, signal: AbortSignal): Promise<void> {
+  async fetch(
+    d: Digest,
+    size: number,
+    open: BlobOpener,
+    onBytes: (n: number) => void,
+    signal: AbortSignal,
+    /** The reference being pulled, recorded with the partial download. */
+    reference?: string,
+  ): Promise<void> {
     let f = this.inflight.get(d);
     if (!f) {
       const controller = new AbortController();
@@ -34,6 +42,7 @@ export class BlobDownloads {
         listeners,
         promise: downloadBlob(this.store, d, size, open, {
           ...this.tuning,
+          ...(reference ? { reference } : {}),
           signal: controller.signal,
           onBytes: (n) => listeners.forEach((l) => l(n)),
         }).finally(() => {

@@ -2,12 +2,14 @@ import type { Readable } from "node:stream";
 import { exportTar, loadTar } from "./archive.ts";
 import { BlobDownloads } from "./blob-downloads.ts";
 import { parseDigest, type Digest } from "./digest.ts";
+import { isNoSpace, noSpaceError } from "./disk-space.ts";
+import { ModelNotFoundError } from "./errors.ts";
 import { inspectHuggingFace, pullHuggingFace } from "./huggingface.ts";
 import { parseConfigFile } from "./manifest.ts";
 import type { ImageManifest, ModelConfigFile } from "./media-types.ts";
 import { packageModel, type PackageOptions } from "./package.ts";
 import { ProgressReporter } from "./progress.ts";
-import { parseReference } from "./reference.ts";
+import { parseAnyReference, parseReference } from "./reference.ts";
 import { inspectRegistry, pullFromRegistry } from "./pull.ts";
 import { pushModel } from "./push.ts";
 import { findByPartialName, type ModelStore, type RemoveResult, type StoredModel } from "./store.ts";
@@ -53,10 +55,15 @@ export interface ModelDistribution {
   resolve(partialName: string): Promise<StoredModel>;
   /** Adds tag `target` to the model `source` names; resolves with the normalized target. */
   tag(source: string, target: string): Promise<string>;
-  /** DMR delete semantics; 409 when an ID/force-less delete would drop several tags. */
+  /**
+   * DMR delete semantics; 409 when an ID/force-less delete would drop several
+   * tags. Partial downloads of pulls of that name go too; a name with only
+   * partials (a pull that failed) answers `{"Deleted": <blob digest>}` for each.
+   */
   remove(reference: string, opts?: { force?: boolean }): Promise<RemoveResult>;
   purge(): Promise<void>;
-  diskUsage(): Promise<{ modelsBytes: number }>;
+  /** Bytes of complete blobs and of partial downloads (interrupted pulls, kept to resume). */
+  diskUsage(): Promise<{ modelsBytes: number; partialBytes: number }>;
   /** Removes orphans of killed writers; with `partials`, resumable downloads too. */
   cleanup(opts?: { partials?: boolean; orphanGraceMs?: number }): Promise<string[]>;
   /** Packages local GGUF (+ shards, licenses, template, mmproj) into the store under `tags`. */
@@ -85,8 +92,19 @@ class Distribution implements ModelDistribution {
     const signal = opts.signal ?? new AbortController().signal;
     const ref = parseReference(reference);
     const reporter = new ProgressReporter("pull", opts.onProgress, this.options.progressIntervalMs);
-    if (ref.isHuggingFace) return pullHuggingFace(this.ctx, ref, opts, reporter, signal);
-    return pullFromRegistry(this.ctx, ref, opts, reporter, signal);
+    return this.mapNoSpace(
+      ref.isHuggingFace ? pullHuggingFace(this.ctx, ref, opts, reporter, signal) : pullFromRegistry(this.ctx, ref, opts, reporter, signal),
+    );
+  }
+
+  /** A write that failed for want of space becomes the 507 that says so (disk-space.ts), whatever wrote. */
+  private async mapNoSpace<T>(work: Promise<T>): Promise<T> {
+    try {
+      return await work;
+    } catch (e) {
+      if (isNoSpace(e)) throw await noSpaceError(this.store, e);
+      throw e;
+    }
   }
 
   async inspectRemote(reference: string, opts: RemoteOptions = {}): Promise<RemoteModel> {
@@ -132,8 +150,19 @@ class Distribution implements ModelDistribution {
   tag(source: string, target: string) {
     return this.store.tag(source, target);
   }
-  remove(reference: string, opts: { force?: boolean } = {}) {
-    return this.store.remove(reference, opts);
+  async remove(reference: string, opts: { force?: boolean } = {}): Promise<RemoveResult> {
+    const parsed = parseAnyReference(reference);
+    const name = parsed.kind === "name" ? parsed.ref.normalized : null;
+    try {
+      const result = await this.store.remove(reference, opts);
+      if (name !== null) await this.store.removePartials({ reference: name });
+      return result;
+    } catch (e) {
+      if (!(e instanceof ModelNotFoundError) || name === null) throw e;
+      const partials = await this.store.removePartials({ reference: name });
+      if (partials.length === 0) throw e;
+      return partials.map((d) => ({ Deleted: d }));
+    }
   }
   purge() {
     return this.store.purge();
@@ -147,7 +176,7 @@ class Distribution implements ModelDistribution {
 
   async packageModel(opts: PackageOptions): Promise<StoredModel> {
     const tags = (opts.tags ?? []).map((t) => parseReference(t).normalized);
-    const { id } = await packageModel(this.store, { ...opts, tags });
+    const { id } = await this.mapNoSpace(packageModel(this.store, { ...opts, tags }));
     return this.store.get(id);
   }
 
@@ -156,6 +185,6 @@ class Distribution implements ModelDistribution {
   }
 
   loadTar(source: AsyncIterable<Buffer | Uint8Array>, opts: { tags?: string[]; signal?: AbortSignal } = {}): Promise<StoredModel> {
-    return loadTar(this.store, source, opts);
+    return this.mapNoSpace(loadTar(this.store, source, opts));
   }
 }

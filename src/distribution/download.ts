@@ -17,6 +17,8 @@ export interface DownloadTuning {
   maxParallelRanges?: number;
   /** No byte for this long aborts the request and resumes it. Default 30 s. */
   stallTimeoutMs?: number;
+  /** The reference being pulled (recorded with a partial download, see store-maintenance.ts removePartials). */
+  reference?: string;
   /** Attempts without progress before giving up. Default 5. */
   maxRetries?: number;
   /** First backoff delay, doubled each retry. Default 200 ms. */
@@ -35,6 +37,8 @@ interface PartState {
   digest: string;
   size: number;
   parts: Part[];
+  /** The reference being pulled when this was last written, so `rm` and a later pull of it can remove the partial. */
+  reference?: string;
 }
 
 /**
@@ -156,7 +160,12 @@ class BlobDownload {
   private async saveState(force: boolean): Promise<void> {
     if (!force && Date.now() - this.lastStateWrite < 500) return;
     this.lastStateWrite = Date.now();
-    const state: PartState = { digest: this.digest, size: this.size, parts: this.parts };
+    const state: PartState = {
+      digest: this.digest,
+      size: this.size,
+      parts: this.parts,
+      ...(this.opts.reference ? { reference: this.opts.reference } : {}),
+    };
     await this.store.atomicWrite(this.statePath, JSON.stringify(state));
   }
 
@@ -317,9 +326,5 @@ function dialTarget(e: unknown): string {
   return x.hostname ?? (x.address ? `${x.address}${x.port ? `:${x.port}` : ""}` : "the download host");
 }
 
-/** The on-disk size of a blob's partial download, for progress on resume. */
-export async function partialBytes(store: ModelStore, d: Digest): Promise<number> {
-  return (await stat(store.partialPath(d)).catch(() => null))?.size ?? 0;
-}
 
 export { digestHex };

@@ -158,3 +158,19 @@ export class StoreError extends RunnerError {
     super(message, options);
   }
 }
+
+/**
+ * The store's filesystem has no room for what must be written (DMR and
+ * WebDAV's 507). Raised before a download starts, when the free space is
+ * smaller than the bytes still to fetch (both figures in `extra`), and when
+ * a write fails anyway with ENOSPC/EDQUOT ("no space left on device").
+ */
+export class InsufficientStorageError extends RunnerError {
+  readonly code = "insufficient_storage";
+  readonly status = 507;
+  override readonly extra: Readonly<Record<string, unknown>>;
+  constructor(message: string, extra: Record<string, unknown>, options?: ErrorOptions) {
+    super(message, options);
+    this.extra = extra;
+  }
+}

@@ -2,6 +2,7 @@ import type { ListFileEntry } from "@huggingface/hub";
 import type { Dispatcher } from "undici";
 import { isDigest, parseDigest, type Digest } from "./digest.ts";
 import { InvalidArtifactError, RegistryError, RegistryUnreachableError, RemoteNotFoundError, UnauthorizedError } from "./errors.ts";
+import { ensureSpaceFor } from "./disk-space.ts";
 import { httpRequest, isDialError, type HttpResponse } from "./http.ts";
 import { AnnotationFilePath, MediaTypes, type Descriptor } from "./media-types.ts";
 import { formatBytes } from "../format-bytes.ts";
@@ -191,6 +192,9 @@ export async function pullHuggingFace(
   const hf = hfOptions(ctx, opts.bearerToken);
   const selection = selectHfFiles(repo, await listHfFiles(repo, hf, signal), ref.tag);
   const files = [...selection.gguf, ...(selection.mmproj ? [selection.mmproj] : [])];
+  const tag = `huggingface.co/${repo}:${ref.tag}`;
+  await store.removePartials({ reference: tag, keep: new Set(files.flatMap((f) => (f.digest ? [f.digest] : []))) });
+  await ensureSpaceFor(store, files, ctx.options.statfs);
   for (const f of files) reporter.addLayer(f.digest ?? f.path, f.size);
   const layers: Descriptor[] = [];
   for (const f of files) {
@@ -198,7 +202,7 @@ export async function pullHuggingFace(
     let d: Digest;
     if (f.digest) {
       d = f.digest;
-      await ctx.downloads.fetch(d, f.size, open, (n) => reporter.update(f.digest!, n), signal);
+      await ctx.downloads.fetch(d, f.size, open, (n) => reporter.update(f.digest!, n), signal, tag);
     } else {
       // Not an LFS file, so no sha256 is known up front: hash while storing, no resume.
       const res = await open(null, signal);
@@ -213,7 +217,6 @@ export async function pullHuggingFace(
   }
   const shardPaths = layers.filter((l) => l.mediaType === MediaTypes.gguf).map((l) => store.blobPath(parseDigest(l.digest)));
   const config = await readGgufConfig(shardPaths);
-  const tag = `huggingface.co/${repo}:${ref.tag}`;
   // Same files → same artifact bytes, so re-pulling yields the same ID.
   const created = new Date(0);
   const { id } = await commitArtifact(store, config, layers, [tag], created, signal);

@@ -2,6 +2,7 @@ import { parseDigest, sha256Digest } from "./digest.ts";
 import {
   DigestMismatchError, InvalidArtifactError, RegistryError, RegistryUnreachableError, RemoteNotFoundError, UnsupportedMediaTypeError,
 } from "./errors.ts";
+import { ensureSpaceFor } from "./disk-space.ts";
 import { isTransientNetworkError, readSmallBody } from "./http.ts";
 import { parseConfigFile, parseManifest } from "./manifest.ts";
 import { SUPPORTED_CONFIG_MEDIA_TYPES, type Descriptor } from "./media-types.ts";
@@ -93,11 +94,15 @@ export async function pullFromRegistry(
     return model;
   }
   const blobs: Descriptor[] = [manifest.config, ...manifest.layers];
+  // Partials an earlier pull of this tag left for blobs it no longer has (another version of it) are of no use:
+  // drop them before counting the free space, which they may be filling.
+  await store.removePartials({ reference: tag, keep: new Set(blobs.map((b) => parseDigest(b.digest))) });
+  await ensureSpaceFor(store, blobs.map((b) => ({ digest: parseDigest(b.digest), size: b.size })), ctx.options.statfs);
   for (const b of blobs) reporter.addLayer(b.digest, b.size);
   for (let attempt = 0; ; attempt++) {
     await runLimited(blobs, 3, async (b) => {
       const d = parseDigest(b.digest);
-      await ctx.downloads.fetch(d, b.size, (range, s) => client.getBlob(d, range, s), (n) => reporter.update(b.digest, n), signal);
+      await ctx.downloads.fetch(d, b.size, (range, s) => client.getBlob(d, range, s), (n) => reporter.update(b.digest, n), signal, tag);
       reporter.update(b.digest, b.size);
     });
     try {

@@ -2,7 +2,7 @@ import { mkdir, readdir, readFile, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { hashFile } from "./blob-store.ts";
 import { exists } from "./bundle.ts";
-import { digestHex, parseDigest, sha256Digest } from "./digest.ts";
+import { digestHex, parseDigest, sha256Digest, type Digest } from "./digest.ts";
 import { isAlive } from "./lock.ts";
 import { parseManifest } from "./manifest.ts";
 import type { IndexEntry } from "./model-index.ts";
@@ -16,6 +16,9 @@ import type { ModelStore } from "./store.ts";
 
 /** Deletes every model and blob (DMR `DELETE /models/purge`); the store stays usable. */
 export async function purgeStore(store: ModelStore): Promise<void> {
+  // Partial downloads first: nothing references them, and on a full disk the
+  // index rewrite below needs the room they hold (a purge must not fail with ENOSPC).
+  await removePartials(store);
   await store.locked(async () => {
     await store.index.write([]);
     for (const d of ["blobs/sha256", "manifests/sha256", "bundles/sha256"]) {
@@ -70,12 +73,50 @@ export async function cleanupStore(store: ModelStore, opts: { partials?: boolean
   return removed;
 }
 
-/** Bytes used by blobs (complete and partial), as `GET /engines/df` reports. */
-export async function storeDiskUsage(store: ModelStore): Promise<{ modelsBytes: number }> {
-  let total = 0;
+/**
+ * Bytes used by the store's blobs, as `GET /engines/df` reports them:
+ * complete blobs, and partial downloads (what they occupy on disk) apart,
+ * so a pull that failed on a full disk is visible.
+ */
+export async function storeDiskUsage(store: ModelStore): Promise<{ modelsBytes: number; partialBytes: number }> {
+  let modelsBytes = 0;
+  let partialBytes = 0;
   const blobDir = join(store.root, "blobs", "sha256");
-  for (const n of await readdir(blobDir)) total += (await stat(join(blobDir, n)).catch(() => null))?.size ?? 0;
-  return { modelsBytes: total };
+  for (const n of await readdir(blobDir)) {
+    const st = await stat(join(blobDir, n)).catch(() => null);
+    if (!st) continue;
+    if (/^[0-9a-f]{64}$/.test(n)) modelsBytes += st.size;
+    else if (/\.incomplete(\.json)?$/.test(n)) partialBytes += Math.min(st.size, st.blocks * 512);
+  }
+  return { modelsBytes, partialBytes };
+}
+
+/**
+ * Removes partial downloads nobody is writing (no live holder of the blob's
+ * lock): all of them, or only those last written by a pull of `reference`
+ * (a normalized reference) — `rm` of that name, or a later pull of it
+ * (which keeps, in `keep`, the blobs it still needs). Returns the digests
+ * whose partials were removed.
+ */
+export async function removePartials(store: ModelStore, opts: { reference?: string; keep?: ReadonlySet<Digest> } = {}): Promise<Digest[]> {
+  const blobDir = join(store.root, "blobs", "sha256");
+  const removed: Digest[] = [];
+  for (const n of await readdir(blobDir)) {
+    const m = /^([0-9a-f]{64})\.incomplete$/.exec(n);
+    if (!m) continue;
+    const hex = m[1]!;
+    if (opts.keep?.has(`sha256:${hex}` as Digest)) continue;
+    if (opts.reference !== undefined) {
+      const state = await readFile(join(blobDir, `${n}.json`), "utf8").then((t) => JSON.parse(t) as { reference?: unknown }, () => null);
+      if (state?.reference !== opts.reference) continue;
+    }
+    const holder = await readFile(join(blobDir, `${hex}.lock`), "utf8").catch(() => null);
+    if (holder !== null && isAlive(Number.parseInt(holder, 10))) continue;
+    await rm(join(blobDir, n), { force: true });
+    await rm(join(blobDir, `${n}.json`), { force: true });
+    removed.push(`sha256:${hex}` as Digest);
+  }
+  return removed;
 }
 
 /**

@@ -9,7 +9,7 @@ import { parseConfigFile, parseManifest } from "./manifest.ts";
 import type { ImageManifest, ModelConfig } from "./media-types.ts";
 import { findEntry, ModelIndex, type IndexEntry } from "./model-index.ts";
 import { parseAnyReference, parseReference } from "./reference.ts";
-import { checkStore, cleanupStore, purgeStore, storeDiskUsage } from "./store-maintenance.ts";
+import { checkStore, cleanupStore, purgeStore, removePartials, storeDiskUsage } from "./store-maintenance.ts";
 
 export type { IndexEntry } from "./model-index.ts";
 export { findByPartialName } from "./model-index.ts";
@@ -279,9 +279,14 @@ export class ModelStore extends BlobStore {
     return cleanupStore(this, opts);
   }
 
-  /** Bytes used by blobs (complete and partial), as `GET /engines/df` reports. */
-  diskUsage(): Promise<{ modelsBytes: number }> {
+  /** Bytes of complete blobs and of partial downloads, as `GET /engines/df` reports. */
+  diskUsage(): Promise<{ modelsBytes: number; partialBytes: number }> {
     return storeDiskUsage(this);
+  }
+
+  /** Removes partial downloads nobody writes: all, or those of pulls of `reference` (store-maintenance.ts). */
+  removePartials(opts: { reference?: string; keep?: ReadonlySet<Digest> } = {}): Promise<Digest[]> {
+    return removePartials(this, opts);
   }
 
   /** The store's broken invariants; empty when sound (store-maintenance.ts). */

@@ -2,6 +2,7 @@ import type { Dispatcher } from "undici";
 import type { CredentialSources, RegistryCredentials } from "./auth.ts";
 import type { BlobDownloads } from "./blob-downloads.ts";
 import type { Digest } from "./digest.ts";
+import type { StatFs } from "./disk-space.ts";
 import type { DownloadTuning } from "./download.ts";
 import type { Descriptor, ModelConfig } from "./media-types.ts";
 import type { ProgressListener } from "./progress.ts";
@@ -44,6 +45,8 @@ export interface DistributionOptions {
   registryMirrors?: readonly string[];
   /** Where docker.io references go after the mirrors; default registry-1.docker.io (tests point it at loopback). */
   dockerHubHost?: string;
+  /** Free space of the store's filesystem (default `fs.statfs`); injectable for tests. */
+  statfs?: StatFs;
   /** Runs `docker-credential-<helper> get`; injectable for tests. */
   runCredentialHelper?: (helper: string, serverUrl: string) => Promise<RegistryCredentials | null>;
 }
