@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import OpenAI from "openai";
-import { startTestDaemon } from "../helpers/daemon.ts";
+import { startBareDaemon } from "../helpers/daemon.ts";
 import { tinyModel } from "../helpers/models.ts";
 
 describe("daemon security defaults", () => {
   test("an API key guards every route but / and /health", async (t) => {
-    const d = await startTestDaemon({ MODEL_RUNNER_API_KEY: "s3cret" });
+    const d = await startBareDaemon({ MODEL_RUNNER_API_KEY: "s3cret" });
     t.after(() => d.close());
     await d.addModel(await tinyModel({ seed: 61 }), "ai/k:latest");
     assert.equal((await fetch(`${d.url}/`)).status, 200);
@@ -25,7 +25,7 @@ describe("daemon security defaults", () => {
   });
 
   test("CORS allows localhost and configured origins, refuses others with 403", async (t) => {
-    const d = await startTestDaemon({ MODEL_RUNNER_ORIGINS: "https://app.example" });
+    const d = await startBareDaemon({ MODEL_RUNNER_ORIGINS: "https://app.example" });
     t.after(() => d.close());
     const local = await fetch(`${d.url}/models`, { headers: { origin: "http://localhost:3000" } });
     assert.equal(local.status, 200);
@@ -44,7 +44,7 @@ describe("daemon security defaults", () => {
   });
 
   test("listens on loopback by default, and engine sockets live in a private directory", async (t) => {
-    const d = await startTestDaemon();
+    const d = await startBareDaemon();
     t.after(() => d.close());
     assert.match(d.url, /^http:\/\/127\.0\.0\.1:\d+$/);
     const { stat } = await import("node:fs/promises");

@@ -12,7 +12,7 @@ import type { TestContext } from "node:test";
 /** Packages a generated model (`embeddingLength` 1024 ≈ 41 MiB, 512 ≈ 12.5 MiB) and pushes it as `ref`. */
 async function pushModel(t: TestContext, ref: string, embeddingLength: number, seed: number): Promise<void> {
   const dist = await freshDistribution(t);
-  const files = await makeModelFiles(await tempDir(t), { seed, embeddingLength });
+  const files = await makeModelFiles(await tempDir(), { seed, embeddingLength });
   await dist.packageModel({ gguf: files.gguf, tags: [ref] });
   await dist.push(ref);
 }

@@ -50,7 +50,7 @@ test("a registry name that does not resolve fails in under 2 s after one lookup,
 });
 
 test("a blob host that refuses is not retried by the downloader; a reset is", async (t) => {
-  const store = await openStore({ root: await tempDir(t) });
+  const store = await openStore({ root: await tempDir() });
   const downloads = new BlobDownloads(store, { retryBaseMs: 1 });
   const data = Buffer.from("blob bytes");
   let calls = 0;

@@ -25,7 +25,7 @@ function memoryOpener(data: Buffer) {
 
 test("a damaged config blob is a 400 InvalidArtifactError from the store, not a SyntaxError", async (t) => {
   const dist = await freshDistribution(t);
-  const files = await makeModelFiles(await tempDir(t));
+  const files = await makeModelFiles(await tempDir());
   const model = await dist.packageModel({ gguf: files.gguf, tags: ["ai/broken:latest"] });
   const configPath = dist.store.blobPath(model.manifest.config.digest as never);
   await writeFile(configPath, "{not json");
@@ -35,7 +35,7 @@ test("a damaged config blob is a 400 InvalidArtifactError from the store, not a 
 });
 
 test("a shared blob download leaves no abort listener on the caller's signal", async (t) => {
-  const store = await openStore({ root: await tempDir(t) });
+  const store = await openStore({ root: await tempDir() });
   const downloads = new BlobDownloads(store);
   const signal = new AbortController().signal;
   for (let i = 0; i < 3; i++) {
