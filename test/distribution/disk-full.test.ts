@@ -8,6 +8,7 @@ import { startTestRegistry, type TestRegistry } from "../doubles/test-registry.t
 import { freshDistribution, makeModelFiles, tempDir } from "./helpers.ts";
 import { createModelDistribution, InsufficientStorageError, openStore, type ModelDistribution } from "../../src/distribution/index.ts";
 import type { TestContext } from "node:test";
+import { startBareDaemon } from "../helpers/daemon.ts";
 
 /** Packages a generated model (`embeddingLength` 1024 ≈ 41 MiB, 512 ≈ 12.5 MiB) and pushes it as `ref`. */
 async function pushModel(t: TestContext, ref: string, embeddingLength: number, seed: number): Promise<void> {
@@ -121,4 +122,23 @@ test("a pull into a full 30 MiB filesystem: 507 before downloading, `no space le
   assert.deepEqual(pulled.tags, [ref]);
   assert.deepEqual(await partialFiles(dist), []);
   assert.deepEqual(await dist.store.check(), []);
+});
+
+test("through the daemon: a pull into a full filesystem is a 507 saying so (not 'Internal server error'), and /engines/df counts partials", async (t) => {
+  const fs = await mountSmallFs(t);
+  if ("skip" in fs) return t.skip(fs.skip);
+  const registry = await startTestRegistry();
+  t.after(() => registry.close());
+  const ref = `${registry.host}/team/big:latest`;
+  await pushModel(t, ref, 1024, 4);
+  const d = await startBareDaemon({ MODEL_RUNNER_HOME: fs.dir, MODEL_RUNNER_LOG_LEVEL: "error" });
+  t.after(() => d.close());
+  const res = await fetch(`${d.url}/models/create`, { method: "POST", headers: { accept: "application/json" }, body: JSON.stringify({ from: ref }) });
+  const text = await res.text();
+  assert.equal(res.status, 507, text);
+  const body = JSON.parse(text) as { error: { code: string; message: string } };
+  assert.equal(body.error.code, "insufficient_storage");
+  assert.match(body.error.message, /^Not enough disk space for this pull: it needs 4\d\.\d MiB more, but only \d+\.\d MiB is free in /);
+  const df = (await (await fetch(`${d.url}/engines/df`)).json()) as { models_disk_usage: number; partial_downloads_disk_usage: number };
+  assert.equal(df.partial_downloads_disk_usage, 0);
 });
