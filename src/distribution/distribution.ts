@@ -129,7 +129,7 @@ class Distribution implements ModelDistribution {
     const configDigest = await this.store.putSmallBlob(configBytes);
     const next: ImageManifest = { ...manifest, config: { ...manifest.config, digest: configDigest, size: configBytes.length } };
     // commitModel writes the manifest and bundle, then adds the tag to the index in one rewrite under the lock.
-    const id = await this.store.commitModel(Buffer.from(JSON.stringify(next)), [tag], opts.signal);
+    const id = await this.mapNoSpace(this.store.commitModel(Buffer.from(JSON.stringify(next)), [tag], opts.signal));
     return this.store.get(id);
   }
 
@@ -148,13 +148,19 @@ class Distribution implements ModelDistribution {
     return this.store.get(entry.id);
   }
   tag(source: string, target: string) {
-    return this.store.tag(source, target);
+    return this.mapNoSpace(this.store.tag(source, target));
   }
   async remove(reference: string, opts: { force?: boolean } = {}): Promise<RemoveResult> {
     const parsed = parseAnyReference(reference);
     const name = parsed.kind === "name" ? parsed.ref.normalized : null;
     try {
-      const result = await this.store.remove(reference, opts);
+      const result = await this.store.remove(reference, opts).catch(async (e: unknown) => {
+        // The index rewrite needs a little room: on a full disk, the partial downloads nobody writes give it
+        // (the user removing a model is freeing space), then the remove is tried once more.
+        if (!isNoSpace(e)) throw e;
+        await this.store.removePartials();
+        return this.mapNoSpace(this.store.remove(reference, opts));
+      });
       if (name !== null) await this.store.removePartials({ reference: name });
       return result;
     } catch (e) {

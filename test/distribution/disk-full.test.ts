@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdtemp, readdir, rm, statfs } from "node:fs/promises";
+import { mkdtemp, open, readdir, rm, statfs } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startTestRegistry, type TestRegistry } from "../doubles/test-registry.ts";
@@ -121,6 +121,25 @@ test("a pull into a full 30 MiB filesystem: 507 before downloading, `no space le
   const pulled = await dist.pull(ref);
   assert.deepEqual(pulled.tags, [ref]);
   assert.deepEqual(await partialFiles(dist), []);
+  assert.deepEqual(await dist.store.check(), []);
+
+  // 6. Completely full (a partial of another model plus a filler file): removing the stored model still works,
+  // the partials nobody writes make room for the index rewrite.
+  const other = `${registry.host}/team/other:latest`;
+  await pushModel(t, other, 1024, 5);
+  await assert.rejects(lying.pull(other), InsufficientStorageError);
+  const filler = await open(join(dir, "filler"), "w");
+  for (let chunk = 1 << 20; chunk >= 512; ) {
+    try {
+      await filler.write(Buffer.alloc(chunk));
+    } catch {
+      chunk >>= 1; // ENOSPC: fill what is left with smaller writes
+    }
+  }
+  await filler.close();
+  const gone = await dist.remove(ref);
+  assert.deepEqual(gone, [{ Untagged: ref }, { Deleted: pulled.id }]);
+  assert.deepEqual(await dist.list(), []);
   assert.deepEqual(await dist.store.check(), []);
 });
 
