@@ -83,9 +83,10 @@ export function registerEngineRoutes(app: FastifyInstance, deps: EngineRouteDeps
   app.get("/engines/ps", async () => [...scheduler.ps().map(runnerJson), ...scheduler.failedLoads().map(failedLoadJson)]);
 
   app.get("/engines/df", async () => {
-    const { modelsBytes } = await deps.distribution.diskUsage();
+    const { modelsBytes, partialBytes } = await deps.distribution.diskUsage();
     // The built-in engine ships inside this package: it takes no separate disk space.
-    return { models_disk_usage: modelsBytes, default_backend_disk_usage: 0 };
+    // Partial downloads (interrupted pulls, kept to resume) are ours: DMR has no such field.
+    return { models_disk_usage: modelsBytes, default_backend_disk_usage: 0, partial_downloads_disk_usage: partialBytes };
   });
 
   app.post("/engines/unload", async (request) => {

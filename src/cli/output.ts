@@ -36,22 +36,7 @@ export function table(headers: readonly string[], rows: readonly (readonly strin
   return [line(headers), ...rows.map(line)].join("\n") + "\n";
 }
 
-/**
- * The one unit family of every size `mr` prints (ls, ps, df, pull/push
- * progress, bench): binary, as the model artifacts' own `size` field and
- * DMR's `ls` are. 1234567 → "1.18 MiB".
- */
-export function formatBytes(bytes: number): string {
-  if (!Number.isFinite(bytes) || bytes < 0) return "-";
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  let v = bytes;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return i === 0 ? `${v} B` : `${v.toFixed(2)} ${units[i]}`;
-}
+export { formatBytes } from "../format-bytes.ts";
 
 /** A size as the daemon's model config writes it ("256.35MiB", "1.2 GB") → bytes; null when it is not one. */
 export function parseSize(text: string): number | null {

@@ -1,3 +1,4 @@
+import { formatBytes } from "../format-bytes.ts";
 import { InvalidRequestError, RunnerError, messageOf, type OpenAIErrorType } from "../errors.ts";
 
 /** The request queue is full; the client should retry later (`Retry-After`). */
@@ -102,14 +103,4 @@ export class ModelCapabilityError extends InvalidRequestError {
   }
 }
 
-/** `1.5 GiB`-style figures for messages. */
-export function formatBytes(bytes: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
-}
+export { formatBytes } from "../format-bytes.ts";

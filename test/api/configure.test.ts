@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { after, before, describe, test } from "node:test";
 import { startTestDaemon, type TestDaemon } from "./daemon-helper.ts";
-import { startTestDaemon as startBareDaemon } from "../helpers/daemon.ts";
+import { startBareDaemon } from "../helpers/daemon.ts";
 
 interface ErrorBody {
   error: { message: string; param?: string };

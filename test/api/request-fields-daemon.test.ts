@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { startTestDaemon, type TestDaemon } from "../helpers/daemon.ts";
+import { startBareDaemon, type TestDaemon } from "../helpers/daemon.ts";
 import { tinyModel } from "../helpers/models.ts";
 
 // The daemon forwards request bodies to the engine unchanged, so llama-server's
@@ -12,7 +12,7 @@ describe("llama-server request fields through the daemon", () => {
   let d: TestDaemon;
 
   before(async () => {
-    d = await startTestDaemon({ MODEL_RUNNER_LOG_LEVEL: "warn" });
+    d = await startBareDaemon({ MODEL_RUNNER_LOG_LEVEL: "warn" });
     await d.addModel(await tinyModel({ seed: 41 }), "ai/fields:latest");
   });
   after(() => d?.close());

@@ -96,7 +96,7 @@ test("tag, push with plain progress, rm, then pull back with plain progress line
 
   const push = await mr(["push", remote]);
   assert.equal(push.code, 0, push.stderr);
-  assert.match(push.stderr, /^Uploading done: [67]\d\d\.\d\d KiB \/ [67]\d\d\.\d\d KiB \(100%\)/m, "a non-terminal gets plain lines, no escape codes");
+  assert.match(push.stderr, /^Uploading done: \d{3} KiB \/ \d{3} KiB \(100%\)/m, "a non-terminal gets plain lines, no escape codes");
   assert.doesNotMatch(push.stderr, /\x1b\[/);
 
   const rm = await mr(["rm", remote, tiny]);

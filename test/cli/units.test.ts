@@ -56,7 +56,7 @@ test("table aligns columns; formatting helpers", () => {
   assert.equal(formatBytes(1_234_567), "1.18 MiB");
   assert.equal(formatBytes(2048), "2.00 KiB");
   assert.equal(parseSize("256.35MiB"), 256.35 * 1024 * 1024);
-  assert.equal(formatBytes(parseSize("256.35MiB")!), "256.35 MiB");
+  assert.equal(formatBytes(parseSize("256.35MiB")!), "256 MiB");
   assert.equal(timeAgo(1000, 1000_000 + 3 * 3600_000), "3 hours ago");
   assert.deepEqual(splitTarget("localhost:5000/a/b"), { repo: "localhost:5000/a/b", tag: "latest" });
   assert.deepEqual(splitTarget("localhost:5000/a/b:v1"), { repo: "localhost:5000/a/b", tag: "v1" });

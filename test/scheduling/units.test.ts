@@ -14,7 +14,7 @@ import {
   shellSplit,
   validateRuntimeFlags,
 } from "../../src/scheduling/index.ts";
-import { tempDir } from "./helpers.ts";
+import { tempDir } from "../helpers/models.ts";
 
 test("durations: seconds, Go-style units, 0 and negatives", () => {
   assert.equal(parseDuration("5m"), 300_000);
@@ -53,7 +53,7 @@ async function writeReranker(path: string): Promise<string> {
 }
 
 test("the memory estimate reads the GGUF header: weights + f16 KV cache + overhead", async (t) => {
-  const dir = await tempDir(t);
+  const dir = await tempDir("mr-s-");
   const path = join(dir, "m.gguf");
   await writeTinyModel(path, { blockCount: 3, embeddingLength: 128, heads: 8, contextLength: 2048 });
   const shape = await readGgufShape(path);
