@@ -95,6 +95,17 @@ describe("engines around faults and removals", () => {
     assert.equal((await chat("ai/gone")).status, 404);
   });
 
+  test("Ollama's DELETE /api/delete of a loaded model stops its runner too", async () => {
+    await d.addModel(await tinyModel({ seed: 73 }), "ai/olgone:latest");
+    assert.equal((await chat("ai/olgone")).status, 200);
+    const [row] = (await ps()).filter((r) => r.model_name === "ai/olgone");
+    assert.ok(row?.pid && isAlive(row.pid));
+    const res = await fetch(`${d.url}/api/delete`, { method: "DELETE", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: "ai/olgone:latest" }) });
+    assert.equal(res.status, 200);
+    await eventually(async () => !(await ps()).some((r) => r.model_name === "ai/olgone"), 5000, "the runner to stop");
+    await eventually(() => !isAlive(row.pid!), 5000, "the engine to exit");
+  });
+
   test("_configure refuses context sizes DMR's int32 > 0 field cannot hold, and stores nothing", async () => {
     for (const size of [1e12, -5, 1.5, 2 ** 31]) {
       const res = await fetch(`${d.url}/engines/_configure`, {

@@ -3,7 +3,7 @@ import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { test } from "node:test";
-import { cleanEnv, collect, runMr } from "../helpers/cli.ts";
+import { cleanEnv, collect, holdDefaultAddress, runMr } from "../helpers/cli.ts";
 import { MR_BIN } from "../helpers/engine.ts";
 import { tempDir, tinyModel } from "../helpers/models.ts";
 import { eventually, pidsMatching } from "../helpers/processes.ts";
@@ -26,6 +26,7 @@ async function isAnswering(): Promise<boolean> {
 }
 
 test("lifecycle: two commands auto-start one daemon; status shows address, pid, uptime, logs; restart, stop and start it", async (t) => {
+  await holdDefaultAddress(t);
   if (await isAnswering()) {
     t.skip(`something already answers at ${DEFAULT_URL}`);
     return;
