@@ -9,6 +9,7 @@
 import { spawn, spawnSync } from "node:child_process";
 import { readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { distStaleness } from "../bin/dist.js";
 
 function collect(path, out) {
@@ -34,9 +35,12 @@ if (files.length === 0) {
   console.error("no test files found");
   process.exit(1);
 }
+// Every file runs with the leak check preloaded (test/helpers/leak-check.ts): a
+// file that leaves a child process or a listening server behind fails.
+const leakCheck = pathToFileURL(join(import.meta.dirname, "..", "test", "helpers", "leak-check.ts")).href;
 const child = spawn(
   process.execPath,
-  ["--import", "tsx", "--test", "--test-concurrency=2", "--test-timeout=300000", ...flags, ...files],
+  ["--import", "tsx", "--import", leakCheck, "--test", "--test-concurrency=2", "--test-timeout=300000", ...flags, ...files],
   { stdio: "inherit" },
 );
 child.on("exit", (code, signal) => process.exit(signal ? 1 : (code ?? 1)));

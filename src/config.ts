@@ -1,13 +1,16 @@
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { parseByteSize, parseDuration } from "./scheduling/index.ts";
+import { parseByteSize, parseDuration } from "./units.ts";
 
 /**
  * The one place that reads the environment and daemon flags. Everything
  * else receives a frozen `DaemonConfig` (or the values it needs). Precedence:
  * flag > environment > default. Keys are listed in docs/config.md.
  */
+/** One place names the daemon's pid file (outside run/, whose *.pid files are engines'). */
+const daemonPidFile = (home: string) => join(home, "daemon.pid");
+
 export interface DaemonConfig {
   host: string;
   port: number;
@@ -17,6 +20,8 @@ export interface DaemonConfig {
   /** Engine sockets and pid files; mode 0700. */
   runDir: string;
   logDir: string;
+  /** The daemon's pid file (JSON {pid, url, started_at, log_file}), written by `mr serve`. */
+  pidFile: string;
   /** Persisted `_configure` settings. */
   configDir: string;
   apiKey: string | null;
@@ -128,6 +133,7 @@ export function loadDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEnv
     modelsPath: resolve(values["models-path"] ?? env.MODEL_RUNNER_MODELS_PATH ?? join(home, "models")),
     runDir: join(home, "run"),
     logDir: join(home, "logs"),
+    pidFile: daemonPidFile(home),
     configDir: join(home, "config"),
     apiKey: values["api-key"] ?? (env.MODEL_RUNNER_API_KEY || null),
     origins: Object.freeze(list(env.MODEL_RUNNER_ORIGINS)),
@@ -160,6 +166,8 @@ export interface CliConfig {
   isHostExplicit: boolean;
   home: string;
   logDir: string;
+  /** The pid file of the daemon `mr` started for this home (`mr stop-runner`, `mr status`). */
+  pidFile: string;
   /** Interactive chat history; null with MODEL_RUNNER_NOHISTORY. */
   historyPath: string | null;
   /** Sent as `Authorization: Bearer` to the daemon (MODEL_RUNNER_API_KEY). */
@@ -199,6 +207,7 @@ export function loadCliConfig(env: NodeJS.ProcessEnv): CliConfig {
     isHostExplicit: hostText !== "",
     home,
     logDir: join(home, "logs"),
+    pidFile: daemonPidFile(home),
     historyPath: env.MODEL_RUNNER_NOHISTORY ? null : join(home, "history"),
     apiKey: env.MODEL_RUNNER_API_KEY || null,
     isColorDisabled: env.NO_COLOR !== undefined,
@@ -210,4 +219,17 @@ export function loadCliConfig(env: NodeJS.ProcessEnv): CliConfig {
     dockerPassword: env.DOCKER_PASSWORD || env.DOCKER_HUB_PASSWORD || null,
     insecureRegistries: Object.freeze(list(env.MODEL_RUNNER_INSECURE_REGISTRIES)),
   });
+}
+
+/**
+ * Set by the daemon on every engine it spawns, with the engine's stdin a
+ * pipe the daemon holds open: the engine exits when it reads EOF there, which
+ * happens as soon as the daemon is gone, however it died (SIGKILL included).
+ * Unset (an engine started by hand), stdin is left alone.
+ */
+export const ENGINE_PARENT_PIPE_ENV = "MODEL_RUNNER_ENGINE_PARENT_PIPE";
+
+/** Whether this engine process must exit when its stdin closes (see ENGINE_PARENT_PIPE_ENV). */
+export function engineWatchesParentPipe(env: NodeJS.ProcessEnv): boolean {
+  return env[ENGINE_PARENT_PIPE_ENV] === "stdin";
 }

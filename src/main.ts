@@ -84,7 +84,10 @@ export function storeResolver(distribution: ModelDistribution): ModelResolver {
  * and starts the daemon. Engines left by a daemon that was SIGKILLed are
  * stopped first.
  */
-export async function startDaemon(config: DaemonConfig, options: { logToStderr?: boolean } = {}): Promise<Daemon> {
+export async function startDaemon(
+  config: DaemonConfig,
+  options: { logToStderr?: boolean; logStream?: NodeJS.WritableStream } = {},
+): Promise<Daemon> {
   // Models and logs (prompts, engine output) may be private: the home is the owner's only, logs too.
   await mkdir(config.home, { recursive: true, mode: 0o700 });
   await mkdir(config.logDir, { recursive: true, mode: 0o700 });
@@ -92,9 +95,17 @@ export async function startDaemon(config: DaemonConfig, options: { logToStderr?:
   const logFile = join(config.logDir, "model-runner.log");
   const fileStream = pino.destination({ dest: logFile, sync: false, mkdir: true, mode: 0o600 });
   await chmod(logFile, 0o600).catch(() => undefined); // a log written before this rule
-  const streams: pino.StreamEntry[] = [{ level: config.logLevel, stream: fileStream }];
-  if (options.logToStderr ?? true) streams.push({ level: config.logLevel, stream: process.stderr });
-  const log = pino({ level: config.logLevel, base: { component: "daemon" } }, pino.multistream(streams));
+  // Work still winding down after close() (a backend install that Ctrl-C cut short) may log: such lines are
+  // dropped, not written to the ended file stream (which throws, killing the process).
+  let isFileClosed = false;
+  const fileSink = { write: (line: string) => (isFileClosed ? true : fileStream.write(line)) };
+  const streams: pino.StreamEntry[] = [{ level: config.logLevel, stream: fileSink }];
+  // The console copy: stderr as JSON lines, or `logStream` (mr serve renders it for people on a terminal).
+  if (options.logStream) streams.push({ level: config.logLevel, stream: options.logStream });
+  else if (options.logToStderr ?? true) streams.push({ level: config.logLevel, stream: process.stderr });
+  // Each line carries one `component` (a child's binding would repeat the key, not replace it).
+  const root = pino({ level: config.logLevel, base: null }, pino.multistream(streams));
+  const log = root.child({ component: "daemon" });
 
   const store = await openStore({ root: config.modelsPath });
   const distribution = createModelDistribution({
@@ -111,7 +122,7 @@ export async function startDaemon(config: DaemonConfig, options: { logToStderr?:
   if (removed.length > 0) log.info({ removed: removed.length }, "removed leftovers of interrupted store writes");
 
   const backends = new BackendRegistry([new LlamaCppBackend({ llamaServerPath: config.llamaServerPath })]);
-  const engineLog = log.child({ component: "engine" });
+  const engineLog = root.child({ component: "engine" });
   let metrics: ReturnType<typeof createMetrics> | null = null;
   const scheduler = await createScheduler({
     backends,
@@ -123,7 +134,7 @@ export async function startDaemon(config: DaemonConfig, options: { logToStderr?:
     queueLimit: config.queueLimit,
     engineQueuePerSlot: 1,
     defaultKeepAliveMs: config.keepAliveMs,
-    log: log.child({ component: "scheduler" }),
+    log: root.child({ component: "scheduler" }),
     onEvent: (event: SchedulerEvent) => metrics?.schedulerEvent(event),
     onEngineLog: (labels, line) => engineLog.info({ model: labels.model, backend: labels.backend, mode: labels.mode }, line),
   });
@@ -172,6 +183,7 @@ export async function startDaemon(config: DaemonConfig, options: { logToStderr?:
         await closed;
         await engines.close();
         log.info("model runner stopped");
+        isFileClosed = true;
         await new Promise<void>((resolve) => {
           fileStream.once("close", () => resolve());
           fileStream.end();

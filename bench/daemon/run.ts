@@ -27,15 +27,14 @@ import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Pool } from "undici";
 import { distStaleness } from "../../bin/dist.js";
 import { createModelDistribution, openStore } from "../../src/distribution/index.ts";
 import { BENCH_MODEL_SHAPE } from "../bench-model.ts";
 import { writeTinyModel } from "../../src/distribution/tiny-model.ts";
+import { MR_BIN } from "../../test/helpers/engine.ts";
 
-const MR_BIN = fileURLToPath(new URL("../../bin/mr.js", import.meta.url));
 const { values } = parseArgs({ options: { requests: { type: "string", default: "300" }, "proxy-only": { type: "boolean", default: false }, "cpu-prof": { type: "string" } } });
 const REQUESTS = Number(values.requests);
 const STALE = distStaleness();

@@ -16,15 +16,14 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { getLlama, LlamaLogLevel, type Token } from "node-llama-cpp";
 import { distStaleness } from "../../bin/dist.js";
 import { BENCH_MODEL_SHAPE, parseWeights } from "../bench-model.ts";
 import { writeTinyModel } from "../../src/distribution/tiny-model.ts";
 import { defaultThreads } from "../../src/engine/options.ts";
+import { MR_BIN } from "../../test/helpers/engine.ts";
 
-const MR_BIN = fileURLToPath(new URL("../../bin/mr.js", import.meta.url));
 const { values, positionals } = parseArgs({
   allowPositionals: true,
   options: { rounds: { type: "string", default: "5" }, weights: { type: "string", default: "F32" }, tokens: { type: "string", default: "256" }, threads: { type: "string" }, "prompt-words": { type: "string", default: "400" } },

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from "fastify";
 import type { ModelDistribution } from "../distribution/index.ts";
 import type { BackendRegistry } from "../inference/index.ts";
-import { parseConfigureBody, parseUnloadBody, type RunnerConfig, type RunnerStatus, type Scheduler } from "../scheduling/index.ts";
+import { parseConfigureBody, parseUnloadBody, type FailedLoadStatus, type RunnerConfig, type RunnerStatus, type Scheduler } from "../scheduling/index.ts";
 
 export interface EngineRouteDeps {
   scheduler: Scheduler;
@@ -31,6 +31,35 @@ export function runnerJson(r: RunnerStatus) {
   };
 }
 
+/**
+ * A model in its failed-load back-off, in `/engines/ps` form: state "failed",
+ * `error` the cause requests get, `retry_at` when the next request loads again.
+ */
+export function failedLoadJson(f: FailedLoadStatus) {
+  return {
+    backend_name: f.backend,
+    model_name: f.model,
+    model_id: f.modelId,
+    mode: f.mode,
+    state: "failed" as const,
+    loading: false,
+    in_use: false,
+    in_flight: 0,
+    waiting: 0,
+    last_used: null,
+    keep_alive: null,
+    expires_at: null,
+    memory_bytes: f.estimatedMemoryBytes,
+    context_size: f.contextSize,
+    parallel: f.parallel,
+    pid: null,
+    error: f.error,
+    error_code: f.code,
+    failed_at: f.failedAt.toISOString(),
+    retry_at: f.retryAt.toISOString(),
+  };
+}
+
 /** A stored configuration in `GET /engines/_configure` form. */
 export function configJson(c: RunnerConfig) {
   return {
@@ -51,12 +80,13 @@ export function registerEngineRoutes(app: FastifyInstance, deps: EngineRouteDeps
 
   app.get("/engines/status", async () => Object.fromEntries(backends.all().map((b) => [b.name, b.status()])));
 
-  app.get("/engines/ps", async () => scheduler.ps().map(runnerJson));
+  app.get("/engines/ps", async () => [...scheduler.ps().map(runnerJson), ...scheduler.failedLoads().map(failedLoadJson)]);
 
   app.get("/engines/df", async () => {
-    const { modelsBytes } = await deps.distribution.diskUsage();
+    const { modelsBytes, partialBytes } = await deps.distribution.diskUsage();
     // The built-in engine ships inside this package: it takes no separate disk space.
-    return { models_disk_usage: modelsBytes, default_backend_disk_usage: 0 };
+    // Partial downloads (interrupted pulls, kept to resume) are ours: DMR has no such field.
+    return { models_disk_usage: modelsBytes, default_backend_disk_usage: 0, partial_downloads_disk_usage: partialBytes };
   });
 
   app.post("/engines/unload", async (request) => {

@@ -8,8 +8,12 @@ import { LazyStream } from "./streaming.ts";
 export interface ModelRouteDeps {
   distribution: ModelDistribution;
   logError: ErrorLogger;
-  /** Called after a model is removed, so runners of a deleted model can be stopped. */
-  onRemoved?: ((reference: string) => Promise<void>) | undefined;
+  /**
+   * Called after models were deleted (by id; "all" after a purge), so their
+   * runners stop rather than keep serving deleted files. Not called when a
+   * removal only untagged a model that other tags still name.
+   */
+  onRemoved?: ((modelIds: readonly string[] | "all") => Promise<void>) | undefined;
 }
 
 /** A stored model in Docker Model Runner's `Model` JSON shape. */
@@ -76,6 +80,7 @@ export function registerModelRoutes(app: FastifyInstance, deps: ModelRouteDeps):
 
   app.delete("/models/purge", async () => {
     await distribution.purge();
+    await deps.onRemoved?.("all");
     return { message: "All models were removed." };
   });
 
@@ -103,7 +108,8 @@ export function registerModelRoutes(app: FastifyInstance, deps: ModelRouteDeps):
     const ref = pathOf(request);
     const force = isTrue((request.query as { force?: string }).force);
     const result = await distribution.remove(ref, { force });
-    await deps.onRemoved?.(ref);
+    const deleted = result.flatMap((r) => ("Deleted" in r && typeof r.Deleted === "string" ? [r.Deleted] : []));
+    if (deleted.length > 0) await deps.onRemoved?.(deleted);
     return result;
   });
 

@@ -134,8 +134,8 @@ export function createDaemonApp(deps: DaemonAppDeps): FastifyInstance {
     distribution: deps.distribution,
     logError,
     // A removed model's runners would keep serving deleted files: stop them.
-    onRemoved: async (ref) => {
-      await deps.scheduler.unload({ models: [ref] }).catch(() => undefined);
+    onRemoved: async (ids) => {
+      await deps.scheduler.unload(ids === "all" ? { all: true } : { models: ids }).catch(() => undefined);
     },
   });
   registerEngineRoutes(app, deps);

@@ -1,23 +1,47 @@
 import { appendFileSync, mkdirSync, readFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { createInterface, type Interface } from "node:readline";
-import { sseData, type DaemonClient } from "./client.ts";
+import { ndjson, type DaemonClient } from "./client.ts";
 import type { Cli } from "./context.ts";
-import { isAbort } from "./errors.ts";
+import { DaemonError, isAbort } from "./errors.ts";
 
 export interface ChatMessage {
   role: "system" | "user" | "assistant";
   content: string;
 }
 
-interface ChatChunk {
-  choices?: Array<{ delta?: { content?: string | null; reasoning_content?: string | null } }>;
+/** What `mr run` asks of every answer (its flags; `/set` changes some in a chat). */
+export interface ChatOptions {
+  /** Ollama's `keep_alive` ("10m", "0", "-1"). */
+  keepAlive?: string;
+  /** Ollama's `think`: true, false, "low", "medium" or "high". */
+  think?: boolean | "low" | "medium" | "high";
+  /** Ollama's `format`: "json". */
+  format?: "json";
+}
+
+/** Ollama's measured statistics of the final chunk (nanoseconds), for `--verbose`. */
+export interface ChatStats {
+  total_duration?: number;
+  load_duration?: number;
+  prompt_eval_count?: number;
+  prompt_eval_duration?: number;
+  eval_count?: number;
+  eval_duration?: number;
+}
+
+interface ChatChunk extends ChatStats {
+  message?: { content?: string; thinking?: string };
+  done?: boolean;
+  error?: string;
 }
 
 /**
- * Streams one chat completion, writing text to `write` as it arrives, and
- * returns the whole answer. Aborting `signal` ends the stream early and
- * resolves with what arrived (the caller decides whether that is an error).
+ * Streams one chat answer through Ollama's `/api/chat` (it carries
+ * keep_alive, think and format, and ends with the timings `--verbose`
+ * prints), writing text to `write` as it arrives. Aborting `signal` ends the
+ * stream early and resolves with what arrived (the caller decides whether
+ * that is an error).
  */
 export async function streamChat(
   client: DaemonClient,
@@ -25,33 +49,83 @@ export async function streamChat(
   messages: readonly ChatMessage[],
   signal: AbortSignal,
   write: (text: string, kind: "content" | "reasoning") => void,
-): Promise<{ text: string; isAborted: boolean }> {
+  options: ChatOptions = {},
+): Promise<{ text: string; isAborted: boolean; stats: ChatStats | null }> {
   let text = "";
   try {
-    const res = await client.request("POST", "/engines/v1/chat/completions", {
-      json: { model, messages, stream: true },
-      headers: { accept: "text/event-stream" },
+    const res = await client.request("POST", "/api/chat", {
+      json: {
+        model,
+        messages,
+        stream: true,
+        ...(options.keepAlive !== undefined ? { keep_alive: options.keepAlive } : {}),
+        ...(options.think !== undefined ? { think: options.think } : {}),
+        ...(options.format !== undefined ? { format: options.format } : {}),
+      },
       signal,
     });
-    for await (const chunk of sseData(res) as AsyncGenerator<ChatChunk>) {
-      const delta = chunk.choices?.[0]?.delta;
-      if (delta?.reasoning_content) write(delta.reasoning_content, "reasoning");
-      if (delta?.content) {
-        text += delta.content;
-        write(delta.content, "content");
+    let stats: ChatStats | null = null;
+    for await (const chunk of ndjson<ChatChunk>(res)) {
+      // Once the answer has begun, a failure arrives as a final {"error": ...} line.
+      if (typeof chunk.error === "string") throw new DaemonError(chunk.error, 500);
+      if (chunk.message?.thinking) write(chunk.message.thinking, "reasoning");
+      if (chunk.message?.content) {
+        text += chunk.message.content;
+        write(chunk.message.content, "content");
       }
+      if (chunk.done) stats = chunk;
     }
-    return { text, isAborted: false };
+    return { text, isAborted: false, stats };
   } catch (error) {
-    if (signal.aborted || isAbort(error)) return { text, isAborted: true };
+    if (signal.aborted || isAbort(error)) return { text, isAborted: true, stats: null };
     throw error;
   }
 }
 
+/** `ollama run --verbose`'s lines. */
+export function formatStats(s: ChatStats): string {
+  const sec = (ns: number | undefined) => `${((ns ?? 0) / 1e9).toFixed(3)}s`;
+  const rate = (n: number | undefined, ns: number | undefined) => (n && ns ? `${(n / (ns / 1e9)).toFixed(2)} tokens/s` : "-");
+  const rows: [string, string][] = [
+    ["total duration", sec(s.total_duration)],
+    ["load duration", sec(s.load_duration)],
+    ["prompt eval count", `${s.prompt_eval_count ?? 0} token(s)`],
+    ["prompt eval duration", sec(s.prompt_eval_duration)],
+    ["prompt eval rate", rate(s.prompt_eval_count, s.prompt_eval_duration)],
+    ["eval count", `${s.eval_count ?? 0} token(s)`],
+    ["eval duration", sec(s.eval_duration)],
+    ["eval rate", rate(s.eval_count, s.eval_duration)],
+  ];
+  return rows.map(([k, v]) => `${`${k}:`.padEnd(22)}${v}\n`).join("");
+}
+
+/** The engine's answer when the conversation no longer fits the model's context. */
+export const isContextOverflow = (error: unknown) =>
+  error instanceof DaemonError && /exceeds the available context size|exceed_context_size/.test(`${error.message} ${error.code ?? ""}`);
+
+/**
+ * Drops the oldest turn (a user message and the answers after it) to make
+ * room, never the system prompt nor the newest message. False when nothing
+ * is left to drop.
+ */
+export function dropOldestTurn(messages: ChatMessage[]): boolean {
+  const first = messages.findIndex((m) => m.role !== "system");
+  if (first === -1) return false;
+  let end = first + 1;
+  while (end < messages.length && messages[end]!.role !== "user") end++;
+  if (end >= messages.length) return false; // that turn is the newest message itself
+  messages.splice(first, end - first);
+  return true;
+}
+
 const HELP = `Available commands:
-  /clear        forget the conversation so far
-  /bye          leave (Ctrl-D does the same)
-  /?, /help     this help
+  /set system TEXT   set the system message (kept when old turns are dropped)
+  /set verbose       show timings after each answer (/set quiet: stop)
+  /set think         let a thinking model think (/set nothink: answer at once)
+  /show info         the model's details (also: license, template, parameters, system)
+  /clear             forget the conversation so far (the system message stays)
+  /bye               leave (Ctrl-D does the same)
+  /?, /help          this help
 
 Use """ to begin and end a multi-line message.
 Ctrl-C stops the current answer; at an empty prompt it only reminds you how to leave.
@@ -113,7 +187,15 @@ function saveHistory(path: string | null, line: string): void {
  * terminal with line editing and history, or a pipe with `-i`), streams each
  * answer, keeps the conversation. Returns the exit code (0 on /bye or EOF).
  */
-export async function interactiveChat(cli: Cli, client: DaemonClient, model: string): Promise<number> {
+export interface ChatSettings {
+  options: ChatOptions;
+  /** Print `--verbose` timings after each answer (stderr). */
+  isVerbose: boolean;
+  /** Do not print a thinking model's reasoning. */
+  isThinkingHidden: boolean;
+}
+
+export async function interactiveChat(cli: Cli, client: DaemonClient, model: string, settings: ChatSettings): Promise<number> {
   const isTerminal = cli.io.stdin.isTTY === true;
   const rl = createInterface({
     input: cli.io.stdin,
@@ -152,6 +234,10 @@ export async function interactiveChat(cli: Cli, client: DaemonClient, model: str
   const releaseInterrupt = cli.onInterrupt(() => interrupt());
   const { dim } = cli.style;
   let messages: ChatMessage[] = [];
+  const write = (text: string, kind: "content" | "reasoning") => {
+    if (kind === "reasoning" && settings.isThinkingHidden) return;
+    cli.io.stdout.write(kind === "reasoning" ? dim(text) : text);
+  };
   try {
     if (isTerminal) cli.io.stdout.write(dim(`Chatting with ${model}. Type /? for help, /bye or Ctrl-D to leave.\n`));
     for (;;) {
@@ -184,15 +270,23 @@ export async function interactiveChat(cli: Cli, client: DaemonClient, model: str
         }
         input = body;
       } else if (trimmed.startsWith("/")) {
-        const command = trimmed.split(/\s+/)[0]!;
+        const [command, ...args] = trimmed.split(/\s+/) as [string, ...string[]];
         if (command === "/bye" || command === "/exit") break;
         if (command === "/clear") {
-          messages = [];
+          messages = messages.filter((m) => m.role === "system");
           cli.io.stdout.write("Cleared the conversation.\n");
           continue;
         }
         if (command === "/help" || command === "/?") {
           cli.io.stdout.write(HELP);
+          continue;
+        }
+        if (command === "/set") {
+          cli.io.stdout.write(setOption(args, trimmed, settings, messages));
+          continue;
+        }
+        if (command === "/show") {
+          cli.io.stdout.write(await showOption(client, model, args[0], messages, cli.signal));
           continue;
         }
         cli.io.stdout.write(`Unknown command '${command}'. Type /? for help.\n`);
@@ -202,15 +296,28 @@ export async function interactiveChat(cli: Cli, client: DaemonClient, model: str
       messages.push({ role: "user", content: input });
       answer = new AbortController();
       try {
-        const result = await streamChat(client, model, messages, answer.signal, (text, kind) =>
-          cli.io.stdout.write(kind === "reasoning" ? dim(text) : text),
-        );
+        let dropped = 0;
+        let result;
+        for (;;) {
+          try {
+            result = await streamChat(client, model, messages, answer.signal, write, settings.options);
+            break;
+          } catch (error) {
+            // As Ollama: a conversation that outgrew the context loses its oldest turns, not the chat.
+            if (!isContextOverflow(error) || !dropOldestTurn(messages)) throw error;
+            dropped++;
+          }
+        }
+        if (dropped > 0) cli.note(dim(`(The conversation outgrew the model's context: dropped the oldest ${dropped === 1 ? "turn" : `${dropped} turns`}.)`));
         // A stopped answer stays in the conversation, as far as it got.
         messages.push({ role: "assistant", content: result.text });
         cli.io.stdout.write(result.isAborted ? "\n[stopped]\n\n" : "\n\n");
+        if (settings.isVerbose && result.stats) cli.io.stderr.write(`${formatStats(result.stats)}\n`);
       } catch (error) {
         messages.pop();
         cli.io.stdout.write("\n");
+        // A script feeding a pipe must learn that its chat failed: stop with the error (exit 1).
+        if (!isTerminal) throw error;
         cli.note(`Error: ${(error as Error).message}`);
       } finally {
         answer = null;
@@ -222,4 +329,63 @@ export async function interactiveChat(cli: Cli, client: DaemonClient, model: str
   }
   if (isTerminal) cli.io.stdout.write("\n");
   return 0;
+}
+
+/** `/set ...`: returns the line to print. */
+function setOption(args: string[], line: string, settings: ChatSettings, messages: ChatMessage[]): string {
+  const [what] = args;
+  if (what === "system") {
+    const text = line.replace(/^\/set\s+system\s*/, "").replace(/^"""([\s\S]*)"""$/, "$1").trim();
+    const at = messages.findIndex((m) => m.role === "system");
+    if (text === "") {
+      if (at !== -1) messages.splice(at, 1);
+      return "Cleared the system message.\n";
+    }
+    if (at !== -1) messages[at] = { role: "system", content: text };
+    else messages.unshift({ role: "system", content: text });
+    return "Set system message.\n";
+  }
+  if (what === "verbose" || what === "quiet") {
+    settings.isVerbose = what === "verbose";
+    return what === "verbose" ? "Set 'verbose' mode.\n" : "Set 'quiet' mode.\n";
+  }
+  if (what === "think" || what === "nothink") {
+    settings.options.think = what === "think";
+    return what === "think" ? "Set 'think' mode.\n" : "Set 'nothink' mode.\n";
+  }
+  if (what === "parameter") return "'/set parameter' is not available yet: set a model's defaults with 'mr configure'.\n";
+  return `Unknown /set option '${what ?? ""}'. Try: system, verbose, quiet, think, nothink.\n`;
+}
+
+interface ShowBody {
+  license?: string;
+  template?: string;
+  parameters?: string;
+  details?: { family?: string; parameter_size?: string; quantization_level?: string; format?: string };
+  model_info?: Record<string, unknown>;
+}
+
+/** `/show ...`: what Ollama's `/api/show` knows of the model, or the session's system message. */
+async function showOption(client: DaemonClient, model: string, what: string | undefined, messages: ChatMessage[], signal: AbortSignal): Promise<string> {
+  if (what === "system") {
+    const system = messages.find((m) => m.role === "system");
+    return system ? `${system.content}\n` : "No system message was specified for this model.\n";
+  }
+  if (!["info", "license", "template", "parameters"].includes(what ?? "")) {
+    return `Unknown /show option '${what ?? ""}'. Try: info, license, template, parameters, system.\n`;
+  }
+  const body = (await client.json<ShowBody>("POST", "/api/show", { json: { model }, signal })) ?? {};
+  if (what === "license") return body.license ? `${body.license.trimEnd()}\n` : "No license was specified for this model.\n";
+  if (what === "template") return body.template ? `${body.template.trimEnd()}\n` : "No template was specified for this model.\n";
+  if (what === "parameters") return body.parameters ? `${body.parameters.trimEnd()}\n` : "No parameters were specified for this model.\n";
+  const info = body.model_info ?? {};
+  const arch = body.details?.family || String(info["general.architecture"] ?? "");
+  const rows: [string, string][] = [
+    ["architecture", arch || "-"],
+    ["parameters", body.details?.parameter_size || "-"],
+    ["context length", String(info[`${arch}.context_length`] ?? "-")],
+    ["embedding length", String(info[`${arch}.embedding_length`] ?? "-")],
+    ["quantization", body.details?.quantization_level || "-"],
+  ];
+  return `  Model\n${rows.map(([k, v]) => `    ${k.padEnd(18)}${v}\n`).join("")}`;
 }

@@ -26,6 +26,8 @@ export class DaemonClient {
   constructor(
     readonly baseUrl: string,
     private readonly apiKey: string | null = null,
+    /** The address came from MODEL_RUNNER_HOST (error messages say so). */
+    private readonly isHostExplicit = true,
   ) {}
 
   async request(method: string, path: string, opts: RequestOptions = {}): Promise<Response> {
@@ -52,7 +54,7 @@ export class DaemonClient {
       } as RequestInit);
     } catch (error) {
       if (opts.signal?.aborted) throw opts.signal.reason;
-      throw new DaemonUnreachableError(this.baseUrl, { cause: error });
+      throw new DaemonUnreachableError(this.baseUrl, this.isHostExplicit, { cause: error });
     }
     if (!res.ok) throw await errorFrom(res);
     return res;

@@ -1,5 +1,6 @@
 import type { Command } from "./context.ts";
 import { UsageError } from "./errors.ts";
+import { benchCommand } from "./bench.ts";
 import { completionScript, SHELLS } from "./completion.ts";
 import { configureCommand } from "./configure.ts";
 import { dfCommand } from "./df.ts";
@@ -12,6 +13,7 @@ import { pullCommand } from "./pull.ts";
 import { purgeCommand } from "./purge.ts";
 import { pushCommand } from "./push.ts";
 import { rmCommand } from "./rm.ts";
+import { restartRunnerCommand, startRunnerCommand, stopRunnerCommand } from "./runner.ts";
 import { runCommand } from "./run.ts";
 import { searchCommand } from "./search.ts";
 import { showCommand } from "./show.ts";
@@ -28,7 +30,8 @@ export interface RawCommand {
   name: string;
   summary: string;
   flags: readonly string[];
-  run(argv: readonly string[]): Promise<number>;
+  /** `env`: the environment main() was given (read through src/config.ts only). */
+  run(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number>;
 }
 
 export const completionCommand: Command = {
@@ -62,9 +65,13 @@ export const COMMANDS: readonly Command[] = [
   packageCommand,
   configureCommand,
   unloadCommand,
+  benchCommand,
   dfCommand,
   purgeCommand,
   statusCommand,
+  startRunnerCommand,
+  stopRunnerCommand,
+  restartRunnerCommand,
   logsCommand,
   searchCommand,
   versionCommand,

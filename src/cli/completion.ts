@@ -2,10 +2,21 @@ import type { Command } from "./context.ts";
 
 export const SHELLS = ["bash", "zsh", "fish"] as const;
 
+/** Commands whose positional arguments are model names (completed from the running daemon's store). */
+const MODEL_COMMANDS = ["run", "rm", "remove", "inspect", "show", "push", "tag", "cp", "unload", "stop", "configure", "bench"];
+
+/**
+ * How the scripts list model names: never starts a daemon (a TAB must not),
+ * one name per line, nothing when no daemon answers.
+ */
+const LIST_MODELS = "mr --no-autostart list --names 2>/dev/null";
+
 interface Entry {
   name: string;
   summary: string;
   flags: string[];
+  /** Flags whose value is a file name (`valueName` FILE or DIR). */
+  fileFlags: string[];
   subcommands: readonly string[];
 }
 
@@ -14,45 +25,78 @@ const entries = (commands: readonly Command[]): Entry[] =>
     [c.name, ...(c.aliases ?? [])].map((name) => ({
       name,
       summary: c.summary,
-      flags: [...Object.entries(c.flags).flatMap(([f, s]) => [`--${f}`, ...(s.short ? [`-${s.short}`] : [])]), "--help"],
+      // A name that already starts with "-" is a spelling of its own (the engine's llama-server flags: -ngl, --ctx-size).
+      flags: [...Object.entries(c.flags).flatMap(([f, s]) => [f.startsWith("-") ? f : `--${f}`, ...(s.short ? [`-${s.short}`] : [])]), "--help"],
+      fileFlags: Object.entries(c.flags)
+        .filter(([, s]) => s.valueName === "FILE" || s.valueName === "DIR")
+        .flatMap(([f, s]) => [f.startsWith("-") ? f : `--${f}`, ...(s.short ? [`-${s.short}`] : [])]),
       subcommands: c.subcommands ?? [],
     })),
   );
 
 /**
- * A completion script for `shell` covering every command and flag, plus
- * model names (from `mr ls -q`-style names) after commands that take one.
+ * A completion script for `shell` covering every command and flag, file
+ * names after flags that take a file, and model names after commands that
+ * take one. Names with `:` (tags, `host:port/...`) complete whole: bash
+ * splits words at `:`, so the bash script rejoins them
+ * (`_get_comp_words_by_ref -n :` and `__ltrim_colon_completions` from
+ * bash-completion, or the same done by hand when it is not loaded).
  */
 export function completionScript(shell: (typeof SHELLS)[number], commands: readonly Command[]): string {
   const list = entries(commands);
-  const modelCommands = ["run", "rm", "remove", "inspect", "show", "push", "tag", "unload", "stop", "configure"];
+  const fileFlags = [...new Set(list.flatMap((e) => e.fileFlags))];
   if (shell === "bash") {
     const cases = list.map((e) => `    ${e.name}) opts="${[...e.flags, ...e.subcommands].join(" ")}" ;;`).join("\n");
     return `# bash completion for mr; load with: source <(mr completion bash)
 _mr() {
-  local cur="\${COMP_WORDS[COMP_CWORD]}" cmd="\${COMP_WORDS[1]}" opts=""
-  if [ "$COMP_CWORD" -eq 1 ]; then
+  local cur cword words=()
+  if declare -F _get_comp_words_by_ref >/dev/null; then
+    _get_comp_words_by_ref -n : cur words cword
+  else
+    # bash-completion is not loaded: split the line at blanks only, so "a:b" stays one word.
+    local line="\${COMP_LINE:0:COMP_POINT}"
+    read -ra words <<< "$line"
+    [[ "$line" =~ [[:space:]]$ || \${#words[@]} -eq 0 ]] && words+=("")
+    cword=$(( \${#words[@]} - 1 ))
+    cur="\${words[cword]}"
+  fi
+  local cmd="\${words[1]}" prev="" opts=""
+  (( cword > 0 )) && prev="\${words[cword-1]}"
+  if [ "$cword" -eq 1 ]; then
     COMPREPLY=( $(compgen -W "${list.map((e) => e.name).join(" ")}" -- "$cur") )
     return
   fi
+  case "$prev" in
+    ${fileFlags.join("|") || "--no-file-flags"})
+      compopt -o filenames 2>/dev/null
+      COMPREPLY=( $(compgen -f -- "$cur") )
+      return ;;
+  esac
   case "$cmd" in
 ${cases}
   esac
   if [[ "$cur" != -* ]]; then
-    case "$cmd" in ${modelCommands.join("|")}) opts="$opts $(mr list --json 2>/dev/null | sed -n 's/.*"model": "\\(.*\\)",/\\1/p')" ;; esac
+    case "$cmd" in ${MODEL_COMMANDS.join("|")}) opts="$opts $(${LIST_MODELS})" ;; esac
   fi
   COMPREPLY=( $(compgen -W "$opts" -- "$cur") )
+  # bash replaces only the part of the word after its last ':'; drop what is already typed up to there.
+  if declare -F __ltrim_colon_completions >/dev/null; then
+    __ltrim_colon_completions "$cur"
+  elif [[ "$cur" == *:* && "$COMP_WORDBREAKS" == *:* ]]; then
+    local prefix="\${cur%"\${cur##*:}"}" i
+    for i in "\${!COMPREPLY[@]}"; do COMPREPLY[i]="\${COMPREPLY[i]#"$prefix"}"; done
+  fi
 }
 complete -F _mr mr model-runner
 `;
   }
   if (shell === "zsh") {
-    const cmds = list.map((e) => `    '${e.name}:${e.summary.replace(/'/g, "")}'`).join("\n");
-    const cases = list.map((e) => `    ${e.name}) _values 'option' ${[...e.flags, ...e.subcommands].map((f) => `'${f}'`).join(" ")} ;;`).join("\n");
+    const cmds = list.map((e) => `    '${e.name}:${e.summary.replace(/'/g, "").replace(/:/g, "\\:")}'`).join("\n");
+    const cases = list.map((e) => `    ${e.name}) opts=(${[...e.flags, ...e.subcommands].map((f) => `'${f}'`).join(" ")}) ;;`).join("\n");
     return `#compdef mr model-runner
 # zsh completion for mr; load with: source <(mr completion zsh)
 _mr() {
-  local -a commands
+  local -a commands opts models
   commands=(
 ${cmds}
   )
@@ -60,9 +104,23 @@ ${cmds}
     _describe 'command' commands
     return
   fi
+  case "\${words[CURRENT-1]}" in
+    ${fileFlags.join("|") || "--no-file-flags"}) _files; return ;;
+  esac
   case "\${words[2]}" in
 ${cases}
   esac
+  if [[ "\${words[CURRENT]}" == -* ]]; then
+    compadd -a opts
+    return
+  fi
+  case "\${words[2]}" in
+    ${MODEL_COMMANDS.join("|")})
+      # compadd takes names literally: a ':' in a tag is not a description separator here.
+      models=(\${(f)"$(${LIST_MODELS})"})
+      compadd -a models ;;
+  esac
+  compadd -a opts
 }
 compdef _mr mr model-runner
 `;
@@ -71,10 +129,13 @@ compdef _mr mr model-runner
   for (const e of list) {
     lines.push(`complete -c mr -n '__fish_use_subcommand' -a ${e.name} -d '${e.summary.replace(/'/g, "")}'`);
     for (const f of e.flags) {
-      const opt = f.startsWith("--") ? `-l ${f.slice(2)}` : `-s ${f.slice(1)}`;
-      lines.push(`complete -c mr -n '__fish_seen_subcommand_from ${e.name}' ${opt}`);
+      // fish: -s for one letter, -o for old-style single-dash names (-ngl), -l for --long.
+      const opt = f.startsWith("--") ? `-l ${f.slice(2)}` : f.length === 2 ? `-s ${f.slice(1)}` : `-o ${f.slice(1)}`;
+      // -r -F: the flag takes a value, and that value is a file name.
+      lines.push(`complete -c mr -n '__fish_seen_subcommand_from ${e.name}' ${opt}${e.fileFlags.includes(f) ? " -r -F" : ""}`);
     }
     for (const s of e.subcommands) lines.push(`complete -c mr -n '__fish_seen_subcommand_from ${e.name}' -a ${s}`);
   }
+  lines.push(`complete -c mr -n '__fish_seen_subcommand_from ${MODEL_COMMANDS.join(" ")}' -a '(${LIST_MODELS})'`);
   return `${lines.join("\n")}\n`;
 }

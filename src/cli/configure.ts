@@ -1,7 +1,11 @@
 import type { Command } from "./context.ts";
 import { intFlag, type ParsedArgs } from "./args.ts";
-import { UsageError } from "./errors.ts";
+import { setTimeout as delay } from "node:timers/promises";
+import type { DaemonClient } from "./client.ts";
+import { CliError, UsageError } from "./errors.ts";
+import { resolveModel } from "./models.ts";
 import { json, table } from "./output.ts";
+import type { RunnerStatus } from "./ps.ts";
 
 /** GET /engines/_configure rows; `mr configure show --json` prints these unchanged. */
 export interface ConfigureRow {
@@ -49,9 +53,11 @@ export const configureCommand: Command = {
       throw new UsageError("nothing to configure: pass --context-size, --keep-alive, --mode or runtime flags after --", "configure");
     }
     const client = await cli.daemon();
-    await client.json("POST", "/engines/_configure", {
+    // Stored under the model the name resolves to, so every later name for it (full, partial, ID) finds it.
+    const { model, name } = await resolveModel(client, positionals[0]!, cli.signal);
+    const result = await client.json<{ restarted?: boolean }>("POST", "/engines/_configure", {
       json: {
-        model: positionals[0],
+        model: name,
         ...(mode !== undefined ? { mode } : {}),
         ...(contextSize !== undefined ? { "context-size": contextSize } : {}),
         ...(keepAlive !== undefined ? { keep_alive: keepAlive } : {}),
@@ -59,16 +65,37 @@ export const configureCommand: Command = {
       },
       signal: cli.signal,
     });
-    cli.io.stdout.write(`Configured ${positionals[0]}.\n`);
+    // A loaded runner restarts with the new settings in the background (DMR answers 202); wait for it, so
+    // that a load failure is reported here and the next command does not find the runner busy loading.
+    if (result?.restarted) await waitForReload(client, model.id, cli.signal);
+    cli.io.stdout.write(`Configured ${name}.\n`);
     return 0;
   },
 };
 
+/** Resolves once no runner of `modelId` is loading or stopping (ready, or gone because the load failed). */
+async function waitForReload(client: DaemonClient, modelId: string, signal: AbortSignal, timeoutMs = 300_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let settledSince: number | null = null;
+  while (Date.now() < deadline) {
+    const mine = ((await client.json<RunnerStatus[]>("GET", "/engines/ps", { signal })) ?? []).filter((r) => r.model_id === modelId);
+    if (mine.some((r) => r.state === "ready") && !mine.some((r) => r.state === "loading" || r.state === "stopping")) return;
+    // No runner at all: the old one stopped and the new one may not exist yet; give it a moment.
+    if (mine.length === 0) {
+      settledSince ??= Date.now();
+      if (Date.now() - settledSince > 2000) return;
+    } else settledSince = null;
+    await delay(200, undefined, { signal });
+  }
+  throw new CliError(`the model was configured, but its runner did not finish reloading within ${timeoutMs / 1000}s (see 'mr ps')`);
+}
+
 async function show(cli: Parameters<Command["run"]>[0], { values, positionals }: ParsedArgs): Promise<number> {
   if (positionals.length > 2) throw new UsageError("configure show takes at most one MODEL", "configure");
   const client = await cli.daemon();
-  const rows =
-    (await client.json<ConfigureRow[]>("GET", "/engines/_configure", { query: { model: positionals[1] }, signal: cli.signal })) ?? [];
+  // By model ID: settings are stored per model, whatever name they were set or are asked under.
+  const modelId = positionals[1] !== undefined ? (await resolveModel(client, positionals[1], cli.signal)).model.id : undefined;
+  const rows = (await client.json<ConfigureRow[]>("GET", "/engines/_configure", { query: { model: modelId }, signal: cli.signal })) ?? [];
   if (values.json) {
     cli.io.stdout.write(json(rows));
     return 0;

@@ -48,6 +48,8 @@ export interface Command {
   flags: FlagSpecs;
   /** Subcommands offered by shell completion (e.g. configure show). */
   subcommands?: readonly string[];
+  /** The most positional arguments it takes (0: none); more are a usage error. Unset: the command checks. */
+  maxArgs?: number;
   /** Hidden from `mr --help` (aliases of other tools). */
   isHidden?: boolean;
   run(cli: Cli, args: ParsedArgs): Promise<number>;

@@ -38,13 +38,22 @@ export class DaemonError extends CliError {
   }
 }
 
-/** Nothing answered at the daemon's address. */
+/**
+ * Nothing answered at the daemon's address. The message names
+ * MODEL_RUNNER_HOST only when that is where the address came from.
+ */
 export class DaemonUnreachableError extends CliError {
   constructor(
     readonly baseUrl: string,
+    readonly isHostExplicit: boolean,
     options?: ErrorOptions,
   ) {
-    super(`cannot reach the model runner at ${baseUrl}: is 'mr serve' running there? (MODEL_RUNNER_HOST)`, options);
+    super(
+      isHostExplicit
+        ? `cannot reach the model runner at ${baseUrl} (MODEL_RUNNER_HOST): is 'mr serve' running there?`
+        : `cannot reach the model runner at ${baseUrl}: start it with 'mr start-runner' (or 'mr serve' in the foreground)`,
+      options,
+    );
   }
 }
 

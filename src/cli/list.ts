@@ -1,6 +1,6 @@
 import type { Command } from "./context.ts";
 import type { ApiModel } from "./models.ts";
-import { json, shortId, table, timeAgo } from "./output.ts";
+import { formatBytes, json, parseSize, shortId, table, timeAgo } from "./output.ts";
 
 /** `mr list --json` rows: one per tag (untagged models once), stable field names (docs/cli.md). */
 export interface ListRow {
@@ -30,6 +30,13 @@ export function listRows(models: readonly ApiModel[]): ListRow[] {
   });
 }
 
+/** The config's own text ("256.35MiB") in the units every other size is shown in. */
+function displaySize(size: string | null): string {
+  if (size === null) return "-";
+  const bytes = parseSize(size);
+  return bytes === null ? size : formatBytes(bytes);
+}
+
 export const listCommand: Command = {
   name: "list",
   aliases: ["ls"],
@@ -41,6 +48,8 @@ export const listCommand: Command = {
     json: { type: "boolean", description: "print JSON: [{model,id,parameters,quantization,architecture,created,size,context_size}]" },
     quiet: { type: "boolean", short: "q", description: "print model IDs only" },
     openai: { type: "boolean", description: "print the OpenAI /v1/models answer" },
+    // Hidden: one tag per line, for shell completion.
+    names: { type: "boolean" },
   },
   async run(cli, { values, positionals }) {
     const client = await cli.daemon();
@@ -54,6 +63,8 @@ export const listCommand: Command = {
     const rows = listRows(models ?? []).filter((r) => !filter || r.model.includes(filter));
     if (values.json) {
       cli.io.stdout.write(json(rows));
+    } else if (values.names) {
+      cli.io.stdout.write(rows.filter((r) => r.model !== "<none>").map((r) => `${r.model}\n`).join(""));
     } else if (values.quiet) {
       const ids = [...new Set(rows.map((r) => shortId(r.id)))];
       cli.io.stdout.write(ids.map((id) => `${id}\n`).join(""));
@@ -69,7 +80,7 @@ export const listCommand: Command = {
             shortId(r.id),
             timeAgo(r.created),
             r.context_size ? String(r.context_size) : "-",
-            r.size ?? "-",
+            displaySize(r.size),
           ]),
         ),
       );

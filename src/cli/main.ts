@@ -6,13 +6,14 @@ import type { Cli, CliIo, Command } from "./context.ts";
 import { ensureDaemon } from "./daemon.ts";
 import { CancelledError, DaemonError, UsageError, isAbort } from "./errors.ts";
 import { makeStyle } from "./output.ts";
+import { flagNames as engineFlagNames } from "../engine/options.ts";
 
 const BIN_PATH = fileURLToPath(new URL("../../bin/mr.js", import.meta.url));
 
 registerRaw({
   name: "serve",
-  summary: "Run the daemon in the foreground (--host, --port, --models-path, --api-key, --log-level)",
-  flags: ["host", "port", "models-path", "api-key", "log-level"],
+  summary: "Run the daemon in the foreground (--host, --port, --models-path, --api-key, --log-level, --json)",
+  flags: ["host", "port", "models-path", "api-key", "log-level", "json"],
   // Loaded only when run: the daemon and the engine pull in fastify and node-llama-cpp,
   // which would slow every other command's start.
   run: async (argv) => (await import("./serve.ts")).serveCommand(argv),
@@ -20,8 +21,9 @@ registerRaw({
 registerRaw({
   name: "engine",
   summary: "Run the built-in inference engine for one GGUF model (llama-server's flags)",
-  flags: ["model", "host", "port", "ctx-size", "parallel", "embeddings", "alias", "threads", "gpu-layers", "api-key"],
-  run: async (argv) => (await import("./engine.ts")).engineCommand(argv),
+  // Every spelling of the engine's flag table, so completion never drifts from the parser.
+  flags: engineFlagNames(),
+  run: async (argv, env) => (await import("./engine.ts")).engineCommand(argv, env),
 });
 
 function usage(): string {
@@ -32,7 +34,7 @@ function usage(): string {
     ...RAW_COMMANDS.filter((r) => r.name !== "serve").map((r) => [r.name, r.summary] as [string, string]),
   ];
   const width = Math.max(...rows.map(([n]) => n.length));
-  return `Usage: mr [--debug] COMMAND [ARGS]
+  return `Usage: mr [--debug] [--no-autostart] COMMAND [ARGS]
 
 Run AI models locally. Every command talks to the daemon at MODEL_RUNNER_HOST (default http://127.0.0.1:12434);
 when nothing answers there and MODEL_RUNNER_HOST is unset, one is started in the background.
@@ -67,8 +69,12 @@ const allNames = () => [...COMMANDS.flatMap((c) => [c.name, ...(c.aliases ?? [])
 export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: CliIo): Promise<number> {
   const args = [...argv];
   let debug = false;
-  while (args[0] === "--debug") {
-    debug = true;
+  let isAutostartAllowed = true;
+  // Global flags before the command: --debug, and --no-autostart (shell completion: a TAB must never start a daemon).
+  for (;;) {
+    if (args[0] === "--debug") debug = true;
+    else if (args[0] === "--no-autostart") isAutostartAllowed = false;
+    else break;
     args.shift();
   }
   const [name, ...rest] = args;
@@ -93,7 +99,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
     return 0;
   }
   const raw = RAW_COMMANDS.find((r) => r.name === name);
-  if (raw) return raw.run(rest);
+  if (raw) return raw.run(rest, env);
   const command = findCommand(name);
   if (!command) {
     const hint = suggest(name, allNames());
@@ -127,7 +133,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
         if (interruptHandler === handler) interruptHandler = null;
       };
     },
-    daemon: () => ensureDaemon({ config, binPath: BIN_PATH, note: (m) => io.stderr.write(`${m}\n`) }),
+    daemon: () => ensureDaemon({ config, binPath: BIN_PATH, isAutostartAllowed, note: (m) => io.stderr.write(`${m}\n`) }),
   };
   try {
     const parsed = parseCommandArgs(command.name, command.flags, rest);
@@ -135,6 +141,13 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
     if (parsed.values.help) {
       io.stdout.write(commandHelp(command));
       return 0;
+    }
+    if (command.maxArgs !== undefined && parsed.positionals.length > command.maxArgs) {
+      const extra = parsed.positionals.slice(command.maxArgs).join(" ");
+      throw new UsageError(
+        command.maxArgs === 0 ? `${command.name} takes no arguments, got "${extra}"` : `${command.name} takes at most ${command.maxArgs}, got "${extra}" too`,
+        command.name,
+      );
     }
     return await command.run(cli, parsed);
   } catch (error) {
@@ -148,10 +161,19 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
     }
     fail(error instanceof Error ? error.message.split("\n")[0]! : String(error));
     if (debug) io.stderr.write(`${debugDetail(error)}\n`);
-    return 1;
+    return exitCodeOf(error);
   } finally {
     process.off("SIGINT", onSigint);
   }
+}
+
+/**
+ * 2 for what the user typed (a value the daemon rejected as invalid, 400/422,
+ * is a bad value too), 1 for failures.
+ */
+function exitCodeOf(error: unknown): number {
+  if (error instanceof DaemonError && (error.status === 400 || error.status === 422)) return 2;
+  return 1;
 }
 
 function debugDetail(error: unknown): string {

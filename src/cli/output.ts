@@ -36,17 +36,16 @@ export function table(headers: readonly string[], rows: readonly (readonly strin
   return [line(headers), ...rows.map(line)].join("\n") + "\n";
 }
 
-/** 1234567 → "1.23 MB" (decimal, like docker's sizes). */
-export function formatBytes(bytes: number): string {
-  if (!Number.isFinite(bytes) || bytes < 0) return "-";
-  const units = ["B", "kB", "MB", "GB", "TB"];
-  let i = 0;
-  let v = bytes;
-  while (v >= 1000 && i < units.length - 1) {
-    v /= 1000;
-    i++;
-  }
-  return i === 0 ? `${v} B` : `${v.toFixed(v < 10 ? 2 : v < 100 ? 1 : 0)} ${units[i]}`;
+export { formatBytes } from "../format-bytes.ts";
+
+/** A size as the daemon's model config writes it ("256.35MiB", "1.2 GB") → bytes; null when it is not one. */
+export function parseSize(text: string): number | null {
+  const m = /^\s*([\d.]+)\s*(B|KiB|MiB|GiB|TiB|kB|KB|MB|GB|TB)\s*$/.exec(text);
+  if (!m) return null;
+  const factor: Record<string, number> = {
+    B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3, TiB: 1024 ** 4, kB: 1e3, KB: 1e3, MB: 1e6, GB: 1e9, TB: 1e12,
+  };
+  return Number(m[1]) * factor[m[2]!]!;
 }
 
 /** Seconds → "3s", "2m5s", "1h4m". */

@@ -7,7 +7,7 @@ export interface RunnerStatus {
   model_name: string;
   model_id?: string;
   mode: string;
-  state?: "loading" | "ready" | "stopping";
+  state?: "loading" | "ready" | "stopping" | "failed";
   in_flight?: number;
   waiting?: number;
   last_used?: number | null;
@@ -17,6 +17,9 @@ export interface RunnerStatus {
   context_size?: number | null;
   parallel?: number | null;
   pid?: number | null;
+  /** state "failed": the load's error, and when the next request tries again. */
+  error?: string;
+  retry_at?: string;
 }
 
 export const psCommand: Command = {
@@ -24,6 +27,7 @@ export const psCommand: Command = {
   summary: "List the models loaded in memory",
   usage: "mr ps [OPTIONS]",
   examples: ["mr ps", "mr ps --json"],
+  maxArgs: 0,
   flags: { json: { type: "boolean", description: "print the daemon's runner list as JSON" } },
   async run(cli, { values }) {
     const client = await cli.daemon();
@@ -45,10 +49,23 @@ export const psCommand: Command = {
           r.context_size ? String(r.context_size) : "-",
           `${r.in_flight ?? 0}${r.waiting ? ` (+${r.waiting} waiting)` : ""}`,
           r.in_flight ? "now" : timeAgo(r.last_used),
-          r.keep_alive === "-1" || r.keep_alive === "forever" ? "forever" : r.in_flight ? "-" : timeUntil(r.expires_at),
+          r.state === "failed"
+            ? `retry ${timeUntil(r.retry_at ?? null)}`
+            : r.keep_alive === "-1" || r.keep_alive === "forever"
+              ? "forever"
+              : r.in_flight
+                ? "-"
+                : timeUntil(r.expires_at),
         ]),
       ),
     );
+    // The cause of a failed load, one line each (the table has no room for it): the
+    // summary and the engine's last line, which names the problem. --json has all of it.
+    for (const r of runners.filter((x) => x.state === "failed" && x.error)) {
+      const lines = r.error!.split("\n").filter((l) => l.trim() !== "" && !l.startsWith("---"));
+      const cause = lines.length > 1 ? `${lines[0]}: ${lines.at(-1)}` : (lines[0] ?? "");
+      cli.io.stdout.write(`${r.model_name}: failed to load: ${cause}\n`);
+    }
     return 0;
   },
 };

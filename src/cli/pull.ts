@@ -7,8 +7,9 @@ export const pullCommand: Command = {
   summary: "Pull a model from a registry or Hugging Face",
   usage: "mr pull [OPTIONS] MODEL",
   description:
-    "Downloads MODEL into the daemon's store, showing progress. Transient failures are retried; an interrupted pull\n" +
-    "(Ctrl-C, lost connection) continues where it stopped the next time.",
+    "Downloads MODEL into the daemon's store, showing progress. The daemon retries timeouts, resets, 429 and 5xx\n" +
+    "answers; a registry that cannot be reached (no network, name not resolving, connection refused) fails at once.\n" +
+    "An interrupted pull (Ctrl-C, lost connection) continues where it stopped the next time.",
   examples: ["mr pull ai/smollm2", "mr pull hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M", "mr pull -q ai/smollm2"],
   flags: { quiet: { type: "boolean", short: "q", description: "print no progress" } },
   async run(cli, { values, positionals }) {

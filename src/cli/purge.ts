@@ -8,6 +8,7 @@ export const purgeCommand: Command = {
   usage: "mr purge [OPTIONS]",
   description: "Deletes the whole model store. On a terminal it asks first; elsewhere it needs -f.",
   examples: ["mr purge", "mr purge -f"],
+  maxArgs: 0,
   flags: { force: { type: "boolean", short: "f", description: "do not ask" } },
   async run(cli, { values }) {
     if (!values.force) {

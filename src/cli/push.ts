@@ -1,6 +1,6 @@
 import type { Command } from "./context.ts";
 import { UsageError } from "./errors.ts";
-import { encodeRef } from "./models.ts";
+import { encodeRef, isModelId, resolveModel } from "./models.ts";
 import { followProgress, progressMode } from "./transfer.ts";
 
 export const pushCommand: Command = {
@@ -13,13 +13,17 @@ export const pushCommand: Command = {
   async run(cli, { values, positionals }) {
     if (positionals.length !== 1) throw new UsageError("push takes exactly one MODEL", "push");
     const client = await cli.daemon();
-    const res = await client.request("POST", `/models/${encodeRef(positionals[0]!)}/push`, {
+    const resolved = await resolveModel(client, positionals[0]!, cli.signal);
+    // A push goes to the registry a name points at: an ID names none.
+    if (isModelId(resolved.name)) throw new UsageError(`push needs a MODEL name (a tag), not an ID: tag it first (mr tag ${positionals[0]} REGISTRY/NAME:TAG)`, "push");
+    const name = resolved.name;
+    const res = await client.request("POST", `/models/${encodeRef(name)}/push`, {
       json: {},
       headers: { accept: "application/json" },
       signal: cli.signal,
     });
     const message = await followProgress(cli, res, { mode: progressMode(cli, values.quiet === true), verb: "Uploading" });
-    if (values.quiet !== true) cli.io.stdout.write(`${message || `Pushed ${positionals[0]}`}\n`);
+    if (values.quiet !== true) cli.io.stdout.write(`${message || `Pushed ${name}`}\n`);
     return 0;
   },
 };

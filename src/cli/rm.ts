@@ -1,6 +1,6 @@
 import type { Command } from "./context.ts";
-import { UsageError } from "./errors.ts";
-import { encodeRef } from "./models.ts";
+import { CliError, DaemonError, UsageError } from "./errors.ts";
+import { encodeRef, resolveModel } from "./models.ts";
 
 export const rmCommand: Command = {
   name: "rm",
@@ -16,8 +16,9 @@ export const rmCommand: Command = {
     if (positionals.length === 0) throw new UsageError("rm needs at least one MODEL", "rm");
     const client = await cli.daemon();
     let failed = 0;
-    for (const model of positionals) {
+    for (const ref of positionals) {
       try {
+        const { name: model } = await resolveModel(client, ref, cli.signal);
         const result = await client.json<Array<{ Untagged?: string; Deleted?: string }>>("DELETE", `/models/${encodeRef(model)}`, {
           query: { force: values.force ? "true" : undefined },
           signal: cli.signal,
@@ -26,9 +27,14 @@ export const rmCommand: Command = {
           if (r.Untagged) cli.io.stdout.write(`Untagged: ${r.Untagged}\n`);
           if (r.Deleted) cli.io.stdout.write(`Deleted: ${r.Deleted}\n`);
         }
-      } catch (error) {
+      } catch (caught) {
+        let error = caught;
+        if (error instanceof DaemonError && error.status === 409 && !values.force && /several tags/.test(error.message)) {
+          // The daemon says "use force"; on the command line that is -f.
+          error = new CliError(`${error.message.replace(/\s*or use force\.?$/, "")} or pass -f to remove them all (mr rm -f ${ref})`);
+        }
         if (cli.signal.aborted || positionals.length === 1) throw error;
-        cli.note(`${model}: ${(error as Error).message}`);
+        cli.note(`Error: ${ref}: ${(error as Error).message}`);
         failed++;
       }
     }

@@ -1,5 +1,5 @@
 import type { Command } from "./context.ts";
-import { interactiveChat, streamChat } from "./chat.ts";
+import { formatStats, interactiveChat, streamChat, type ChatOptions } from "./chat.ts";
 import { CliError, UsageError } from "./errors.ts";
 import { findModel, pickTag } from "./models.ts";
 import { json } from "./output.ts";
@@ -9,6 +9,23 @@ async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
   let text = "";
   for await (const chunk of stream) text += typeof chunk === "string" ? chunk : (chunk as Buffer).toString("utf8");
   return text;
+}
+
+/** --format, --keepalive and --think, checked here so that a bad value is a usage error before any work. */
+function chatOptions(values: Record<string, unknown>): ChatOptions {
+  const options: ChatOptions = {};
+  if (values.format !== undefined) {
+    if (values.format !== "json") throw new UsageError(`--format must be json, got "${String(values.format)}"`, "run");
+    options.format = "json";
+  }
+  if (typeof values.keepalive === "string") options.keepAlive = values.keepalive;
+  if (values.think !== undefined) {
+    const think = String(values.think);
+    if (think === "true" || think === "false") options.think = think === "true";
+    else if (think === "low" || think === "medium" || think === "high") options.think = think;
+    else throw new UsageError(`--think must be true, false, low, medium or high, got "${think}"`, "run");
+  }
+  return options;
 }
 
 export const runCommand: Command = {
@@ -25,16 +42,24 @@ export const runCommand: Command = {
     "mr run ai/smollm2",
     "mr run --detach ai/smollm2",
     'mr run --json ai/smollm2 "hi" | jq -r .choices[0].message.content',
+    'mr run --verbose --keepalive 30m ai/smollm2 "hi"',
+    'mr run --format json ai/smollm2 "three colours as a JSON list"',
   ],
   flags: {
     detach: { type: "boolean", short: "d", description: "only load the model into memory, then exit" },
     json: { type: "boolean", description: "print the raw chat completion response (no streaming)" },
     interactive: { type: "boolean", short: "i", description: "chat even when stdin is not a terminal (one message per line)" },
     quiet: { type: "boolean", short: "q", description: "no pull progress" },
+    verbose: { type: "boolean", description: "print timings after each answer (tokens/s, as ollama run --verbose)" },
+    format: { type: "string", valueName: "json", description: "answer in this format (json)" },
+    keepalive: { type: "string", valueName: "DURATION", description: "keep the model loaded this long after the answer: 5m, 1h, 0, -1" },
+    think: { type: "string", valueName: "VALUE", description: "thinking models: true, false, low, medium or high" },
+    hidethinking: { type: "boolean", description: "do not print a thinking model's reasoning" },
   },
   async run(cli, { values, positionals }) {
     const [ref, ...promptWords] = positionals;
     if (!ref) throw new UsageError("run needs a MODEL", "run");
+    const options = chatOptions(values);
     const client = await cli.daemon();
     let model = await findModel(client, ref, cli.signal);
     if (!model) {
@@ -44,6 +69,12 @@ export const runCommand: Command = {
       if (!model) throw new CliError(`the model runner pulled ${ref} but cannot find it now`);
     }
     const name = pickTag(model, ref);
+    if (values.detach && options.keepAlive !== undefined) {
+      // Ollama's load idiom carries the keep-alive: a generate request with no prompt.
+      await client.json("POST", "/api/generate", { json: { model: name, keep_alive: options.keepAlive }, signal: cli.signal });
+      cli.note(`Loaded ${name}.`);
+      return 0;
+    }
     if (values.detach) {
       await client.request("POST", "/engines/v1/chat/completions", {
         json: { model: name, messages: [] },
@@ -54,25 +85,46 @@ export const runCommand: Command = {
       return 0;
     }
     let prompt = promptWords.join(" ");
-    if (!prompt && !cli.io.stdin.isTTY && !values.interactive) {
-      prompt = (await readAll(cli.io.stdin)).trim();
+    if (!cli.io.stdin.isTTY && !values.interactive) {
+      // As `docker model run`: piped text follows the prompt words after a blank line.
+      const piped = (await readAll(cli.io.stdin)).trim();
+      prompt = prompt && piped ? `${prompt}\n\n${piped}` : prompt || piped;
       if (!prompt) throw new UsageError("no prompt: stdin was empty (pass PROMPT, or -i to chat over a pipe)", "run");
     }
-    if (!prompt) return interactiveChat(cli, client, name);
+    const isThinkingHidden = values.hidethinking === true;
+    if (!prompt) return interactiveChat(cli, client, name, { options, isVerbose: values.verbose === true, isThinkingHidden });
     const messages = [{ role: "user" as const, content: prompt }];
     if (values.json) {
+      // The OpenAI answer unchanged; the flags in its terms.
+      if (options.keepAlive !== undefined || values.verbose) throw new UsageError("--keepalive and --verbose work with streamed answers, not --json", "run");
+      const think = options.think;
       const body = await client.json<unknown>("POST", "/engines/v1/chat/completions", {
-        json: { model: name, messages, stream: false },
+        json: {
+          model: name,
+          messages,
+          stream: false,
+          ...(options.format ? { response_format: { type: "json_object" } } : {}),
+          ...(think === false ? { reasoning_effort: "none" } : typeof think === "string" ? { reasoning_effort: think } : {}),
+        },
         signal: cli.signal,
       });
       cli.io.stdout.write(json(body));
       return 0;
     }
-    const result = await streamChat(client, name, messages, cli.signal, (text, kind) =>
-      cli.io.stdout.write(kind === "reasoning" ? cli.style.dim(text) : text),
+    const result = await streamChat(
+      client,
+      name,
+      messages,
+      cli.signal,
+      (text, kind) => {
+        if (kind === "reasoning" && isThinkingHidden) return;
+        cli.io.stdout.write(kind === "reasoning" ? cli.style.dim(text) : text);
+      },
+      options,
     );
     cli.io.stdout.write("\n");
     if (result.isAborted) throw cli.signal.reason;
+    if (values.verbose && result.stats) cli.io.stderr.write(formatStats(result.stats));
     return 0;
   },
 };

@@ -1,11 +1,14 @@
 import { setTimeout as delay } from "node:timers/promises";
 import { ndjson, type DaemonClient, type ProgressLine } from "./client.ts";
 import type { Cli } from "./context.ts";
-import { CliError, DaemonError, DaemonUnreachableError, isAbort } from "./errors.ts";
+import { CliError, DaemonUnreachableError, isAbort } from "./errors.ts";
 import { ProgressRenderer, type ProgressMode } from "./progress.ts";
 
 /** A failure reported inside a progress stream (after the 200 went out). */
 export class TransferError extends CliError {}
+
+/** The connection to the daemon broke mid-transfer (not a failure the daemon reported): worth resuming. */
+export class TransferInterruptedError extends TransferError {}
 
 export function progressMode(cli: Cli, isQuiet: boolean): ProgressMode {
   if (isQuiet) return "quiet";
@@ -32,17 +35,22 @@ export async function followProgress(cli: Cli, res: Response, opts: { mode: Prog
     renderer.stop();
     if (cli.signal.aborted) throw cli.signal.reason;
     if (error instanceof CliError) throw error;
-    throw new TransferError(`the connection to the model runner broke: ${(error as Error).message}`, { cause: error });
+    throw new TransferInterruptedError(`the connection to the model runner broke: ${(error as Error).message}`, { cause: error });
   }
   renderer.stop();
-  throw new TransferError("the model runner ended the transfer without reporting success");
+  throw new TransferInterruptedError("the model runner ended the transfer without reporting success");
 }
 
-/** Network trouble and server-side (5xx/429) failures are worth another try; 4xx are not. */
+/**
+ * Only a broken connection to the daemon is worth another try. A failure the
+ * daemon reports (an HTTP error or an `error` line) is final: the daemon has
+ * already retried what is transient (timeouts, resets, 429, 5xx) and fails
+ * at once on what is not (no network, a refused connection), so retrying on
+ * top would only multiply the wait.
+ */
 function isTransient(error: unknown): boolean {
   if (isAbort(error)) return false;
-  if (error instanceof DaemonError) return error.status >= 500 || error.status === 429;
-  return error instanceof TransferError || error instanceof DaemonUnreachableError;
+  return error instanceof TransferInterruptedError || error instanceof DaemonUnreachableError;
 }
 
 export interface PullOptions {
@@ -52,9 +60,9 @@ export interface PullOptions {
 }
 
 /**
- * Pulls `model` through the daemon, retrying transient failures; the daemon
- * keeps partial blobs, so each retry (and the next `mr pull` after Ctrl-C)
- * resumes where the last stopped.
+ * Pulls `model` through the daemon, retrying when the connection to the
+ * daemon broke (isTransient); the daemon keeps partial blobs, so each retry
+ * (and the next `mr pull` after Ctrl-C) resumes where the last stopped.
  */
 export async function pullModel(cli: Cli, client: DaemonClient, model: string, opts: PullOptions): Promise<string> {
   const attempts = opts.attempts ?? 4;

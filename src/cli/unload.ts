@@ -1,5 +1,6 @@
 import type { Command } from "./context.ts";
 import { UsageError } from "./errors.ts";
+import { resolveModel } from "./models.ts";
 
 export const unloadCommand: Command = {
   name: "unload",
@@ -16,8 +17,11 @@ export const unloadCommand: Command = {
     if (!values.all && positionals.length === 0) throw new UsageError("name a MODEL to unload, or pass --all", "unload");
     if (values.all && positionals.length > 0) throw new UsageError("--all takes no MODEL", "unload");
     const client = await cli.daemon();
+    // Every name must be a model in the store: a typo is an error, not "No model was loaded".
+    const models: string[] = [];
+    for (const ref of positionals) models.push((await resolveModel(client, ref, cli.signal)).name);
     const body = await client.json<{ unloaded_runners: number; deferred_runners?: number }>("POST", "/engines/unload", {
-      json: values.all ? { all: true } : { models: positionals },
+      json: values.all ? { all: true } : { models },
       signal: cli.signal,
     });
     if (values.json) {

@@ -10,6 +10,7 @@ export const versionCommand: Command = {
   summary: "Print the CLI's and the daemon's versions",
   usage: "mr version [OPTIONS]",
   examples: ["mr version", "mr version --json"],
+  maxArgs: 0,
   flags: { json: { type: "boolean", description: "print {client, server} (server null when no daemon answers)" } },
   async run(cli, { values }) {
     // Only reports; a missing daemon is not started for this.

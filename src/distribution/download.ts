@@ -1,8 +1,9 @@
 import { createHash } from "node:crypto";
 import { open, readFile, rename, rm, stat, type FileHandle } from "node:fs/promises";
 import { digestHex, type Digest } from "./digest.ts";
-import { DigestMismatchError, RegistryError, RemoteNotFoundError, StalledDownloadError } from "./errors.ts";
-import { header, isTransientNetworkError, type HttpResponse } from "./http.ts";
+import { backoffMs } from "./backoff.ts";
+import { DigestMismatchError, RegistryError, RegistryUnreachableError, RemoteNotFoundError, StalledDownloadError } from "./errors.ts";
+import { header, isDialError, isTransientNetworkError, type HttpResponse } from "./http.ts";
 import { FileLock, sleep } from "./lock.ts";
 import type { ModelStore } from "./store.ts";
 
@@ -16,6 +17,8 @@ export interface DownloadTuning {
   maxParallelRanges?: number;
   /** No byte for this long aborts the request and resumes it. Default 30 s. */
   stallTimeoutMs?: number;
+  /** The reference being pulled (recorded with a partial download, see store-maintenance.ts removePartials). */
+  reference?: string;
   /** Attempts without progress before giving up. Default 5. */
   maxRetries?: number;
   /** First backoff delay, doubled each retry. Default 200 ms. */
@@ -34,6 +37,8 @@ interface PartState {
   digest: string;
   size: number;
   parts: Part[];
+  /** The reference being pulled when this was last written, so `rm` and a later pull of it can remove the partial. */
+  reference?: string;
 }
 
 /**
@@ -155,7 +160,12 @@ class BlobDownload {
   private async saveState(force: boolean): Promise<void> {
     if (!force && Date.now() - this.lastStateWrite < 500) return;
     this.lastStateWrite = Date.now();
-    const state: PartState = { digest: this.digest, size: this.size, parts: this.parts };
+    const state: PartState = {
+      digest: this.digest,
+      size: this.size,
+      parts: this.parts,
+      ...(this.opts.reference ? { reference: this.opts.reference } : {}),
+    };
     await this.store.atomicWrite(this.statePath, JSON.stringify(state));
   }
 
@@ -179,13 +189,14 @@ class BlobDownload {
         await this.fetchOnce(part, signal);
       } catch (e) {
         if (signal.aborted) throw signal.reason;
-        const retryable = e instanceof StalledDownloadError || isTransientNetworkError(e) || (e as { retryable?: boolean }).retryable === true;
+        if (isDialError(e)) throw new RegistryUnreachableError(dialTarget(e), e);
+        const retryable = e instanceof StalledDownloadError || (e instanceof RegistryError ? e.retryable : isTransientNetworkError(e));
         if (!retryable) throw e;
         if (part.done > before) attempt = 0; // progress was made: the link works, keep going
         if (attempt >= (this.opts.maxRetries ?? 5)) {
           throw new RegistryError(`Download of ${this.digest} kept failing: ${(e as Error).message}`, { cause: e });
         }
-        await sleep((this.opts.retryBaseMs ?? 200) * 2 ** attempt++, signal);
+        await sleep(backoffMs(attempt++, { baseMs: this.opts.retryBaseMs ?? 200, retryAfter: retryAfterOf(e) }), signal);
       }
     }
   }
@@ -215,14 +226,14 @@ class BlobDownload {
       }
       if (res.statusCode >= 500 || res.statusCode === 429) {
         await res.body.dump();
-        throw Object.assign(new RegistryError(`Blob ${this.digest}: server answered ${res.statusCode}.`), { retryable: true });
+        throw new ServerBusyError(`Blob ${this.digest}: server answered ${res.statusCode}.`, header(res.headers, "retry-after"));
       }
       if (res.statusCode === 200 && !whole) {
         // The server ignored Range. Only the first part can use a full body; others give up their range to it.
         await res.body.dump();
         if (part.start !== 0) throw new RegistryError(`${res.url} ignores Range requests; cannot resume.`);
         part.done = 0;
-        throw Object.assign(new RegistryError("Range ignored; restarting from 0"), { retryable: true });
+        throw new RegistryError("Range ignored; restarting from 0", { retryable: true });
       }
       if (res.statusCode !== 200 && res.statusCode !== 206) {
         await res.body.dump();
@@ -259,7 +270,7 @@ class BlobDownload {
         if (ac.signal.aborted && !outer.aborted) throw ac.signal.reason;
         throw e;
       }
-      if (pos < part.end) throw Object.assign(new RegistryError(`Blob ${this.digest}: body ended early at ${pos}.`), { retryable: true });
+      if (pos < part.end) throw new RegistryError(`Blob ${this.digest}: body ended early at ${pos}.`, { retryable: true });
       res.body.destroy();
     } finally {
       clearTimeout(timer);
@@ -295,9 +306,25 @@ class BlobDownload {
   }
 }
 
-/** The on-disk size of a blob's partial download, for progress on resume. */
-export async function partialBytes(store: ModelStore, d: Digest): Promise<number> {
-  return (await stat(store.partialPath(d)).catch(() => null))?.size ?? 0;
+/** A 5xx or 429 for a blob: retried, after at least the `Retry-After` the server asked for. */
+class ServerBusyError extends RegistryError {
+  constructor(
+    message: string,
+    readonly retryAfter: string | undefined,
+  ) {
+    super(message, { retryable: true });
+  }
 }
+
+function retryAfterOf(e: unknown): string | undefined {
+  return e instanceof ServerBusyError ? e.retryAfter : undefined;
+}
+
+/** The host (or address) a dial error names, for the message. */
+function dialTarget(e: unknown): string {
+  const x = e as { hostname?: string; address?: string; port?: number };
+  return x.hostname ?? (x.address ? `${x.address}${x.port ? `:${x.port}` : ""}` : "the download host");
+}
+
 
 export { digestHex };

@@ -87,9 +87,37 @@ export class UnsupportedMediaTypeError extends RunnerError {
 export class RegistryError extends RunnerError {
   readonly code: string = "registry_error";
   readonly status: number = 502;
-  constructor(message: string, options?: ErrorOptions) {
+  /**
+   * Whether the same request may succeed if tried again (a 5xx, 429, reset,
+   * short body). Set by whoever raised it; retry loops read only this.
+   */
+  readonly retryable: boolean;
+  constructor(message: string, options?: ErrorOptions & { retryable?: boolean }) {
     super(message, options);
+    this.retryable = options?.retryable ?? false;
   }
+}
+
+/**
+ * The registry (or Hub) host cannot be dialled: its name does not resolve or
+ * it refuses the connection. Not transient (retrying an offline machine only
+ * makes the user wait), so it fails at once, quoting the dial error.
+ */
+export class RegistryUnreachableError extends RegistryError {
+  override readonly code = "registry_unreachable";
+  constructor(
+    readonly host: string,
+    cause: unknown,
+  ) {
+    super(`Cannot reach ${host}: ${(cause as Error).message}${hint(cause)}`, { cause });
+  }
+}
+
+function hint(cause: unknown): string {
+  const code = (cause as { code?: string } | null)?.code;
+  if (code === "ENOTFOUND" || code === "EAI_AGAIN") return " (the name does not resolve: check the network connection and the registry name)";
+  if (code === "ECONNREFUSED") return " (nothing is listening there: check the registry address and port)";
+  return "";
 }
 
 /** Downloaded bytes do not hash to the digest they were asked for; nothing of them is kept. */
@@ -128,5 +156,21 @@ export class StoreError extends RunnerError {
   readonly status = 500;
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
+  }
+}
+
+/**
+ * The store's filesystem has no room for what must be written (DMR and
+ * WebDAV's 507). Raised before a download starts, when the free space is
+ * smaller than the bytes still to fetch (both figures in `extra`), and when
+ * a write fails anyway with ENOSPC/EDQUOT ("no space left on device").
+ */
+export class InsufficientStorageError extends RunnerError {
+  readonly code = "insufficient_storage";
+  readonly status = 507;
+  override readonly extra: Readonly<Record<string, unknown>>;
+  constructor(message: string, extra: Record<string, unknown>, options?: ErrorOptions) {
+    super(message, options);
+    this.extra = extra;
   }
 }

@@ -1,6 +1,6 @@
 import { createWriteStream } from "node:fs";
 import { once } from "node:events";
-import { rename, rm } from "node:fs/promises";
+import { withAtomicFile } from "../atomic-write.ts";
 
 /**
  * A minimal GGUF v3 writer: metadata key/values and F32 or Q8_0 tensors.
@@ -264,33 +264,37 @@ export async function writeGguf(
   const headerBytes = header.concat();
   const dataStart = alignUp(headerBytes.length, alignment);
 
-  const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
-  const out = createWriteStream(tmp);
-  const write = async (chunk: Buffer) => {
-    if (!out.write(chunk)) await once(out, "drain");
-  };
-  try {
-    await write(headerBytes);
-    await write(Buffer.alloc(dataStart - headerBytes.length));
-    let written = 0;
-    for (const [i, t] of tensors.entries()) {
-      await write(Buffer.alloc(offsets[i]! - written));
-      written = offsets[i]!;
-      const count = t.dims.reduce((a, b) => a * b, 1);
-      for (let start = 0; start < count; start += CHUNK_ELEMENTS) {
-        const chunk = new Float32Array(Math.min(CHUNK_ELEMENTS, count - start));
-        t.fill(chunk, start);
-        await write(encode(t.type ?? "F32", chunk));
+  // Generated test and bench models: regenerable, so no fsync (it would cost seconds per suite on slow disks).
+  return withAtomicFile(
+    path,
+    async (tmp) => {
+      const out = createWriteStream(tmp);
+      const write = async (chunk: Buffer) => {
+        if (!out.write(chunk)) await once(out, "drain");
+      };
+      try {
+        await write(headerBytes);
+        await write(Buffer.alloc(dataStart - headerBytes.length));
+        let written = 0;
+        for (const [i, t] of tensors.entries()) {
+          await write(Buffer.alloc(offsets[i]! - written));
+          written = offsets[i]!;
+          const count = t.dims.reduce((a, b) => a * b, 1);
+          for (let start = 0; start < count; start += CHUNK_ELEMENTS) {
+            const chunk = new Float32Array(Math.min(CHUNK_ELEMENTS, count - start));
+            t.fill(chunk, start);
+            await write(encode(t.type ?? "F32", chunk));
+          }
+          written += tensorBytes(t.type ?? "F32", count);
+        }
+        out.end();
+        await once(out, "finish");
+        return dataStart + written;
+      } catch (error) {
+        out.destroy();
+        throw error;
       }
-      written += tensorBytes(t.type ?? "F32", count);
-    }
-    out.end();
-    await once(out, "finish");
-    await rename(tmp, path);
-    return dataStart + written;
-  } catch (error) {
-    out.destroy();
-    await rm(tmp, { force: true });
-    throw error;
-  }
+    },
+    { sync: false },
+  );
 }

@@ -81,12 +81,22 @@ export async function readSmallBody(body: HttpResponse["body"], maxBytes = 8 << 
   return Buffer.concat(parts);
 }
 
-/** Network failures worth retrying (connection reset, refused mid-way, socket closed, timeouts). */
+/**
+ * Dial failures: the host's name does not resolve, or the host refuses the
+ * connection. Offline, these repeat forever, so they are never retried.
+ */
+export function isDialError(e: unknown): boolean {
+  const code = (e as { code?: string } | null)?.code ?? "";
+  return ["ENOTFOUND", "EAI_AGAIN", "EAI_NONAME", "EAI_FAIL", "ECONNREFUSED", "ENETUNREACH", "EHOSTUNREACH"].includes(code);
+}
+
+/** Network failures worth retrying: resets, sockets closed mid-way, timeouts. Never a dial error (isDialError). */
 export function isTransientNetworkError(e: unknown): boolean {
+  if (isDialError(e)) return false;
   const code = (e as { code?: string } | null)?.code ?? "";
   return (
     [
-      "ECONNRESET", "ECONNREFUSED", "EPIPE", "ETIMEDOUT", "EAI_AGAIN", "ENOTFOUND", "ECONNABORTED",
+      "ECONNRESET", "EPIPE", "ETIMEDOUT", "ECONNABORTED",
       "UND_ERR_SOCKET", "UND_ERR_CLOSED", "UND_ERR_CONNECT_TIMEOUT", "UND_ERR_HEADERS_TIMEOUT",
       "UND_ERR_BODY_TIMEOUT", "UND_ERR_REQ_CONTENT_LENGTH_MISMATCH", "UND_ERR_RES_CONTENT_LENGTH_MISMATCH",
     ].includes(code) || (e instanceof Error && /other side closed|socket hang up|terminated/i.test(e.message))

@@ -1,8 +1,16 @@
 import type { ListFileEntry } from "@huggingface/hub";
 import type { Dispatcher } from "undici";
-import { isDigest, type Digest } from "./digest.ts";
-import { InvalidArtifactError, RegistryError, RemoteNotFoundError, RegistryAuthError } from "./errors.ts";
-import { httpRequest, type HttpResponse } from "./http.ts";
+import { isDigest, parseDigest, type Digest } from "./digest.ts";
+import { InvalidArtifactError, RegistryError, RegistryUnreachableError, RemoteNotFoundError, RegistryAuthError } from "./errors.ts";
+import { ensureSpaceFor } from "./disk-space.ts";
+import { httpRequest, isDialError, type HttpResponse } from "./http.ts";
+import { AnnotationFilePath, MediaTypes, type Descriptor } from "./media-types.ts";
+import { formatBytes } from "../format-bytes.ts";
+import { commitArtifact, readGgufConfig } from "./package.ts";
+import type { ProgressReporter } from "./progress.ts";
+import type { ModelReference } from "./reference.ts";
+import type { StoredModel } from "./store.ts";
+import type { DistributionContext, RemoteModel, TransferOptions } from "./types.ts";
 
 export const DEFAULT_HF_ENDPOINT = "https://huggingface.co";
 export const DEFAULT_QUANT = "Q4_K_M";
@@ -107,6 +115,8 @@ export async function listHfFiles(repo: string, opts: HfClientOptions, signal?: 
     const status = (e as { statusCode?: number }).statusCode;
     if (status === 401 || status === 403) throw new RegistryAuthError("huggingface.co", "set HF_TOKEN for gated or private repos", { cause: e });
     if (status === 404) throw new RemoteNotFoundError(`hf.co/${repo} was not found on Hugging Face.`, { cause: e });
+    const dial = [e, (e as { cause?: unknown }).cause].find(isDialError);
+    if (dial) throw new RegistryUnreachableError(new URL(opts.endpoint ?? DEFAULT_HF_ENDPOINT).host, dial);
     throw new RegistryError(`Listing hf.co/${repo} failed: ${(e as Error).message}`, { cause: e });
   }
   return out;
@@ -130,4 +140,86 @@ export function openHfFile(repo: string, path: string, opts: HfClientOptions) {
     }
     return res;
   };
+}
+
+/** The Hub client options for a request: its bearer token, else HF_TOKEN. */
+function hfOptions(ctx: DistributionContext, bearerToken: string | undefined): HfClientOptions {
+  const token = bearerToken ?? ctx.options.hfToken;
+  return {
+    endpoint: ctx.options.hfEndpoint ?? DEFAULT_HF_ENDPOINT,
+    ...(token ? { token } : {}),
+    ...(ctx.options.dispatcher ? { dispatcher: ctx.options.dispatcher } : {}),
+  };
+}
+
+/** Lists an hf.co repo and describes the files a pull of `ref` would fetch. */
+export async function inspectHuggingFace(
+  ctx: DistributionContext,
+  ref: ModelReference,
+  bearerToken: string | undefined,
+  signal: AbortSignal,
+): Promise<RemoteModel> {
+  const repo = ref.repository;
+  const selection = selectHfFiles(repo, await listHfFiles(repo, hfOptions(ctx, bearerToken), signal), ref.tag);
+  const files = [...selection.gguf, ...(selection.mmproj ? [selection.mmproj] : [])];
+  const ggufBytes = selection.gguf.reduce((n, f) => n + f.size, 0);
+  const quant = /(?:^|[-_.])((?:I?Q\d\w*|[BF]F?16|F32))(?:[-_.]|$)/i.exec(selection.gguf[0]!.path.split("/").pop()!.replace(/-\d{5}-of-\d{5}/, ""));
+  return {
+    id: null,
+    tags: [`huggingface.co/${repo}:${ref.tag}`],
+    created: 0,
+    config: { format: "gguf", ...(quant ? { quantization: quant[1]!.toUpperCase() } : {}), size: formatBytes(ggufBytes, { compact: true }) },
+    layers: files.map((f) => ({
+      mediaType: f.kind === "gguf" ? MediaTypes.gguf : MediaTypes.mmproj,
+      digest: f.digest ?? "",
+      size: f.size,
+      annotations: { [AnnotationFilePath]: f.path },
+    })),
+    files: files.map((f) => ({ path: f.path, size: f.size, digest: f.digest, kind: f.kind })),
+  };
+}
+
+/** Pulls the GGUF files of an hf.co repo and commits them as a Docker model artifact. */
+export async function pullHuggingFace(
+  ctx: DistributionContext,
+  ref: ModelReference,
+  opts: TransferOptions,
+  reporter: ProgressReporter,
+  signal: AbortSignal,
+): Promise<StoredModel> {
+  const store = ctx.store;
+  const repo = ref.repository;
+  const hf = hfOptions(ctx, opts.bearerToken);
+  const selection = selectHfFiles(repo, await listHfFiles(repo, hf, signal), ref.tag);
+  const files = [...selection.gguf, ...(selection.mmproj ? [selection.mmproj] : [])];
+  const tag = `huggingface.co/${repo}:${ref.tag}`;
+  await store.removePartials({ reference: tag, keep: new Set(files.flatMap((f) => (f.digest ? [f.digest] : []))) });
+  await ensureSpaceFor(store, files, ctx.options.statfs);
+  for (const f of files) reporter.addLayer(f.digest ?? f.path, f.size);
+  const layers: Descriptor[] = [];
+  for (const f of files) {
+    const open = openHfFile(repo, f.path, hf);
+    let d: Digest;
+    if (f.digest) {
+      d = f.digest;
+      await ctx.downloads.fetch(d, f.size, open, (n) => reporter.update(f.digest!, n), signal, tag);
+    } else {
+      // Not an LFS file, so no sha256 is known up front: hash while storing, no resume.
+      const res = await open(null, signal);
+      if (res.statusCode !== 200) {
+        await res.body.dump();
+        throw new InvalidArtifactError(`hf.co/${repo}/${f.path} answered ${res.statusCode}.`);
+      }
+      d = (await store.ingest(res.body, { signal })).digest;
+    }
+    reporter.update(f.digest ?? f.path, f.size);
+    layers.push({ mediaType: f.kind === "gguf" ? MediaTypes.gguf : MediaTypes.mmproj, size: f.size, digest: d });
+  }
+  const shardPaths = layers.filter((l) => l.mediaType === MediaTypes.gguf).map((l) => store.blobPath(parseDigest(l.digest)));
+  const config = await readGgufConfig(shardPaths);
+  // Same files → same artifact bytes, so re-pulling yields the same ID.
+  const created = new Date(0);
+  const { id } = await commitArtifact(store, config, layers, [tag], created, signal);
+  reporter.success("Model pulled successfully", id);
+  return store.get(id);
 }

@@ -18,4 +18,5 @@ export type { Digest } from "./digest.ts";
 export type { ModelConfig, ModelConfigFile, ImageManifest, Descriptor } from "./media-types.ts";
 export { MediaTypes } from "./media-types.ts";
 export type { DownloadTuning } from "./download.ts";
+export type { StatFs } from "./disk-space.ts";
 export * from "./errors.ts";

@@ -1,6 +1,8 @@
 import { link, readFile, stat, unlink, writeFile } from "node:fs/promises";
 import { randomBytes } from "node:crypto";
 import { dirname, join } from "node:path";
+import { isAlive } from "../util/process.ts";
+import { sleep } from "../util/signals.ts";
 
 /**
  * A cross-process exclusive lock on a path, safe against SIGKILL.
@@ -111,29 +113,6 @@ function pidOf(content: string): number {
   return Number.parseInt(content.split("\n")[0] ?? "", 10);
 }
 
-/** True unless the pid certainly does not exist (EPERM means it exists but is not ours). */
-export function isAlive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
-/** Resolves after `ms`, or rejects with `signal.reason`; clears its timer and listener either way. */
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal!.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
-}
+// Re-exported for the store, which imported them from here; defined once in src/util.
+export { isAlive } from "../util/process.ts";
+export { sleep } from "../util/signals.ts";

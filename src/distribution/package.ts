@@ -1,5 +1,6 @@
 import { readdir, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
+import { formatBytes } from "../format-bytes.ts";
 import type { Digest } from "./digest.ts";
 import { InvalidArtifactError } from "./errors.ts";
 import { MediaTypes, type Descriptor, type ImageManifest, type ModelConfig, type ModelConfigFile } from "./media-types.ts";
@@ -85,7 +86,7 @@ export async function readGgufConfig(shards: string[], contextSize?: number): Pr
     quantization: typeof fileType === "number" ? (FILE_TYPES[fileType] ?? `type ${fileType}`) : "unknown",
     parameters: formatCount(parameters),
     architecture: typeof md["general.architecture"] === "string" ? md["general.architecture"] : "",
-    size: formatBytes(totalBytes),
+    size: formatBytes(totalBytes, { compact: true }),
     gguf: map,
   };
   if (contextSize !== undefined) config.context_size = contextSize;
@@ -99,18 +100,6 @@ export function formatCount(n: number): string {
   let v = n;
   while (v >= 1000 && i < units.length - 1) {
     v /= 1000;
-    i++;
-  }
-  return `${v.toFixed(2)}${units[i]}`;
-}
-
-/** `268800000` → `"256.35MiB"` (binary units, like DMR's size field). */
-export function formatBytes(n: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
     i++;
   }
   return `${v.toFixed(2)}${units[i]}`;

@@ -3,8 +3,9 @@ import { Readable } from "node:stream";
 import type { Dispatcher } from "undici";
 import { parseChallenge, resolveCredentials, type CredentialSources } from "./auth.ts";
 import { isDigest, sha256Digest, type Digest } from "./digest.ts";
-import { RegistryError, RemoteNotFoundError, RegistryAuthError } from "./errors.ts";
-import { header, httpRequest, isTransientNetworkError, readSmallBody, type HttpResponse } from "./http.ts";
+import { backoffMs } from "./backoff.ts";
+import { RegistryError, RegistryUnreachableError, RemoteNotFoundError, RegistryAuthError } from "./errors.ts";
+import { header, httpRequest, isDialError, isTransientNetworkError, readSmallBody, type HttpResponse } from "./http.ts";
 import { sleep } from "./lock.ts";
 import { MANIFEST_ACCEPT, MediaTypes, type ImageIndex } from "./media-types.ts";
 import { isLoopbackHost } from "./reference.ts";
@@ -73,11 +74,12 @@ export class RegistryClient {
         });
       } catch (e) {
         if (init.signal?.aborted) throw init.signal.reason;
+        if (isDialError(e)) throw new RegistryUnreachableError(this.host, e);
         if (attempt < retries && isTransientNetworkError(e)) {
           await sleep(this.backoff(attempt), init.signal);
           continue;
         }
-        throw new RegistryError(`Cannot reach ${this.host}: ${(e as Error).message}`, { cause: e });
+        throw new RegistryError(`Cannot reach ${this.host}: ${(e as Error).message}`, { cause: e, retryable: isTransientNetworkError(e) });
       }
       if (res.statusCode === 401) {
         const challenge = header(res.headers, "www-authenticate");
@@ -100,9 +102,7 @@ export class RegistryClient {
   }
 
   private backoff(attempt: number, retryAfter?: string): number {
-    const base = (this.opts.retryBaseMs ?? 200) * 2 ** attempt;
-    const ra = retryAfter ? Number(retryAfter) * 1000 : 0;
-    return Math.min(Math.max(base, Number.isFinite(ra) ? ra : 0), 30_000) * (0.75 + Math.random() * 0.5);
+    return backoffMs(attempt, { baseMs: this.opts.retryBaseMs ?? 200, retryAfter });
   }
 
   private async answerChallenge(value: string, signal?: AbortSignal): Promise<string> {
@@ -128,6 +128,7 @@ export class RegistryClient {
       });
     } catch (e) {
       if (signal?.aborted) throw signal.reason;
+      if (isDialError(e)) throw new RegistryUnreachableError(u.host, e);
       throw new RegistryError(`Cannot reach the token service ${u.origin}: ${(e as Error).message}`, { cause: e });
     }
     const body = await readSmallBody(res.body, 1 << 20);
@@ -281,6 +282,8 @@ export class RegistryClient {
 
   async unexpected(res: HttpResponse, what: string): Promise<RegistryError> {
     const text = (await readSmallBody(res.body, 64 << 10).catch(() => Buffer.alloc(0))).toString("utf8").slice(0, 300);
-    return new RegistryError(`${what} on ${this.host}/${this.repository} answered ${res.statusCode}: ${text}`);
+    return new RegistryError(`${what} on ${this.host}/${this.repository} answered ${res.statusCode}: ${text}`, {
+      retryable: res.statusCode >= 500 || res.statusCode === 429,
+    });
   }
 }

@@ -42,14 +42,16 @@ export interface ChatPrompter {
    * Prompt tokens for `messages`, ending where the assistant's reply begins.
    * `functions` are presented the way the template presents tools.
    * Throws InvalidRequestError for a tool message that answers no call.
+   * `templateKwargs` (llama-server's `chat_template_kwargs`) are variables
+   * of the Jinja template's rendering.
    */
-  render(messages: readonly ChatMessage[], functions?: ChatModelFunctions): Token[];
+  render(messages: readonly ChatMessage[], functions?: ChatModelFunctions, templateKwargs?: Readonly<Record<string, unknown>>): Token[];
   /**
    * The same prompt as text, as the template writes it (llama-server's
    * `/apply-template`): special tokens by their text, without the BOS the
    * tokenizer adds unless the template writes `bos_token` itself.
    */
-  renderText(messages: readonly ChatMessage[], functions?: ChatModelFunctions): string;
+  renderText(messages: readonly ChatMessage[], functions?: ChatModelFunctions, templateKwargs?: Readonly<Record<string, unknown>>): string;
   /** Tokens that end the assistant's turn for this template. */
   readonly stopTokens: ReadonlySet<Token>;
   /** Null for models without a thinking syntax. */
@@ -62,13 +64,20 @@ const THINK_OPEN = "<think>";
 const THINK_CLOSE = "</think>";
 
 /**
- * Picks the chat template: a template file given on the command line, else
+ * Picks the chat template: a template (file or text) given on the command line, else
  * the one in the GGUF metadata, else node-llama-cpp's general fallback.
  */
-export async function createChatPrompter(model: LlamaModel, templateFile: string | null): Promise<ChatPrompter> {
+export async function createChatPrompter(
+  model: LlamaModel,
+  templateSource: { kind: "file"; path: string } | { kind: "text"; template: string } | null,
+): Promise<ChatPrompter> {
   let wrapper: ChatWrapper;
-  if (templateFile !== null) {
-    const template = await readFile(templateFile, "utf8");
+  const metadataTemplate = model.fileInfo.metadata.tokenizer?.chat_template;
+  /** The Jinja source chat_template_kwargs render with: the given template, else the model's. */
+  let jinjaSource: string | null = typeof metadataTemplate === "string" ? metadataTemplate : null;
+  if (templateSource !== null) {
+    const template = templateSource.kind === "file" ? await readFile(templateSource.path, "utf8") : templateSource.template;
+    jinjaSource = template;
     wrapper = new JinjaTemplateChatWrapper({ template, tokenizer: model.tokenizer });
   } else {
     wrapper = resolveChatWrapper(model);
@@ -131,16 +140,30 @@ export async function createChatPrompter(model: LlamaModel, templateFile: string
       prefill: !rendered && opensInTemplate ? `${THINK_OPEN}\n` : "",
     };
   }
+  // One Jinja wrapper per distinct set of template variables (a handful in practice).
+  const withKwargs = new Map<string, ChatWrapper>();
+  const wrapperFor = (kwargs: Readonly<Record<string, unknown>> | undefined): ChatWrapper => {
+    // Variables the template never reads change nothing, so the usual wrapper renders.
+    if (!kwargs || jinjaSource === null || !Object.keys(kwargs).some((k) => jinjaSource!.includes(k))) return wrapper;
+    const key = JSON.stringify(kwargs);
+    let w = withKwargs.get(key);
+    if (!w) {
+      if (withKwargs.size >= 16) withKwargs.delete(withKwargs.keys().next().value!);
+      w = new JinjaTemplateChatWrapper({ template: jinjaSource, tokenizer: model.tokenizer, additionalRenderParameters: { ...kwargs } });
+      withKwargs.set(key, w);
+    }
+    return w;
+  };
   return {
     templateName: wrapper.wrapperName,
     stopTokens,
     thinking,
     callSyntax: callSyntaxOf(wrapper, model),
-    render(messages, functions) {
-      return contextOf(messages, functions).tokenize(model.tokenizer);
+    render(messages, functions, templateKwargs) {
+      return contextOf(messages, functions, templateKwargs).tokenize(model.tokenizer);
     },
-    renderText(messages, functions) {
-      const values = contextOf(messages, functions).values;
+    renderText(messages, functions, templateKwargs) {
+      const values = contextOf(messages, functions, templateKwargs).values;
       const templateWritesBos = wrapper instanceof JinjaTemplateChatWrapper && wrapper.template.includes("bos_token");
       let text = "";
       for (const [i, v] of values.entries()) {
@@ -153,7 +176,7 @@ export async function createChatPrompter(model: LlamaModel, templateFile: string
     },
   };
 
-  function contextOf(messages: readonly ChatMessage[], functions: ChatModelFunctions | undefined): LlamaText {
+  function contextOf(messages: readonly ChatMessage[], functions: ChatModelFunctions | undefined, templateKwargs?: Readonly<Record<string, unknown>>): LlamaText {
     const history = toHistory(messages);
     // A trailing assistant message (or tool results) is a prefill the model continues.
     if (history.at(-1)?.type !== "model") history.push({ type: "model", response: [] });
@@ -161,7 +184,7 @@ export async function createChatPrompter(model: LlamaModel, templateFile: string
       throw new InvalidRequestError("messages must contain at least one user message", "messages");
     }
     const hasFunctions = functions !== undefined && Object.keys(functions).length > 0;
-    return wrapper.generateContextState({ chatHistory: history, ...(hasFunctions ? { availableFunctions: functions, documentFunctionParams: true } : {}) })
+    return wrapperFor(templateKwargs).generateContextState({ chatHistory: history, ...(hasFunctions ? { availableFunctions: functions, documentFunctionParams: true } : {}) })
       .contextText;
   }
 }

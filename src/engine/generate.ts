@@ -1,6 +1,7 @@
 import {
   LlamaGrammarEvaluationState,
   LlamaText,
+  TokenBias,
   type LlamaContextSequence,
   type LlamaGrammar,
   type LlamaModel,
@@ -8,33 +9,15 @@ import {
   type Token,
 } from "node-llama-cpp";
 import { slotPriority } from "./batch-order.ts";
+import type { TokenProbabilities } from "./logprobs.ts";
+import { SamplerChain } from "./sampler-chain.ts";
+import { dryBreakers } from "./dry.ts";
+import { dryActive, penaltiesActive, randomSeed, samplesNatively, uses, type SamplingParams } from "./sampling.ts";
 import type { StepGate } from "./step-gate.ts";
 import { StopMatcher } from "./stop-matcher.ts";
 
-/** Sampling settings after defaults are applied (llama-server's defaults). */
-export interface SamplingParams {
-  temperature: number;
-  topP: number;
-  topK: number;
-  minP: number;
-  /** `null` lets the engine pick one (then output is not reproducible unless temperature is 0). */
-  seed: number | null;
-  presencePenalty: number;
-  frequencyPenalty: number;
-  /** `null` = until the context is full or the model stops. */
-  maxTokens: number | null;
-  stop: readonly string[];
-}
-
-export const DEFAULT_SAMPLING: Omit<SamplingParams, "stop" | "maxTokens"> = {
-  temperature: 0.8,
-  topP: 0.95,
-  topK: 40,
-  minP: 0.05,
-  seed: null,
-  presencePenalty: 0,
-  frequencyPenalty: 0,
-};
+export type { SamplingParams } from "./sampling.ts";
+export { DEFAULT_SAMPLING } from "./sampling.ts";
 
 export type FinishReason = "stop" | "length";
 
@@ -50,6 +33,17 @@ export interface GenerationResult {
   stopSequence: string | null;
   /** Generation went on under the tool-call grammar (the trigger appeared, or the call was forced). */
   calledTools: boolean;
+  /** The generated token ids (llama-server's `return_tokens`). */
+  tokens: readonly Token[];
+}
+
+/** Counts and times of a generation in progress, updated after each token. */
+export interface LiveStats {
+  promptTokens: number;
+  promptTokensEvaluated: number;
+  completionTokens: number;
+  promptMs: number;
+  generationMs: number;
 }
 
 export interface GenerateRequest {
@@ -74,6 +68,17 @@ export interface GenerateRequest {
   slot?: number;
   /** Tool calls: detected in free text and then grammar-constrained, or forced from the start. */
   toolCalls?: ToolCallControl | null;
+  /**
+   * llama-server's `--context-shift`: when the sequence is full, the tokens
+   * after the first `keep` (-1 = the whole prompt) are halved and generation
+   * goes on, up to `maxTokens` (none = until the model stops). Absent or
+   * null: generation ends with "length" when the sequence is full.
+   */
+  contextShift?: { keep: number } | null;
+  /** Receives each sampled token's probabilities when `params.logprobs` asks for them, before its text. */
+  onProbabilities?: ((probabilities: TokenProbabilities) => void) | null;
+  /** Updated as tokens come (the reply's `timings` so far). */
+  stats?: LiveStats | null;
 }
 
 /**
@@ -145,13 +150,34 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
   signal.throwIfAborted();
   const started = performance.now();
   const room = sequence.contextSize - prompt.length;
-  const limit = params.maxTokens === null ? room : Math.min(params.maxTokens, room);
+  const tokensOut: Token[] = [];
+  const shift = req.contextShift ?? null;
+  const limit = shift ? (params.maxTokens ?? Infinity) : params.maxTokens === null ? room : Math.min(params.maxTokens, room);
+  /** Tokens dropped from the sequence by context shifts; positions after the kept ones move down by this. */
+  let discarded = 0;
+  const contextShift: SequenceEvaluateOptions["contextShift"] = shift
+    ? {
+        strategy: ({ sequence: s }) => {
+          // llama-server's (server-context.cpp, pre_decode): keep n_keep (+1 for BOS), drop half of the rest.
+          let keep = shift.keep < 0 ? prompt.length : shift.keep;
+          if (model.tokens.shouldPrependBosToken) keep += 1;
+          keep = Math.min(s.contextSize - 4, keep);
+          const left = s.nextTokenIndex - keep;
+          const discard = Math.max(0, Math.min(Math.floor(left / 2), left - 1));
+          discarded += discard;
+          return [{ start: keep, end: keep + discard }];
+        },
+      }
+    : undefined;
+  /** Generated tokens evaluated into the sequence so far (a shift may have dropped some of them since). */
+  const generatedInSequence = () => sequence.nextTokenIndex + discarded - prompt.length;
   if (limit <= 0) {
     // Nothing to generate (max_tokens 0 counts the prompt): leave the slot's cache as it is.
-    return { finishReason: "length", promptTokens: prompt.length, promptTokensEvaluated: 0, completionTokens: 0, promptMs: 0, generationMs: 0, stopSequence: null, calledTools: false };
+    return { finishReason: "length", promptTokens: prompt.length, promptTokensEvaluated: 0, completionTokens: 0, promptMs: 0, generationMs: 0, stopSequence: null, calledTools: false, tokens: [] };
   }
   // At least one prompt token must be evaluated to get logits for the next one.
-  const reuse = Math.min(cachedPrefixLength(sequence, prompt), prompt.length - 1);
+  // Without `cache_prompt` the whole prompt is evaluated again (llama-server).
+  const reuse = params.cachePrompt ? Math.min(cachedPrefixLength(sequence, prompt), prompt.length - 1) : 0;
   if (sequence.nextTokenIndex > reuse) {
     await sequence.eraseContextTokenRanges([{ start: reuse, end: sequence.nextTokenIndex }]);
   }
@@ -163,28 +189,56 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
   let firstTokenAt: number | null = null;
 
   const tools = req.toolCalls ?? null;
+  const bias = effectiveBias(model, params);
+  const native = samplesNatively(params);
+  const seed = params.seed ?? randomSeed();
+  /** The last n tokens of the prompt and the reply: llama-server feeds both to the penalties and DRY. */
+  const lastTokens = (n: number): Token[] => {
+    if (n <= 0) return [];
+    return generated.length >= n ? generated.slice(-n) : [...prompt.slice(Math.max(0, prompt.length - (n - generated.length))), ...generated];
+  };
+  const tokenBias = bias.size > 0 ? biasFor(model, bias) : undefined;
   const base: SequenceEvaluateOptions = {
     ...(req.slot !== undefined ? { evaluationPriority: slotPriority(req.slot) } : {}),
-    temperature: params.temperature,
-    topK: params.topK,
-    topP: params.topP,
-    minP: params.minP,
-    ...(params.seed !== null ? { seed: params.seed } : {}),
-    ...(params.presencePenalty !== 0 || params.frequencyPenalty !== 0
+    ...(contextShift ? { contextShift } : {}),
+    ...(native
       ? {
-          repeatPenalty: {
-            punishTokens: () => generated,
-            penalty: 1,
-            presencePenalty: params.presencePenalty,
-            frequencyPenalty: params.frequencyPenalty,
-          },
+          // Samplers left out of the request's `samplers` are turned off (llama-server builds only those listed).
+          temperature: uses(params, "temperature") ? params.temperature : 1,
+          topK: uses(params, "top_k") ? params.topK : 0,
+          topP: uses(params, "top_p") ? params.topP : 1,
+          minP: uses(params, "min_p") ? params.minP : 0,
+          seed,
+          ...(uses(params, "xtc") && params.xtcProbability > 0 ? { xtc: { probability: params.xtcProbability, threshold: params.xtcThreshold } } : {}),
+          ...(tokenBias ? { tokenBias } : {}),
+          ...(penaltiesActive(params)
+            ? {
+                repeatPenalty: {
+                  punishTokens: () => lastTokens(params.repeatLastN),
+                  maxPunishTokens: params.repeatLastN,
+                  penalty: params.repeatPenalty,
+                  presencePenalty: params.presencePenalty,
+                  frequencyPenalty: params.frequencyPenalty,
+                },
+              }
+            : {}),
         }
-      : {}),
+      : // The chain path: the binding reports the model's whole distribution (greedy, nothing applied), sampler-chain.ts chooses.
+        { temperature: 0, yieldEogToken: true }),
   };
-  const withGrammar = (g: LlamaGrammar): SequenceEvaluateOptions => ({
-    ...base,
-    grammarEvaluationState: new LlamaGrammarEvaluationState({ model, grammar: g }),
-  });
+  const dry = dryActive(params)
+    ? { multiplier: params.dryMultiplier, base: params.dryBase, allowedLength: params.dryAllowedLength, breakers: dryBreakers(model, params.drySequenceBreakers, vocabSizeOf(model)) }
+    : null;
+  const chain = native ? null : new SamplerChain(params, bias, vocabSizeOf(model), seed, dry);
+  const wanted = params.logprobs;
+  /** On the chain path, the grammar state the chosen tokens are accepted into (the binding gets a copy per step). */
+  let grammarState: LlamaGrammarEvaluationState | null = null;
+  const withGrammar = (g: LlamaGrammar): SequenceEvaluateOptions => {
+    const state = new LlamaGrammarEvaluationState({ model, grammar: g });
+    if (native) return { ...base, grammarEvaluationState: state };
+    grammarState = state;
+    return { ...base, grammarEvaluationState: () => state.clone() };
+  };
   /** Under the tool-call grammar; text goes to `tools.onCallText`. */
   let inCall = tools !== null && tools.trigger === null;
   let options: SequenceEvaluateOptions = inCall ? withGrammar(tools!.grammar) : grammar ? withGrammar(grammar) : base;
@@ -252,6 +306,7 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
   };
 
   let stoppedByText = false;
+  let timedOut = false;
   let toEvaluate = prompt.slice(reuse) as Token[];
   const gate = req.gate ?? null;
   // A reasoning budget decides from this token's text whether the next token
@@ -261,9 +316,11 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
   generation: for (;;) {
     let inject: readonly Token[] | null = null;
     let startCall = false;
-    const iterator = sequence.evaluate(toEvaluate, options);
+    const iterator = sequence.evaluateWithMetadata(toEvaluate, { probabilities: !native }, options);
     let inStep = false;
-    let next: Promise<IteratorResult<Token, void>> | null = iterator.next();
+    /** The token fed back for the next step: the chain's choice (the binding's greedy one is replaced). */
+    let chosen: Token | undefined;
+    let next: Promise<IteratorResult<{ token: Token; probabilities?: Map<Token, number> }, void>> | null = iterator.next();
     /** Asks for the next token (with every sequence of the step, under a gate). */
     const askNext = async () => {
       if (gate) {
@@ -271,7 +328,7 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
         inStep = true;
         await gate.arrive();
       }
-      next = iterator.next();
+      next = iterator.next(chosen);
       // It may be abandoned when this token ends the reply; its error then matters to no one.
       next.catch(() => {});
     };
@@ -280,13 +337,39 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
         const step = await next;
         next = null;
         if (step.done) break;
-        const token = step.value;
+        let token = step.value.token;
+        if (chain) {
+          const distribution = step.value.probabilities!;
+          const picked = chain.sample(distribution, lastTokens);
+          token = picked.token;
+          chosen = token;
+          if (grammarState && !model.isEogToken(token)) acceptOnGrammar(model, grammarState, token);
+          if (wanted && req.onProbabilities) {
+            req.onProbabilities(
+              wanted.postSampling
+                ? { token, probability: picked.probability, top: picked.candidates.slice(0, wanted.top) }
+                : { token, probability: distribution.get(token) ?? 0, top: topOf(distribution, wanted.top) },
+            );
+          }
+          if (model.isEogToken(token)) break;
+        }
         firstTokenAt ??= performance.now();
         if (signal.aborted) throw signal.reason;
         if (req.stopTokens.has(token) || (inCall && model.isEogToken(token))) break generation;
         generated.push(token);
+        tokensOut.push(token);
         req.onToken?.(generated.length);
         pending.push(token);
+        if (req.stats) {
+          const now = performance.now();
+          Object.assign(req.stats, {
+            promptTokens: prompt.length,
+            promptTokensEvaluated: prompt.length - reuse,
+            completionTokens: generated.length,
+            promptMs: firstTokenAt - started,
+            generationMs: now - firstTokenAt,
+          });
+        }
         if (thinking) thoughtTokens++;
         const last = generated.length >= limit;
         // The decode of the next token overlaps the handling of this one: once
@@ -304,6 +387,10 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
           if (!text.endsWith("\uFFFD") || pending.length >= 4) {
             pending = [];
             outcome = await handle(text);
+            // llama-server's t_max_predict_ms: checked when a newline is generated, from the first token.
+            if (outcome === null && params.maxPredictMs !== null && text.includes("\n") && performance.now() - firstTokenAt! > params.maxPredictMs) {
+              timedOut = true;
+            }
           }
         } finally {
           gate?.stepBack();
@@ -316,7 +403,7 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
           startCall = true;
           break;
         }
-        if (last) {
+        if (last || timedOut) {
           finishReason = "length";
           break generation;
         }
@@ -346,7 +433,7 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
     if (!inject) break;
     // The thought used its budget: close it as if the model had, and go on.
     // The last sampled token is not in the sequence yet, so it goes first.
-    const inSequence = sequence.nextTokenIndex - prompt.length;
+    const inSequence = generatedInSequence();
     const room = limit - generated.length;
     const forced = inject.slice(0, room);
     toEvaluate = [...generated.slice(Math.max(0, inSequence)), ...forced];
@@ -383,9 +470,9 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
       }
     }
     const kept = generated.length - Math.min(drop, generated.length);
-    let inSequence = sequence.nextTokenIndex - prompt.length;
+    let inSequence = generatedInSequence();
     if (inSequence > kept) {
-      await sequence.eraseContextTokenRanges([{ start: prompt.length + kept, end: sequence.nextTokenIndex }]);
+      await sequence.eraseContextTokenRanges([{ start: Math.max(0, prompt.length - discarded + kept), end: sequence.nextTokenIndex }]);
       inSequence = kept;
     }
     generated.length = kept;
@@ -428,5 +515,63 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
     generationMs: ended - firstTokenAt,
     stopSequence,
     calledTools: inCall,
+    tokens: tokensOut,
   };
+}
+
+/** The `top` most probable entries of a distribution the binding sorted, most probable first. */
+function topOf(distribution: ReadonlyMap<Token, number>, top: number): Array<{ token: Token; probability: number }> {
+  const out: Array<{ token: Token; probability: number }> = [];
+  if (top <= 0) return out;
+  for (const [token, probability] of distribution) {
+    out.push({ token, probability });
+    if (out.length >= top) break;
+  }
+  return out;
+}
+
+const eogTokens = new WeakMap<LlamaModel, Token[]>();
+
+/** The vocabulary's size (the tokenizer's token list). */
+function vocabSizeOf(model: LlamaModel): number {
+  return model.fileInfo.metadata.tokenizer?.ggml?.tokens?.length ?? 0;
+}
+
+/** The request's biases, with every end-of-generation token banned under `ignore_eos` (llama-server's `logit_bias_eog`). */
+function effectiveBias(model: LlamaModel, params: SamplingParams): ReadonlyMap<Token, number> {
+  if (!params.ignoreEos) return params.logitBias;
+  let eog = eogTokens.get(model);
+  if (!eog) {
+    eog = [];
+    const size = vocabSizeOf(model);
+    for (let t = 0; t < size; t++) if (model.isEogToken(t as Token)) eog.push(t as Token);
+    eogTokens.set(model, eog);
+  }
+  const out = new Map(params.logitBias);
+  for (const t of eog) out.set(t, -Infinity);
+  return out;
+}
+
+/**
+ * A TokenBias carrying raw logit biases. Its public `set` skips
+ * end-of-generation tokens (so neither `ignore_eos` nor a bias on EOS could be
+ * expressed) and maps numbers as probabilities, so the map node-llama-cpp
+ * 3.21.1 hands to the binding (`_biases`, token → logit bias) is filled directly.
+ */
+function biasFor(model: LlamaModel, bias: ReadonlyMap<Token, number>): TokenBias {
+  const tokenBias = new TokenBias(model.tokenizer);
+  const biases = (tokenBias as unknown as { _biases: Map<Token, number> })._biases;
+  for (const [token, value] of bias) biases.set(token, value);
+  return tokenBias;
+}
+
+/**
+ * Accepts the token the chain chose into the grammar state. The binding only
+ * accepts the tokens it samples itself (into the per-step copy it was given),
+ * so this uses the binding's own accept function, which node-llama-cpp 3.21.1
+ * keeps internal (LlamaSampler._acceptTokenOnGrammarEvaluationState).
+ */
+function acceptOnGrammar(model: LlamaModel, state: LlamaGrammarEvaluationState, token: Token): void {
+  const llama = (model as unknown as { _llama: { _bindings: { AddonSampler: { acceptGrammarEvaluationStateToken(state: unknown, token: number): void } } } })._llama;
+  llama._bindings.AddonSampler.acceptGrammarEvaluationStateToken((state as unknown as { _state: unknown })._state, token);
 }

@@ -2,14 +2,18 @@ import type { FastifyInstance, FastifyReply } from "fastify";
 import type { Token } from "node-llama-cpp";
 import { InvalidRequestError, RunnerError } from "../errors.ts";
 import { NotSupportedError } from "./errors.ts";
-import type { SamplingParams } from "./generate.ts";
+import type { GenerationResult } from "./generate.ts";
 import { grammarForRequest } from "./grammar/for-request.ts";
 import { infillPrompt } from "./infill.ts";
 import { generationSettings, nativeFinal, nativePartial } from "./llama-shapes.ts";
 import { infillRequest, nativeCompletionRequest, nativeEmbeddingRequest } from "./llama-requests.ts";
 import type { CompletionExtras, ModelHost } from "./model-host.ts";
-import { collect, streamSse, withAbort } from "./reply-stream.ts";
-import { chatCompletionRequest, chatMessagesFrom, samplingFrom } from "./requests.ts";
+import { allChoices, collectAll, streamSse, withAbort } from "./reply-stream.ts";
+import { chatCompletionRequest, chatMessagesFrom } from "./requests.ts";
+import { samplingFrom } from "./sampling.ts";
+import { completionPlan, promptsOf, type GenerationPlan } from "./request-fields.ts";
+import { probabilityEntries, type TokenProbabilities } from "./logprobs.ts";
+import { liveTimings, newLiveStats } from "./openai-shapes.ts";
 import { checkTools, planTools } from "./tools.ts";
 import type { EngineState, Route } from "./server.ts";
 
@@ -22,72 +26,88 @@ export function registerLlamaRoutes(app: FastifyInstance, deps: { state: EngineS
   const { state, route, ready } = deps;
   const endpoints = state.endpoints ?? { metrics: false, slots: true };
 
-  /** Runs each prompt and answers as llama-server: one object, an array for several prompts, or a stream. */
-  const generateNative = async (
-    host: ModelHost,
-    reply: FastifyReply,
-    prompts: readonly Token[][],
-    params: SamplingParams,
-    extras: CompletionExtras,
-    stream: boolean,
-  ) => {
+  /**
+   * Runs each prompt (`n` choices each, index = prompt × n + choice) and
+   * answers as llama-server: one object, an array for several, or a stream.
+   * `completion_probabilities` with `n_probs`, `tokens` with `return_tokens`.
+   */
+  const generateNative = async (host: ModelHost, reply: FastifyReply, prompts: readonly Token[][], plan: GenerationPlan, extras: CompletionExtras, stream: boolean) => {
+    const { params } = plan;
+    const n = plan.choices;
+    const post = params.logprobs?.postSampling ?? false;
     const promptText = (p: readonly Token[]) => host.detokenize(p);
+    const probabilitiesOf = (entries: TokenProbabilities[] | null) =>
+      entries && entries.length > 0 ? { completion_probabilities: probabilityEntries(host.model, entries, post) } : {};
+    const tokensOf = (result: GenerationResult) => (plan.returnTokens ? { tokens: [...result.tokens] } : {});
+    const extrasFor = (entries: TokenProbabilities[] | null): CompletionExtras => ({
+      ...extras,
+      slot: plan.slot,
+      onProbabilities: entries ? (p) => void entries.push(p) : null,
+    });
     if (stream) {
       return streamSse(
         reply,
         async (send, signal) => {
-          for (const [index, prompt] of prompts.entries()) {
-            let slot = -1;
-            let predicted = 0;
-            let generated = "";
-            const result = await host.complete(
-              prompt,
-              params,
-              (text) => {
-                generated += text;
-                return send(nativePartial(index, text, slot, predicted, prompt.length));
-              },
-              signal,
-              { ...extras, onSlot: (s) => void (slot = s), onToken: (n) => void (predicted = n) },
-            );
-            const model = state.modelId;
-            await send(nativeFinal({ index, content: "", generated, slot: result.slot, prompt: promptText(prompt), model, params, stream: true, result }));
+          for (const [p, prompt] of prompts.entries()) {
+            await allChoices(n, signal, async (j, signal) => {
+              const index = p * n + j;
+              let slot = -1;
+              let predicted = 0;
+              let generated = "";
+              const entries: TokenProbabilities[] | null = params.logprobs ? [] : null;
+              const stats = plan.timingsPerToken ? newLiveStats() : null;
+              const result = await host.complete(
+                prompt,
+                params,
+                (text) => {
+                  generated += text;
+                  const partial = nativePartial(index, text, slot, predicted, prompt.length);
+                  return send({ ...partial, ...probabilitiesOf(entries?.splice(0) ?? null), ...(stats ? { timings: liveTimings(stats) } : {}) });
+                },
+                signal,
+                { ...extrasFor(entries), stats, onSlot: (s) => void (slot = s), onToken: (t) => void (predicted = t) },
+              );
+              const model = state.modelId;
+              const final = nativeFinal({ index, content: "", generated, slot: result.slot, prompt: promptText(prompt), model, params, stream: true, result });
+              await send({ ...final, ...tokensOf(result), ...probabilitiesOf(entries) });
+            });
           }
         },
         { done: false },
       );
     }
-    const outputs = await Promise.all(prompts.map((prompt) => collect(reply, (onText, signal) => host.complete(prompt, params, onText, signal, extras))));
-    const results = outputs.map(({ text, result }, index) =>
-      nativeFinal({ index, content: text, generated: text, slot: result.slot, prompt: promptText(prompts[index]!), model: state.modelId, params, stream: false, result }),
-    );
+    const outputs = await collectAll(reply, prompts.length * n, async (index, onText, signal) => {
+      const entries: TokenProbabilities[] | null = params.logprobs ? [] : null;
+      const result = await host.complete(prompts[Math.floor(index / n)]!, params, onText, signal, extrasFor(entries));
+      return { result, entries };
+    });
+    const results = outputs.map(({ text, result, entries }, index) => ({
+      ...nativeFinal({ index, content: text, generated: text, slot: result.slot, prompt: promptText(prompts[Math.floor(index / n)]!), model: state.modelId, params, stream: false, result }),
+      ...tokensOf(result),
+      ...probabilitiesOf(entries),
+    }));
     return results.length === 1 ? results[0] : results;
-  };
-
-  // llama-server's precedence: n_predict, then max_tokens; -1 (its default) = until a stop or the context's end.
-  const maxTokensOf = (body: { n_predict?: number | null | undefined; max_tokens?: number | null | undefined }) => {
-    const n = body.n_predict ?? body.max_tokens ?? -1;
-    return n < 0 ? null : n;
   };
 
   app.post(
     "/completion",
     route("completion", nativeCompletionRequest, async (body, host, _request, reply) => {
-      const params = samplingFrom(body, maxTokensOf(body));
+      // llama-server's /completion generates until a stop when no limit is given (n_predict -1).
+      const plan = completionPlan(body, host.vocabulary, host.slotCount, null);
       const grammar = await grammarForRequest(host.grammars, body);
-      const prompts = (typeof body.prompt === "string" ? [body.prompt] : body.prompt).map((p) => host.tokenize(p, true));
-      return generateNative(host, reply, prompts, params, { grammar }, body.stream === true);
+      const prompts = promptsOf(body.prompt, (text, addSpecial) => host.tokenize(text, addSpecial), host.info.vocabSize);
+      return generateNative(host, reply, prompts, plan, { grammar }, body.stream === true);
     }),
   );
 
   app.post(
     "/infill",
     route("completion", infillRequest, async (body, host, _request, reply) => {
-      const params = samplingFrom(body, maxTokensOf(body));
+      const plan = completionPlan({ ...body, prompt: "" }, host.vocabulary, host.slotCount, null);
       const grammar = await grammarForRequest(host.grammars, body);
       const input = { input_prefix: body.input_prefix, input_suffix: body.input_suffix, input_extra: body.input_extra ?? [], prompt: body.prompt ?? "" };
-      const prompt = infillPrompt(host, input, params.maxTokens ?? -1);
-      return generateNative(host, reply, [prompt], params, { grammar }, body.stream === true);
+      const prompt = infillPrompt(host, input, plan.params.maxTokens ?? -1);
+      return generateNative(host, reply, [prompt], plan, { grammar }, body.stream === true);
     }),
   );
 
@@ -96,7 +116,8 @@ export function registerLlamaRoutes(app: FastifyInstance, deps: { state: EngineS
     "/apply-template",
     route("completion", chatCompletionRequest, async (body, host) => {
       const tools = planTools(checkTools(body.tools ?? []), body.tool_choice, body.parallel_tool_calls);
-      return { prompt: host.chatPromptText(chatMessagesFrom(body.messages), tools.functions) };
+      const kwargs = body.chat_template_kwargs ?? undefined;
+      return { prompt: host.chatPromptText(chatMessagesFrom(body.messages), tools.functions, kwargs && Object.keys(kwargs).length > 0 ? kwargs : undefined) };
     }),
   );
 
@@ -117,7 +138,7 @@ export function registerLlamaRoutes(app: FastifyInstance, deps: { state: EngineS
   app.get("/props", async () => {
     const host = ready();
     const info = host.info;
-    const defaults = samplingFrom({}, null);
+    const defaults = samplingFrom({}, null, null, host.vocabulary);
     return {
       default_generation_settings: { params: generationSettings(defaults), n_ctx: info.slotContextSize },
       total_slots: info.parallel,

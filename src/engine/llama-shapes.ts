@@ -10,8 +10,6 @@ import type { GenerationResult, SamplingParams } from "./generate.ts";
 /** llama.cpp's `LLAMA_DEFAULT_SEED`: "pick a random seed". */
 const DEFAULT_SEED = 0xffffffff;
 
-/** node-llama-cpp's sampler chain, in the order it applies them (llama/addon/AddonSampler.cpp). */
-const SAMPLER_ORDER = ["penalties", "dry", "top_k", "top_p", "min_p", "xtc", "temperature"];
 
 /**
  * llama-server's `generation_settings` / slot `params` (task_params::to_json)
@@ -23,46 +21,46 @@ export function generationSettings(params: SamplingParams, stream = false) {
   return {
     seed: params.seed ?? DEFAULT_SEED,
     temperature: params.temperature,
-    dynatemp_range: 0,
-    dynatemp_exponent: 1,
+    dynatemp_range: params.dynatempRange,
+    dynatemp_exponent: params.dynatempExponent,
     top_k: params.topK,
     top_p: params.topP,
     min_p: params.minP,
-    top_n_sigma: -1,
-    xtc_probability: 0,
-    xtc_threshold: 0.1,
-    typical_p: 1,
-    repeat_last_n: 64,
-    repeat_penalty: 1,
+    top_n_sigma: params.topNSigma,
+    xtc_probability: params.xtcProbability,
+    xtc_threshold: params.xtcThreshold,
+    typical_p: params.typicalP,
+    repeat_last_n: params.repeatLastN,
+    repeat_penalty: params.repeatPenalty,
     presence_penalty: params.presencePenalty,
     frequency_penalty: params.frequencyPenalty,
-    dry_multiplier: 0,
-    dry_base: 1.75,
-    dry_allowed_length: 2,
-    dry_penalty_last_n: -1,
-    dry_sequence_breakers: ["\n", ":", '"', "*"],
-    mirostat: 0,
-    mirostat_tau: 5,
-    mirostat_eta: 0.1,
+    dry_multiplier: params.dryMultiplier,
+    dry_base: params.dryBase,
+    dry_allowed_length: params.dryAllowedLength,
+    dry_penalty_last_n: params.dryPenaltyLastN,
+    dry_sequence_breakers: [...params.drySequenceBreakers],
+    mirostat: params.mirostat,
+    mirostat_tau: params.mirostatTau,
+    mirostat_eta: params.mirostatEta,
     stop: [...params.stop],
     max_tokens: nPredict,
     n_predict: nPredict,
     n_keep: 0,
     n_discard: 0,
-    ignore_eos: false,
+    ignore_eos: params.ignoreEos,
     stream,
-    logit_bias: [],
-    n_probs: 0,
-    min_keep: 0,
-    samplers: SAMPLER_ORDER,
+    logit_bias: [...params.logitBias].map(([token, bias]) => [token, Number.isFinite(bias) ? bias : false]),
+    n_probs: params.logprobs?.top ?? 0,
+    min_keep: params.minKeep,
+    samplers: [...params.samplers],
     timings_per_token: false,
-    post_sampling_probs: false,
+    post_sampling_probs: params.logprobs?.postSampling ?? false,
     lora: [],
   };
 }
 
 /** llama-server's `timings` object: measured, in milliseconds, with its rates. */
-export function llamaTimings(r: GenerationResult) {
+export function llamaTimings(r: Pick<GenerationResult, "promptTokens" | "promptTokensEvaluated" | "promptMs" | "completionTokens" | "generationMs">) {
   return {
     cache_n: r.promptTokens - r.promptTokensEvaluated,
     prompt_n: r.promptTokensEvaluated,

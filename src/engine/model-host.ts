@@ -3,6 +3,7 @@ import { basename } from "node:path";
 import {
   getLlama,
   LlamaLogLevel,
+  readGgufFileInfo,
   type Llama,
   type LlamaContext,
   type LlamaContextSequence,
@@ -12,18 +13,59 @@ import {
   type LlamaRankingContext,
   type Token,
 } from "node-llama-cpp";
+import { InvalidRequestError } from "../errors.ts";
 import { ContextSizeExceededError, NotSupportedError } from "./errors.ts";
 import { createChatPrompter, type ChatMessage, type ChatPrompter, type ThinkingSyntax } from "./chat-prompt.ts";
 import type { ChatModelFunctions } from "node-llama-cpp";
-import { generate, cachedPrefixLength, type GenerationResult, type ReasoningControl, type SamplingParams, type ToolCallControl } from "./generate.ts";
+import { generate, cachedPrefixLength, type GenerationResult, type LiveStats, type ReasoningControl, type SamplingParams, type ToolCallControl } from "./generate.ts";
 import type { CallSyntax } from "./tools.ts";
+import type { TokenProbabilities } from "./logprobs.ts";
 import { GrammarCache } from "./grammar/schema-gbnf.ts";
 import type { EngineOptions } from "./options.ts";
+import type { Vocabulary } from "./sampling.ts";
 import { slotOrderStrategy } from "./batch-order.ts";
 import { SlotPool } from "./slot-pool.ts";
 import { EngineMetrics } from "./metrics.ts";
 import { generationSettings } from "./llama-shapes.ts";
 import { StepGate } from "./step-gate.ts";
+import { EngineUsageError } from "./options.ts";
+
+const POOLING_NAMES = ["none", "mean", "cls", "last", "rank"] as const;
+
+/**
+ * The RoPE flags as node-llama-cpp's `metadataOverrides` under the model's
+ * architecture. node-llama-cpp types a JS number by whether it is an
+ * integer, and llama.cpp drops an override of the wrong type with only a
+ * warning, so an integral float (`--rope-freq-base 10000`) is nudged by one
+ * part in 2^40: not an integer in JS, the same float32 in llama.cpp.
+ */
+async function metadataOverrides(modelPath: string, overrides: EngineOptions["ropeOverrides"]): Promise<Record<string, unknown>> {
+  const info = await readGgufFileInfo(modelPath, { readTensorInfo: false });
+  const root: Record<string, unknown> = {};
+  const arch: Record<string, unknown> = (root[info.metadata.general.architecture] = {});
+  for (const [key, o] of Object.entries(overrides)) {
+    const path = key.split(".");
+    let node = arch;
+    for (const part of path.slice(0, -1)) node = (node[part] ??= {}) as Record<string, unknown>;
+    node[path.at(-1)!] = o.kind === "float" && Number.isInteger(o.value) ? o.value * (1 + 2 ** -40) : o.value;
+  }
+  return root;
+}
+
+/**
+ * `--pooling` other than rank: node-llama-cpp has no pooling option, so the
+ * model's own pooling type (GGUF `<arch>.pooling_type`, none when absent) is
+ * what embeddings get. A flag that asks for another one is refused.
+ */
+function checkPooling(model: LlamaModel, wanted: EngineOptions["pooling"]): void {
+  if (wanted === null) return;
+  const metadata = model.fileInfo.metadata as unknown as Record<string, { pooling_type?: number } | undefined>;
+  const arch = model.fileInfo.metadata.general.architecture;
+  const own = POOLING_NAMES[metadata[arch]?.pooling_type ?? 0] ?? "none";
+  if (own !== wanted) {
+    throw new EngineUsageError(`--pooling ${wanted} is not supported: node-llama-cpp uses the model's own pooling type (${own}) and cannot change it`);
+  }
+}
 
 /** What `/v1/models` reports about the loaded model. */
 export interface ModelInfo {
@@ -83,6 +125,11 @@ export interface CompletionExtras {
   grammar?: LlamaGrammar | null;
   reasoning?: ReasoningControl | null;
   toolCalls?: ToolCallControl | null;
+  /** llama-server's `id_slot`: run on this slot, waiting for it if busy (null = any free slot). */
+  slot?: number | null;
+  /** Filled in as generation goes (llama-server's `timings_per_token`). */
+  stats?: LiveStats | null;
+  onProbabilities?: ((probabilities: TokenProbabilities) => void) | null;
   /** Told the slot's number once the generation has one. */
   onSlot?: (slot: number) => void;
   /** Told the number of tokens generated so far, after each one. */
@@ -117,6 +164,8 @@ export class ModelHost {
     /** Engine-wide thinking budget (`--reasoning-budget`). */
     readonly reasoningBudget = -1,
     readonly reasoningFormat: EngineOptions["reasoningFormat"] = "auto",
+    /** `--context-shift`: how a generation that fills its slot goes on; null = it ends. */
+    readonly contextShift: EngineOptions["contextShift"] = null,
   ) {
     this.grammars = new GrammarCache(llama);
   }
@@ -131,7 +180,7 @@ export class ModelHost {
 
   /** Loads the model named in `options`. Rejects with the loader's error. */
   static async load(options: EngineOptions): Promise<ModelHost> {
-    const useGpu = options.gpuLayers !== 0;
+    const useGpu = options.gpuLayers !== 0 && !options.cpuOnly;
     const llama = await getLlama({
       gpu: useGpu ? "auto" : false,
       build: "never",
@@ -141,15 +190,25 @@ export class ModelHost {
       skipDownload: true,
     });
     try {
+      // Flash attention and KV-cache types are the model's context defaults, so
+      // completion, embedding and ranking contexts all get them.
       const model = await llama.loadModel({
         modelPath: options.modelPath,
         gpuLayers: options.gpuLayers === "all" ? "max" : options.gpuLayers,
+        ...(options.useMmap !== null ? { useMmap: options.useMmap } : {}),
+        ...(options.useMlock ? { useMlock: true } : {}),
+        defaultContextFlashAttention: options.flashAttention,
+        ...(options.kvCacheKeyType !== null ? { experimentalDefaultContextKvCacheKeyType: options.kvCacheKeyType } : {}),
+        ...(options.kvCacheValueType !== null ? { experimentalDefaultContextKvCacheValueType: options.kvCacheValueType } : {}),
+        ...(Object.keys(options.ropeOverrides).length > 0 ? { metadataOverrides: await metadataOverrides(options.modelPath, options.ropeOverrides) } : {}),
       });
+      checkPooling(model, options.pooling);
       const total = options.contextSize === 0 ? model.trainContextSize : options.contextSize;
       const slotContext = Math.max(8, Math.floor(total / options.parallel));
       const arch = model.fileInfo.metadata.general?.architecture;
       const poolingCode = (model.fileInfo.architectureMetadata as { pooling_type?: number }).pooling_type;
-      const templateSource = options.chatTemplateFile !== null ? await readFile(options.chatTemplateFile, "utf8") : model.fileInfo.metadata.tokenizer?.chat_template;
+      const given = options.chatTemplate;
+      const templateSource = given === null ? model.fileInfo.metadata.tokenizer?.chat_template : given.kind === "file" ? await readFile(given.path, "utf8") : given.template;
       const infoBase = {
         id: options.alias ?? basename(options.modelPath),
         modelPath: options.modelPath,
@@ -199,7 +258,7 @@ export class ModelHost {
         ...(options.batchSize !== null ? { batchSize: options.batchSize } : {}),
       });
       const sequences = Array.from({ length: options.parallel }, () => context.getSequence());
-      const prompter = await createChatPrompter(model, options.chatTemplateFile);
+      const prompter = await createChatPrompter(model, options.chatTemplate);
       const info: ModelInfo = {
         ...infoBase,
         contextSize: context.contextSize * options.parallel,
@@ -217,6 +276,7 @@ export class ModelHost {
         null,
         options.reasoningBudget,
         options.reasoningFormat,
+        options.contextShift,
       );
       onDecode = () => host.metrics.recordDecode(busy.size);
       return host;
@@ -307,6 +367,16 @@ export class ModelHost {
     return tokens;
   }
 
+  /** What request parsing needs of the vocabulary (logit_bias texts and ids). */
+  get vocabulary(): Vocabulary {
+    return { size: this.info.vocabSize, tokenizeText: (text) => this.model.tokenize(text, false) };
+  }
+
+  /** Slots (parallel sequences) of a completion engine: `n` may ask for at most this many choices. */
+  get slotCount(): number {
+    return this.completion ? this.info.parallel : 1;
+  }
+
   detokenize(tokens: readonly Token[]): string {
     return this.model.detokenize(tokens, true);
   }
@@ -316,13 +386,13 @@ export class ModelHost {
     return this.model.detokenize([token], true, [token]);
   }
 
-  chatPrompt(messages: readonly ChatMessage[], functions?: ChatModelFunctions): Token[] {
-    return this.requireCompletion().prompter.render(messages, functions);
+  chatPrompt(messages: readonly ChatMessage[], functions?: ChatModelFunctions, templateKwargs?: Readonly<Record<string, unknown>>): Token[] {
+    return this.requireCompletion().prompter.render(messages, functions, templateKwargs);
   }
 
   /** The chat prompt as the template writes it (text, for `/apply-template`). */
-  chatPromptText(messages: readonly ChatMessage[], functions?: ChatModelFunctions): string {
-    return this.requireCompletion().prompter.renderText(messages, functions);
+  chatPromptText(messages: readonly ChatMessage[], functions?: ChatModelFunctions, templateKwargs?: Readonly<Record<string, unknown>>): string {
+    return this.requireCompletion().prompter.renderText(messages, functions, templateKwargs);
   }
 
   /** How the model's template writes tool calls. */
@@ -350,8 +420,13 @@ export class ModelHost {
     if (prompt.length >= this.info.slotContextSize) {
       throw new ContextSizeExceededError(prompt.length, this.info.slotContextSize);
     }
+    const { slot: wantedSlot, onSlot, onToken, ...constraints } = extras;
+    if (wantedSlot != null && (wantedSlot < 0 || wantedSlot >= sequences.length)) {
+      throw new InvalidRequestError(`'id_slot' is ${wantedSlot}, but this engine has ${sequences.length} slots (0-${sequences.length - 1}).`, "id_slot");
+    }
     // Prefer the free slot whose cache shares the longest prefix with this prompt.
     const sequence = await slots.acquire(signal, (free) => {
+      if (wantedSlot != null) return free.indexOf(sequences[wantedSlot]!);
       let best = 0;
       let bestLength = -1;
       free.forEach((s, i) => {
@@ -364,7 +439,6 @@ export class ModelHost {
     const slot = sequences.indexOf(sequence);
     const task: SlotTask = { id: this.nextTaskId++, params, prompt, promptProcessed: 0, promptCached: 0, decoded: 0, generated: "", done: false };
     this.slotTasks.set(sequence, task);
-    const { onSlot, onToken, ...constraints } = extras;
     try {
       onSlot?.(slot);
       const result = await generate({
@@ -384,6 +458,8 @@ export class ModelHost {
         signal,
         gate,
         slot,
+        // A request's n_keep replaces --keep, as in llama-server; without --context-shift nothing shifts.
+        contextShift: this.contextShift && params.nKeep !== null ? { keep: params.nKeep } : this.contextShift,
         ...constraints,
       });
       Object.assign(task, { promptProcessed: result.promptTokensEvaluated, promptCached: result.promptTokens - result.promptTokensEvaluated, decoded: result.completionTokens });

@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
-import type { GenerationResult } from "./generate.ts";
+import type { GenerationResult, LiveStats } from "./generate.ts";
+import { llamaTimings } from "./llama-shapes.ts";
 import type { ReasoningSplitter } from "./reasoning.ts";
 import type { ToolCallOut } from "./tools.ts";
 
@@ -72,6 +73,25 @@ export function sumUsage(results: readonly GenerationResult[]): Usage {
   const prompt = results.reduce((n, r) => n + r.promptTokens, 0);
   const completion = results.reduce((n, r) => n + r.completionTokens, 0);
   return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+}
+
+/**
+ * The usage of a request's choices, grouped by prompt: each prompt counts
+ * once however many choices (`n`) it had, each choice's tokens count.
+ */
+export function usageOfChoices(groups: ReadonlyArray<readonly GenerationResult[]>): Usage {
+  const prompt = groups.reduce((n, g) => n + (g[0]?.promptTokens ?? 0), 0);
+  const completion = groups.reduce((n, g) => n + g.reduce((m, r) => m + r.completionTokens, 0), 0);
+  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+}
+
+export function newLiveStats(): LiveStats {
+  return { promptTokens: 0, promptTokensEvaluated: 0, completionTokens: 0, promptMs: 0, generationMs: 0 };
+}
+
+/** llama-server's `timings` while generation goes on (`timings_per_token`). */
+export function liveTimings(s: LiveStats) {
+  return llamaTimings(s);
 }
 
 /** llama-server's `timings` object on OpenAI replies too (the same as on its own endpoints). */

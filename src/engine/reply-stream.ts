@@ -60,3 +60,36 @@ export async function streamSse(
     dispose();
   }
 }
+
+/**
+ * Runs `n` generations of one request side by side (choices), each on its
+ * own slot. When one fails the others are stopped, and the first error is
+ * the request's.
+ */
+export async function allChoices<T>(n: number, signal: AbortSignal, run: (index: number, signal: AbortSignal) => Promise<T>): Promise<T[]> {
+  const failed = new AbortController();
+  const linked = AbortSignal.any([signal, failed.signal]);
+  return Promise.all(
+    Array.from({ length: n }, (_, i) =>
+      run(i, linked).catch((error: unknown) => {
+        failed.abort(error);
+        throw error;
+      }),
+    ),
+  );
+}
+
+/** `n` whole generations side by side, each with the text it produced. */
+export async function collectAll<T extends { result: GenerationResult }>(
+  reply: FastifyReply,
+  n: number,
+  run: (index: number, onText: (t: string) => void, signal: AbortSignal) => Promise<T>,
+): Promise<Array<T & { text: string }>> {
+  return withAbort(reply, (signal) =>
+    allChoices(n, signal, async (index, signal) => {
+      let text = "";
+      const out = await run(index, (t) => void (text += t), signal);
+      return { ...out, text };
+    }),
+  );
+}

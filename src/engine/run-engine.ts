@@ -1,4 +1,4 @@
-import { rm } from "node:fs/promises";
+import { readFile, rm } from "node:fs/promises";
 import { basename } from "node:path";
 import { messageOf } from "../errors.ts";
 import { ModelHost } from "./model-host.ts";
@@ -15,13 +15,17 @@ export async function runEngine(
   signal: AbortSignal,
   log: (line: string) => void = (line) => process.stderr.write(`${line}\n`),
 ): Promise<void> {
+  const apiKeys = [...options.apiKeys, ...(options.apiKeyFile !== null ? await readApiKeyFile(options.apiKeyFile) : [])];
   const state: EngineState = {
     host: null,
-    apiKey: options.apiKey,
+    apiKeys,
+    samplingDefaults: options.samplingDefaults,
     modelId: options.alias ?? basename(options.modelPath),
     endpoints: { metrics: options.metrics, slots: options.slots },
   };
   const app = createEngineApp(state);
+  // llama-server's --timeout: its sockets' read/write timeout; here, the sockets' inactivity timeout.
+  if (options.timeoutSeconds !== null) app.server.setTimeout(options.timeoutSeconds * 1000);
   if (options.listen.kind === "socket") {
     // A socket file left by a killed engine would make listen fail with EADDRINUSE.
     await rm(options.listen.path, { force: true });
@@ -58,4 +62,15 @@ export async function runEngine(
     if (options.listen.kind === "socket") await rm(options.listen.path, { force: true });
     await state.host?.dispose();
   }
+}
+
+/** llama-server's `--api-key-file`: one key a line, lines starting with `#` are comments. */
+async function readApiKeyFile(path: string): Promise<string[]> {
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (error) {
+    throw new Error(`--api-key-file: cannot read ${path}: ${messageOf(error)}`);
+  }
+  return text.split(/\r?\n/).filter((line) => line !== "" && !line.startsWith("#"));
 }

@@ -4,25 +4,28 @@ import type { z } from "zod";
 import { InvalidRequestError, RunnerError } from "../errors.ts";
 import { BodyTooLargeError } from "../http/body-limit.ts";
 import { acceptJsonBodies } from "../http/json-body.ts";
-import { planChat } from "./chat-plan.ts";
+import { planChat, type ChoiceState } from "./chat-plan.ts";
 import { EngineApiKeyError, engineErrorBody, ModelLoadingError, WrongModelError, WrongModeError } from "./errors.ts";
-import type { GenerationResult } from "./generate.ts";
+import type { GenerationResult, LiveStats, ToolCallControl } from "./generate.ts";
+import { chatLogprobs, completionLogprobs, type TokenProbabilities } from "./logprobs.ts";
+import { completionPlan, promptsOf } from "./request-fields.ts";
 import { grammarForRequest } from "./grammar/for-request.ts";
-import type { EngineMode, ModelHost } from "./model-host.ts";
+import type { CompletionExtras, EngineMode, ModelHost } from "./model-host.ts";
 import { registerLlamaRoutes } from "./llama-routes.ts";
-import { collect, streamSse, withAbort } from "./reply-stream.ts";
+import { allChoices, collectAll, streamSse, withAbort } from "./reply-stream.ts";
 import {
   chatChunk,
   chatFinishReason,
   chatMessage,
   completionChunk,
+  liveTimings,
   newId,
+  newLiveStats,
   responseMeta,
   stopSequenceOf,
-  sumUsage,
   timingsOf,
   usageChunk,
-  usageOf,
+  usageOfChoices,
 } from "./openai-shapes.ts";
 import {
   chatCompletionRequest,
@@ -31,16 +34,20 @@ import {
   embeddingRequest,
   parseRequest,
   rankRequest,
-  samplingFrom,
   scoreRequest,
   tokenizeRequest,
+  withSamplingDefaults,
 } from "./requests.ts";
+import type { SamplingDefaults } from "./options.ts";
 
 /** What the HTTP layer needs to know about the engine's state. */
 export interface EngineState {
   /** The loaded model, or null while it is still loading. */
   host: ModelHost | null;
-  apiKey: string | null;
+  /** Keys accepted as Bearer token or X-Api-Key; empty = no authentication. */
+  apiKeys: readonly string[];
+  /** Default generation settings from the sampling flags; a request's own fields override them. */
+  samplingDefaults: SamplingDefaults;
   /** The model id requests must name (alias or file name), known before loading ends. */
   modelId: string;
   /** Optional endpoints, as llama-server's `--metrics` and `--slots`/`--no-slots` set them. Default: slots only. */
@@ -89,10 +96,10 @@ export function createEngineApp(state: EngineState): FastifyInstance {
   });
 
   app.addHook("onRequest", async (request) => {
-    if (state.apiKey === null || PUBLIC_ROUTES.has(request.url.split("?")[0]!)) return;
+    if (state.apiKeys.length === 0 || PUBLIC_ROUTES.has(request.url.split("?")[0]!)) return;
     const auth = request.headers.authorization;
     const given = auth?.startsWith("Bearer ") ? auth.slice(7) : request.headers["x-api-key"];
-    if (given !== state.apiKey) throw new EngineApiKeyError();
+    if (typeof given !== "string" || !state.apiKeys.includes(given)) throw new EngineApiKeyError();
   });
 
   const ready = (): ModelHost => {
@@ -153,7 +160,8 @@ export function createEngineApp(state: EngineState): FastifyInstance {
   const route: Route =
     (mode, schema, handler) =>
     async (request, reply) => {
-      const body = parseRequest(schema, request.body);
+      // The sampling flags' defaults stand in for fields a generation request leaves out.
+      const body = parseRequest(schema, mode === "completion" ? withSamplingDefaults(request.body, state.samplingDefaults) : request.body);
       checkModel(body.model);
       const host = ready();
       if (host.mode !== mode) throw new WrongModeError(request.url.split("?")[0]!, mode);
@@ -162,71 +170,146 @@ export function createEngineApp(state: EngineState): FastifyInstance {
 
   const chat = route("completion", chatCompletionRequest, async (body, host, _request, reply) => {
     const plan = await planChat(host, body);
-    const { prompt, params, grammar, reasoning, splitter, calls } = plan;
+    const { prompt, params, grammar, reasoning, generation } = plan;
     const meta = responseMeta("chatcmpl", state.modelId);
-    const split = (text: string) => (splitter ? splitter.push(text) : { reasoning: "", content: text });
-    const finishOf = (result: GenerationResult) => chatFinishReason(result, calls?.calls.length ?? 0);
+    const post = params.logprobs?.postSampling ?? false;
+    const finishOf = (choice: ChoiceState, result: GenerationResult) => chatFinishReason(result, choice.calls?.calls.length ?? 0);
+    const extrasFor = (toolCalls: ToolCallControl | null, probabilities: TokenProbabilities[] | null, stats: LiveStats | null): CompletionExtras => ({
+      grammar,
+      reasoning,
+      toolCalls,
+      slot: generation.slot,
+      onProbabilities: probabilities ? (p) => void probabilities.push(p) : null,
+      stats,
+    });
     if (body.stream) {
       const includeUsage = body.stream_options?.include_usage === true;
       return streamSse(reply, async (send, signal) => {
-        // `prompt_tokens` (an extension; llama-server sends no usage before the end) lets a
-        // client report the prompt's size before generation, e.g. Anthropic's message_start.
-        await send({ ...chatChunk(meta, { role: "assistant", content: plan.forced ? null : "" }, null), prompt_tokens: prompt.length });
-        const sendSplit = async (parts: { reasoning: string; content: string }) => {
-          if (parts.reasoning !== "") await send(chatChunk(meta, { reasoning_content: parts.reasoning }, null));
-          if (parts.content !== "") await send(chatChunk(meta, { content: parts.content }, null));
-        };
-        const toolCalls = plan.toolControl(async (deltas) => {
+        const results = await allChoices(plan.choices.length, signal, async (index, signal) => {
+          const choice = plan.choices[index]!;
+          const splitter = choice.splitter;
+          const pending: TokenProbabilities[] | null = params.logprobs ? [] : null;
+          const stats = generation.timingsPerToken ? newLiveStats() : null;
+          /** The choice's index, the probabilities of the tokens since its last chunk, the timings so far. */
+          const chunk = (delta: object, finish: string | null = null, extra: object = {}) => ({
+            ...chatChunk(meta, delta, finish, {
+              index,
+              ...(pending && pending.length > 0 ? { logprobs: chatLogprobs(host.model, pending.splice(0), post) } : {}),
+              ...extra,
+            }),
+            ...(stats ? { timings: liveTimings(stats) } : {}),
+          });
+          // `prompt_tokens` (an extension; llama-server sends no usage before the end) lets a
+          // client report the prompt's size before generation, e.g. Anthropic's message_start.
+          await send({ ...chatChunk(meta, { role: "assistant", content: plan.forced ? null : "" }, null, { index }), prompt_tokens: prompt.length });
+          const sendSplit = async (parts: { reasoning: string; content: string }) => {
+            if (parts.reasoning !== "") await send(chunk({ reasoning_content: parts.reasoning }));
+            if (parts.content !== "") await send(chunk({ content: parts.content }));
+          };
+          const split = (text: string) => (splitter ? splitter.push(text) : { reasoning: "", content: text });
+          const toolCalls = choice.toolControl(async (deltas) => {
+            if (splitter) await sendSplit(splitter.flush());
+            for (const d of deltas) await send(chunk({ tool_calls: [d] }));
+          });
+          const result = await host.complete(prompt, params, (text) => sendSplit(split(text)), signal, extrasFor(toolCalls, pending, stats));
           if (splitter) await sendSplit(splitter.flush());
-          for (const d of deltas) await send(chatChunk(meta, { tool_calls: [d] }, null));
+          const tokens = generation.returnTokens ? { tokens: result.tokens } : {};
+          await send({ ...chunk({}, finishOf(choice, result), { ...stopSequenceOf(result), ...tokens }), timings: timingsOf(result) });
+          return result;
         });
-        const result = await host.complete(prompt, params, (text) => sendSplit(split(text)), signal, { grammar, reasoning, toolCalls });
-        if (splitter) await sendSplit(splitter.flush());
-        await send({ ...chatChunk(meta, {}, finishOf(result), stopSequenceOf(result)), timings: timingsOf(result) });
-        if (includeUsage) await send(usageChunk(meta, "chat.completion.chunk", usageOf(result)));
+        if (includeUsage) await send(usageChunk(meta, "chat.completion.chunk", usageOfChoices([results])));
       });
     }
-    const toolCalls = plan.toolControl(() => undefined);
-    const { text, result } = await collect(reply, (onText, signal) => host.complete(prompt, params, onText, signal, { grammar, reasoning, toolCalls }));
-    const message = chatMessage(text, splitter, calls?.calls ?? []);
+    const outputs = await collectAll(reply, plan.choices.length, async (index, onText, signal) => {
+      const choice = plan.choices[index]!;
+      const probabilities: TokenProbabilities[] | null = params.logprobs ? [] : null;
+      const result = await host.complete(prompt, params, onText, signal, extrasFor(choice.toolControl(() => undefined), probabilities, null));
+      return { result, probabilities };
+    });
     return {
       id: meta.id,
       object: "chat.completion",
       created: meta.created,
       model: meta.model,
-      choices: [{ index: 0, message, logprobs: null, finish_reason: finishOf(result), ...stopSequenceOf(result) }],
-      usage: usageOf(result),
-      timings: timingsOf(result),
+      choices: outputs.map(({ text, result, probabilities }, index) => {
+        const choice = plan.choices[index]!;
+        return {
+          index,
+          message: chatMessage(text, choice.splitter, choice.calls?.calls ?? []),
+          logprobs: probabilities ? chatLogprobs(host.model, probabilities, post) : null,
+          finish_reason: finishOf(choice, result),
+          ...stopSequenceOf(result),
+          ...(generation.returnTokens ? { tokens: result.tokens } : {}),
+        };
+      }),
+      usage: usageOfChoices([outputs.map((o) => o.result)]),
+      timings: timingsOf(outputs[0]!.result),
     };
   });
   app.post("/v1/chat/completions", chat);
   app.post("/chat/completions", chat);
 
   const completions = route("completion", completionRequest, async (body, host, _request, reply) => {
-    const params = samplingFrom(body, body.max_tokens ?? 16);
-    const extras = { grammar: await grammarForRequest(host.grammars, body) };
-    const prompts = (typeof body.prompt === "string" ? [body.prompt] : body.prompt).map((p) => host.tokenize(p, true));
+    const generation = completionPlan(body, host.vocabulary, host.slotCount);
+    const params = generation.params;
+    const grammar = await grammarForRequest(host.grammars, body);
+    const prompts = promptsOf(body.prompt, (text, addSpecial) => host.tokenize(text, addSpecial), host.info.vocabSize);
+    const n = generation.choices;
     const meta = responseMeta("cmpl", state.modelId);
+    const post = params.logprobs?.postSampling ?? false;
+    const extrasFor = (probabilities: TokenProbabilities[] | null, stats: LiveStats | null): CompletionExtras => ({
+      grammar,
+      slot: generation.slot,
+      onProbabilities: probabilities ? (p) => void probabilities.push(p) : null,
+      stats,
+    });
     if (body.stream) {
       const includeUsage = body.stream_options?.include_usage === true;
       return streamSse(reply, async (send, signal) => {
-        const results: GenerationResult[] = [];
-        for (const [index, prompt] of prompts.entries()) {
-          const result = await host.complete(prompt, params, (text) => send(completionChunk(meta, index, text, null)), signal, extras);
-          await send(completionChunk(meta, index, "", result.finishReason, stopSequenceOf(result)));
-          results.push(result);
+        const groups: GenerationResult[][] = [];
+        // Prompts one after another, each prompt's `n` choices side by side; choice index = prompt * n + j.
+        for (const [p, prompt] of prompts.entries()) {
+          groups.push(
+            await allChoices(n, signal, async (j, signal) => {
+              const index = p * n + j;
+              const pending: TokenProbabilities[] | null = params.logprobs ? [] : null;
+              const stats = generation.timingsPerToken ? newLiveStats() : null;
+              let offset = 0;
+              const chunk = (text: string, finish: string | null = null, extra: object = {}) => {
+                const probabilities = pending && pending.length > 0 ? pending.splice(0) : null;
+                const logprobs = probabilities ? { logprobs: completionLogprobs(host.model, probabilities, post, offset) } : {};
+                offset += text.length;
+                return { ...completionChunk(meta, index, text, finish, { ...logprobs, ...extra }), ...(stats ? { timings: liveTimings(stats) } : {}) };
+              };
+              const result = await host.complete(prompt, params, (text) => send(chunk(text)), signal, extrasFor(pending, stats));
+              await send(chunk("", result.finishReason, { ...stopSequenceOf(result), ...(generation.returnTokens ? { tokens: result.tokens } : {}) }));
+              return result;
+            }),
+          );
         }
-        if (includeUsage) await send(usageChunk(meta, "text_completion", sumUsage(results)));
+        if (includeUsage) await send(usageChunk(meta, "text_completion", usageOfChoices(groups)));
       });
     }
-    const outputs = await Promise.all(prompts.map((prompt) => collect(reply, (onText, signal) => host.complete(prompt, params, onText, signal, extras))));
+    const outputs = await collectAll(reply, prompts.length * n, async (index, onText, signal) => {
+      const probabilities: TokenProbabilities[] | null = params.logprobs ? [] : null;
+      const result = await host.complete(prompts[Math.floor(index / n)]!, params, onText, signal, extrasFor(probabilities, null));
+      return { result, probabilities };
+    });
+    const groups = prompts.map((_, p) => outputs.slice(p * n, (p + 1) * n).map((o) => o.result));
     return {
       id: meta.id,
       object: "text_completion",
       created: meta.created,
       model: meta.model,
-      choices: outputs.map(({ text, result }, index) => ({ index, text, logprobs: null, finish_reason: result.finishReason, ...stopSequenceOf(result) })),
-      usage: sumUsage(outputs.map((o) => o.result)),
+      choices: outputs.map(({ text, result, probabilities }, index) => ({
+        index,
+        text,
+        logprobs: probabilities ? completionLogprobs(host.model, probabilities, post) : null,
+        finish_reason: result.finishReason,
+        ...stopSequenceOf(result),
+        ...(generation.returnTokens ? { tokens: result.tokens } : {}),
+      })),
+      usage: usageOfChoices(groups),
     };
   });
   app.post("/v1/completions", completions);
@@ -317,7 +400,7 @@ export function createEngineApp(state: EngineState): FastifyInstance {
   app.post("/tokenize", async (request) => {
     const body = parseRequest(tokenizeRequest, request.body);
     const host = ready();
-    const tokens = host.tokenize(body.content, body.add_special ?? false);
+    const tokens = host.tokenize(body.content, body.add_special ?? false, body.parse_special ?? true);
     if (body.with_pieces) return { tokens: tokens.map((id) => ({ id, piece: host.tokenPiece(id) })) };
     return { tokens };
   });

@@ -1,8 +1,10 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { request } from "node:http";
 import { createInterface } from "node:readline";
-import { setTimeout as delay } from "node:timers/promises";
+import { ENGINE_PARENT_PIPE_ENV } from "../config.ts";
 import { RunnerError } from "../errors.ts";
+import { signalGroup } from "../util/process.ts";
+import { sleep } from "../util/signals.ts";
 
 /** How much of the engine's output a failure carries. */
 const TAIL_BYTES = 2048;
@@ -39,6 +41,12 @@ export interface EngineProcessOptions {
   command: string;
   args: readonly string[];
   env?: NodeJS.ProcessEnv | undefined;
+  /**
+   * Give the engine a pipe as stdin that only this process holds, and set
+   * ENGINE_PARENT_PIPE_ENV: our built-in engine then exits when this process
+   * dies, however it died. An external llama-server ignores both.
+   */
+  parentPipe?: boolean | undefined;
   onLog?: ((line: string) => void) | undefined;
 }
 
@@ -53,13 +61,18 @@ export class EngineProcess {
   private tail = "";
 
   constructor(options: EngineProcessOptions) {
-    // stdin is closed and output piped: the engine must never read the
-    // daemon's terminal nor write into its stdout, which is a data channel.
+    // Output is piped: the engine must never read the daemon's terminal nor
+    // write into its stdout, which is a data channel. stdin is either closed
+    // or the parent pipe, which we never write to and never close: the kernel
+    // closes it when this process ends, and the engine reads EOF.
+    const env = options.env ?? process.env;
     this.child = spawn(options.command, options.args, {
       detached: true,
-      stdio: ["ignore", "pipe", "pipe"],
-      env: options.env ?? process.env,
+      stdio: [options.parentPipe ? "pipe" : "ignore", "pipe", "pipe"],
+      env: options.parentPipe ? { ...env, [ENGINE_PARENT_PIPE_ENV]: "stdin" } : env,
     });
+    // An engine that exited makes the pipe broken; nothing is written, but never crash on it.
+    this.child.stdin?.on("error", () => undefined);
     this.exited = new Promise((resolve) => {
       this.child.once("exit", (code, signal) => resolve({ code, signal }));
       this.child.once("error", (error) => {
@@ -98,8 +111,13 @@ export class EngineProcess {
     if (pid === undefined) return;
     if (this.isRunning) {
       signalGroup(pid, "SIGTERM");
-      const timer = delay(graceMs, "timeout", { ref: false });
-      await Promise.race([this.exited, timer]);
+      let timer: NodeJS.Timeout | undefined;
+      const grace = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, graceMs);
+        timer.unref();
+      });
+      await Promise.race([this.exited, grace]);
+      clearTimeout(timer);
     }
     // The group can outlive its leader (forked helpers), so sweep it either way.
     signalGroup(pid, "SIGKILL");
@@ -115,14 +133,6 @@ export class EngineProcess {
 
   private remember(text: string): void {
     this.tail = (this.tail + text).slice(-TAIL_BYTES);
-  }
-}
-
-function signalGroup(pid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(-pid, signal);
-  } catch {
-    // ESRCH: the group is already empty.
   }
 }
 
@@ -154,7 +164,7 @@ export async function waitForHealth(socketPath: string, signal: AbortSignal): Pr
       if (signal.aborted) throw signal.reason;
       void error; // not listening yet
     }
-    await delay(interval, undefined, { signal });
+    await sleep(interval, signal);
     interval = Math.min(interval * 2, 250);
   }
 }

@@ -1,6 +1,6 @@
-import { randomBytes } from "node:crypto";
-import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
 import { dirname } from "node:path";
+import { writeAtomic } from "../atomic-write.ts";
 import type { BackendMode } from "../inference/index.ts";
 import { BACKEND_MODES } from "../inference/index.ts";
 
@@ -99,14 +99,7 @@ export class ConfigStore {
     const snapshot = JSON.stringify({ version: 1, configs: this.all() }, null, 2);
     const write = this.writing.then(async () => {
       await mkdir(dirname(path), { recursive: true });
-      const tmp = `${path}.${randomBytes(4).toString("hex")}.tmp`;
-      try {
-        await writeFile(tmp, `${snapshot}\n`, { mode: 0o600, flush: true });
-        await rename(tmp, path);
-      } catch (error) {
-        await rm(tmp, { force: true });
-        throw error;
-      }
+      await writeAtomic(path, `${snapshot}\n`, { mode: 0o600 });
     });
     this.writing = write.catch(() => undefined);
     return write;

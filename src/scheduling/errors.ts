@@ -1,4 +1,5 @@
-import { InvalidRequestError, RunnerError, type OpenAIErrorType } from "../errors.ts";
+import { formatBytes } from "../format-bytes.ts";
+import { InvalidRequestError, RunnerError, messageOf, type OpenAIErrorType } from "../errors.ts";
 
 /** The request queue is full; the client should retry later (`Retry-After`). */
 export class QueueFullError extends RunnerError {
@@ -55,14 +56,51 @@ export class SchedulerClosedError extends RunnerError {
   }
 }
 
-/** `1.5 GiB`-style figures for messages. */
-export function formatBytes(bytes: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
+/** Stopped while a request still waited for it or used it (unload during load, reconfiguration). */
+export class RunnerStoppedError extends RunnerError {
+  readonly code = "runner_stopped";
+  readonly status = 503;
+  override readonly type: OpenAIErrorType = "unavailable_error";
+  constructor(model: string) {
+    super(`The runner for ${model} was stopped before the request could be served. Retry the request.`);
   }
-  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
 }
+
+/**
+ * The model failed to load a moment ago and is in its back-off: the request
+ * gets that failure again (same status and code, the cause in the message)
+ * rather than starting one more engine that would fail the same way.
+ */
+export class LoadBackoffError extends RunnerError {
+  readonly code: string;
+  readonly status: number;
+  override readonly type: OpenAIErrorType;
+  override readonly extra: Readonly<Record<string, unknown>>;
+  constructor(model: string, readonly failure: unknown, failedSecondsAgo: number, retryInSeconds: number) {
+    super(
+      `${model} failed to load ${failedSecondsAgo} s ago; it is not retried for another ${retryInSeconds} s ` +
+        `(unload it or change its configuration to retry now). The failure: ${messageOf(failure)}`,
+      { cause: failure },
+    );
+    this.code = failure instanceof RunnerError ? failure.code : "engine_failed";
+    this.status = failure instanceof RunnerError ? failure.status : 500;
+    this.type = failure instanceof RunnerError ? failure.type : "server_error";
+    this.extra = { retry_after_seconds: retryInSeconds };
+    this.headers = { "retry-after": String(retryInSeconds) };
+  }
+  /** Response headers the HTTP layer must send with this error. */
+  readonly headers: Readonly<Record<string, string>>;
+}
+
+/**
+ * The model cannot do what the route asks, as its GGUF header shows (e.g.
+ * reranking without a ranking head): decided before any engine starts.
+ */
+export class ModelCapabilityError extends InvalidRequestError {
+  override readonly code = "model_not_capable";
+  constructor(model: string, message: string) {
+    super(`Model ${model} ${message}`, "model");
+  }
+}
+
+export { formatBytes } from "../format-bytes.ts";

@@ -12,6 +12,7 @@ export {
   type ConfigureRequest,
   type ConfigureResult,
   type RunnerStatus,
+  type FailedLoadStatus,
   type EffectiveSettings,
   type UnloadRequest,
   type UnloadResult,
@@ -22,12 +23,11 @@ export {
 } from "./scheduler.ts";
 export { parseConfigureBody, parseUnloadBody } from "./requests.ts";
 export type { RunnerConfig } from "./config-store.ts";
-export { parseDuration, formatDuration, InvalidDurationError, type KeepAliveMs } from "./duration.ts";
-export { ModelTooLargeError, QueueFullError, RunnerBusyError, RuntimeFlagError, SchedulerClosedError, formatBytes } from "./errors.ts";
+export { parseDuration, formatDuration, InvalidDurationError, parseByteSize, type KeepAliveMs } from "../units.ts";
+export { LoadBackoffError, ModelCapabilityError, ModelTooLargeError, QueueFullError, RunnerBusyError, RuntimeFlagError, SchedulerClosedError, formatBytes } from "./errors.ts";
 export {
   computeMemoryBudget,
   estimateRunnerMemory,
-  parseByteSize,
   readGgufShape,
   DEFAULT_RUNNER_OVERHEAD_BYTES,
   type GgufShape,

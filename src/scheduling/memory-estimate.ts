@@ -1,5 +1,4 @@
 import { totalmem } from "node:os";
-import { InvalidRequestError } from "../errors.ts";
 
 /** What the KV-cache size depends on, read from a GGUF's metadata. */
 export interface GgufShape {
@@ -13,6 +12,12 @@ export interface GgufShape {
   valueLength: number;
   /** Trained context length, when the file states one. */
   contextLength: number | null;
+  /**
+   * Whether the model has a ranking (classifier) head, the `cls.weight` or
+   * `cls.output.weight` tensor llama.cpp and node-llama-cpp need to rerank;
+   * null when this file cannot tell (a split model's other shards may hold it).
+   */
+  hasRankingHead: boolean | null;
 }
 
 /**
@@ -22,7 +27,7 @@ export interface GgufShape {
  * counted as zero.
  */
 export async function readGgufShape(path: string): Promise<GgufShape | null> {
-  const { metadata } = await (await import("@huggingface/gguf")).gguf(path, { allowLocalFile: true });
+  const { metadata, tensorInfos } = await (await import("@huggingface/gguf")).gguf(path, { allowLocalFile: true });
   const meta = metadata as Record<string, unknown>;
   const arch = String(meta["general.architecture"] ?? "");
   const num = (key: string): number | null => {
@@ -46,6 +51,11 @@ export async function readGgufShape(path: string): Promise<GgufShape | null> {
     keyLength: num("attention.key_length") ?? headDim,
     valueLength: num("attention.value_length") ?? headDim,
     contextLength: num("context_length"),
+    hasRankingHead: tensorInfos.some((t) => t.name === "cls.weight" || t.name === "cls.output.weight")
+      ? true
+      : Number(meta["split.count"] ?? 1) > 1
+        ? null
+        : false,
   };
 }
 
@@ -104,19 +114,4 @@ export function computeMemoryBudget(options: {
   const base = options.gpuFreeBytes ?? options.totalRamBytes ?? totalmem();
   const reserve = options.reserveBytes ?? Math.min(2 * 1024 ** 3, Math.floor(base * 0.1));
   return Math.max(0, base - reserve);
-}
-
-const BYTE_UNITS: Record<string, number> = {
-  "": 1, b: 1, k: 1e3, kb: 1e3, m: 1e6, mb: 1e6, g: 1e9, gb: 1e9, t: 1e12, tb: 1e12,
-  kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3, tib: 1024 ** 4,
-};
-
-/** Parses "16GiB", "8g", "512MB", "1073741824" (MODEL_RUNNER_MEMORY). Throws InvalidRequestError naming `param`. */
-export function parseByteSize(text: string, param = "MODEL_RUNNER_MEMORY"): number {
-  const match = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(text);
-  const unit = match ? BYTE_UNITS[match[2]!.toLowerCase()] : undefined;
-  if (!match || unit === undefined) {
-    throw new InvalidRequestError(`Invalid size "${text}" for ${param}: use bytes or a unit, e.g. "16GiB", "8g", "512MB".`, param);
-  }
-  return Math.floor(Number(match[1]) * unit);
 }

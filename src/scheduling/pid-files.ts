@@ -1,6 +1,7 @@
 import { readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { setTimeout as delay } from "node:timers/promises";
+import { isAlive, signalGroup } from "../util/process.ts";
+import { sleep } from "../util/signals.ts";
 
 /** What a pid file records about one engine process group. */
 export interface PidRecord {
@@ -18,22 +19,6 @@ export async function writePidFile(path: string, record: PidRecord): Promise<voi
   await writeFile(path, `${JSON.stringify(record)}\n`, { mode: 0o600 });
 }
 
-/** True while `pid` is a live process (a zombie counts as gone). */
-export async function isAlive(pid: number): Promise<boolean> {
-  try {
-    const stat = await readFile(`/proc/${pid}/stat`, "utf8");
-    // The state follows the parenthesized command name, which may contain spaces.
-    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
-  } catch {
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch {
-      return false;
-    }
-  }
-}
-
 /**
  * Whether `pid` is still the engine a pid file describes, not an unrelated
  * process that reused the number: its command line must name the socket it
@@ -48,14 +33,6 @@ async function isOurEngine(record: PidRecord): Promise<boolean> {
     return false; // gone, or no /proc: never signal a process we cannot identify
   }
   return record.socket ? cmdline.includes(record.socket) : cmdline.includes("engine");
-}
-
-function signalGroup(pid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(-pid, signal);
-  } catch {
-    // ESRCH: the group is already empty.
-  }
 }
 
 /**
@@ -86,7 +63,7 @@ export async function reapOrphans(runDir: string, graceMs = 2000): Promise<numbe
     if (record && (await isOurEngine(record))) {
       signalGroup(record.pid, "SIGTERM");
       const deadline = Date.now() + graceMs;
-      while ((await isAlive(record.pid)) && Date.now() < deadline) await delay(25);
+      while (isAlive(record.pid) && Date.now() < deadline) await sleep(25);
       signalGroup(record.pid, "SIGKILL");
       reaped.push(record.pid);
     }

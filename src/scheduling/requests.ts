@@ -1,25 +1,30 @@
 import type { z } from "zod";
 import { InvalidRequestError } from "../errors.ts";
-import type { ConfigureRequest, UnloadRequest } from "./scheduler.ts";
+import type { ConfigureRequest, UnloadRequest } from "./types.ts";
 
 async function buildSchemas() {
   const { z } = await import("zod");
   return {
     /** Docker Model Runner's `ConfigureRequest` JSON (`pkg/inference/scheduling/api.go`). */
-    configureBody: z.object({
+    configureBody: z.strictObject({
       model: z.string().min(1),
       mode: z.string().optional(),
-      // DMR reads an int32: -1 means unset, anything else must be a positive int32.
+      // DMR reads an int32: -1 means unset; 0 is ours, the model's trained length (the range is checked in plan.ts).
       "context-size": z
         .number()
         .int()
         .max(2147483647)
-        .refine((n) => n === -1 || n > 0, "must be a positive integer (or -1 for the default)")
+        .refine((n) => n >= -1, "must be an integer of at least 0 (0: the model's trained length; -1: unset)")
         .nullable()
         .optional(),
       "runtime-flags": z.array(z.string()).nullable().optional(),
       "raw-runtime-flags": z.string().nullable().optional(),
       keep_alive: z.union([z.string(), z.number()]).nullable().optional(),
+      // DMR's LlamaCppConfig; its one field maps onto the engine's --reasoning-budget.
+      llamacpp: z.strictObject({ "reasoning-budget": z.number().int().min(-1).nullable().optional() }).nullable().optional(),
+      // Checked by name below: accepted by DMR, not implemented here yet.
+      speculative: z.unknown().optional(),
+      vllm: z.unknown().optional(),
     }),
     unloadBody: z.object({
       all: z.boolean().optional(),
@@ -34,28 +39,48 @@ let schemas: ReturnType<typeof buildSchemas> | null = null;
 
 function invalid(error: z.ZodError): InvalidRequestError {
   const issue = error.issues[0];
+  if (issue?.code === "unrecognized_keys") {
+    // A strict body names the keys it does not know rather than dropping them.
+    const at = issue.path.join(".");
+    const keys = issue.keys.map((k) => (at ? `${at}.${k}` : k));
+    return new InvalidRequestError(`Unknown field${keys.length > 1 ? "s" : ""} ${keys.map((k) => `"${k}"`).join(", ")} in the request.`, keys[0] ?? null);
+  }
   const param = issue?.path.join(".") || null;
   return new InvalidRequestError(`Invalid request${param ? ` field "${param}"` : ""}: ${issue?.message ?? "malformed"}.`, param);
 }
 
+/** DMR `_configure` settings for what this runner does not have yet: a 400 naming them, never a silent 202. */
+const NOT_SUPPORTED_YET: Record<string, string> = {
+  speculative: "speculative decoding (a draft model) is not supported yet",
+  vllm: "the vLLM backend is not supported",
+};
+
 /**
  * Maps a `POST /engines[/{backend}]/_configure` body onto ConfigureRequest;
  * `backend` comes from the path. Throws InvalidRequestError naming the field.
- * DMR sends `context-size: -1` for "unset"; other values must be positive int32s.
+ * DMR sends `context-size: -1` for "unset", so -1 means absent.
  */
 export async function parseConfigureBody(body: unknown, backend?: string): Promise<ConfigureRequest> {
   const parsed = (await (schemas ??= buildSchemas())).configureBody.safeParse(body);
   if (!parsed.success) throw invalid(parsed.error);
   const b = parsed.data;
+  for (const [key, why] of Object.entries(NOT_SUPPORTED_YET)) {
+    if (b[key as keyof typeof b] !== undefined && b[key as keyof typeof b] !== null) {
+      throw new InvalidRequestError(`"${key}" is not supported yet: ${why}.`, key);
+    }
+  }
   const contextSize = b["context-size"];
+  const reasoningBudget = b.llamacpp?.["reasoning-budget"];
   return {
     model: b.model,
     backend,
     mode: b.mode,
-    contextSize: contextSize === null || contextSize === undefined || contextSize < 0 ? undefined : contextSize,
+    // -1 is DMR's "unset"; any other value is checked by configure (checkConfigure).
+    contextSize: contextSize === null || contextSize === undefined || contextSize === -1 ? undefined : contextSize,
     runtimeFlags: b["runtime-flags"] ?? undefined,
     rawRuntimeFlags: b["raw-runtime-flags"] || undefined,
     keepAlive: b.keep_alive ?? undefined,
+    ...(reasoningBudget !== undefined && reasoningBudget !== null ? { reasoningBudget } : {}),
   };
 }
 

@@ -1,4 +1,5 @@
 import { InvalidRequestError } from "../errors.ts";
+import { EngineUsageError, findFlag, flagNames, parseEngineArgs, parseFlagValue, type FlagDef } from "../engine/options.ts";
 import { RuntimeFlagError } from "./errors.ts";
 
 /**
@@ -9,43 +10,39 @@ import { RuntimeFlagError } from "./errors.ts";
 export interface ParsedRuntimeFlags {
   contextSize?: number | undefined;
   parallel?: number | undefined;
-  /** Remaining flags, normalized to `--flag value` pairs. */
+  /** Remaining flags, normalized to canonical `--flag value` pairs (a switch alone). */
   passThrough: string[];
 }
 
-type FlagKind = "int" | "gpu-layers";
-interface AllowedFlag {
-  canonical: string;
-  kind: FlagKind;
-  min: number;
-  target?: "contextSize" | "parallel";
+/**
+ * The llama.cpp flags users may set: the built-in engine's flag table
+ * (src/engine/options.ts FLAGS) minus what the runner sets itself and what
+ * names a file. Values are checked by the engine's own parser, so a flag the
+ * engine would refuse to start with is a 400 here instead, with the same
+ * reason. This is the allowlist Docker Model Runner calls
+ * `LlamaCppAllowedFlags`, derived rather than listed twice.
+ */
+function llamaCppFlag(name: string): FlagDef | null {
+  const found = findFlag(name);
+  return found && found.def.runtime ? found.def : null;
 }
 
-/**
- * The llama.cpp flags users may set, modelled on Docker Model Runner's
- * `LlamaCppAllowedFlags` but restricted to what our built-in engine accepts
- * (src/engine/options.ts): anything else would make the engine refuse to
- * start, which is worse than a clear 400 here.
- */
-const LLAMACPP_ALLOWED: Record<string, AllowedFlag> = {
-  "-c": { canonical: "--ctx-size", kind: "int", min: 0, target: "contextSize" },
-  "--ctx-size": { canonical: "--ctx-size", kind: "int", min: 0, target: "contextSize" },
-  "-np": { canonical: "--parallel", kind: "int", min: 1, target: "parallel" },
-  "--parallel": { canonical: "--parallel", kind: "int", min: 1, target: "parallel" },
-  "-t": { canonical: "--threads", kind: "int", min: -1 },
-  "--threads": { canonical: "--threads", kind: "int", min: -1 },
-  "-ngl": { canonical: "--gpu-layers", kind: "gpu-layers", min: 0 },
-  "--gpu-layers": { canonical: "--gpu-layers", kind: "gpu-layers", min: 0 },
-  "--n-gpu-layers": { canonical: "--gpu-layers", kind: "gpu-layers", min: 0 },
-  "-b": { canonical: "--batch-size", kind: "int", min: 1 },
-  "--batch-size": { canonical: "--batch-size", kind: "int", min: 1 },
-};
-
 /** Flags the runner owns: setting them would point the engine elsewhere. */
-const MANAGED = new Set(["-m", "--model", "--host", "--port", "-a", "--alias", "--embedding", "--embeddings", "--api-key", "--chat-template-file"]);
+function isManaged(name: string): boolean {
+  const found = findFlag(name);
+  return found !== undefined && !found.def.runtime;
+}
 
 /** Allowlists per backend name; a backend without one accepts no flags at all. */
-const ALLOWLISTS: Record<string, Record<string, AllowedFlag>> = { "llama.cpp": LLAMACPP_ALLOWED };
+const ALLOWLISTS: Record<string, { find: (name: string) => FlagDef | null; names: () => string[] }> = {
+  "llama.cpp": { find: llamaCppFlag, names: () => flagNames().filter((n) => llamaCppFlag(n) !== null) },
+};
+
+/** The canonical spelling a flag is stored under: its first `--` name (or negation). */
+function canonical(def: FlagDef, negated: boolean): string {
+  const names = negated ? (def.negations ?? []) : def.names;
+  return names.find((n) => n.startsWith("--")) ?? names[0]!;
+}
 
 /**
  * Splits a command-line string shell-style: whitespace separates words,
@@ -97,8 +94,10 @@ export function shellSplit(text: string): string[] {
  * or non-numeric values.
  */
 export function validateRuntimeFlags(backend: string, flags: readonly string[]): ParsedRuntimeFlags {
-  const allowed = ALLOWLISTS[backend] ?? {};
+  const allowlist = ALLOWLISTS[backend];
   const result: ParsedRuntimeFlags = { passThrough: [] };
+  /** Normalized occurrences; a later one of the same flag replaces the earlier, as with the engine's parser. */
+  const entries: { def: FlagDef; words: string[] }[] = [];
   for (let i = 0; i < flags.length; i++) {
     const raw = flags[i]!;
     const eq = raw.startsWith("-") ? raw.indexOf("=") : -1;
@@ -109,36 +108,73 @@ export function validateRuntimeFlags(backend: string, flags: readonly string[]):
     if (!flag.startsWith("-")) {
       throw new RuntimeFlagError(`Unexpected value "${raw}" in runtime flags: values must follow their flag.`, raw);
     }
-    if (MANAGED.has(flag)) {
+    if (isManaged(flag)) {
       throw new RuntimeFlagError(`Runtime flag "${flag}" is not allowed: the model runner sets it itself.`, flag);
     }
-    const spec = allowed[flag];
-    if (!spec) {
-      const names = Object.keys(allowed);
+    const def = allowlist?.find(flag) ?? null;
+    if (!def) {
+      const names = allowlist?.names() ?? [];
       throw new RuntimeFlagError(
         `Runtime flag "${flag}" is not allowed for backend "${backend}".${names.length > 0 ? ` Allowed: ${names.join(", ")}.` : ""}`,
         flag,
       );
     }
-    const value = eq > 0 ? raw.slice(eq + 1) : flags[++i];
-    if (value === undefined || value === "") throw new RuntimeFlagError(`Runtime flag "${flag}" needs a value.`, flag);
-    if (/[/\\]/.test(value)) {
-      throw new RuntimeFlagError(`Runtime flag "${flag}" is not allowed: flags may not contain paths.`, flag);
+    const negated = findFlag(flag)!.negated;
+    let words: string[];
+    if (def.value === null) {
+      if (eq > 0) throw new RuntimeFlagError(`Runtime flag "${flag}" takes no value.`, flag);
+      words = [canonical(def, negated)];
+    } else {
+      const value = eq > 0 ? raw.slice(eq + 1) : flags[++i];
+      if (value === undefined || value === "") throw new RuntimeFlagError(`Runtime flag "${flag}" needs a value.`, flag);
+      if (/[/\\]/.test(value)) {
+        throw new RuntimeFlagError(`Runtime flag "${flag}" is not allowed: flags may not contain paths.`, flag);
+      }
+      try {
+        parseFlagValue(flag, def.value, value);
+      } catch (error) {
+        if (error instanceof EngineUsageError) throw new RuntimeFlagError(inFlagWords(flag, error.message), flag);
+        throw error;
+      }
+      words = [canonical(def, false), value];
     }
-    const isKeyword = spec.kind === "gpu-layers" && (value === "auto" || value === "all");
-    if (!isKeyword && (!/^-?\d+$/.test(value) || Number(value) < spec.min)) {
-      throw new RuntimeFlagError(
-        `Runtime flag "${flag}" needs an integer of at least ${spec.min}${spec.kind === "gpu-layers" ? ', "auto" or "all"' : ""}, got "${value}".`,
-        flag,
-      );
-    }
-    if (spec.target) result[spec.target] = Number(value);
+    if (def.names.includes("--ctx-size")) result.contextSize = Number(words[1]);
+    else if (def.names.includes("--parallel")) result.parallel = Number(words[1]);
     else {
-      // A later occurrence wins, as with the engine's own parser.
-      const at = result.passThrough.indexOf(spec.canonical);
-      if (at >= 0) result.passThrough.splice(at, 2);
-      result.passThrough.push(spec.canonical, value);
+      const at = def.repeatable ? -1 : entries.findIndex((e) => e.def === def);
+      if (at >= 0) entries.splice(at, 1);
+      entries.push({ def, words });
     }
   }
+  result.passThrough = entries.flatMap((e) => e.words);
+  // What the engine refuses to start with (a refused flag, -ub against -b, ...) is refused here, in its words.
+  try {
+    parseEngineArgs(["-m", "model.gguf", ...result.passThrough]);
+  } catch (error) {
+    if (error instanceof EngineUsageError) {
+      const flag = /^(-[\w-]+)/.exec(error.message)?.[1] ?? "runtime-flags";
+      throw new RuntimeFlagError(inFlagWords(flag, error.message), flag);
+    }
+    throw error;
+  }
   return result;
+}
+
+/** The engine parser's message about `flag`, as a runtime-flag error. */
+function inFlagWords(flag: string, message: string): string {
+  return message.startsWith(flag) ? `Runtime flag "${flag}"${message.slice(flag.length)}.` : `Runtime flag "${flag}": ${message}.`;
+}
+
+/**
+ * Runtime flags with `--reasoning-budget` set to `budget` (DMR's
+ * `_configure` `llamacpp.reasoning-budget`); unchanged when it is undefined.
+ */
+export function withReasoningBudget(flags: readonly string[], budget: number | undefined): string[] {
+  if (budget === undefined) return [...flags];
+  const out: string[] = [];
+  for (let i = 0; i < flags.length; i++) {
+    if (flags[i] === "--reasoning-budget") i++;
+    else out.push(flags[i]!);
+  }
+  return [...out, "--reasoning-budget", String(budget)];
 }

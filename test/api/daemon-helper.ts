@@ -1,4 +1,4 @@
-import { startTestDaemon as startBare, type TestDaemon } from "../helpers/daemon.ts";
+import { startBareDaemon, type TestDaemon } from "../helpers/daemon.ts";
 import { tinyModel } from "../helpers/models.ts";
 
 export type { TestDaemon };
@@ -9,7 +9,7 @@ export type { TestDaemon };
  * store. Call `close()` in `after`, even when a test failed.
  */
 export async function startTestDaemon(env: Record<string, string> = {}): Promise<TestDaemon> {
-  const d = await startBare({ MODEL_RUNNER_LOG_LEVEL: "warn", ...env });
+  const d = await startBareDaemon({ MODEL_RUNNER_LOG_LEVEL: "warn", ...env });
   try {
     await d.addModel(await tinyModel({ seed: 3 }), "ai/tiny:latest");
     await d.addModel(await tinyModel({ seed: 4, pooling: "mean" }), "ai/tiny-embed:latest");

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { setTimeout as delay } from "node:timers/promises";
 import OpenAI from "openai";
-import { startTestDaemon, type TestDaemon } from "../helpers/daemon.ts";
+import { startBareDaemon, type TestDaemon } from "../helpers/daemon.ts";
 import { tinyModel } from "../helpers/models.ts";
 import { eventually, isAlive } from "../helpers/processes.ts";
 
@@ -22,7 +22,7 @@ describe("daemon inference (OpenAI routes, real engines)", () => {
   let chatModelId: string;
 
   before(async () => {
-    d = await startTestDaemon({ MODEL_RUNNER_KEEP_ALIVE: "5m" });
+    d = await startBareDaemon({ MODEL_RUNNER_KEEP_ALIVE: "5m" });
     chatModelId = await d.addModel(await tinyModel({ seed: 31 }), "ai/chat:latest");
     await d.addModel(await tinyModel({ seed: 32 }), "ai/second:latest");
     await d.addModel(await tinyModel({ seed: 33, pooling: "mean" }), "ai/embed:latest");
@@ -201,7 +201,7 @@ describe("daemon inference (OpenAI routes, real engines)", () => {
 
 describe("daemon faults, memory and keep-alive", () => {
   test("an engine SIGKILLed mid-stream ends the stream with an error event; the next request gets a fresh engine", async (t) => {
-    const d = await startTestDaemon();
+    const d = await startBareDaemon();
     t.after(() => d.close());
     await d.addModel(await tinyModel({ seed: 41, embeddingLength: 384, blockCount: 6, feedForwardLength: 768, heads: 6 }), "ai/slow:latest");
     const res = await fetch(`${d.url}/v1/chat/completions`, {
@@ -233,7 +233,7 @@ describe("daemon faults, memory and keep-alive", () => {
   });
 
   test("a short keep-alive unloads an idle runner", async (t) => {
-    const d = await startTestDaemon({ MODEL_RUNNER_KEEP_ALIVE: "300ms" });
+    const d = await startBareDaemon({ MODEL_RUNNER_KEEP_ALIVE: "300ms" });
     t.after(() => d.close());
     await d.addModel(await tinyModel({ seed: 42 }), "ai/brief:latest");
     const client = new OpenAI({ baseURL: `${d.url}/v1`, apiKey: "x", maxRetries: 0 });
@@ -246,7 +246,7 @@ describe("daemon faults, memory and keep-alive", () => {
 
   test("a small memory budget evicts the idle runner; a full queue answers 503 with Retry-After", async (t) => {
     // Room for exactly one runner (each is estimated at ~256 MiB of overhead plus the model).
-    const d = await startTestDaemon({ MODEL_RUNNER_MEMORY: "400MiB", MODEL_RUNNER_QUEUE_LIMIT: "1" });
+    const d = await startBareDaemon({ MODEL_RUNNER_MEMORY: "400MiB", MODEL_RUNNER_QUEUE_LIMIT: "1" });
     t.after(() => d.close());
     const slow = await tinyModel({ seed: 43, embeddingLength: 384, blockCount: 6, feedForwardLength: 768, heads: 6 });
     await d.addModel(slow, "ai/a:latest");
@@ -288,7 +288,7 @@ describe("daemon faults, memory and keep-alive", () => {
   });
 
   test("a model that can never fit is a 507 giving both figures", async (t) => {
-    const d = await startTestDaemon({ MODEL_RUNNER_MEMORY: "100MiB" });
+    const d = await startBareDaemon({ MODEL_RUNNER_MEMORY: "100MiB" });
     t.after(() => d.close());
     await d.addModel(await tinyModel({ seed: 46 }), "ai/big:latest");
     const res = await fetch(`${d.url}/v1/chat/completions`, {

@@ -7,7 +7,7 @@ import { startRegistryProxy } from "../doubles/registry-proxy.ts";
 import { startFakeHfHub } from "../doubles/fake-hf-hub.ts";
 import { writeTinyModel } from "../../src/distribution/tiny-model.ts";
 import { MediaTypes } from "../../src/distribution/index.ts";
-import { startTestDaemon, type TestDaemon } from "../helpers/daemon.ts";
+import { startBareDaemon, type TestDaemon } from "../helpers/daemon.ts";
 import { tempDir, tinyModel } from "../helpers/models.ts";
 
 const json = { accept: "application/json", "content-type": "application/json" };
@@ -25,7 +25,7 @@ describe("daemon model management routes", () => {
 
   before(async () => {
     registry = await startTestRegistry();
-    d = await startTestDaemon();
+    d = await startBareDaemon();
     gguf = await tinyModel({ seed: 21 });
   });
   after(async () => {
@@ -114,7 +114,7 @@ describe("daemon model management routes", () => {
     assert.match(exported.headers.get("content-disposition")!, /attachment; filename=".*\.tar"/);
     const tar = Buffer.from(await exported.arrayBuffer());
 
-    const other = await startTestDaemon();
+    const other = await startBareDaemon();
     try {
       const load = await fetch(`${other.url}/models/load?tag=ai/imported:v1`, {
         method: "POST",
@@ -211,7 +211,7 @@ describe("daemon model management routes", () => {
       { token: "hf_test" },
     );
     t.after(() => hub.close());
-    const hd = await startTestDaemon({ HF_ENDPOINT: hub.endpoint, HF_TOKEN: "hf_test" });
+    const hd = await startBareDaemon({ HF_ENDPOINT: hub.endpoint, HF_TOKEN: "hf_test" });
     t.after(() => hd.close());
     const res = await fetch(`${hd.url}/models/hf.co/org/Tiny-GGUF:Q8_0?remote=true`);
     assert.equal(res.status, 200);

@@ -4,6 +4,10 @@ import { once } from "node:events";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { describe, test } from "node:test";
+import { setTimeout as delay } from "node:timers/promises";
+import { waitForHealth } from "../../src/inference/engine-process.ts";
+import { ENGINE_PARENT_PIPE_ENV } from "../../src/config.ts";
+import { cleanEnv } from "../helpers/cli.ts";
 import { MR_BIN } from "../helpers/engine.ts";
 import { tempDir, tinyModel } from "../helpers/models.ts";
 import { eventually, isAlive, pidsMatching } from "../helpers/processes.ts";
@@ -60,23 +64,68 @@ describe("mr serve as a process", () => {
     assert.deepEqual(await pidsMatching(join(home, "run")), []);
   });
 
-  test("engines orphaned by a SIGKILLed daemon are stopped at the next start", async (t) => {
+  test("engines die with a SIGKILLed daemon, within 2 s", async (t) => {
     const home = await tempDir("mr-serve-");
     const dist = createModelDistribution({ store: await openStore({ root: join(home, "models") }) });
     await dist.packageModel({ gguf: await tinyModel({ seed: 52 }), tags: ["ai/o:latest"] });
+    await dist.packageModel({ gguf: await tinyModel({ seed: 53 }), tags: ["ai/o2:latest"] });
     const first = await serve(home);
+    t.after(() => first.child.kill("SIGKILL"));
     assert.equal((await chat(first.url, "ai/o")).status, 200);
-    const [orphan] = await pidsMatching(join(home, "run"));
+    assert.equal((await chat(first.url, "ai/o2")).status, 200);
+    const engines = await pidsMatching(join(home, "run"));
+    assert.equal(engines.length, 2);
     first.child.kill("SIGKILL");
     await once(first.child, "exit");
-    assert.ok(orphan !== undefined && isAlive(orphan), "the engine outlived its daemon");
+    const killedAt = Date.now();
+    await eventually(() => engines.every((pid) => !isAlive(pid)), 2000, "engines to exit after their daemon was killed");
+    t.diagnostic(`engines gone ${Date.now() - killedAt} ms after the daemon`);
+    assert.deepEqual(await pidsMatching(join(home, "run")), []);
+    // The next daemon on this home starts clean and serves.
     const second = await serve(home);
     t.after(() => second.child.kill("SIGKILL"));
-    await eventually(() => !isAlive(orphan), 5000, "orphan to be reaped");
     assert.equal((await chat(second.url, "ai/o")).status, 200);
     second.child.kill("SIGTERM");
     await once(second.child, "exit");
     assert.deepEqual(await pidsMatching(join(home, "run")), []);
+  });
+
+  test("mr engine started by hand does not exit when its stdin closes", async (t) => {
+    const dir = await tempDir("mr-eng-");
+    const socket = join(dir, "e.sock");
+    const child = spawn(process.execPath, [MR_BIN, "engine", "-m", await tinyModel({ seed: 54 }), "--host", socket, "-c", "256"], {
+      stdio: ["pipe", "ignore", "pipe"],
+      env: cleanEnv({}),
+    });
+    t.after(() => child.kill("SIGKILL"));
+    await waitForHealth(socket, AbortSignal.timeout(30_000));
+    child.stdin!.end(); // what a daemon's death looks like to an engine that watches its stdin
+    await delay(1000);
+    assert.equal(isAlive(child.pid!), true, "a hand-run engine must ignore stdin");
+    child.kill("SIGTERM");
+    const [code] = await once(child, "exit");
+    assert.equal(code, 0);
+  });
+
+  test("an engine the daemon started exits within 1 s of its stdin closing, even while loading", async (t) => {
+    const dir = await tempDir("mr-eng-");
+    const socket = join(dir, "e.sock");
+    const child = spawn(process.execPath, [MR_BIN, "engine", "-m", await tinyModel({ seed: 55 }), "--host", socket, "-c", "256"], {
+      stdio: ["pipe", "ignore", "pipe"],
+      env: cleanEnv({ [ENGINE_PARENT_PIPE_ENV]: "stdin" }),
+    });
+    t.after(() => child.kill("SIGKILL"));
+    // It listens before it loads: closing stdin now is a daemon dying during the load.
+    await new Promise<void>((resolve, reject) => {
+      createInterface({ input: child.stderr! }).on("line", (line) => line.includes("listening on") && resolve());
+      child.once("exit", (code) => reject(new Error(`engine exited early with ${code}`)));
+    });
+    const closedAt = Date.now();
+    child.stdin!.end();
+    await once(child, "exit");
+    const ms = Date.now() - closedAt;
+    t.diagnostic(`engine exited ${ms} ms after its stdin closed`);
+    assert.ok(ms < 1000, `took ${ms} ms`);
   });
 
   test("bad configuration is one clear line and exit code 2", async () => {
@@ -89,7 +138,7 @@ describe("mr serve as a process", () => {
     child.stderr!.on("data", (d) => (stderr += d));
     const [code] = await once(child, "exit");
     assert.equal(code, 2);
-    assert.match(stderr, /^mr serve: MODEL_RUNNER_MEMORY: .*lots/);
+    assert.match(stderr, /^Error: MODEL_RUNNER_MEMORY: .*lots/, "the CLI's one error format");
     assert.equal(stderr.trim().split("\n").length, 1);
   });
 });

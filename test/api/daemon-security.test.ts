@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { request as httpRequest } from "node:http";
 import { describe, test } from "node:test";
 import OpenAI from "openai";
-import { startTestDaemon } from "../helpers/daemon.ts";
+import { startBareDaemon } from "../helpers/daemon.ts";
 import { tempDir, tinyModel } from "../helpers/models.ts";
 
 /** A GET with a chosen `Host` header (fetch does not let one be set). */
@@ -29,7 +29,7 @@ function getWithHost(url: string, path: string, host: string | null): Promise<{ 
 
 describe("daemon security defaults", () => {
   test("an API key guards every route but / and /health", async (t) => {
-    const d = await startTestDaemon({ MODEL_RUNNER_API_KEY: "s3cret" });
+    const d = await startBareDaemon({ MODEL_RUNNER_API_KEY: "s3cret" });
     t.after(() => d.close());
     await d.addModel(await tinyModel({ seed: 61 }), "ai/k:latest");
     assert.equal((await fetch(`${d.url}/`)).status, 200);
@@ -48,7 +48,7 @@ describe("daemon security defaults", () => {
   });
 
   test("CORS allows localhost and configured origins, refuses others with 403", async (t) => {
-    const d = await startTestDaemon({ MODEL_RUNNER_ORIGINS: "https://app.example" });
+    const d = await startBareDaemon({ MODEL_RUNNER_ORIGINS: "https://app.example" });
     t.after(() => d.close());
     const local = await fetch(`${d.url}/models`, { headers: { origin: "http://localhost:3000" } });
     assert.equal(local.status, 200);
@@ -67,7 +67,7 @@ describe("daemon security defaults", () => {
   });
 
   test("listens on loopback by default, and engine sockets live in a private directory", async (t) => {
-    const d = await startTestDaemon();
+    const d = await startBareDaemon();
     t.after(() => d.close());
     assert.match(d.url, /^http:\/\/127\.0\.0\.1:\d+$/);
     const { stat } = await import("node:fs/promises");
@@ -79,7 +79,7 @@ describe("daemon security defaults", () => {
   });
 
   test("bound to loopback, a foreign Host is refused with 403 in the route's shape (DNS rebinding)", async (t) => {
-    const d = await startTestDaemon({ MODEL_RUNNER_ALLOWED_HOSTS: "models.internal, Box.Example:8080" });
+    const d = await startBareDaemon({ MODEL_RUNNER_ALLOWED_HOSTS: "models.internal, Box.Example:8080" });
     t.after(() => d.close());
     for (const path of ["/models", "/logs", "/api/tags", "/v1/models", "/metrics", "/engines/ps", "/"]) {
       const evil = await getWithHost(d.url, path, "evil.example");
@@ -104,7 +104,7 @@ describe("daemon security defaults", () => {
     const { stat } = await import("node:fs/promises");
     const { join } = await import("node:path");
     const home = join(await tempDir("mr-modes-"), "home");
-    const d = await startTestDaemon({ MODEL_RUNNER_HOME: home });
+    const d = await startBareDaemon({ MODEL_RUNNER_HOME: home });
     t.after(() => d.close());
     assert.equal((await stat(home)).mode & 0o777, 0o700);
     assert.equal((await stat(join(home, "logs"))).mode & 0o777, 0o700);

@@ -67,9 +67,9 @@ describe("Ollama API with the ollama client", () => {
   test("raw generate and stop options reach the engine", async () => {
     const res = await ollama.generate({ model: "tiny", prompt: "the", raw: true, options: { num_predict: 3, temperature: 0, stop: ["zzz"] } });
     assert.equal(res.eval_count, 3);
-    await assert.rejects(ollama.generate({ model: "tiny", prompt: "x", options: { mirostat_eta: 1 } as never }), (e: { status_code: number; error: string }) => {
+    await assert.rejects(ollama.generate({ model: "tiny", prompt: "x", options: { tfs_z: 1 } as never }), (e: { status_code: number; error: string }) => {
       assert.equal(e.status_code, 400);
-      assert.match(e.error, /mirostat_eta/);
+      assert.match(e.error, /tfs_z/);
       return true;
     });
   });

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { test } from "node:test";
-import { runMr } from "../helpers/cli.ts";
+import { holdDefaultAddress, runMr } from "../helpers/cli.ts";
 import { tempDir } from "../helpers/models.ts";
 import { eventually, pidsMatching } from "../helpers/processes.ts";
 
@@ -17,6 +17,7 @@ async function isAnswering(): Promise<boolean> {
 }
 
 test("without MODEL_RUNNER_HOST a command starts the daemon in the background, once", async (t) => {
+  await holdDefaultAddress(t);
   if (await isAnswering()) {
     t.skip(`something already answers at ${DEFAULT_URL}`);
     return;

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { readdir, readFile, readlink } from "node:fs/promises";
 import { after, before, test } from "node:test";
 import { startRegistryProxy } from "../doubles/registry-proxy.ts";
 import { startTestRegistry, type TestRegistry } from "../doubles/test-registry.ts";
@@ -32,6 +33,22 @@ after(async () => {
 });
 
 const mr = (args: string[], input?: string) => runMr(args, { env, ...(input !== undefined ? { input } : {}) });
+
+/** `pid` has an established TCP connection to 127.0.0.1:`port` (its socket fds matched against /proc/net/tcp). */
+async function isConnectedTo(pid: number, port: number): Promise<boolean> {
+  const inodes = new Set<string>();
+  for (const fd of await readdir(`/proc/${pid}/fd`).catch(() => [] as string[])) {
+    const link = await readlink(`/proc/${pid}/fd/${fd}`).catch(() => "");
+    const m = /^socket:\[(\d+)\]$/.exec(link);
+    if (m) inodes.add(m[1]!);
+  }
+  const table = await readFile("/proc/net/tcp", "utf8").catch(() => "");
+  const remote = `0100007F:${port.toString(16).toUpperCase().padStart(4, "0")}`;
+  return table.split("\n").some((line) => {
+    const f = line.trim().split(/\s+/);
+    return f[2] === remote && f[3] === "01" && inodes.has(f[9]!);
+  });
+}
 
 function oneLineError(r: { stderr: string }, pattern: RegExp) {
   const lines = r.stderr.trim().split("\n");
@@ -79,7 +96,7 @@ test("tag, push with plain progress, rm, then pull back with plain progress line
 
   const push = await mr(["push", remote]);
   assert.equal(push.code, 0, push.stderr);
-  assert.match(push.stderr, /^Uploading done: 7\d\d kB \/ 7\d\d kB \(100%\)/m, "a non-terminal gets plain lines, no escape codes");
+  assert.match(push.stderr, /^Uploading done: \d{3} KiB \/ \d{3} KiB \(100%\)/m, "a non-terminal gets plain lines, no escape codes");
   assert.doesNotMatch(push.stderr, /\x1b\[/);
 
   const rm = await mr(["rm", remote, tiny]);
@@ -207,7 +224,9 @@ test("df, status, version and logs", async () => {
   const follow = spawnMr(["logs", "-f"], { env });
   follow.stdin!.end();
   const followed = collect(follow, 30_000);
-  await new Promise((r) => setTimeout(r, 1500));
+  // Ctrl-C once it follows (a slow start would otherwise die of the signal before its handler is in place).
+  const port = Number(new URL(daemon.url).port);
+  await eventually(() => isConnectedTo(follow.pid!, port), 20_000, "mr logs -f to connect");
   follow.kill("SIGINT");
   assert.equal((await followed).code, 130, "logs -f runs until Ctrl-C");
 
@@ -256,6 +275,75 @@ test("failures: one line from the daemon, exit 1; usage errors exit 2 with a sug
 
   const debug = await runMr(["--debug", "ls"], { env: { MODEL_RUNNER_HOST: "127.0.0.1:1", MODEL_RUNNER_HOME: home } });
   assert.match(debug.stderr, /Caused by:/);
+});
+
+test("one name resolver: cp/tag, rm, push, configure and unload take partial names; configure stores under the model", async () => {
+  // The earlier tests leave this model as REGISTRY/cli/tiny:v1 (and maybe cli/tiny:v1 too).
+  const cp = await mr(["cp", "tiny:v1", "cli/copy:v1"]);
+  assert.equal(cp.code, 0, cp.stderr);
+  assert.match(cp.stdout, /^Model "(\S+\/)?cli\/tiny:v1" tagged successfully with "cli\/copy:v1"\n$/, "the partial source resolves to a full name");
+
+  const id = (JSON.parse((await mr(["inspect", tiny])).stdout) as { id: string }).id;
+  const byId = await mr(["rm", id.slice(7, 19)]);
+  assert.equal(byId.code, 1);
+  oneLineError(byId, /^Error: .*several tags \(.*\); remove them one by one or pass -f to remove them all \(mr rm -f [0-9a-f]{12}\)$/);
+  const rm = await mr(["rm", "copy:v1"]);
+  assert.equal(rm.code, 0, rm.stderr);
+  assert.equal(rm.stdout, "Untagged: cli/copy:v1\n", "a partial name removes the one tag it names");
+
+  const remote = `${registry.host}/cli/partial:v1`;
+  assert.equal((await mr(["tag", "tiny:v1", remote])).code, 0);
+  const push = await mr(["push", "-q", "partial:v1"]);
+  assert.equal(push.code, 0, push.stderr);
+  const pushed = await fetch(`${registry.url}/v2/cli/partial/manifests/v1`, { headers: { accept: "application/vnd.oci.image.manifest.v1+json" } });
+  assert.equal(pushed.status, 200, "push resolved partial:v1 to the registry name");
+  assert.equal((await mr(["rm", remote])).code, 0);
+
+  // Settings set under a short name are the model's: every name of it finds them.
+  assert.equal((await mr(["run", "-d", "tiny:v1"])).code, 0, "loaded, so that configure restarts it");
+  const first = await mr(["configure", "--context-size", "80", "tiny:v1"]);
+  assert.equal(first.code, 0, first.stderr);
+  const resolved = /^Configured ((\S+\/)?cli\/tiny:v1)\.\n$/.exec(first.stdout)?.[1];
+  assert.ok(resolved, `configured under the full name: ${first.stdout}`);
+  const second = await mr(["configure", "--context-size", "96", "tiny"]);
+  assert.equal(second.code, 0, `a second configure right after the first is not "busy": ${second.stderr}`);
+  for (const name of [tiny, "tiny", id]) {
+    const rows = JSON.parse((await mr(["configure", "show", "--json", name])).stdout) as Array<{ model: string; context_size: number }>;
+    assert.equal(rows.length, 1, `configure show ${name}`);
+    assert.equal(rows[0]!.model, resolved);
+    assert.equal(rows[0]!.context_size, 96);
+  }
+  const ps = JSON.parse((await mr(["ps", "--json"])).stdout) as Array<{ state: string; context_size: number }>;
+  assert.deepEqual(ps.map((r) => [r.state, r.context_size]), [["ready", 96]], "configure waited for the reload");
+
+  const unload = await mr(["unload", "tiny"]);
+  assert.equal(unload.code, 0, unload.stderr);
+  assert.match(unload.stdout, /Unloaded 1 model/);
+});
+
+test("errors: one format, exit 2 for usage and bad values, 1 for failures; unload nosuch, ps extra", async () => {
+  const nosuch = await mr(["unload", "nosuch"]);
+  assert.equal(nosuch.code, 1);
+  oneLineError(nosuch, /^Error: no model "nosuch" in the store/);
+
+  const extra = await mr(["ps", "extra"]);
+  assert.equal(extra.code, 2);
+  oneLineError(extra, /^Error: ps takes no arguments, got "extra" \(see 'mr ps --help'\)$/);
+  assert.equal((await mr(["df", "x"])).code, 2);
+
+  const badValue = await mr(["configure", "--keep-alive", "soon", tiny]);
+  assert.equal(badValue.code, 2, "a value the daemon rejects as invalid is a usage error");
+  oneLineError(badValue, /^Error: .*keep_alive/);
+
+  const serveTypo = await mr(["serve", "--prot", "1"]);
+  assert.equal(serveTypo.code, 2);
+  oneLineError(serveTypo, /^Error: unknown flag --prot; did you mean --port\? \(see 'mr serve --help'\)$/);
+  const serveLevel = await mr(["serve", "--port", "0", "--log-level", "loud"]);
+  assert.equal(serveLevel.code, 2);
+  oneLineError(serveLevel, /^Error: log level must be/);
+
+  const explicit = await runMr(["ls"], { env: { MODEL_RUNNER_HOST: "127.0.0.1:1", MODEL_RUNNER_HOME: home } });
+  oneLineError(explicit, /\(MODEL_RUNNER_HOST\)/);
 });
 
 test("package --push sends the artifact straight to the registry", async () => {

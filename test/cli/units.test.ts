@@ -10,7 +10,9 @@ import { COMMANDS } from "../../src/cli/commands.ts";
 import { DaemonError, DaemonUnreachableError, UsageError } from "../../src/cli/errors.ts";
 import { listRows } from "../../src/cli/list.ts";
 import { pickTag } from "../../src/cli/models.ts";
-import { formatBytes, table, timeAgo } from "../../src/cli/output.ts";
+import { parseBenchDuration, percentile } from "../../src/cli/bench.ts";
+import { formatLogLine } from "../../src/cli/log-format.ts";
+import { formatBytes, makeStyle, parseSize, table, timeAgo } from "../../src/cli/output.ts";
 import { ProgressRenderer } from "../../src/cli/progress.ts";
 import { splitTarget } from "../../src/cli/tag.ts";
 
@@ -51,7 +53,10 @@ test("loadCliConfig: default address, MODEL_RUNNER_HOST forms, search endpoints"
 test("table aligns columns; formatting helpers", () => {
   assert.equal(table(["A", "LONG"], [["xyz", "1"], ["q", "22"]]), "A     LONG\nxyz   1\nq     22\n");
   assert.equal(formatBytes(999), "999 B");
-  assert.equal(formatBytes(1_234_567), "1.23 MB");
+  assert.equal(formatBytes(1_234_567), "1.18 MiB");
+  assert.equal(formatBytes(2048), "2.00 KiB");
+  assert.equal(parseSize("256.35MiB"), 256.35 * 1024 * 1024);
+  assert.equal(formatBytes(parseSize("256.35MiB")!), "256 MiB");
   assert.equal(timeAgo(1000, 1000_000 + 3 * 3600_000), "3 hours ago");
   assert.deepEqual(splitTarget("localhost:5000/a/b"), { repo: "localhost:5000/a/b", tag: "latest" });
   assert.deepEqual(splitTarget("localhost:5000/a/b:v1"), { repo: "localhost:5000/a/b", tag: "v1" });
@@ -79,7 +84,7 @@ test("progress: plain mode writes periodic lines with totals; tty mode redraws b
   r.finish();
   const lines = text.trim().split("\n");
   assert.ok(lines.length >= 3 && lines.length <= 5, text);
-  assert.match(lines.at(-1)!, /^Downloading done: 2.00 kB \/ 2.00 kB \(100%\)/);
+  assert.match(lines.at(-1)!, /^Downloading done: 1.95 KiB \/ 1.95 KiB \(100%\)/);
   assert.match(lines[1]!, /B\/s, ETA \d+s$/);
 
   const tty = new PassThrough();
@@ -129,6 +134,10 @@ test("client: the daemon's JSON error message, unreachable address, SSE error fr
   );
   assert.equal(seen.length, 1);
   await assert.rejects(new DaemonClient("http://127.0.0.1:1").json("GET", "/models"), DaemonUnreachableError);
+  // MODEL_RUNNER_HOST is named only when the address came from it.
+  assert.match(new DaemonUnreachableError("http://127.0.0.1:1", true).message, /MODEL_RUNNER_HOST/);
+  assert.doesNotMatch(new DaemonUnreachableError("http://127.0.0.1:12434", false).message, /MODEL_RUNNER_HOST/);
+  assert.match(new DaemonUnreachableError("http://127.0.0.1:12434", false).message, /mr start-runner/);
 });
 
 test("completion scripts name every command and its flags", () => {
@@ -137,4 +146,21 @@ test("completion scripts name every command and its flags", () => {
     for (const c of COMMANDS) assert.ok(script.includes(c.name), `${shell} lacks ${c.name}`);
     assert.ok(script.includes("context-size"), `${shell} lacks configure's flags`);
   }
+});
+
+test("log lines for people: time, level, component, message, details; other lines unchanged", () => {
+  const style = makeStyle(false);
+  const line = JSON.stringify({ level: 40, time: Date.UTC(2026, 0, 2, 3, 4, 5, 6), component: "scheduler", msg: "evicted", model: "ai/x:latest", err: { message: "no room", stack: "..." } });
+  assert.equal(formatLogLine(line, style), '2026-01-02 03:04:05.006 WARN  scheduler evicted model=ai/x:latest err="no room"');
+  assert.equal(formatLogLine("not json", style), "not json");
+});
+
+test("bench helpers: nearest-rank percentiles, durations", () => {
+  assert.equal(percentile([], 50), null);
+  assert.equal(percentile([30, 10, 20], 50), 20);
+  assert.equal(percentile(Array.from({ length: 100 }, (_, i) => i + 1), 99), 99);
+  assert.equal(parseBenchDuration("1m"), 60_000);
+  assert.equal(parseBenchDuration("500ms"), 500);
+  assert.equal(parseBenchDuration("3"), 3000);
+  assert.throws(() => parseBenchDuration("0s"), UsageError);
 });

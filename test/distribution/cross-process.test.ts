@@ -25,7 +25,7 @@ test("two processes pulling the same model into one store download each blob onc
   t.after(() => backend.close());
   const proxy = await startRegistryProxy(backend.url);
   t.after(() => proxy.close());
-  const dir = await tempDir(t);
+  const dir = await tempDir();
   const files = await makeModelFiles(dir, { embeddingLength: 512 });
   const src = await freshDistribution(t);
   const ref = `${proxy.host}/shared/big:v1`;

@@ -1,20 +1,14 @@
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { writeTinyModel } from "../../src/distribution/tiny-model.ts";
+import { tempDir } from "../helpers/models.ts";
+export { tempDir } from "../helpers/models.ts";
 import { openStore, createModelDistribution, type DistributionOptions } from "../../src/distribution/index.ts";
 import type { TestContext } from "node:test";
 
-/** A temp dir removed after the test. */
-export async function tempDir(t: TestContext, prefix = "mr-dist-"): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), prefix));
-  t.after(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
-
 /** A fresh store + distribution in a temp dir. */
 export async function freshDistribution(t: TestContext, extra: Partial<DistributionOptions> = {}) {
-  const root = join(await tempDir(t, "mr-store-"), "models");
+  const root = join(await tempDir("mr-store-"), "models");
   const store = await openStore({ root });
   return createModelDistribution({ store, retryBaseMs: 20, progressIntervalMs: 0, ...extra });
 }

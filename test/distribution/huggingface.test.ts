@@ -7,7 +7,7 @@ import { writeTinyModel } from "../../src/distribution/tiny-model.ts";
 import { DigestMismatchError, RemoteNotFoundError, RegistryAuthError } from "../../src/distribution/index.ts";
 
 test("hf.co pulls pick the quantization, all shards and the mmproj, and verify sha256", async (t) => {
-  const dir = await tempDir(t);
+  const dir = await tempDir();
   const q4 = join(dir, "q4.gguf");
   const q8a = join(dir, "q8a.gguf");
   const q8b = join(dir, "q8b.gguf");

@@ -16,7 +16,7 @@ test("docker.io references are pulled from a mirror, falling back past 404s and 
   t.after(() => hubBackend.close());
   const hub = await startRegistryProxy(hubBackend.url);
   t.after(() => hub.close());
-  const dir = await tempDir(t);
+  const dir = await tempDir();
   const a = await makeModelFiles(dir, { seed: 1 });
   const b = await makeModelFiles(dir, { seed: 2 });
   const src = await freshDistribution(t);

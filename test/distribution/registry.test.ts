@@ -17,7 +17,7 @@ const run = promisify(execFile);
 test("package → push → rm → pull round trip; skopeo reads what we push and we pull what skopeo copies", async (t) => {
   const registry = await startTestRegistry();
   t.after(() => registry.close());
-  const dir = await tempDir(t);
+  const dir = await tempDir();
   const files = await makeModelFiles(dir);
   const dist = await freshDistribution(t);
   const ref = `${registry.host}/team/tiny:v1`;
@@ -74,7 +74,7 @@ test("Basic (htpasswd) and Bearer token auth, from options and from docker confi
   const user = { user: "alice", password: "s3cret" };
   const basic = await startTestRegistry({ basicAuth: user });
   t.after(() => basic.close());
-  const dir = await tempDir(t);
+  const dir = await tempDir();
   const files = await makeModelFiles(dir);
   const anon = await freshDistribution(t);
   const ref = `${basic.host}/private/tiny:v1`;
@@ -115,7 +115,7 @@ test("faults: resume after a cut, 503 retry, stall, corrupt byte rejected, abort
   t.after(() => backend.close());
   const proxy = await startRegistryProxy(backend.url);
   t.after(() => proxy.close());
-  const dir = await tempDir(t);
+  const dir = await tempDir();
   const files = await makeModelFiles(dir, { embeddingLength: 512 });
   const src = await freshDistribution(t);
   const ref = `${proxy.host}/faults/big:v1`;
@@ -179,7 +179,7 @@ test("faults: resume after a cut, 503 retry, stall, corrupt byte rejected, abort
 test("unsupported config media type is a 422; an image index is followed", async (t) => {
   const registry = await startTestRegistry();
   t.after(() => registry.close());
-  const dir = await tempDir(t);
+  const dir = await tempDir();
   const files = await makeModelFiles(dir);
   const dist = await freshDistribution(t);
   const ref = `${registry.host}/odd/model:v1`;

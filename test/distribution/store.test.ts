@@ -29,7 +29,7 @@ test("references normalize as Docker Model Runner does", () => {
 });
 
 test("store: shared blobs stored once, tags, DMR delete semantics, partial names, tar round trip, shards", async (t) => {
-  const dir = await tempDir(t);
+  const dir = await tempDir();
   const files = await makeModelFiles(dir);
   const dist = await freshDistribution(t);
   const a = await dist.packageModel({ gguf: files.gguf, licenses: [files.license], tags: ["team/a:v1"] });
@@ -77,7 +77,7 @@ test("store: shared blobs stored once, tags, DMR delete semantics, partial names
 });
 
 test("the store survives SIGKILL of a writer at random instants", async (t) => {
-  const dir = await tempDir(t);
+  const dir = await tempDir();
   const files = await makeModelFiles(dir);
   const root = join(dir, "models");
   const pids: number[] = [];

@@ -114,7 +114,7 @@ describe("slot pool", () => {
 
 describe("engine while loading", () => {
   test("/health and inference answer 503 Loading model", async (t) => {
-    const app = createEngineApp({ host: null, apiKey: null, modelId: "m" });
+    const app = createEngineApp({ host: null, apiKeys: [], samplingDefaults: {}, modelId: "m" });
     t.after(() => app.close());
     const health = await app.inject({ method: "GET", url: "/health" });
     assert.equal(health.statusCode, 503);
@@ -124,7 +124,7 @@ describe("engine while loading", () => {
   });
 
   test("an API key guards all but health and models", async (t) => {
-    const app = createEngineApp({ host: null, apiKey: "k", modelId: "m" });
+    const app = createEngineApp({ host: null, apiKeys: ["k"], samplingDefaults: {}, modelId: "m" });
     t.after(() => app.close());
     assert.equal((await app.inject({ method: "GET", url: "/health" })).statusCode, 503);
     assert.equal((await app.inject({ method: "GET", url: "/v1/models" })).statusCode, 200);

@@ -96,3 +96,32 @@ export async function startDaemon(home: string, env: Record<string, string> = {}
     throw error;
   }
 }
+
+/**
+ * Tests that use the default address 127.0.0.1:12434 (auto-start only
+ * happens there) take turns across test files, which run in parallel: an
+ * exclusive lock file holding the owner's pid, released when the test ends
+ * (or taken over when its owner died).
+ */
+export async function holdDefaultAddress(t: { after: (fn: () => void) => void }, timeoutMs = 240_000): Promise<void> {
+  const { openSync, closeSync, writeSync, readFileSync, rmSync } = await import("node:fs");
+  const { tmpdir } = await import("node:os");
+  const { isAlive } = await import("../../src/util/process.ts");
+  const path = `${tmpdir()}/mr-test-default-address.lock`;
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const fd = openSync(path, "wx");
+      writeSync(fd, String(process.pid));
+      closeSync(fd);
+      t.after(() => rmSync(path, { force: true }));
+      return;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+    }
+    const owner = Number(readFileSync(path, "utf8") || "0");
+    if (owner > 0 && !isAlive(owner)) rmSync(path, { force: true });
+    else if (Date.now() > until) throw new Error(`another test has held ${path} for ${timeoutMs / 1000} s`);
+    else await new Promise((r) => setTimeout(r, 200));
+  }
+}

@@ -15,9 +15,11 @@ export interface TestDaemon {
 
 /**
  * Starts the real daemon in this process on 127.0.0.1 and a random port,
- * with a temp MODEL_RUNNER_HOME and the given extra environment.
+ * with a temp MODEL_RUNNER_HOME and the given extra environment, and an
+ * empty store. (test/api/daemon-helper.ts `startTestDaemon` adds the tiny
+ * models; test/helpers/cli.ts `startDaemon` spawns `mr serve` instead.)
  */
-export async function startTestDaemon(env: NodeJS.ProcessEnv = {}, argv: readonly string[] = []): Promise<TestDaemon> {
+export async function startBareDaemon(env: NodeJS.ProcessEnv = {}, argv: readonly string[] = []): Promise<TestDaemon> {
   const home = await tempDir("mr-home-");
   const config = loadDaemonConfig(["--port", "0", "--host", "127.0.0.1", ...argv], { MODEL_RUNNER_HOME: home, ...env });
   const daemon = await startDaemon(config, { logToStderr: false });

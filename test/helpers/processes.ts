@@ -18,14 +18,29 @@ export async function pidsMatching(needle: string): Promise<number[]> {
   return pids;
 }
 
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
+/**
+ * Live (non-zombie) child processes of this test process, except tsx's
+ * esbuild service, which lives as long as the test process.
+ */
+export async function childPids(): Promise<number[]> {
+  const pids: number[] = [];
+  for (const entry of await readdir("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const s = await readFile(`/proc/${entry}/stat`, "utf8");
+      const rest = s.slice(s.lastIndexOf(")") + 2).split(" ");
+      if (Number(rest[1]) !== process.pid || rest[0] === "Z") continue;
+      const cmdline = await readFile(`/proc/${entry}/cmdline`, "utf8");
+      if (!cmdline.includes("esbuild")) pids.push(Number(entry));
+    } catch {
+      // exited meanwhile
+    }
   }
+  return pids;
 }
+
+/** The daemon's own definition (zombies count as gone), so tests and src cannot disagree. */
+export { isAlive } from "../../src/util/process.ts";
 
 /** Polls `check` until it returns true, failing after `timeoutMs`. */
 export async function eventually(check: () => boolean | Promise<boolean>, timeoutMs = 5000, what = "condition"): Promise<void> {

@@ -3,7 +3,8 @@ import { readFile } from "node:fs/promises";
 import { test } from "node:test";
 import { RunnerBusyError, RuntimeFlagError, createScheduler, parseConfigureBody } from "../../src/scheduling/index.ts";
 import { BackendRegistry, LlamaCppBackend } from "../../src/inference/index.ts";
-import { ENGINE_SETTINGS, engineRequest, harness, waitFor } from "./helpers.ts";
+import { ENGINE_SETTINGS, engineRequest, harness } from "./helpers.ts";
+import { eventually } from "../helpers/processes.ts";
 
 test("a configuration round-trips, persists across scheduler instances and is what the engine runs with", async (t) => {
   const h = await harness(t);
@@ -69,10 +70,10 @@ test("reconfiguring a busy runner answers 409; an idle one is restarted with the
   const oldPid = h.scheduler.ps()[0]!.pid;
   const { restarted } = await h.scheduler.configure({ model: "a", contextSize: 768 });
   assert.equal(restarted, true);
-  await waitFor("the runner to come back with the new context", () => {
+  await eventually(() => {
     const rows = h.scheduler.ps();
     return rows.length === 1 && rows[0]!.state === "ready" && rows[0]!.contextSize === 768;
-  });
+  }, 10_000, "the runner to come back with the new context");
   assert.notEqual(h.scheduler.ps()[0]!.pid, oldPid);
   assert.ok(h.events.some((e) => e.type === "evict" && e.reason === "reconfigure"));
 });
@@ -84,7 +85,10 @@ test("runtime flags are checked against the allowlist and errors name the flag",
     [{ runtimeFlags: ["--port=8080"] }, /"--port"/],
     [{ runtimeFlags: ["-m", "x"] }, /"-m"/],
     [{ runtimeFlags: ["--threads", "/etc/passwd"] }, /"--threads".*paths/],
-    [{ rawRuntimeFlags: "--mlock" }, /"--mlock" is not allowed for backend "llama.cpp"/],
+    [{ rawRuntimeFlags: "--no-such-flag" }, /"--no-such-flag" is not allowed for backend "llama.cpp"/],
+    [{ rawRuntimeFlags: "--yarn-beta-slow 1" }, /"--yarn-beta-slow" 1 is not supported: node-llama-cpp has no YaRN/],
+    [{ rawRuntimeFlags: "-b 256 -ub 128" }, /"-ub" 128 is not supported/],
+    [{ rawRuntimeFlags: "--api-key-file keys" }, /"--api-key-file".*sets it itself/],
     [{ rawRuntimeFlags: "-c 'big'" }, /"-c" needs an integer/],
     [{ rawRuntimeFlags: "-t" }, /"-t" needs a value/],
     [{ rawRuntimeFlags: "-c 512", contextSize: 1024 }, /disagree/],
@@ -110,5 +114,5 @@ test("unload stops idle runners now and busy ones when they finish", async (t) =
   assert.deepEqual(await h.scheduler.unload({ all: true }), { unloaded: 0, deferred: 1 });
   assert.equal(busy.signal.aborted, false);
   busy.release();
-  await waitFor("all runners to stop", () => h.scheduler.ps().length === 0);
+  await eventually(() => h.scheduler.ps().length === 0, 10_000, "all runners to stop");
 });

@@ -1,11 +1,13 @@
 import assert from "node:assert/strict";
-import { readdir, readFile, mkdtemp, rm, stat } from "node:fs/promises";
+import { readdir, rm, stat } from "node:fs/promises";
 import { request } from "node:http";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import type { TestContext } from "node:test";
 import { writeTinyModel } from "../../src/distribution/tiny-model.ts";
+import { tempDir } from "../helpers/models.ts";
+import { childPids } from "../helpers/processes.ts";
+export { childPids };
 import { BackendRegistry, LlamaCppBackend, type LlamaCppBackendOptions } from "../../src/inference/index.ts";
 import {
   createScheduler,
@@ -18,17 +20,6 @@ import {
   type SchedulerEvent,
   type SchedulerOptions,
 } from "../../src/scheduling/index.ts";
-
-/**
- * A short temp dir (engine socket paths must stay under ~107 bytes), removed
- * after the test. Hooks run in the order they were added, so add this before
- * anything that needs the dir in its own teardown... or pass `removeLater`.
- */
-export async function tempDir(t: TestContext | null): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), "mr-s-"));
-  t?.after(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
 
 /** Writes tiny models (distinct seeds, so distinct ids) and a resolver over them. */
 export async function tinyModels(dir: string, names: readonly string[]): Promise<{ resolve: ModelResolver; models: Map<string, ResolvedModel> }> {
@@ -45,35 +36,6 @@ export async function tinyModels(dir: string, names: readonly string[]): Promise
     return m;
   };
   return { resolve, models };
-}
-
-/**
- * Live (non-zombie) child processes of this test process, except tsx's
- * esbuild service, which lives as long as the test process.
- */
-export async function childPids(): Promise<number[]> {
-  const pids: number[] = [];
-  for (const entry of await readdir("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const s = await readFile(`/proc/${entry}/stat`, "utf8");
-      const rest = s.slice(s.lastIndexOf(")") + 2).split(" ");
-      if (Number(rest[1]) !== process.pid || rest[0] === "Z") continue;
-      const cmdline = await readFile(`/proc/${entry}/cmdline`, "utf8");
-      if (!cmdline.includes("esbuild")) pids.push(Number(entry));
-    } catch {
-      // exited meanwhile
-    }
-  }
-  return pids;
-}
-
-export async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await delay(20);
-  }
 }
 
 export const ENGINE_SETTINGS = { defaultContextSize: 512, runnerOverheadBytes: 1024 * 1024 } as const;
@@ -103,7 +65,7 @@ export async function harness(
   } = {},
 ): Promise<Harness> {
   const ownsDir = options.dir === undefined;
-  const dir = options.dir ?? (await tempDir(null));
+  const dir = options.dir ?? (await tempDir("mr-s-"));
   const { resolve, models } = await tinyModels(dir, options.modelNames ?? ["a", "b", "c"]);
   if (options.runnersThatFit !== undefined) {
     const est = await tinyEstimate(models.values().next().value!);

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { ModelTooLargeError, QueueFullError, formatBytes } from "../../src/scheduling/index.ts";
-import { count, harness, settlesWithin, tinyEstimate, waitFor } from "./helpers.ts";
+import { count, harness, settlesWithin, tinyEstimate } from "./helpers.ts";
+import { eventually } from "../helpers/processes.ts";
 
 test("under a small budget idle runners are evicted least recently used first", async (t) => {
   const h = await harness(t, { runnersThatFit: 2 });
@@ -37,7 +38,7 @@ test("a full queue answers 503 with Retry-After", async (t) => {
   const a = await h.scheduler.acquire("a", "completion");
   const controller = new AbortController();
   const queued = h.scheduler.acquire("b", "completion", { signal: controller.signal });
-  await waitFor("b to queue", () => h.scheduler.memory().queued === 1);
+  await eventually(() => h.scheduler.memory().queued === 1, 10_000, "b to queue");
   const error = await h.scheduler.acquire("c", "completion").then(
     () => assert.fail("should not be admitted"),
     (e: unknown) => e,

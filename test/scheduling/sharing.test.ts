@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { count, engineRequest, harness, settlesWithin, waitFor } from "./helpers.ts";
+import { count, engineRequest, harness, settlesWithin } from "./helpers.ts";
+import { eventually } from "../helpers/processes.ts";
 
 test("concurrent requests share one engine and one load", async (t) => {
   const h = await harness(t, { defaultParallel: 2 });
@@ -34,7 +35,7 @@ test("concurrent requests share one engine and one load", async (t) => {
 test("a caller arriving during a load waits for it, then for a free slot", async (t) => {
   const h = await harness(t, { defaultParallel: 1 });
   const firstP = h.scheduler.acquire("a", "completion");
-  await waitFor("the load to start", () => h.scheduler.ps()[0]?.state === "loading");
+  await eventually(() => h.scheduler.ps()[0]?.state === "loading", 10_000, "the load to start");
   const secondP = h.scheduler.acquire("a", "completion");
   const first = await firstP;
   // One slot: the second caller holds no lease while the first one does.
@@ -51,10 +52,10 @@ test("an aborted waiter gives up its place without stopping the load", async (t)
   const h = await harness(t);
   const controller = new AbortController();
   const waiting = h.scheduler.acquire("a", "completion", { signal: controller.signal });
-  await waitFor("the load to start", () => h.scheduler.ps()[0]?.state === "loading");
+  await eventually(() => h.scheduler.ps()[0]?.state === "loading", 10_000, "the load to start");
   controller.abort(new Error("client went away"));
   await assert.rejects(waiting, /client went away/);
-  await waitFor("the load to finish", () => h.scheduler.ps()[0]?.state === "ready");
+  await eventually(() => h.scheduler.ps()[0]?.state === "ready", 10_000, "the load to finish");
   const lease = await h.scheduler.acquire("a", "completion");
   assert.equal(count(h.events, "load"), 1);
   lease.release();

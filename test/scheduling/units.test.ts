@@ -14,7 +14,7 @@ import {
   shellSplit,
   validateRuntimeFlags,
 } from "../../src/scheduling/index.ts";
-import { tempDir } from "./helpers.ts";
+import { tempDir } from "../helpers/models.ts";
 
 test("durations: seconds, Go-style units, 0 and negatives", () => {
   assert.equal(parseDuration("5m"), 300_000);
@@ -47,8 +47,13 @@ test("runtime flag validation lifts context and parallel out and normalizes the 
   assert.throws(() => validateRuntimeFlags("llama.cpp", ["-np", "0"]), /at least 1/);
 });
 
+async function writeReranker(path: string): Promise<string> {
+  await writeTinyModel(path, { reranker: true });
+  return path;
+}
+
 test("the memory estimate reads the GGUF header: weights + f16 KV cache + overhead", async (t) => {
-  const dir = await tempDir(t);
+  const dir = await tempDir("mr-s-");
   const path = join(dir, "m.gguf");
   await writeTinyModel(path, { blockCount: 3, embeddingLength: 128, heads: 8, contextLength: 2048 });
   const shape = await readGgufShape(path);
@@ -61,7 +66,9 @@ test("the memory estimate reads the GGUF header: weights + f16 KV cache + overhe
     keyLength: 16,
     valueLength: 16,
     contextLength: 2048,
+    hasRankingHead: false,
   });
+  assert.equal((await readGgufShape(await writeReranker(join(dir, "r.gguf"))))?.hasRankingHead, true, "cls.output.weight is a ranking head");
   const estimate = estimateRunnerMemory({ weightsBytes: 1_000_000, shape, contextTokens: 1000, overheadBytes: 10 });
   // 3 layers × 1000 tokens × 8 KV heads × (16 + 16) × 2 bytes
   assert.equal(estimate.kvCacheBytes, 3 * 1000 * 8 * 32 * 2);

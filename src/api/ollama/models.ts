@@ -152,8 +152,10 @@ async function tagOf(deps: OllamaDeps, name: string): Promise<{ model: StoredMod
 /** `DELETE /api/delete`: removes one name; the model's runners stop when its last name goes. */
 export async function deleteModel(deps: OllamaDeps, body: unknown): Promise<void> {
   const { tag } = await tagOf(deps, modelOf(body));
-  await deps.distribution.remove(tag);
-  await deps.scheduler.unload({ models: [tag] }).catch(() => undefined);
+  const result = await deps.distribution.remove(tag);
+  // Runners are matched by model id: whatever name loaded it, the deleted model's runner stops.
+  const deleted = result.flatMap((r) => ("Deleted" in r && typeof r.Deleted === "string" ? [r.Deleted] : []));
+  if (deleted.length > 0) await deps.scheduler.unload({ models: deleted }).catch(() => undefined);
 }
 
 /** `POST /api/copy`: a new name for a stored model. */

@@ -16,10 +16,13 @@ const NUMBER_OPTIONS: Record<string, string> = {
   num_predict: "max_tokens",
   presence_penalty: "presence_penalty",
   frequency_penalty: "frequency_penalty",
-  // llama-server's names; passed through as they are.
+  // llama-server's names; passed through as they are (the engine honours each).
   repeat_penalty: "repeat_penalty",
   repeat_last_n: "repeat_last_n",
   typical_p: "typical_p",
+  mirostat: "mirostat",
+  mirostat_tau: "mirostat_tau",
+  mirostat_eta: "mirostat_eta",
 };
 
 /**
@@ -47,9 +50,8 @@ export function mapOptions(options: unknown): MappedOptions {
       numCtx = value;
     } else if (key in NUMBER_OPTIONS) {
       if (typeof value !== "number") throw new InvalidRequestError(`'options.${key}' must be a number.`, `options.${key}`);
-      // Ollama: num_predict -1 = until the model stops, -2 = fill the context.
-      if (key === "num_predict" && value < 0) continue;
-      fields[NUMBER_OPTIONS[key]!] = value;
+      // Ollama: num_predict -1 = until the model stops, -2 = fill the context; both are the engine's -1.
+      fields[NUMBER_OPTIONS[key]!] = key === "num_predict" && value < 0 ? -1 : value;
     } else if (!IGNORED_OPTIONS.has(key)) {
       throw new InvalidRequestError(`Option '${key}' is not supported.`, `options.${key}`);
     }

@@ -116,6 +116,8 @@ export class LlamaCppBackend implements Backend {
       command,
       args: [...prefix, ...buildLlamaCppArgs(request)],
       env: this.options.env,
+      // Our engine watches the pipe; an external llama-server has no such option (a daemon restart reaps it).
+      parentPipe: !this.options.llamaServerPath,
       onLog: request.onLog,
     });
     if (engine.pid !== undefined) request.onSpawn?.(engine.pid);

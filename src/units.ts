@@ -1,4 +1,9 @@
-import { InvalidRequestError } from "../errors.ts";
+/**
+ * Parsers for the units users type: durations (keep-alives) and byte sizes.
+ * They live outside scheduling because configuration (src/config.ts) needs
+ * them too, and configuration must not load the scheduler.
+ */
+import { InvalidRequestError } from "./errors.ts";
 
 /**
  * A keep-alive: milliseconds a runner stays loaded after its last request.
@@ -49,4 +54,19 @@ export function formatDuration(ms: KeepAliveMs): string {
   if (ms % 60_000 === 0) return `${ms / 60_000}m`;
   if (ms % 1000 === 0) return `${ms / 1000}s`;
   return `${ms}ms`;
+}
+
+const BYTE_UNITS: Record<string, number> = {
+  "": 1, b: 1, k: 1e3, kb: 1e3, m: 1e6, mb: 1e6, g: 1e9, gb: 1e9, t: 1e12, tb: 1e12,
+  kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3, tib: 1024 ** 4,
+};
+
+/** Parses "16GiB", "8g", "512MB", "1073741824" (MODEL_RUNNER_MEMORY). Throws InvalidRequestError naming `param`. */
+export function parseByteSize(text: string, param = "MODEL_RUNNER_MEMORY"): number {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(text);
+  const unit = match ? BYTE_UNITS[match[2]!.toLowerCase()] : undefined;
+  if (!match || unit === undefined) {
+    throw new InvalidRequestError(`Invalid size "${text}" for ${param}: use bytes or a unit, e.g. "16GiB", "8g", "512MB".`, param);
+  }
+  return Math.floor(Number(match[1]) * unit);
 }

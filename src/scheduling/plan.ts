@@ -1,0 +1,175 @@
+/**
+ * Settings resolution: which context size, slots, flags and keep-alive a
+ * runner gets, and how `_configure` merges into the stored configuration.
+ * Pure functions of (defaults, model, GGUF shape, configuration), so they are
+ * unit-tested without starting an engine.
+ */
+import { InvalidRequestError } from "../errors.ts";
+import { parseBackendMode, type Backend, type BackendMode } from "../inference/index.ts";
+import { formatDuration, parseDuration } from "../units.ts";
+import { configKey, type RunnerConfig } from "./config-store.ts";
+import { ModelCapabilityError } from "./errors.ts";
+import { estimateRunnerMemory, type GgufShape, type MemoryEstimate } from "./memory-estimate.ts";
+import { shellSplit, validateRuntimeFlags, withReasoningBudget, type ParsedRuntimeFlags } from "./runtime-flags.ts";
+import type { ConfigureRequest, ResolvedModel, RunnerLabels } from "./types.ts";
+
+/** What applies when neither `_configure` nor the model's packaging says. */
+export interface PlanDefaults {
+  /** Context tokens per request; capped to the model's trained length. */
+  contextSize: number;
+  parallel: number;
+  keepAliveMs: number;
+  /** Fixed memory cost of one engine process in the estimate. */
+  overheadBytes: number;
+}
+
+/** Everything needed to start a runner, computed before admission. */
+export interface Plan {
+  key: string;
+  backend: Backend;
+  ref: string;
+  model: ResolvedModel;
+  mode: BackendMode;
+  contextSize: number;
+  parallel: number;
+  runtimeFlags: string[];
+  keepAliveMs: number;
+  memory: MemoryEstimate;
+  shape: GgufShape | null;
+  /** The configuration fields that require a restart when they change. */
+  engineConfig: string;
+}
+
+/**
+ * The plan for running `model` with `config` (the stored configuration, or a
+ * candidate `_configure` has not stored yet). Context size: configured, else
+ * the model's packaged one, else the default capped to the trained length;
+ * 0 means the trained length.
+ */
+export function planRunner(
+  defaults: PlanDefaults,
+  backend: Backend,
+  ref: string,
+  model: ResolvedModel,
+  mode: BackendMode,
+  shape: GgufShape | null,
+  config: RunnerConfig | undefined,
+): Plan {
+  const trained = shape?.contextLength ?? null;
+  let contextSize = config?.contextSize ?? model.contextSize ?? Math.min(defaults.contextSize, trained ?? Infinity);
+  if (contextSize === 0) contextSize = trained ?? defaults.contextSize; // 0 = the model's trained length
+  const parallel = config?.parallel ?? defaults.parallel;
+  const runtimeFlags = config?.runtimeFlags ?? [];
+  return {
+    key: configKey(backend.name, model.id, mode),
+    backend,
+    ref,
+    model,
+    mode,
+    contextSize,
+    parallel,
+    runtimeFlags,
+    keepAliveMs: config?.keepAlive !== undefined ? parseDuration(config.keepAlive) : defaults.keepAliveMs,
+    shape,
+    memory: estimateRunnerMemory({
+      weightsBytes: model.sizeBytes,
+      shape,
+      contextTokens: contextSize * parallel,
+      overheadBytes: defaults.overheadBytes,
+    }),
+    engineConfig: engineConfigOf(config),
+  };
+}
+
+/** The configuration fields whose change needs a restarted engine, as a comparable string. */
+export function engineConfigOf(config: RunnerConfig | undefined): string {
+  return JSON.stringify([config?.contextSize ?? null, config?.parallel ?? null, config?.runtimeFlags ?? []]);
+}
+
+/** The largest context size `_configure` takes: DMR's field is an int32. */
+export const MAX_CONTEXT_SIZE = 2 ** 31 - 1;
+
+/** A `_configure` request, checked: nothing here can be rejected later for its form. */
+export interface CheckedConfigure {
+  backend: string;
+  mode: BackendMode;
+  contextSize: number | undefined;
+  keepAliveMs: number | undefined;
+  flags: ParsedRuntimeFlags;
+  /** The request gave runtime flags (possibly none): they replace the stored ones. */
+  hasFlags: boolean;
+  /** DMR's `llamacpp.reasoning-budget`, stored as `--reasoning-budget`. */
+  reasoningBudget: number | undefined;
+}
+
+/**
+ * Validates a `_configure` request for `backend` before the model is even
+ * resolved. Throws InvalidRequestError / RuntimeFlagError (400) naming the
+ * bad input.
+ */
+export function checkConfigure(request: ConfigureRequest, backend: string): CheckedConfigure {
+  const mode = request.mode !== undefined && request.mode !== "" ? parseBackendMode(request.mode) : "completion";
+  // DMR reads context-size as an int32; 0 is ours: the model's trained length.
+  const size = request.contextSize;
+  if (size !== undefined && (!Number.isInteger(size) || size < 0 || size > MAX_CONTEXT_SIZE)) {
+    throw new InvalidRequestError(
+      `context-size must be an integer from 0 to ${MAX_CONTEXT_SIZE} (0: the model's trained length; -1: unset), got ${size}.`,
+      "context-size",
+    );
+  }
+  const keepAliveMs = request.keepAlive !== undefined ? parseDuration(request.keepAlive, "keep_alive") : undefined;
+  const hasFlags = request.runtimeFlags !== undefined || request.rawRuntimeFlags !== undefined;
+  const flags = validateRuntimeFlags(backend, [
+    ...(request.runtimeFlags ?? []),
+    ...(request.rawRuntimeFlags ? shellSplit(request.rawRuntimeFlags) : []),
+  ]);
+  if (request.contextSize !== undefined && flags.contextSize !== undefined && flags.contextSize !== request.contextSize) {
+    throw new InvalidRequestError(
+      `context-size (${request.contextSize}) and the runtime flag --ctx-size (${flags.contextSize}) disagree; give one.`,
+      "context-size",
+    );
+  }
+  return { backend, mode, contextSize: request.contextSize, keepAliveMs, flags, hasFlags, reasoningBudget: request.reasoningBudget };
+}
+
+/**
+ * The configuration to store: the checked request over the `previous` one.
+ * Absent fields keep their stored values; runtime flags given (even none)
+ * replace the stored flags and the parallel count they implied.
+ */
+export function mergeConfigure(checked: CheckedConfigure, ref: string, modelId: string, previous: RunnerConfig | undefined): RunnerConfig {
+  const { flags, hasFlags } = checked;
+  const config: RunnerConfig = {
+    backend: checked.backend,
+    model: ref,
+    modelId,
+    mode: checked.mode,
+    contextSize: checked.contextSize ?? flags.contextSize ?? previous?.contextSize,
+    parallel: flags.parallel ?? (hasFlags ? undefined : previous?.parallel),
+    runtimeFlags: withReasoningBudget(hasFlags ? flags.passThrough : (previous?.runtimeFlags ?? []), checked.reasoningBudget),
+    keepAlive: checked.keepAliveMs !== undefined ? formatDuration(checked.keepAliveMs) : previous?.keepAlive,
+  };
+  if (config.contextSize === undefined) delete config.contextSize;
+  if (config.parallel === undefined) delete config.parallel;
+  if (config.keepAlive === undefined) delete config.keepAlive;
+  return config;
+}
+
+/**
+ * Throws ModelCapabilityError (400) if the GGUF header shows the model
+ * cannot serve `plan.mode`. Only what the header decides: an unreadable
+ * header, or a mode any model can serve, passes (the engine then decides).
+ */
+export function checkCapability(plan: Plan): void {
+  if (plan.mode === "reranking" && plan.shape?.hasRankingHead === false) {
+    throw new ModelCapabilityError(
+      plan.ref,
+      "cannot rerank: it has no ranking head (no cls.output.weight or cls.weight tensor, which reranker models such as " +
+        "bge-reranker or Qwen3-Reranker have). Use a reranking model.",
+    );
+  }
+}
+
+export function labels(plan: Plan): RunnerLabels {
+  return { backend: plan.backend.name, model: plan.ref, mode: plan.mode };
+}
