@@ -28,6 +28,7 @@ export function runnerJson(r: RunnerStatus) {
     context_size: r.contextSize,
     parallel: r.parallel,
     pid: r.pid,
+    engine: r.engine,
   };
 }
 
@@ -42,6 +43,7 @@ export function configJson(c: RunnerConfig) {
     parallel: c.parallel ?? null,
     runtime_flags: c.runtimeFlags,
     keep_alive: c.keepAlive ?? null,
+    engine: c.engine ?? null,
   };
 }
 

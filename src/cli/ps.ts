@@ -17,6 +17,8 @@ export interface RunnerStatus {
   context_size?: number | null;
   parallel?: number | null;
   pid?: number | null;
+  /** The backend engine serving it (llama.cpp: built-in, llama-server). */
+  engine?: string | null;
 }
 
 export const psCommand: Command = {
@@ -38,7 +40,7 @@ export const psCommand: Command = {
         runners.map((r) => [
           r.model_name,
           r.model_id ? shortId(r.model_id) : "-",
-          r.backend_name,
+          r.engine ? `${r.backend_name} (${r.engine})` : r.backend_name,
           r.mode,
           r.state ?? "-",
           r.memory_bytes ? formatBytes(r.memory_bytes) : "-",

@@ -13,6 +13,8 @@ async function buildSchemas() {
       "runtime-flags": z.array(z.string()).nullable().optional(),
       "raw-runtime-flags": z.string().nullable().optional(),
       keep_alive: z.union([z.string(), z.number()]).nullable().optional(),
+      /** Ours: which engine of the backend runs the model (`llama.cpp`: built-in, llama-server). */
+      engine: z.string().min(1).optional(),
     }),
     unloadBody: z.object({
       all: z.boolean().optional(),
@@ -49,6 +51,7 @@ export async function parseConfigureBody(body: unknown, backend?: string): Promi
     runtimeFlags: b["runtime-flags"] ?? undefined,
     rawRuntimeFlags: b["raw-runtime-flags"] || undefined,
     keepAlive: b.keep_alive ?? undefined,
+    engine: b.engine,
   };
 }
 

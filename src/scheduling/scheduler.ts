@@ -173,6 +173,8 @@ export interface ConfigureRequest {
   runtimeFlags?: readonly string[] | undefined;
   rawRuntimeFlags?: string | undefined;
   keepAlive?: string | number | undefined;
+  /** The backend engine to run the model with (`llama.cpp`: built-in or llama-server). */
+  engine?: string | undefined;
 }
 
 export interface ConfigureResult {
@@ -200,6 +202,8 @@ export interface RunnerStatus {
   contextSize: number;
   parallel: number;
   pid: number | null;
+  /** The backend engine serving it (`built-in`, `llama-server`); null for a backend with one engine. */
+  engine: string | null;
 }
 
 /** The settings a runner for a model would run with, whether or not it runs. */
@@ -308,6 +312,8 @@ interface Plan {
   contextSize: number;
   parallel: number;
   runtimeFlags: string[];
+  /** The backend engine `_configure` chose; undefined = the backend's default. */
+  engine: string | undefined;
   keepAliveMs: number;
   memory: MemoryEstimate;
   shape: GgufShape | null;
@@ -685,13 +691,13 @@ class SchedulerImpl implements Scheduler {
     const runnerLabels = labels(plan);
     this.log.info({ ...runnerLabels, contextSize: plan.contextSize, parallel: plan.parallel, estimatedBytes: plan.memory.totalBytes }, "loading model");
     const run = (async () => {
-      await backend.install(runner.abort.signal);
+      await backend.install(runner.abort.signal, { engine: plan.engine });
       await backend.run(
         {
           socket: runner.socket,
           model: model.files,
           mode,
-          config: { contextSize: plan.contextSize * plan.parallel, parallel: plan.parallel, runtimeFlags: plan.runtimeFlags },
+          config: { contextSize: plan.contextSize * plan.parallel, parallel: plan.parallel, runtimeFlags: plan.runtimeFlags, engine: plan.engine },
           onSpawn: (pid) => {
             runner.pid = pid;
             runner.pidFileWrite = writePidFile(pidFilePath(runner.socket), {
@@ -863,6 +869,7 @@ class SchedulerImpl implements Scheduler {
       contextSize,
       parallel,
       runtimeFlags,
+      engine: config?.engine,
       keepAliveMs: config?.keepAlive !== undefined ? parseDuration(config.keepAlive) : this.defaultKeepAliveMs,
       shape,
       memory: estimateRunnerMemory({
@@ -911,6 +918,10 @@ class SchedulerImpl implements Scheduler {
         "context-size",
       );
     }
+    if (request.engine !== undefined) {
+      if (!backend.engineFor) throw new InvalidRequestError(`Backend "${backend.name}" has one engine; "engine" cannot be set.`, "engine");
+      backend.engineFor({ engine: request.engine }); // throws naming the choices
+    }
     const model = await this.options.resolveModel(request.model, signal);
     const previous = this.configs.get(backend.name, model.id, mode);
     const config: RunnerConfig = {
@@ -922,7 +933,9 @@ class SchedulerImpl implements Scheduler {
       parallel: flags.parallel ?? (hasFlags ? undefined : previous?.parallel),
       runtimeFlags: hasFlags ? flags.passThrough : (previous?.runtimeFlags ?? []),
       keepAlive: keepAliveMs !== undefined ? formatDuration(keepAliveMs) : previous?.keepAlive,
+      engine: request.engine ?? previous?.engine,
     };
+    if (config.engine === undefined) delete config.engine;
     if (config.contextSize === undefined) delete config.contextSize;
     if (config.parallel === undefined) delete config.parallel;
     if (config.keepAlive === undefined) delete config.keepAlive;
@@ -979,6 +992,7 @@ class SchedulerImpl implements Scheduler {
       contextSize: r.plan.contextSize,
       parallel: r.plan.parallel,
       pid: r.pid,
+      engine: r.plan.backend.engineFor?.({ engine: r.plan.engine }) ?? null,
     };
   }
 
@@ -1074,7 +1088,7 @@ class SchedulerImpl implements Scheduler {
 }
 
 function engineConfigOf(config: RunnerConfig | undefined): string {
-  return JSON.stringify([config?.contextSize ?? null, config?.parallel ?? null, config?.runtimeFlags ?? []]);
+  return JSON.stringify([config?.contextSize ?? null, config?.parallel ?? null, config?.runtimeFlags ?? [], config?.engine ?? null]);
 }
 
 function labels(plan: Plan): RunnerLabels {
