@@ -4,6 +4,7 @@ import { completionScript, SHELLS } from "./completion.ts";
 import { configureCommand } from "./configure.ts";
 import { dfCommand } from "./df.ts";
 import { inspectCommand } from "./inspect.ts";
+import { installRunnerCommand, uninstallRunnerCommand } from "./install-runner.ts";
 import { listCommand } from "./list.ts";
 import { logsCommand } from "./logs.ts";
 import { packageCommand } from "./package.ts";
@@ -65,6 +66,8 @@ export const COMMANDS: readonly Command[] = [
   dfCommand,
   purgeCommand,
   statusCommand,
+  installRunnerCommand,
+  uninstallRunnerCommand,
   logsCommand,
   searchCommand,
   versionCommand,
