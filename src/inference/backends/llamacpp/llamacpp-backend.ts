@@ -222,7 +222,9 @@ export class LlamaCppBackend implements Backend {
   /** The command that starts one engine for `request`. */
   private async commandFor(request: RunRequest, engine: LlamaCppEngine, signal: AbortSignal): Promise<{ command: string; args: string[] }> {
     if (engine === "built-in") return { command: process.execPath, args: [MR_BIN, "engine", ...buildLlamaCppArgs(request)] };
-    if (this.states["llama-server"].kind !== "installed") await this.install(signal, { engine });
+    // Only found here, not probed: the scheduler's install() before run does that.
+    this.llamaServer ??= await this.locateLlamaServer();
+    if (this.llamaServer === null) throw new EngineNotInstalledError(engine);
     const innerSocket = `${request.socket}.llama-server.sock`;
     const modelDeclaresPooling = request.mode === "embedding" ? await ggufDeclaresPooling(request.model.ggufPath) : false;
     const args = buildLlamaServerArgs(request, { innerSocket, threads: defaultThreads(), modelDeclaresPooling });
