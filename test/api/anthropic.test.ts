@@ -6,15 +6,17 @@ import { validateJson } from "../helpers/json-schema.ts";
 import { tinyModel } from "../helpers/models.ts";
 import { startTestDaemon, type TestDaemon } from "./daemon-helper.ts";
 import { killEngineMidStream, SLOW_MODEL } from "./mid-stream.ts";
+import { ENGINE_VARIANTS } from "../helpers/engines.ts";
 
 // The official @anthropic-ai/sdk, unmodified, against a daemon with an API key (sent as x-api-key).
-describe("Anthropic Messages API with @anthropic-ai/sdk", () => {
+// Once per llama.cpp engine (test/helpers/engines.ts): the same tests against our engine and a real llama-server.
+for (const variant of ENGINE_VARIANTS) describe(`Anthropic Messages API with @anthropic-ai/sdk [${variant.engine}]`, { skip: variant.skip }, () => {
   let d: TestDaemon;
   let client: Anthropic;
   const KEY = "sk-test-key";
 
   before(async () => {
-    d = await startTestDaemon({ MODEL_RUNNER_API_KEY: KEY });
+    d = await startTestDaemon({ ...variant.env, MODEL_RUNNER_API_KEY: KEY });
     await d.addModel(await tinyModel({ seed: 5, thinking: true, chatTemplate: THINKING_TEMPLATE }), "ai/think:latest");
     await d.addModel(await tinyModel(SLOW_MODEL), "ai/slow:latest");
     // Favours `<tool_call>`: it starts calls on its own (tool_choice auto).

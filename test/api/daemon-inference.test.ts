@@ -5,6 +5,7 @@ import OpenAI from "openai";
 import { startTestDaemon, type TestDaemon } from "../helpers/daemon.ts";
 import { tinyModel } from "../helpers/models.ts";
 import { eventually, isAlive } from "../helpers/processes.ts";
+import { ENGINE_VARIANTS } from "../helpers/engines.ts";
 
 type Ps = Array<{ model_name: string; model_id: string; state: string; pid: number; mode: string; context_size: number; in_flight: number }>;
 
@@ -17,12 +18,13 @@ const metric = async (d: TestDaemon, name: string, labels = ""): Promise<number>
     .reduce((sum, l) => sum + Number(l.split(" ").at(-1)), 0);
 };
 
-describe("daemon inference (OpenAI routes, real engines)", () => {
+// Once per llama.cpp engine (test/helpers/engines.ts): the same tests against our engine and a real llama-server.
+for (const variant of ENGINE_VARIANTS) describe(`daemon inference (OpenAI routes, real engines) [${variant.engine}]`, { skip: variant.skip }, () => {
   let d: TestDaemon;
   let chatModelId: string;
 
   before(async () => {
-    d = await startTestDaemon({ MODEL_RUNNER_KEEP_ALIVE: "5m" });
+    d = await startTestDaemon({ ...variant.env, MODEL_RUNNER_KEEP_ALIVE: "5m" });
     chatModelId = await d.addModel(await tinyModel({ seed: 31 }), "ai/chat:latest");
     await d.addModel(await tinyModel({ seed: 32 }), "ai/second:latest");
     await d.addModel(await tinyModel({ seed: 33, pooling: "mean" }), "ai/embed:latest");

@@ -9,15 +9,17 @@ import { validateJson } from "../helpers/json-schema.ts";
 import { tinyModel } from "../helpers/models.ts";
 import { eventually } from "../helpers/processes.ts";
 import { startTestDaemon, type TestDaemon } from "./daemon-helper.ts";
+import { ENGINE_VARIANTS } from "../helpers/engines.ts";
 
 // The official `ollama` npm client, unmodified, against an in-process daemon with generated tiny models.
-describe("Ollama API with the ollama client", () => {
+// Once per llama.cpp engine (test/helpers/engines.ts): the same tests against our engine and a real llama-server.
+for (const variant of ENGINE_VARIANTS) describe(`Ollama API with the ollama client [${variant.engine}]`, { skip: variant.skip }, () => {
   let d: TestDaemon;
   let ollama: Ollama;
   let registry: TestRegistry;
 
   before(async () => {
-    [d, registry] = await Promise.all([startTestDaemon(), startTestRegistry()]);
+    [d, registry] = await Promise.all([startTestDaemon(variant.env), startTestRegistry()]);
     ollama = new Ollama({ host: d.url });
     await d.addModel(await tinyModel({ seed: 5, thinking: true, chatTemplate: THINKING_TEMPLATE }), "ai/think:latest");
   });

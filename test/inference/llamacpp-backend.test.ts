@@ -257,8 +257,9 @@ describe(`llama-server's wrapper (${LLAMA_SERVER_PATH ? "real llama-server" : "l
     const daemon = spawn("sh", ["-c", `'${process.execPath}' '${MR_BIN}' llama-server-wrapper '${socket}' m '${server}' -m '${modelPath}' --host '${inner}' -t 1 & wait`], {
       stdio: "ignore",
     });
-    await eventually(async () => (await pidsMatching(inner)).length === 2, 10_000, "wrapper and llama-server to start");
-    const pids = await pidsMatching(inner);
+    const started = async () => (await pidsMatching(inner)).filter((p) => p !== daemon.pid);
+    await eventually(async () => (await started()).length === 2, 10_000, "wrapper and llama-server to start");
+    const pids = await started();
     daemon.kill("SIGKILL");
     await eventually(() => pids.every((p) => !isAlive(p)), 5000, "llama-server and its wrapper to exit");
   });

@@ -17,7 +17,7 @@ export interface LlamaServerArgOptions {
  * - `--jinja`: the model's own chat template (tools, reasoning), as our engine does;
  * - `--mmproj` when the model ships a projector (completion mode);
  * - `--metrics` (the daemon's `/metrics` reads it) and `--no-webui` (only the API is served);
- * - `--pooling mean` in embedding mode unless the model declares a pooling type:
+ * - `--pooling mean` in embedding mode unless the model declares a pooling type (other than none):
  *   llama-server refuses pooling `none` on `/v1/embeddings`, our engine pools by mean;
  * - `-t`: the same thread count our engine picks (llama-server's default
  *   oversubscribes small machines, ggml spin-waits).
@@ -44,10 +44,14 @@ export function buildLlamaServerArgs(
   return args;
 }
 
-/** True when the GGUF header declares a pooling type (`<arch>.pooling_type`). Reads the header only. */
+/**
+ * True when the GGUF header declares a pooling type llama-server can embed
+ * with (`<arch>.pooling_type` other than 0, llama.cpp's NONE). Reads the header only.
+ */
 export async function ggufDeclaresPooling(path: string): Promise<boolean> {
   const { metadata } = await (await import("@huggingface/gguf")).gguf(path, { allowLocalFile: true });
   const meta = metadata as Record<string, unknown>;
   const arch = String(meta["general.architecture"] ?? "");
-  return arch !== "" && meta[`${arch}.pooling_type`] !== undefined;
+  const value = arch === "" ? undefined : meta[`${arch}.pooling_type`];
+  return (typeof value === "number" || typeof value === "bigint") && Number(value) !== 0;
 }
