@@ -162,7 +162,9 @@ for (const variant of ENGINE_VARIANTS) describe(`daemon inference (OpenAI routes
 
   test("unload stops idle runners and status names the backend", async () => {
     const status = (await (await fetch(`${d.url}/engines/status`)).json()) as Record<string, string>;
-    assert.match(status["llama.cpp"]!, /^Running: llama\.cpp built-in/);
+    assert.match(status["llama.cpp"]!, variant.engine === "built-in" ? /^Running: llama\.cpp built-in/ : /^Running: llama\.cpp llama-server \(/);
+    const [runner] = (await ps(d)) as unknown as Array<{ engine: string }>;
+    if (runner) assert.equal(runner.engine, variant.engine, "ps names the engine");
     const before = await ps(d);
     assert.ok(before.length > 0);
     const res = await fetch(`${d.url}/engines/unload`, { method: "POST", body: JSON.stringify({ all: true }) });
