@@ -83,14 +83,15 @@ async function show(cli: Parameters<Command["run"]>[0], { values, positionals }:
   }
   cli.io.stdout.write(
     table(
-      ["MODEL", "BACKEND", "MODE", "CONTEXT", "KEEP ALIVE", "RUNTIME FLAGS"],
+      ["MODEL", "BACKEND", "MODE", "CONTEXT", "KEEP ALIVE", "RUNTIME FLAGS", "ENGINE"],
       rows.map((r) => [
         r.model,
-        r.engine ? `${r.backend} (${r.engine})` : r.backend,
+        r.backend,
         r.mode ?? "-",
         r.context_size ? String(r.context_size) : "-",
         r.keep_alive ?? "-",
         (r.runtime_flags ?? []).join(" ") || "-",
+        r.engine ?? "default",
       ]),
     ),
   );

@@ -36,11 +36,11 @@ export const psCommand: Command = {
     }
     cli.io.stdout.write(
       table(
-        ["MODEL NAME", "ID", "BACKEND", "MODE", "STATE", "MEMORY", "CONTEXT", "REQUESTS", "LAST USED", "UNTIL"],
+        ["MODEL NAME", "ID", "BACKEND", "MODE", "STATE", "MEMORY", "CONTEXT", "REQUESTS", "LAST USED", "UNTIL", "ENGINE"],
         runners.map((r) => [
           r.model_name,
           r.model_id ? shortId(r.model_id) : "-",
-          r.engine ? `${r.backend_name} (${r.engine})` : r.backend_name,
+          r.backend_name,
           r.mode,
           r.state ?? "-",
           r.memory_bytes ? formatBytes(r.memory_bytes) : "-",
@@ -48,6 +48,7 @@ export const psCommand: Command = {
           `${r.in_flight ?? 0}${r.waiting ? ` (+${r.waiting} waiting)` : ""}`,
           r.in_flight ? "now" : timeAgo(r.last_used),
           r.keep_alive === "-1" || r.keep_alive === "forever" ? "forever" : r.in_flight ? "-" : timeUntil(r.expires_at),
+          r.engine ?? "-",
         ]),
       ),
     );
