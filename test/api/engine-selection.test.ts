@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { runMr } from "../helpers/cli.ts";
 import { startTestDaemon, type TestDaemon } from "./daemon-helper.ts";
 
 const post = (d: TestDaemon, path: string, body: unknown, headers: Record<string, string> = {}) =>
@@ -50,5 +51,22 @@ describe("llama.cpp engine selection and install routes (no llama-server install
     const removed = await post(d, "/engines/uninstall-backend", { engine: "llama-server" });
     assert.equal(removed.status, 200);
     assert.deepEqual(await removed.json(), { backend: "llama.cpp", engine: "llama-server", removed: false, status: ((await (await fetch(`${d.url}/engines/status`)).json()) as Record<string, string>)["llama.cpp"] });
+  });
+
+  test("mr install-runner / uninstall-runner / configure --engine talk to those routes", async () => {
+    const env = { MODEL_RUNNER_HOST: d.url, MODEL_RUNNER_HOME: d.home };
+    const installed = await runMr(["install-runner", "--engine", "built-in"], { env });
+    assert.equal(installed.code, 0, installed.stderr);
+    assert.match(installed.stdout, /^llama\.cpp \(built-in\) is installed \(Running: llama\.cpp built-in/);
+    const wrong = await runMr(["install-runner", "--engine", "vllm"], { env });
+    assert.equal(wrong.code, 2);
+    assert.match(wrong.stderr, /--engine must be one of built-in, llama-server, got "vllm"/);
+    const removed = await runMr(["uninstall-runner", "--engine", "llama-server"], { env });
+    assert.equal(removed.code, 0, removed.stderr);
+    assert.equal(removed.stdout, "Nothing of llama.cpp (llama-server) was installed.\n");
+    const configured = await runMr(["configure", "--engine", "llama-server", "ai/tiny-embed"], { env });
+    assert.equal(configured.code, 0, configured.stderr);
+    const shown = await runMr(["configure", "show", "--json", "ai/tiny-embed"], { env });
+    assert.equal((JSON.parse(shown.stdout) as Array<{ engine: string }>)[0]!.engine, "llama-server");
   });
 });
