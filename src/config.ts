@@ -29,7 +29,10 @@ export interface DaemonConfig {
   origins: readonly string[];
   /** MODEL_RUNNER_ALLOWED_HOSTS: `Host` names answered besides loopback ones while listening on loopback; `*` allows all. */
   allowedHosts: readonly string[];
+  /** MODEL_RUNNER_LLAMA_SERVER: the llama-server binary the `llama.cpp` backend runs (wins over one installed under the home). */
   llamaServerPath: string | null;
+  /** MODEL_RUNNER_LLAMA_CPP_ENGINE: the engine for models not configured otherwise; null = llama-server when MODEL_RUNNER_LLAMA_SERVER is set, else built-in. */
+  llamaCppEngine: "built-in" | "llama-server" | null;
   /** Memory budget for runners; null = total RAM less a reserve. */
   memoryBytes: number | null;
   /** Idle time before a runner is unloaded; Infinity = never. */
@@ -99,6 +102,12 @@ function mirrorEntry(text: string): string {
   return text.replace(/\/+$/, "");
 }
 
+function llamaCppEngine(text: string | undefined): DaemonConfig["llamaCppEngine"] {
+  if (!text) return null;
+  if (text === "built-in" || text === "llama-server") return text;
+  throw new ConfigError(`MODEL_RUNNER_LLAMA_CPP_ENGINE must be built-in or llama-server, got "${text}"`);
+}
+
 /** The daemon's configuration from `mr serve` flags and the environment. */
 export function loadDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEnv): DaemonConfig {
   const { values } = parseArgs({
@@ -139,6 +148,7 @@ export function loadDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEnv
     origins: Object.freeze(list(env.MODEL_RUNNER_ORIGINS)),
     allowedHosts: Object.freeze(list(env.MODEL_RUNNER_ALLOWED_HOSTS).map((h) => h.toLowerCase())),
     llamaServerPath: env.MODEL_RUNNER_LLAMA_SERVER || null,
+    llamaCppEngine: llamaCppEngine(env.MODEL_RUNNER_LLAMA_CPP_ENGINE),
     memoryBytes: memoryText ? checked("MODEL_RUNNER_MEMORY", () => parseByteSize(memoryText, "MODEL_RUNNER_MEMORY")) : null,
     keepAliveMs: keepAlive,
     maxRunners: env.MODEL_RUNNER_MAX_RUNNERS ? positiveInt(env.MODEL_RUNNER_MAX_RUNNERS, "MODEL_RUNNER_MAX_RUNNERS") : 8,

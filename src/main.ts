@@ -121,7 +121,14 @@ export async function startDaemon(
   const removed = await distribution.cleanup({ partials: false });
   if (removed.length > 0) log.info({ removed: removed.length }, "removed leftovers of interrupted store writes");
 
-  const backends = new BackendRegistry([new LlamaCppBackend({ llamaServerPath: config.llamaServerPath })]);
+  const backends = new BackendRegistry([
+    new LlamaCppBackend({
+      llamaServerPath: config.llamaServerPath,
+      defaultEngine: config.llamaCppEngine ?? undefined,
+      home: config.home,
+      logDir: config.logDir,
+    }),
+  ]);
   const engineLog = root.child({ component: "engine" });
   let metrics: ReturnType<typeof createMetrics> | null = null;
   const scheduler = await createScheduler({

@@ -1,12 +1,78 @@
-import type { FastifyInstance } from "fastify";
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { ModelDistribution } from "../distribution/index.ts";
-import type { BackendRegistry } from "../inference/index.ts";
+import { InvalidRequestError } from "../errors.ts";
+import type { Backend, BackendRegistry } from "../inference/index.ts";
+import { errorResponse } from "./errors.ts";
+import { clientSignal, LazyStream } from "./streaming.ts";
 import { parseConfigureBody, parseUnloadBody, type FailedLoadStatus, type RunnerConfig, type RunnerStatus, type Scheduler } from "../scheduling/index.ts";
 
 export interface EngineRouteDeps {
   scheduler: Scheduler;
   backends: BackendRegistry;
   distribution: ModelDistribution;
+  /** The HTTP client backends download with (`POST /engines/install-backend`). Default: global fetch. */
+  fetch?: typeof fetch | undefined;
+}
+
+/** DMR's install/uninstall body, plus our `engine`. Unknown fields are a 400, as everywhere. */
+function parseInstallBody(body: unknown): { backend: string | undefined; engine: string | undefined } {
+  if (body === undefined || body === null) return { backend: undefined, engine: undefined };
+  if (typeof body !== "object" || Array.isArray(body)) throw new InvalidRequestError("The body must be a JSON object.", null);
+  const fields = body as Record<string, unknown>;
+  for (const key of Object.keys(fields)) {
+    if (key === "version") {
+      // DMR picks a llama-server image version; we run the llama.cpp release node-llama-cpp bundles.
+      throw new InvalidRequestError('"version" cannot be chosen: the llama.cpp backend installs the release bundled with this model runner.', "version");
+    }
+    if (key !== "backend" && key !== "engine") throw new InvalidRequestError(`Unknown field "${key}": use "backend" and "engine".`, key);
+  }
+  for (const key of ["backend", "engine"] as const) {
+    if (fields[key] !== undefined && (typeof fields[key] !== "string" || fields[key] === "")) {
+      throw new InvalidRequestError(`"${key}" must be a non-empty string.`, key);
+    }
+  }
+  return { backend: fields.backend as string | undefined, engine: fields.engine as string | undefined };
+}
+
+/**
+ * Runs an install, streaming `{type:"progress"|"success"|"error", message}`
+ * NDJSON lines when the client accepts `application/x-ndjson` (a build
+ * takes minutes), else answering once with JSON. An error before the first
+ * line is a plain error response with its status.
+ */
+async function install(request: FastifyRequest, reply: FastifyReply, backend: Backend, engine: string | undefined, fetchFn: typeof fetch) {
+  const streaming = String(request.headers.accept ?? "").includes("application/x-ndjson");
+  const client = clientSignal(reply);
+  const engineName = backend.engineFor?.({ engine }) ?? null;
+  const done = { type: "success", backend: backend.name, engine: engineName, message: `${backend.name}${engineName ? ` (${engineName})` : ""} is installed`, status: "" };
+  try {
+    if (!streaming) {
+      await backend.install(client.signal, { engine, acquire: true, fetch: fetchFn });
+      return reply.send({ ...done, status: backend.status() });
+    }
+    const stream = new LazyStream(reply, 200, { "content-type": "application/x-ndjson", "cache-control": "no-cache" });
+    let writing: Promise<void> = Promise.resolve();
+    const send = (line: object) => {
+      writing = writing.then(() => stream.write(`${JSON.stringify(line)}\n`)).catch(() => undefined);
+    };
+    try {
+      await backend.install(client.signal, { engine, acquire: true, fetch: fetchFn, onProgress: (message) => send({ type: "progress", message }) });
+      send({ ...done, status: backend.status() });
+      await writing;
+      stream.end();
+    } catch (error) {
+      await writing;
+      if (!stream.hasStarted) throw error;
+      if (!client.signal.aborted) {
+        const { body } = errorResponse(error, () => undefined);
+        await stream.write(`${JSON.stringify({ type: "error", message: body.error.message, code: body.error.code })}\n`).catch(() => undefined);
+      }
+      stream.end();
+    }
+    return reply;
+  } finally {
+    client.dispose();
+  }
 }
 
 /** A runner in `/engines/ps` form: DMR's field names plus what users asked for (memory, expiry, context). */
@@ -28,6 +94,7 @@ export function runnerJson(r: RunnerStatus) {
     context_size: r.contextSize,
     parallel: r.parallel,
     pid: r.pid,
+    engine: r.engine,
   };
 }
 
@@ -71,6 +138,7 @@ export function configJson(c: RunnerConfig) {
     parallel: c.parallel ?? null,
     runtime_flags: c.runtimeFlags,
     keep_alive: c.keepAlive ?? null,
+    engine: c.engine ?? null,
   };
 }
 
@@ -81,6 +149,20 @@ export function registerEngineRoutes(app: FastifyInstance, deps: EngineRouteDeps
   app.get("/engines/status", async () => Object.fromEntries(backends.all().map((b) => [b.name, b.status()])));
 
   app.get("/engines/ps", async () => [...scheduler.ps().map(runnerJson), ...scheduler.failedLoads().map(failedLoadJson)]);
+
+  // DMR's routes (`docker model install-runner` / `uninstall-runner --backend`).
+  app.post("/engines/install-backend", async (request, reply) => {
+    const body = parseInstallBody(request.body);
+    return install(request, reply, backends.get(body.backend), body.engine, deps.fetch ?? fetch);
+  });
+  app.post("/engines/uninstall-backend", async (request) => {
+    const body = parseInstallBody(request.body);
+    const backend = backends.get(body.backend);
+    if (body.engine !== undefined) backend.engineFor?.({ engine: body.engine }); // an unknown engine is a 400
+    const engine = body.engine ?? null;
+    const removed = backend.uninstall ? await backend.uninstall(body.engine) : false;
+    return { backend: backend.name, engine, removed, status: backend.status() };
+  });
 
   app.get("/engines/df", async () => {
     const { modelsBytes, partialBytes } = await deps.distribution.diskUsage();

@@ -5,6 +5,7 @@ import { completionScript, SHELLS } from "./completion.ts";
 import { configureCommand } from "./configure.ts";
 import { dfCommand } from "./df.ts";
 import { inspectCommand } from "./inspect.ts";
+import { installRunnerCommand, uninstallRunnerCommand } from "./install-runner.ts";
 import { listCommand } from "./list.ts";
 import { logsCommand } from "./logs.ts";
 import { packageCommand } from "./package.ts";
@@ -72,6 +73,8 @@ export const COMMANDS: readonly Command[] = [
   startRunnerCommand,
   stopRunnerCommand,
   restartRunnerCommand,
+  installRunnerCommand,
+  uninstallRunnerCommand,
   logsCommand,
   searchCommand,
   versionCommand,

@@ -17,9 +17,12 @@ export interface ConfigureRow {
   parallel?: number | null;
   runtime_flags?: string[] | null;
   keep_alive?: string | null;
+  engine?: string | null;
 }
 
 const MODES = ["completion", "embedding", "reranking"];
+/** The `llama.cpp` backend's engines (the daemon checks; listed here for the usage error). */
+const ENGINES = ["built-in", "llama-server"];
 
 export const configureCommand: Command = {
   name: "configure",
@@ -31,6 +34,7 @@ export const configureCommand: Command = {
   examples: [
     "mr configure --context-size 8192 ai/smollm2",
     "mr configure --keep-alive 30m ai/smollm2 -- --threads 4",
+    "mr configure --engine llama-server ai/smollm2",
     "mr configure show",
     "mr configure show --json ai/smollm2",
   ],
@@ -39,6 +43,7 @@ export const configureCommand: Command = {
     "context-size": { type: "string", valueName: "N", description: "context window in tokens" },
     "keep-alive": { type: "string", valueName: "DURATION", description: "idle time before unloading: 5m, 1h, 0 (at once), -1 (never)" },
     mode: { type: "string", valueName: "MODE", description: `run mode: ${MODES.join(", ")}` },
+    engine: { type: "string", valueName: "ENGINE", description: `llama.cpp engine: ${ENGINES.join(", ")} (llama-server: mr install-runner --engine llama-server)` },
     json: { type: "boolean", description: "with show: print JSON" },
   },
   async run(cli, args) {
@@ -49,8 +54,10 @@ export const configureCommand: Command = {
     const mode = values.mode as string | undefined;
     if (mode !== undefined && !MODES.includes(mode)) throw new UsageError(`--mode must be one of ${MODES.join(", ")}, got "${mode}"`, "configure");
     const keepAlive = values["keep-alive"] as string | undefined;
-    if (contextSize === undefined && mode === undefined && keepAlive === undefined && rest.length === 0) {
-      throw new UsageError("nothing to configure: pass --context-size, --keep-alive, --mode or runtime flags after --", "configure");
+    const engine = values.engine as string | undefined;
+    if (engine !== undefined && !ENGINES.includes(engine)) throw new UsageError(`--engine must be one of ${ENGINES.join(", ")}, got "${engine}"`, "configure");
+    if (contextSize === undefined && mode === undefined && keepAlive === undefined && engine === undefined && rest.length === 0) {
+      throw new UsageError("nothing to configure: pass --context-size, --keep-alive, --mode, --engine or runtime flags after --", "configure");
     }
     const client = await cli.daemon();
     // Stored under the model the name resolves to, so every later name for it (full, partial, ID) finds it.
@@ -61,6 +68,7 @@ export const configureCommand: Command = {
         ...(mode !== undefined ? { mode } : {}),
         ...(contextSize !== undefined ? { "context-size": contextSize } : {}),
         ...(keepAlive !== undefined ? { keep_alive: keepAlive } : {}),
+        ...(engine !== undefined ? { engine } : {}),
         ...(rest.length > 0 ? { "runtime-flags": rest } : {}),
       },
       signal: cli.signal,
@@ -102,7 +110,7 @@ async function show(cli: Parameters<Command["run"]>[0], { values, positionals }:
   }
   cli.io.stdout.write(
     table(
-      ["MODEL", "BACKEND", "MODE", "CONTEXT", "KEEP ALIVE", "RUNTIME FLAGS"],
+      ["MODEL", "BACKEND", "MODE", "CONTEXT", "KEEP ALIVE", "RUNTIME FLAGS", "ENGINE"],
       rows.map((r) => [
         r.model,
         r.backend,
@@ -110,6 +118,7 @@ async function show(cli: Parameters<Command["run"]>[0], { values, positionals }:
         r.context_size ? String(r.context_size) : "-",
         r.keep_alive ?? "-",
         (r.runtime_flags ?? []).join(" ") || "-",
+        r.engine ?? "default",
       ]),
     ),
   );

@@ -26,6 +26,13 @@ registerRaw({
   run: async (argv, env) => (await import("./engine.ts")).engineCommand(argv, env),
 });
 
+registerRaw({
+  name: "llama-server-wrapper",
+  summary: "(internal) Run llama-server for the daemon: checks model names, dies with the daemon",
+  flags: [],
+  run: async (argv) => (await import("../inference/backends/llamacpp/llama-server-wrapper.ts")).runLlamaServerWrapper(argv),
+});
+
 function usage(): string {
   const visible = COMMANDS.filter((c) => !c.isHidden);
   const rows: [string, string][] = [

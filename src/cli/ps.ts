@@ -20,6 +20,8 @@ export interface RunnerStatus {
   /** state "failed": the load's error, and when the next request tries again. */
   error?: string;
   retry_at?: string;
+  /** The backend engine serving it (llama.cpp: built-in, llama-server). */
+  engine?: string | null;
 }
 
 export const psCommand: Command = {
@@ -38,7 +40,7 @@ export const psCommand: Command = {
     }
     cli.io.stdout.write(
       table(
-        ["MODEL NAME", "ID", "BACKEND", "MODE", "STATE", "MEMORY", "CONTEXT", "REQUESTS", "LAST USED", "UNTIL"],
+        ["MODEL NAME", "ID", "BACKEND", "MODE", "STATE", "MEMORY", "CONTEXT", "REQUESTS", "LAST USED", "UNTIL", "ENGINE"],
         runners.map((r) => [
           r.model_name,
           r.model_id ? shortId(r.model_id) : "-",
@@ -56,6 +58,7 @@ export const psCommand: Command = {
               : r.in_flight
                 ? "-"
                 : timeUntil(r.expires_at),
+          r.engine ?? "-",
         ]),
       ),
     );

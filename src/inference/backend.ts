@@ -22,6 +22,28 @@ export interface BackendConfig {
   parallel?: number | undefined;
   /** Extra engine flags, already checked against the backend's allowlist. */
   runtimeFlags?: readonly string[] | undefined;
+  /**
+   * Which of the backend's engines runs the model (the `llama.cpp` backend:
+   * `built-in` or `llama-server`); undefined = the backend's default.
+   * Backends with one engine reject any other value.
+   */
+  engine?: string | undefined;
+}
+
+/** What an explicit install (`mr install-runner`, `POST /engines/install-backend`) asks for. */
+export interface InstallOptions {
+  /** The engine to install; undefined = the backend's default engine. */
+  engine?: string | undefined;
+  /**
+   * True for an explicit install: the backend may download or build what is
+   * missing. False (the daemon's start-up check): it only finds and checks
+   * what is there, so a daemon never compiles on its own.
+   */
+  acquire?: boolean | undefined;
+  /** The HTTP client for downloads (the seed's `Install(ctx, httpClient)`). */
+  fetch?: typeof fetch | undefined;
+  /** Progress lines for users. */
+  onProgress?: ((line: string) => void) | undefined;
 }
 
 export interface RunRequest {
@@ -64,7 +86,21 @@ export interface Backend {
    * Ensures the backend is installed. Resolves if it is (or already was);
    * rejects with the reason it cannot be. Safe to call more than once.
    */
-  install(signal: AbortSignal): Promise<void>;
+  install(signal: AbortSignal, options?: InstallOptions): Promise<void>;
+
+  /**
+   * Removes what `install` put on the machine for `engine` (default: every
+   * engine it installed). Resolves true if something was removed. Optional:
+   * a backend with nothing of its own on disk has no uninstall.
+   */
+  uninstall?(engine?: string): Promise<boolean>;
+
+  /**
+   * The engine that serves a runner with `config` (shown by `ps`). Throws an
+   * InvalidRequestError for an engine the backend does not have. Optional:
+   * a backend with one engine omits it.
+   */
+  engineFor?(config: BackendConfig | undefined): string;
 
   /**
    * Runs an OpenAI-compatible server on `request.socket` for exactly

@@ -19,6 +19,8 @@ export interface RunnerConfig {
   runtimeFlags: string[];
   /** The keep-alive as given ("5m", "0", "-1"); parsed with parseDuration. */
   keepAlive?: string | undefined;
+  /** The backend engine (`llama.cpp`: built-in or llama-server); absent = the daemon's default. */
+  engine?: string | undefined;
 }
 
 /** The file's schema. zod is loaded only when there is a file to read (~6 MiB of RSS otherwise saved). */
@@ -33,6 +35,7 @@ async function fileSchema() {
     parallel: z.number().int().positive().optional(),
     runtimeFlags: z.array(z.string()).default([]),
     keepAlive: z.string().optional(),
+    engine: z.string().optional(),
   });
   return z.object({ version: z.literal(1), configs: z.array(configSchema) });
 }

@@ -33,6 +33,8 @@ export interface Plan {
   contextSize: number;
   parallel: number;
   runtimeFlags: string[];
+  /** The backend engine `_configure` chose; undefined = the backend's default. */
+  engine: string | undefined;
   keepAliveMs: number;
   memory: MemoryEstimate;
   shape: GgufShape | null;
@@ -69,6 +71,7 @@ export function planRunner(
     contextSize,
     parallel,
     runtimeFlags,
+    engine: config?.engine,
     keepAliveMs: config?.keepAlive !== undefined ? parseDuration(config.keepAlive) : defaults.keepAliveMs,
     shape,
     memory: estimateRunnerMemory({
@@ -83,7 +86,7 @@ export function planRunner(
 
 /** The configuration fields whose change needs a restarted engine, as a comparable string. */
 export function engineConfigOf(config: RunnerConfig | undefined): string {
-  return JSON.stringify([config?.contextSize ?? null, config?.parallel ?? null, config?.runtimeFlags ?? []]);
+  return JSON.stringify([config?.contextSize ?? null, config?.parallel ?? null, config?.runtimeFlags ?? [], config?.engine ?? null]);
 }
 
 /** The largest context size `_configure` takes: DMR's field is an int32. */
@@ -100,6 +103,8 @@ export interface CheckedConfigure {
   hasFlags: boolean;
   /** DMR's `llamacpp.reasoning-budget`, stored as `--reasoning-budget`. */
   reasoningBudget: number | undefined;
+  /** The engine `_configure` chose (checked against the backend by the scheduler). */
+  engine: string | undefined;
 }
 
 /**
@@ -129,7 +134,7 @@ export function checkConfigure(request: ConfigureRequest, backend: string): Chec
       "context-size",
     );
   }
-  return { backend, mode, contextSize: request.contextSize, keepAliveMs, flags, hasFlags, reasoningBudget: request.reasoningBudget };
+  return { backend, mode, contextSize: request.contextSize, keepAliveMs, flags, hasFlags, reasoningBudget: request.reasoningBudget, engine: request.engine };
 }
 
 /**
@@ -148,7 +153,9 @@ export function mergeConfigure(checked: CheckedConfigure, ref: string, modelId: 
     parallel: flags.parallel ?? (hasFlags ? undefined : previous?.parallel),
     runtimeFlags: withReasoningBudget(hasFlags ? flags.passThrough : (previous?.runtimeFlags ?? []), checked.reasoningBudget),
     keepAlive: checked.keepAliveMs !== undefined ? formatDuration(checked.keepAliveMs) : previous?.keepAlive,
+    engine: checked.engine ?? previous?.engine,
   };
+  if (config.engine === undefined) delete config.engine;
   if (config.contextSize === undefined) delete config.contextSize;
   if (config.parallel === undefined) delete config.parallel;
   if (config.keepAlive === undefined) delete config.keepAlive;

@@ -25,6 +25,8 @@ async function buildSchemas() {
       // Checked by name below: accepted by DMR, not implemented here yet.
       speculative: z.unknown().optional(),
       vllm: z.unknown().optional(),
+      /** Ours: which engine of the backend runs the model (`llama.cpp`: built-in, llama-server). */
+      engine: z.string().min(1).optional(),
     }),
     unloadBody: z.object({
       all: z.boolean().optional(),
@@ -81,6 +83,7 @@ export async function parseConfigureBody(body: unknown, backend?: string): Promi
     rawRuntimeFlags: b["raw-runtime-flags"] || undefined,
     keepAlive: b.keep_alive ?? undefined,
     ...(reasoningBudget !== undefined && reasoningBudget !== null ? { reasoningBudget } : {}),
+    engine: b.engine,
   };
 }
 

@@ -106,13 +106,13 @@ export class Runner {
     const { log, onEngineLog } = this.host;
     log.info({ ...runnerLabels, contextSize: plan.contextSize, parallel: plan.parallel, estimatedBytes: plan.memory.totalBytes }, "loading model");
     const run = (async () => {
-      await backend.install(this.abort.signal);
+      await backend.install(this.abort.signal, { engine: plan.engine });
       await backend.run(
         {
           socket: this.socket,
           model: model.files,
           mode,
-          config: { contextSize: plan.contextSize * plan.parallel, parallel: plan.parallel, runtimeFlags: plan.runtimeFlags },
+          config: { contextSize: plan.contextSize * plan.parallel, parallel: plan.parallel, runtimeFlags: plan.runtimeFlags, engine: plan.engine },
           onSpawn: (pid) => {
             this.pid = pid;
             this.pidFileWrite = writePidFile(pidFilePath(this.socket), {
@@ -305,6 +305,7 @@ export class Runner {
       parallel: this.plan.parallel,
       pid: this.pid,
       socketPath: this.socket,
+      engine: this.plan.backend.engineFor?.({ engine: this.plan.engine }) ?? null,
     };
   }
 }

@@ -6,7 +6,7 @@
  */
 import { chmod, mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import { RunnerError, messageOf } from "../errors.ts";
+import { InvalidRequestError, RunnerError, messageOf } from "../errors.ts";
 import type { Backend, BackendMode } from "../inference/index.ts";
 import { Admission } from "./admission.ts";
 import { ConfigStore, configKey, type RunnerConfig } from "./config-store.ts";
@@ -209,6 +209,10 @@ class SchedulerImpl implements Scheduler {
     if (this.isClosed) throw new SchedulerClosedError();
     const backend = this.options.backends.get(request.backend);
     const checked = checkConfigure(request, backend.name);
+    if (request.engine !== undefined) {
+      if (!backend.engineFor) throw new InvalidRequestError(`Backend "${backend.name}" has one engine; "engine" cannot be set.`, "engine");
+      backend.engineFor({ engine: request.engine }); // throws naming the choices
+    }
     const { mode, keepAliveMs } = checked;
     const model = await this.options.resolveModel(request.model, signal);
     const config = mergeConfigure(checked, request.model, model.id, this.configs.get(backend.name, model.id, mode));

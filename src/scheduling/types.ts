@@ -163,6 +163,8 @@ export interface ConfigureRequest {
   keepAlive?: string | number | undefined;
   /** DMR's `llamacpp.reasoning-budget`: stored as the runtime flag `--reasoning-budget`. */
   reasoningBudget?: number | undefined;
+  /** The backend engine to run the model with (`llama.cpp`: built-in or llama-server). */
+  engine?: string | undefined;
 }
 
 export interface ConfigureResult {
@@ -192,6 +194,8 @@ export interface RunnerStatus {
   pid: number | null;
   /** The engine's Unix socket (not shown by `ps`): the daemon scrapes its `/metrics` there. */
   socketPath: string;
+  /** The backend engine serving it (`built-in`, `llama-server`); null for a backend with one engine. */
+  engine: string | null;
 }
 
 /** A model whose last load failed; `GET /engines/ps` lists it with state "failed". */

@@ -6,15 +6,17 @@ import { validateJson } from "../helpers/json-schema.ts";
 import { tinyModel } from "../helpers/models.ts";
 import { startTestDaemon, type TestDaemon } from "./daemon-helper.ts";
 import { killEngineMidStream, SLOW_MODEL } from "./mid-stream.ts";
+import { ENGINE_VARIANTS, LLAMA_SERVER_GAP } from "../helpers/engines.ts";
 
 // The official @anthropic-ai/sdk, unmodified, against a daemon with an API key (sent as x-api-key).
-describe("Anthropic Messages API with @anthropic-ai/sdk", () => {
+// Once per llama.cpp engine (test/helpers/engines.ts): the same tests against our engine and a real llama-server.
+for (const variant of ENGINE_VARIANTS) describe(`Anthropic Messages API with @anthropic-ai/sdk [${variant.engine}]`, { skip: variant.skip }, () => {
   let d: TestDaemon;
   let client: Anthropic;
   const KEY = "sk-test-key";
 
   before(async () => {
-    d = await startTestDaemon({ MODEL_RUNNER_API_KEY: KEY });
+    d = await startTestDaemon({ ...variant.env, MODEL_RUNNER_API_KEY: KEY });
     await d.addModel(await tinyModel({ seed: 5, thinking: true, chatTemplate: THINKING_TEMPLATE }), "ai/think:latest");
     await d.addModel(await tinyModel(SLOW_MODEL), "ai/slow:latest");
     // Favours `<tool_call>`: it starts calls on its own (tool_choice auto).
@@ -79,7 +81,7 @@ describe("Anthropic Messages API with @anthropic-ai/sdk", () => {
     assert.deepEqual(events.slice(-3), ["content_block_stop", "message_delta", "message_stop"]);
   });
 
-  test("count_tokens counts the chat-templated prompt, the same number generation reports", async () => {
+  test("count_tokens counts the chat-templated prompt, the same number generation reports", { skip: variant.engine === "llama-server" && LLAMA_SERVER_GAP }, async () => {
     const request = { model: "tiny", system: "be brief", messages: [{ role: "user" as const, content: "hello world hello world" }] };
     const counted = await client.messages.countTokens(request);
     const short = await client.messages.countTokens({ model: "tiny", messages: [{ role: "user", content: "hello" }] });
@@ -90,7 +92,7 @@ describe("Anthropic Messages API with @anthropic-ai/sdk", () => {
     assert.ok(withTools.input_tokens > counted.input_tokens + 5, "tool definitions are in the templated prompt");
   });
 
-  test("message_start carries the real input_tokens", async () => {
+  test("message_start carries the real input_tokens", { skip: variant.engine === "llama-server" && LLAMA_SERVER_GAP }, async () => {
     const stream = client.messages.stream({ model: "tiny", max_tokens: 3, messages: [{ role: "user", content: "count me in" }] });
     let startTokens = -1;
     stream.on("streamEvent", (e) => {
@@ -101,7 +103,7 @@ describe("Anthropic Messages API with @anthropic-ai/sdk", () => {
     assert.equal(startTokens, final.usage.input_tokens);
   });
 
-  test("a matched stop sequence is stop_reason stop_sequence, streamed or not", async () => {
+  test("a matched stop sequence is stop_reason stop_sequence, streamed or not", { skip: variant.engine === "llama-server" && LLAMA_SERVER_GAP }, async () => {
     const ask = { model: "tiny", max_tokens: 16, temperature: 0, messages: [{ role: "user" as const, content: "say something" }] };
     const free = await client.messages.create(ask as Anthropic.MessageCreateParamsNonStreaming);
     const text = (free.content[0] as { text: string }).text;
@@ -119,7 +121,7 @@ describe("Anthropic Messages API with @anthropic-ai/sdk", () => {
     assert.equal((streamed.content[0] as { text: string }).text, expected);
   });
 
-  test("a forced tool gives a tool_use block with valid input; its tool_result round-trips", async () => {
+  test("a forced tool gives a tool_use block with valid input; its tool_result round-trips", { skip: variant.engine === "llama-server" && LLAMA_SERVER_GAP }, async () => {
     const schema = { type: "object", properties: { city: { type: "string", minLength: 1, maxLength: 12 }, days: { type: "integer" } }, required: ["city", "days"], additionalProperties: false };
     const tools = [{ name: "get_weather", description: "Weather for a city.", input_schema: schema as Anthropic.Tool.InputSchema }];
     const question = { role: "user" as const, content: "Weather in Paris?" };
@@ -150,7 +152,7 @@ describe("Anthropic Messages API with @anthropic-ai/sdk", () => {
     );
   });
 
-  test("a call the model starts itself (auto) streams as a tool_use block with valid input", async () => {
+  test("a call the model starts itself (auto) streams as a tool_use block with valid input", { skip: variant.engine === "llama-server" && LLAMA_SERVER_GAP }, async () => {
     const schema = { type: "object", properties: { city: { type: "string", minLength: 1, maxLength: 12 }, days: { type: "integer" } }, required: ["city", "days"], additionalProperties: false };
     const tools = [{ name: "get_weather", description: "Weather for a city.", input_schema: schema as Anthropic.Tool.InputSchema }];
     // One call, so a random reply cannot run out of tokens making several (Anthropic has no seed).
@@ -172,7 +174,7 @@ describe("Anthropic Messages API with @anthropic-ai/sdk", () => {
     for (const b of whole.content) if (b.type === "tool_use") assert.equal(validateJson(b.input, schema), null, JSON.stringify(b.input));
   });
 
-  test("thinking enabled gives a thinking block bounded by budget_tokens; absent means no thought", async () => {
+  test("thinking enabled gives a thinking block bounded by budget_tokens; absent means no thought", { skip: variant.engine === "llama-server" && LLAMA_SERVER_GAP }, async () => {
     const ask = { model: "think", max_tokens: 24, temperature: 0, messages: [{ role: "user" as const, content: "why?" }] };
     const msg = await client.messages.create({ ...ask, thinking: { type: "enabled", budget_tokens: 6 } } as Anthropic.MessageCreateParamsNonStreaming);
     assert.equal(msg.content[0]!.type, "thinking", JSON.stringify(msg.content));

@@ -5,6 +5,7 @@ import OpenAI from "openai";
 import { startBareDaemon, type TestDaemon } from "../helpers/daemon.ts";
 import { tinyModel } from "../helpers/models.ts";
 import { eventually, isAlive } from "../helpers/processes.ts";
+import { ENGINE_VARIANTS } from "../helpers/engines.ts";
 
 type Ps = Array<{ model_name: string; model_id: string; state: string; pid: number; mode: string; context_size: number; in_flight: number }>;
 
@@ -17,12 +18,13 @@ const metric = async (d: TestDaemon, name: string, labels = ""): Promise<number>
     .reduce((sum, l) => sum + Number(l.split(" ").at(-1)), 0);
 };
 
-describe("daemon inference (OpenAI routes, real engines)", () => {
+// Once per llama.cpp engine (test/helpers/engines.ts): the same tests against our engine and a real llama-server.
+for (const variant of ENGINE_VARIANTS) describe(`daemon inference (OpenAI routes, real engines) [${variant.engine}]`, { skip: variant.skip }, () => {
   let d: TestDaemon;
   let chatModelId: string;
 
   before(async () => {
-    d = await startBareDaemon({ MODEL_RUNNER_KEEP_ALIVE: "5m" });
+    d = await startBareDaemon({ ...variant.env, MODEL_RUNNER_KEEP_ALIVE: "5m" });
     chatModelId = await d.addModel(await tinyModel({ seed: 31 }), "ai/chat:latest");
     await d.addModel(await tinyModel({ seed: 32 }), "ai/second:latest");
     await d.addModel(await tinyModel({ seed: 33, pooling: "mean" }), "ai/embed:latest");
@@ -160,7 +162,9 @@ describe("daemon inference (OpenAI routes, real engines)", () => {
 
   test("unload stops idle runners and status names the backend", async () => {
     const status = (await (await fetch(`${d.url}/engines/status`)).json()) as Record<string, string>;
-    assert.match(status["llama.cpp"]!, /^Running: llama\.cpp built-in/);
+    assert.match(status["llama.cpp"]!, variant.engine === "built-in" ? /^Running: llama\.cpp built-in/ : /^Running: llama\.cpp llama-server \(/);
+    const [runner] = (await ps(d)) as unknown as Array<{ engine: string }>;
+    if (runner) assert.equal(runner.engine, variant.engine, "ps names the engine");
     const before = await ps(d);
     assert.ok(before.length > 0);
     const res = await fetch(`${d.url}/engines/unload`, { method: "POST", body: JSON.stringify({ all: true }) });

@@ -9,15 +9,17 @@ import { validateJson } from "../helpers/json-schema.ts";
 import { tinyModel } from "../helpers/models.ts";
 import { eventually } from "../helpers/processes.ts";
 import { startTestDaemon, type TestDaemon } from "./daemon-helper.ts";
+import { ENGINE_VARIANTS, LLAMA_SERVER_GAP } from "../helpers/engines.ts";
 
 // The official `ollama` npm client, unmodified, against an in-process daemon with generated tiny models.
-describe("Ollama API with the ollama client", () => {
+// Once per llama.cpp engine (test/helpers/engines.ts): the same tests against our engine and a real llama-server.
+for (const variant of ENGINE_VARIANTS) describe(`Ollama API with the ollama client [${variant.engine}]`, { skip: variant.skip }, () => {
   let d: TestDaemon;
   let ollama: Ollama;
   let registry: TestRegistry;
 
   before(async () => {
-    [d, registry] = await Promise.all([startTestDaemon(), startTestRegistry()]);
+    [d, registry] = await Promise.all([startTestDaemon(variant.env), startTestRegistry()]);
     ollama = new Ollama({ host: d.url });
     await d.addModel(await tinyModel({ seed: 5, thinking: true, chatTemplate: THINKING_TEMPLATE }), "ai/think:latest");
   });
@@ -74,7 +76,7 @@ describe("Ollama API with the ollama client", () => {
     });
   });
 
-  test("format json and a JSON schema give replies that parse and validate", async () => {
+  test("format json and a JSON schema give replies that parse and validate", { skip: variant.engine === "llama-server" && LLAMA_SERVER_GAP }, async () => {
     const json = await ollama.chat({ model: "tiny", messages: [{ role: "user", content: "data" }], format: "json", options: { num_predict: 300, temperature: 1, seed: 2 } });
     assert.equal(json.done_reason, "stop", json.message.content);
     assert.equal(typeof JSON.parse(json.message.content), "object", json.message.content);
@@ -92,7 +94,7 @@ describe("Ollama API with the ollama client", () => {
     await assert.rejects(ollama.chat({ model: "tiny", messages: [{ role: "user", content: "x" }], format: { type: "string", pattern: "(?=x)" } }), (e: { status_code: number }) => e.status_code === 400);
   });
 
-  test("tools with a forced call give message.tool_calls with object arguments", async () => {
+  test("tools with a forced call give message.tool_calls with object arguments", { skip: variant.engine === "llama-server" && LLAMA_SERVER_GAP }, async () => {
     const parameters = { type: "object", properties: { city: { type: "string", minLength: 1, maxLength: 12 } }, required: ["city"] };
     const tools = [{ type: "function", function: { name: "get_weather", description: "Weather for a city.", parameters } }];
     // tool_choice is not Ollama's; the route passes OpenAI's through so a call can be forced.
@@ -115,7 +117,7 @@ describe("Ollama API with the ollama client", () => {
     await assert.rejects(ollama.chat({ model: "tiny", messages: [{ role: "user", content: "x" }, { role: "tool", content: "sunny" }] }), (e: { status_code: number }) => e.status_code === 400);
   });
 
-  test("think maps to the engine's reasoning controls and returns message.thinking", async () => {
+  test("think maps to the engine's reasoning controls and returns message.thinking", { skip: variant.engine === "llama-server" && LLAMA_SERVER_GAP }, async () => {
     const ask = { model: "think", messages: [{ role: "user", content: "why?" }], options: { num_predict: 24, temperature: 0 } };
     const on = await ollama.chat({ ...ask, think: true });
     assert.ok(on.message.thinking && on.message.thinking.length > 0, JSON.stringify(on.message));

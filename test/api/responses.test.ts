@@ -6,14 +6,16 @@ import { validateJson } from "../helpers/json-schema.ts";
 import { tinyModel } from "../helpers/models.ts";
 import { startTestDaemon, type TestDaemon } from "./daemon-helper.ts";
 import { killEngineMidStream, SLOW_MODEL } from "./mid-stream.ts";
+import { ENGINE_VARIANTS, LLAMA_SERVER_GAP } from "../helpers/engines.ts";
 
 // The official openai client's Responses API, unmodified, against the daemon.
-describe("OpenAI Responses API with the openai client", () => {
+// Once per llama.cpp engine (test/helpers/engines.ts): the same tests against our engine and a real llama-server.
+for (const variant of ENGINE_VARIANTS) describe(`OpenAI Responses API with the openai client [${variant.engine}]`, { skip: variant.skip }, () => {
   let d: TestDaemon;
   let client: OpenAI;
 
   before(async () => {
-    d = await startTestDaemon();
+    d = await startTestDaemon(variant.env);
     client = new OpenAI({ baseURL: `${d.url}/v1`, apiKey: "unused", maxRetries: 0 });
     await d.addModel(await tinyModel(SLOW_MODEL), "ai/slow:latest");
   });
@@ -77,7 +79,7 @@ describe("OpenAI Responses API with the openai client", () => {
     await assert.rejects(client.responses.retrieve(unstored.id), OpenAI.NotFoundError);
   });
 
-  test("text.format json_schema gives output that parses and validates, streamed or not", async () => {
+  test("text.format json_schema gives output that parses and validates, streamed or not", { skip: variant.engine === "llama-server" && LLAMA_SERVER_GAP }, async () => {
     const schema = {
       type: "object",
       properties: { name: { type: "string", minLength: 1, maxLength: 16 }, age: { type: "integer" }, ok: { type: "boolean" } },

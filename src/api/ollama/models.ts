@@ -131,6 +131,8 @@ export async function listRunning(deps: OllamaDeps) {
         // The daemon does not track GPU residency per runner; engines run on CPU unless told otherwise.
         size_vram: 0,
         context_length: r.contextSize,
+        // Ours: which engine of the backend serves it (Ollama clients ignore unknown fields).
+        engine: r.engine,
       };
     }),
   };

@@ -2,122 +2,246 @@ import { execFile } from "node:child_process";
 import { access, constants, rm } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { messageOf } from "../../../errors.ts";
-import type { Backend, RunRequest } from "../../backend.ts";
+import { messageOf, RunnerError } from "../../../errors.ts";
+import { defaultThreads } from "../../../engine/options.ts";
+import type { Backend, BackendConfig, InstallOptions, RunRequest } from "../../backend.ts";
 import { EngineFailedError, EngineProcess, waitForHealth } from "../../engine-process.ts";
 import { buildLlamaCppArgs } from "./args.ts";
+import { parseLlamaCppEngine, type LlamaCppEngine } from "./engines.ts";
+import { buildLlamaServerArgs, ggufDeclaresPooling } from "./llama-server-args.ts";
+import {
+  findInstalledLlamaServer,
+  installLlamaServer,
+  llamaServerRoot,
+  uninstallLlamaServer,
+  BUNDLE_PATH,
+  type ReleasePin,
+} from "./llama-server-install.ts";
 
 export const LLAMACPP_NAME = "llama.cpp";
 
 const execFileAsync = promisify(execFile);
 
-/** Where our own `mr` entry point lives, to start the built-in engine from. */
+/** Where our own `mr` entry point lives, to start the built-in engine (and llama-server's wrapper) from. */
 const MR_BIN = fileURLToPath(new URL("../../../../bin/mr.js", import.meta.url));
 
 export interface LlamaCppBackendOptions {
   /**
-   * An external llama-server binary to run instead of the built-in engine
-   * (`MODEL_RUNNER_LLAMA_SERVER`). It receives the same arguments.
+   * The llama-server binary to use (`MODEL_RUNNER_LLAMA_SERVER`); it wins
+   * over one installed under the home, and nothing is installed while set.
    */
   llamaServerPath?: string | null | undefined;
+  /**
+   * The engine for models not configured otherwise
+   * (`MODEL_RUNNER_LLAMA_CPP_ENGINE`). Default: `llama-server` when
+   * `llamaServerPath` is set, else `built-in`.
+   */
+  defaultEngine?: LlamaCppEngine | undefined;
+  /** The model-runner home and log directory: llama-server installs and their build logs. Without them nothing is installed. */
+  home?: string | undefined;
+  logDir?: string | undefined;
+  /** The bundled llama.cpp source and pinned release archives (tests inject their own). */
+  bundlePath?: string | undefined;
+  releasePins?: readonly ReleasePin[] | undefined;
   /** How long an engine may take to answer `/health` with 200. Default 5 minutes. */
   readyTimeoutMs?: number | undefined;
   /** SIGTERM → SIGKILL grace period when stopping. Default 5 s. */
   stopGraceMs?: number | undefined;
-  /** Environment for engine processes. Default: this process's. */
+  /** Environment for engine processes (and builds). Default: this process's. */
   env?: NodeJS.ProcessEnv | undefined;
+}
+
+/** A model configured for llama-server when none is installed: DMR answers 412 with the command to run. */
+export class EngineNotInstalledError extends RunnerError {
+  readonly code = "engine_not_installed";
+  readonly status = 412;
+  constructor(engine: LlamaCppEngine) {
+    super(`The llama.cpp engine "${engine}" is not installed; run: mr install-runner --engine ${engine}`);
+  }
 }
 
 type State =
   | { kind: "not-installed" }
-  | { kind: "installing" }
+  | { kind: "installing"; progress: string }
   | { kind: "installed"; description: string }
   | { kind: "error"; message: string };
 
 /**
- * The `llama.cpp` backend: our built-in engine (node-llama-cpp), or an
- * external `llama-server` binary when one is configured. Each `run` is one
- * engine process serving one model on a Unix socket.
+ * The `llama.cpp` backend. It has two engines, chosen per model
+ * (`BackendConfig.engine`) with a daemon default: our built-in engine
+ * (node-llama-cpp, `mr engine`) and a real `llama-server` (given by
+ * `MODEL_RUNNER_LLAMA_SERVER` or installed under the home). Each `run` is
+ * one engine serving one model on a Unix socket.
  */
 export class LlamaCppBackend implements Backend {
   readonly name = LLAMACPP_NAME;
   readonly usesExternalModelManagement = false;
-  private state: State = { kind: "not-installed" };
-  private installing: Promise<void> | null = null;
+  readonly defaultEngine: LlamaCppEngine;
+  private readonly states: Record<LlamaCppEngine, State> = { "built-in": { kind: "not-installed" }, "llama-server": { kind: "not-installed" } };
+  private readonly installing = new Map<string, Promise<void>>();
+  /** The llama-server binary found or installed; null until then. */
+  private llamaServer: string | null;
   private readonly readyTimeoutMs: number;
   private readonly stopGraceMs: number;
 
   constructor(private readonly options: LlamaCppBackendOptions = {}) {
     this.readyTimeoutMs = options.readyTimeoutMs ?? 5 * 60_000;
     this.stopGraceMs = options.stopGraceMs ?? 5000;
+    this.llamaServer = options.llamaServerPath || null;
+    this.defaultEngine = options.defaultEngine ?? (options.llamaServerPath ? "llama-server" : "built-in");
   }
 
-  /** The command and leading arguments that start one engine. */
-  private get command(): { command: string; prefix: string[]; kind: string } {
-    const external = this.options.llamaServerPath;
-    if (external) return { command: external, prefix: [], kind: `external llama-server (${external})` };
-    return { command: process.execPath, prefix: [MR_BIN, "engine"], kind: "built-in" };
+  engineFor(config: BackendConfig | undefined): LlamaCppEngine {
+    return config?.engine === undefined ? this.defaultEngine : parseLlamaCppEngine(config.engine);
   }
 
   /**
-   * Checks that the engine can start by asking it for `--version`, which
-   * makes the built-in engine load its native binding and report the
-   * variant (CPU, CUDA, Vulkan, Metal). Runs once; later calls share it.
+   * Without `acquire`: checks that the engine can start by asking it for
+   * `--version` (the built-in engine then loads its native binding and
+   * reports the variant; llama-server is looked for, never built). With
+   * `acquire` (an explicit install), a missing llama-server is installed
+   * under the home first. Concurrent calls for one engine share the work.
    */
-  install(signal: AbortSignal): Promise<void> {
-    if (this.state.kind === "installed") return Promise.resolve();
-    this.installing ??= this.probe(signal).finally(() => {
-      this.installing = null;
-    });
-    return this.installing;
+  install(signal: AbortSignal, options: InstallOptions = {}): Promise<void> {
+    const engine = options.engine === undefined ? this.defaultEngine : parseLlamaCppEngine(options.engine);
+    if (this.states[engine].kind === "installed") return Promise.resolve();
+    const key = `${engine}${options.acquire ? "+acquire" : ""}`;
+    let pending = this.installing.get(key);
+    if (!pending) {
+      pending = this.doInstall(engine, options, signal).finally(() => this.installing.delete(key));
+      this.installing.set(key, pending);
+    }
+    return pending;
   }
 
-  private async probe(signal: AbortSignal): Promise<void> {
-    this.state = { kind: "installing" };
-    const { command, prefix, kind } = this.command;
+  private async doInstall(engine: LlamaCppEngine, options: InstallOptions, signal: AbortSignal): Promise<void> {
+    const setProgress = (line: string) => {
+      this.states[engine] = { kind: "installing", progress: line };
+      options.onProgress?.(line);
+    };
+    setProgress("checking the engine");
     try {
-      if (this.options.llamaServerPath) await access(command, constants.X_OK);
-      const { stdout, stderr } = await execFileAsync(command, [...prefix, "--version"], {
-        signal,
-        timeout: 60_000,
-        env: this.options.env ?? process.env,
-      });
-      const version = `${stdout}\n${stderr}`.split("\n").map((l) => l.trim()).find((l) => l.startsWith("version:"));
-      const details = version ? version.slice("version:".length).trim() : "version unknown";
-      this.state = { kind: "installed", description: `llama.cpp ${kind}${details ? ` (${details})` : ""}` };
+      if (engine === "llama-server" && this.llamaServer === null) {
+        this.llamaServer = await this.locateLlamaServer();
+        if (this.llamaServer === null && options.acquire) {
+          const { home, logDir } = this.options;
+          if (!home || !logDir) throw new EngineFailedError("llama-server cannot be installed: no model-runner home was given", "");
+          this.llamaServer = await installLlamaServer(
+            {
+              home,
+              logDir,
+              bundlePath: this.options.bundlePath,
+              pins: this.options.releasePins,
+              fetch: options.fetch,
+              onProgress: setProgress,
+              env: this.options.env,
+            },
+            signal,
+          );
+        }
+        if (this.llamaServer === null) {
+          this.states[engine] = { kind: "not-installed" };
+          throw new EngineNotInstalledError(engine);
+        }
+      }
+      const description = await this.probe(engine, signal);
+      this.states[engine] = { kind: "installed", description };
     } catch (error) {
       if (signal.aborted) {
-        this.state = { kind: "not-installed" };
+        this.states[engine] = { kind: "not-installed" };
         throw signal.reason;
       }
-      const message = (error as NodeJS.ErrnoException).code === "ENOENT" ? `binary not found: ${command}` : messageOf(error).split("\n")[0]!;
-      this.state = { kind: "error", message };
+      if (error instanceof EngineNotInstalledError) throw error;
+      const message = error instanceof RunnerError ? error.message : messageOf(error).split("\n")[0]!;
+      this.states[engine] = { kind: "error", message };
+      if (error instanceof RunnerError) throw error;
       throw new EngineFailedError(`llama.cpp backend is not usable: ${message}`, "", { cause: error });
     }
   }
 
-  status(): string {
-    switch (this.state.kind) {
-      case "not-installed":
-        return this.options.llamaServerPath ? `Not Installed: ${this.options.llamaServerPath} not checked yet` : "Not Installed: not checked yet";
-      case "installing":
-        return "Installing: checking the engine";
-      case "installed":
-        return `Running: ${this.state.description}`;
-      case "error":
-        return `Error: ${this.state.message}`;
+  /** MODEL_RUNNER_LLAMA_SERVER, else one installed before under the home. */
+  private async locateLlamaServer(): Promise<string | null> {
+    if (this.options.llamaServerPath) return this.options.llamaServerPath;
+    if (!this.options.home) return null;
+    return findInstalledLlamaServer(llamaServerRoot(this.options.home), this.options.bundlePath ?? BUNDLE_PATH, this.options.releasePins);
+  }
+
+  /** Asks the engine for `--version`; resolves with the status description. */
+  private async probe(engine: LlamaCppEngine, signal: AbortSignal): Promise<string> {
+    const command = engine === "built-in" ? process.execPath : this.llamaServer!;
+    const prefix = engine === "built-in" ? [MR_BIN, "engine"] : [];
+    const kind = engine === "built-in" ? "built-in" : `llama-server (${command})`;
+    if (engine === "llama-server") {
+      await access(command, constants.X_OK).catch((error: unknown) => {
+        throw new Error((error as NodeJS.ErrnoException).code === "ENOENT" ? `binary not found: ${command}` : messageOf(error));
+      });
     }
+    const { stdout, stderr } = await execFileAsync(command, [...prefix, "--version"], {
+      signal,
+      timeout: 60_000,
+      env: this.options.env ?? process.env,
+    });
+    const version = `${stdout}\n${stderr}`.split("\n").map((l) => l.trim()).find((l) => l.startsWith("version:"));
+    const details = version ? version.slice("version:".length).trim() : "version unknown";
+    return `llama.cpp ${kind}${details ? ` (${details})` : ""}`;
+  }
+
+  async uninstall(engine?: string): Promise<boolean> {
+    const which = engine === undefined ? "llama-server" : parseLlamaCppEngine(engine);
+    if (which === "built-in") return false; // it ships inside this package
+    if (!this.options.home) return false;
+    const removed = await uninstallLlamaServer(this.options.home);
+    if (this.llamaServer !== null && this.llamaServer !== this.options.llamaServerPath) {
+      this.llamaServer = null;
+      this.states["llama-server"] = { kind: "not-installed" };
+    }
+    return removed;
+  }
+
+  /** The default engine's state first (DMR's one-line form), then the other engine's when it is known. */
+  status(): string {
+    const describe = (engine: LlamaCppEngine): string => {
+      const state = this.states[engine];
+      switch (state.kind) {
+        case "not-installed":
+          if (engine === "llama-server" && this.options.llamaServerPath) return `Not Installed: ${this.options.llamaServerPath} not checked yet`;
+          return engine === "llama-server" ? "Not Installed: llama-server (mr install-runner --engine llama-server)" : "Not Installed: not checked yet";
+        case "installing":
+          return `Installing: ${state.progress}`;
+        case "installed":
+          return `Running: ${state.description}`;
+        case "error":
+          return `Error: ${state.message}`;
+      }
+    };
+    const other: LlamaCppEngine = this.defaultEngine === "built-in" ? "llama-server" : "built-in";
+    const main = describe(this.defaultEngine);
+    return this.states[other].kind === "not-installed" ? main : `${main}; ${describe(other)}`;
+  }
+
+  /** The command that starts one engine for `request`. */
+  private async commandFor(request: RunRequest, engine: LlamaCppEngine, signal: AbortSignal): Promise<{ command: string; args: string[] }> {
+    if (engine === "built-in") return { command: process.execPath, args: [MR_BIN, "engine", ...buildLlamaCppArgs(request)] };
+    // Only found here, not probed: the scheduler's install() before run does that.
+    this.llamaServer ??= await this.locateLlamaServer();
+    if (this.llamaServer === null) throw new EngineNotInstalledError(engine);
+    const innerSocket = `${request.socket}.llama-server.sock`;
+    const modelDeclaresPooling = request.mode === "embedding" ? await ggufDeclaresPooling(request.model.ggufPath) : false;
+    const args = buildLlamaServerArgs(request, { innerSocket, threads: defaultThreads(), modelDeclaresPooling });
+    return { command: process.execPath, args: [MR_BIN, "llama-server-wrapper", request.socket, request.model.name, this.llamaServer!, ...args] };
   }
 
   async run(request: RunRequest, signal: AbortSignal): Promise<void> {
     if (signal.aborted) return;
-    const { command, prefix } = this.command;
+    const engineName = this.engineFor(request.config);
+    const { command, args } = await this.commandFor(request, engineName, signal);
+    if (signal.aborted) return;
     const engine = new EngineProcess({
       command,
-      args: [...prefix, ...buildLlamaCppArgs(request)],
+      args,
       env: this.options.env,
-      // Our engine watches the pipe; an external llama-server has no such option (a daemon restart reaps it).
-      parentPipe: !this.options.llamaServerPath,
+      // The built-in engine exits when the daemon's pipe closes; llama-server's wrapper watches its parent pid instead.
+      parentPipe: engineName === "built-in",
       onLog: request.onLog,
     });
     if (engine.pid !== undefined) request.onSpawn?.(engine.pid);
@@ -125,6 +249,7 @@ export class LlamaCppBackend implements Backend {
     const cleanups: Array<() => void> = [];
     const onAbort = () => stopped.abort(signal.reason);
     signal.addEventListener("abort", onAbort, { once: true });
+    const what = engineName === "built-in" ? "the engine" : "llama-server";
     try {
       const exit = engine.exited.then((e) => ({ kind: "exit" as const, ...e }));
       // A plain timer rather than AbortSignal.timeout inside AbortSignal.any:
@@ -141,12 +266,12 @@ export class LlamaCppBackend implements Backend {
       const first = await Promise.race([exit, health]);
       if (first.kind === "exit") {
         if (signal.aborted) return;
-        throw engine.failure("the engine", first);
+        throw engine.failure(what, first);
       }
       if (first.kind === "not-ready") {
         if (signal.aborted) return;
         throw new EngineFailedError(
-          `the engine did not become healthy within ${Math.round(this.readyTimeoutMs / 1000)} s and was stopped`,
+          `${what} did not become healthy within ${Math.round(this.readyTimeoutMs / 1000)} s and was stopped`,
           engine.outputTail,
         );
       }
@@ -155,13 +280,14 @@ export class LlamaCppBackend implements Backend {
         if (stopped.signal.aborted) resolve({ kind: "abort" });
         else stopped.signal.addEventListener("abort", () => resolve({ kind: "abort" }), { once: true });
       })]);
-      if (end.kind === "exit" && !signal.aborted) throw engine.failure("the engine", end);
+      if (end.kind === "exit" && !signal.aborted) throw engine.failure(what, end);
     } finally {
       for (const cleanup of cleanups) cleanup();
       signal.removeEventListener("abort", onAbort);
       stopped.abort();
       await engine.stop(this.stopGraceMs);
       await rm(request.socket, { force: true });
+      await rm(`${request.socket}.llama-server.sock`, { force: true });
     }
   }
 }

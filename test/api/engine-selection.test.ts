@@ -1,0 +1,72 @@
+import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { runMr } from "../helpers/cli.ts";
+import { startTestDaemon, type TestDaemon } from "./daemon-helper.ts";
+
+const post = (d: TestDaemon, path: string, body: unknown, headers: Record<string, string> = {}) =>
+  fetch(`${d.url}${path}`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) });
+
+describe("llama.cpp engine selection and install routes (no llama-server installed)", () => {
+  let d: TestDaemon;
+  before(async () => {
+    d = await startTestDaemon({ MODEL_RUNNER_LLAMA_CPP_ENGINE: "built-in" });
+  });
+  after(() => d?.close());
+
+  test("_configure engine is checked, persisted and shown; a model set to an uninstalled llama-server is a 412", async () => {
+    const bad = await post(d, "/engines/_configure", { model: "ai/tiny", engine: "vllm" });
+    assert.equal(bad.status, 400);
+    assert.match(((await bad.json()) as { error: { message: string } }).error.message, /Unknown engine "vllm".*built-in, llama-server/);
+    const ok = await post(d, "/engines/_configure", { model: "ai/tiny", engine: "llama-server" });
+    assert.equal(ok.status, 202);
+    assert.equal(((await ok.json()) as { engine: string }).engine, "llama-server");
+    const stored = JSON.parse(await readFile(join(d.home, "config", "runners.json"), "utf8")) as { configs: Array<{ engine?: string }> };
+    assert.equal(stored.configs[0]!.engine, "llama-server");
+    const rows = (await (await fetch(`${d.url}/engines/_configure?model=ai/tiny`)).json()) as Array<{ engine: string }>;
+    assert.equal(rows[0]!.engine, "llama-server");
+    const chat = await post(d, "/v1/chat/completions", { model: "ai/tiny", messages: [{ role: "user", content: "hi" }], max_tokens: 2 });
+    assert.equal(chat.status, 412);
+    assert.match(((await chat.json()) as { error: { message: string } }).error.message, /run: mr install-runner --engine llama-server/);
+    // Back to the built-in engine: it serves, and ps says which engine does.
+    assert.equal((await post(d, "/engines/_configure", { model: "ai/tiny", engine: "built-in" })).status, 202);
+    const served = await post(d, "/v1/chat/completions", { model: "ai/tiny", messages: [{ role: "user", content: "hi" }], max_tokens: 2 });
+    assert.equal(served.status, 200);
+    const ps = (await (await fetch(`${d.url}/engines/ps`)).json()) as Array<{ engine: string }>;
+    assert.equal(ps[0]!.engine, "built-in");
+    const ollamaPs = (await (await fetch(`${d.url}/api/ps`)).json()) as { models: Array<{ engine: string }> };
+    assert.equal(ollamaPs.models[0]!.engine, "built-in");
+  });
+
+  test("install-backend / uninstall-backend: DMR's routes, strict bodies", async () => {
+    const version = await post(d, "/engines/install-backend", { backend: "llama.cpp", version: "b1234" });
+    assert.equal(version.status, 400);
+    assert.match(((await version.json()) as { error: { message: string } }).error.message, /"version" cannot be chosen/);
+    assert.equal((await post(d, "/engines/install-backend", { engine: "nope" })).status, 400);
+    assert.equal((await post(d, "/engines/install-backend", { backend: "vllm" })).status, 404);
+    const builtIn = await post(d, "/engines/install-backend", { engine: "built-in" });
+    assert.equal(builtIn.status, 200);
+    assert.match(((await builtIn.json()) as { status: string }).status, /^Running: llama\.cpp built-in/);
+    const removed = await post(d, "/engines/uninstall-backend", { engine: "llama-server" });
+    assert.equal(removed.status, 200);
+    assert.deepEqual(await removed.json(), { backend: "llama.cpp", engine: "llama-server", removed: false, status: ((await (await fetch(`${d.url}/engines/status`)).json()) as Record<string, string>)["llama.cpp"] });
+  });
+
+  test("mr install-runner / uninstall-runner / configure --engine talk to those routes", async () => {
+    const env = { MODEL_RUNNER_HOST: d.url, MODEL_RUNNER_HOME: d.home };
+    const installed = await runMr(["install-runner", "--engine", "built-in"], { env });
+    assert.equal(installed.code, 0, installed.stderr);
+    assert.match(installed.stdout, /^llama\.cpp \(built-in\) is installed \(Running: llama\.cpp built-in/);
+    const wrong = await runMr(["install-runner", "--engine", "vllm"], { env });
+    assert.equal(wrong.code, 2);
+    assert.match(wrong.stderr, /--engine must be one of built-in, llama-server, got "vllm"/);
+    const removed = await runMr(["uninstall-runner", "--engine", "llama-server"], { env });
+    assert.equal(removed.code, 0, removed.stderr);
+    assert.equal(removed.stdout, "Nothing of llama.cpp (llama-server) was installed.\n");
+    const configured = await runMr(["configure", "--engine", "llama-server", "ai/tiny-embed"], { env });
+    assert.equal(configured.code, 0, configured.stderr);
+    const shown = await runMr(["configure", "show", "--json", "ai/tiny-embed"], { env });
+    assert.equal((JSON.parse(shown.stdout) as Array<{ engine: string }>)[0]!.engine, "llama-server");
+  });
+});
