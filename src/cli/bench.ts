@@ -57,13 +57,17 @@ async function oneRequest(client: DaemonClient, model: string, prompt: string, m
   let chunks = 0;
   let usageTokens: number | null = null;
   for await (const event of sseData(res) as AsyncGenerator<{
-    choices?: Array<{ delta?: { content?: string | null; reasoning_content?: string | null } }>;
+    choices?: Array<{ delta?: { content?: string | null; reasoning_content?: string | null }; finish_reason?: string | null }>;
     usage?: { completion_tokens?: number } | null;
   }>) {
-    const delta = event.choices?.[0]?.delta;
+    const choice = event.choices?.[0];
+    const delta = choice?.delta;
     if (delta?.content || delta?.reasoning_content) {
       first ??= performance.now();
       chunks++;
+    } else if (choice?.finish_reason) {
+      // Tokens that made no text yet (a UTF-8 sequence cut by max_tokens, special tokens): the answer's end is its first sign.
+      first ??= performance.now();
     }
     if (typeof event.usage?.completion_tokens === "number") usageTokens = event.usage.completion_tokens;
   }

@@ -83,7 +83,7 @@ export async function parseConfigureBody(body: unknown, backend?: string): Promi
     rawRuntimeFlags: b["raw-runtime-flags"] || undefined,
     keepAlive: b.keep_alive ?? undefined,
     ...(reasoningBudget !== undefined && reasoningBudget !== null ? { reasoningBudget } : {}),
-    engine: b.engine,
+    ...(b.engine !== undefined ? { engine: b.engine } : {}),
   };
 }
 

@@ -16,7 +16,7 @@ import { createModelDistribution, openStore } from "../../src/distribution/index
 /** Starts `mr serve` as a real process and resolves with its URL once it listens. */
 async function serve(home: string, env: NodeJS.ProcessEnv = {}): Promise<{ child: ChildProcess; url: string }> {
   const child = spawn(process.execPath, [MR_BIN, "serve", "--port", "0"], {
-    env: { ...process.env, MODEL_RUNNER_HOME: home, ...env },
+    env: cleanEnv({ MODEL_RUNNER_HOME: home, ...env }),
     stdio: ["ignore", "pipe", "pipe"],
   });
   let stderr = "";
@@ -49,7 +49,9 @@ describe("mr serve as a process", () => {
     assert.equal((await chat(url, "ai/p")).status, 200);
     const engines = await pidsMatching(join(home, "run"));
     assert.equal(engines.length, 1);
-    const inFlight = chat(url, "ai/p", { max_tokens: 1500 });
+    // Long enough to be in flight when SIGTERM comes (~2-3 s here), short enough to end well inside the 10 s grace
+    // even with other test files on the same cores (1,500 tokens took 9 s alone and missed it under load).
+    const inFlight = chat(url, "ai/p", { max_tokens: 400 });
     await eventually(async () => {
       const runners = (await (await fetch(`${url}/engines/ps`)).json()) as Array<{ in_flight: number }>;
       return runners[0]?.in_flight === 1;
@@ -57,7 +59,7 @@ describe("mr serve as a process", () => {
     child.kill("SIGTERM");
     const res = await inFlight;
     assert.equal(res.status, 200);
-    assert.equal(((await res.json()) as { usage: { completion_tokens: number } }).usage.completion_tokens, 1500);
+    assert.equal(((await res.json()) as { usage: { completion_tokens: number } }).usage.completion_tokens, 400);
     const [code] = await once(child, "exit");
     assert.equal(code, 0);
     assert.equal(isAlive(engines[0]!), false);
@@ -131,7 +133,7 @@ describe("mr serve as a process", () => {
   test("bad configuration is one clear line and exit code 2", async () => {
     const home = await tempDir("mr-serve-");
     const child = spawn(process.execPath, [MR_BIN, "serve", "--port", "0"], {
-      env: { ...process.env, MODEL_RUNNER_HOME: home, MODEL_RUNNER_MEMORY: "lots" },
+      env: cleanEnv({ MODEL_RUNNER_HOME: home, MODEL_RUNNER_MEMORY: "lots" }),
       stdio: ["ignore", "pipe", "pipe"],
     });
     let stderr = "";

@@ -2,8 +2,11 @@ import { chmod, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { MR_BIN } from "./engine.ts";
 
-/** The real llama-server the suite runs (`.ci/run` builds one from the bundle and exports it); null when none. */
-export const LLAMA_SERVER_PATH = process.env.MODEL_RUNNER_LLAMA_SERVER || null;
+/**
+ * The real llama-server the suite runs (`.ci/run` builds one from the bundle and exports it as
+ * MR_TEST_LLAMA_SERVER, a name no daemon reads, so it changes no other test's engine); null when none.
+ */
+export const LLAMA_SERVER_PATH = process.env.MR_TEST_LLAMA_SERVER || null;
 
 /** One column of the engine matrix: the `llama.cpp` engine a test runs with, and the daemon environment that selects it. */
 export interface EngineVariant {
@@ -24,7 +27,7 @@ export const ENGINE_VARIANTS: readonly EngineVariant[] = [
   {
     engine: "llama-server",
     env: LLAMA_SERVER_PATH ? { MODEL_RUNNER_LLAMA_CPP_ENGINE: "llama-server", MODEL_RUNNER_LLAMA_SERVER: LLAMA_SERVER_PATH } : {},
-    skip: LLAMA_SERVER_PATH ? false : "no llama-server binary: set MODEL_RUNNER_LLAMA_SERVER (.ci/run builds one from the bundle)",
+    skip: LLAMA_SERVER_PATH ? false : "no llama-server binary: set MR_TEST_LLAMA_SERVER (.ci/run builds one from the bundle)",
   },
 ];
 

@@ -10,7 +10,7 @@ import { promisify } from "node:util";
 import {
   buildSteps,
   checkBuildTools,
-  DigestMismatchError,
+  ReleaseDigestMismatchError,
   fileSha256,
   installLlamaServer,
   llamaServerRoot,
@@ -95,7 +95,7 @@ describe("llama-server install", () => {
     await assert.rejects(
       installLlamaServer({ home, logDir: join(home, "logs"), bundlePath: bundle, pins: [pin(wrong)], fetch }, AbortSignal.timeout(30_000)),
       (e: unknown) => {
-        assert.ok(e instanceof DigestMismatchError);
+        assert.ok(e instanceof ReleaseDigestMismatchError);
         assert.match(e.message, new RegExp(`has sha256 ${digest}, not the pinned ${wrong}: refusing to install it`));
         return true;
       },

@@ -54,8 +54,8 @@ export class LlamaServerInstallError extends RunnerError {
 }
 
 /** The downloaded archive is not the one pinned: nothing was installed. */
-export class DigestMismatchError extends RunnerError {
-  readonly code = "digest_mismatch";
+export class ReleaseDigestMismatchError extends RunnerError {
+  readonly code = "release_digest_mismatch";
   readonly status = 502;
   constructor(url: string, expected: string, actual: string) {
     super(`The llama-server archive ${url} has sha256 ${actual}, not the pinned ${expected}: refusing to install it.`);
@@ -143,7 +143,7 @@ export async function installLlamaServer(options: LlamaServerInstallOptions, sig
       return await downloadRelease(root, pin, options.fetch, signal, options.onProgress);
     } catch (error) {
       // A wrong archive is an error; an unreachable host falls back to the offline build.
-      if (error instanceof DigestMismatchError || signal.aborted) throw error;
+      if (error instanceof ReleaseDigestMismatchError || signal.aborted) throw error;
       options.onProgress?.(`download failed (${(error as Error).message}); building from the bundled source instead`);
     }
   }
@@ -195,7 +195,7 @@ export async function downloadRelease(
     });
     await pipeline(body, createWriteStream(archive), { signal });
     const actual = hash.digest("hex");
-    if (actual !== pin.sha256) throw new DigestMismatchError(pin.url, pin.sha256, actual);
+    if (actual !== pin.sha256) throw new ReleaseDigestMismatchError(pin.url, pin.sha256, actual);
     const unpacked = join(tmp, "unpacked");
     await mkdir(unpacked);
     await execFileAsync("tar", ["-xzf", archive, "-C", unpacked, "--no-same-owner"], { signal });
