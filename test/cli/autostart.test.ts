@@ -1,24 +1,15 @@
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { test } from "node:test";
-import { holdDefaultAddress, runMr } from "../helpers/cli.ts";
+import { DEFAULT_URL, holdDefaultAddress, isDefaultAddressAnswering, runMr } from "../helpers/cli.ts";
 import { tempDir } from "../helpers/models.ts";
 import { eventually, pidsMatching } from "../helpers/processes.ts";
 
-const DEFAULT_URL = "http://127.0.0.1:12434";
 
-async function isAnswering(): Promise<boolean> {
-  try {
-    await (await fetch(DEFAULT_URL, { signal: AbortSignal.timeout(1000) })).arrayBuffer();
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 test("without MODEL_RUNNER_HOST a command starts the daemon in the background, once", async (t) => {
   await holdDefaultAddress(t);
-  if (await isAnswering()) {
+  if (await isDefaultAddressAnswering()) {
     t.skip(`something already answers at ${DEFAULT_URL}`);
     return;
   }

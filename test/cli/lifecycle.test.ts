@@ -3,7 +3,7 @@ import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { test } from "node:test";
-import { cleanEnv, collect, holdDefaultAddress, runMr } from "../helpers/cli.ts";
+import { cleanEnv, collect, DEFAULT_URL, holdDefaultAddress, isDefaultAddressAnswering, runMr } from "../helpers/cli.ts";
 import { MR_BIN } from "../helpers/engine.ts";
 import { tempDir, tinyModel } from "../helpers/models.ts";
 import { eventually, pidsMatching } from "../helpers/processes.ts";
@@ -12,22 +12,13 @@ import { eventually, pidsMatching } from "../helpers/processes.ts";
 // MODEL_RUNNER_HOST): auto-start by two commands at once, status, logs,
 // stop-runner / start-runner / restart-runner. Skipped when something
 // already answers there (a developer's own daemon).
-const DEFAULT_URL = "http://127.0.0.1:12434";
 const DAEMON_ARGS = "serve --host 127.0.0.1 --port 12434";
 const HUMAN_LINE = /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} (DEBUG|INFO|WARN|ERROR|FATAL)\s+(daemon|scheduler|engine)\s+\S/;
 
-async function isAnswering(): Promise<boolean> {
-  try {
-    await (await fetch(DEFAULT_URL, { signal: AbortSignal.timeout(1000) })).arrayBuffer();
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 test("lifecycle: two commands auto-start one daemon; status shows address, pid, uptime, logs; restart, stop and start it", async (t) => {
   await holdDefaultAddress(t);
-  if (await isAnswering()) {
+  if (await isDefaultAddressAnswering()) {
     t.skip(`something already answers at ${DEFAULT_URL}`);
     return;
   }

@@ -125,3 +125,16 @@ export async function holdDefaultAddress(t: { after: (fn: () => void) => void },
     else await new Promise((r) => setTimeout(r, 200));
   }
 }
+
+/** The address `mr` auto-starts a daemon at when MODEL_RUNNER_HOST is not set. */
+export const DEFAULT_URL = "http://127.0.0.1:12434";
+
+/** Whether something (a developer's own daemon) already answers at the default address. */
+export async function isDefaultAddressAnswering(): Promise<boolean> {
+  try {
+    await (await fetch(DEFAULT_URL, { signal: AbortSignal.timeout(1000) })).arrayBuffer();
+    return true;
+  } catch {
+    return false;
+  }
+}

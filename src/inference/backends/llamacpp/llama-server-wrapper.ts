@@ -98,7 +98,10 @@ async function forward(req: IncomingMessage, res: ServerResponse, inner: string,
   }
   const headers = { ...req.headers, "content-length": String(body.length) };
   delete headers["transfer-encoding"];
-  const upstream = httpRequest({ socketPath: inner, path: req.url, method: req.method, headers }, (answer) => {
+  delete headers.connection;
+  // One connection per request (agent: false): llama-server closes kept-alive connections on its own schedule, and a
+  // request written on one it is closing fails with "socket hang up". A Unix-socket connect costs microseconds.
+  const upstream = httpRequest({ socketPath: inner, path: req.url, method: req.method, headers, agent: false }, (answer) => {
     res.writeHead(answer.statusCode ?? 502, answer.headers);
     answer.pipe(res);
   });
