@@ -2,8 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { ModelDistribution } from "../distribution/index.ts";
 import { InvalidRequestError } from "../errors.ts";
 import type { Backend, BackendRegistry } from "../inference/index.ts";
-import { errorResponse } from "./errors.ts";
-import { clientSignal, LazyStream } from "./streaming.ts";
+import { streamProgressLines } from "./progress-stream.ts";
 import { parseConfigureBody, parseUnloadBody, type FailedLoadStatus, type RunnerConfig, type RunnerStatus, type Scheduler } from "../scheduling/index.ts";
 
 export interface EngineRouteDeps {
@@ -41,38 +40,21 @@ function parseInstallBody(body: unknown): { backend: string | undefined; engine:
  * line is a plain error response with its status.
  */
 async function install(request: FastifyRequest, reply: FastifyReply, backend: Backend, engine: string | undefined, fetchFn: typeof fetch) {
-  const streaming = String(request.headers.accept ?? "").includes("application/x-ndjson");
-  const client = clientSignal(reply);
   const engineName = backend.engineFor?.({ engine }) ?? null;
-  const done = { type: "success", backend: backend.name, engine: engineName, message: `${backend.name}${engineName ? ` (${engineName})` : ""} is installed`, status: "" };
-  try {
-    if (!streaming) {
-      await backend.install(client.signal, { engine, acquire: true, fetch: fetchFn });
-      return reply.send({ ...done, status: backend.status() });
-    }
-    const stream = new LazyStream(reply, 200, { "content-type": "application/x-ndjson", "cache-control": "no-cache" });
-    let writing: Promise<void> = Promise.resolve();
-    const send = (line: object) => {
-      writing = writing.then(() => stream.write(`${JSON.stringify(line)}\n`)).catch(() => undefined);
-    };
-    try {
-      await backend.install(client.signal, { engine, acquire: true, fetch: fetchFn, onProgress: (message) => send({ type: "progress", message }) });
-      send({ ...done, status: backend.status() });
-      await writing;
-      stream.end();
-    } catch (error) {
-      await writing;
-      if (!stream.hasStarted) throw error;
-      if (!client.signal.aborted) {
-        const { body } = errorResponse(error, () => undefined);
-        await stream.write(`${JSON.stringify({ type: "error", message: body.error.message, code: body.error.code })}\n`).catch(() => undefined);
-      }
-      stream.end();
-    }
-    return reply;
-  } finally {
-    client.dispose();
+  const done = { type: "success", backend: backend.name, engine: engineName, message: `${backend.name}${engineName ? ` (${engineName})` : ""} is installed` };
+  if (!String(request.headers.accept ?? "").includes("application/x-ndjson")) {
+    await backend.install(request.clientSignal, { engine, acquire: true, fetch: fetchFn });
+    return reply.send({ ...done, status: backend.status() });
   }
+  await streamProgressLines(
+    reply,
+    { contentType: "application/x-ndjson", encode: (line) => `${JSON.stringify(line)}\n`, logError: () => undefined },
+    async (send, signal) => {
+      await backend.install(signal, { engine, acquire: true, fetch: fetchFn, onProgress: (message) => send({ type: "progress", message }) });
+      return { ...done, status: backend.status() };
+    },
+  );
+  return reply;
 }
 
 /** A runner in `/engines/ps` form: DMR's field names plus what users asked for (memory, expiry, context). */

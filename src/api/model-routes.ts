@@ -2,8 +2,8 @@ import type { Readable } from "node:stream";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { InvalidRequestError, NotFoundError } from "../errors.ts";
 import { parseReference, toDmrProgressLine, type ModelDistribution, type ProgressEvent, type StoredModel, type TransferMode } from "../distribution/index.ts";
-import { errorResponse, type ErrorLogger } from "./errors.ts";
-import { LazyStream } from "./streaming.ts";
+import type { ErrorLogger } from "./errors.ts";
+import { streamProgressLines } from "./progress-stream.ts";
 
 export interface ModelRouteDeps {
   distribution: ModelDistribution;
@@ -169,29 +169,14 @@ async function streamProgress(
   run: (onProgress: (e: ProgressEvent) => void, signal: AbortSignal) => Promise<string>,
 ): Promise<void> {
   const json = String(request.headers.accept ?? "").includes("application/json");
-  const stream = new LazyStream(reply, 200, {
-    "content-type": json ? "application/x-ndjson" : "text/plain; charset=utf-8",
-    "cache-control": "no-cache",
-  });
-  const line = (event: { type: string; message?: string; [k: string]: unknown }) => (json ? `${JSON.stringify(event)}\n` : `${event.message ?? ""}\n`);
-  const client = { signal: reply.request.clientSignal };
-  // Progress is sent in order without waiting for a slow client (events are rate-limited upstream).
-  let writing: Promise<void> = Promise.resolve();
-  const send = (event: { type: string; message?: string; [k: string]: unknown }) => {
-    writing = writing.then(() => stream.write(line(event))).catch(() => undefined);
-  };
-  try {
-    const message = await run((e) => send({ ...toDmrProgressLine(e), mode }), client.signal);
-    send({ type: "success", message, mode });
-    await writing;
-    stream.end();
-  } catch (error) {
-    await writing;
-    if (!stream.hasStarted) throw error;
-    if (!client.signal.aborted) {
-      const { body } = errorResponse(error, logError);
-      await stream.write(line({ type: "error", message: body.error.message, code: body.error.code, mode })).catch(() => undefined);
-    }
-    stream.end();
-  }
+  await streamProgressLines(
+    reply,
+    {
+      contentType: json ? "application/x-ndjson" : "text/plain; charset=utf-8",
+      encode: (line) => (json ? `${JSON.stringify(line)}\n` : `${line.message ?? ""}\n`),
+      logError,
+      errorExtra: { mode },
+    },
+    async (send, signal) => ({ type: "success", message: await run((e) => send({ ...toDmrProgressLine(e), mode }), signal), mode }),
+  );
 }
