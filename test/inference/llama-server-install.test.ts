@@ -7,14 +7,13 @@ import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
+import { checkBuildTools, MissingBuildToolError } from "../../src/inference/backends/llamacpp/build-tools.ts";
 import {
   buildSteps,
-  checkBuildTools,
   ReleaseDigestMismatchError,
   fileSha256,
   installLlamaServer,
   llamaServerRoot,
-  MissingBuildToolError,
   platformKey,
   type ReleasePin,
 } from "../../src/inference/backends/llamacpp/llama-server-install.ts";

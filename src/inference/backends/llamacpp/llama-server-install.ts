@@ -1,14 +1,15 @@
-import { execFile, spawn } from "node:child_process";
+import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { access, chmod, constants, copyFile, mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
+import { chmod, copyFile, mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
 import { availableParallelism } from "node:os";
-import { delimiter, join } from "node:path";
+import { join } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { RunnerError } from "../../../errors.ts";
+import { type BuildStep, checkBuildTools, isExecutable, runLogged } from "./build-tools.ts";
 
 const execFileAsync = promisify(execFile);
 
@@ -35,18 +36,6 @@ export interface ReleasePin {
  * path; until then `install` builds from the bundle.
  */
 export const RELEASE_PINS: readonly ReleasePin[] = [];
-
-/** A tool the build needs is missing: one line saying what to install. */
-export class MissingBuildToolError extends RunnerError {
-  readonly code = "build_tool_missing";
-  readonly status = 500;
-  constructor(readonly missing: readonly string[]) {
-    super(
-      `Cannot build llama-server: ${missing.join(", ")} not found on PATH. Install ${missing.join(" and ")} ` +
-        `(Debian/Ubuntu: apt-get install cmake g++ make git), or set MODEL_RUNNER_LLAMA_SERVER to a llama-server binary.`,
-    );
-  }
-}
 
 export class LlamaServerInstallError extends RunnerError {
   readonly code = "install_failed";
@@ -99,8 +88,6 @@ export function fileSha256(path: string): Promise<string> {
   }
   return digest;
 }
-
-const isExecutable = (path: string) => access(path, constants.X_OK).then(() => true, () => false);
 
 /** The install directory of the bundle's build: keyed by the bundle's digest. */
 export async function builtDir(root: string, bundlePath: string): Promise<string> {
@@ -212,38 +199,6 @@ export async function downloadRelease(
 
 // ---- build -----------------------------------------------------------------
 
-/** The tools a build needs, each as alternatives found on PATH. */
-const BUILD_TOOLS: ReadonlyArray<{ name: string; anyOf: readonly string[] }> = [
-  { name: "git", anyOf: ["git"] },
-  { name: "cmake", anyOf: ["cmake"] },
-  { name: "a C++ compiler (g++)", anyOf: ["c++", "g++", "clang++"] },
-  { name: "make", anyOf: ["make", "ninja"] },
-];
-
-async function onPath(name: string, env: NodeJS.ProcessEnv): Promise<boolean> {
-  for (const dir of (env.PATH ?? "").split(delimiter).filter(Boolean)) {
-    if (await isExecutable(join(dir, name))) return true;
-  }
-  return false;
-}
-
-/** Throws MissingBuildToolError naming every missing tool. */
-export async function checkBuildTools(env: NodeJS.ProcessEnv): Promise<void> {
-  const missing: string[] = [];
-  for (const tool of BUILD_TOOLS) {
-    let found = false;
-    for (const name of tool.anyOf) if (!found && (await onPath(name, env))) found = true;
-    if (!found) missing.push(tool.name);
-  }
-  if (missing.length > 0) throw new MissingBuildToolError(missing);
-}
-
-export interface BuildStep {
-  what: string;
-  command: string;
-  args: string[];
-}
-
 /**
  * The commands that build llama-server from the bundle, offline: clone the
  * bundle, configure without network features, tests or examples, and build
@@ -302,40 +257,6 @@ async function buildFromBundle(options: LlamaServerInstallOptions & { bundlePath
     await log.close();
     await rm(work, { recursive: true, force: true });
   }
-}
-
-/** Runs one step with its output appended to the log; cmake's `[ 42%]` lines become progress. */
-function runLogged(
-  step: BuildStep,
-  env: NodeJS.ProcessEnv,
-  log: import("node:fs/promises").FileHandle,
-  signal: AbortSignal,
-  progress: (line: string) => void,
-): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(step.command, step.args, { env, stdio: ["ignore", "pipe", "pipe"], signal });
-    let last = -1;
-    let tail = "";
-    const onData = (chunk: Buffer) => {
-      void log.write(chunk);
-      const text = chunk.toString("utf8");
-      tail = (tail + text).slice(-2000);
-      for (const m of text.matchAll(/^\[\s*(\d+)%\]/gm)) {
-        const pct = Number(m[1]);
-        if (pct !== last) {
-          last = pct;
-          progress(`building llama-server: ${pct}%`);
-        }
-      }
-    };
-    child.stdout.on("data", onData);
-    child.stderr.on("data", onData);
-    child.once("error", reject);
-    child.once("exit", (code, sig) => {
-      if (code === 0) resolve();
-      else reject(new Error(`${step.what} (${step.command}) ${sig ? `was killed by ${sig}` : `exited with code ${code}`}: ${tail.trim().split("\n").slice(-3).join(" | ")}`));
-    });
-  });
 }
 
 /** Lists what is installed under the home, for status lines. */
