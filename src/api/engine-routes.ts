@@ -14,8 +14,8 @@ export interface EngineRouteDeps {
 }
 
 /** DMR's install/uninstall body, plus our `engine`. Unknown fields are a 400, as everywhere. */
-function parseInstallBody(body: unknown): { backend: string | undefined; engine: string | undefined } {
-  if (body === undefined || body === null) return { backend: undefined, engine: undefined };
+function parseInstallBody(body: unknown): { backend: string | undefined; engine: string | undefined; gpu: string | undefined } {
+  if (body === undefined || body === null) return { backend: undefined, engine: undefined, gpu: undefined };
   if (typeof body !== "object" || Array.isArray(body)) throw new InvalidRequestError("The body must be a JSON object.", null);
   const fields = body as Record<string, unknown>;
   for (const key of Object.keys(fields)) {
@@ -23,14 +23,14 @@ function parseInstallBody(body: unknown): { backend: string | undefined; engine:
       // DMR picks a llama-server image version; we run the llama.cpp release node-llama-cpp bundles.
       throw new InvalidRequestError('"version" cannot be chosen: the llama.cpp backend installs the release bundled with this model runner.', "version");
     }
-    if (key !== "backend" && key !== "engine") throw new InvalidRequestError(`Unknown field "${key}": use "backend" and "engine".`, key);
+    if (key !== "backend" && key !== "engine" && key !== "gpu") throw new InvalidRequestError(`Unknown field "${key}": use "backend", "engine" and "gpu".`, key);
   }
-  for (const key of ["backend", "engine"] as const) {
+  for (const key of ["backend", "engine", "gpu"] as const) {
     if (fields[key] !== undefined && (typeof fields[key] !== "string" || fields[key] === "")) {
       throw new InvalidRequestError(`"${key}" must be a non-empty string.`, key);
     }
   }
-  return { backend: fields.backend as string | undefined, engine: fields.engine as string | undefined };
+  return { backend: fields.backend as string | undefined, engine: fields.engine as string | undefined, gpu: fields.gpu as string | undefined };
 }
 
 /**
@@ -39,18 +39,24 @@ function parseInstallBody(body: unknown): { backend: string | undefined; engine:
  * takes minutes), else answering once with JSON. An error before the first
  * line is a plain error response with its status.
  */
-async function install(request: FastifyRequest, reply: FastifyReply, backend: Backend, engine: string | undefined, fetchFn: typeof fetch) {
+async function install(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  backend: Backend,
+  { engine, gpu }: { engine: string | undefined; gpu: string | undefined },
+  fetchFn: typeof fetch,
+) {
   const engineName = backend.engineFor?.({ engine }) ?? null;
   const done = { type: "success", backend: backend.name, engine: engineName, message: `${backend.name}${engineName ? ` (${engineName})` : ""} is installed` };
   if (!String(request.headers.accept ?? "").includes("application/x-ndjson")) {
-    await backend.install(request.clientSignal, { engine, acquire: true, fetch: fetchFn });
+    await backend.install(request.clientSignal, { engine, gpu, acquire: true, fetch: fetchFn });
     return reply.send({ ...done, status: backend.status() });
   }
   await streamProgressLines(
     reply,
     { contentType: "application/x-ndjson", encode: (line) => `${JSON.stringify(line)}\n`, logError: () => undefined },
     async (send, signal) => {
-      await backend.install(signal, { engine, acquire: true, fetch: fetchFn, onProgress: (message) => send({ type: "progress", message }) });
+      await backend.install(signal, { engine, gpu, acquire: true, fetch: fetchFn, onProgress: (message) => send({ type: "progress", message }) });
       return { ...done, status: backend.status() };
     },
   );
@@ -135,7 +141,7 @@ export function registerEngineRoutes(app: FastifyInstance, deps: EngineRouteDeps
   // DMR's routes (`docker model install-runner` / `uninstall-runner --backend`).
   app.post("/engines/install-backend", async (request, reply) => {
     const body = parseInstallBody(request.body);
-    return install(request, reply, backends.get(body.backend), body.engine, deps.fetch ?? fetch);
+    return install(request, reply, backends.get(body.backend), body, deps.fetch ?? fetch);
   });
   app.post("/engines/uninstall-backend", async (request) => {
     const body = parseInstallBody(request.body);

@@ -3,6 +3,7 @@ import { intFlag, type ParsedArgs } from "./args.ts";
 import { setTimeout as delay } from "node:timers/promises";
 import type { DaemonClient } from "./client.ts";
 import { CliError, UsageError } from "./errors.ts";
+import { ENGINES } from "./install-runner.ts";
 import { resolveModel } from "./models.ts";
 import { json, table } from "./output.ts";
 import type { RunnerStatus } from "./ps.ts";
@@ -22,7 +23,6 @@ export interface ConfigureRow {
 
 const MODES = ["completion", "embedding", "reranking"];
 /** The `llama.cpp` backend's engines (the daemon checks; listed here for the usage error). */
-const ENGINES = ["built-in", "llama-server"];
 
 export const configureCommand: Command = {
   name: "configure",
@@ -55,7 +55,7 @@ export const configureCommand: Command = {
     if (mode !== undefined && !MODES.includes(mode)) throw new UsageError(`--mode must be one of ${MODES.join(", ")}, got "${mode}"`, "configure");
     const keepAlive = values["keep-alive"] as string | undefined;
     const engine = values.engine as string | undefined;
-    if (engine !== undefined && !ENGINES.includes(engine)) throw new UsageError(`--engine must be one of ${ENGINES.join(", ")}, got "${engine}"`, "configure");
+    if (engine !== undefined && !(ENGINES as readonly string[]).includes(engine)) throw new UsageError(`--engine must be one of ${ENGINES.join(", ")}, got "${engine}"`, "configure");
     if (contextSize === undefined && mode === undefined && keepAlive === undefined && engine === undefined && rest.length === 0) {
       throw new UsageError("nothing to configure: pass --context-size, --keep-alive, --mode, --engine or runtime flags after --", "configure");
     }

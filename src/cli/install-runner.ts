@@ -4,15 +4,19 @@ import { CliError, UsageError } from "./errors.ts";
 
 /** The `llama.cpp` backend's engines (the daemon checks; listed for usage errors and completion). */
 export const ENGINES = ["built-in", "llama-server"] as const;
+/** What a build can target (the daemon checks too). */
+export const GPUS = ["auto", "cpu", "cuda", "vulkan", "metal"] as const;
 
 /** `--backend` and `--engine` as the install routes take them; throws UsageError for an unknown engine. */
-export function installBody(command: string, values: Record<string, unknown>): { backend?: string; engine?: string } {
+export function installBody(command: string, values: Record<string, unknown>): { backend?: string; engine?: string; gpu?: string } {
   const engine = values.engine as string | undefined;
   if (engine !== undefined && !(ENGINES as readonly string[]).includes(engine)) {
     throw new UsageError(`--engine must be one of ${ENGINES.join(", ")}, got "${engine}"`, command);
   }
+  const gpu = values.gpu as string | undefined;
+  if (gpu !== undefined && !(GPUS as readonly string[]).includes(gpu)) throw new UsageError(`--gpu must be one of ${GPUS.join(", ")}, got "${gpu}"`, command);
   const backend = values.backend as string | undefined;
-  return { ...(backend !== undefined ? { backend } : {}), ...(engine !== undefined ? { engine } : {}) };
+  return { ...(backend !== undefined ? { backend } : {}), ...(engine !== undefined ? { engine } : {}), ...(gpu !== undefined ? { gpu } : {}) };
 }
 
 interface InstallLine {
@@ -23,17 +27,20 @@ interface InstallLine {
 
 export const installRunnerCommand: Command = {
   name: "install-runner",
-  summary: "Install an engine for a backend (llama-server: built from the bundled llama.cpp, or a pinned release)",
-  usage: "mr install-runner [--backend llama.cpp] [--engine built-in|llama-server]",
+  summary: "Install an engine for a backend, built for this machine (llama-server, or the built-in engine compiled natively)",
+  usage: "mr install-runner [--backend llama.cpp] [--engine built-in|llama-server] [--gpu auto|cpu|cuda|vulkan|metal]",
   description:
-    "Puts the engine on this machine through the daemon (DMR's POST /engines/install-backend). llama-server comes from\n" +
-    "MODEL_RUNNER_LLAMA_SERVER when set, else one installed before, else it is built from the llama.cpp source that\n" +
-    "node-llama-cpp bundles (offline; about 12 minutes on 2 cores; needs git, cmake, a C++ compiler and make) and kept\n" +
-    "under the model-runner home. The built-in engine ships with this package: install only checks it.",
-  examples: ["mr install-runner --engine llama-server", "mr configure --engine llama-server ai/smollm2"],
+    "Puts the engine on this machine through the daemon (DMR's POST /engines/install-backend). Both builds are offline,\n" +
+    "from the llama.cpp source node-llama-cpp bundles, and need git, cmake, a C++ compiler and make.\n" +
+    "llama-server comes from MODEL_RUNNER_LLAMA_SERVER when set, else one installed before, else it is built (about\n" +
+    "12 minutes on 2 cores) and kept under the model-runner home. The built-in engine works out of the box with the\n" +
+    "prebuilt binary the package ships; install compiles it for this machine (about 15 minutes on 2 cores), which makes\n" +
+    "prompt processing as fast as llama-server's. --gpu picks the GPU support a build gets (auto: what is found).",
+  examples: ["mr install-runner --engine llama-server", "mr install-runner --engine built-in --gpu cpu", "mr configure --engine llama-server ai/smollm2"],
   flags: {
     backend: { type: "string", valueName: "BACKEND", description: "backend (default llama.cpp)" },
     engine: { type: "string", valueName: "ENGINE", description: `engine of the backend: ${ENGINES.join(", ")} (default: the daemon's)` },
+    gpu: { type: "string", valueName: "GPU", description: `GPU support of the build: ${GPUS.join(", ")} (default auto)` },
   },
   async run(cli, { values, positionals }) {
     if (positionals.length > 0) throw new UsageError("install-runner takes no arguments", "install-runner");

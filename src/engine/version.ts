@@ -5,8 +5,10 @@ import { getLlama, LlamaLogLevel } from "node-llama-cpp";
 
 /**
  * The engine's `--version` line, in llama-server's `version: ...` form:
- * the binding's version and the compute variant its native build uses.
- * Loading the binding here is the real check that it works on this machine.
+ * the binding's version, the compute variant it uses, and whether it is a
+ * native build for this machine (`mr install-runner --engine built-in`) or
+ * the prebuilt binary the package ships. Loading the binding here is the
+ * real check that it works on this machine.
  */
 export async function engineVersionLine(): Promise<string> {
   // The package exports no ./package.json; its entry is dist/index.js.
@@ -16,7 +18,8 @@ export async function engineVersionLine(): Promise<string> {
   const llama = await getLlama({ gpu: "auto", build: "never", skipDownload: true, logLevel: LlamaLogLevel.error, progressLogs: false });
   try {
     const variant = llama.gpu === false ? "CPU" : { cuda: "CUDA", vulkan: "Vulkan", metal: "Metal" }[llama.gpu];
-    return `version: node-llama-cpp ${version}, ${variant}`;
+    const build = llama.buildType === "localBuild" ? `native ${variant} build` : `prebuilt ${variant} binary`;
+    return `version: node-llama-cpp ${version}, ${build}`;
   } finally {
     await llama.dispose();
   }

@@ -40,6 +40,11 @@ export interface InstallOptions {
    * what is there, so a daemon never compiles on its own.
    */
   acquire?: boolean | undefined;
+  /**
+   * What a build targets (`auto`, `cpu`, `cuda`, `vulkan`, `metal`; only
+   * with `acquire`). Undefined = `auto`.
+   */
+  gpu?: string | undefined;
   /** The HTTP client for downloads (the seed's `Install(ctx, httpClient)`). */
   fetch?: typeof fetch | undefined;
   /** Progress lines for users. */

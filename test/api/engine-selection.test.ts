@@ -3,10 +3,22 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { runMr } from "../helpers/cli.ts";
+import { buildToolsPathWithout } from "../helpers/processes.ts";
 import { startTestDaemon, type TestDaemon } from "./daemon-helper.ts";
 
 const post = (d: TestDaemon, path: string, body: unknown, headers: Record<string, string> = {}) =>
   fetch(`${d.url}${path}`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) });
+
+/** Runs `body` with this process's PATH (the in-process daemon's builds use it) lacking cmake. */
+async function withoutCmake(body: () => Promise<void>): Promise<void> {
+  const saved = process.env.PATH;
+  process.env.PATH = await buildToolsPathWithout("cmake");
+  try {
+    await body();
+  } finally {
+    process.env.PATH = saved;
+  }
+}
 
 describe("llama.cpp engine selection and install routes (no llama-server installed)", () => {
   let d: TestDaemon;
@@ -45,9 +57,21 @@ describe("llama.cpp engine selection and install routes (no llama-server install
     assert.match(((await version.json()) as { error: { message: string } }).error.message, /"version" cannot be chosen/);
     assert.equal((await post(d, "/engines/install-backend", { engine: "nope" })).status, 400);
     assert.equal((await post(d, "/engines/install-backend", { backend: "vllm" })).status, 404);
-    const builtIn = await post(d, "/engines/install-backend", { engine: "built-in" });
-    assert.equal(builtIn.status, 200);
-    assert.match(((await builtIn.json()) as { status: string }).status, /^Running: llama\.cpp built-in/);
+    assert.equal((await post(d, "/engines/install-backend", { engine: "built-in", gpu: "rocm" })).status, 400);
+    // Installing the built-in engine compiles it (~15 minutes): without cmake on PATH it stops at the tool check.
+    await withoutCmake(async () => {
+      const builtIn = await post(d, "/engines/install-backend", { engine: "built-in", gpu: "cpu" });
+      const status = ((await (await fetch(`${d.url}/engines/status`)).json()) as Record<string, string>)["llama.cpp"]!;
+      assert.match(status, /^Running: llama\.cpp built-in/, "the checked engine still serves");
+      if (/native CPU build/.test(status)) {
+        assert.equal(builtIn.status, 200);
+      } else {
+        assert.equal(builtIn.status, 500);
+        const body = (await builtIn.json()) as { error: { code: string; message: string } };
+        assert.equal(body.error.code, "build_tool_missing");
+        assert.match(body.error.message, /^Cannot build the built-in engine for this machine: cmake not found on PATH/);
+      }
+    });
     const removed = await post(d, "/engines/uninstall-backend", { engine: "llama-server" });
     assert.equal(removed.status, 200);
     assert.deepEqual(await removed.json(), { backend: "llama.cpp", engine: "llama-server", removed: false, status: ((await (await fetch(`${d.url}/engines/status`)).json()) as Record<string, string>)["llama.cpp"] });
@@ -55,9 +79,19 @@ describe("llama.cpp engine selection and install routes (no llama-server install
 
   test("mr install-runner / uninstall-runner / configure --engine talk to those routes", async () => {
     const env = { MODEL_RUNNER_HOST: d.url, MODEL_RUNNER_HOME: d.home };
-    const installed = await runMr(["install-runner", "--engine", "built-in"], { env });
-    assert.equal(installed.code, 0, installed.stderr);
-    assert.match(installed.stdout, /^llama\.cpp \(built-in\) is installed \(Running: llama\.cpp built-in/);
+    await withoutCmake(async () => {
+      const installed = await runMr(["install-runner", "--engine", "built-in", "--gpu", "cpu"], { env });
+      if (installed.code === 0) {
+        assert.match(installed.stdout, /^llama\.cpp \(built-in\) is installed \(Running: llama\.cpp built-in \(.*native CPU build/);
+      } else {
+        assert.equal(installed.code, 1);
+        assert.match(installed.stderr, /^checking the engine\n/);
+        assert.match(installed.stderr.trim().split("\n").at(-1)!, /^Error: Cannot build the built-in engine for this machine: cmake not found on PATH/);
+      }
+    });
+    const badGpu = await runMr(["install-runner", "--gpu", "rocm"], { env });
+    assert.equal(badGpu.code, 2);
+    assert.match(badGpu.stderr, /--gpu must be one of auto, cpu, cuda, vulkan, metal, got "rocm"/);
     const wrong = await runMr(["install-runner", "--engine", "vllm"], { env });
     assert.equal(wrong.code, 2);
     assert.match(wrong.stderr, /--engine must be one of built-in, llama-server, got "vllm"/);

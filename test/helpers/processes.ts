@@ -1,4 +1,8 @@
-import { readdir, readFile } from "node:fs/promises";
+import { execFile } from "node:child_process";
+import { readdir, readFile, symlink } from "node:fs/promises";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { tempDir } from "./models.ts";
 import { setTimeout as delay } from "node:timers/promises";
 
 /** Pids of live processes whose command line contains `needle` (reads /proc). */
@@ -49,4 +53,17 @@ export async function eventually(check: () => boolean | Promise<boolean>, timeou
     if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
     await delay(20);
   }
+}
+
+/**
+ * A PATH (one temp directory of links) with the build tools this machine
+ * has, minus `missing`: a build's tool check then fails on exactly those.
+ */
+export async function buildToolsPathWithout(...missing: string[]): Promise<string> {
+  const bin = await tempDir("mr-path-");
+  for (const tool of ["git", "cmake", "c++", "g++", "make"].filter((t) => !missing.includes(t))) {
+    const { stdout } = await promisify(execFile)("sh", ["-c", `command -v ${tool} || true`]);
+    if (stdout.trim()) await symlink(stdout.trim(), join(bin, tool));
+  }
+  return bin;
 }

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
-import { access, chmod, constants, mkdir, readdir, readFile, symlink, writeFile } from "node:fs/promises";
+import { access, chmod, constants, mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
@@ -19,6 +19,7 @@ import {
 } from "../../src/inference/backends/llamacpp/llama-server-install.ts";
 import { LlamaCppBackend } from "../../src/inference/index.ts";
 import { tempDir } from "../helpers/models.ts";
+import { buildToolsPathWithout } from "../helpers/processes.ts";
 
 const execFileAsync = promisify(execFile);
 
@@ -111,13 +112,7 @@ describe("llama-server install", () => {
     }
     assert.deepEqual(steps[2]!.args, ["--build", "/w/build", "--target", "llama-server", "-j", "2"]);
 
-    // A PATH with git and a compiler but no cmake.
-    const bin = await tempDir("mr-path-");
-    for (const tool of ["git", "g++", "make"]) {
-      const { stdout } = await execFileAsync("sh", ["-c", `command -v ${tool} || true`]);
-      if (stdout.trim()) await symlink(stdout.trim(), join(bin, tool));
-    }
-    const env = { PATH: bin };
+    const env = { PATH: await buildToolsPathWithout("cmake") };
     await assert.rejects(checkBuildTools(env), (e: unknown) => e instanceof MissingBuildToolError && e.missing.includes("cmake"));
     const home = await tempDir("mr-home-");
     await assert.rejects(

@@ -70,7 +70,7 @@ describe("llama.cpp backend", () => {
     const backend = new LlamaCppBackend();
     assert.match(backend.status(), /^Not Installed: /);
     await backend.install(AbortSignal.timeout(60_000));
-    assert.match(backend.status(), /^Running: llama\.cpp built-in \(node-llama-cpp 3\.21\.1, (CPU|CUDA|Vulkan|Metal)\)$/);
+    assert.match(backend.status(), /^Running: llama\.cpp built-in \(node-llama-cpp 3\.21\.1, (native|prebuilt) (CPU|CUDA|Vulkan|Metal) (build|binary)\)/);
     await backend.install(AbortSignal.timeout(60_000)); // idempotent
   });
 

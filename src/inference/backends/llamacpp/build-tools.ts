@@ -27,6 +27,12 @@ export class MissingBuildToolError extends RunnerError {
   }
 }
 
+/** An install or build of an engine failed; the message says where its log is. */
+export class EngineInstallError extends RunnerError {
+  readonly code = "install_failed";
+  readonly status = 500;
+}
+
 /** The tools a build needs, each as alternatives found on PATH. */
 const BUILD_TOOLS: ReadonlyArray<{ name: string; anyOf: readonly string[] }> = [
   { name: "git", anyOf: ["git"] },

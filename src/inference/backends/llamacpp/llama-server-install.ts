@@ -9,7 +9,8 @@ import { pipeline } from "node:stream/promises";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { RunnerError } from "../../../errors.ts";
-import { type BuildStep, checkBuildTools, isExecutable, runLogged } from "./build-tools.ts";
+import { type BuildStep, checkBuildTools, EngineInstallError, isExecutable, runLogged } from "./build-tools.ts";
+import type { GpuChoice } from "./native-binding.ts";
 
 const execFileAsync = promisify(execFile);
 
@@ -37,11 +38,6 @@ export interface ReleasePin {
  */
 export const RELEASE_PINS: readonly ReleasePin[] = [];
 
-export class LlamaServerInstallError extends RunnerError {
-  readonly code = "install_failed";
-  readonly status = 500;
-}
-
 /** The downloaded archive is not the one pinned: nothing was installed. */
 export class ReleaseDigestMismatchError extends RunnerError {
   readonly code = "release_digest_mismatch";
@@ -67,7 +63,14 @@ export interface LlamaServerInstallOptions {
   env?: NodeJS.ProcessEnv | undefined;
   /** Parallel compile jobs; default: the available cores. */
   jobs?: number | undefined;
+  /** The GPU support a build gets (`cuda`, `vulkan`, `metal`); `auto`/`cpu`: cmake's defaults. Default `auto`. */
+  gpu?: GpuChoice | undefined;
 }
+
+/** The GPU choices that change llama-server's build (each its own install directory and cmake flag). */
+const GPU_BUILDS = { cuda: "-DGGML_CUDA=ON", vulkan: "-DGGML_VULKAN=ON", metal: "-DGGML_METAL=ON" } as const;
+const gpuBuild = (gpu: GpuChoice | undefined): keyof typeof GPU_BUILDS | null =>
+  gpu !== undefined && gpu in GPU_BUILDS ? (gpu as keyof typeof GPU_BUILDS) : null;
 
 /** Where installs live under the home. */
 export const llamaServerRoot = (home: string) => join(home, "engines", "llama-server");
@@ -89,9 +92,10 @@ export function fileSha256(path: string): Promise<string> {
   return digest;
 }
 
-/** The install directory of the bundle's build: keyed by the bundle's digest. */
-export async function builtDir(root: string, bundlePath: string): Promise<string> {
-  return join(root, await fileSha256(bundlePath));
+/** The install directory of the bundle's build: keyed by the bundle's digest (and the GPU support, for GPU builds). */
+export async function builtDir(root: string, bundlePath: string, gpu?: GpuChoice): Promise<string> {
+  const variant = gpuBuild(gpu);
+  return join(root, `${await fileSha256(bundlePath)}${variant ? `-${variant}` : ""}`);
 }
 
 /** The directory a pinned archive unpacks into: keyed by its digest. */
@@ -101,9 +105,20 @@ export const releaseDir = (root: string, pin: ReleasePin) => join(root, `release
  * A llama-server installed before under `root`: the bundle's build first,
  * then a downloaded release for this platform. Null when none.
  */
-export async function findInstalledLlamaServer(root: string, bundlePath: string, pins: readonly ReleasePin[] = RELEASE_PINS): Promise<string | null> {
-  const built = join(await builtDir(root, bundlePath), "llama-server");
-  if (await isExecutable(built)) return built;
+export async function findInstalledLlamaServer(
+  root: string,
+  bundlePath: string,
+  pins: readonly ReleasePin[] = RELEASE_PINS,
+  gpu: GpuChoice = "auto",
+): Promise<string | null> {
+  // A GPU build asked for is only that build; otherwise any build, GPU builds first (they were installed on purpose).
+  const wanted = gpuBuild(gpu);
+  const variants: Array<GpuChoice> = wanted ? [wanted] : ["cuda", "vulkan", "metal", "auto"];
+  for (const variant of variants) {
+    const built = join(await builtDir(root, bundlePath, variant), "llama-server");
+    if (await isExecutable(built)) return built;
+  }
+  if (wanted) return null;
   for (const pin of pins.filter((p) => p.platform === platformKey())) {
     const binary = join(releaseDir(root, pin), pin.binary);
     if (await isExecutable(binary)) return binary;
@@ -122,9 +137,10 @@ export async function installLlamaServer(options: LlamaServerInstallOptions, sig
   const root = llamaServerRoot(options.home);
   const bundlePath = options.bundlePath ?? BUNDLE_PATH;
   const pins = options.pins ?? RELEASE_PINS;
-  const found = await findInstalledLlamaServer(root, bundlePath, pins);
+  const found = await findInstalledLlamaServer(root, bundlePath, pins, options.gpu);
   if (found) return found;
-  const pin = pins.find((p) => p.platform === platformKey());
+  // The pinned archives are CPU builds: a GPU build is compiled.
+  const pin = gpuBuild(options.gpu) ? undefined : pins.find((p) => p.platform === platformKey());
   if (pin && options.fetch) {
     try {
       return await downloadRelease(root, pin, options.fetch, signal, options.onProgress);
@@ -165,7 +181,7 @@ export async function downloadRelease(
   try {
     const archive = join(tmp, "archive.tar.gz");
     const res = await fetchFn(pin.url, { signal });
-    if (!res.ok || !res.body) throw new LlamaServerInstallError(`Downloading ${pin.url} failed: HTTP ${res.status}.`);
+    if (!res.ok || !res.body) throw new EngineInstallError(`Downloading ${pin.url} failed: HTTP ${res.status}.`);
     const total = Number(res.headers.get("content-length") ?? 0);
     const hash = createHash("sha256");
     let received = 0;
@@ -187,7 +203,7 @@ export async function downloadRelease(
     await mkdir(unpacked);
     await execFileAsync("tar", ["-xzf", archive, "-C", unpacked, "--no-same-owner"], { signal });
     const binary = join(unpacked, pin.binary);
-    if (!(await isExecutable(binary))) throw new LlamaServerInstallError(`The archive ${pin.url} has no executable ${pin.binary}.`);
+    if (!(await isExecutable(binary))) throw new EngineInstallError(`The archive ${pin.url} has no executable ${pin.binary}.`);
     const final = releaseDir(root, pin);
     await rename(unpacked, final);
     onProgress?.("llama-server installed");
@@ -205,7 +221,8 @@ export async function downloadRelease(
  * only the server. `BUILD_SHARED_LIBS=OFF` makes one self-contained binary
  * that can be moved into place (shared builds point at their build tree).
  */
-export function buildSteps(bundlePath: string, workDir: string, jobs: number): BuildStep[] {
+export function buildSteps(bundlePath: string, workDir: string, jobs: number, gpu?: GpuChoice): BuildStep[] {
+  const variant = gpuBuild(gpu);
   const src = join(workDir, "src");
   const build = join(workDir, "build");
   return [
@@ -219,6 +236,7 @@ export function buildSteps(bundlePath: string, workDir: string, jobs: number): B
         "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF",
         "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
         "-DBUILD_SHARED_LIBS=OFF",
+        ...(variant ? [GPU_BUILDS[variant]] : []),
       ],
     },
     { what: "building llama-server", command: "cmake", args: ["--build", build, "--target", "llama-server", "-j", String(jobs)] },
@@ -229,7 +247,7 @@ async function buildFromBundle(options: LlamaServerInstallOptions & { bundlePath
   const env = options.env ?? process.env;
   await checkBuildTools(env);
   const root = llamaServerRoot(options.home);
-  const final = await builtDir(root, options.bundlePath);
+  const final = await builtDir(root, options.bundlePath, options.gpu);
   await mkdir(root, { recursive: true });
   await mkdir(options.logDir, { recursive: true });
   const logPath = join(options.logDir, "llama-server-build.log");
@@ -238,7 +256,7 @@ async function buildFromBundle(options: LlamaServerInstallOptions & { bundlePath
   const progress = options.onProgress ?? (() => undefined);
   try {
     progress(`building llama-server from the bundled llama.cpp (about 12 minutes on 2 cores); log: ${logPath}`);
-    for (const step of buildSteps(options.bundlePath, work, options.jobs ?? availableParallelism())) {
+    for (const step of buildSteps(options.bundlePath, work, options.jobs ?? availableParallelism(), options.gpu)) {
       progress(`${step.what}...`);
       await runLogged(step, env, log, signal, progress);
     }
@@ -252,7 +270,7 @@ async function buildFromBundle(options: LlamaServerInstallOptions & { bundlePath
   } catch (error) {
     if (signal.aborted) throw signal.reason;
     if (error instanceof RunnerError) throw error;
-    throw new LlamaServerInstallError(`Building llama-server failed: ${(error as Error).message}. See ${logPath}.`, { cause: error });
+    throw new EngineInstallError(`Building llama-server failed: ${(error as Error).message}. See ${logPath}.`, { cause: error });
   } finally {
     await log.close();
     await rm(work, { recursive: true, force: true });

@@ -2,7 +2,7 @@ import { execFile } from "node:child_process";
 import { access, constants, rm } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { messageOf, RunnerError } from "../../../errors.ts";
+import { InvalidRequestError, messageOf, RunnerError } from "../../../errors.ts";
 import { defaultThreads } from "../../../engine/options.ts";
 import type { Backend, BackendConfig, InstallOptions, RunRequest } from "../../backend.ts";
 import { EngineFailedError, EngineProcess, waitForHealth } from "../../engine-process.ts";
@@ -17,6 +17,8 @@ import {
   BUNDLE_PATH,
   type ReleasePin,
 } from "./llama-server-install.ts";
+import { buildNativeBinding, parseGpuChoice, variantOf, type GpuChoice } from "./native-binding.ts";
+import { EngineInstallError } from "./build-tools.ts";
 
 export const LLAMACPP_NAME = "llama.cpp";
 
@@ -104,25 +106,48 @@ export class LlamaCppBackend implements Backend {
    */
   install(signal: AbortSignal, options: InstallOptions = {}): Promise<void> {
     const engine = options.engine === undefined ? this.defaultEngine : parseLlamaCppEngine(options.engine);
-    if (this.states[engine].kind === "installed") return Promise.resolve();
-    const key = `${engine}${options.acquire ? "+acquire" : ""}`;
+    let gpu: GpuChoice;
+    try {
+      gpu = options.gpu === undefined ? "auto" : parseGpuChoice(options.gpu);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    if (gpu !== "auto" && !options.acquire) return Promise.reject(new InvalidRequestError('"gpu" applies to an install (acquire) only.', "gpu"));
+    if (engine === "llama-server" && gpu !== "auto" && gpu !== "cpu" && this.options.llamaServerPath) {
+      return Promise.reject(
+        new InvalidRequestError(`"gpu" cannot be chosen: MODEL_RUNNER_LLAMA_SERVER (${this.options.llamaServerPath}) is the llama-server used, and nothing is built.`, "gpu"),
+      );
+    }
+    // An explicit install always runs: it may compile what the check found prebuilt, or a GPU build.
+    if (this.states[engine].kind === "installed" && !options.acquire) return Promise.resolve();
+    const key = `${engine}${options.acquire ? `+acquire:${gpu}` : ""}`;
     let pending = this.installing.get(key);
     if (!pending) {
-      pending = this.doInstall(engine, options, signal).finally(() => this.installing.delete(key));
+      pending = this.doInstall(engine, options, gpu, signal).finally(() => this.installing.delete(key));
       this.installing.set(key, pending);
     }
     return pending;
   }
 
-  private async doInstall(engine: LlamaCppEngine, options: InstallOptions, signal: AbortSignal): Promise<void> {
+  private async doInstall(engine: LlamaCppEngine, options: InstallOptions, gpu: GpuChoice, signal: AbortSignal): Promise<void> {
     const setProgress = (line: string) => {
       this.states[engine] = { kind: "installing", progress: line };
       options.onProgress?.(line);
     };
     setProgress("checking the engine");
+    // An engine that was checked and works: a build that then fails leaves it serving (the prebuilt binary still does).
+    let working: State | null = null;
     try {
-      if (engine === "llama-server" && this.llamaServer === null) {
-        this.llamaServer = await this.locateLlamaServer();
+      if (engine === "built-in") {
+        const before = await this.probe("built-in", signal);
+        working = { kind: "installed", description: before };
+        this.states[engine] = { kind: "installed", description: await this.compileBuiltIn(before, options, gpu, setProgress, signal) };
+        return;
+      }
+      // A GPU build asked for replaces whatever was found (installLlamaServer finds it if it was built before).
+      const gpuBuildWanted = options.acquire && gpu !== "auto" && gpu !== "cpu";
+      if (this.llamaServer === null || gpuBuildWanted) {
+        this.llamaServer = gpuBuildWanted ? null : await this.locateLlamaServer();
         if (this.llamaServer === null && options.acquire) {
           const { home, logDir } = this.options;
           if (!home || !logDir) throw new EngineFailedError("llama-server cannot be installed: no model-runner home was given", "");
@@ -133,6 +158,7 @@ export class LlamaCppBackend implements Backend {
               bundlePath: this.options.bundlePath,
               pins: this.options.releasePins,
               fetch: options.fetch,
+              gpu,
               onProgress: setProgress,
               env: this.options.env,
             },
@@ -148,15 +174,33 @@ export class LlamaCppBackend implements Backend {
       this.states[engine] = { kind: "installed", description };
     } catch (error) {
       if (signal.aborted) {
-        this.states[engine] = { kind: "not-installed" };
+        this.states[engine] = working ?? { kind: "not-installed" };
         throw signal.reason;
       }
       if (error instanceof EngineNotInstalledError) throw error;
       const message = error instanceof RunnerError ? error.message : messageOf(error).split("\n")[0]!;
-      this.states[engine] = { kind: "error", message };
+      this.states[engine] = working ?? { kind: "error", message };
       if (error instanceof RunnerError) throw error;
       throw new EngineFailedError(`llama.cpp backend is not usable: ${message}`, "", { cause: error });
     }
+  }
+
+  /**
+   * With `acquire`, compiles the built-in engine (checked: `before`) for this
+   * machine unless it already runs a native build for `gpu`. Resolves with
+   * the status description.
+   */
+  private async compileBuiltIn(before: string, options: InstallOptions, gpu: GpuChoice, progress: (line: string) => void, signal: AbortSignal): Promise<string> {
+    if (!options.acquire || isNativeBuildFor(before, gpu)) return before;
+    const { logDir } = this.options;
+    if (!logDir) throw new EngineFailedError("the built-in engine cannot be compiled: no log directory was given", "");
+    await buildNativeBinding({ gpu, logDir, env: this.options.env, onProgress: progress }, signal);
+    const after = await this.probe("built-in", signal);
+    if (!isNativeBuildFor(after, gpu)) {
+      throw new EngineInstallError(`The build finished, but the engine still loads ${after.replace(/^llama\.cpp built-in /, "")}; see built-in-build.log in ${logDir}.`);
+    }
+    progress("the built-in engine is compiled for this machine");
+    return after;
   }
 
   /** MODEL_RUNNER_LLAMA_SERVER, else one installed before under the home. */
@@ -209,7 +253,10 @@ export class LlamaCppBackend implements Backend {
         case "installing":
           return `Installing: ${state.progress}`;
         case "installed":
-          return `Running: ${state.description}`;
+          // Prompt processing of the prebuilt binary is ~0.6x a native build's (engine-notes.md).
+          return engine === "built-in" && state.description.includes("prebuilt")
+            ? `Running: ${state.description}; mr install-runner --engine built-in compiles it for this machine (faster prompt processing)`
+            : `Running: ${state.description}`;
         case "error":
           return `Error: ${state.message}`;
       }
@@ -290,4 +337,12 @@ export class LlamaCppBackend implements Backend {
       await rm(`${request.socket}.llama-server.sock`, { force: true });
     }
   }
+}
+
+/** True when a built-in engine description says it runs a native build of `gpu`'s variant (any variant for `auto`). */
+function isNativeBuildFor(description: string, gpu: GpuChoice): boolean {
+  const native = /native (\w+) build/.exec(description);
+  if (!native) return false;
+  const wanted = variantOf(gpu);
+  return wanted === null || native[1] === wanted;
 }
