@@ -36,17 +36,17 @@ describe("the built-in engine's native build (mr install-runner --engine built-i
     });
   });
 
-  test("a failing build names its log and reports cmake's progress (a stand-in for node-llama-cpp's CLI)", async () => {
+  test("a failing build names its log and reports the build tool's progress (make's and Ninja's lines) (a stand-in for node-llama-cpp's CLI)", async () => {
     const dir = await tempDir("mr-native-");
     const cli = join(dir, "fake-node-llama-cpp-cli.mjs");
-    await writeFile(cli, "console.log('[ 10%] Building ggml'); console.log('[ 55%] Building llama'); console.error('error: out of disk'); process.exit(3);\n");
+    await writeFile(cli, "console.log('[ 10%] Building ggml'); console.log('[ 55%] Building llama'); console.log('[3/4] Building addon'); console.error('error: out of disk'); process.exit(3);\n");
     const progress: string[] = [];
     await assert.rejects(buildNativeBinding({ gpu: "cpu", logDir: dir, cli, onProgress: (l) => progress.push(l) }, AbortSignal.timeout(30_000)), (e: Error & { code?: string }) => {
       assert.equal(e.code, "install_failed");
       assert.match(e.message, /^Compiling the built-in engine failed: .*exited with code 3: .*error: out of disk.*See .*built-in-build\.log\.$/);
       return true;
     });
-    assert.deepEqual(progress.filter((l) => l.endsWith("%")), ["compiling the built-in engine: 10%", "compiling the built-in engine: 55%"]);
+    assert.deepEqual(progress.filter((l) => l.endsWith("%")), ["compiling the built-in engine: 10%", "compiling the built-in engine: 55%", "compiling the built-in engine: 75%"]);
     assert.match(await readFile(join(dir, "built-in-build.log"), "utf8"), /error: out of disk/);
   });
 

@@ -69,8 +69,8 @@ export interface BuildStep {
 }
 
 /**
- * Runs one step with its output appended to `log`; cmake's `[ 42%]` lines
- * become `${label}: 42%` progress. Rejects with the step, its exit and the
+ * Runs one step with its output appended to `log`; the build tool's
+ * progress lines (`[ 42%]`, `[117/277]`) become `${label}: 42%` progress. Rejects with the step, its exit and the
  * last lines of its output.
  */
 export function runLogged(
@@ -89,8 +89,9 @@ export function runLogged(
       void log.write(chunk);
       const text = chunk.toString("utf8");
       tail = (tail + text).slice(-2000);
-      for (const m of text.matchAll(/^\[\s*(\d+)%\]/gm)) {
-        const pct = Number(m[1]);
+      // Make prints `[ 42%]`; Ninja (node-llama-cpp's build uses it when found) prints `[117/277]`.
+      for (const m of text.matchAll(/^\[\s*(?:(\d+)%|(\d+)\/(\d+))\]/gm)) {
+        const pct = m[1] !== undefined ? Number(m[1]) : Math.floor((Number(m[2]) * 100) / Math.max(1, Number(m[3])));
         if (pct !== last) {
           last = pct;
           progress(`${label}: ${pct}%`);
