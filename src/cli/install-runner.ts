@@ -53,8 +53,9 @@ export const installRunnerCommand: Command = {
     });
     let last: InstallLine | null = null;
     for await (const line of ndjson<InstallLine>(res)) {
+      // The daemon repeats the last line while a step is quiet (a keep-alive): print each line once.
+      if (line.type === "progress" && line.message !== last?.message) cli.io.stderr.write(`${line.message}\n`);
       last = line;
-      if (line.type === "progress") cli.io.stderr.write(`${line.message}\n`);
       if (line.type === "error") throw new CliError(line.message);
     }
     if (last?.type !== "success") throw new CliError("the daemon ended the install without saying it succeeded");
