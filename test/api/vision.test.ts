@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
+import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { writeTinyModel } from "../../src/distribution/tiny-model.ts";
 import { tinyProjectorImageTokens, writeTinyProjector } from "../../src/distribution/tiny-projector.ts";
+import { runMr } from "../helpers/cli.ts";
 import { startBareDaemon, type TestDaemon } from "../helpers/daemon.ts";
 import { LLAMA_SERVER_PATH } from "../helpers/engines.ts";
 import { tempDir, tinyModel } from "../helpers/models.ts";
@@ -31,6 +33,15 @@ const getJson = async (d: TestDaemon, path: string): Promise<Json> => (await (aw
 
 const chat = (content: unknown, extra: Json = {}) => ({ model: "ai/vision", messages: [{ role: "user", content }], max_tokens: 2, temperature: 0, ...extra });
 const withImages = (...images: string[]) => [{ type: "text", text: "describe" }, ...images.map((b64) => ({ type: "image_url", image_url: { url: dataUri(b64) } }))];
+
+/** A PNG file on disk, for `mr run MODEL "describe /path/a.png"`. */
+async function pngFile(): Promise<string> {
+  const path = join(await tempDir(), "cat.png");
+  await writeFile(path, CHECKERBOARD_PNG);
+  return path;
+}
+
+const promptEvalCount = (stderr: string) => Number(/prompt eval count:\s+(\d+)/.exec(stderr)?.[1] ?? Number.NaN);
 
 /** A daemon with `ai/vision` (text model + projector) and the text-only `ai/tiny`. */
 async function visionDaemon(env: Record<string, string>): Promise<TestDaemon> {
@@ -165,6 +176,19 @@ describe("vision on llama-server (--mmproj)", { skip: LLAMA_SERVER_PATH ? false 
     assert.equal(corrupt.status, 400, JSON.stringify(corrupt.json));
   });
 
+  test("mr run sends the image file its prompt names: the prompt grows by the image tokens", async () => {
+    const env = { MODEL_RUNNER_HOST: d.url, MODEL_RUNNER_HOME: d.home };
+    const png = await pngFile();
+    const text = await runMr(["run", "--verbose", "ai/vision", "describe"], { env });
+    assert.equal(text.code, 0, text.stderr);
+    const image = await runMr(["run", "--verbose", "ai/vision", `describe ${png}`], { env });
+    assert.equal(image.code, 0, image.stderr);
+    assert.equal(promptEvalCount(image.stderr), promptEvalCount(text.stderr) + IMAGE_TOKENS, image.stderr);
+    const json = await runMr(["run", "--json", "ai/vision", `describe ${png}`], { env });
+    assert.equal(json.code, 0, json.stderr);
+    assert.equal((JSON.parse(json.stdout) as Json).usage.prompt_tokens, promptEvalCount(image.stderr));
+  });
+
   test("a model configured to the built-in engine takes no images, and says how to change that", async () => {
     const set = await post(d, "/engines/_configure", { model: "ai/vision", engine: "built-in" });
     assert.equal(set.status, 202, JSON.stringify(set.json));
@@ -211,6 +235,9 @@ describe("vision without llama-server installed", () => {
     const responses = await post(d, "/v1/responses", { model: "ai/vision", store: false, input: [{ role: "user", content: [{ type: "input_image", image_url: dataUri(A) }] }] });
     assert.equal(responses.status, 400);
     assert.match(responses.json.error.message, /mr install-runner --engine llama-server/);
+    const run = await runMr(["run", "ai/vision", `describe ${await pngFile()}`], { env: { MODEL_RUNNER_HOST: d.url, MODEL_RUNNER_HOME: d.home } });
+    assert.notEqual(run.code, 0);
+    assert.match(run.stderr, /mr install-runner --engine llama-server/);
     // Nothing was loaded for those; a text request is served by the built-in engine.
     const text = await post(d, "/v1/chat/completions", chat("hi"));
     assert.equal(text.status, 200, JSON.stringify(text.json));
