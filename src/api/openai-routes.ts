@@ -47,12 +47,15 @@ function backendOf(request: FastifyRequest): string | undefined {
   return (request.params as { backend?: string }).backend;
 }
 
-/** One model in OpenAI's list shape, with Docker Model Runner's `dmr` facts and the context size it will really run with. */
+/** One model in OpenAI's list shape, with Docker Model Runner's `dmr` facts, the context size it will really run with and whether it takes images now. */
 async function openAIModel(deps: OpenAIRouteDeps, model: StoredModel, backend: string | undefined) {
   const id = model.tags[0] ?? model.id;
   let contextWindow: number | null = null;
+  let vision = false;
   try {
-    contextWindow = (await deps.scheduler.effectiveSettings(id, "completion", { backend })).contextSize;
+    const settings = await deps.scheduler.effectiveSettings(id, "completion", { backend });
+    contextWindow = settings.contextSize;
+    vision = settings.vision;
   } catch {
     // A model without a GGUF (or an unknown backend) has no runnable context.
   }
@@ -68,6 +71,8 @@ async function openAIModel(deps: OpenAIRouteDeps, model: StoredModel, backend: s
       parameters: c.parameters ?? null,
       quantization: c.quantization ?? null,
       size: c.size ?? null,
+      // Image input can be served right now: the model has a projector and its engine (llama-server) is installed.
+      vision,
     },
   };
 }

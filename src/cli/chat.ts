@@ -4,10 +4,13 @@ import { createInterface, type Interface } from "node:readline";
 import { ndjson, type DaemonClient } from "./client.ts";
 import type { Cli } from "./context.ts";
 import { DaemonError, isAbort } from "./errors.ts";
+import { imagesInPrompt } from "./prompt-images.ts";
 
 export interface ChatMessage {
   role: "system" | "user" | "assistant";
   content: string;
+  /** Images (base64) sent with a user message: files the prompt named (prompt-images.ts). */
+  images?: string[];
 }
 
 /** What `mr run` asks of every answer (its flags; `/set` changes some in a chat). */
@@ -293,7 +296,15 @@ export async function interactiveChat(cli: Cli, client: DaemonClient, model: str
         continue;
       }
       if (input.trim() === "") continue;
-      messages.push({ role: "user", content: input });
+      let found;
+      try {
+        found = await imagesInPrompt(input);
+      } catch (error) {
+        if (!isTerminal) throw error;
+        cli.io.stdout.write(`Error: ${(error as Error).message}\n`);
+        continue;
+      }
+      messages.push({ role: "user", content: found.text, ...(found.images.length > 0 ? { images: found.images } : {}) });
       answer = new AbortController();
       try {
         let dropped = 0;

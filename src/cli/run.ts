@@ -1,5 +1,6 @@
 import type { Command } from "./context.ts";
-import { formatStats, interactiveChat, streamChat, type ChatOptions } from "./chat.ts";
+import { formatStats, interactiveChat, streamChat, type ChatMessage, type ChatOptions } from "./chat.ts";
+import { imagesInPrompt } from "./prompt-images.ts";
 import { CliError, UsageError } from "./errors.ts";
 import { findModel, pickTag } from "./models.ts";
 import { json } from "./output.ts";
@@ -26,6 +27,24 @@ function chatOptions(values: Record<string, unknown>): ChatOptions {
     else throw new UsageError(`--think must be true, false, low, medium or high, got "${think}"`, "run");
   }
   return options;
+}
+
+/** A chat message in OpenAI's shape: images become `image_url` parts (the daemon reads their format from the bytes). */
+function openAIMessage(m: ChatMessage): Record<string, unknown> {
+  if (!m.images?.length) return { role: m.role, content: m.content };
+  return {
+    role: m.role,
+    content: [{ type: "text", text: m.content }, ...m.images.map((b64) => ({ type: "image_url", image_url: { url: `data:${imageType(b64)};base64,${b64}` } }))],
+  };
+}
+
+/** The media type a data: URI declares, from the base64 text's first characters (as DMR sniffs Ollama's images). */
+function imageType(b64: string): string {
+  if (b64.startsWith("iVBOR")) return "image/png";
+  if (b64.startsWith("/9j/")) return "image/jpeg";
+  if (b64.startsWith("R0lG")) return "image/gif";
+  if (b64.startsWith("UklGR")) return "image/webp";
+  return "application/octet-stream";
 }
 
 export const runCommand: Command = {
@@ -93,7 +112,9 @@ export const runCommand: Command = {
     }
     const isThinkingHidden = values.hidethinking === true;
     if (!prompt) return interactiveChat(cli, client, name, { options, isVerbose: values.verbose === true, isThinkingHidden });
-    const messages = [{ role: "user" as const, content: prompt }];
+    // As `docker model run`: image files named in the prompt are sent with it.
+    const found = await imagesInPrompt(prompt);
+    const messages: ChatMessage[] = [{ role: "user", content: found.text, ...(found.images.length > 0 ? { images: found.images } : {}) }];
     if (values.json) {
       // The OpenAI answer unchanged; the flags in its terms.
       if (options.keepAlive !== undefined || values.verbose) throw new UsageError("--keepalive and --verbose work with streamed answers, not --json", "run");
@@ -101,7 +122,7 @@ export const runCommand: Command = {
       const body = await client.json<unknown>("POST", "/engines/v1/chat/completions", {
         json: {
           model: name,
-          messages,
+          messages: messages.map(openAIMessage),
           stream: false,
           ...(options.format ? { response_format: { type: "json_object" } } : {}),
           ...(think === false ? { reasoning_effort: "none" } : typeof think === "string" ? { reasoning_effort: think } : {}),

@@ -38,7 +38,7 @@ const SHARD = /-(\d{5})-of-(\d{5})\.gguf$/i;
  * Picks the GGUF file set for `tag` as DMR does: `latest`/`main`/empty prefer
  * Q4_K_M, else the first file (or shard set); any other tag must appear in
  * the file name (case-insensitive). All shards of the pick come in order; an
- * mmproj is added if the repo has one (F16 preferred).
+ * mmproj is added if the repo has one that fits (`pickMmproj`).
  */
 export function selectHfFiles(repo: string, entries: ListFileEntry[], tag: string): HfSelection {
   const toFile = (e: ListFileEntry, kind: HfFile["kind"]): HfFile => ({
@@ -75,13 +75,42 @@ export function selectHfFiles(repo: string, entries: ListFileEntry[], tag: strin
   if (total && Number(total) !== chosen.length) {
     throw new InvalidArtifactError(`hf.co/${repo}: ${chosen[0]!.path} has ${chosen.length} of ${Number(total)} shards.`);
   }
-  const mmprojs = files.filter((e) => isMmproj(e.path));
-  const mm = mmprojs.find((e) => /f16/i.test(e.path)) ?? mmprojs[0];
+  const mm = pickMmproj(files.filter((e) => isMmproj(e.path)), chosen[0]!.path);
   return {
     gguf: chosen.map((e) => toFile(e, "gguf")),
     mmproj: mm ? toFile(mm, "mmproj") : null,
     quant: wanted ?? "latest",
   };
+}
+
+/** A GGUF name's quantization bits, as llama.cpp reads them: the tag after the last `-`/`.` (Q4_K_M → 4, F16 → 16), 0 without digits. */
+function quantBits(path: string): number {
+  const tag = /[-.]([A-Z0-9_]+)$/i.exec(path.replace(SHARD, ".gguf").replace(/\.gguf$/i, ""))?.[1] ?? "";
+  const digits = /\d+/.exec(tag);
+  return digits ? Number(digits[0]) : 0;
+}
+
+/**
+ * The projector for the model file at `modelPath`, as llama-server's `-hf`
+ * picks it (common/download.cpp `find_best_sibling`): only mmproj files in
+ * the model's folder or a folder above it; the deepest such folder first,
+ * then the quantization closest to the model's (a Q8_0 model gets the Q8_0
+ * projector, a Q4_K_M model the Q4/Q8 one over F32), then F16 (DMR's
+ * preference), then name order. Null when none fits.
+ */
+export function pickMmproj(mmprojs: readonly ListFileEntry[], modelPath: string): ListFileEntry | null {
+  const dirOf = (p: string) => p.split("/").slice(0, -1);
+  const modelDir = dirOf(modelPath);
+  const bits = quantBits(modelPath);
+  const ranked = mmprojs
+    .map((e) => {
+      const dir = dirOf(e.path);
+      const inside = dir.length <= modelDir.length && dir.every((part, i) => part === modelDir[i]);
+      return { e, inside, depth: dir.length, diff: Math.abs(quantBits(e.path) - bits), f16: /(^|[-_.])f16([-_.]|$)/i.test(e.path.split("/").pop()!) };
+    })
+    .filter((r) => r.inside)
+    .sort((a, b) => b.depth - a.depth || a.diff - b.diff || Number(b.f16) - Number(a.f16) || a.e.path.localeCompare(b.e.path));
+  return ranked[0]?.e ?? null;
 }
 
 export interface HfClientOptions {

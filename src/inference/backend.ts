@@ -108,6 +108,22 @@ export interface Backend {
   engineFor?(config: BackendConfig | undefined): string;
 
   /**
+   * The engine a new runner for `model` gets: `config.engine` when set, else
+   * the backend's choice for this model (the llama.cpp backend: llama-server
+   * for a model with a projector when one is installed, else its default).
+   * Optional: a backend with one engine omits it.
+   */
+  chooseEngine?(model: ModelFiles, config: BackendConfig | undefined): Promise<string>;
+
+  /**
+   * Null when a runner on `engine` takes image input through the model's
+   * projector; otherwise the reason for users, with what to do (install or
+   * configure an engine). `configured`: the engine was set for this model
+   * rather than chosen. Optional: a backend without it takes no images.
+   */
+  imageInputRefusal?(engine: string | undefined, configured: boolean): string | null;
+
+  /**
    * Runs an OpenAI-compatible server on `request.socket` for exactly
    * `request.model`. Requests naming any other model are answered with 421.
    *

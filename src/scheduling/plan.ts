@@ -33,8 +33,10 @@ export interface Plan {
   contextSize: number;
   parallel: number;
   runtimeFlags: string[];
-  /** The backend engine `_configure` chose; undefined = the backend's default. */
+  /** The backend engine: the one `_configure` set, else the backend's choice for this model; undefined = the backend's default. */
   engine: string | undefined;
+  /** Null when the runner takes image input; otherwise why not, for users (an image request is then a 400 with it). */
+  imageRefusal: string | null;
   keepAliveMs: number;
   memory: MemoryEstimate;
   shape: GgufShape | null;
@@ -56,6 +58,7 @@ export function planRunner(
   mode: BackendMode,
   shape: GgufShape | null,
   config: RunnerConfig | undefined,
+  choice: { engine?: string | undefined; imageRefusal?: string | null } = {},
 ): Plan {
   const trained = shape?.contextLength ?? null;
   let contextSize = config?.contextSize ?? model.contextSize ?? Math.min(defaults.contextSize, trained ?? Infinity);
@@ -71,7 +74,8 @@ export function planRunner(
     contextSize,
     parallel,
     runtimeFlags,
-    engine: config?.engine,
+    engine: config?.engine ?? choice.engine,
+    imageRefusal: choice.imageRefusal !== undefined ? choice.imageRefusal : `has no multimodal projector; it accepts only text.`,
     keepAliveMs: config?.keepAlive !== undefined ? parseDuration(config.keepAlive) : defaults.keepAliveMs,
     shape,
     memory: estimateRunnerMemory({
@@ -175,6 +179,11 @@ export function checkCapability(plan: Plan): void {
         "bge-reranker or Qwen3-Reranker have). Use a reranking model.",
     );
   }
+}
+
+/** A 400 when the plan's runner cannot take the images a request carries. */
+export function checkImageInput(plan: Plan): void {
+  if (plan.imageRefusal !== null) throw new ModelCapabilityError(plan.ref, plan.imageRefusal);
 }
 
 export function labels(plan: Plan): RunnerLabels {

@@ -13,7 +13,7 @@ import { ConfigStore, configKey, type RunnerConfig } from "./config-store.ts";
 import { LoadBackoffError, ModelTooLargeError, RunnerBusyError, SchedulerClosedError } from "./errors.ts";
 import { DEFAULT_RUNNER_OVERHEAD_BYTES, readGgufShape, type GgufShape } from "./memory-estimate.ts";
 import { reapOrphans } from "./pid-files.ts";
-import { checkCapability, checkConfigure, mergeConfigure, planRunner, type Plan, type PlanDefaults } from "./plan.ts";
+import { checkCapability, checkImageInput, checkConfigure, mergeConfigure, planRunner, type Plan, type PlanDefaults } from "./plan.ts";
 import { NEVER, raceAbort } from "./promises.ts";
 import type { LeaseImpl } from "./runner.ts";
 import type {
@@ -118,6 +118,7 @@ class SchedulerImpl implements Scheduler {
       this.throwIfBackingOff(key, ref);
       plan = await this.plan(backend, ref, model, mode);
       checkCapability(plan);
+      if (options.images) checkImageInput(plan);
       if (plan.memory.totalBytes > this.options.memoryBudgetBytes) {
         throw new ModelTooLargeError(ref, plan.memory.totalBytes, this.options.memoryBudgetBytes);
       }
@@ -126,6 +127,7 @@ class SchedulerImpl implements Scheduler {
       // Another caller may have started it while we read the GGUF header.
       runner = this.admission.liveRunner(key);
     }
+    if (runner && options.images) checkImageInput(runner.plan);
     let lease: LeaseImpl;
     if (runner) {
       lease = await this.admission.attach(runner, signal, plan ?? runner.plan);
@@ -185,7 +187,14 @@ class SchedulerImpl implements Scheduler {
     config: RunnerConfig | undefined = this.configs.get(backend.name, model.id, mode),
   ): Promise<Plan> {
     const shape = await this.shapeOf(model.files.ggufPath);
-    return planRunner(this.defaults, backend, ref, model, mode, shape, config);
+    const engine = config?.engine ?? (await backend.chooseEngine?.(model.files, config));
+    let imageRefusal: string | null;
+    if (mode !== "completion" || !model.files.mmprojPath) imageRefusal = "has no multimodal projector; it accepts only text.";
+    else {
+      const refusal = backend.imageInputRefusal ? backend.imageInputRefusal(engine, config?.engine !== undefined) : `runs on the ${backend.name} backend, which takes no image input.`;
+      imageRefusal = refusal === null ? null : `cannot take images here: ${refusal}`;
+    }
+    return planRunner(this.defaults, backend, ref, model, mode, shape, config, { engine, imageRefusal });
   }
 
   async effectiveSettings(ref: string, mode: BackendMode, options: { backend?: string; signal?: AbortSignal } = {}): Promise<EffectiveSettings> {
@@ -200,6 +209,7 @@ class SchedulerImpl implements Scheduler {
       keepAliveMs: running?.keepAliveMs ?? plan.keepAliveMs,
       estimatedMemoryBytes: plan.memory.totalBytes,
       trainedContextSize: plan.shape?.contextLength ?? null,
+      vision: plan.imageRefusal === null,
     };
   }
 

@@ -117,6 +117,12 @@ export interface AcquireOptions {
   signal?: AbortSignal | undefined;
   /** A per-request keep-alive (Ollama's `keep_alive`); it sticks to the runner until the next one. */
   keepAliveMs?: number | undefined;
+  /**
+   * The request carries images: the runner must take them (the model has a
+   * projector and its engine serves it), else a 400 that says what to do,
+   * before any model is loaded.
+   */
+  images?: boolean | undefined;
 }
 
 /**
@@ -224,6 +230,8 @@ export interface EffectiveSettings {
   keepAliveMs: number;
   estimatedMemoryBytes: number;
   trainedContextSize: number | null;
+  /** Image input can be served right now (the model has a projector and the engine its runner gets serves it): Ollama's and the `/v1/models` `vision` capability. */
+  vision: boolean;
 }
 
 export interface UnloadRequest {

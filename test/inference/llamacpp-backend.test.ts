@@ -282,3 +282,17 @@ describe(`llama-server's wrapper (${LLAMA_SERVER_PATH ? "real llama-server" : "l
     await eventually(async () => (await pidsMatching("sleep 300")).every((p) => before.has(p)), 3000, "forked helper to die");
   });
 });
+
+test("a model with a projector is given llama-server when one is installed; image refusals say what to do", async () => {
+  const vision = { name: "ai/v", ggufPath: "/x/model.gguf", mmprojPath: "/x/model.mmproj" };
+  const text = { name: "ai/t", ggufPath: "/x/model.gguf" };
+  const withServer = new LlamaCppBackend({ llamaServerPath: "/opt/llama-server", defaultEngine: "built-in" });
+  assert.equal(await withServer.chooseEngine(vision, undefined), "llama-server");
+  assert.equal(await withServer.chooseEngine(text, undefined), "built-in");
+  assert.equal(await withServer.chooseEngine(vision, { engine: "built-in" }), "built-in", "a configured engine wins");
+  const without = new LlamaCppBackend({ defaultEngine: "built-in" });
+  assert.equal(await without.chooseEngine(vision, undefined), "built-in");
+  assert.equal(withServer.imageInputRefusal("llama-server", false), null);
+  assert.match(without.imageInputRefusal("built-in", false)!, /run: mr install-runner --engine llama-server/);
+  assert.match(without.imageInputRefusal("built-in", true)!, /configured to run on the built-in engine/);
+});

@@ -10,6 +10,7 @@ import { errorResponse, statusOf, type ErrorLogger } from "../errors.ts";
 import { ClientClosedError, writeWithBackpressure } from "../../http/streaming.ts";
 import type { DaemonMetrics } from "../metrics.ts";
 import { sseEvent } from "../sse.ts";
+import { checkChatImages, withImageGuard } from "./images.ts";
 
 /**
  * The engine endpoints the daemon forwards to, and the mode of the runner
@@ -133,10 +134,13 @@ export async function runInference(
 ): Promise<InferenceResponse> {
   const model = requireModel(request.body);
   const mode = request.mode ?? MODE_OF[request.endpoint];
+  const images = request.endpoint === "/v1/chat/completions" ? checkChatImages(request.body) : 0;
+  const body = images > 0 ? withImageGuard(request.body) : request.body;
   const acquireStarted = performance.now();
   const lease = await deps.scheduler.acquire(model, mode, {
     backend: request.backend,
     signal: request.signal,
+    images: images > 0,
     ...(request.keepAliveMs !== undefined ? { keepAliveMs: request.keepAliveMs } : {}),
   });
   const acquireMs = performance.now() - acquireStarted;
@@ -153,7 +157,7 @@ export async function runInference(
       method: "POST",
       path: request.endpoint,
       headers: { "content-type": "application/json" },
-      body: JSON.stringify({ ...request.body, model: lease.modelName }),
+      body: JSON.stringify({ ...body, model: lease.modelName }),
       signal: combined,
     });
     const contentType = String(response.headers["content-type"] ?? "application/json");

@@ -50,13 +50,14 @@ function typedValue(text: string): unknown {
   return text;
 }
 
-function capabilitiesOf(m: StoredModel, template: string): string[] {
+/** What `/api/show` lists; `vision` only when images can be served now (`EffectiveSettings.vision`). */
+function capabilitiesOf(m: StoredModel, template: string, vision: boolean): string[] {
   const gguf = m.config.gguf ?? {};
   const arch = m.config.architecture ?? gguf["general.architecture"] ?? "";
   const isEmbedding = gguf[`${arch}.pooling_type`] !== undefined || /bert|embed/i.test(arch);
   const caps = isEmbedding ? ["embedding"] : ["completion"];
   if (!isEmbedding && /\btools\b/.test(template)) caps.push("tools");
-  if (m.files.mmprojPath) caps.push("vision");
+  if (!isEmbedding && vision) caps.push("vision");
   return caps;
 }
 
@@ -81,9 +82,11 @@ export async function showModel(deps: OllamaDeps, body: unknown) {
     modelInfo[key] = typedValue(value);
   }
   let parameters = "";
+  let vision = false;
   try {
     const settings = await deps.scheduler.effectiveSettings(m.tags[0] ?? m.id, "completion");
     parameters = `num_ctx                        ${settings.contextSize}`;
+    vision = settings.vision;
   } catch {
     // Not runnable (no GGUF): no parameters to show.
   }
@@ -101,7 +104,7 @@ export async function showModel(deps: OllamaDeps, body: unknown) {
     template,
     details: details(m),
     model_info: modelInfo,
-    capabilities: capabilitiesOf(m, template),
+    capabilities: capabilitiesOf(m, template, vision),
     modified_at: new Date(m.created * 1000).toISOString(),
   };
 }

@@ -37,9 +37,11 @@ function textOf(content: unknown, where: string): { text: string | null; parts: 
     if ((p.type === "input_text" || p.type === "output_text" || p.type === "text") && typeof p.text === "string") {
       parts.push({ type: p.type === "text" ? "input_text" : p.type, text: p.text });
       chat.push({ type: "text", text: p.text });
-    } else if (p.type === "input_image" && typeof p.image_url === "string") {
+    } else if (p.type === "input_image") {
+      // The daemon's image check (src/api/engine/images.ts) takes it from here, `detail` included.
+      if (typeof p.image_url !== "string") throw new InvalidRequestError(`${where}[${i}].image_url: input_image needs an image_url (a data: URI); file_id is not supported.`, `${where}.${i}.image_url`);
       parts.push(p);
-      chat.push({ type: "image_url", image_url: { url: p.image_url } });
+      chat.push({ type: "image_url", image_url: { url: p.image_url, ...(p.detail !== undefined ? { detail: p.detail } : {}) } });
     } else {
       throw new InvalidRequestError(`Unsupported content part type '${String(p.type)}' at ${where}[${i}].`, `${where}.${i}.type`);
     }

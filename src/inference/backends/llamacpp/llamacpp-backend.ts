@@ -4,7 +4,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { InvalidRequestError, messageOf, RunnerError } from "../../../errors.ts";
 import { defaultThreads } from "../../../engine/options.ts";
-import type { Backend, BackendConfig, InstallOptions, RunRequest } from "../../backend.ts";
+import type { Backend, BackendConfig, InstallOptions, ModelFiles, RunRequest } from "../../backend.ts";
 import { EngineFailedError, EngineProcess, waitForHealth } from "../../engine-process.ts";
 import { buildLlamaCppArgs } from "./args.ts";
 import { parseLlamaCppEngine, type LlamaCppEngine } from "./engines.ts";
@@ -83,6 +83,8 @@ export class LlamaCppBackend implements Backend {
   private readonly installing = new Map<string, Promise<void>>();
   /** The llama-server binary found or installed; null until then. */
   private llamaServer: string | null;
+  /** The one search for an installed llama-server (`llamaServerInstalled`); reset by install and uninstall. */
+  private locating: Promise<boolean> | null = null;
   private readonly readyTimeoutMs: number;
   private readonly stopGraceMs: number;
 
@@ -95,6 +97,39 @@ export class LlamaCppBackend implements Backend {
 
   engineFor(config: BackendConfig | undefined): LlamaCppEngine {
     return config?.engine === undefined ? this.defaultEngine : parseLlamaCppEngine(config.engine);
+  }
+
+  /**
+   * A model with a projector runs on llama-server whenever one is installed
+   * (node-llama-cpp has no multimodal API, so only llama-server's libmtmd
+   * serves images); other models, and any model with an engine configured,
+   * as `engineFor` says.
+   */
+  async chooseEngine(model: ModelFiles, config: BackendConfig | undefined): Promise<LlamaCppEngine> {
+    if (config?.engine !== undefined || !model.mmprojPath) return this.engineFor(config);
+    return (await this.llamaServerInstalled()) ? "llama-server" : this.defaultEngine;
+  }
+
+  imageInputRefusal(engine: string | undefined, configured: boolean): string | null {
+    const which = engine === undefined ? this.defaultEngine : parseLlamaCppEngine(engine);
+    if (which === "llama-server") return null;
+    return configured
+      ? 'it is configured to run on the built-in engine, which has no image input; configure it with engine "llama-server" (mr configure --engine llama-server).'
+      : "images need the llama-server engine, which is not installed (the built-in engine has no image input); run: mr install-runner --engine llama-server";
+  }
+
+  /**
+   * Whether a llama-server binary is there to run, looked for once (finding
+   * one under the home hashes the bundled source) and again after each
+   * install or uninstall.
+   */
+  private async llamaServerInstalled(): Promise<boolean> {
+    if (this.llamaServer !== null) return true;
+    this.locating ??= this.locateLlamaServer().then((found) => {
+      this.llamaServer ??= found;
+      return found !== null;
+    });
+    return this.locating;
   }
 
   /**
@@ -130,6 +165,7 @@ export class LlamaCppBackend implements Backend {
   }
 
   private async doInstall(engine: LlamaCppEngine, options: InstallOptions, gpu: GpuChoice, signal: AbortSignal): Promise<void> {
+    this.locating = null; // what is installed may change now
     const setProgress = (line: string) => {
       this.states[engine] = { kind: "installing", progress: line };
       options.onProgress?.(line);
@@ -235,6 +271,7 @@ export class LlamaCppBackend implements Backend {
     if (which === "built-in") return false; // it ships inside this package
     if (!this.options.home) return false;
     const removed = await uninstallLlamaServer(this.options.home);
+    this.locating = null;
     if (this.llamaServer !== null && this.llamaServer !== this.options.llamaServerPath) {
       this.llamaServer = null;
       this.states["llama-server"] = { kind: "not-installed" };
