@@ -3,6 +3,7 @@ import { join } from "node:path";
 import pino, { type Logger } from "pino";
 import { EngineClients } from "./api/engine/transport.ts";
 import { createMetrics } from "./api/metrics.ts";
+import { RequestRecorder } from "./api/recorder/request-recorder.ts";
 import { createDaemonApp } from "./api/server.ts";
 import { isLoopbackAddress, type DaemonConfig } from "./config.ts";
 import { createModelDistribution, openStore, type ModelDistribution } from "./distribution/index.ts";
@@ -163,6 +164,7 @@ export async function startDaemon(
     backends,
     engines,
     metrics,
+    recorder: config.recordRequests ? new RequestRecorder() : null,
     log,
     logFile,
   });

@@ -84,7 +84,8 @@ async function forward(deps: OpenAIRouteDeps, request: FastifyRequest, reply: Fa
   if (backend !== undefined) deps.backends.get(backend); // an unknown backend is a 404 whatever the body says
   checkOpenAIBody(endpoint, body);
   const client = { signal: reply.request.clientSignal };
-  const call = await openEngineCall(deps, { endpoint, body, backend, signal: client.signal, api: "openai", passErrors: true });
+  const recordAs = { method: request.method, url: request.url.split("?")[0]!, userAgent: request.headers["user-agent"] };
+  const call = await openEngineCall(deps, { endpoint, body, backend, signal: client.signal, api: "openai", passErrors: true, recordAs });
   reply.hijack();
   // Headers set by the hooks (CORS) go out with the engine's answer.
   await call.pipe(reply.raw, deps.logError, reply.getHeaders());

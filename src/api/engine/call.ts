@@ -10,6 +10,7 @@ import { errorResponse, statusOf, type ErrorLogger } from "../errors.ts";
 import { ClientClosedError, writeWithBackpressure } from "../../http/streaming.ts";
 import type { DaemonMetrics } from "../metrics.ts";
 import { sseEvent } from "../sse.ts";
+import type { RecordingTap, RequestRecorder } from "../recorder/request-recorder.ts";
 
 /**
  * The engine endpoints the daemon forwards to, and the mode of the runner
@@ -187,7 +188,12 @@ export interface EngineCallDeps {
   scheduler: Scheduler;
   engines: EngineClients;
   metrics: DaemonMetrics;
+  /** Keeps request/response pairs for `GET /engines/requests`; absent or null: not recorded. */
+  recorder?: RequestRecorder | null | undefined;
 }
+
+/** llama-server's tokenizer utilities are not inference: the recorder leaves them out (they also serve count_tokens). */
+const UNRECORDED: ReadonlySet<EngineEndpoint> = new Set(["/tokenize", "/detokenize", "/apply-template"]);
 
 export interface EngineCallRequest {
   endpoint: EngineEndpoint;
@@ -205,6 +211,8 @@ export interface EngineCallRequest {
    * other, to be sent on as the engine wrote it, instead of thrown.
    */
   passErrors?: boolean | undefined;
+  /** How the client asked, for the request recorder; default `POST` and the engine endpoint. */
+  recordAs?: { method: string; url: string; userAgent?: string | undefined } | undefined;
 }
 
 /** How much of a piped answer is kept to read its usage: the tail of a stream, or a whole small JSON body. */
@@ -254,6 +262,8 @@ export class EngineCall {
     private readonly res: InferenceResponse,
     /** `performance.now()` when the request arrived. */
     readonly startedMs: number,
+    /** The request recorder's tap, when this exchange is recorded. */
+    private readonly tap: RecordingTap | null = null,
   ) {}
 
   get lease(): Lease {
@@ -273,6 +283,7 @@ export class EngineCall {
     } catch (error) {
       throw await this.failure(error);
     }
+    this.tap?.chunk(text);
     const parsed = JSON.parse(text) as T;
     this.observe(parsed as Record<string, unknown>);
     return parsed;
@@ -288,6 +299,7 @@ export class EngineCall {
     try {
       for await (const chunk of this.res.body.setEncoding("utf8")) {
         this.firstByteMs ??= performance.now() - this.startedMs;
+        this.tap?.chunk(chunk as string);
         buffer += chunk as string;
         let end: number;
         while ((end = buffer.indexOf("\n\n")) >= 0) {
@@ -337,6 +349,7 @@ export class EngineCall {
       for await (const chunk of this.res.body) {
         if (isStream) this.firstByteMs ??= performance.now() - this.startedMs;
         await writeWithBackpressure(raw, chunk as Buffer);
+        this.tap?.chunk(chunk as Buffer);
         if (keepsUsage) {
           tail.push(chunk as Buffer);
           tailBytes += (chunk as Buffer).length;
@@ -380,6 +393,7 @@ export class EngineCall {
     }
     raw.writeHead(this.res.status, { ...headers, "content-type": this.res.contentType, "content-length": body.length });
     raw.end(body);
+    this.tap?.chunk(body);
     if (MODE_OF[this.request.endpoint] !== "embedding" && body.length <= USAGE_WINDOW_BYTES) this.observeTail(body.toString("utf8"));
     this.finish();
   }
@@ -420,11 +434,16 @@ export class EngineCall {
     const aborted = this.request.signal.aborted || error instanceof ClientClosedError;
     if (!this.res.body.destroyed) this.res.body.destroy();
     this.res.done(error !== undefined && !aborted && !this.res.engineSignal.aborted && !(error instanceof EngineAnswerError) ? error : undefined);
+    const status = error === undefined ? this.res.status : aborted ? 499 : statusOf(error);
+    if (this.tap) {
+      const failure = error === undefined ? undefined : aborted ? new ClientClosedError() : error;
+      this.tap.end(status, failure === undefined ? undefined : failure instanceof ClientClosedError ? { error: { message: failure.message, code: "client_closed" } } : errorResponse(failure, () => undefined).body);
+    }
     this.deps.metrics.inference({
       api: this.request.api,
       endpoint: this.request.endpoint,
       model: this.res.lease.modelName,
-      status: error === undefined ? this.res.status : aborted ? 499 : statusOf(error),
+      status,
       durationMs: performance.now() - this.startedMs,
       firstByteMs: this.firstByteMs,
       promptTokens: this.promptTokens,
@@ -484,11 +503,14 @@ export async function openEngineCall(deps: EngineCallDeps, request: EngineCallRe
     deps.metrics.inference(observation);
     throw error;
   }
-  const call = new EngineCall(deps, request, res, startedMs);
+  const tap = deps.recorder && !UNRECORDED.has(request.endpoint) ? startRecording(deps.recorder, request, res.lease) : null;
+  const call = new EngineCall(deps, request, res, startedMs, tap);
   if (res.status >= 400 && !request.passErrors) {
     let body: unknown = null;
     try {
-      body = JSON.parse(await res.body.setEncoding("utf8").toArray().then((p) => p.join("")));
+      const text = await res.body.setEncoding("utf8").toArray().then((p) => p.join(""));
+      tap?.chunk(text);
+      body = JSON.parse(text);
     } catch {
       // Not JSON: the status says enough.
     }
@@ -497,4 +519,17 @@ export async function openEngineCall(deps: EngineCallDeps, request: EngineCallRe
     throw error;
   }
   return call;
+}
+
+function startRecording(recorder: RequestRecorder, request: EngineCallRequest, lease: Lease): RecordingTap {
+  return recorder.begin({
+    modelId: lease.modelId,
+    modelName: lease.modelName,
+    body: request.body,
+    method: request.recordAs?.method ?? "POST",
+    url: request.recordAs?.url ?? request.endpoint,
+    userAgent: request.recordAs?.userAgent,
+    origin: request.api,
+    contextSize: lease.contextSize,
+  });
 }
