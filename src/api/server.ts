@@ -21,6 +21,8 @@ import { registerOpenAIRoutes } from "./openai-routes.ts";
 import { registerResponsesRoutes } from "./responses/index.ts";
 import type { RequestRecorder } from "./recorder/request-recorder.ts";
 import { registerRecorderRoutes } from "./recorder/routes.ts";
+import type { LifecycleEvents } from "./lifecycle/events.ts";
+import { registerLifecycleRoutes } from "./lifecycle/routes.ts";
 import { acceptJsonBodies } from "../http/json-body.ts";
 import { writeWithBackpressure } from "../http/streaming.ts";
 
@@ -43,6 +45,8 @@ export interface DaemonAppDeps {
   metrics: DaemonMetrics;
   /** Request/response pairs for `GET /engines/requests`; null when MODEL_RUNNER_RECORD_REQUESTS=0. */
   recorder: RequestRecorder | null;
+  /** Runner and pull events for `GET /engines/events` (the scheduler and the distribution feed it). */
+  events: LifecycleEvents;
   log: Logger;
   /** The combined daemon + engine log file served by `GET /logs`. */
   logFile: string;
@@ -147,6 +151,7 @@ export function createDaemonApp(deps: DaemonAppDeps): FastifyInstance {
   });
   registerEngineRoutes(app, deps);
   registerRecorderRoutes(app, deps);
+  registerLifecycleRoutes(app, deps);
   registerOpenAIRoutes(app, { ...deps, logError });
   // The compat dialects: each in its own scope with its own error shape, all on runInference.
   registerOllamaRoutes(app, { ...deps, logError });

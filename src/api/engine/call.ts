@@ -53,6 +53,8 @@ export interface InferenceRequest {
   keepAliveMs?: number | undefined;
   /** Overrides the endpoint's mode (`/tokenize` on an embedding runner). */
   mode?: BackendMode | undefined;
+  /** Called once if the request has to wait for its model to load (see AcquireOptions). */
+  onLoading?: (() => void) | undefined;
 }
 
 /** An engine's answer, streaming. `done()` must be called once the body is consumed or abandoned. */
@@ -139,6 +141,7 @@ export async function runInference(
     backend: request.backend,
     signal: request.signal,
     ...(request.keepAliveMs !== undefined ? { keepAliveMs: request.keepAliveMs } : {}),
+    ...(request.onLoading !== undefined ? { onLoading: request.onLoading } : {}),
   });
   const acquireMs = performance.now() - acquireStarted;
   const combined = AbortSignal.any([request.signal, lease.signal]);
@@ -211,6 +214,8 @@ export interface EngineCallRequest {
    * other, to be sent on as the engine wrote it, instead of thrown.
    */
   passErrors?: boolean | undefined;
+  /** Called once if the request has to wait for its model to load (see AcquireOptions). */
+  onLoading?: (() => void) | undefined;
   /** How the client asked, for the request recorder; default `POST` and the engine endpoint. */
   recordAs?: { method: string; url: string; userAgent?: string | undefined } | undefined;
 }
@@ -334,12 +339,16 @@ export class EngineCall {
     for (const [name, value] of Object.entries(extraHeaders)) if (value !== undefined) headers[name] = value;
     const isStream = this.res.contentType.includes("text/event-stream");
     const length = this.res.contentLength;
+    // An SSE answer already begun (`: loading` comments while the model loaded) takes a JSON answer as one event.
+    if (raw.headersSent && !isStream) return this.pipeAsEvent(raw, logError);
     if (!isStream && length !== null && length <= WHOLE_ANSWER_BYTES) return this.pipeWhole(raw, logError, headers);
-    raw.writeHead(this.res.status, {
-      ...headers,
-      "content-type": this.res.contentType,
-      ...(isStream ? { "cache-control": "no-cache", "x-accel-buffering": "no" } : {}),
-    });
+    if (!raw.headersSent) {
+      raw.writeHead(this.res.status, {
+        ...headers,
+        "content-type": this.res.contentType,
+        ...(isStream ? { "cache-control": "no-cache", "x-accel-buffering": "no" } : {}),
+      });
+    }
     // The last chunks, at least USAGE_WINDOW_BYTES of them, decoded once at the end.
     const tail: Buffer[] = [];
     let tailBytes = 0;
@@ -396,6 +405,32 @@ export class EngineCall {
     this.tap?.chunk(body);
     if (MODE_OF[this.request.endpoint] !== "embedding" && body.length <= USAGE_WINDOW_BYTES) this.observeTail(body.toString("utf8"));
     this.finish();
+  }
+
+  /**
+   * A JSON answer (the engine's error) to a request whose SSE stream is
+   * already open: sent as one `data:` event, as an engine failing
+   * mid-stream does, then the stream ends.
+   */
+  private async pipeAsEvent(raw: ServerResponse, logError: ErrorLogger): Promise<void> {
+    let failure: unknown;
+    let event: string;
+    try {
+      const text = Buffer.concat((await this.res.body.toArray()) as Buffer[]).toString("utf8");
+      this.tap?.chunk(text);
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        parsed = { error: { message: `The engine answered with status ${this.res.status}: ${text.slice(0, 500)}`, type: "server_error", code: "engine_error" } };
+      }
+      event = sseEvent(null, parsed);
+    } catch (error) {
+      failure = error;
+      event = sseEvent(null, errorResponse(await midAnswerFailure(this.res, error), logError).body);
+    }
+    if (!raw.destroyed) raw.end(event);
+    this.finish(failure);
   }
 
   /** Usage and timings from the end of an answer: the last `data:` events that carry them, or the whole JSON body. */
@@ -487,6 +522,7 @@ export async function openEngineCall(deps: EngineCallDeps, request: EngineCallRe
       api: request.api,
       keepAliveMs: request.keepAliveMs,
       mode: request.mode,
+      onLoading: request.onLoading,
     });
   } catch (error) {
     const observation: InferenceObservation = {
