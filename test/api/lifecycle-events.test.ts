@@ -148,6 +148,22 @@ describe("lifecycle events", () => {
     }
   });
 
+  test("a cold stream the engine refuses: the comment, then the engine's error body as its one data event", async () => {
+    await d.addModel(await tinyModel({ seed: 74 }), "ai/cold:latest");
+    const res = await post("/v1/chat/completions", { model: "ai/cold", messages: [{ role: "user", content: "hi" }], max_tokens: 1, stream: true, no_such_field: 1 });
+    assert.equal(res.status, 200);
+    const text = await res.text();
+    assert.ok(text.startsWith(": loading ai/cold\n\n"), text);
+    const data = text.split("\n").filter((l) => l.startsWith("data: "));
+    assert.equal(data.length, 1, text);
+    const body = JSON.parse(data[0]!.slice(6)) as { error: { message: string } };
+    assert.match(body.error.message, /no_such_field/);
+    // Recorded with the engine's status and body.
+    const [group] = (await (await fetch(`${d.url}/engines/requests?model=ai/cold`)).json()) as Array<{ records: Array<{ status_code: number; error?: string }> }>;
+    assert.equal(group!.records[0]!.status_code, 400);
+    assert.match(group!.records[0]!.error!, /no_such_field/);
+  });
+
   test("pull progress, from the start to success; a failing pull says so", async () => {
     const feed = await follow(`${d.url}/engines/events`);
     try {
