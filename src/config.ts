@@ -48,6 +48,8 @@ export interface DaemonConfig {
   dockerPassword: string | null;
   hfEndpoint: string | null;
   hfToken: string | null;
+  /** MODEL_RUNNER_RECORD_REQUESTS: keep the last request/response pairs per model for `GET /engines/requests` (default on; `0` turns it off). */
+  recordRequests: boolean;
 }
 
 export const DEFAULT_PORT = 12434;
@@ -100,6 +102,15 @@ function mirrorEntry(text: string): string {
     throw new ConfigError(`MODEL_RUNNER_REGISTRY_MIRRORS: "${text}" is not a host[:port] or http(s)://host[:port]`);
   }
   return text.replace(/\/+$/, "");
+}
+
+/** A switch variable: unset is `fallback`; 1/true/yes/on and 0/false/no/off; anything else names the variable. */
+function onOff(text: string | undefined, what: string, fallback: boolean): boolean {
+  const value = text?.trim().toLowerCase() ?? "";
+  if (value === "") return fallback;
+  if (["1", "true", "yes", "on"].includes(value)) return true;
+  if (["0", "false", "no", "off"].includes(value)) return false;
+  throw new ConfigError(`${what} must be 0 or 1 (also true/false, yes/no, on/off), got "${text}"`);
 }
 
 function llamaCppEngine(text: string | undefined): DaemonConfig["llamaCppEngine"] {
@@ -161,6 +172,7 @@ export function loadDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEnv
     dockerPassword: env.DOCKER_PASSWORD || env.DOCKER_HUB_PASSWORD || null,
     hfEndpoint: env.HF_ENDPOINT || null,
     hfToken: env.HF_TOKEN || null,
+    recordRequests: onOff(env.MODEL_RUNNER_RECORD_REQUESTS, "MODEL_RUNNER_RECORD_REQUESTS", true),
   });
 }
 

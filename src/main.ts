@@ -3,6 +3,8 @@ import { join } from "node:path";
 import pino, { type Logger } from "pino";
 import { EngineClients } from "./api/engine/transport.ts";
 import { createMetrics } from "./api/metrics.ts";
+import { RequestRecorder } from "./api/recorder/request-recorder.ts";
+import { LifecycleEvents, observePulls } from "./api/lifecycle/events.ts";
 import { createDaemonApp } from "./api/server.ts";
 import { isLoopbackAddress, type DaemonConfig } from "./config.ts";
 import { createModelDistribution, openStore, type ModelDistribution } from "./distribution/index.ts";
@@ -131,6 +133,7 @@ export async function startDaemon(
   ]);
   const engineLog = root.child({ component: "engine" });
   let metrics: ReturnType<typeof createMetrics> | null = null;
+  const events = new LifecycleEvents();
   const scheduler = await createScheduler({
     backends,
     resolveModel: storeResolver(distribution),
@@ -142,7 +145,10 @@ export async function startDaemon(
     engineQueuePerSlot: 1,
     defaultKeepAliveMs: config.keepAliveMs,
     log: root.child({ component: "scheduler" }),
-    onEvent: (event: SchedulerEvent) => metrics?.schedulerEvent(event),
+    onEvent: (event: SchedulerEvent) => {
+      metrics?.schedulerEvent(event);
+      events.fromScheduler(event);
+    },
     onEngineLog: (labels, line) => engineLog.info({ model: labels.model, backend: labels.backend, mode: labels.mode }, line),
   });
   metrics = createMetrics({ runners: () => scheduler.ps(), queued: () => scheduler.memory().queued });
@@ -158,11 +164,14 @@ export async function startDaemon(
     apiKey: config.apiKey,
     origins: config.origins,
     allowedHosts: isLoopbackAddress(config.host) ? config.allowedHosts : null,
-    distribution,
+    // The routes' pulls (whichever API asks) are reported on /engines/events.
+    distribution: observePulls(distribution, events),
     scheduler,
     backends,
     engines,
     metrics,
+    recorder: config.recordRequests ? new RequestRecorder() : null,
+    events,
     log,
     logFile,
   });

@@ -3,8 +3,10 @@ import type { BackendMode, BackendRegistry } from "../inference/index.ts";
 import type { ModelDistribution, StoredModel } from "../distribution/index.ts";
 import type { Scheduler } from "../scheduling/index.ts";
 import type { EngineClients } from "./engine/transport.ts";
-import type { ErrorLogger } from "./errors.ts";
-import { ENGINE_ENDPOINTS, openEngineCall, requireModel, type OpenAIEndpoint } from "./engine/call.ts";
+import { errorResponse, type ErrorLogger } from "./errors.ts";
+import { ENGINE_ENDPOINTS, openEngineCall, requireModel, type EngineCall, type OpenAIEndpoint } from "./engine/call.ts";
+import { LoadingComments } from "./load-wait.ts";
+import { sseEvent } from "./sse.ts";
 import type { DaemonMetrics } from "./metrics.ts";
 import { checkOpenAIBody } from "./openai-checks.ts";
 
@@ -89,8 +91,22 @@ async function forward(deps: OpenAIRouteDeps, request: FastifyRequest, reply: Fa
   if (backend !== undefined) deps.backends.get(backend); // an unknown backend is a 404 whatever the body says
   checkOpenAIBody(endpoint, body);
   const client = { signal: reply.request.clientSignal };
-  const call = await openEngineCall(deps, { endpoint, body, backend, signal: client.signal, api: "openai", passErrors: true });
-  reply.hijack();
+  const recordAs = { method: request.method, url: request.url.split("?")[0]!, userAgent: request.headers["user-agent"] };
+  // A stream that waits for a cold load says so in SSE comments, which OpenAI clients skip.
+  const loading = body.stream === true ? new LoadingComments(reply, model) : null;
+  let call: EngineCall;
+  try {
+    call = await openEngineCall(deps, { endpoint, body, backend, signal: client.signal, api: "openai", passErrors: true, recordAs, onLoading: loading?.start });
+  } catch (error) {
+    if (!loading?.started) throw error;
+    // The stream is open: the failure (the load's, most likely) is its one event.
+    if (client.signal.aborted || reply.raw.destroyed) reply.raw.end();
+    else reply.raw.end(sseEvent(null, errorResponse(error, deps.logError).body));
+    return reply;
+  } finally {
+    loading?.stop();
+  }
+  if (!loading?.started) reply.hijack();
   // Headers set by the hooks (CORS) go out with the engine's answer.
   await call.pipe(reply.raw, deps.logError, reply.getHeaders());
 }

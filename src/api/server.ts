@@ -19,6 +19,10 @@ import { registerAnthropicRoutes } from "./anthropic/index.ts";
 import { registerOllamaRoutes } from "./ollama/index.ts";
 import { registerOpenAIRoutes } from "./openai-routes.ts";
 import { registerResponsesRoutes } from "./responses/index.ts";
+import type { RequestRecorder } from "./recorder/request-recorder.ts";
+import { registerRecorderRoutes } from "./recorder/routes.ts";
+import type { LifecycleEvents } from "./lifecycle/events.ts";
+import { registerLifecycleRoutes } from "./lifecycle/routes.ts";
 import { acceptJsonBodies } from "../http/json-body.ts";
 import { writeWithBackpressure } from "../http/streaming.ts";
 
@@ -39,6 +43,10 @@ export interface DaemonAppDeps {
   backends: BackendRegistry;
   engines: EngineClients;
   metrics: DaemonMetrics;
+  /** Request/response pairs for `GET /engines/requests`; null when MODEL_RUNNER_RECORD_REQUESTS=0. */
+  recorder: RequestRecorder | null;
+  /** Runner and pull events for `GET /engines/events` (the scheduler and the distribution feed it). */
+  events: LifecycleEvents;
   log: Logger;
   /** The combined daemon + engine log file served by `GET /logs`. */
   logFile: string;
@@ -135,10 +143,15 @@ export function createDaemonApp(deps: DaemonAppDeps): FastifyInstance {
     logError,
     // A removed model's runners would keep serving deleted files: stop them.
     onRemoved: async (ids) => {
+      // DMR forgets a removed model's records too.
+      if (ids === "all") deps.recorder?.clear();
+      else for (const id of ids) deps.recorder?.forget(id);
       await deps.scheduler.unload(ids === "all" ? { all: true } : { models: ids }).catch(() => undefined);
     },
   });
   registerEngineRoutes(app, deps);
+  registerRecorderRoutes(app, deps);
+  registerLifecycleRoutes(app, deps);
   registerOpenAIRoutes(app, { ...deps, logError });
   // The compat dialects: each in its own scope with its own error shape, all on runInference.
   registerOllamaRoutes(app, { ...deps, logError });

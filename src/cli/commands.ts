@@ -13,6 +13,7 @@ import { psCommand } from "./ps.ts";
 import { pullCommand } from "./pull.ts";
 import { purgeCommand } from "./purge.ts";
 import { pushCommand } from "./push.ts";
+import { requestsCommand } from "./requests.ts";
 import { rmCommand } from "./rm.ts";
 import { restartRunnerCommand, startRunnerCommand, stopRunnerCommand } from "./runner.ts";
 import { runCommand } from "./run.ts";
@@ -76,6 +77,7 @@ export const COMMANDS: readonly Command[] = [
   installRunnerCommand,
   uninstallRunnerCommand,
   logsCommand,
+  requestsCommand,
   searchCommand,
   versionCommand,
   completionCommand,

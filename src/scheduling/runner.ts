@@ -105,6 +105,14 @@ export class Runner {
     const runnerLabels = labels(plan);
     const { log, onEngineLog } = this.host;
     log.info({ ...runnerLabels, contextSize: plan.contextSize, parallel: plan.parallel, estimatedBytes: plan.memory.totalBytes }, "loading model");
+    this.host.emit({
+      type: "loading",
+      ...runnerLabels,
+      contextSize: plan.contextSize,
+      parallel: plan.parallel,
+      estimatedBytes: plan.memory.totalBytes,
+      engine: backend.engineFor?.({ engine: plan.engine }) ?? null,
+    });
     const run = (async () => {
       await backend.install(this.abort.signal, { engine: plan.engine });
       await backend.run(
@@ -140,7 +148,7 @@ export class Runner {
     this.state = "ready";
     this.lastUsedMs ??= this.host.clock.now();
     const durationMs = this.host.clock.now() - this.startedMs;
-    this.host.emit({ type: "load", ...labels(this.plan), durationMs });
+    this.host.emit({ type: "load", ...labels(this.plan), durationMs, pid: this.pid });
     this.host.log.info({ ...labels(this.plan), durationMs, pid: this.pid }, "model loaded");
     this.ready.resolve();
     if (this.inFlight === 0 && this.slotWaiters.length === 0) this.host.onIdle(this);

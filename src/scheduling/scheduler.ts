@@ -135,6 +135,7 @@ class SchedulerImpl implements Scheduler {
       lease = await this.admission.enqueue(plan!, signal);
     }
     if (options.keepAliveMs !== undefined) lease.runner.keepAliveMs = options.keepAliveMs;
+    if (lease.runner.state === "loading") options.onLoading?.();
     try {
       await raceAbort(lease.runner.ready.promise, signal);
     } catch (error) {
@@ -245,6 +246,7 @@ class SchedulerImpl implements Scheduler {
     await this.configs.set(config);
     this.failures.delete(plan.key); // the new settings deserve a fresh try
     this.log.info({ backend: backend.name, model: request.model, mode, config }, "model configured");
+    this.emit({ type: "configured", backend: backend.name, model: request.model, mode, config, restarted });
     if (restarted) {
       // Docker Model Runner answers 202 and loads in the background; so do we.
       this.preload(request.model, mode, { backend: backend.name }).catch((error: unknown) =>

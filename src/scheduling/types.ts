@@ -55,15 +55,21 @@ export interface RunnerLabels {
   mode: BackendMode;
 }
 
-/** What the scheduler reports for metrics (prom-client counters and histograms). */
+/**
+ * What the scheduler reports, for metrics (prom-client counters and
+ * histograms) and the lifecycle event stream (`GET /engines/events`):
+ * `loading` when an engine is started, `load` once it is ready.
+ */
 export type SchedulerEvent =
-  | ({ type: "load"; durationMs: number } & RunnerLabels)
+  | ({ type: "loading"; contextSize: number; parallel: number; estimatedBytes: number; engine: string | null } & RunnerLabels)
+  | ({ type: "load"; durationMs: number; pid: number | null } & RunnerLabels)
   | ({ type: "load_failed"; error: unknown } & RunnerLabels)
   | ({ type: "evict"; reason: EvictReason } & RunnerLabels)
   | ({ type: "crash"; error: unknown; inFlight: number } & RunnerLabels)
   | ({ type: "queued"; queueLength: number } & RunnerLabels)
   | ({ type: "dequeued"; waitMs: number; outcome: "admitted" | "aborted" | "rejected" } & RunnerLabels)
-  | ({ type: "queue_full" } & RunnerLabels);
+  | ({ type: "queue_full" } & RunnerLabels)
+  | ({ type: "configured"; config: RunnerConfig; restarted: boolean } & RunnerLabels);
 
 /** Why a runner was stopped. */
 export type EvictReason = "memory" | "idle" | "unload" | "reconfigure" | "shutdown" | "unhealthy";
@@ -123,6 +129,12 @@ export interface AcquireOptions {
    * before any model is loaded.
    */
   images?: boolean | undefined;
+  /**
+   * Called once if the request has to wait for its model to load (it
+   * started the engine, or found one starting), before that wait: a
+   * streaming answer can say why nothing comes yet.
+   */
+  onLoading?: (() => void) | undefined;
 }
 
 /**

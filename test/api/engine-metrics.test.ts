@@ -56,4 +56,29 @@ describe("engine metrics in the daemon's /metrics", () => {
     const header = lines.indexOf(lines.find((l) => l.startsWith("# TYPE llamacpp:prompt_tokens_total "))!);
     assert.ok(lines[header + 1]!.startsWith("llamacpp:prompt_tokens_total{") && lines[header + 2]!.startsWith("llamacpp:prompt_tokens_total{"));
   });
+
+  test("two models in the same mode: each its own series, told apart by `model`; an unloaded engine's series go with it", async () => {
+    for (const [model, n] of [["ai/tiny", 2], ["ai/tiny-embed", 5]] as const) {
+      const res = await fetch(`${d.url}/v1/completions`, { method: "POST", body: JSON.stringify({ model, prompt: "count", max_tokens: n, ignore_eos: true }) });
+      assert.equal(res.status, 200, await res.text());
+    }
+    const scrape = async () => (await (await fetch(`${d.url}/metrics`)).text()).split("\n");
+    const predicted = (lines: string[], model: string) =>
+      lines.filter((l) => l.startsWith("llamacpp:tokens_predicted_total{") && l.includes(`model="${model}"`) && l.includes('mode="completion"'));
+    let lines = await scrape();
+    const tiny = predicted(lines, "ai/tiny");
+    const other = predicted(lines, "ai/tiny-embed");
+    assert.equal(tiny.length, 1, tiny.join("\n"));
+    assert.equal(other.length, 1, other.join("\n"));
+    assert.match(other[0]!, /backend="llama\.cpp"/);
+    assert.notEqual(tiny[0], other[0]);
+    assert.ok(Number(other[0]!.split(" ").at(-1)) >= 5, other[0]);
+
+    const unloaded = await fetch(`${d.url}/engines/unload`, { method: "POST", body: JSON.stringify({ models: ["ai/tiny-embed"] }) });
+    assert.equal(unloaded.status, 200, await unloaded.text());
+    lines = await scrape();
+    assert.deepEqual(predicted(lines, "ai/tiny-embed"), []);
+    assert.equal(lines.filter((l) => l.startsWith("llamacpp:") && l.includes('model="ai/tiny-embed"')).length, 0);
+    assert.equal(predicted(lines, "ai/tiny").length, 1, "the other engine's series stay");
+  });
 });

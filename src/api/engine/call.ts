@@ -11,6 +11,7 @@ import { ClientClosedError, writeWithBackpressure } from "../../http/streaming.t
 import type { DaemonMetrics } from "../metrics.ts";
 import { sseEvent } from "../sse.ts";
 import { checkChatImages, withImageGuard } from "./images.ts";
+import type { RecordingTap, RequestRecorder } from "../recorder/request-recorder.ts";
 
 /**
  * The engine endpoints the daemon forwards to, and the mode of the runner
@@ -53,6 +54,8 @@ export interface InferenceRequest {
   keepAliveMs?: number | undefined;
   /** Overrides the endpoint's mode (`/tokenize` on an embedding runner). */
   mode?: BackendMode | undefined;
+  /** Called once if the request has to wait for its model to load (see AcquireOptions). */
+  onLoading?: (() => void) | undefined;
 }
 
 /** An engine's answer, streaming. `done()` must be called once the body is consumed or abandoned. */
@@ -142,6 +145,7 @@ export async function runInference(
     signal: request.signal,
     images: images > 0,
     ...(request.keepAliveMs !== undefined ? { keepAliveMs: request.keepAliveMs } : {}),
+    ...(request.onLoading !== undefined ? { onLoading: request.onLoading } : {}),
   });
   const acquireMs = performance.now() - acquireStarted;
   const combined = AbortSignal.any([request.signal, lease.signal]);
@@ -191,7 +195,12 @@ export interface EngineCallDeps {
   scheduler: Scheduler;
   engines: EngineClients;
   metrics: DaemonMetrics;
+  /** Keeps request/response pairs for `GET /engines/requests`; absent or null: not recorded. */
+  recorder?: RequestRecorder | null | undefined;
 }
+
+/** llama-server's tokenizer utilities are not inference: the recorder leaves them out (they also serve count_tokens). */
+const UNRECORDED: ReadonlySet<EngineEndpoint> = new Set(["/tokenize", "/detokenize", "/apply-template"]);
 
 export interface EngineCallRequest {
   endpoint: EngineEndpoint;
@@ -209,6 +218,10 @@ export interface EngineCallRequest {
    * other, to be sent on as the engine wrote it, instead of thrown.
    */
   passErrors?: boolean | undefined;
+  /** Called once if the request has to wait for its model to load (see AcquireOptions). */
+  onLoading?: (() => void) | undefined;
+  /** How the client asked, for the request recorder; default `POST` and the engine endpoint. */
+  recordAs?: { method: string; url: string; userAgent?: string | undefined } | undefined;
 }
 
 /** How much of a piped answer is kept to read its usage: the tail of a stream, or a whole small JSON body. */
@@ -258,6 +271,8 @@ export class EngineCall {
     private readonly res: InferenceResponse,
     /** `performance.now()` when the request arrived. */
     readonly startedMs: number,
+    /** The request recorder's tap, when this exchange is recorded. */
+    private readonly tap: RecordingTap | null = null,
   ) {}
 
   get lease(): Lease {
@@ -277,6 +292,7 @@ export class EngineCall {
     } catch (error) {
       throw await this.failure(error);
     }
+    this.tap?.chunk(text);
     const parsed = JSON.parse(text) as T;
     this.observe(parsed as Record<string, unknown>);
     return parsed;
@@ -292,6 +308,7 @@ export class EngineCall {
     try {
       for await (const chunk of this.res.body.setEncoding("utf8")) {
         this.firstByteMs ??= performance.now() - this.startedMs;
+        this.tap?.chunk(chunk as string);
         buffer += chunk as string;
         let end: number;
         while ((end = buffer.indexOf("\n\n")) >= 0) {
@@ -326,12 +343,16 @@ export class EngineCall {
     for (const [name, value] of Object.entries(extraHeaders)) if (value !== undefined) headers[name] = value;
     const isStream = this.res.contentType.includes("text/event-stream");
     const length = this.res.contentLength;
+    // An SSE answer already begun (`: loading` comments while the model loaded) takes a JSON answer as one event.
+    if (raw.headersSent && !isStream) return this.pipeAsEvent(raw, logError);
     if (!isStream && length !== null && length <= WHOLE_ANSWER_BYTES) return this.pipeWhole(raw, logError, headers);
-    raw.writeHead(this.res.status, {
-      ...headers,
-      "content-type": this.res.contentType,
-      ...(isStream ? { "cache-control": "no-cache", "x-accel-buffering": "no" } : {}),
-    });
+    if (!raw.headersSent) {
+      raw.writeHead(this.res.status, {
+        ...headers,
+        "content-type": this.res.contentType,
+        ...(isStream ? { "cache-control": "no-cache", "x-accel-buffering": "no" } : {}),
+      });
+    }
     // The last chunks, at least USAGE_WINDOW_BYTES of them, decoded once at the end.
     const tail: Buffer[] = [];
     let tailBytes = 0;
@@ -341,6 +362,7 @@ export class EngineCall {
       for await (const chunk of this.res.body) {
         if (isStream) this.firstByteMs ??= performance.now() - this.startedMs;
         await writeWithBackpressure(raw, chunk as Buffer);
+        this.tap?.chunk(chunk as Buffer);
         if (keepsUsage) {
           tail.push(chunk as Buffer);
           tailBytes += (chunk as Buffer).length;
@@ -384,8 +406,35 @@ export class EngineCall {
     }
     raw.writeHead(this.res.status, { ...headers, "content-type": this.res.contentType, "content-length": body.length });
     raw.end(body);
+    this.tap?.chunk(body);
     if (MODE_OF[this.request.endpoint] !== "embedding" && body.length <= USAGE_WINDOW_BYTES) this.observeTail(body.toString("utf8"));
     this.finish();
+  }
+
+  /**
+   * A JSON answer (the engine's error) to a request whose SSE stream is
+   * already open: sent as one `data:` event, as an engine failing
+   * mid-stream does, then the stream ends.
+   */
+  private async pipeAsEvent(raw: ServerResponse, logError: ErrorLogger): Promise<void> {
+    let failure: unknown;
+    let event: string;
+    try {
+      const text = Buffer.concat((await this.res.body.toArray()) as Buffer[]).toString("utf8");
+      this.tap?.chunk(text);
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        parsed = { error: { message: `The engine answered with status ${this.res.status}: ${text.slice(0, 500)}`, type: "server_error", code: "engine_error" } };
+      }
+      event = sseEvent(null, parsed);
+    } catch (error) {
+      failure = error;
+      event = sseEvent(null, errorResponse(await midAnswerFailure(this.res, error), logError).body);
+    }
+    if (!raw.destroyed) raw.end(event);
+    this.finish(failure);
   }
 
   /** Usage and timings from the end of an answer: the last `data:` events that carry them, or the whole JSON body. */
@@ -424,11 +473,16 @@ export class EngineCall {
     const aborted = this.request.signal.aborted || error instanceof ClientClosedError;
     if (!this.res.body.destroyed) this.res.body.destroy();
     this.res.done(error !== undefined && !aborted && !this.res.engineSignal.aborted && !(error instanceof EngineAnswerError) ? error : undefined);
+    const status = error === undefined ? this.res.status : aborted ? 499 : statusOf(error);
+    if (this.tap) {
+      const failure = error === undefined ? undefined : aborted ? new ClientClosedError() : error;
+      this.tap.end(status, failure === undefined ? undefined : failure instanceof ClientClosedError ? { error: { message: failure.message, code: "client_closed" } } : errorResponse(failure, () => undefined).body);
+    }
     this.deps.metrics.inference({
       api: this.request.api,
       endpoint: this.request.endpoint,
       model: this.res.lease.modelName,
-      status: error === undefined ? this.res.status : aborted ? 499 : statusOf(error),
+      status,
       durationMs: performance.now() - this.startedMs,
       firstByteMs: this.firstByteMs,
       promptTokens: this.promptTokens,
@@ -472,6 +526,7 @@ export async function openEngineCall(deps: EngineCallDeps, request: EngineCallRe
       api: request.api,
       keepAliveMs: request.keepAliveMs,
       mode: request.mode,
+      onLoading: request.onLoading,
     });
   } catch (error) {
     const observation: InferenceObservation = {
@@ -488,11 +543,14 @@ export async function openEngineCall(deps: EngineCallDeps, request: EngineCallRe
     deps.metrics.inference(observation);
     throw error;
   }
-  const call = new EngineCall(deps, request, res, startedMs);
+  const tap = deps.recorder && !UNRECORDED.has(request.endpoint) ? startRecording(deps.recorder, request, res.lease) : null;
+  const call = new EngineCall(deps, request, res, startedMs, tap);
   if (res.status >= 400 && !request.passErrors) {
     let body: unknown = null;
     try {
-      body = JSON.parse(await res.body.setEncoding("utf8").toArray().then((p) => p.join("")));
+      const text = await res.body.setEncoding("utf8").toArray().then((p) => p.join(""));
+      tap?.chunk(text);
+      body = JSON.parse(text);
     } catch {
       // Not JSON: the status says enough.
     }
@@ -501,4 +559,17 @@ export async function openEngineCall(deps: EngineCallDeps, request: EngineCallRe
     throw error;
   }
   return call;
+}
+
+function startRecording(recorder: RequestRecorder, request: EngineCallRequest, lease: Lease): RecordingTap {
+  return recorder.begin({
+    modelId: lease.modelId,
+    modelName: lease.modelName,
+    body: request.body,
+    method: request.recordAs?.method ?? "POST",
+    url: request.recordAs?.url ?? request.endpoint,
+    userAgent: request.recordAs?.userAgent,
+    origin: request.api,
+    contextSize: lease.contextSize,
+  });
 }

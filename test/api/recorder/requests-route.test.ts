@@ -1,0 +1,219 @@
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { startTestDaemon, type TestDaemon } from "../daemon-helper.ts";
+import { runMr, spawnMr, collect } from "../../helpers/cli.ts";
+import { eventually } from "../../helpers/processes.ts";
+
+// GET /engines/requests on a real daemon with an API key: what OpenAI and
+// Ollama requests leave there, a stream recorded as its assembled answer,
+// following with include_existing, the per-model count bound, the CLI.
+
+interface Pair {
+  id: string;
+  model: string;
+  method: string;
+  url: string;
+  request: string;
+  response?: string;
+  error?: string;
+  timestamp: number;
+  status_code: number;
+  user_agent?: string;
+  origin?: string;
+}
+interface Group {
+  count: number;
+  model: string;
+  config: Record<string, unknown>;
+  records: Pair[];
+}
+
+const KEY = "sekrit-key";
+const auth = { authorization: `Bearer ${KEY}` };
+
+describe("the request recorder through the daemon", () => {
+  let d: TestDaemon;
+  before(async () => {
+    d = await startTestDaemon({ MODEL_RUNNER_API_KEY: KEY });
+  });
+  after(() => d?.close());
+
+  const post = (path: string, body: unknown) => fetch(`${d.url}${path}`, { method: "POST", headers: { ...auth, "user-agent": "recorder-test/1" }, body: JSON.stringify(body) });
+  const records = async (query = "") => {
+    const res = await fetch(`${d.url}/engines/requests${query}`, { headers: auth });
+    assert.equal(res.status, 200);
+    return (await res.json()) as Group[];
+  };
+
+  test("without the key: 401, for the list and the follow alike", async () => {
+    assert.equal((await fetch(`${d.url}/engines/requests`)).status, 401);
+    const follow = await fetch(`${d.url}/engines/requests`, { headers: { accept: "text/event-stream", authorization: "Bearer wrong" } });
+    assert.equal(follow.status, 401);
+    await follow.body?.cancel();
+  });
+
+  test("a JSON answer and a streamed one (recorded as the assembled completion), with DMR's fields", async () => {
+    const plain = await post("/engines/v1/chat/completions", { model: "ai/tiny", messages: [{ role: "user", content: "hi" }], max_tokens: 3 });
+    const plainBody = await plain.text();
+    assert.equal(plain.status, 200, plainBody);
+    const streamed = await post("/v1/chat/completions", { model: "ai/tiny", messages: [{ role: "user", content: "yo" }], max_tokens: 4, stream: true });
+    const sse = await streamed.text();
+    assert.equal(streamed.status, 200, sse);
+    const content = sse
+      .split("\n")
+      .filter((l) => l.startsWith("data: {"))
+      .map((l) => (JSON.parse(l.slice(6)) as { choices: Array<{ delta?: { content?: string } }> }).choices[0]?.delta?.content ?? "")
+      .join("");
+
+    const [group, ...others] = await records("?model=ai/tiny");
+    assert.equal(others.length, 0);
+    assert.equal(group!.model, "ai/tiny:latest");
+    assert.equal(typeof group!.config["context-size"], "number");
+    const [a, b] = group!.records.slice(-2);
+    assert.equal(a!.model, "ai/tiny");
+    assert.equal(a!.method, "POST");
+    assert.equal(a!.url, "/engines/v1/chat/completions");
+    assert.equal(a!.status_code, 200);
+    assert.equal(a!.origin, "openai");
+    assert.equal(a!.user_agent, "recorder-test/1");
+    assert.ok(Number.isInteger(a!.timestamp) && Math.abs(a!.timestamp - Date.now() / 1000) < 120);
+    assert.deepEqual(JSON.parse(a!.request).messages, [{ role: "user", content: "hi" }]);
+    assert.deepEqual(JSON.parse(a!.response!), JSON.parse(plainBody));
+    assert.equal(b!.url, "/v1/chat/completions");
+    const final = JSON.parse(b!.response!) as { object: string; choices: Array<{ message: { role: string; content: string }; finish_reason: string }> };
+    assert.equal(final.object, "chat.completion");
+    assert.equal(final.choices[0]!.message.content, content);
+    assert.equal(final.choices[0]!.message.role, "assistant");
+    assert.ok(final.choices[0]!.finish_reason);
+    assert.notEqual(a!.id, b!.id);
+    // The key is never part of a record.
+    assert.ok(!JSON.stringify(group).includes(KEY));
+  });
+
+  test("every dialect is recorded at the one engine call: an Ollama chat shows with origin ollama; an engine error with its body", async () => {
+    const ollama = await post("/api/chat", { model: "ai/tiny", messages: [{ role: "user", content: "ola" }], stream: false, options: { num_predict: 2 } });
+    assert.equal(ollama.status, 200, await ollama.text());
+    const bad = await post("/v1/embeddings", { model: "ai/tiny-embed", input: [] });
+    const badText = await bad.text();
+    assert.ok(bad.status >= 400, badText);
+    const tiny = (await records("?model=ai/tiny"))[0]!.records.at(-1)!;
+    assert.equal(tiny.origin, "ollama");
+    assert.equal(tiny.status_code, 200);
+    assert.match(tiny.request, /ola/);
+    // Refused by the engine (the daemon's own checks pass it): recorded with the engine's error body.
+    const last = (await records("?model=ai/tiny-embed"))[0]!.records.at(-1)!;
+    assert.equal(last.status_code, bad.status);
+    assert.equal(last.response, undefined);
+    assert.deepEqual(JSON.parse(last.error!), JSON.parse(badText));
+    // Both models listed when no model is named.
+    assert.ok((await records()).some((g) => g.model === "ai/tiny:latest"));
+    // A model that is not there has none.
+    assert.deepEqual(await records("?model=ai/none"), []);
+  });
+
+  test("follow: existing records first with include_existing, then connected, then each new exchange once complete", async () => {
+    const controller = new AbortController();
+    const res = await fetch(`${d.url}/engines/requests?model=ai/tiny&include_existing=true`, { headers: { ...auth, accept: "text/event-stream" }, signal: controller.signal });
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get("content-type")!, /^text\/event-stream/);
+    const existing = (await records("?model=ai/tiny"))[0]!.count;
+    const events: Array<{ event: string; data: unknown }> = [];
+    const reading = (async () => {
+      let buffer = "";
+      try {
+        for await (const chunk of res.body!.pipeThrough(new TextDecoderStream()) as unknown as AsyncIterable<string>) {
+          buffer += chunk;
+          let end: number;
+          while ((end = buffer.indexOf("\n\n")) >= 0) {
+            const block = buffer.slice(0, end);
+            buffer = buffer.slice(end + 2);
+            const event = /^event: (.*)$/m.exec(block)?.[1];
+            const data = /^data: (.*)$/m.exec(block)?.[1];
+            if (event && data) events.push({ event, data: JSON.parse(data) });
+          }
+        }
+      } catch {
+        // aborted below
+      }
+    })();
+    await eventually(() => events.some((e) => e.event === "connected"), 5000, "the connected event");
+    assert.equal(events.filter((e) => e.event === "existing_request").length, existing);
+    assert.equal(events.findIndex((e) => e.event === "connected"), existing, "existing ones come before connected");
+    // Another model's request does not show in a follow of ai/tiny.
+    assert.equal((await post("/v1/embeddings", { model: "ai/tiny-embed", input: "x" })).status, 200);
+    const chat = await post("/v1/chat/completions", { model: "ai/tiny", messages: [{ role: "user", content: "follow me" }], max_tokens: 2, stream: true });
+    await chat.text();
+    await eventually(() => events.some((e) => e.event === "new_request"), 5000, "the new_request event");
+    controller.abort();
+    await reading;
+    const fresh = events.filter((e) => e.event === "new_request");
+    assert.equal(fresh.length, 1);
+    const [group] = fresh[0]!.data as Group[];
+    assert.equal(group!.count, 1);
+    assert.equal(group!.model, "ai/tiny:latest");
+    assert.equal(group!.records[0]!.status_code, 200);
+    assert.match(group!.records[0]!.request, /follow me/);
+    assert.equal(JSON.parse(group!.records[0]!.response!).object, "chat.completion");
+  });
+
+  test("bounded: a model keeps its last 10", async () => {
+    for (let i = 0; i < 12; i++) {
+      const res = await post("/v1/completions", { model: "ai/tiny", prompt: `n${i}`, max_tokens: 1 });
+      assert.equal(res.status, 200, await res.text());
+    }
+    const [group] = await records("?model=ai/tiny");
+    assert.equal(group!.count, 10);
+    assert.equal(group!.records.length, 10);
+    assert.deepEqual(group!.records.slice(-10).map((r) => JSON.parse(r.request).prompt), Array.from({ length: 10 }, (_, i) => `n${i + 2}`));
+  });
+
+  test("mr requests: the list, --model, the key from MODEL_RUNNER_API_KEY; -f prints new ones; --include-existing needs -f", async () => {
+    const env = { MODEL_RUNNER_HOST: d.url.replace(/^http:\/\//, ""), MODEL_RUNNER_API_KEY: KEY };
+    const list = await runMr(["requests", "--model", "ai/tiny"], { env });
+    assert.equal(list.code, 0, list.stderr);
+    const groups = JSON.parse(list.stdout) as Group[];
+    assert.equal(groups[0]!.model, "ai/tiny:latest");
+    const noKey = await runMr(["requests"], { env: { MODEL_RUNNER_HOST: env.MODEL_RUNNER_HOST } });
+    assert.equal(noKey.code, 1);
+    assert.match(noKey.stderr, /API key/);
+    const usage = await runMr(["requests", "--include-existing"], { env });
+    assert.equal(usage.code, 2);
+    assert.match(usage.stderr, /--include-existing works only with --follow/);
+
+    const child = spawnMr(["requests", "-f", "--model", "ai/tiny"], { env });
+    child.stdin!.end();
+    const done = collect(child, 30_000);
+    let out = "";
+    child.stdout!.on("data", (b: Buffer) => (out += b.toString()));
+    // The follow is connected once the daemon has a subscriber: send until one shows.
+    await eventually(async () => {
+      await (await post("/v1/completions", { model: "ai/tiny", prompt: "cli", max_tokens: 1 })).text();
+      return out.includes('"cli"') || out.includes("\\\"cli\\\"");
+    }, 15_000, "mr requests -f to print the new request");
+    child.kill("SIGINT");
+    const r = await done;
+    const line = JSON.parse(r.stdout.trim().split("\n")[0]!) as Group[];
+    assert.equal(line[0]!.records[0]!.status_code, 200);
+  });
+});
+
+describe("MODEL_RUNNER_RECORD_REQUESTS=0", () => {
+  let d: TestDaemon;
+  before(async () => {
+    d = await startTestDaemon({ MODEL_RUNNER_RECORD_REQUESTS: "0" });
+  });
+  after(() => d?.close());
+
+  test("nothing is kept, and the route says why", async () => {
+    const chat = await fetch(`${d.url}/v1/chat/completions`, { method: "POST", body: JSON.stringify({ model: "ai/tiny", messages: [{ role: "user", content: "hi" }], max_tokens: 1 }) });
+    assert.equal(chat.status, 200, await chat.text());
+    const res = await fetch(`${d.url}/engines/requests`);
+    assert.equal(res.status, 404);
+    const body = (await res.json()) as { error: { code: string; message: string } };
+    assert.equal(body.error.code, "recording_disabled");
+    assert.match(body.error.message, /MODEL_RUNNER_RECORD_REQUESTS=0/);
+    const cli = await runMr(["requests"], { env: { MODEL_RUNNER_HOST: d.url.replace(/^http:\/\//, "") } });
+    assert.equal(cli.code, 1);
+    assert.match(cli.stderr, /MODEL_RUNNER_RECORD_REQUESTS=0/);
+  });
+});
