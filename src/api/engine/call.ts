@@ -10,6 +10,7 @@ import { errorResponse, statusOf, type ErrorLogger } from "../errors.ts";
 import { ClientClosedError, writeWithBackpressure } from "../../http/streaming.ts";
 import type { DaemonMetrics } from "../metrics.ts";
 import { sseEvent } from "../sse.ts";
+import { applyPreset } from "./preset.ts";
 
 /**
  * The engine endpoints the daemon forwards to, and the mode of the runner
@@ -126,6 +127,8 @@ export function requireModel(body: unknown): string {
  * schedule a runner for the model, forward the body to its engine over the
  * Unix socket with `model` rewritten to the name the engine serves, and hand
  * back the streaming answer. The caller consumes `body` and calls `done()`.
+ * The model's preset (its stored request defaults) is filled in here, once
+ * the model is resolved, so every dialect gets it (engine/preset.ts).
  */
 export async function runInference(
   deps: { scheduler: Scheduler; engines: EngineClients },
@@ -153,7 +156,7 @@ export async function runInference(
       method: "POST",
       path: request.endpoint,
       headers: { "content-type": "application/json" },
-      body: JSON.stringify({ ...request.body, model: lease.modelName }),
+      body: JSON.stringify({ ...applyPreset(request.endpoint, request.body, deps.scheduler.presetOf(lease.backend, lease.modelId)), model: lease.modelName }),
       signal: combined,
     });
     const contentType = String(response.headers["content-type"] ?? "application/json");
