@@ -151,7 +151,8 @@ class Distribution implements ModelDistribution {
     }
     for (const license of opts.licenses ?? []) {
       const { digest, size } = await this.mapNoSpace(this.store.ingestFile(license, opts.signal));
-      layers = [...layers, { mediaType: MediaTypes.license, size, digest }];
+      // The same text twice (a Modelfile from `show --modelfile` names the license it came with) is one layer.
+      if (!layers.some((l) => l.digest === digest)) layers = [...layers, { mediaType: MediaTypes.license, size, digest }];
     }
     const rootfs = layers === manifest.layers || !configFile.rootfs ? configFile.rootfs : { ...configFile.rootfs, diff_ids: layers.map((l) => l.digest) };
     const existing = opts.isNewModel ? new Set((await this.store.readIndex()).map((m) => m.id as string)) : new Set<string>();
