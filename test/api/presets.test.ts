@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { startBareDaemon, type TestDaemon } from "../helpers/daemon.ts";
+import { ENGINE_VARIANTS } from "../helpers/engines.ts";
 import { tinyModel } from "../helpers/models.ts";
 
 type Body = Record<string, any>;
@@ -47,11 +48,11 @@ const dialects = {
   },
 };
 
-describe("model presets on every dialect", () => {
+for (const variant of ENGINE_VARIANTS) describe(`model presets on every dialect [${variant.engine}]`, { skip: variant.skip }, () => {
   let d: TestDaemon;
   const baseline: Record<string, { prompt: number; completion: number }> = {};
   before(async () => {
-    d = await startBareDaemon({ MODEL_RUNNER_LOG_LEVEL: "warn" });
+    d = await startBareDaemon({ MODEL_RUNNER_LOG_LEVEL: "warn", ...variant.env });
     await d.addModel(await tinyModel({ seed: 3 }), "ai/tiny:latest");
     // Before any preset: what each dialect's prompt costs without a system prompt (max_tokens given so the answer is short).
     for (const [name, run] of Object.entries(dialects)) {
