@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { startBareDaemon, type TestDaemon } from "../helpers/daemon.ts";
+import { ENGINE_VARIANTS } from "../helpers/engines.ts";
 import { tinyModel } from "../helpers/models.ts";
 
 type Body = Record<string, any>;
@@ -26,10 +27,10 @@ const idOf = async (d: TestDaemon, name: string) => ((await fetch(`${d.url}/mode
 const SYSTEM = "You are a pirate. Answer every question like a pirate would, with many arrs.";
 const JINJA = "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}\n{% endfor %}<|assistant|>";
 
-describe("Ollama POST /api/create with Modelfile parts", () => {
+for (const variant of ENGINE_VARIANTS) describe(`Ollama POST /api/create with Modelfile parts [${variant.engine}]`, { skip: variant.skip }, () => {
   let d: TestDaemon;
   before(async () => {
-    d = await startBareDaemon({ MODEL_RUNNER_LOG_LEVEL: "warn" });
+    d = await startBareDaemon({ MODEL_RUNNER_LOG_LEVEL: "warn", ...variant.env });
     await d.addModel(await tinyModel({ seed: 3 }), "ai/tiny:latest");
   });
   after(() => d?.close());
