@@ -127,6 +127,8 @@ export function configJson(c: RunnerConfig) {
     runtime_flags: c.runtimeFlags,
     keep_alive: c.keepAlive ?? null,
     engine: c.engine ?? null,
+    // Ours: the model's request defaults (system prompt, Ollama-named parameters, few-shot messages).
+    preset: c.preset ?? null,
   };
 }
 

@@ -21,6 +21,8 @@ export interface ChatOptions {
   think?: boolean | "low" | "medium" | "high";
   /** Ollama's `format`: "json". */
   format?: "json";
+  /** Ollama's `options` (`/set parameter`): they go over the model's preset for this session. */
+  parameters?: Record<string, number | string[]>;
 }
 
 /** Ollama's measured statistics of the final chunk (nanoseconds), for `--verbose`. */
@@ -64,6 +66,7 @@ export async function streamChat(
         ...(options.keepAlive !== undefined ? { keep_alive: options.keepAlive } : {}),
         ...(options.think !== undefined ? { think: options.think } : {}),
         ...(options.format !== undefined ? { format: options.format } : {}),
+        ...(options.parameters && Object.keys(options.parameters).length > 0 ? { options: options.parameters } : {}),
       },
       signal,
     });
@@ -123,9 +126,14 @@ export function dropOldestTurn(messages: ChatMessage[]): boolean {
 
 const HELP = `Available commands:
   /set system TEXT   set the system message (kept when old turns are dropped)
+  /set parameter NAME VALUE   set a parameter for this session (temperature, top_k,
+                     top_p, min_p, num_predict, repeat_penalty, repeat_last_n, seed,
+                     stop, num_ctx); /set parameter NAME alone removes it
   /set verbose       show timings after each answer (/set quiet: stop)
   /set think         let a thinking model think (/set nothink: answer at once)
-  /show info         the model's details (also: license, template, parameters, system)
+  /show info         the model's details (also: license, template, parameters, system, modelfile)
+  /save NAME         save the system message, parameters and conversation as a new model NAME
+  /load NAME         switch to model NAME (a new conversation)
   /clear             forget the conversation so far (the system message stays)
   /bye               leave (Ctrl-D does the same)
   /?, /help          this help
@@ -198,7 +206,8 @@ export interface ChatSettings {
   isThinkingHidden: boolean;
 }
 
-export async function interactiveChat(cli: Cli, client: DaemonClient, model: string, settings: ChatSettings): Promise<number> {
+export async function interactiveChat(cli: Cli, client: DaemonClient, startModel: string, settings: ChatSettings): Promise<number> {
+  let model = startModel;
   const isTerminal = cli.io.stdin.isTTY === true;
   const rl = createInterface({
     input: cli.io.stdin,
@@ -289,7 +298,31 @@ export async function interactiveChat(cli: Cli, client: DaemonClient, model: str
           continue;
         }
         if (command === "/show") {
-          cli.io.stdout.write(await showOption(client, model, args[0], messages, cli.signal));
+          cli.io.stdout.write(await showOption(client, model, args[0], messages, settings, cli.signal));
+          continue;
+        }
+        if (command === "/save" || command === "/load") {
+          if (args.length !== 1) {
+            cli.io.stdout.write(`Usage: ${command} NAME\n`);
+            continue;
+          }
+          try {
+            if (command === "/save") {
+              await saveModel(client, model, args[0]!, messages, settings, cli.signal);
+              cli.io.stdout.write(`Created new model '${args[0]}'\n`);
+            } else {
+              // Ollama's /load: another model, a new conversation, none of this session's settings.
+              await client.json("POST", "/api/show", { json: { model: args[0] }, signal: cli.signal });
+              model = args[0]!;
+              messages = [];
+              delete settings.options.parameters;
+              cli.io.stdout.write(`Loading model '${model}'\n`);
+              await client.json("POST", "/api/chat", { json: { model, messages: [], ...(settings.options.keepAlive !== undefined ? { keep_alive: settings.options.keepAlive } : {}) }, signal: cli.signal });
+            }
+          } catch (error) {
+            if (!(error instanceof DaemonError)) throw error;
+            cli.io.stdout.write(`${command === "/save" ? "Couldn't save the model" : `Couldn't load model '${args[0]}'`}: ${error.message}\n`);
+          }
           continue;
         }
         cli.io.stdout.write(`Unknown command '${command}'. Type /? for help.\n`);
@@ -364,31 +397,106 @@ function setOption(args: string[], line: string, settings: ChatSettings, message
     settings.options.think = what === "think";
     return what === "think" ? "Set 'think' mode.\n" : "Set 'nothink' mode.\n";
   }
-  if (what === "parameter") return "'/set parameter' is not available yet: set a model's defaults with 'mr configure'.\n";
+  if (what === "parameter") return setParameter(args.slice(1), settings);
   return `Unknown /set option '${what ?? ""}'. Try: system, verbose, quiet, think, nothink.\n`;
+}
+
+/** The parameters `/set parameter` takes (Ollama's names), and whether each is a whole number. */
+const CHAT_PARAMETERS: Record<string, "number" | "integer" | "strings"> = {
+  temperature: "number",
+  top_k: "integer",
+  top_p: "number",
+  min_p: "number",
+  num_predict: "integer",
+  repeat_penalty: "number",
+  repeat_last_n: "integer",
+  presence_penalty: "number",
+  frequency_penalty: "number",
+  seed: "integer",
+  stop: "strings",
+  num_ctx: "integer",
+};
+
+/** `/set parameter NAME VALUE...` (stop takes several), or `NAME` alone to drop it. */
+function setParameter(args: string[], settings: ChatSettings): string {
+  const [name, ...values] = args;
+  const kind = name !== undefined ? CHAT_PARAMETERS[name] : undefined;
+  if (name === undefined || kind === undefined) {
+    return `Unknown parameter '${name ?? ""}'. Parameters: ${Object.keys(CHAT_PARAMETERS).join(", ")}.\n`;
+  }
+  const parameters = (settings.options.parameters ??= {});
+  if (values.length === 0) {
+    delete parameters[name];
+    return `Removed parameter '${name}'.\n`;
+  }
+  if (kind === "strings") {
+    parameters[name] = values;
+    return `Set parameter '${name}' to '${values.join(", ")}'\n`;
+  }
+  const n = values.length === 1 ? Number(values[0]) : Number.NaN;
+  if (!Number.isFinite(n) || (kind === "integer" && !Number.isInteger(n))) {
+    return `Couldn't set parameter: '${name}' takes ${kind === "integer" ? "a whole number" : "a number"}, got '${values.join(" ")}'.\n`;
+  }
+  parameters[name] = n;
+  return `Set parameter '${name}' to '${n}'\n`;
+}
+
+/**
+ * `/save NAME` as Ollama's: a new model from this one (through /api/create)
+ * whose preset holds the session's system message, parameters and
+ * conversation, over the model's own preset.
+ */
+async function saveModel(client: DaemonClient, model: string, name: string, messages: ChatMessage[], settings: ChatSettings, signal: AbortSignal): Promise<void> {
+  const system = messages.find((m) => m.role === "system");
+  const turns = messages.filter((m) => m.role !== "system");
+  await client.json("POST", "/api/create", {
+    json: {
+      model: name,
+      from: model,
+      stream: false,
+      ...(system ? { system: system.content } : {}),
+      ...(settings.options.parameters && Object.keys(settings.options.parameters).length > 0 ? { parameters: settings.options.parameters } : {}),
+      ...(turns.length > 0 ? { messages: turns } : {}),
+    },
+    signal,
+  });
 }
 
 interface ShowBody {
   license?: string;
   template?: string;
   parameters?: string;
+  system?: string;
+  modelfile?: string;
   details?: { family?: string; parameter_size?: string; quantization_level?: string; format?: string };
   model_info?: Record<string, unknown>;
 }
 
-/** `/show ...`: what Ollama's `/api/show` knows of the model, or the session's system message. */
-async function showOption(client: DaemonClient, model: string, what: string | undefined, messages: ChatMessage[], signal: AbortSignal): Promise<string> {
-  if (what === "system") {
-    const system = messages.find((m) => m.role === "system");
-    return system ? `${system.content}\n` : "No system message was specified for this model.\n";
+/** `/show ...`: what Ollama's `/api/show` knows of the model, with this session's system message and parameters over it. */
+async function showOption(
+  client: DaemonClient,
+  model: string,
+  what: string | undefined,
+  messages: ChatMessage[],
+  settings: ChatSettings,
+  signal: AbortSignal,
+): Promise<string> {
+  if (!["info", "license", "template", "parameters", "system", "modelfile"].includes(what ?? "")) {
+    return `Unknown /show option '${what ?? ""}'. Try: info, license, template, parameters, system, modelfile.\n`;
   }
-  if (!["info", "license", "template", "parameters"].includes(what ?? "")) {
-    return `Unknown /show option '${what ?? ""}'. Try: info, license, template, parameters, system.\n`;
-  }
+  const session = messages.find((m) => m.role === "system");
+  if (what === "system" && session) return `${session.content}\n`;
   const body = (await client.json<ShowBody>("POST", "/api/show", { json: { model }, signal })) ?? {};
+  if (what === "system") return body.system ? `${body.system.trimEnd()}\n` : "No system message was specified for this model.\n";
   if (what === "license") return body.license ? `${body.license.trimEnd()}\n` : "No license was specified for this model.\n";
   if (what === "template") return body.template ? `${body.template.trimEnd()}\n` : "No template was specified for this model.\n";
-  if (what === "parameters") return body.parameters ? `${body.parameters.trimEnd()}\n` : "No parameters were specified for this model.\n";
+  if (what === "modelfile") return body.modelfile ? `${body.modelfile.trimEnd()}\n` : "No Modelfile is available for this model.\n";
+  if (what === "parameters") {
+    const own = Object.entries(settings.options.parameters ?? {});
+    let out = body.parameters ? `Model defined parameters:\n${body.parameters.trimEnd()}\n` : "No parameters were specified for this model.\n";
+    if (own.length > 0) out += `\nUser defined parameters:\n${own.map(([k, v]) => `${k.padEnd(30)} ${Array.isArray(v) ? v.map((x) => JSON.stringify(x)).join(" ") : v}\n`).join("")}`;
+    return out;
+  }
   const info = body.model_info ?? {};
   const arch = body.details?.family || String(info["general.architecture"] ?? "");
   const rows: [string, string][] = [

@@ -3,6 +3,7 @@ import { UsageError } from "./errors.ts";
 import { benchCommand } from "./bench.ts";
 import { completionScript, SHELLS } from "./completion.ts";
 import { configureCommand } from "./configure.ts";
+import { createCommand } from "./create.ts";
 import { dfCommand } from "./df.ts";
 import { inspectCommand } from "./inspect.ts";
 import { installRunnerCommand, uninstallRunnerCommand } from "./install-runner.ts";
@@ -65,6 +66,7 @@ export const COMMANDS: readonly Command[] = [
   tagCommand,
   rmCommand,
   packageCommand,
+  createCommand,
   configureCommand,
   unloadCommand,
   benchCommand,

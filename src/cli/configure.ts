@@ -19,22 +19,53 @@ export interface ConfigureRow {
   runtime_flags?: string[] | null;
   keep_alive?: string | null;
   engine?: string | null;
+  preset?: { system?: string; parameters?: Record<string, number | string[]>; messages?: Array<{ role: string; content: string }> } | null;
 }
+
+/**
+ * The preset parameters `configure` has a flag for (Ollama's names; the flag
+ * is the name with dashes: --top-k). The daemon checks the values; this list
+ * only makes the flags (and so --help and shell completion).
+ */
+export const PRESET_PARAMETER_FLAGS = [
+  ["temperature", "sampling temperature (0: always the likeliest token)"],
+  ["top_k", "sample from the K likeliest tokens"],
+  ["top_p", "sample from the tokens making up probability P"],
+  ["min_p", "drop tokens under P times the likeliest one's probability"],
+  ["typical_p", "locally typical sampling (1: off)"],
+  ["num_predict", "most tokens an answer may have (-1: until the model stops)"],
+  ["repeat_penalty", "penalty for repeating recent tokens (1: off)"],
+  ["repeat_last_n", "how many recent tokens repeat_penalty looks at (-1: the context)"],
+  ["presence_penalty", "penalty for tokens already present"],
+  ["frequency_penalty", "penalty growing with a token's count"],
+  ["seed", "random seed, for repeatable answers"],
+  ["mirostat", "Mirostat sampling: 0 off, 1, 2"],
+  ["mirostat_tau", "Mirostat target entropy"],
+  ["mirostat_eta", "Mirostat learning rate"],
+] as const;
+
+const presetFlags = Object.fromEntries(
+  PRESET_PARAMETER_FLAGS.map(([name, description]) => [name.replaceAll("_", "-"), { type: "string" as const, valueName: "N", description: `preset: ${description}` }]),
+);
 
 const MODES = ["completion", "embedding", "reranking"];
 /** The `llama.cpp` backend's engines (the daemon checks; listed here for the usage error). */
 
 export const configureCommand: Command = {
   name: "configure",
-  summary: "Set a model's runtime settings (context size, keep-alive, engine flags)",
+  summary: "Set a model's runtime settings and defaults (context size, keep-alive, system prompt, sampling, engine flags)",
   usage: "mr configure [OPTIONS] MODEL [-- RUNTIME FLAGS...]\n       mr configure show [MODEL]",
   description:
     "Stores settings the daemon applies whenever it loads MODEL; they persist across restarts. Flags after `--`\n" +
-    "go to the engine (llama-server's, e.g. --threads 4). `configure show` prints what is stored.",
+    "go to the engine (llama-server's, e.g. --threads 4). The preset flags (--system, --temperature, --stop, ...) set\n" +
+    "defaults that every request for MODEL gets unless it sets them itself, on every API; they apply at once, without\n" +
+    "reloading the model. `configure show` prints what is stored.",
   examples: [
     "mr configure --context-size 8192 ai/smollm2",
     "mr configure --keep-alive 30m ai/smollm2 -- --threads 4",
     "mr configure --engine llama-server ai/smollm2",
+    'mr configure --system "Answer in French." --temperature 0.2 --stop "<|end|>" ai/smollm2',
+    "mr configure --unset temperature --unset system ai/smollm2",
     "mr configure show",
     "mr configure show --json ai/smollm2",
   ],
@@ -44,6 +75,11 @@ export const configureCommand: Command = {
     "keep-alive": { type: "string", valueName: "DURATION", description: "idle time before unloading: 5m, 1h, 0 (at once), -1 (never)" },
     mode: { type: "string", valueName: "MODE", description: `run mode: ${MODES.join(", ")}` },
     engine: { type: "string", valueName: "ENGINE", description: `llama.cpp engine: ${ENGINES.join(", ")} (llama-server: mr install-runner --engine llama-server)` },
+    system: { type: "string", valueName: "TEXT", description: "preset: the system prompt of conversations that have none" },
+    ...presetFlags,
+    stop: { type: "string", multiple: true, valueName: "TEXT", description: "preset: a stop sequence (repeatable; replaces the stored ones)" },
+    unset: { type: "string", multiple: true, valueName: "NAME", description: "preset: remove a parameter, system or messages (repeatable)" },
+    "reset-preset": { type: "boolean", description: "preset: remove the whole preset" },
     json: { type: "boolean", description: "with show: print JSON" },
   },
   async run(cli, args) {
@@ -56,8 +92,9 @@ export const configureCommand: Command = {
     const keepAlive = values["keep-alive"] as string | undefined;
     const engine = values.engine as string | undefined;
     if (engine !== undefined && !(ENGINES as readonly string[]).includes(engine)) throw new UsageError(`--engine must be one of ${ENGINES.join(", ")}, got "${engine}"`, "configure");
-    if (contextSize === undefined && mode === undefined && keepAlive === undefined && engine === undefined && rest.length === 0) {
-      throw new UsageError("nothing to configure: pass --context-size, --keep-alive, --mode, --engine or runtime flags after --", "configure");
+    const preset = presetOf(values);
+    if (contextSize === undefined && mode === undefined && keepAlive === undefined && engine === undefined && preset === undefined && rest.length === 0) {
+      throw new UsageError("nothing to configure: pass --context-size, --keep-alive, --mode, --engine, preset flags (--system, --temperature, ...) or runtime flags after --", "configure");
     }
     const client = await cli.daemon();
     // Stored under the model the name resolves to, so every later name for it (full, partial, ID) finds it.
@@ -69,6 +106,7 @@ export const configureCommand: Command = {
         ...(contextSize !== undefined ? { "context-size": contextSize } : {}),
         ...(keepAlive !== undefined ? { keep_alive: keepAlive } : {}),
         ...(engine !== undefined ? { engine } : {}),
+        ...(preset !== undefined ? { preset } : {}),
         ...(rest.length > 0 ? { "runtime-flags": rest } : {}),
       },
       signal: cli.signal,
@@ -80,6 +118,45 @@ export const configureCommand: Command = {
     return 0;
   },
 };
+
+/** The `_configure` preset patch the flags ask for; undefined when they ask for none. */
+function presetOf(values: ParsedArgs["values"]): Record<string, unknown> | null | undefined {
+  if (values["reset-preset"]) {
+    if (PRESET_PARAMETER_FLAGS.some(([n]) => values[n.replaceAll("_", "-")] !== undefined) || values.system !== undefined || values.stop || values.unset) {
+      throw new UsageError("--reset-preset removes the whole preset: give it alone, then set new values", "configure");
+    }
+    return null;
+  }
+  const parameters: Record<string, unknown> = {};
+  for (const [name] of PRESET_PARAMETER_FLAGS) {
+    const value = values[name.replaceAll("_", "-")];
+    if (typeof value === "string") parameters[name] = value;
+  }
+  const stop = values.stop as string[] | undefined;
+  if (stop) parameters.stop = stop;
+  const patch: Record<string, unknown> = {};
+  if (typeof values.system === "string") patch.system = values.system;
+  for (const name of (values.unset as string[] | undefined) ?? []) {
+    const key = name.replaceAll("-", "_");
+    if (key === "system" || key === "messages") patch[key] = null;
+    else if (key === "stop" || PRESET_PARAMETER_FLAGS.some(([n]) => n === key)) {
+      if (parameters[key] !== undefined) throw new UsageError(`--unset ${name} and --${name.replaceAll("_", "-")} contradict each other`, "configure");
+      parameters[key] = null;
+    } else throw new UsageError(`--unset takes system, messages, stop or a parameter name (${PRESET_PARAMETER_FLAGS.map(([n]) => n).join(", ")}), got "${name}"`, "configure");
+  }
+  if (Object.keys(parameters).length > 0) patch.parameters = parameters;
+  return Object.keys(patch).length > 0 ? patch : undefined;
+}
+
+/** A stored preset in one cell: `system="…" temperature=0.2 stop="a","b"`. */
+function presetCell(preset: ConfigureRow["preset"]): string {
+  if (!preset) return "-";
+  const parts: string[] = [];
+  if (preset.system) parts.push(`system=${JSON.stringify(preset.system.length > 24 ? `${preset.system.slice(0, 23)}…` : preset.system)}`);
+  for (const [k, v] of Object.entries(preset.parameters ?? {})) parts.push(`${k}=${Array.isArray(v) ? v.map((x) => JSON.stringify(x)).join(",") : v}`);
+  if (preset.messages?.length) parts.push(`messages=${preset.messages.length}`);
+  return parts.join(" ") || "-";
+}
 
 /** Resolves once no runner of `modelId` is loading or stopping (ready, or gone because the load failed). */
 async function waitForReload(client: DaemonClient, modelId: string, signal: AbortSignal, timeoutMs = 300_000): Promise<void> {
@@ -110,7 +187,7 @@ async function show(cli: Parameters<Command["run"]>[0], { values, positionals }:
   }
   cli.io.stdout.write(
     table(
-      ["MODEL", "BACKEND", "MODE", "CONTEXT", "KEEP ALIVE", "RUNTIME FLAGS", "ENGINE"],
+      ["MODEL", "BACKEND", "MODE", "CONTEXT", "KEEP ALIVE", "RUNTIME FLAGS", "ENGINE", "PRESET"],
       rows.map((r) => [
         r.model,
         r.backend,
@@ -119,6 +196,7 @@ async function show(cli: Parameters<Command["run"]>[0], { values, positionals }:
         r.keep_alive ?? "-",
         (r.runtime_flags ?? []).join(" ") || "-",
         r.engine ?? "default",
+        presetCell(r.preset),
       ]),
     ),
   );

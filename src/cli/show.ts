@@ -8,14 +8,31 @@ export const showCommand: Command = {
   summary: "Show a model's details for people",
   usage: "mr show [OPTIONS] MODEL",
   description: "Prints MODEL's tags, ID, architecture, parameters, quantization, size and context, and its GGUF metadata.",
-  examples: ["mr show ai/smollm2", "mr show --json ai/smollm2"],
+  examples: ["mr show ai/smollm2", "mr show --json ai/smollm2", "mr show --modelfile ai/smollm2 > Modelfile", "mr show --parameters ai/smollm2"],
   flags: {
     remote: { type: "boolean", short: "r", description: "ask the registry instead of the local store" },
     json: { type: "boolean", description: "print the same JSON as mr inspect" },
+    modelfile: { type: "boolean", description: "print a Modelfile for the model (mr create -f reads it)" },
+    parameters: { type: "boolean", description: "print the model's parameters (its preset and context size)" },
+    template: { type: "boolean", description: "print the model's chat template" },
+    system: { type: "boolean", description: "print the model's system prompt" },
+    license: { type: "boolean", description: "print the model's license" },
   },
   async run(cli, { values, positionals }) {
     if (positionals.length !== 1) throw new UsageError("show takes exactly one MODEL", "show");
+    const parts = OLLAMA_PARTS.filter((p) => values[p]);
+    if (parts.length > 1) throw new UsageError(`give only one of ${OLLAMA_PARTS.map((p) => `--${p}`).join(", ")}`, "show");
+    if (parts.length === 1 && (values.remote || values.json)) throw new UsageError(`--${parts[0]} shows a local model: it takes neither --remote nor --json`, "show");
     const client = await cli.daemon();
+    if (parts.length === 1) {
+      // Ollama's `show --license|--modelfile|...`: the field of /api/show, as it is.
+      const part = parts[0]!;
+      const body = (await client.json<OllamaShow>("POST", "/api/show", { json: { model: positionals[0] }, signal: cli.signal })) ?? {};
+      const text = body[part] ?? "";
+      if (text === "") cli.note(`${positionals[0]} has no ${part === "parameters" ? "parameters" : part}.`);
+      else cli.io.stdout.write(text.endsWith("\n") ? text : `${text}\n`);
+      return 0;
+    }
     const m = await client.json<ApiModel>("GET", `/models/${encodeRef(positionals[0]!)}`, {
       query: { remote: values.remote ? "true" : undefined },
       signal: cli.signal,
@@ -39,11 +56,21 @@ export const showCommand: Command = {
     ];
     let out = `${bold("Model")}\n${indent(table(["", ""], rows).split("\n").slice(1).join("\n"))}`;
     const meta = Object.entries(c.gguf ?? {});
+    if (!values.remote) {
+      // The preset (the model's stored request defaults), as `ollama show` lists Parameters and System.
+      const body = (await client.json<OllamaShow>("POST", "/api/show", { json: { model: positionals[0] }, signal: cli.signal })) ?? {};
+      if (body.parameters) out += `\n${bold("Parameters")}\n${indent(body.parameters)}\n`;
+      if (body.system) out += `\n${bold("System")}\n${indent(body.system)}\n`;
+    }
     if (meta.length > 0) out += `\n${bold("Metadata")}\n${indent(table(["", ""], meta.map(([k, v]) => [k, String(v)])).split("\n").slice(1).join("\n"))}`;
     cli.io.stdout.write(out);
     return 0;
   },
 };
+
+/** The parts of Ollama's /api/show that `show --PART` prints. */
+const OLLAMA_PARTS = ["modelfile", "parameters", "template", "system", "license"] as const;
+type OllamaShow = Partial<Record<(typeof OLLAMA_PARTS)[number], string>>;
 
 const indent = (text: string) =>
   text

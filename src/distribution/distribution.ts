@@ -1,12 +1,12 @@
 import type { Readable } from "node:stream";
 import { exportTar, loadTar } from "./archive.ts";
 import { BlobDownloads } from "./blob-downloads.ts";
-import { parseDigest, type Digest } from "./digest.ts";
+import { parseDigest, sha256Digest, type Digest } from "./digest.ts";
 import { isNoSpace, noSpaceError } from "./disk-space.ts";
 import { ModelNotFoundError } from "./errors.ts";
 import { inspectHuggingFace, pullHuggingFace } from "./huggingface.ts";
 import { parseConfigFile } from "./manifest.ts";
-import type { ImageManifest, ModelConfigFile } from "./media-types.ts";
+import { MediaTypes, type ImageManifest, type ModelConfigFile } from "./media-types.ts";
 import { packageModel, type PackageOptions } from "./package.ts";
 import { ProgressReporter } from "./progress.ts";
 import { parseAnyReference, parseReference } from "./reference.ts";
@@ -17,6 +17,23 @@ import type { DistributionContext, DistributionOptions, RemoteModel, RemoteOptio
 import { InvalidRequestError } from "../errors.ts";
 
 export type { DistributionOptions, RemoteModel, RemoteOptions, TransferOptions } from "./types.ts";
+
+/** What `repackage` changes; everything else of the source is kept. */
+export interface RepackageOptions {
+  contextSize?: number;
+  /** A local Jinja chat template file: replaces the source's chat template layer. */
+  chatTemplate?: string;
+  /** Local license files: added after the source's licenses (as Ollama's LICENSE adds one). */
+  licenses?: readonly string[];
+  /**
+   * A new model, never one already stored: the config blob's creation time
+   * is set to now (moved on by a millisecond while the result would be an
+   * existing model), so the copy gets its own ID and its own configuration
+   * (`mr create`, `/api/create` and chat's `/save` derive models this way).
+   */
+  isNewModel?: boolean;
+  signal?: AbortSignal;
+}
 
 /**
  * The distribution facade the daemon routes call. All methods are safe to
@@ -47,7 +64,7 @@ export interface ModelDistribution {
    * committed atomically. `source`'s tags are left alone (unless `target`
    * is one of them, which then moves). Resolves with the stored copy.
    */
-  repackage(source: string, target: string, opts?: { contextSize?: number; signal?: AbortSignal }): Promise<StoredModel>;
+  repackage(source: string, target: string, opts?: RepackageOptions): Promise<StoredModel>;
   list(): Promise<StoredModel[]>;
   /** Exact tag or ID (12/64 hex, `sha256:…`); throws ModelNotFoundError (404). */
   get(reference: string): Promise<StoredModel>;
@@ -116,7 +133,7 @@ class Distribution implements ModelDistribution {
     return inspectRegistry(this.ctx, ref, opts.bearerToken, signal);
   }
 
-  async repackage(source: string, target: string, opts: { contextSize?: number; signal?: AbortSignal } = {}): Promise<StoredModel> {
+  async repackage(source: string, target: string, opts: RepackageOptions = {}): Promise<StoredModel> {
     const tag = parseReference(target).normalized;
     if (opts.contextSize !== undefined && !(Number.isInteger(opts.contextSize) && opts.contextSize >= 0 && opts.contextSize <= 0x7fffffff)) {
       throw new InvalidRequestError(`context_size must be a whole number from 0 to 2147483647, got ${opts.contextSize}.`, "context_size");
@@ -127,12 +144,33 @@ class Distribution implements ModelDistribution {
     const configFile = parseConfigFile(await this.store.readBlob(parseDigest(manifest.config.digest))) as ModelConfigFile & Record<string, unknown>;
     const config = { ...(configFile.config ?? {}) };
     if (opts.contextSize !== undefined) config.context_size = opts.contextSize;
-    const configBytes = Buffer.from(JSON.stringify({ ...configFile, config }));
-    const configDigest = await this.store.putSmallBlob(configBytes);
-    const next: ImageManifest = { ...manifest, config: { ...manifest.config, digest: configDigest, size: configBytes.length } };
-    // commitModel writes the manifest and bundle, then adds the tag to the index in one rewrite under the lock.
-    const id = await this.mapNoSpace(this.store.commitModel(Buffer.from(JSON.stringify(next)), [tag], opts.signal));
-    return this.store.get(id);
+    let layers = manifest.layers;
+    if (opts.chatTemplate !== undefined) {
+      const { digest, size } = await this.mapNoSpace(this.store.ingestFile(opts.chatTemplate, opts.signal));
+      layers = [...layers.filter((l) => l.mediaType !== MediaTypes.chatTemplate), { mediaType: MediaTypes.chatTemplate, size, digest }];
+    }
+    for (const license of opts.licenses ?? []) {
+      const { digest, size } = await this.mapNoSpace(this.store.ingestFile(license, opts.signal));
+      // The same text twice (a Modelfile from `show --modelfile` names the license it came with) is one layer.
+      if (!layers.some((l) => l.digest === digest)) layers = [...layers, { mediaType: MediaTypes.license, size, digest }];
+    }
+    const rootfs = layers === manifest.layers || !configFile.rootfs ? configFile.rootfs : { ...configFile.rootfs, diff_ids: layers.map((l) => l.digest) };
+    const existing = opts.isNewModel ? new Set((await this.store.readIndex()).map((m) => m.id as string)) : new Set<string>();
+    let createdMs = Date.now();
+    for (;;) {
+      const descriptor = opts.isNewModel ? { ...(configFile.descriptor ?? {}), created: new Date(createdMs).toISOString() } : configFile.descriptor;
+      const configBytes = Buffer.from(JSON.stringify({ ...configFile, config, ...(descriptor ? { descriptor } : {}), ...(rootfs ? { rootfs } : {}) }));
+      const configDigest = await this.store.putSmallBlob(configBytes);
+      const next: ImageManifest = { ...manifest, config: { ...manifest.config, digest: configDigest, size: configBytes.length }, layers };
+      const raw = Buffer.from(JSON.stringify(next));
+      if (existing.has(sha256Digest(raw))) {
+        createdMs++;
+        continue;
+      }
+      // commitModel writes the manifest and bundle, then adds the tag to the index in one rewrite under the lock.
+      const id = await this.mapNoSpace(this.store.commitModel(raw, [tag], opts.signal));
+      return this.store.get(id);
+    }
   }
 
   push(reference: string, opts: TransferOptions = {}): Promise<{ digest: Digest; size: number }> {

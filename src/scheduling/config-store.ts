@@ -3,6 +3,7 @@ import { dirname } from "node:path";
 import { writeAtomic } from "../atomic-write.ts";
 import type { BackendMode } from "../inference/index.ts";
 import { BACKEND_MODES } from "../inference/index.ts";
+import type { Preset, PresetParameters } from "./preset.ts";
 
 /** One model's settings, as `_configure` stored them. */
 export interface RunnerConfig {
@@ -21,6 +22,8 @@ export interface RunnerConfig {
   keepAlive?: string | undefined;
   /** The backend engine (`llama.cpp`: built-in or llama-server); absent = the daemon's default. */
   engine?: string | undefined;
+  /** Request defaults (system prompt, sampling parameters, few-shot messages); only on a `completion` configuration. */
+  preset?: Preset | undefined;
 }
 
 /** The file's schema. zod is loaded only when there is a file to read (~6 MiB of RSS otherwise saved). */
@@ -36,6 +39,13 @@ async function fileSchema() {
     runtimeFlags: z.array(z.string()).default([]),
     keepAlive: z.string().optional(),
     engine: z.string().optional(),
+    preset: z
+      .object({
+        system: z.string().optional(),
+        parameters: z.record(z.string(), z.union([z.number(), z.array(z.string())])).optional(),
+        messages: z.array(z.object({ role: z.enum(["system", "user", "assistant"]), content: z.string() })).optional(),
+      })
+      .optional(),
   });
   return z.object({ version: z.literal(1), configs: z.array(configSchema) });
 }
@@ -71,7 +81,11 @@ export class ConfigStore {
     }
     const parsed = (await fileSchema()).safeParse(JSON.parse(text));
     if (!parsed.success) throw new Error(`configuration file ${path} is not valid: ${parsed.error.message}`);
-    for (const c of parsed.data.configs) store.configs.set(configKey(c.backend, c.modelId, c.mode), c);
+    for (const c of parsed.data.configs) {
+      const config: RunnerConfig = { ...c, preset: c.preset ? { ...c.preset, parameters: c.preset.parameters as PresetParameters | undefined } : undefined };
+      if (config.preset === undefined) delete config.preset;
+      store.configs.set(configKey(c.backend, c.modelId, c.mode), config);
+    }
     return store;
   }
 

@@ -35,3 +35,20 @@ export {
 } from "./memory-estimate.ts";
 export { shellSplit, validateRuntimeFlags, type ParsedRuntimeFlags } from "./runtime-flags.ts";
 export { reapOrphans } from "./pid-files.ts";
+export {
+  PRESET_PARAMETERS,
+  PRESET_PARAMETER_NAMES,
+  isPresetParameter,
+  mergePreset,
+  normalizePreset,
+  parameterLines,
+  parsePresetMessages,
+  parsePresetParameter,
+  parsePresetPatch,
+  type Preset,
+  type PresetMessage,
+  type PresetParameterName,
+  type PresetParameters,
+  type PresetParameterValue,
+  type PresetPatch,
+} from "./preset.ts";

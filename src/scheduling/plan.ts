@@ -9,6 +9,7 @@ import { parseBackendMode, type Backend, type BackendMode } from "../inference/i
 import { formatDuration, parseDuration } from "../units.ts";
 import { configKey, type RunnerConfig } from "./config-store.ts";
 import { ModelCapabilityError } from "./errors.ts";
+import { mergePreset, type PresetPatch } from "./preset.ts";
 import { estimateRunnerMemory, type GgufShape, type MemoryEstimate } from "./memory-estimate.ts";
 import { shellSplit, validateRuntimeFlags, withReasoningBudget, type ParsedRuntimeFlags } from "./runtime-flags.ts";
 import type { ConfigureRequest, ResolvedModel, RunnerLabels } from "./types.ts";
@@ -109,6 +110,8 @@ export interface CheckedConfigure {
   reasoningBudget: number | undefined;
   /** The engine `_configure` chose (checked against the backend by the scheduler). */
   engine: string | undefined;
+  /** Changes to the request defaults (undefined: none). */
+  preset: PresetPatch | null | undefined;
 }
 
 /**
@@ -138,7 +141,10 @@ export function checkConfigure(request: ConfigureRequest, backend: string): Chec
       "context-size",
     );
   }
-  return { backend, mode, contextSize: request.contextSize, keepAliveMs, flags, hasFlags, reasoningBudget: request.reasoningBudget, engine: request.engine };
+  if (request.preset !== undefined && mode !== "completion") {
+    throw new InvalidRequestError(`A preset (system prompt, parameters, messages) applies to the completion mode, not "${mode}".`, "preset");
+  }
+  return { backend, mode, contextSize: request.contextSize, keepAliveMs, flags, hasFlags, reasoningBudget: request.reasoningBudget, engine: request.engine, preset: request.preset };
 }
 
 /**
@@ -158,7 +164,9 @@ export function mergeConfigure(checked: CheckedConfigure, ref: string, modelId: 
     runtimeFlags: withReasoningBudget(hasFlags ? flags.passThrough : (previous?.runtimeFlags ?? []), checked.reasoningBudget),
     keepAlive: checked.keepAliveMs !== undefined ? formatDuration(checked.keepAliveMs) : previous?.keepAlive,
     engine: checked.engine ?? previous?.engine,
+    preset: mergePreset(previous?.preset, checked.preset),
   };
+  if (config.preset === undefined) delete config.preset;
   if (config.engine === undefined) delete config.engine;
   if (config.contextSize === undefined) delete config.contextSize;
   if (config.parallel === undefined) delete config.parallel;

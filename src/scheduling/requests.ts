@@ -1,5 +1,6 @@
 import type { z } from "zod";
 import { InvalidRequestError } from "../errors.ts";
+import { parsePresetPatch } from "./preset.ts";
 import type { ConfigureRequest, UnloadRequest } from "./types.ts";
 
 async function buildSchemas() {
@@ -27,6 +28,8 @@ async function buildSchemas() {
       vllm: z.unknown().optional(),
       /** Ours: which engine of the backend runs the model (`llama.cpp`: built-in, llama-server). */
       engine: z.string().min(1).optional(),
+      /** Ours: the model's request defaults (checked strictly by parsePresetPatch). */
+      preset: z.unknown().optional(),
     }),
     unloadBody: z.object({
       all: z.boolean().optional(),
@@ -84,6 +87,7 @@ export async function parseConfigureBody(body: unknown, backend?: string): Promi
     keepAlive: b.keep_alive ?? undefined,
     ...(reasoningBudget !== undefined && reasoningBudget !== null ? { reasoningBudget } : {}),
     ...(b.engine !== undefined ? { engine: b.engine } : {}),
+    ...(b.preset !== undefined ? { preset: parsePresetPatch(b.preset) } : {}),
   };
 }
 

@@ -256,6 +256,10 @@ class SchedulerImpl implements Scheduler {
     return { config, restarted };
   }
 
+  presetOf(backend: string, modelId: string) {
+    return this.configs.get(backend, modelId, "completion")?.preset;
+  }
+
   getConfigs(model?: string): RunnerConfig[] {
     const all = this.configs.all();
     return model === undefined ? all : all.filter((c) => c.model === model || c.modelId === model);

@@ -5,6 +5,7 @@
  */
 import type { BackendMode, BackendRegistry, ModelFiles } from "../inference/index.ts";
 import type { RunnerConfig } from "./config-store.ts";
+import type { Preset, PresetPatch } from "./preset.ts";
 
 /** A model the store resolved: what a runner needs to start it. */
 export interface ResolvedModel {
@@ -183,6 +184,8 @@ export interface ConfigureRequest {
   reasoningBudget?: number | undefined;
   /** The backend engine to run the model with (`llama.cpp`: built-in or llama-server). */
   engine?: string | undefined;
+  /** Changes to the model's request defaults (completion mode only); null clears them. Never restarts a runner. */
+  preset?: PresetPatch | null | undefined;
 }
 
 export interface ConfigureResult {
@@ -289,6 +292,12 @@ export interface Scheduler {
    * Throws RuntimeFlagError / InvalidRequestError (400) naming the bad input.
    */
   configure(request: ConfigureRequest, signal?: AbortSignal): Promise<ConfigureResult>;
+  /**
+   * The request defaults stored for a model (by its id, as a lease carries
+   * it): read on every request, so a change applies to the next request
+   * without reloading the model.
+   */
+  presetOf(backend: string, modelId: string): Preset | undefined;
   /** Stored configurations, optionally for one model (reference or id). */
   getConfigs(model?: string): RunnerConfig[];
   /** The settings a request for this model would get now (for `/v1/models` and `ps`). */

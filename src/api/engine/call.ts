@@ -12,6 +12,7 @@ import type { DaemonMetrics } from "../metrics.ts";
 import { sseEvent } from "../sse.ts";
 import { checkChatImages, withImageGuard } from "./images.ts";
 import type { RecordingTap, RequestRecorder } from "../recorder/request-recorder.ts";
+import { applyPreset } from "./preset.ts";
 
 /**
  * The engine endpoints the daemon forwards to, and the mode of the runner
@@ -130,6 +131,8 @@ export function requireModel(body: unknown): string {
  * schedule a runner for the model, forward the body to its engine over the
  * Unix socket with `model` rewritten to the name the engine serves, and hand
  * back the streaming answer. The caller consumes `body` and calls `done()`.
+ * The model's preset (its stored request defaults) is filled in here, once
+ * the model is resolved, so every dialect gets it (engine/preset.ts).
  */
 export async function runInference(
   deps: { scheduler: Scheduler; engines: EngineClients },
@@ -161,7 +164,7 @@ export async function runInference(
       method: "POST",
       path: request.endpoint,
       headers: { "content-type": "application/json" },
-      body: JSON.stringify({ ...body, model: lease.modelName }),
+      body: JSON.stringify({ ...applyPreset(request.endpoint, body, deps.scheduler.presetOf(lease.backend, lease.modelId)), model: lease.modelName }),
       signal: combined,
     });
     const contentType = String(response.headers["content-type"] ?? "application/json");

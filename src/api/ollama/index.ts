@@ -4,7 +4,8 @@ import type { OllamaDeps } from "./deps.ts";
 import { handleEmbed } from "./embed.ts";
 import { sendError } from "../error-reply.ts";
 import { copyModel, deleteModel, listRunning, listTags, showModel } from "./models.ts";
-import { createModel, hasBlob, pullModel, pushModel, putBlob } from "./transfer.ts";
+import { createModel } from "./create.ts";
+import { hasBlob, pullModel, pushModel, putBlob } from "./transfer.ts";
 
 export type { OllamaDeps } from "./deps.ts";
 

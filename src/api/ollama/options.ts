@@ -1,5 +1,5 @@
 import { InvalidRequestError } from "../../errors.ts";
-import { parseDuration } from "../../scheduling/index.ts";
+import { parseDuration, PRESET_PARAMETERS } from "../../scheduling/index.ts";
 
 /** Ollama `options` → OpenAI/llama-server request fields; `num_ctx` is returned apart (it configures the runner). */
 export interface MappedOptions {
@@ -7,23 +7,10 @@ export interface MappedOptions {
   numCtx: number | null;
 }
 
-const NUMBER_OPTIONS: Record<string, string> = {
-  temperature: "temperature",
-  top_p: "top_p",
-  top_k: "top_k",
-  min_p: "min_p",
-  seed: "seed",
-  num_predict: "max_tokens",
-  presence_penalty: "presence_penalty",
-  frequency_penalty: "frequency_penalty",
-  // llama-server's names; passed through as they are (the engine honours each).
-  repeat_penalty: "repeat_penalty",
-  repeat_last_n: "repeat_last_n",
-  typical_p: "typical_p",
-  mirostat: "mirostat",
-  mirostat_tau: "mirostat_tau",
-  mirostat_eta: "mirostat_eta",
-};
+/** Ollama's numeric options and the engine fields they fill: the preset parameters' one table (`stop` is read apart). */
+const NUMBER_OPTIONS: Record<string, string> = Object.fromEntries(
+  Object.entries(PRESET_PARAMETERS).flatMap(([name, spec]) => (spec.kind === "strings" ? [] : [[name, spec.field]])),
+);
 
 /**
  * Options that only tune the runtime or that Ollama itself ignores for

@@ -1,4 +1,3 @@
-import { writeFile, rm } from "node:fs/promises";
 import type { Readable } from "node:stream";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { DigestMismatchError, parseReference, type ProgressEvent } from "../../distribution/index.ts";
@@ -9,13 +8,13 @@ import type { OllamaDeps } from "./deps.ts";
 import { NdjsonStream } from "./ndjson.ts";
 import { modelOf } from "./options.ts";
 
-type Line = { status: string; digest?: string; total?: number; completed?: number };
+export type Line = { status: string; digest?: string; total?: number; completed?: number };
 
 /**
  * Runs a pull/push/create and reports it as Ollama's progress lines: NDJSON
  * by default, one `{"status":"success"}` object with `stream:false`.
  */
-async function progress(
+export async function progress(
   deps: OllamaDeps,
   request: FastifyRequest,
   reply: FastifyReply,
@@ -99,7 +98,7 @@ export async function pushModel(deps: OllamaDeps, request: FastifyRequest, reply
 }
 
 /** `sha256:<hex>` or Ollama's file-name form `sha256-<hex>`. */
-function blobDigest(text: string): Digest {
+export function blobDigest(text: string): Digest {
   return parseDigest(text.replace(/^sha256-/, "sha256:"));
 }
 
@@ -123,83 +122,4 @@ export async function putBlob(deps: OllamaDeps, digest: string, request: Fastify
     throw error;
   }
   return reply.code(201).send();
-}
-
-const CREATE_UNSUPPORTED = ["quantize", "adapters", "system", "messages"] as const;
-
-/**
- * `POST /api/create`: a new name for a stored model (`from`), or a model
- * from an uploaded GGUF blob (`files: {"x.gguf": "sha256:..."}`) with an
- * optional `template`, `license` and `parameters.num_ctx`. What cannot be
- * honoured (quantize, adapters, system, messages, other parameters) is a 400.
- */
-export function createModel(deps: OllamaDeps, request: FastifyRequest, reply: FastifyReply) {
-  const body = request.body as Record<string, unknown>;
-  const target = modelOf(body);
-  parseReference(target); // a bad name is a 400 before the first progress line
-  for (const field of CREATE_UNSUPPORTED) {
-    const v = body[field];
-    if (v !== undefined && v !== null && v !== "" && !(Array.isArray(v) && v.length === 0) && !(typeof v === "object" && Object.keys(v).length === 0)) {
-      throw new InvalidRequestError(`'${field}' is not supported by /api/create on this server.`, field);
-    }
-  }
-  let contextSize: number | undefined;
-  if (body.parameters !== undefined && body.parameters !== null) {
-    for (const [key, value] of Object.entries(body.parameters as Record<string, unknown>)) {
-      if (key !== "num_ctx") throw new InvalidRequestError(`Parameter '${key}' cannot be stored with a model on this server; pass it per request in 'options'.`, `parameters.${key}`);
-      if (typeof value !== "number" || !Number.isInteger(value) || value < 1) throw new InvalidRequestError("'parameters.num_ctx' must be a positive integer.", "parameters.num_ctx");
-      contextSize = value;
-    }
-  }
-  const files = body.files as Record<string, unknown> | undefined;
-  const hasFiles = files !== undefined && files !== null && Object.keys(files).length > 0;
-  const from = typeof body.from === "string" && body.from !== "" ? body.from : null;
-  if (!hasFiles && from === null) throw new InvalidRequestError("Either 'from' or 'files' is required.", "from");
-  if (hasFiles && from !== null) throw new InvalidRequestError("Give either 'from' or 'files', not both.", "from");
-  const template = typeof body.template === "string" && body.template !== "" ? body.template : null;
-  const license = typeof body.license === "string" ? [body.license] : Array.isArray(body.license) ? (body.license as string[]) : [];
-  if (from !== null && (template !== null || license.length > 0 || contextSize !== undefined)) {
-    throw new InvalidRequestError("Creating from a stored model only adds a name here; 'template', 'license' and 'parameters' need 'files'.", "from");
-  }
-  return progress(deps, request, reply, async (emit, signal) => {
-    if (from !== null) {
-      const source = await deps.distribution.resolve(from);
-      emit({ status: `using existing layer ${source.manifest.layers[0]?.digest ?? source.id}` });
-      await deps.distribution.tag(source.tags[0] ?? source.id, target);
-      emit({ status: "writing manifest" });
-      return;
-    }
-    const ggufs = Object.entries(files!).filter(([name]) => name.endsWith(".gguf"));
-    if (ggufs.length !== 1) throw new InvalidRequestError("'files' must name exactly one .gguf file (sharded uploads are not supported).", "files");
-    const [name, digestText] = ggufs[0]!;
-    if (typeof digestText !== "string") throw new InvalidRequestError(`files["${name}"] must be a digest.`, `files.${name}`);
-    const digest = blobDigest(digestText);
-    if (!(await deps.distribution.store.hasBlob(digest))) {
-      throw new InvalidRequestError(`Blob ${digest} was not uploaded: POST it to /api/blobs/${digest} first.`, `files.${name}`);
-    }
-    emit({ status: "parsing GGUF" });
-    const temps: string[] = [];
-    const tempFile = async (text: string) => {
-      const path = deps.distribution.store.tmpPath();
-      temps.push(path);
-      await writeFile(path, text);
-      return path;
-    };
-    try {
-      const chatTemplate = template !== null ? await tempFile(template) : undefined;
-      const licenses = await Promise.all(license.map(tempFile));
-      emit({ status: `using existing layer ${digest}` });
-      await deps.distribution.packageModel({
-        gguf: deps.distribution.store.blobPath(digest),
-        tags: [target],
-        licenses,
-        ...(chatTemplate ? { chatTemplate } : {}),
-        ...(contextSize !== undefined ? { contextSize } : {}),
-        signal,
-      });
-      emit({ status: "writing manifest" });
-    } finally {
-      await Promise.all(temps.map((p) => rm(p, { force: true })));
-    }
-  });
 }
