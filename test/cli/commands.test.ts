@@ -355,6 +355,40 @@ test("package --push sends the artifact straight to the registry", async () => {
   assert.equal(res.status, 200);
 });
 
+test("package --from makes a variant of a stored model with another context size; bad sources and sizes are usage errors", async () => {
+  const before = JSON.parse((await mr(["inspect", tiny])).stdout) as { id: string; config: { context_size?: number } };
+  // A partial name resolves as in `mr run`.
+  const r = await mr(["package", "--from", "tiny:v1", "--context-size", "4096", "cli/tiny-4k:v1"]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^Packaged cli\/tiny-4k:v1 from (\S+\/)?cli\/tiny:v1\n$/);
+  const variant = JSON.parse((await mr(["inspect", "cli/tiny-4k:v1"])).stdout) as { id: string; config: { context_size?: number; architecture?: string } };
+  assert.equal(variant.config.context_size, 4096);
+  assert.equal(variant.config.architecture, "llama");
+  assert.notEqual(variant.id, before.id, "a new config is a new model ID");
+  const source = JSON.parse((await mr(["inspect", tiny])).stdout) as { id: string; config: { context_size?: number } };
+  assert.deepEqual(source, before, "the source is untouched");
+
+  const unknown = await mr(["package", "--from", "nosuch", "--context-size", "512", "cli/x:v1"]);
+  assert.equal(unknown.code, 1);
+  oneLineError(unknown, /^Error: no model "nosuch" in the store/);
+  const both = await mr(["package", "--from", tiny, "--gguf", gguf, "cli/x:v1"]);
+  assert.equal(both.code, 2);
+  oneLineError(both, /^Error: --from and --gguf are two sources: give one of them/);
+  const withPush = await mr(["package", "--from", tiny, "--push", `${registry.host}/cli/x:v1`]);
+  assert.equal(withPush.code, 2);
+  oneLineError(withPush, /^Error: --push cannot be combined with --from .*mr push TARGET/);
+  const withLicense = await mr(["package", "--from", tiny, "--license", gguf, "cli/x:v1"]);
+  assert.equal(withLicense.code, 2);
+  oneLineError(withLicense, /^Error: --license cannot be combined with --from/);
+  for (const bad of ["-5", "big", "1.5", "2147483648"]) {
+    const r2 = await mr(["package", "--from", tiny, `--context-size=${bad}`, "cli/x:v1"]);
+    assert.equal(r2.code, 2, `--context-size ${bad}: ${r2.stderr}`);
+    oneLineError(r2, /^Error: --context-size must be/);
+  }
+  assert.equal((await mr(["ls", "-q", "cli/x:v1"])).stdout, "", "no failed attempt stored anything");
+  assert.equal((await mr(["rm", "cli/tiny-4k:v1"])).code, 0);
+});
+
 test("purge asks first: without a terminal it needs -f", async () => {
   const refused = await mr(["purge"]);
   assert.equal(refused.code, 2);
