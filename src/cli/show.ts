@@ -1,3 +1,4 @@
+import type { DaemonClient } from "./client.ts";
 import type { Command } from "./context.ts";
 import { UsageError } from "./errors.ts";
 import { encodeRef, type ApiModel } from "./models.ts";
@@ -38,12 +39,28 @@ export const showCommand: Command = {
       ["context size", c.context_size ? String(c.context_size) : "-"],
     ];
     let out = `${bold("Model")}\n${indent(table(["", ""], rows).split("\n").slice(1).join("\n"))}`;
-    const meta = Object.entries(c.gguf ?? {});
+    const meta = Object.entries(c.gguf && Object.keys(c.gguf).length > 0 ? c.gguf : values.remote ? {} : await headerMetadata(client, m, cli.signal));
     if (meta.length > 0) out += `\n${bold("Metadata")}\n${indent(table(["", ""], meta.map(([k, v]) => [k, String(v)])).split("\n").slice(1).join("\n"))}`;
     cli.io.stdout.write(out);
     return 0;
   },
 };
+
+/**
+ * The metadata of a stored model whose config has no `gguf` map (artifacts
+ * made by other tools): the daemon reads it from the GGUF header for
+ * /api/show's `model_info` (no other route carries it; GET /models/{ref} is
+ * the artifact's config as DMR returns it). Values back in the config's string form.
+ */
+async function headerMetadata(client: DaemonClient, m: ApiModel, signal: AbortSignal): Promise<Record<string, string>> {
+  if (m.config?.format !== undefined && m.config.format !== "gguf") return {};
+  const show = await client.json<{ model_info?: Record<string, unknown> }>("POST", "/api/show", { json: { model: m.id }, signal });
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(show?.model_info ?? {})) {
+    if (v !== null) out[k] = Array.isArray(v) ? `[${v.map(String).join(" ")}]` : String(v);
+  }
+  return out;
+}
 
 const indent = (text: string) =>
   text

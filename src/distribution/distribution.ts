@@ -5,6 +5,7 @@ import { parseDigest, type Digest } from "./digest.ts";
 import { isNoSpace, noSpaceError } from "./disk-space.ts";
 import { ModelNotFoundError } from "./errors.ts";
 import { inspectHuggingFace, pullHuggingFace } from "./huggingface.ts";
+import { GgufMetadata } from "./gguf-metadata.ts";
 import { parseConfigFile } from "./manifest.ts";
 import type { ImageManifest, ModelConfigFile } from "./media-types.ts";
 import { packageModel, type PackageOptions } from "./package.ts";
@@ -68,6 +69,12 @@ export interface ModelDistribution {
   diskUsage(): Promise<{ modelsBytes: number; partialBytes: number }>;
   /** Removes orphans of killed writers; with `partials`, resumable downloads too. */
   cleanup(opts?: { partials?: boolean; orphanGraceMs?: number }): Promise<string[]>;
+  /**
+   * The model's GGUF metadata as strings: the config's `gguf` map, or (for
+   * artifacts whose config has none) the stored file's header, read once per
+   * GGUF blob. `{}` for a model without a GGUF.
+   */
+  ggufMetadata(model: StoredModel): Promise<Record<string, string>>;
   /** Packages local GGUF (+ shards, licenses, template, mmproj) into the store under `tags`. */
   packageModel(opts: PackageOptions): Promise<StoredModel>;
   /** A tar (`manifest.json` = the raw manifest, `blobs/sha256/<hex>`), streamed from the store. */
@@ -84,6 +91,7 @@ export function createModelDistribution(options: DistributionOptions): ModelDist
 class Distribution implements ModelDistribution {
   readonly store: ModelStore;
   private readonly ctx: DistributionContext;
+  private readonly metadata = new GgufMetadata();
 
   constructor(private readonly options: DistributionOptions) {
     this.store = options.store;
@@ -133,6 +141,10 @@ class Distribution implements ModelDistribution {
     // commitModel writes the manifest and bundle, then adds the tag to the index in one rewrite under the lock.
     const id = await this.mapNoSpace(this.store.commitModel(Buffer.from(JSON.stringify(next)), [tag], opts.signal));
     return this.store.get(id);
+  }
+
+  ggufMetadata(model: StoredModel): Promise<Record<string, string>> {
+    return this.metadata.of(model);
   }
 
   push(reference: string, opts: TransferOptions = {}): Promise<{ digest: Digest; size: number }> {

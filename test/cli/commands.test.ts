@@ -3,6 +3,8 @@ import { readdir, readFile, readlink } from "node:fs/promises";
 import { after, before, test } from "node:test";
 import { startRegistryProxy } from "../doubles/registry-proxy.ts";
 import { startTestRegistry, type TestRegistry } from "../doubles/test-registry.ts";
+import { pushRawArtifact } from "../helpers/oci-push.ts";
+import { MediaTypes } from "../../src/distribution/media-types.ts";
 import { runMr, spawnMr, collect, startDaemon, type StartedDaemon } from "../helpers/cli.ts";
 import { tempDir, tinyModel } from "../helpers/models.ts";
 import { eventually, pidsMatching } from "../helpers/processes.ts";
@@ -387,6 +389,40 @@ test("package --from makes a variant of a stored model with another context size
   }
   assert.equal((await mr(["ls", "-q", "cli/x:v1"])).stdout, "", "no failed attempt stored anything");
   assert.equal((await mr(["rm", "cli/tiny-4k:v1"])).code, 0);
+});
+
+test("an artifact whose config has no gguf map (made by another tool): /api/show and mr show read the GGUF header", async () => {
+  const data = await readFile(await tinyModel({ seed: 12 }));
+  const config = {
+    config: { format: "gguf", size: `${data.length} B` },
+    descriptor: { created: "2026-01-01T00:00:00Z" },
+    rootfs: { type: "rootfs", diff_ids: [] },
+  };
+  await pushRawArtifact(registry.url, "other/tool", "v1", { config, configMediaType: MediaTypes.modelConfigV01, layers: [{ mediaType: MediaTypes.gguf, data }] });
+  const ref = `${registry.host}/other/tool:v1`;
+  const pull = await mr(["pull", "-q", ref]);
+  assert.equal(pull.code, 0, pull.stderr);
+  const inspected = JSON.parse((await mr(["inspect", ref])).stdout) as { config: { gguf?: unknown } };
+  assert.equal(inspected.config.gguf, undefined, "the artifact's config is returned as stored");
+
+  for (let i = 0; i < 2; i++) {
+    // Twice: the second answer comes from the header cache and must be the same.
+    const res = await fetch(`http://${daemon.host}/api/show`, { method: "POST", body: JSON.stringify({ model: ref }) });
+    assert.equal(res.status, 200);
+    const show = (await res.json()) as { model_info: Record<string, unknown>; template: string; details: { family: string } };
+    assert.equal(show.model_info["general.architecture"], "llama");
+    assert.equal(show.model_info["general.name"], "tiny-llama");
+    assert.equal(typeof show.model_info["llama.context_length"], "number");
+    assert.match(show.template, /im_start/);
+    assert.equal(show.details.family, "llama");
+  }
+
+  const shown = await mr(["show", ref]);
+  assert.equal(shown.code, 0, shown.stderr);
+  assert.match(shown.stdout, /Metadata\n/);
+  assert.match(shown.stdout, /general\.architecture\s+llama/);
+  assert.match(shown.stdout, /general\.name\s+tiny-llama/);
+  assert.equal((await mr(["rm", ref])).code, 0);
 });
 
 test("purge asks first: without a terminal it needs -f", async () => {

@@ -6,10 +6,10 @@ import { parseDuration } from "../../scheduling/index.ts";
 import type { OllamaDeps } from "./deps.ts";
 import { modelOf } from "./options.ts";
 
-/** Ollama's `details` object from the model's config. */
-export function details(m: StoredModel) {
+/** Ollama's `details` object from the model's config (and its GGUF metadata, where the config has fewer fields). */
+export function details(m: StoredModel, gguf = m.config.gguf) {
   const c = m.config;
-  const family = c.architecture || c.gguf?.["general.architecture"] || "";
+  const family = c.architecture || gguf?.["general.architecture"] || "";
   return {
     parent_model: "",
     format: c.format ?? "gguf",
@@ -50,8 +50,7 @@ function typedValue(text: string): unknown {
   return text;
 }
 
-function capabilitiesOf(m: StoredModel, template: string): string[] {
-  const gguf = m.config.gguf ?? {};
+function capabilitiesOf(m: StoredModel, gguf: Record<string, string>, template: string): string[] {
   const arch = m.config.architecture ?? gguf["general.architecture"] ?? "";
   const isEmbedding = gguf[`${arch}.pooling_type`] !== undefined || /bert|embed/i.test(arch);
   const caps = isEmbedding ? ["embedding"] : ["completion"];
@@ -65,7 +64,8 @@ export async function showModel(deps: OllamaDeps, body: unknown) {
   const ref = modelOf(body);
   const verbose = optionalBoolean((body as { verbose?: unknown }).verbose, "verbose") === true;
   const m = await deps.distribution.resolve(ref);
-  const gguf = m.config.gguf ?? {};
+  // Artifacts made by other tools carry no `gguf` map in their config: then the stored file's header (cached).
+  const gguf = await deps.distribution.ggufMetadata(m);
   const template = m.files.chatTemplatePath
     ? await readFile(m.files.chatTemplatePath, "utf8")
     : (gguf["tokenizer.chat_template"] ?? "");
@@ -99,9 +99,9 @@ export async function showModel(deps: OllamaDeps, body: unknown) {
     modelfile,
     parameters,
     template,
-    details: details(m),
+    details: details(m, gguf),
     model_info: modelInfo,
-    capabilities: capabilitiesOf(m, template),
+    capabilities: capabilitiesOf(m, gguf, template),
     modified_at: new Date(m.created * 1000).toISOString(),
   };
 }
