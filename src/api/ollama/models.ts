@@ -128,8 +128,8 @@ export async function listRunning(deps: OllamaDeps) {
         digest: hexOf(r.modelId),
         details: m ? details(m) : null,
         expires_at: expires.toISOString(),
-        // The daemon does not track GPU residency per runner; engines run on CPU unless told otherwise.
-        size_vram: 0,
+        // The estimate × the fraction of layers the engine said it offloaded (src/scheduling/gpu-offload.ts); 0 on CPU.
+        size_vram: r.gpuBytes,
         context_length: r.contextSize,
         // Ours: which engine of the backend serves it (Ollama clients ignore unknown fields).
         engine: r.engine,
