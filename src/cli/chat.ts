@@ -4,6 +4,7 @@ import { createInterface, type Interface } from "node:readline";
 import { ndjson, type DaemonClient } from "./client.ts";
 import type { Cli } from "./context.ts";
 import { DaemonError, isAbort } from "./errors.ts";
+import { answerWrapper, type WordWrapper } from "./word-wrap.ts";
 
 export interface ChatMessage {
   role: "system" | "user" | "assistant";
@@ -121,6 +122,7 @@ export function dropOldestTurn(messages: ChatMessage[]): boolean {
 const HELP = `Available commands:
   /set system TEXT   set the system message (kept when old turns are dropped)
   /set verbose       show timings after each answer (/set quiet: stop)
+  /set wordwrap      wrap answers at words on a terminal (/set nowordwrap: do not)
   /set think         let a thinking model think (/set nothink: answer at once)
   /show info         the model's details (also: license, template, parameters, system)
   /clear             forget the conversation so far (the system message stays)
@@ -193,6 +195,8 @@ export interface ChatSettings {
   isVerbose: boolean;
   /** Do not print a thinking model's reasoning. */
   isThinkingHidden: boolean;
+  /** Wrap answers at words to the terminal's width (on a terminal; `--nowordwrap`, `/set nowordwrap` turn it off). */
+  isWordWrapped: boolean;
 }
 
 export async function interactiveChat(cli: Cli, client: DaemonClient, model: string, settings: ChatSettings): Promise<number> {
@@ -234,9 +238,12 @@ export async function interactiveChat(cli: Cli, client: DaemonClient, model: str
   const releaseInterrupt = cli.onInterrupt(() => interrupt());
   const { dim } = cli.style;
   let messages: ChatMessage[] = [];
+  // One per answer: each starts at the beginning of a line.
+  let wrapper: WordWrapper | null = null;
   const write = (text: string, kind: "content" | "reasoning") => {
     if (kind === "reasoning" && settings.isThinkingHidden) return;
-    cli.io.stdout.write(kind === "reasoning" ? dim(text) : text);
+    const shown = wrapper ? wrapper.wrap(text) : text;
+    cli.io.stdout.write(kind === "reasoning" ? dim(shown) : shown);
   };
   try {
     if (isTerminal) cli.io.stdout.write(dim(`Chatting with ${model}. Type /? for help, /bye or Ctrl-D to leave.\n`));
@@ -300,6 +307,7 @@ export async function interactiveChat(cli: Cli, client: DaemonClient, model: str
         let result;
         for (;;) {
           try {
+            wrapper = answerWrapper(cli.io.stdout, settings.isWordWrapped);
             result = await streamChat(client, model, messages, answer.signal, write, settings.options);
             break;
           } catch (error) {
@@ -349,12 +357,16 @@ function setOption(args: string[], line: string, settings: ChatSettings, message
     settings.isVerbose = what === "verbose";
     return what === "verbose" ? "Set 'verbose' mode.\n" : "Set 'quiet' mode.\n";
   }
+  if (what === "wordwrap" || what === "nowordwrap") {
+    settings.isWordWrapped = what === "wordwrap";
+    return what === "wordwrap" ? "Set 'wordwrap' mode.\n" : "Set 'nowordwrap' mode.\n";
+  }
   if (what === "think" || what === "nothink") {
     settings.options.think = what === "think";
     return what === "think" ? "Set 'think' mode.\n" : "Set 'nothink' mode.\n";
   }
   if (what === "parameter") return "'/set parameter' is not available yet: set a model's defaults with 'mr configure'.\n";
-  return `Unknown /set option '${what ?? ""}'. Try: system, verbose, quiet, think, nothink.\n`;
+  return `Unknown /set option '${what ?? ""}'. Try: system, verbose, quiet, wordwrap, nowordwrap, think, nothink.\n`;
 }
 
 interface ShowBody {
