@@ -417,6 +417,9 @@ test("an artifact whose config has no gguf map (made by another tool): /api/show
     assert.equal(show.details.family, "llama");
   }
 
+  const tags = (await (await fetch(`http://${daemon.host}/api/tags`)).json()) as { models: Array<{ name: string; details: { family: string } }> };
+  assert.equal(tags.models.find((m) => m.name === ref)?.details.family, "llama", "/api/tags has the family from the header too");
+
   const shown = await mr(["show", ref]);
   assert.equal(shown.code, 0, shown.stderr);
   assert.match(shown.stdout, /Metadata\n/);

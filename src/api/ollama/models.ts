@@ -25,15 +25,18 @@ const hexOf = (id: string) => id.replace(/^sha256:/, "");
 /** `GET /api/tags`: one entry per tag, as Ollama lists names. */
 export async function listTags(deps: OllamaDeps) {
   const models = await deps.distribution.list();
+  // A config without `architecture` (another tool's artifact): the family from the GGUF header, read once per blob.
+  // A header that cannot be read leaves the family empty here; /api/show reports the error.
+  const metadata = await Promise.all(models.map((m) => (m.config.architecture ? m.config.gguf : deps.distribution.ggufMetadata(m).catch(() => m.config.gguf))));
   return {
-    models: models.flatMap((m) =>
+    models: models.flatMap((m, i) =>
       (m.tags.length > 0 ? m.tags : [m.id]).map((tag) => ({
         name: tag,
         model: tag,
         modified_at: new Date(m.created * 1000).toISOString(),
         size: m.sizeBytes,
         digest: hexOf(m.id),
-        details: details(m),
+        details: details(m, metadata[i]),
       })),
     ),
   };
