@@ -5,6 +5,7 @@ import { ndjson, type DaemonClient } from "./client.ts";
 import type { Cli } from "./context.ts";
 import { DaemonError, isAbort } from "./errors.ts";
 import { imagesInPrompt } from "./prompt-images.ts";
+import { answerWrapper, type WordWrapper } from "./word-wrap.ts";
 
 export interface ChatMessage {
   role: "system" | "user" | "assistant";
@@ -130,6 +131,7 @@ const HELP = `Available commands:
                      top_p, min_p, num_predict, repeat_penalty, repeat_last_n, seed,
                      stop, num_ctx); /set parameter NAME alone removes it
   /set verbose       show timings after each answer (/set quiet: stop)
+  /set wordwrap      wrap answers at words on a terminal (/set nowordwrap: do not)
   /set think         let a thinking model think (/set nothink: answer at once)
   /show info         the model's details (also: license, template, parameters, system, modelfile)
   /save NAME         save the system message, parameters and conversation as a new model NAME
@@ -204,6 +206,8 @@ export interface ChatSettings {
   isVerbose: boolean;
   /** Do not print a thinking model's reasoning. */
   isThinkingHidden: boolean;
+  /** Wrap answers at words to the terminal's width (on a terminal; `--nowordwrap`, `/set nowordwrap` turn it off). */
+  isWordWrapped: boolean;
 }
 
 export async function interactiveChat(cli: Cli, client: DaemonClient, startModel: string, settings: ChatSettings): Promise<number> {
@@ -246,9 +250,12 @@ export async function interactiveChat(cli: Cli, client: DaemonClient, startModel
   const releaseInterrupt = cli.onInterrupt(() => interrupt());
   const { dim } = cli.style;
   let messages: ChatMessage[] = [];
+  // One per answer: each starts at the beginning of a line.
+  let wrapper: WordWrapper | null = null;
   const write = (text: string, kind: "content" | "reasoning") => {
     if (kind === "reasoning" && settings.isThinkingHidden) return;
-    cli.io.stdout.write(kind === "reasoning" ? dim(text) : text);
+    const shown = wrapper ? wrapper.wrap(text) : text;
+    cli.io.stdout.write(kind === "reasoning" ? dim(shown) : shown);
   };
   try {
     if (isTerminal) cli.io.stdout.write(dim(`Chatting with ${model}. Type /? for help, /bye or Ctrl-D to leave.\n`));
@@ -344,6 +351,7 @@ export async function interactiveChat(cli: Cli, client: DaemonClient, startModel
         let result;
         for (;;) {
           try {
+            wrapper = answerWrapper(cli.io.stdout, settings.isWordWrapped);
             result = await streamChat(client, model, messages, answer.signal, write, settings.options);
             break;
           } catch (error) {
@@ -393,12 +401,16 @@ function setOption(args: string[], line: string, settings: ChatSettings, message
     settings.isVerbose = what === "verbose";
     return what === "verbose" ? "Set 'verbose' mode.\n" : "Set 'quiet' mode.\n";
   }
+  if (what === "wordwrap" || what === "nowordwrap") {
+    settings.isWordWrapped = what === "wordwrap";
+    return what === "wordwrap" ? "Set 'wordwrap' mode.\n" : "Set 'nowordwrap' mode.\n";
+  }
   if (what === "think" || what === "nothink") {
     settings.options.think = what === "think";
     return what === "think" ? "Set 'think' mode.\n" : "Set 'nothink' mode.\n";
   }
   if (what === "parameter") return setParameter(args.slice(1), settings);
-  return `Unknown /set option '${what ?? ""}'. Try: system, verbose, quiet, think, nothink.\n`;
+  return `Unknown /set option '${what ?? ""}'. Try: system, verbose, quiet, wordwrap, nowordwrap, think, nothink.\n`;
 }
 
 /** The parameters `/set parameter` takes (Ollama's names), and whether each is a whole number. */

@@ -17,6 +17,8 @@ interface Entry {
   flags: string[];
   /** Flags whose value is a file name (`valueName` FILE or DIR). */
   fileFlags: string[];
+  /** Flags whose value is a stored model's name (`valueName` MODEL: `package --from`). */
+  modelFlags: string[];
   subcommands: readonly string[];
 }
 
@@ -29,6 +31,9 @@ const entries = (commands: readonly Command[]): Entry[] =>
       flags: [...Object.entries(c.flags).flatMap(([f, s]) => [f.startsWith("-") ? f : `--${f}`, ...(s.short ? [`-${s.short}`] : [])]), "--help"],
       fileFlags: Object.entries(c.flags)
         .filter(([, s]) => s.valueName === "FILE" || s.valueName === "DIR")
+        .flatMap(([f, s]) => [f.startsWith("-") ? f : `--${f}`, ...(s.short ? [`-${s.short}`] : [])]),
+      modelFlags: Object.entries(c.flags)
+        .filter(([, s]) => s.valueName === "MODEL")
         .flatMap(([f, s]) => [f.startsWith("-") ? f : `--${f}`, ...(s.short ? [`-${s.short}`] : [])]),
       subcommands: c.subcommands ?? [],
     })),
@@ -45,6 +50,7 @@ const entries = (commands: readonly Command[]): Entry[] =>
 export function completionScript(shell: (typeof SHELLS)[number], commands: readonly Command[]): string {
   const list = entries(commands);
   const fileFlags = [...new Set(list.flatMap((e) => e.fileFlags))];
+  const modelFlags = [...new Set(list.flatMap((e) => e.modelFlags))];
   if (shell === "bash") {
     const cases = list.map((e) => `    ${e.name}) opts="${[...e.flags, ...e.subcommands].join(" ")}" ;;`).join("\n");
     return `# bash completion for mr; load with: source <(mr completion bash)
@@ -66,16 +72,20 @@ _mr() {
     COMPREPLY=( $(compgen -W "${list.map((e) => e.name).join(" ")}" -- "$cur") )
     return
   fi
+  local model_value=""
   case "$prev" in
     ${fileFlags.join("|") || "--no-file-flags"})
       compopt -o filenames 2>/dev/null
       COMPREPLY=( $(compgen -f -- "$cur") )
       return ;;
+    ${modelFlags.join("|") || "--no-model-flags"}) model_value=1 ;;
   esac
   case "$cmd" in
 ${cases}
   esac
-  if [[ "$cur" != -* ]]; then
+  if [ -n "$model_value" ]; then
+    opts="$(${LIST_MODELS})"
+  elif [[ "$cur" != -* ]]; then
     case "$cmd" in ${MODEL_COMMANDS.join("|")}) opts="$opts $(${LIST_MODELS})" ;; esac
   fi
   COMPREPLY=( $(compgen -W "$opts" -- "$cur") )
@@ -106,6 +116,10 @@ ${cmds}
   fi
   case "\${words[CURRENT-1]}" in
     ${fileFlags.join("|") || "--no-file-flags"}) _files; return ;;
+    ${modelFlags.join("|") || "--no-model-flags"})
+      models=(\${(f)"$(${LIST_MODELS})"})
+      compadd -a models
+      return ;;
   esac
   case "\${words[2]}" in
 ${cases}
@@ -132,7 +146,9 @@ compdef _mr mr model-runner
       // fish: -s for one letter, -o for old-style single-dash names (-ngl), -l for --long.
       const opt = f.startsWith("--") ? `-l ${f.slice(2)}` : f.length === 2 ? `-s ${f.slice(1)}` : `-o ${f.slice(1)}`;
       // -r -F: the flag takes a value, and that value is a file name.
-      lines.push(`complete -c mr -n '__fish_seen_subcommand_from ${e.name}' ${opt}${e.fileFlags.includes(f) ? " -r -F" : ""}`);
+      // -r -a (...): the value is a stored model's name.
+      const value = e.fileFlags.includes(f) ? " -r -F" : e.modelFlags.includes(f) ? ` -r -a '(${LIST_MODELS})'` : "";
+      lines.push(`complete -c mr -n '__fish_seen_subcommand_from ${e.name}' ${opt}${value}`);
     }
     for (const s of e.subcommands) lines.push(`complete -c mr -n '__fish_seen_subcommand_from ${e.name}' -a ${s}`);
   }

@@ -5,6 +5,7 @@ import { CliError, UsageError } from "./errors.ts";
 import { findModel, pickTag } from "./models.ts";
 import { json } from "./output.ts";
 import { pullModel } from "./transfer.ts";
+import { answerWrapper } from "./word-wrap.ts";
 
 async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
   let text = "";
@@ -74,6 +75,7 @@ export const runCommand: Command = {
     keepalive: { type: "string", valueName: "DURATION", description: "keep the model loaded this long after the answer: 5m, 1h, 0, -1" },
     think: { type: "string", valueName: "VALUE", description: "thinking models: true, false, low, medium or high" },
     hidethinking: { type: "boolean", description: "do not print a thinking model's reasoning" },
+    nowordwrap: { type: "boolean", description: "do not wrap answers at words to the terminal's width (wrapping is on a terminal only)" },
   },
   async run(cli, { values, positionals }) {
     const [ref, ...promptWords] = positionals;
@@ -111,7 +113,8 @@ export const runCommand: Command = {
       if (!prompt) throw new UsageError("no prompt: stdin was empty (pass PROMPT, or -i to chat over a pipe)", "run");
     }
     const isThinkingHidden = values.hidethinking === true;
-    if (!prompt) return interactiveChat(cli, client, name, { options, isVerbose: values.verbose === true, isThinkingHidden });
+    const isWordWrapped = values.nowordwrap !== true;
+    if (!prompt) return interactiveChat(cli, client, name, { options, isVerbose: values.verbose === true, isThinkingHidden, isWordWrapped });
     // As `docker model run`: image files named in the prompt are sent with it.
     const found = await imagesInPrompt(prompt);
     const messages: ChatMessage[] = [{ role: "user", content: found.text, ...(found.images.length > 0 ? { images: found.images } : {}) }];
@@ -132,6 +135,7 @@ export const runCommand: Command = {
       cli.io.stdout.write(json(body));
       return 0;
     }
+    const wrapper = answerWrapper(cli.io.stdout, isWordWrapped);
     const result = await streamChat(
       client,
       name,
@@ -139,7 +143,8 @@ export const runCommand: Command = {
       cli.signal,
       (text, kind) => {
         if (kind === "reasoning" && isThinkingHidden) return;
-        cli.io.stdout.write(kind === "reasoning" ? cli.style.dim(text) : text);
+        const shown = wrapper ? wrapper.wrap(text) : text;
+        cli.io.stdout.write(kind === "reasoning" ? cli.style.dim(shown) : shown);
       },
       options,
     );

@@ -1,3 +1,4 @@
+import type { DaemonClient } from "./client.ts";
 import type { Command } from "./context.ts";
 import { UsageError } from "./errors.ts";
 import { encodeRef, type ApiModel } from "./models.ts";
@@ -55,7 +56,7 @@ export const showCommand: Command = {
       ["context size", c.context_size ? String(c.context_size) : "-"],
     ];
     let out = `${bold("Model")}\n${indent(table(["", ""], rows).split("\n").slice(1).join("\n"))}`;
-    const meta = Object.entries(c.gguf ?? {});
+    const meta = Object.entries(c.gguf && Object.keys(c.gguf).length > 0 ? c.gguf : values.remote ? {} : await headerMetadata(client, m, cli.signal));
     if (!values.remote) {
       // The preset (the model's stored request defaults), as `ollama show` lists Parameters and System.
       const body = (await client.json<OllamaShow>("POST", "/api/show", { json: { model: positionals[0] }, signal: cli.signal })) ?? {};
@@ -71,6 +72,22 @@ export const showCommand: Command = {
 /** The parts of Ollama's /api/show that `show --PART` prints. */
 const OLLAMA_PARTS = ["modelfile", "parameters", "template", "system", "license"] as const;
 type OllamaShow = Partial<Record<(typeof OLLAMA_PARTS)[number], string>>;
+
+/**
+ * The metadata of a stored model whose config has no `gguf` map (artifacts
+ * made by other tools): the daemon reads it from the GGUF header for
+ * /api/show's `model_info` (no other route carries it; GET /models/{ref} is
+ * the artifact's config as DMR returns it). Values back in the config's string form.
+ */
+async function headerMetadata(client: DaemonClient, m: ApiModel, signal: AbortSignal): Promise<Record<string, string>> {
+  if (m.config?.format !== undefined && m.config.format !== "gguf") return {};
+  const show = await client.json<{ model_info?: Record<string, unknown> }>("POST", "/api/show", { json: { model: m.id }, signal });
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(show?.model_info ?? {})) {
+    if (v !== null) out[k] = Array.isArray(v) ? `[${v.map(String).join(" ")}]` : String(v);
+  }
+  return out;
+}
 
 const indent = (text: string) =>
   text

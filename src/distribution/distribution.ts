@@ -5,6 +5,7 @@ import { parseDigest, sha256Digest, type Digest } from "./digest.ts";
 import { isNoSpace, noSpaceError } from "./disk-space.ts";
 import { ModelNotFoundError } from "./errors.ts";
 import { inspectHuggingFace, pullHuggingFace } from "./huggingface.ts";
+import { GgufMetadata } from "./gguf-metadata.ts";
 import { parseConfigFile } from "./manifest.ts";
 import { MediaTypes, type ImageManifest, type ModelConfigFile } from "./media-types.ts";
 import { packageModel, type PackageOptions } from "./package.ts";
@@ -85,6 +86,12 @@ export interface ModelDistribution {
   diskUsage(): Promise<{ modelsBytes: number; partialBytes: number }>;
   /** Removes orphans of killed writers; with `partials`, resumable downloads too. */
   cleanup(opts?: { partials?: boolean; orphanGraceMs?: number }): Promise<string[]>;
+  /**
+   * The model's GGUF metadata as strings: the config's `gguf` map, or (for
+   * artifacts whose config has none) the stored file's header, read once per
+   * GGUF blob. `{}` for a model without a GGUF.
+   */
+  ggufMetadata(model: StoredModel): Promise<Record<string, string>>;
   /** Packages local GGUF (+ shards, licenses, template, mmproj) into the store under `tags`. */
   packageModel(opts: PackageOptions): Promise<StoredModel>;
   /** A tar (`manifest.json` = the raw manifest, `blobs/sha256/<hex>`), streamed from the store. */
@@ -101,6 +108,7 @@ export function createModelDistribution(options: DistributionOptions): ModelDist
 class Distribution implements ModelDistribution {
   readonly store: ModelStore;
   private readonly ctx: DistributionContext;
+  private readonly metadata = new GgufMetadata();
 
   constructor(private readonly options: DistributionOptions) {
     this.store = options.store;
@@ -171,6 +179,10 @@ class Distribution implements ModelDistribution {
       const id = await this.mapNoSpace(this.store.commitModel(raw, [tag], opts.signal));
       return this.store.get(id);
     }
+  }
+
+  ggufMetadata(model: StoredModel): Promise<Record<string, string>> {
+    return this.metadata.of(model);
   }
 
   push(reference: string, opts: TransferOptions = {}): Promise<{ digest: Digest; size: number }> {

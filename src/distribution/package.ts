@@ -73,13 +73,7 @@ export async function readGgufConfig(shards: string[], contextSize?: number): Pr
     first ??= parsed.metadata;
   }
   const md = first ?? {};
-  const map: Record<string, string> = {};
-  for (const key of Object.keys(md).sort()) {
-    const v = md[key];
-    if (key === "version" || key === "tensor_count" || key === "kv_count") continue;
-    if (Array.isArray(v) && v.length > MAX_ARRAY_ELEMENTS) continue;
-    map[key] = Array.isArray(v) ? `[${v.map(String).join(" ")}]` : String(v);
-  }
+  const map = ggufMetadataMap(md);
   const fileType = md["general.file_type"];
   const config: ModelConfig = {
     format: "gguf",
@@ -91,6 +85,22 @@ export async function readGgufConfig(shards: string[], contextSize?: number): Pr
   };
   if (contextSize !== undefined) config.context_size = contextSize;
   return config;
+}
+
+/**
+ * GGUF header metadata as the config's `gguf` map stores it (DMR's
+ * format/gguf.go): every key as a string, arrays as `[a b c]`, arrays longer
+ * than MAX_ARRAY_ELEMENTS (tokenizer vocabularies) and the header counts left out.
+ */
+export function ggufMetadataMap(md: Record<string, unknown>): Record<string, string> {
+  const map: Record<string, string> = {};
+  for (const key of Object.keys(md).sort()) {
+    const v = md[key];
+    if (key === "version" || key === "tensor_count" || key === "kv_count") continue;
+    if (Array.isArray(v) && v.length > MAX_ARRAY_ELEMENTS) continue;
+    map[key] = Array.isArray(v) ? `[${v.map(String).join(" ")}]` : String(v);
+  }
+  return map;
 }
 
 /** `361821056` → `"361.82M"` (decimal units, like DMR's parameters field). */

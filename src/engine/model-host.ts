@@ -549,6 +549,14 @@ export class ModelHost {
     }
   }
 
+  /**
+   * Layers on a GPU as llama.cpp counts them (the output layer included), or
+   * null when the engine runs without a GPU backend, where llama.cpp says nothing either.
+   */
+  get gpuOffload(): { offloadedLayers: number; totalLayers: number } | null {
+    return this.llama.gpu === false ? null : { offloadedLayers: this.model.gpuLayers, totalLayers: this.model.fileInsights.totalLayers };
+  }
+
   async dispose(): Promise<void> {
     await this.llama.dispose();
   }

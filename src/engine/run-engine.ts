@@ -49,6 +49,9 @@ export async function runEngine(
       return;
     }
     state.host = host;
+    // llama.cpp's own sentence (node-llama-cpp keeps its load log quiet): the daemon reads it for /api/ps size_vram.
+    const offload = host.gpuOffload;
+    if (offload) log(`engine: offloaded ${offload.offloadedLayers}/${offload.totalLayers} layers to GPU`);
     log(
       `engine: model ${state.modelId} loaded in ${Math.round(performance.now() - started)} ms ` +
         `(${host.info.mode}, context ${host.info.contextSize}, ${host.info.parallel} slot(s), ${options.threads} thread(s))`,

@@ -14,6 +14,7 @@ import { RunnerStoppedError } from "./errors.ts";
 import { pidFilePath, writePidFile } from "./pid-files.ts";
 import { labels, type Plan } from "./plan.ts";
 import { deferred, type Deferred } from "./promises.ts";
+import { gpuBytes, parseOffloadLine, type GpuOffload } from "./gpu-offload.ts";
 import type { Clock, EvictReason, Lease, RunnerLabels, RunnerStatus, SchedulerEvent, SchedulerLogger } from "./types.ts";
 
 /** What a runner needs from its owner. */
@@ -70,6 +71,8 @@ export class Runner {
   /** Settles once the engine is gone and the runner removed. */
   readonly done: Deferred<void> = deferred();
   private readonly startedMs: number;
+  /** What the engine's load log said about GPU offload (gpu-offload.ts); null until it says anything. */
+  private offload: GpuOffload | null = null;
 
   constructor(
     private readonly host: RunnerHost,
@@ -132,7 +135,10 @@ export class Runner {
             }).catch((error: unknown) => log.warn({ err: error, pid }, "could not write the engine's pid file"));
           },
           onReady: () => this.onReady(),
-          onLog: onEngineLog ? (line) => onEngineLog(runnerLabels, line) : undefined,
+          onLog: (line) => {
+            this.offload = parseOffloadLine(line) ?? this.offload;
+            onEngineLog?.(runnerLabels, line);
+          },
         },
         this.abort.signal,
       );
@@ -309,6 +315,7 @@ export class Runner {
       keepAlive: formatDuration(this.keepAliveMs),
       expiresAt: this.idleDeadlineMs === null ? null : new Date(this.idleDeadlineMs),
       estimatedMemoryBytes: this.plan.memory.totalBytes,
+      gpuBytes: gpuBytes(this.plan.memory.totalBytes, this.offload),
       contextSize: this.plan.contextSize,
       parallel: this.plan.parallel,
       pid: this.pid,

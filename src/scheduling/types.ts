@@ -209,6 +209,8 @@ export interface RunnerStatus {
   /** When it unloads if it stays idle; null while busy or with keep-alive -1. */
   expiresAt: Date | null;
   estimatedMemoryBytes: number;
+  /** Of those, the bytes on a GPU: the estimate × the layers the engine reported offloading (gpu-offload.ts); 0 on CPU. */
+  gpuBytes: number;
   /** Context tokens per request (the engine gets `contextSize × parallel`). */
   contextSize: number;
   parallel: number;

@@ -172,6 +172,7 @@ for (const variant of ENGINE_VARIANTS) describe(`Ollama API with the ollama clie
     const running = models.find((m) => m.name === "ai/tiny:latest");
     assert.ok(running);
     assert.ok(running.size > 0);
+    assert.equal(running.size_vram, 0, "this machine has no GPU: nothing of the runner is on one");
     const expires = new Date(running.expires_at).getTime();
     assert.ok(expires > Date.now() + 9 * 60_000 && expires < Date.now() + 11 * 60_000);
     const unload = await ollama.chat({ model: "tiny", messages: [], keep_alive: 0 });

@@ -7,6 +7,7 @@ import { collect, cleanEnv, runMr, spawnMr, startDaemon, type StartedDaemon } fr
 import { MR_BIN } from "../helpers/engine.ts";
 import { tempDir, tinyModel } from "../helpers/models.ts";
 import { eventually, pidsMatching } from "../helpers/processes.ts";
+import { screenLines } from "../helpers/terminal-screen.ts";
 
 // The interactive chat of `mr run` against a real daemon. A pass-through
 // proxy in front of it records the chat requests, so the tests can check
@@ -16,6 +17,8 @@ let home: string;
 let proxy: Server;
 let proxyHost: string;
 const chats: Array<{ messages: Array<{ role: string; content: string }>; keep_alive?: string; format?: string; think?: unknown }> = [];
+/** The answer text of each /api/chat response the proxy passed on, in order. */
+const answers: string[] = [];
 
 before(async () => {
   home = await tempDir("mr-chat-home-");
@@ -35,7 +38,14 @@ before(async () => {
         signal: ac.signal,
       });
       res.writeHead(upstream.status, { "content-type": upstream.headers.get("content-type") ?? "text/plain" });
-      for await (const c of upstream.body as unknown as AsyncIterable<Uint8Array>) res.write(c);
+      let reply = "";
+      for await (const c of upstream.body as unknown as AsyncIterable<Uint8Array>) {
+        res.write(c);
+        reply += Buffer.from(c).toString();
+      }
+      if (req.url === "/api/chat" && upstream.ok) {
+        answers.push(reply.split("\n").filter(Boolean).map((l) => (JSON.parse(l) as { message?: { content?: string } }).message?.content ?? "").join(""));
+      }
       res.end();
     } catch {
       res.destroy();
@@ -249,4 +259,58 @@ test("chat commands on a pseudo-terminal: /set system, /show system, /set verbos
   assert.equal(r.code, 0, out);
   assert.deepEqual(chats.map((c) => c.messages.map((m) => m.role)), [["system", "user"]]);
   assert.equal(chats[0]!.messages[0]!.content, "Be kind.");
+});
+
+/** `mr ARGS` on a pseudo-terminal `columns` wide (stty sets the size before mr starts); resolves with all it showed. */
+async function onTerminal(args: string[], columns: number): Promise<{ code: number | null; out: string }> {
+  const child = spawn(
+    "python3",
+    ["-c", "import pty, sys; sys.exit(pty.spawn(sys.argv[1:]) >> 8)", "sh", "-c", `stty cols ${columns} rows 24 && exec "$0" "$@"`, process.execPath, MR_BIN, ...args],
+    { env: cleanEnv({ ...env(), TERM: "dumb", MODEL_RUNNER_NOHISTORY: "1" }), stdio: ["pipe", "pipe", "pipe"] },
+  );
+  let out = "";
+  child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+  const r = await collect(child, 60_000);
+  child.stdin!.destroy();
+  return { code: r.code, out };
+}
+
+test("answers wrap at words on a terminal, as ollama run does; --nowordwrap and pipes get the text as it came", async () => {
+  const columns = 30;
+  const limit = columns - 5;
+  answers.length = 0;
+  const wrapped = await onTerminal(["run", "chat/short", "hi"], columns);
+  assert.equal(wrapped.code, 0, wrapped.out);
+  await eventually(() => answers.length === 1, 5000, "the proxy to record the answer");
+  const answer = answers[0]!;
+  assert.ok(answer.length > 2 * limit, `an answer long enough to wrap: ${JSON.stringify(answer)}`);
+  const lines = screenLines(wrapped.out).map((l) => l.trimEnd()).filter(Boolean);
+  assert.ok(lines.length >= 2, `wrapped into lines: ${JSON.stringify(lines)}`);
+  for (const line of lines) assert.ok(line.length <= limit, `within ${limit} columns: ${JSON.stringify(line)}`);
+  // Each word of the answer is whole on one line, unless it is longer than a line (then broken at the margin).
+  const shown = lines.flatMap((l) => l.split(/\s+/).filter(Boolean));
+  let j = 0;
+  for (const word of answer.split(/\s+/).filter(Boolean)) {
+    if (shown[j] === word) {
+      j++;
+      continue;
+    }
+    assert.ok(word.length > limit, `"${word}" broken though it fits a line: ${JSON.stringify(lines)}`);
+    let joined = "";
+    while (joined.length < word.length && j < shown.length) joined += shown[j++];
+    assert.equal(joined, word);
+  }
+  assert.equal(j, shown.length, "nothing shown that the answer did not have");
+
+  answers.length = 0;
+  const plain = await onTerminal(["run", "--nowordwrap", "chat/short", "hi"], columns);
+  assert.equal(plain.code, 0, plain.out);
+  await eventually(() => answers.length === 1, 5000, "the proxy to record the answer");
+  assert.equal(plain.out.replaceAll("\r\n", "\n"), `${answers[0]}\n`, "--nowordwrap: the text unchanged, no cursor moves");
+
+  answers.length = 0;
+  const piped = await runMr(["run", "chat/short", "hi"], { env: env() });
+  assert.equal(piped.code, 0, piped.stderr);
+  await eventually(() => answers.length === 1, 5000, "the proxy to record the answer");
+  assert.equal(piped.stdout, `${answers[0]}\n`, "a pipe is never wrapped");
 });

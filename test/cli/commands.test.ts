@@ -3,6 +3,8 @@ import { readdir, readFile, readlink } from "node:fs/promises";
 import { after, before, test } from "node:test";
 import { startRegistryProxy } from "../doubles/registry-proxy.ts";
 import { startTestRegistry, type TestRegistry } from "../doubles/test-registry.ts";
+import { pushRawArtifact } from "../helpers/oci-push.ts";
+import { MediaTypes } from "../../src/distribution/media-types.ts";
 import { runMr, spawnMr, collect, startDaemon, type StartedDaemon } from "../helpers/cli.ts";
 import { tempDir, tinyModel } from "../helpers/models.ts";
 import { eventually, pidsMatching } from "../helpers/processes.ts";
@@ -353,6 +355,77 @@ test("package --push sends the artifact straight to the registry", async () => {
   assert.match(r.stdout, /Pushed/);
   const res = await fetch(`${registry.url}/v2/cli/packaged/manifests/v2`, { headers: { accept: "application/vnd.oci.image.manifest.v1+json" } });
   assert.equal(res.status, 200);
+});
+
+test("package --from makes a variant of a stored model with another context size; bad sources and sizes are usage errors", async () => {
+  const before = JSON.parse((await mr(["inspect", tiny])).stdout) as { id: string; config: { context_size?: number } };
+  // A partial name resolves as in `mr run`.
+  const r = await mr(["package", "--from", "tiny:v1", "--context-size", "4096", "cli/tiny-4k:v1"]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^Packaged cli\/tiny-4k:v1 from (\S+\/)?cli\/tiny:v1\n$/);
+  const variant = JSON.parse((await mr(["inspect", "cli/tiny-4k:v1"])).stdout) as { id: string; config: { context_size?: number; architecture?: string } };
+  assert.equal(variant.config.context_size, 4096);
+  assert.equal(variant.config.architecture, "llama");
+  assert.notEqual(variant.id, before.id, "a new config is a new model ID");
+  const source = JSON.parse((await mr(["inspect", tiny])).stdout) as { id: string; config: { context_size?: number } };
+  assert.deepEqual(source, before, "the source is untouched");
+
+  const unknown = await mr(["package", "--from", "nosuch", "--context-size", "512", "cli/x:v1"]);
+  assert.equal(unknown.code, 1);
+  oneLineError(unknown, /^Error: no model "nosuch" in the store/);
+  const both = await mr(["package", "--from", tiny, "--gguf", gguf, "cli/x:v1"]);
+  assert.equal(both.code, 2);
+  oneLineError(both, /^Error: --from and --gguf are two sources: give one of them/);
+  const withPush = await mr(["package", "--from", tiny, "--push", `${registry.host}/cli/x:v1`]);
+  assert.equal(withPush.code, 2);
+  oneLineError(withPush, /^Error: --push cannot be combined with --from .*mr push TARGET/);
+  const withLicense = await mr(["package", "--from", tiny, "--license", gguf, "cli/x:v1"]);
+  assert.equal(withLicense.code, 2);
+  oneLineError(withLicense, /^Error: --license cannot be combined with --from/);
+  for (const bad of ["-5", "big", "1.5", "2147483648"]) {
+    const r2 = await mr(["package", "--from", tiny, `--context-size=${bad}`, "cli/x:v1"]);
+    assert.equal(r2.code, 2, `--context-size ${bad}: ${r2.stderr}`);
+    oneLineError(r2, /^Error: --context-size must be/);
+  }
+  assert.equal((await mr(["ls", "-q", "cli/x:v1"])).stdout, "", "no failed attempt stored anything");
+  assert.equal((await mr(["rm", "cli/tiny-4k:v1"])).code, 0);
+});
+
+test("an artifact whose config has no gguf map (made by another tool): /api/show and mr show read the GGUF header", async () => {
+  const data = await readFile(await tinyModel({ seed: 12 }));
+  const config = {
+    config: { format: "gguf", size: `${data.length} B` },
+    descriptor: { created: "2026-01-01T00:00:00Z" },
+    rootfs: { type: "rootfs", diff_ids: [] },
+  };
+  await pushRawArtifact(registry.url, "other/tool", "v1", { config, configMediaType: MediaTypes.modelConfigV01, layers: [{ mediaType: MediaTypes.gguf, data }] });
+  const ref = `${registry.host}/other/tool:v1`;
+  const pull = await mr(["pull", "-q", ref]);
+  assert.equal(pull.code, 0, pull.stderr);
+  const inspected = JSON.parse((await mr(["inspect", ref])).stdout) as { config: { gguf?: unknown } };
+  assert.equal(inspected.config.gguf, undefined, "the artifact's config is returned as stored");
+
+  for (let i = 0; i < 2; i++) {
+    // Twice: the second answer comes from the header cache and must be the same.
+    const res = await fetch(`http://${daemon.host}/api/show`, { method: "POST", body: JSON.stringify({ model: ref }) });
+    assert.equal(res.status, 200);
+    const show = (await res.json()) as { model_info: Record<string, unknown>; template: string; details: { family: string } };
+    assert.equal(show.model_info["general.architecture"], "llama");
+    assert.equal(show.model_info["general.name"], "tiny-llama");
+    assert.equal(typeof show.model_info["llama.context_length"], "number");
+    assert.match(show.template, /im_start/);
+    assert.equal(show.details.family, "llama");
+  }
+
+  const tags = (await (await fetch(`http://${daemon.host}/api/tags`)).json()) as { models: Array<{ name: string; details: { family: string } }> };
+  assert.equal(tags.models.find((m) => m.name === ref)?.details.family, "llama", "/api/tags has the family from the header too");
+
+  const shown = await mr(["show", ref]);
+  assert.equal(shown.code, 0, shown.stderr);
+  assert.match(shown.stdout, /Metadata\n/);
+  assert.match(shown.stdout, /general\.architecture\s+llama/);
+  assert.match(shown.stdout, /general\.name\s+tiny-llama/);
+  assert.equal((await mr(["rm", ref])).code, 0);
 });
 
 test("purge asks first: without a terminal it needs -f", async () => {

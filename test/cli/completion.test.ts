@@ -81,6 +81,8 @@ for (const withBashCompletion of variants) {
     assert.equal(await completeLine("mr rm 127.0.0.1:5123/ai/tiny:\t", { env, withBashCompletion }), "mr rm 127.0.0.1:5123/ai/tiny:v1");
     assert.equal(await completeLine("mr show cli/ot\t", { env, withBashCompletion }), "mr show cli/other:latest");
     assert.equal(await completeLine("mr run --verb\t", { env, withBashCompletion }), "mr run --verbose");
+    // package --from takes a stored model: its value completes as one.
+    assert.equal(await completeLine("mr package --from 127.0.0.1:5123/ai/tiny:\t", { env, withBashCompletion }), "mr package --from 127.0.0.1:5123/ai/tiny:v1");
   });
 
   test(`bash (${label}): --gguf and --license complete file names`, async () => {
@@ -123,12 +125,14 @@ test("fish: `complete -C` offers names with ':' whole and files after --gguf", {
   assert.deepEqual(complete("mr run 127.0.0.1:5123/ai/ti"), ["127.0.0.1:5123/ai/tiny:v1"]);
   assert.deepEqual(complete("mr rm 127.0.0.1:5123/ai/tiny:"), ["127.0.0.1:5123/ai/tiny:v1"]);
   assert.deepEqual(complete(`mr package --gguf ${files}/wei`), [`${files}/weights.gguf`]);
+  assert.deepEqual(complete("mr package --from 127.0.0.1:5123/ai/ti"), ["127.0.0.1:5123/ai/tiny:v1"]);
 });
 
 test("zsh: TAB completes a model name with ':' whole, and files after --gguf", { skip: hasShell("zsh") ? false : "zsh is not installed" }, async () => {
   const env = { MODEL_RUNNER_HOST: daemon.host, MODEL_RUNNER_HOME: home };
   assert.equal(await completeLine("mr run 127.0.0.1:5123/ai/ti\t", { env, withBashCompletion: false, shell: "zsh" }), "mr run 127.0.0.1:5123/ai/tiny:v1");
   assert.equal(await completeLine(`mr package --gguf ${files}/wei\t`, { env, withBashCompletion: false, shell: "zsh" }), `mr package --gguf ${files}/weights.gguf`);
+  assert.equal(await completeLine("mr package --from 127.0.0.1:5123/ai/ti\t", { env, withBashCompletion: false, shell: "zsh" }), "mr package --from 127.0.0.1:5123/ai/tiny:v1");
 });
 
 test("zsh: the script loads under compinit and defines _mr", { skip: hasShell("zsh") ? false : "zsh is not installed" }, () => {

@@ -6,10 +6,10 @@ import { parameterLines, parseDuration } from "../../scheduling/index.ts";
 import type { OllamaDeps } from "./deps.ts";
 import { modelOf } from "./options.ts";
 
-/** Ollama's `details` object from the model's config. */
-export function details(m: StoredModel) {
+/** Ollama's `details` object from the model's config (and its GGUF metadata, where the config has fewer fields). */
+export function details(m: StoredModel, gguf = m.config.gguf) {
   const c = m.config;
-  const family = c.architecture || c.gguf?.["general.architecture"] || "";
+  const family = c.architecture || gguf?.["general.architecture"] || "";
   return {
     parent_model: "",
     format: c.format ?? "gguf",
@@ -25,15 +25,18 @@ const hexOf = (id: string) => id.replace(/^sha256:/, "");
 /** `GET /api/tags`: one entry per tag, as Ollama lists names. */
 export async function listTags(deps: OllamaDeps) {
   const models = await deps.distribution.list();
+  // A config without `architecture` (another tool's artifact): the family from the GGUF header, read once per blob.
+  // A header that cannot be read leaves the family empty here; /api/show reports the error.
+  const metadata = await Promise.all(models.map((m) => (m.config.architecture ? m.config.gguf : deps.distribution.ggufMetadata(m).catch(() => m.config.gguf))));
   return {
-    models: models.flatMap((m) =>
+    models: models.flatMap((m, i) =>
       (m.tags.length > 0 ? m.tags : [m.id]).map((tag) => ({
         name: tag,
         model: tag,
         modified_at: new Date(m.created * 1000).toISOString(),
         size: m.sizeBytes,
         digest: hexOf(m.id),
-        details: details(m),
+        details: details(m, metadata[i]),
       })),
     ),
   };
@@ -51,8 +54,7 @@ function typedValue(text: string): unknown {
 }
 
 /** What `/api/show` lists; `vision` only when images can be served now (`EffectiveSettings.vision`). */
-function capabilitiesOf(m: StoredModel, template: string, vision: boolean): string[] {
-  const gguf = m.config.gguf ?? {};
+function capabilitiesOf(m: StoredModel, gguf: Record<string, string>, template: string, vision: boolean): string[] {
   const arch = m.config.architecture ?? gguf["general.architecture"] ?? "";
   const isEmbedding = gguf[`${arch}.pooling_type`] !== undefined || /bert|embed/i.test(arch);
   const caps = isEmbedding ? ["embedding"] : ["completion"];
@@ -66,7 +68,8 @@ export async function showModel(deps: OllamaDeps, body: unknown) {
   const ref = modelOf(body);
   const verbose = optionalBoolean((body as { verbose?: unknown }).verbose, "verbose") === true;
   const m = await deps.distribution.resolve(ref);
-  const gguf = m.config.gguf ?? {};
+  // Artifacts made by other tools carry no `gguf` map in their config: then the stored file's header (cached).
+  const gguf = await deps.distribution.ggufMetadata(m);
   const template = m.files.chatTemplatePath
     ? await readFile(m.files.chatTemplatePath, "utf8")
     : (gguf["tokenizer.chat_template"] ?? "");
@@ -114,9 +117,9 @@ export async function showModel(deps: OllamaDeps, body: unknown) {
     // The model's preset (its stored request defaults), as Ollama shows a Modelfile's SYSTEM and MESSAGE.
     ...(preset.system ? { system: preset.system } : {}),
     ...(preset.messages ? { messages: preset.messages } : {}),
-    details: details(m),
+    details: details(m, gguf),
     model_info: modelInfo,
-    capabilities: capabilitiesOf(m, template, vision),
+    capabilities: capabilitiesOf(m, gguf, template, vision),
     modified_at: new Date(m.created * 1000).toISOString(),
   };
 }
@@ -143,8 +146,8 @@ export async function listRunning(deps: OllamaDeps) {
         digest: hexOf(r.modelId),
         details: m ? details(m) : null,
         expires_at: expires.toISOString(),
-        // The daemon does not track GPU residency per runner; engines run on CPU unless told otherwise.
-        size_vram: 0,
+        // The estimate × the fraction of layers the engine said it offloaded (src/scheduling/gpu-offload.ts); 0 on CPU.
+        size_vram: r.gpuBytes,
         context_length: r.contextSize,
         // Ours: which engine of the backend serves it (Ollama clients ignore unknown fields).
         engine: r.engine,
