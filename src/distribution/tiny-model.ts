@@ -74,6 +74,14 @@ export interface TinyModelOptions {
    * `/infill` can be served. Silent by default.
    */
   fim?: boolean;
+  /**
+   * False writes `tokenizer.ggml.add_space_prefix: false`: text after a
+   * special token gets no leading space, as in BPE models (Qwen, Llama 3).
+   * llama-server checks a tool-call or JSON grammar against the generation
+   * prompt's tokens, which fails when `assistant` comes back as ` assistant`.
+   * Default true (SentencePiece's behaviour, llama.cpp's default).
+   */
+  spacePrefix?: boolean;
 }
 
 /** The FIM tokens `fim: true` adds, by the metadata key that names each. */
@@ -90,6 +98,21 @@ export const FIM_TOKENS = {
 export const THINKING_TEMPLATE =
   "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}" +
   "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n<think>\\n' }}{% endif %}";
+
+/**
+ * ChatML as Qwen3's thinking template has it: the generation prompt opens a
+ * thought unless `enable_thinking` is false (then it writes an empty one),
+ * and an assistant message's `reasoning_content` is rendered in
+ * `<think>`…`</think>`. llama-server's template analysis finds the reasoning
+ * markers from these two differences (THINKING_TEMPLATE shows neither, so
+ * llama-server treats it as content-only).
+ */
+export const REASONING_TEMPLATE =
+  "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n'}}" +
+  "{% if message['role'] == 'assistant' and message['reasoning_content'] %}{{'<think>\\n' + message['reasoning_content'] + '\\n</think>\\n\\n'}}{% endif %}" +
+  "{{message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}" +
+  "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}" +
+  "{% if enable_thinking is defined and enable_thinking is false %}{{ '<think>\\n\\n</think>\\n\\n' }}{% else %}{{ '<think>\\n' }}{% endif %}{% endif %}";
 
 export const CHATML_TEMPLATE =
   "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}" +
@@ -297,6 +320,7 @@ export async function writeTinyModel(path: string, options: TinyModelOptions = {
     "tokenizer.ggml.add_bos_token": { type: "bool", value: true },
     "tokenizer.ggml.add_eos_token": { type: "bool", value: false },
   };
+  if (options.spacePrefix === false) metadata["tokenizer.ggml.add_space_prefix"] = { type: "bool", value: false };
   if (options.fim) {
     for (const [key, text] of Object.entries(FIM_TOKENS)) metadata[`tokenizer.ggml.${key}`] = { type: "u32", value: vocab.tokens.indexOf(text) };
   }
