@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { ModelDistribution } from "../../distribution/index.ts";
 import { openEngineCall, type EngineCall, type EngineCallDeps } from "../engine/call.ts";
+import { parsedArguments, ToolCallAccumulator, type ToolCallDraft } from "../engine/tool-deltas.ts";
 import type { ErrorLogger } from "../errors.ts";
 import { sseEvent } from "../sse.ts";
 import { LazyStream } from "../streaming.ts";
@@ -15,7 +16,6 @@ export interface AnthropicDeps extends EngineCallDeps {
 }
 
 type Body = Record<string, unknown>;
-type ToolAcc = { id: string; name: string; arguments: string };
 
 /**
  * Anthropic's Messages API at `/anthropic/v1/messages` and `/v1/messages`
@@ -32,16 +32,9 @@ export function registerAnthropicRoutes(app: FastifyInstance, deps: AnthropicDep
   });
 }
 
-function toolUseBlocks(tools: Map<number, ToolAcc>): Body[] {
-  return [...tools.values()].map((t) => {
-    let input: unknown = {};
-    try {
-      input = t.arguments === "" ? {} : JSON.parse(t.arguments);
-    } catch {
-      input = { _raw: t.arguments };
-    }
-    return { type: "tool_use", id: t.id, name: t.name, input };
-  });
+/** Anthropic's `tool_use` block of a call; `input` is an object, so text that is not JSON goes in `_raw`. */
+function toolUseBlock(call: ToolCallDraft, id: string): Body {
+  return { type: "tool_use", id, name: call.name, input: parsedArguments(call.arguments, (text) => ({ _raw: text })) };
 }
 
 async function createMessage(deps: AnthropicDeps, request: FastifyRequest, reply: FastifyReply) {
@@ -69,11 +62,9 @@ async function createMessage(deps: AnthropicDeps, request: FastifyRequest, reply
       // Our thoughts carry no signature: there is no Anthropic key to sign them with.
       if (thinkingOn && typeof thought === "string" && thought !== "") content.push({ type: "thinking", thinking: thought, signature: "" });
       if (typeof choice.message.content === "string" && choice.message.content !== "") content.push({ type: "text", text: choice.message.content });
-      const tools = new Map<number, ToolAcc>();
-      for (const [i, c] of ((choice.message.tool_calls as Array<{ id?: string; function: { name: string; arguments: string } }>) ?? []).entries()) {
-        tools.set(i, { id: c.id ?? `toolu_${i}`, name: c.function.name, arguments: c.function.arguments });
-      }
-      content.push(...toolUseBlocks(tools));
+      const tools = new ToolCallAccumulator();
+      tools.addMessage(choice.message.tool_calls);
+      content.push(...tools.list().map((c) => toolUseBlock(c, c.id ?? `toolu_${c.index}`)));
       if (content.length === 0) content.push({ type: "text", text: "" });
       return {
         id,
@@ -97,7 +88,7 @@ async function createMessage(deps: AnthropicDeps, request: FastifyRequest, reply
   let stopSequence: string | null = null;
   let open: string | null = null;
   let index = -1;
-  const tools = new Map<number, ToolAcc>();
+  const tools = new ToolCallAccumulator();
   const closeBlock = async () => {
     if (open === null) return;
     await send("content_block_stop", { index });
@@ -133,18 +124,9 @@ async function createMessage(deps: AnthropicDeps, request: FastifyRequest, reply
         if (open !== "text") await openBlock({ type: "text", text: "" });
         await send("content_block_delta", { index, delta: { type: "text_delta", text: delta.content } });
       }
-      for (const t of (delta.tool_calls as Array<{ index?: number; id?: string; function?: { name?: string; arguments?: string } }>) ?? []) {
-        const key = t.index ?? 0;
-        let acc = tools.get(key);
-        if (!acc) {
-          acc = { id: t.id ?? `toolu_${newMessageId().slice(4)}`, name: t.function?.name ?? "", arguments: "" };
-          tools.set(key, acc);
-          await openBlock({ type: "tool_use", id: acc.id, name: acc.name, input: {} });
-        }
-        if (t.function?.arguments) {
-          acc.arguments += t.function.arguments;
-          await send("content_block_delta", { index, delta: { type: "input_json_delta", partial_json: t.function.arguments } });
-        }
+      for (const { call, started, argumentsDelta } of tools.add(delta.tool_calls)) {
+        if (started) await openBlock({ type: "tool_use", id: call.id ?? `toolu_${newMessageId().slice(4)}`, name: call.name, input: {} });
+        if (argumentsDelta !== "") await send("content_block_delta", { index, delta: { type: "input_json_delta", partial_json: argumentsDelta } });
       }
       if (choice.finish_reason) finish = choice.finish_reason;
       if (typeof choice.stop_sequence === "string") stopSequence = choice.stop_sequence;
