@@ -9,7 +9,7 @@ import type { EngineClients } from "./transport.ts";
 import { errorResponse, statusOf, type ErrorLogger } from "../errors.ts";
 import { ClientClosedError, writeWithBackpressure } from "../../http/streaming.ts";
 import type { DaemonMetrics } from "../metrics.ts";
-import { sseEvent } from "../sse.ts";
+import { sseEvent, SseReader } from "../sse.ts";
 
 /**
  * The engine endpoints the daemon forwards to, and the mode of the runner
@@ -284,21 +284,12 @@ export class EngineCall {
    * EngineAnswerError; an engine that dies throws its error.
    */
   async *events(): AsyncGenerator<Record<string, unknown>> {
-    let buffer = "";
+    const reader = new SseReader();
     try {
       for await (const chunk of this.res.body.setEncoding("utf8")) {
         this.firstByteMs ??= performance.now() - this.startedMs;
-        buffer += chunk as string;
-        let end: number;
-        while ((end = buffer.indexOf("\n\n")) >= 0) {
-          const event = buffer.slice(0, end);
-          buffer = buffer.slice(end + 2);
-          const data = event
-            .split("\n")
-            .filter((l) => l.startsWith("data:"))
-            .map((l) => l.slice(5).trimStart())
-            .join("\n");
-          if (data === "" || data === "[DONE]") continue;
+        for (const { data } of reader.push(chunk as string)) {
+          if (data === "[DONE]") continue;
           const parsed = JSON.parse(data) as Record<string, unknown>;
           if (parsed.error !== undefined && parsed.choices === undefined) throw new EngineAnswerError(500, parsed);
           this.observe(parsed);
@@ -386,7 +377,8 @@ export class EngineCall {
 
   /** Usage and timings from the end of an answer: the last `data:` events that carry them, or the whole JSON body. */
   private observeTail(text: string): void {
-    const candidates = text.includes("data: ") ? text.split("\n").filter((l) => l.startsWith("data: {")).map((l) => l.slice(6)) : [text];
+    // The window's first line may be cut: it is no `data:` field then, or not JSON.
+    const candidates = text.includes("data: ") ? SseReader.readAll(text).map((e) => e.data).filter((d) => d.startsWith("{")) : [text];
     const found: Array<Record<string, unknown>> = [];
     let usage = false;
     let timings = false;
