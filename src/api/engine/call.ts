@@ -247,6 +247,8 @@ export class EngineCall {
   timings: EngineTimings | null = null;
   private firstByteMs: number | null = null;
   private finished = false;
+  /** Whether an answer's `usage` was seen: its counts win over the running `timings` (`timings_per_token`). */
+  private usageSeen = false;
 
   constructor(
     private readonly deps: EngineCallDeps,
@@ -430,13 +432,15 @@ export class EngineCall {
     if (typeof parsed.prompt_tokens === "number") this.promptTokens = parsed.prompt_tokens;
     const usage = parsed.usage as { prompt_tokens?: number; completion_tokens?: number } | undefined;
     if (usage && typeof usage === "object") {
+      this.usageSeen = true;
       if (typeof usage.prompt_tokens === "number") this.promptTokens = usage.prompt_tokens;
       if (typeof usage.completion_tokens === "number") this.completionTokens = usage.completion_tokens;
     }
     const timings = parsed.timings as EngineTimings | undefined;
     if (timings && typeof timings === "object") {
       this.timings = timings;
-      this.completionTokens ??= timings.predicted_n;
+      // Streamed with `timings_per_token`, every chunk counts the tokens so far (an answer read only up to a stop sequence ends on one).
+      if (!this.usageSeen && typeof timings.predicted_n === "number") this.completionTokens = timings.predicted_n;
       this.promptTokens ??= timings.prompt_n + (timings.cache_n ?? 0);
     }
   }
