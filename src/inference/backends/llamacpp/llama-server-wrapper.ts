@@ -52,12 +52,21 @@ export async function runLlamaServerWrapper(argv: readonly string[]): Promise<nu
   const watch = setInterval(() => {
     if (process.ppid !== parent) child.kill("SIGKILL");
   }, 250);
-  const stop = () => child.kill("SIGTERM");
+  // The daemon stops a runner by signalling its process group, so llama-server gets that SIGTERM itself.
+  // Forwarding it too would be llama-server's "second interrupt": exit(1) from its signal handler in the
+  // middle of its own shutdown, which can crash in the exit handlers (and print a backtrace through gdb,
+  // seconds long) while the runner shows as stopping. So the signal is passed on only when llama-server
+  // is still running a while later: it was sent to this process alone.
+  let passOn: NodeJS.Timeout | null = null;
+  const stop = (signal: NodeJS.Signals) => {
+    passOn ??= setTimeout(() => child.kill(signal), SIGNAL_FORWARD_DELAY_MS);
+  };
   process.on("SIGTERM", stop);
   process.on("SIGINT", stop);
 
   const exit = await exited;
   clearInterval(watch);
+  if (passOn) clearTimeout(passOn);
   server.close();
   server.closeAllConnections();
   rmSync(inner, { force: true });
@@ -69,6 +78,9 @@ export async function runLlamaServerWrapper(argv: readonly string[]): Promise<nu
   }
   return exit.code ?? 1;
 }
+
+/** How long after a SIGTERM or SIGINT of its own the wrapper passes it on to a llama-server still running. */
+export const SIGNAL_FORWARD_DELAY_MS = 3000;
 
 /** llama-server's error shape, so clients see the same body from either side of the wrapper. */
 function sendError(res: ServerResponse, status: number, type: string, message: string): void {
