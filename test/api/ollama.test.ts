@@ -125,6 +125,15 @@ for (const variant of ENGINE_VARIANTS) describe(`Ollama API with the ollama clie
     for await (const part of await ollama.chat({ ...request, stream: true })) streamedCalls = [...streamedCalls, ...(part.message.tool_calls ?? [])];
     assert.equal(streamedCalls.length, 1);
     assert.equal(validateJson(streamedCalls[0]!.function.arguments, parameters), null);
+    // The Responses shape (the AI SDK's Ollama provider) forces the named tool too; a tool_choice Ollama ignores is ignored.
+    const named = await ollama.chat({ ...request, tool_choice: { type: "function", name: "get_weather" }, stream: false } as ChatRequest & { stream: false });
+    assert.equal(named.message.tool_calls?.[0]?.function.name, "get_weather", JSON.stringify(named.message));
+    const openai = await ollama.chat({ ...request, tool_choice: { type: "function", function: { name: "get_weather" } }, stream: false } as ChatRequest & { stream: false });
+    assert.equal(openai.message.tool_calls?.[0]?.function.name, "get_weather");
+    for (const ignored of [{ type: "any" }, "sometimes", 3]) {
+      const res = await ollama.chat({ ...request, tool_choice: ignored, options: { num_predict: 3 }, stream: false } as ChatRequest & { stream: false });
+      assert.equal(res.done, true, JSON.stringify(ignored));
+    }
     // The call and its result go back as history.
     const next = await ollama.chat({ ...request, tool_choice: undefined, options: { num_predict: 2 }, messages: [...request.messages!, res.message, { role: "tool", content: "sunny", tool_name: "get_weather" }], stream: false } as ChatRequest & { stream: false });
     assert.equal(next.eval_count, 2);

@@ -5,7 +5,7 @@ import { openEngineCall, type EngineCall } from "../engine/call.ts";
 import { parsedArguments, ToolCallAccumulator } from "../engine/tool-deltas.ts";
 import type { OllamaDeps } from "./deps.ts";
 import { NdjsonStream } from "./ndjson.ts";
-import { keepAliveOf, mapFormat, mapOptions, mapThink, modelOf, ns } from "./options.ts";
+import { keepAliveOf, mapFormat, mapOptions, mapThink, mapToolChoice, modelOf, ns } from "./options.ts";
 
 type Kind = "chat" | "generate";
 type Body = Record<string, unknown>;
@@ -73,8 +73,8 @@ function engineRequest(kind: Kind, body: Body, model: string, stream: boolean): 
   Object.assign(base, mapThink(body.think));
   if (Array.isArray(body.tools) && body.tools.length > 0) {
     base.tools = body.tools;
-    // Not Ollama's: OpenAI's `tool_choice`, passed through so a client can force a call.
-    if (body.tool_choice !== undefined && body.tool_choice !== null) base.tool_choice = body.tool_choice;
+    const toolChoice = mapToolChoice(body.tool_choice);
+    if (toolChoice !== undefined) base.tool_choice = toolChoice;
   }
   if (kind === "chat") {
     if (body.messages === undefined || body.messages === null || (Array.isArray(body.messages) && body.messages.length === 0)) return null;
