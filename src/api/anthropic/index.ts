@@ -42,9 +42,9 @@ type Event = { type: string } & Body;
  * stop reason and usage, message_stop. One translation for both replies: a
  * stream sends these events, a whole message is what they add up to
  * (messageOf). A matched stop sequence ends the answer: reading stops there,
- * which stops the generation.
+ * which stops the generation; so does a second call when parallel calls are off.
  */
-async function* anthropicEvents(call: EngineCall, id: string, model: string, thinkingOn: boolean, stopSequences: string[]): AsyncGenerator<Event> {
+async function* anthropicEvents(call: EngineCall, id: string, model: string, thinkingOn: boolean, stopSequences: string[], oneCall: boolean): AsyncGenerator<Event> {
   const stops = stopSequences.length > 0 ? new StopSequenceMatcher(stopSequences) : null;
   const tools = new ToolCallAccumulator();
   let finish: unknown = null;
@@ -84,9 +84,20 @@ async function* anthropicEvents(call: EngineCall, id: string, model: string, thi
       yield* text(stops ? stops.push(delta.content) : delta.content);
       if (stops?.matched != null) break;
     }
+    let secondCall = false;
     for (const { call: c, started: isNew, argumentsDelta } of tools.add(delta.tool_calls)) {
+      // disable_parallel_tool_use: the answer ends where a second call would begin. llama-server's
+      // grammar for per-call formats (Hermes' <tool_call>) repeats calls even with parallel_tool_calls false.
+      if (oneCall && c.index > 0) {
+        secondCall = true;
+        break;
+      }
       if (isNew) yield* openBlock({ type: "tool_use", id: c.id ?? `toolu_${newMessageId().slice(4)}`, name: c.name, input: {} });
       if (argumentsDelta !== "") yield { type: "content_block_delta", index, delta: { type: "input_json_delta", partial_json: argumentsDelta } };
+    }
+    if (secondCall) {
+      finish = "tool_calls";
+      break;
     }
     if (choice.finish_reason) finish = choice.finish_reason;
   }
@@ -136,7 +147,7 @@ async function createMessage(deps: AnthropicDeps, request: FastifyRequest, reply
   // first token (message_start), and an answer a stop sequence ends has its token count so far.
   const engineBody = { ...engine, stream: true, stream_options: { include_usage: true }, timings_per_token: true };
   const call = await openEngineCall(deps, { endpoint: "/v1/chat/completions", body: engineBody, api: "anthropic", signal: client.signal });
-  const events = anthropicEvents(call, newMessageId(), model, thinkingOn, stopSequences);
+  const events = anthropicEvents(call, newMessageId(), model, thinkingOn, stopSequences, engine.parallel_tool_calls === false);
 
   if (!stream) {
     try {
