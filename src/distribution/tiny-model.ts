@@ -74,6 +74,14 @@ export interface TinyModelOptions {
    * `/infill` can be served. Silent by default.
    */
   fim?: boolean;
+  /**
+   * False writes `tokenizer.ggml.add_space_prefix: false`: text after a
+   * special token gets no leading space, as in BPE models (Qwen, Llama 3).
+   * llama-server checks a tool-call or JSON grammar against the generation
+   * prompt's tokens, which fails when `assistant` comes back as ` assistant`.
+   * Default true (SentencePiece's behaviour, llama.cpp's default).
+   */
+  spacePrefix?: boolean;
 }
 
 /** The FIM tokens `fim: true` adds, by the metadata key that names each. */
@@ -91,6 +99,21 @@ export const THINKING_TEMPLATE =
   "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}" +
   "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n<think>\\n' }}{% endif %}";
 
+/**
+ * ChatML as Qwen3's thinking template has it: the generation prompt opens a
+ * thought unless `enable_thinking` is false (then it writes an empty one),
+ * and an assistant message's `reasoning_content` is rendered in
+ * `<think>`…`</think>`. llama-server's template analysis finds the reasoning
+ * markers from these two differences (THINKING_TEMPLATE shows neither, so
+ * llama-server treats it as content-only).
+ */
+export const REASONING_TEMPLATE =
+  "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n'}}" +
+  "{% if message['role'] == 'assistant' and message['reasoning_content'] %}{{'<think>\\n' + message['reasoning_content'] + '\\n</think>\\n\\n'}}{% endif %}" +
+  "{{message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}" +
+  "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}" +
+  "{% if enable_thinking is defined and enable_thinking is false %}{{ '<think>\\n\\n</think>\\n\\n' }}{% else %}{{ '<think>\\n' }}{% endif %}{% endif %}";
+
 export const CHATML_TEMPLATE =
   "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}" +
   "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
@@ -100,6 +123,18 @@ export const CHATML_TEMPLATE =
  * results in `<tool_response>`); node-llama-cpp reads its call syntax from it.
  */
 export const HERMES_TOOLS_TEMPLATE = "{%- if tools %}\n    {{- '<|im_start|>system\\n' }}\n    {%- if messages[0]['role'] == 'system' %}\n        {{- messages[0]['content'] }}\n    {%- else %}\n        {{- 'You are a helpful assistant.' }}\n    {%- endif %}\n    {{- \"\\n\\n# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\nYou are provided with function signatures within <tools></tools> XML tags:\\n<tools>\" }}\n    {%- for tool in tools %}\n        {{- \"\\n\" }}\n        {{- tool | tojson }}\n    {%- endfor %}\n    {{- \"\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{\\\"name\\\": <function-name>, \\\"arguments\\\": <args-json-object>}\\n</tool_call><|im_end|>\\n\" }}\n{%- else %}\n    {%- if messages[0]['role'] == 'system' %}\n        {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}\n    {%- else %}\n        {{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}\n    {%- endif %}\n{%- endif %}\n{%- for message in messages %}\n    {%- if (message.role == \"user\") or (message.role == \"system\" and not loop.first) or (message.role == \"assistant\" and not message.tool_calls) %}\n        {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}\n    {%- elif message.role == \"assistant\" %}\n        {{- '<|im_start|>' + message.role }}\n        {%- if message.content %}\n            {{- '\\n' + message.content }}\n        {%- endif %}\n        {%- for tool_call in message.tool_calls %}\n            {%- if tool_call.function is defined %}\n                {%- set tool_call = tool_call.function %}\n            {%- endif %}\n            {{- '\\n<tool_call>\\n{\"name\": \"' }}\n            {{- tool_call.name }}\n            {{- '\", \"arguments\": ' }}\n            {{- tool_call.arguments | tojson }}\n            {{- '}\\n</tool_call>' }}\n        {%- endfor %}\n        {{- '<|im_end|>\\n' }}\n    {%- elif message.role == \"tool\" %}\n        {%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != \"tool\") %}\n            {{- '<|im_start|>user' }}\n        {%- endif %}\n        {{- '\\n<tool_response>\\n' }}\n        {{- message.content }}\n        {{- '\\n</tool_response>' }}\n        {%- if loop.last or (messages[loop.index0 + 1].role != \"tool\") %}\n            {{- '<|im_end|>\\n' }}\n        {%- endif %}\n    {%- endif %}\n{%- endfor %}\n{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n' }}\n{%- endif %}";
+
+/**
+ * HERMES_TOOLS_TEMPLATE with each call written on one line, `<tool_call>{"name": …}</tool_call>`.
+ * llama-server derives its tool-call grammar and lazy trigger from how the template writes a call,
+ * and a tiny model never writes the newline after `<tool_call>` that the original has, so
+ * llama-server would never see a call start; with this template it does. (node-llama-cpp, our
+ * engine, finds the call syntax in HERMES_TOOLS_TEMPLATE only.)
+ */
+export const HERMES_INLINE_TOOLS_TEMPLATE = HERMES_TOOLS_TEMPLATE.replace(`{{- '\\n<tool_call>\\n{"name": "' }}`, `{{- '<tool_call>{"name": "' }}`).replace(
+  `{{- '}\\n</tool_call>' }}`,
+  `{{- '}</tool_call>' }}`,
+);
 
 const WORDS = [
   "the", "hello", "world", "is", "a", "an", "of", "and", "to", "in", "it", "you", "that", "was", "for", "on", "are",
@@ -297,6 +332,7 @@ export async function writeTinyModel(path: string, options: TinyModelOptions = {
     "tokenizer.ggml.add_bos_token": { type: "bool", value: true },
     "tokenizer.ggml.add_eos_token": { type: "bool", value: false },
   };
+  if (options.spacePrefix === false) metadata["tokenizer.ggml.add_space_prefix"] = { type: "bool", value: false };
   if (options.fim) {
     for (const [key, text] of Object.entries(FIM_TOKENS)) metadata[`tokenizer.ggml.${key}`] = { type: "u32", value: vocab.tokens.indexOf(text) };
   }

@@ -86,7 +86,9 @@ export async function planChat(host: ModelHost, body: ChatRequest): Promise<Chat
   let reasoning: ReasoningControl | null = null;
   let split: { open: string; close: string; startsInside: boolean } | null = null;
   if (thinking) {
-    let budget = body.reasoning_budget ?? host.reasoningBudget;
+    // llama-server's fields, read as it reads them: -1 there means "not given" (the --reasoning-budget flag applies).
+    const llamaServers = body.reasoning_budget_tokens ?? body.thinking_budget_tokens ?? -1;
+    let budget = llamaServers !== -1 ? llamaServers : (body.reasoning_budget ?? host.reasoningBudget);
     if (body.reasoning_effort === "none" || body.chat_template_kwargs?.enable_thinking === false || grammar || forced) budget = 0;
     let startsInside = thinking.startsInside;
     if (budget === 0) {

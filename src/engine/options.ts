@@ -295,7 +295,7 @@ export const FLAGS: readonly FlagDef[] = [
   { names: ["--pooling"], value: choice(POOLINGS), help: "pooling type for embeddings (rank = --reranking)", effect: "rank: a ranking context; another type is honoured only when it is the model's own pooling type (node-llama-cpp cannot change it), else the engine refuses to start", runtime: true, apply: (d, v) => { if (v === "rank") d.reranking = true; else d.pooling = v as Exclude<Pooling, "rank">; } },
 
   // Reasoning.
-  { names: ["--reasoning-budget"], value: int("N", -1), help: "token budget for thinking: -1 unlimited, 0 off, N tokens (default -1)", effect: "the thought is closed after N tokens; a request's `reasoning_budget` overrides it", runtime: true, apply: (d, v) => void (d.reasoningBudget = Number(v)) },
+  { names: ["--reasoning-budget"], value: int("N", -1), help: "token budget for thinking: -1 unlimited, 0 off, N tokens (default -1)", effect: "the thought is closed after N tokens; a request's `reasoning_budget_tokens` (llama-server's; also `thinking_budget_tokens`, `reasoning_budget`) overrides it", runtime: true, apply: (d, v) => void (d.reasoningBudget = Number(v)) },
   {
     names: ["--reasoning-format"],
     value: choice(["none", "deepseek", "deepseek-legacy", "auto"]),

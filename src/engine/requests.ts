@@ -155,7 +155,13 @@ export const chatCompletionRequest = z.strictObject({
   top_logprobs: int.min(0).nullish(),
   /** OpenAI's knob; "none" turns thinking off, the others leave the engine's budget. */
   reasoning_effort: z.enum(["none", "minimal", "low", "medium", "high"]).nullish(),
-  /** Per-request `--reasoning-budget`: -1 unlimited, 0 off, N tokens. */
+  /**
+   * Per-request `--reasoning-budget`: -1 unlimited (the engine's flag), 0 off, N tokens.
+   * `reasoning_budget_tokens` and `thinking_budget_tokens` are llama-server's names (it
+   * reads them in that order); `reasoning_budget` is this engine's older spelling.
+   */
+  reasoning_budget_tokens: int.min(-1).nullish(),
+  thinking_budget_tokens: int.min(-1).nullish(),
   reasoning_budget: int.min(-1).nullish(),
   /** llama-server's values: "none" leaves the thought in `content`. */
   reasoning_format: z.enum(["none", "auto", "deepseek", "deepseek-legacy"]).nullish(),

@@ -6,7 +6,7 @@ import { validateJson } from "../helpers/json-schema.ts";
 import { tinyModel } from "../helpers/models.ts";
 import { startTestDaemon, type TestDaemon } from "./daemon-helper.ts";
 import { killEngineMidStream, SLOW_MODEL } from "./mid-stream.ts";
-import { ENGINE_VARIANTS, LLAMA_SERVER_GAP } from "../helpers/engines.ts";
+import { ENGINE_VARIANTS } from "../helpers/engines.ts";
 
 // The official openai client's Responses API, unmodified, against the daemon.
 // Once per llama.cpp engine (test/helpers/engines.ts): the same tests against our engine and a real llama-server.
@@ -18,6 +18,9 @@ for (const variant of ENGINE_VARIANTS) describe(`OpenAI Responses API with the o
     d = await startTestDaemon(variant.env);
     client = new OpenAI({ baseURL: `${d.url}/v1`, apiKey: "unused", maxRetries: 0 });
     await d.addModel(await tinyModel(SLOW_MODEL), "ai/slow:latest");
+    // llama-server checks a JSON grammar against the generation prompt's tokens, which fails ("Failed to
+    // initialize samplers") when text after a special token gets a leading space, as tiny's tokenizer gives it.
+    await d.addModel(await tinyModel({ seed: 3, spacePrefix: false }), "ai/tiny-bpe:latest");
   });
   after(() => d?.close());
 
@@ -79,7 +82,7 @@ for (const variant of ENGINE_VARIANTS) describe(`OpenAI Responses API with the o
     await assert.rejects(client.responses.retrieve(unstored.id), OpenAI.NotFoundError);
   });
 
-  test("text.format json_schema gives output that parses and validates, streamed or not", { skip: variant.engine === "llama-server" && LLAMA_SERVER_GAP }, async () => {
+  test("text.format json_schema gives output that parses and validates, streamed or not", async () => {
     const schema = {
       type: "object",
       properties: { name: { type: "string", minLength: 1, maxLength: 16 }, age: { type: "integer" }, ok: { type: "boolean" } },
@@ -87,15 +90,16 @@ for (const variant of ENGINE_VARIANTS) describe(`OpenAI Responses API with the o
       additionalProperties: false,
     };
     const format = { type: "json_schema" as const, name: "person", schema, strict: true };
-    const res = await client.responses.create({ model: "tiny", input: "a person", max_output_tokens: 300, temperature: 1, text: { format } });
+    const model = variant.engine === "llama-server" ? "tiny-bpe" : "tiny";
+    const res = await client.responses.create({ model, input: "a person", max_output_tokens: 300, temperature: 1, text: { format } });
     assert.equal(res.status, "completed", res.output_text);
     assert.equal(validateJson(JSON.parse(res.output_text), schema), null, res.output_text);
-    const stream = client.responses.stream({ model: "tiny", input: "another", max_output_tokens: 300, text: { format } });
+    const stream = client.responses.stream({ model, input: "another", max_output_tokens: 300, text: { format } });
     const final = await stream.finalResponse();
     assert.equal(validateJson(JSON.parse(final.output_text), schema), null, final.output_text);
     // json_object leaves string lengths open and the Responses API has no
     // seed: greedy decoding makes the reply the same every run.
-    const object = await client.responses.create({ model: "tiny", input: "json", max_output_tokens: 300, temperature: 0, text: { format: { type: "json_object" } } });
+    const object = await client.responses.create({ model, input: "json", max_output_tokens: 300, temperature: 0, text: { format: { type: "json_object" } } });
     if (object.status === "completed") {
       const value: unknown = JSON.parse(object.output_text);
       assert.ok(typeof value === "object" && value !== null && !Array.isArray(value), object.output_text);

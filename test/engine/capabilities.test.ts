@@ -375,6 +375,13 @@ describe("reasoning on a model with a thinking template", () => {
     const r14 = (longer.choices[0]!.message as { reasoning_content?: string }).reasoning_content!;
     const r6 = ((await client.chat.completions.create(ask)).choices[0]!.message as { reasoning_content?: string }).reasoning_content!;
     assert.ok(r14.length > r6.length);
+    // llama-server's names for the same budget; -1 there means "not given" (the flag's 6 applies).
+    for (const field of ["reasoning_budget_tokens", "thinking_budget_tokens"]) {
+      const named = await client.chat.completions.create({ ...ask, [field]: 14 } as never);
+      assert.equal((named.choices[0]!.message as { reasoning_content?: string }).reasoning_content, r14, field);
+    }
+    const unset = await client.chat.completions.create({ ...ask, reasoning_budget_tokens: -1 } as never);
+    assert.equal((unset.choices[0]!.message as { reasoning_content?: string }).reasoning_content, r6);
     const off = await client.chat.completions.create({ ...ask, reasoning_effort: "none" } as never);
     assert.equal((off.choices[0]!.message as { reasoning_content?: string }).reasoning_content, undefined);
     assert.equal(off.usage!.completion_tokens, 24, "all tokens go to the answer");

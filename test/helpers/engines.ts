@@ -32,15 +32,6 @@ export const ENGINE_VARIANTS: readonly EngineVariant[] = [
 ];
 
 /**
- * Why a daemon test is skipped in the llama-server column: the daemon's
- * Anthropic/Ollama/Responses translation of token counts, stop sequences,
- * tools, reasoning and JSON schemas relies on what our engine answers, and a
- * real llama-server (same release, same tiny model) answers these differently.
- * Measured 2026-12-01; the gap is open work, not llama-server's fault.
- */
-export const LLAMA_SERVER_GAP = "open: the daemon's translation for this feature does not match what llama-server answers yet (docs/engine.md)";
-
-/**
  * Test double for a llama-server binary, for the wrapper's own tests on a
  * machine without one: a script that takes llama-server's command line,
  * drops the flags only llama-server has (`--no-webui`, `--mmproj FILE`) and

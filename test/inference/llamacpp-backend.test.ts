@@ -250,6 +250,31 @@ describe(`llama-server's wrapper (${LLAMA_SERVER_PATH ? "real llama-server" : "l
     assert.deepEqual(await pidsMatching(req.socket), []);
   });
 
+  test("stopping it signals llama-server once: a clean shutdown, not its 'second interrupt' exit", async () => {
+    // The daemon signals the runner's process group; the wrapper passes a SIGTERM on only when it was
+    // sent to the wrapper alone. Twice, llama-server exits from its signal handler mid-shutdown (and may
+    // crash there, seconds long), which left the runner "stopping" (daemon-inference's unload count).
+    const lines: string[] = [];
+    const backend = new LlamaCppBackend({ llamaServerPath: server });
+    await backend.install(AbortSignal.timeout(60_000));
+    const controller = new AbortController();
+    const req: RunRequest = {
+      socket: join(dir, "once.sock"),
+      model: { name: "test/once", ggufPath: modelPath },
+      mode: "completion",
+      config: { contextSize: 1024, parallel: 1, runtimeFlags: ["--threads", "1"] },
+      onLog: (line) => lines.push(line),
+    };
+    const { running } = await runUntilReady(backend, req, controller.signal);
+    assert.equal((await postOverSocket(req.socket, "/v1/completions", { prompt: "hi", max_tokens: 2 })).status, 200);
+    const stopping = performance.now();
+    controller.abort();
+    await running;
+    assert.ok(performance.now() - stopping < 2500, "stopped without waiting for the wrapper to pass the signal on");
+    assert.equal(lines.filter((l) => /second interrupt|terminating immediately/i.test(l)).length, 0, lines.slice(-5).join("\n"));
+    assert.deepEqual(await pidsMatching(req.socket), []);
+  });
+
   test("no orphan: when the daemon dies without stopping it, llama-server and its wrapper exit", async () => {
     // A shell stands in for the daemon; SIGKILL leaves it no chance to clean up.
     const socket = join(dir, "orphan.sock");

@@ -1,12 +1,14 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { ModelDistribution } from "../../distribution/index.ts";
 import { openEngineCall, type EngineCall, type EngineCallDeps } from "../engine/call.ts";
+import { parsedArguments, ToolCallAccumulator } from "../engine/tool-deltas.ts";
 import type { ErrorLogger } from "../errors.ts";
 import { sseEvent } from "../sse.ts";
 import { LazyStream } from "../streaming.ts";
 import { optionalBoolean } from "../../http/fields.ts";
 import { sendError } from "../error-reply.ts";
 import { anthropicErrorResponse } from "./errors.ts";
+import { StopSequenceMatcher } from "../stop-sequences.ts";
 import { chatRequestFrom, countRequestFrom, newMessageId, stopReasonOf, thinkingOf } from "./translate.ts";
 
 export interface AnthropicDeps extends EngineCallDeps {
@@ -15,7 +17,6 @@ export interface AnthropicDeps extends EngineCallDeps {
 }
 
 type Body = Record<string, unknown>;
-type ToolAcc = { id: string; name: string; arguments: string };
 
 /**
  * Anthropic's Messages API at `/anthropic/v1/messages` and `/v1/messages`
@@ -32,59 +33,128 @@ export function registerAnthropicRoutes(app: FastifyInstance, deps: AnthropicDep
   });
 }
 
-function toolUseBlocks(tools: Map<number, ToolAcc>): Body[] {
-  return [...tools.values()].map((t) => {
-    let input: unknown = {};
-    try {
-      input = t.arguments === "" ? {} : JSON.parse(t.arguments);
-    } catch {
-      input = { _raw: t.arguments };
+type Event = { type: string } & Body;
+
+/**
+ * The engine's streamed answer as Anthropic's events, in order: message_start
+ * (once the engine said how long the prompt is), content blocks (thinking,
+ * text, tool_use), ping after the first block opens, message_delta with the
+ * stop reason and usage, message_stop. One translation for both replies: a
+ * stream sends these events, a whole message is what they add up to
+ * (messageOf). A matched stop sequence ends the answer: reading stops there,
+ * which stops the generation; so does a second call when parallel calls are off.
+ */
+async function* anthropicEvents(call: EngineCall, id: string, model: string, thinkingOn: boolean, stopSequences: string[], oneCall: boolean): AsyncGenerator<Event> {
+  const stops = stopSequences.length > 0 ? new StopSequenceMatcher(stopSequences) : null;
+  const tools = new ToolCallAccumulator();
+  let finish: unknown = null;
+  let open: string | null = null;
+  let index = -1;
+  let started = false;
+  const usage = () => ({ input_tokens: call.promptTokens ?? 0, output_tokens: call.completionTokens ?? 0 });
+  function* openBlock(block: Body): Generator<Event> {
+    if (open !== null) yield { type: "content_block_stop", index };
+    index++;
+    open = block.type as string;
+    yield { type: "content_block_start", index, content_block: block };
+  }
+  function* text(piece: string): Generator<Event> {
+    if (piece === "") return;
+    if (open !== "text") yield* openBlock({ type: "text", text: "" });
+    yield { type: "content_block_delta", index, delta: { type: "text_delta", text: piece } };
+  }
+  function* start(): Generator<Event> {
+    if (started) return;
+    started = true;
+    yield { type: "message_start", message: { id, type: "message", role: "assistant", content: [], model, stop_reason: null, stop_sequence: null, usage: { ...usage(), output_tokens: 0 } } };
+    yield* openBlock(thinkingOn ? { type: "thinking", thinking: "", signature: "" } : { type: "text", text: "" });
+    yield { type: "ping" };
+  }
+  for await (const event of call.events()) {
+    const choice = (event.choices as Array<{ delta?: Body; finish_reason?: string | null }> | undefined)?.[0];
+    const delta = choice?.delta ?? {};
+    // llama-server's first chunk (the role) comes before the prompt's size (the next chunk's timings).
+    if (!started && call.promptTokens === null && !choice?.finish_reason && !delta.content && !delta.reasoning_content && !delta.tool_calls) continue;
+    yield* start();
+    if (!choice) continue;
+    if (open === "thinking" && typeof delta.reasoning_content === "string" && delta.reasoning_content !== "") {
+      yield { type: "content_block_delta", index, delta: { type: "thinking_delta", thinking: delta.reasoning_content } };
     }
-    return { type: "tool_use", id: t.id, name: t.name, input };
-  });
+    if (typeof delta.content === "string") {
+      yield* text(stops ? stops.push(delta.content) : delta.content);
+      if (stops?.matched != null) break;
+    }
+    let secondCall = false;
+    for (const { call: c, started: isNew, argumentsDelta } of tools.add(delta.tool_calls)) {
+      // disable_parallel_tool_use: the answer ends where a second call would begin. llama-server's
+      // grammar for per-call formats (Hermes' <tool_call>) repeats calls even with parallel_tool_calls false.
+      if (oneCall && c.index > 0) {
+        secondCall = true;
+        break;
+      }
+      if (isNew) yield* openBlock({ type: "tool_use", id: c.id ?? `toolu_${newMessageId().slice(4)}`, name: c.name, input: {} });
+      if (argumentsDelta !== "") yield { type: "content_block_delta", index, delta: { type: "input_json_delta", partial_json: argumentsDelta } };
+    }
+    if (secondCall) {
+      finish = "tool_calls";
+      break;
+    }
+    if (choice.finish_reason) finish = choice.finish_reason;
+  }
+  yield* start();
+  if (stops && stops.matched === null) yield* text(stops.flush());
+  if (open !== null) yield { type: "content_block_stop", index };
+  const stopSequence = stops?.matched ?? null;
+  yield { type: "message_delta", delta: { stop_reason: stopReasonOf(finish, stopSequence), stop_sequence: stopSequence }, usage: usage() };
+  yield { type: "message_stop" };
+}
+
+/**
+ * The whole message the events add up to. Empty thinking and text blocks
+ * (the stream opens one before knowing) are left out; a reply with nothing
+ * in it has one empty text block, as Anthropic's has.
+ */
+function messageOf(events: Event[]): Body {
+  let message: Body = {};
+  const blocks: Body[] = [];
+  const json = new Map<number, string>();
+  for (const e of events) {
+    if (e.type === "message_start") message = { ...(e.message as Body) };
+    else if (e.type === "content_block_start") blocks[e.index as number] = { ...(e.content_block as Body) };
+    else if (e.type === "content_block_delta") {
+      const block = blocks[e.index as number]!;
+      const d = e.delta as { type: string; text?: string; thinking?: string; partial_json?: string };
+      if (d.type === "text_delta") block.text = (block.text as string) + d.text;
+      else if (d.type === "thinking_delta") block.thinking = (block.thinking as string) + d.thinking;
+      else if (d.type === "input_json_delta") json.set(e.index as number, (json.get(e.index as number) ?? "") + d.partial_json);
+    } else if (e.type === "message_delta") Object.assign(message, e.delta as Body, { usage: e.usage });
+  }
+  for (const [i, text] of json) blocks[i]!.input = parsedArguments(text, (raw) => ({ _raw: raw }));
+  // A whole answer's thought is trimmed, as both engines trim a non-streamed `reasoning_content`.
+  for (const b of blocks) if (b.type === "thinking") b.thinking = (b.thinking as string).trim();
+  const content = blocks.filter((b) => (b.type === "text" ? b.text !== "" : b.type === "thinking" ? b.thinking !== "" : true));
+  return { ...message, content: content.length > 0 ? content : [{ type: "text", text: "" }] };
 }
 
 async function createMessage(deps: AnthropicDeps, request: FastifyRequest, reply: FastifyReply) {
   const body = request.body as Body;
   const stream = optionalBoolean((body as Body | undefined)?.stream, "stream") === true;
-  const engineBody = chatRequestFrom(body, stream);
+  const { engine, stopSequences } = chatRequestFrom(body);
   const thinkingOn = thinkingOf(body.thinking) !== null;
   const model = body.model as string;
   const client = { signal: reply.request.clientSignal };
-  let call: EngineCall;
-  try {
-    call = await openEngineCall(deps, { endpoint: "/v1/chat/completions", body: engineBody, api: "anthropic", signal: client.signal });
-  } catch (error) {
-    throw error;
-  }
-  const id = newMessageId();
+  // Always streamed from the engine, with per-token timings: the prompt's size comes before the
+  // first token (message_start), and an answer a stop sequence ends has its token count so far.
+  const engineBody = { ...engine, stream: true, stream_options: { include_usage: true }, timings_per_token: true };
+  const call = await openEngineCall(deps, { endpoint: "/v1/chat/completions", body: engineBody, api: "anthropic", signal: client.signal });
+  const events = anthropicEvents(call, newMessageId(), model, thinkingOn, stopSequences, engine.parallel_tool_calls === false);
 
   if (!stream) {
     try {
-      const answer = await call.json<{ choices: Array<{ message: Body; finish_reason: string; stop_sequence?: string }> }>();
+      const all: Event[] = [];
+      for await (const e of events) all.push(e);
       call.finish();
-      const choice = answer.choices[0]!;
-      const content: Body[] = [];
-      const thought = choice.message.reasoning_content;
-      // Our thoughts carry no signature: there is no Anthropic key to sign them with.
-      if (thinkingOn && typeof thought === "string" && thought !== "") content.push({ type: "thinking", thinking: thought, signature: "" });
-      if (typeof choice.message.content === "string" && choice.message.content !== "") content.push({ type: "text", text: choice.message.content });
-      const tools = new Map<number, ToolAcc>();
-      for (const [i, c] of ((choice.message.tool_calls as Array<{ id?: string; function: { name: string; arguments: string } }>) ?? []).entries()) {
-        tools.set(i, { id: c.id ?? `toolu_${i}`, name: c.function.name, arguments: c.function.arguments });
-      }
-      content.push(...toolUseBlocks(tools));
-      if (content.length === 0) content.push({ type: "text", text: "" });
-      return {
-        id,
-        type: "message",
-        role: "assistant",
-        content,
-        model,
-        stop_reason: stopReasonOf(choice.finish_reason, choice.stop_sequence),
-        stop_sequence: choice.stop_sequence ?? null,
-        usage: { input_tokens: call.promptTokens ?? 0, output_tokens: call.completionTokens ?? 0 },
-      };
+      return messageOf(all);
     } catch (error) {
       call.finish(error);
       throw error;
@@ -92,71 +162,11 @@ async function createMessage(deps: AnthropicDeps, request: FastifyRequest, reply
   }
 
   const out = new LazyStream(reply, 200, { "content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no" });
-  const send = (type: string, data: Body) => out.write(sseEvent(type, { type, ...data }));
-  let finish: unknown = null;
-  let stopSequence: string | null = null;
-  let open: string | null = null;
-  let index = -1;
-  const tools = new Map<number, ToolAcc>();
-  const closeBlock = async () => {
-    if (open === null) return;
-    await send("content_block_stop", { index });
-    open = null;
-  };
-  const openBlock = async (block: Body) => {
-    await closeBlock();
-    index++;
-    open = block.type as string;
-    await send("content_block_start", { index, content_block: block });
-  };
-  let started = false;
-  // message_start waits for the engine's first chunk, which carries the prompt's token count.
-  const start = async () => {
-    if (started) return;
-    started = true;
-    await send("message_start", {
-      message: { id, type: "message", role: "assistant", content: [], model, stop_reason: null, stop_sequence: null, usage: { input_tokens: call.promptTokens ?? 0, output_tokens: 0 } },
-    });
-    await openBlock(thinkingOn ? { type: "thinking", thinking: "", signature: "" } : { type: "text", text: "" });
-    await send("ping", {});
-  };
   try {
-    for await (const event of call.events()) {
-      await start();
-      const choice = (event.choices as Array<{ delta?: Body; finish_reason?: string | null; stop_sequence?: string }> | undefined)?.[0];
-      if (!choice) continue;
-      const delta = choice.delta ?? {};
-      if (open === "thinking" && typeof delta.reasoning_content === "string" && delta.reasoning_content !== "") {
-        await send("content_block_delta", { index, delta: { type: "thinking_delta", thinking: delta.reasoning_content } });
-      }
-      if (typeof delta.content === "string" && delta.content !== "") {
-        if (open !== "text") await openBlock({ type: "text", text: "" });
-        await send("content_block_delta", { index, delta: { type: "text_delta", text: delta.content } });
-      }
-      for (const t of (delta.tool_calls as Array<{ index?: number; id?: string; function?: { name?: string; arguments?: string } }>) ?? []) {
-        const key = t.index ?? 0;
-        let acc = tools.get(key);
-        if (!acc) {
-          acc = { id: t.id ?? `toolu_${newMessageId().slice(4)}`, name: t.function?.name ?? "", arguments: "" };
-          tools.set(key, acc);
-          await openBlock({ type: "tool_use", id: acc.id, name: acc.name, input: {} });
-        }
-        if (t.function?.arguments) {
-          acc.arguments += t.function.arguments;
-          await send("content_block_delta", { index, delta: { type: "input_json_delta", partial_json: t.function.arguments } });
-        }
-      }
-      if (choice.finish_reason) finish = choice.finish_reason;
-      if (typeof choice.stop_sequence === "string") stopSequence = choice.stop_sequence;
+    for await (const e of events) {
+      if (e.type === "message_delta") call.finish();
+      await out.write(sseEvent(e.type, e));
     }
-    await start();
-    await closeBlock();
-    call.finish();
-    await send("message_delta", {
-      delta: { stop_reason: stopReasonOf(finish, stopSequence), stop_sequence: stopSequence },
-      usage: { input_tokens: call.promptTokens ?? 0, output_tokens: call.completionTokens ?? 0 },
-    });
-    await send("message_stop", {});
     out.end();
   } catch (error) {
     call.finish(error);

@@ -90,7 +90,7 @@ function openAIToolChoice(choice: unknown): unknown {
   throw new InvalidRequestError("tool_choice: must be auto, any, none or {type: tool, name}.", "tool_choice");
 }
 
-/** `thinking`: null when off (absent or `disabled`), else the budget for the engine's `reasoning_budget`. */
+/** `thinking`: null when off (absent or `disabled`), else the budget for the engine's `thinking_budget_tokens`. */
 export function thinkingOf(thinking: unknown): { budgetTokens: number } | null {
   if (thinking === undefined || thinking === null) return null;
   const t = thinking as { type?: unknown; budget_tokens?: unknown };
@@ -102,8 +102,19 @@ export function thinkingOf(thinking: unknown): { budgetTokens: number } | null {
   return { budgetTokens: t.budget_tokens };
 }
 
+/** An Anthropic request as the engine's chat completion body (not streaming yet), and its stop sequences. */
+export interface EngineRequest {
+  engine: Body;
+  /**
+   * `stop_sequences`, matched by the daemon on the answer's text (not sent
+   * as `stop`): llama-server's chat completions do not say which stop string
+   * ended an answer, and Anthropic's reply names it.
+   */
+  stopSequences: string[];
+}
+
 /** Validates an Anthropic Messages request and builds the engine's chat completion body. */
-export function chatRequestFrom(body: unknown, stream: boolean): Body {
+export function chatRequestFrom(body: unknown): EngineRequest {
   if (body === null || typeof body !== "object" || Array.isArray(body)) throw new InvalidRequestError("The request body must be a JSON object.");
   const b = body as Body;
   if (b.model === undefined || b.model === null) throw new InvalidRequestError("model: Field required", "model");
@@ -128,23 +139,24 @@ export function chatRequestFrom(body: unknown, stream: boolean): Body {
       messages.push({ role: m.role, content, ...(toolCalls.length > 0 ? { tool_calls: toolCalls } : {}) });
     }
   }
-  const out: Body = { model: b.model, messages, max_tokens: b.max_tokens, stream };
-  if (stream) out.stream_options = { include_usage: true };
+  const out: Body = { model: b.model, messages, max_tokens: b.max_tokens };
   for (const key of ["temperature", "top_p", "top_k"] as const) {
     if (b[key] !== undefined && b[key] !== null) {
       if (typeof b[key] !== "number") throw new InvalidRequestError(`${key}: must be a number, got ${jsonTypeOf(b[key])}`, key);
       out[key] = b[key];
     }
   }
+  let stopSequences: string[] = [];
   if (b.stop_sequences !== undefined && b.stop_sequences !== null) {
-    if (!Array.isArray(b.stop_sequences) || !b.stop_sequences.every((s) => typeof s === "string")) {
-      throw new InvalidRequestError("stop_sequences: must be an array of strings", "stop_sequences");
+    if (!Array.isArray(b.stop_sequences) || !b.stop_sequences.every((s) => typeof s === "string" && s !== "")) {
+      throw new InvalidRequestError("stop_sequences: must be an array of non-empty strings", "stop_sequences");
     }
-    out.stop = b.stop_sequences;
+    stopSequences = b.stop_sequences as string[];
   }
-  // Thinking is off unless asked for, as in Anthropic's API; its budget bounds the engine's thought.
+  // Thinking is off unless asked for, as in Anthropic's API; its budget bounds the engine's thought
+  // (llama-server's field, which our engine reads too).
   if (thinking === null) out.reasoning_effort = "none";
-  else out.reasoning_budget = thinking.budgetTokens;
+  else out.thinking_budget_tokens = thinking.budgetTokens;
   const tools = openAITools(b.tools);
   if (tools && tools.length > 0) out.tools = tools;
   const toolChoice = openAIToolChoice(b.tool_choice);
@@ -155,15 +167,11 @@ export function chatRequestFrom(body: unknown, stream: boolean): Body {
   }
   // Anthropic's switch is the inverse of OpenAI's parallel_tool_calls.
   if (disableParallel === true) out.parallel_tool_calls = false;
-  return out;
+  return { engine: out, stopSequences };
 }
 
-/**
- * Anthropic's stop_reason for an OpenAI finish_reason. A matched stop
- * sequence comes as the choice's `stop_sequence` (our engine's extension;
- * llama-server's OpenAI routes have none, so there it reads as `end_turn`).
- */
-export function stopReasonOf(finish: unknown, stopSequence: unknown = null): string {
+/** Anthropic's stop_reason for an OpenAI finish_reason, or for the stop sequence the daemon matched. */
+export function stopReasonOf(finish: unknown, stopSequence: string | null = null): string {
   if (typeof stopSequence === "string") return "stop_sequence";
   if (finish === "length") return "max_tokens";
   if (finish === "tool_calls") return "tool_use";
@@ -179,5 +187,5 @@ export function stopReasonOf(finish: unknown, stopSequence: unknown = null): str
 export function countRequestFrom(body: unknown): Body {
   const b = body as Body;
   if (typeof b?.model !== "string" || b.model === "") throw new InvalidRequestError("model: Field required", "model");
-  return { ...chatRequestFrom({ ...b, max_tokens: 1 }, false), max_tokens: 0 };
+  return { ...chatRequestFrom({ ...b, max_tokens: 1 }).engine, max_tokens: 0, stream: false };
 }

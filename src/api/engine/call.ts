@@ -9,7 +9,7 @@ import type { EngineClients } from "./transport.ts";
 import { errorResponse, statusOf, type ErrorLogger } from "../errors.ts";
 import { ClientClosedError, writeWithBackpressure } from "../../http/streaming.ts";
 import type { DaemonMetrics } from "../metrics.ts";
-import { sseEvent } from "../sse.ts";
+import { sseEvent, SseReader } from "../sse.ts";
 import { checkChatImages, withImageGuard } from "./images.ts";
 import type { RecordingTap, RequestRecorder } from "../recorder/request-recorder.ts";
 import { applyPreset } from "./preset.ts";
@@ -267,6 +267,8 @@ export class EngineCall {
   timings: EngineTimings | null = null;
   private firstByteMs: number | null = null;
   private finished = false;
+  /** Whether an answer's `usage` was seen: its counts win over the running `timings` (`timings_per_token`). */
+  private usageSeen = false;
 
   constructor(
     private readonly deps: EngineCallDeps,
@@ -307,22 +309,13 @@ export class EngineCall {
    * EngineAnswerError; an engine that dies throws its error.
    */
   async *events(): AsyncGenerator<Record<string, unknown>> {
-    let buffer = "";
+    const reader = new SseReader();
     try {
       for await (const chunk of this.res.body.setEncoding("utf8")) {
         this.firstByteMs ??= performance.now() - this.startedMs;
         this.tap?.chunk(chunk as string);
-        buffer += chunk as string;
-        let end: number;
-        while ((end = buffer.indexOf("\n\n")) >= 0) {
-          const event = buffer.slice(0, end);
-          buffer = buffer.slice(end + 2);
-          const data = event
-            .split("\n")
-            .filter((l) => l.startsWith("data:"))
-            .map((l) => l.slice(5).trimStart())
-            .join("\n");
-          if (data === "" || data === "[DONE]") continue;
+        for (const { data } of reader.push(chunk as string)) {
+          if (data === "[DONE]") continue;
           const parsed = JSON.parse(data) as Record<string, unknown>;
           if (parsed.error !== undefined && parsed.choices === undefined) throw new EngineAnswerError(500, parsed);
           this.observe(parsed);
@@ -442,7 +435,8 @@ export class EngineCall {
 
   /** Usage and timings from the end of an answer: the last `data:` events that carry them, or the whole JSON body. */
   private observeTail(text: string): void {
-    const candidates = text.includes("data: ") ? text.split("\n").filter((l) => l.startsWith("data: {")).map((l) => l.slice(6)) : [text];
+    // The window's first line may be cut: it is no `data:` field then, or not JSON.
+    const candidates = text.includes("data: ") ? SseReader.readAll(text).map((e) => e.data).filter((d) => d.startsWith("{")) : [text];
     const found: Array<Record<string, unknown>> = [];
     let usage = false;
     let timings = false;
@@ -499,13 +493,15 @@ export class EngineCall {
     if (typeof parsed.prompt_tokens === "number") this.promptTokens = parsed.prompt_tokens;
     const usage = parsed.usage as { prompt_tokens?: number; completion_tokens?: number } | undefined;
     if (usage && typeof usage === "object") {
+      this.usageSeen = true;
       if (typeof usage.prompt_tokens === "number") this.promptTokens = usage.prompt_tokens;
       if (typeof usage.completion_tokens === "number") this.completionTokens = usage.completion_tokens;
     }
     const timings = parsed.timings as EngineTimings | undefined;
     if (timings && typeof timings === "object") {
       this.timings = timings;
-      this.completionTokens ??= timings.predicted_n;
+      // Streamed with `timings_per_token`, every chunk counts the tokens so far (an answer read only up to a stop sequence ends on one).
+      if (!this.usageSeen && typeof timings.predicted_n === "number") this.completionTokens = timings.predicted_n;
       this.promptTokens ??= timings.prompt_n + (timings.cache_n ?? 0);
     }
   }

@@ -2,9 +2,10 @@ import type { FastifyReply, FastifyRequest } from "fastify";
 import { InvalidRequestError } from "../../errors.ts";
 import { optionalBoolean, optionalField } from "../../http/fields.ts";
 import { openEngineCall, type EngineCall } from "../engine/call.ts";
+import { parsedArguments, ToolCallAccumulator } from "../engine/tool-deltas.ts";
 import type { OllamaDeps } from "./deps.ts";
 import { NdjsonStream } from "./ndjson.ts";
-import { keepAliveOf, mapFormat, mapOptions, mapThink, modelOf, ns } from "./options.ts";
+import { keepAliveOf, mapFormat, mapOptions, mapThink, mapToolChoice, modelOf, ns } from "./options.ts";
 
 type Kind = "chat" | "generate";
 type Body = Record<string, unknown>;
@@ -72,8 +73,8 @@ function engineRequest(kind: Kind, body: Body, model: string, stream: boolean): 
   Object.assign(base, mapThink(body.think));
   if (Array.isArray(body.tools) && body.tools.length > 0) {
     base.tools = body.tools;
-    // Not Ollama's: OpenAI's `tool_choice`, passed through so a client can force a call.
-    if (body.tool_choice !== undefined && body.tool_choice !== null) base.tool_choice = body.tool_choice;
+    const toolChoice = mapToolChoice(body.tool_choice);
+    if (toolChoice !== undefined) base.tool_choice = toolChoice;
   }
   if (kind === "chat") {
     if (body.messages === undefined || body.messages === null || (Array.isArray(body.messages) && body.messages.length === 0)) return null;
@@ -115,32 +116,9 @@ function stats(call: EngineCall): Body {
   };
 }
 
-interface ToolCallAcc {
-  name: string;
-  arguments: string;
-}
-
-function ollamaToolCalls(acc: Map<number, ToolCallAcc>): Body[] {
-  return [...acc.values()].map((c) => {
-    let args: unknown = {};
-    try {
-      args = c.arguments === "" ? {} : JSON.parse(c.arguments);
-    } catch {
-      args = c.arguments;
-    }
-    return { function: { name: c.name, arguments: args } };
-  });
-}
-
-function addToolCallDeltas(acc: Map<number, ToolCallAcc>, deltas: unknown): void {
-  if (!Array.isArray(deltas)) return;
-  for (const d of deltas as Array<{ index?: number; function?: { name?: string; arguments?: string } }>) {
-    const index = d.index ?? acc.size;
-    const entry = acc.get(index) ?? { name: "", arguments: "" };
-    if (d.function?.name) entry.name += d.function.name;
-    if (d.function?.arguments) entry.arguments += d.function.arguments;
-    acc.set(index, entry);
-  }
+/** Ollama's calls carry their arguments as an object (the text itself when it is not JSON). */
+function ollamaToolCalls(acc: ToolCallAccumulator): Body[] {
+  return acc.list().map((c) => ({ function: { name: c.name, arguments: parsedArguments(c.arguments, (text) => text) } }));
 }
 
 /** `POST /api/chat` and `POST /api/generate`: NDJSON by default, one object with `stream:false`. */
@@ -189,8 +167,8 @@ export async function handleChatOrGenerate(deps: OllamaDeps, kind: Kind, request
       const text = typeof choice.text === "string" ? choice.text : typeof message.content === "string" ? message.content : "";
       const thinking = typeof message.reasoning_content === "string" ? message.reasoning_content : undefined;
       const out: Body = { model, created_at: createdAt(), ...piece(text, thinking) };
-      const tools = new Map<number, ToolCallAcc>();
-      addToolCallDeltas(tools, (message.tool_calls as unknown[] | undefined)?.map((c, index) => ({ index, ...(c as object) })));
+      const tools = new ToolCallAccumulator();
+      tools.addMessage(message.tool_calls);
       if (tools.size > 0) {
         if (kind === "chat") (out.message as Body).tool_calls = ollamaToolCalls(tools);
       }
@@ -204,7 +182,7 @@ export async function handleChatOrGenerate(deps: OllamaDeps, kind: Kind, request
 
   const out = new NdjsonStream(reply, deps.logError);
   let finish: unknown = null;
-  const tools = new Map<number, ToolCallAcc>();
+  const tools = new ToolCallAccumulator();
   try {
     for await (const event of call.events()) {
       const choice = (event.choices as Array<{ delta?: Body; text?: string; finish_reason?: string | null }> | undefined)?.[0];
@@ -212,7 +190,7 @@ export async function handleChatOrGenerate(deps: OllamaDeps, kind: Kind, request
       const delta = choice.delta ?? {};
       const text = typeof choice.text === "string" ? choice.text : typeof delta.content === "string" ? delta.content : "";
       const thinking = typeof delta.reasoning_content === "string" ? delta.reasoning_content : undefined;
-      addToolCallDeltas(tools, delta.tool_calls);
+      tools.add(delta.tool_calls);
       if (text !== "" || thinking) await out.write({ model, created_at: createdAt(), ...piece(text, thinking), done: false });
       if (choice.finish_reason) finish = choice.finish_reason;
     }

@@ -87,3 +87,22 @@ export function modelOf(body: unknown): string {
 
 /** A nanosecond duration from milliseconds (Ollama reports durations in ns). */
 export const ns = (ms: number): number => Math.max(0, Math.round(ms * 1e6));
+
+/**
+ * `tool_choice` on `/api/chat` and `/api/generate`: not Ollama's (Ollama
+ * ignores it), but clients send it to force or forbid calls, so the shapes
+ * with a meaning in OpenAI's APIs take effect as there: `"auto"`, `"none"`,
+ * `"required"`, OpenAI's `{"type":"function","function":{"name"}}` and the
+ * Responses shape `{"type":"function","name"}` (the AI SDK's Ollama
+ * provider sends that one). Any other value is ignored, as Ollama ignores
+ * every `tool_choice`, rather than failing a request Ollama would serve.
+ * Undefined: nothing to send to the engine.
+ */
+export function mapToolChoice(choice: unknown): unknown {
+  if (choice === "auto" || choice === "none" || choice === "required") return choice;
+  if (choice === null || typeof choice !== "object" || Array.isArray(choice)) return undefined;
+  const c = choice as { type?: unknown; name?: unknown; function?: { name?: unknown } | null };
+  if (c.type !== "function") return undefined;
+  const name = typeof c.function?.name === "string" ? c.function.name : c.name;
+  return typeof name === "string" && name !== "" ? { type: "function", function: { name } } : undefined;
+}

@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { NotFoundError } from "../../errors.ts";
 import { openEngineCall, type EngineCall, type EngineCallDeps } from "../engine/call.ts";
+import { ToolCallAccumulator } from "../engine/tool-deltas.ts";
 import { errorResponse, type ErrorLogger } from "../errors.ts";
 import { sseEvent } from "../sse.ts";
 import { LazyStream } from "../streaming.ts";
@@ -134,14 +135,9 @@ async function createResponse(deps: ResponsesDeps, store: ResponseStore, request
       call.finish();
       const choice = answer.choices[0]!;
       const text = typeof choice.message.content === "string" ? choice.message.content : "";
-      const toolCalls = ((choice.message.tool_calls as Array<{ id: string; function: { name: string; arguments: string } }>) ?? []).map((c) => ({
-        id: newId("fc"),
-        type: "function_call",
-        status: "completed",
-        call_id: c.id,
-        name: c.function.name,
-        arguments: c.function.arguments,
-      }));
+      const calls = new ToolCallAccumulator();
+      calls.addMessage(choice.message.tool_calls);
+      const toolCalls = calls.list().map((c) => ({ id: newId("fc"), type: "function_call", status: "completed", call_id: c.id ?? newId("call"), name: c.name, arguments: c.arguments }));
       const response = responseObject(id, createdAt, req, statusOf(choice.finish_reason), outputOf(text, toolCalls), call, choice.finish_reason);
       keep(response, text, toolCalls);
       return response;
@@ -157,7 +153,9 @@ async function createResponse(deps: ResponsesDeps, store: ResponseStore, request
   let text = "";
   let finish: unknown = null;
   let messageOpen = false;
-  const calls = new Map<number, Body>();
+  const calls = new ToolCallAccumulator();
+  /** The function_call item of each call, by the call's index. */
+  const items = new Map<number, Body>();
   const openMessage = async () => {
     if (messageOpen) return;
     messageOpen = true;
@@ -176,31 +174,30 @@ async function createResponse(deps: ResponsesDeps, store: ResponseStore, request
         text += delta.content;
         await send("response.output_text.delta", { item_id: msgId, output_index: 0, content_index: 0, delta: delta.content, logprobs: [] });
       }
-      for (const t of (delta.tool_calls as Array<{ index?: number; id?: string; function?: { name?: string; arguments?: string } }>) ?? []) {
-        const key = t.index ?? 0;
-        let item = calls.get(key);
-        const outputIndex = (messageOpen ? 1 : 0) + key;
-        if (!item) {
-          item = { id: newId("fc"), type: "function_call", status: "in_progress", call_id: t.id ?? newId("call"), name: t.function?.name ?? "", arguments: "" };
-          calls.set(key, item);
+      for (const { call, started, argumentsDelta } of calls.add(delta.tool_calls)) {
+        const outputIndex = (messageOpen ? 1 : 0) + call.index;
+        let item = items.get(call.index);
+        if (started || !item) {
+          item = { id: newId("fc"), type: "function_call", status: "in_progress", call_id: call.id ?? newId("call"), name: call.name, arguments: "" };
+          items.set(call.index, item);
           await send("response.output_item.added", { output_index: outputIndex, item: { ...item } });
         }
-        if (t.function?.arguments) {
-          item.arguments = (item.arguments as string) + t.function.arguments;
-          await send("response.function_call_arguments.delta", { item_id: item.id, output_index: outputIndex, delta: t.function.arguments });
+        if (argumentsDelta !== "") {
+          item.arguments = call.arguments;
+          await send("response.function_call_arguments.delta", { item_id: item.id, output_index: outputIndex, delta: argumentsDelta });
         }
       }
       if (choice.finish_reason) finish = choice.finish_reason;
     }
     call.finish();
-    if (!messageOpen && calls.size === 0) await openMessage();
+    if (!messageOpen && items.size === 0) await openMessage();
     if (messageOpen) {
       const part = { type: "output_text", text, annotations: [] };
       await send("response.output_text.done", { item_id: msgId, output_index: 0, content_index: 0, text, logprobs: [] });
       await send("response.content_part.done", { item_id: msgId, output_index: 0, content_index: 0, part });
       await send("response.output_item.done", { output_index: 0, item: messageItem(msgId, text, "completed") });
     }
-    const toolCalls: Body[] = [...calls.values()].map((c) => ({ ...c, status: "completed" }));
+    const toolCalls: Body[] = calls.list().map((c) => ({ ...items.get(c.index)!, arguments: c.arguments, status: "completed" }));
     for (const [i, c] of toolCalls.entries()) {
       const outputIndex = (messageOpen ? 1 : 0) + i;
       await send("response.function_call_arguments.done", { item_id: c.id, output_index: outputIndex, arguments: c.arguments });

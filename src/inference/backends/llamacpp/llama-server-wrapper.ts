@@ -15,6 +15,11 @@ import { createServer, request as httpRequest, type IncomingMessage, type Server
  *   without stopping it (SIGKILL, crash), the parent pid changes and both
  *   exit. llama-server cannot watch a pipe, and Node cannot set
  *   PR_SET_PDEATHSIG for a child, so this watch is what ties it to the daemon.
+ * - no silent drop (llama-server's own gaps, in `checkChatRequest`): a chat
+ *   request with `tools` on a template llama-server renders no tools for is a
+ *   400 naming `tools` (llama-server would answer without them), and
+ *   `response_format` `json_object` without a schema gets `{"type":"object"}`
+ *   (llama-server treats a missing schema as no constraint at all).
  * llama-server's output goes straight to the daemon (inherited stdout/stderr),
  * so a failure carries its log; its exit status (or signal) becomes ours.
  */
@@ -41,17 +46,27 @@ export async function runLlamaServerWrapper(argv: readonly string[]): Promise<nu
     });
   });
 
-  const server = createServer((req, res) => void forward(req, res, inner, alias));
+  const caps = new TemplateCaps(inner);
+  const server = createServer((req, res) => void forward(req, res, inner, alias, caps));
   server.listen(socket);
   const watch = setInterval(() => {
     if (process.ppid !== parent) child.kill("SIGKILL");
   }, 250);
-  const stop = () => child.kill("SIGTERM");
+  // The daemon stops a runner by signalling its process group, so llama-server gets that SIGTERM itself.
+  // Forwarding it too would be llama-server's "second interrupt": exit(1) from its signal handler in the
+  // middle of its own shutdown, which can crash in the exit handlers (and print a backtrace through gdb,
+  // seconds long) while the runner shows as stopping. So the signal is passed on only when llama-server
+  // is still running a while later: it was sent to this process alone.
+  let passOn: NodeJS.Timeout | null = null;
+  const stop = (signal: NodeJS.Signals) => {
+    passOn ??= setTimeout(() => child.kill(signal), SIGNAL_FORWARD_DELAY_MS);
+  };
   process.on("SIGTERM", stop);
   process.on("SIGINT", stop);
 
   const exit = await exited;
   clearInterval(watch);
+  if (passOn) clearTimeout(passOn);
   server.close();
   server.closeAllConnections();
   rmSync(inner, { force: true });
@@ -64,6 +79,9 @@ export async function runLlamaServerWrapper(argv: readonly string[]): Promise<nu
   return exit.code ?? 1;
 }
 
+/** How long after a SIGTERM or SIGINT of its own the wrapper passes it on to a llama-server still running. */
+export const SIGNAL_FORWARD_DELAY_MS = 3000;
+
 /** llama-server's error shape, so clients see the same body from either side of the wrapper. */
 function sendError(res: ServerResponse, status: number, type: string, message: string): void {
   const body = JSON.stringify({ error: { code: status, message, type } });
@@ -71,30 +89,110 @@ function sendError(res: ServerResponse, status: number, type: string, message: s
   res.end(body);
 }
 
-/** The `model` a JSON body names, or null when it names none (or is not JSON). */
-function requestedModel(body: Buffer, contentType: string | undefined): string | null {
+type Json = Record<string, unknown>;
+
+/** A JSON object body, or null (empty, not JSON, not an object: llama-server answers those itself). */
+function jsonBody(body: Buffer, contentType: string | undefined): Json | null {
   if (body.length === 0 || (contentType !== undefined && !/json/i.test(contentType))) return null;
   try {
     const parsed = JSON.parse(body.toString("utf8")) as unknown;
-    const model = parsed !== null && typeof parsed === "object" ? (parsed as { model?: unknown }).model : undefined;
-    return typeof model === "string" && model !== "" ? model : null;
+    return parsed !== null && typeof parsed === "object" && !Array.isArray(parsed) ? (parsed as Json) : null;
   } catch {
-    return null; // llama-server answers malformed JSON itself
+    return null;
   }
 }
 
-async function forward(req: IncomingMessage, res: ServerResponse, inner: string, alias: string): Promise<void> {
+/** The `model` a JSON body names, or null when it names none. */
+function requestedModel(parsed: Json | null): string | null {
+  const model = parsed?.model;
+  return typeof model === "string" && model !== "" ? model : null;
+}
+
+/**
+ * llama-server's `chat_template_caps` (its `GET /props`), read once: what the
+ * model's chat template can render. A failed read (still loading) is retried
+ * by the next request that needs it.
+ */
+export class TemplateCaps {
+  private caps: Promise<Record<string, boolean>> | null = null;
+  constructor(private readonly inner: string) {}
+
+  get(): Promise<Record<string, boolean>> {
+    this.caps ??= new Promise<Record<string, boolean>>((resolve, reject) => {
+      const request = httpRequest({ socketPath: this.inner, path: "/props", method: "GET", agent: false }, (answer) => {
+        const parts: Buffer[] = [];
+        answer.on("data", (c: Buffer) => parts.push(c));
+        answer.on("error", reject);
+        answer.on("end", () => {
+          try {
+            if (answer.statusCode !== 200) throw new Error(`GET /props answered ${answer.statusCode}`);
+            resolve(((JSON.parse(Buffer.concat(parts).toString("utf8")) as Json).chat_template_caps ?? {}) as Record<string, boolean>);
+          } catch (error) {
+            reject(error);
+          }
+        });
+      });
+      request.on("error", reject);
+      request.end();
+    });
+    this.caps.catch(() => (this.caps = null));
+    return this.caps;
+  }
+}
+
+/** The routes on which llama-server renders the chat template (and so reads `tools` and `response_format`). */
+const CHAT_PATHS = new Set(["/v1/chat/completions", "/chat/completions", "/apply-template"]);
+
+/**
+ * What llama-server would get wrong about a chat request, made right before
+ * it sees it: a 400 for `tools` its template cannot render (llama-server
+ * leaves them out of the prompt and answers as if none were given), and an
+ * explicit `{"type":"object"}` schema for `json_object` (without one
+ * llama-server does not constrain the output). Returns the error message, or
+ * the body to send (changed or not).
+ */
+export async function checkChatRequest(path: string, body: Json, caps: TemplateCaps): Promise<{ error: string } | { body: Json; changed: boolean }> {
+  if (!CHAT_PATHS.has(path.split("?")[0]!)) return { body, changed: false };
+  const tools = body.tools;
+  if (Array.isArray(tools) && tools.length > 0 && body.tool_choice !== "none") {
+    const c = await caps.get().catch(() => null);
+    // Unknown caps (llama-server not ready): let llama-server answer (it says it is loading).
+    if (c !== null && c.supports_tool_calls === false) {
+      return {
+        error:
+          "'tools': llama-server cannot call tools with this model's chat template: the template renders no tools and no tool calls, " +
+          "so llama-server would answer as if none were given. Use a model whose template supports tools, or the built-in engine.",
+      };
+    }
+  }
+  const format = body.response_format as Json | null | undefined;
+  if (format && typeof format === "object" && format.type === "json_object" && format.schema === undefined) {
+    return { body: { ...body, response_format: { ...format, schema: { type: "object" } } }, changed: true };
+  }
+  return { body, changed: false };
+}
+
+async function forward(req: IncomingMessage, res: ServerResponse, inner: string, alias: string, caps: TemplateCaps): Promise<void> {
   const chunks: Buffer[] = [];
   try {
     for await (const chunk of req) chunks.push(chunk as Buffer);
   } catch {
     return; // the client went away
   }
-  const body = Buffer.concat(chunks);
-  const model = requestedModel(body, req.headers["content-type"]);
+  let body = Buffer.concat(chunks);
+  const parsed = jsonBody(body, req.headers["content-type"]);
+  const model = requestedModel(parsed);
   if (model !== null && model !== alias) {
     sendError(res, 421, "invalid_request_error", `This engine serves only "${alias}", not "${model}". Send the request for "${model}" to its own engine.`);
     return;
+  }
+  if (parsed !== null && req.method === "POST") {
+    const checked = await checkChatRequest(req.url ?? "/", parsed, caps);
+    if ("error" in checked) {
+      sendError(res, 400, "invalid_request_error", checked.error);
+      return;
+    }
+    if (checked.changed) body = Buffer.from(JSON.stringify(checked.body));
   }
   const headers = { ...req.headers, "content-length": String(body.length) };
   delete headers["transfer-encoding"];
