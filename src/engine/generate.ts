@@ -35,6 +35,9 @@ export interface GenerationResult {
   calledTools: boolean;
   /** The generated token ids (llama-server's `return_tokens`). */
   tokens: readonly Token[];
+  /** Speculative decoding: tokens the draft model proposed, and how many of them the model accepted (llama-server's `draft_n`, `draft_n_accepted`). */
+  draftTokens: number;
+  draftAccepted: number;
 }
 
 /** Counts and times of a generation in progress, updated after each token. */
@@ -173,7 +176,7 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
   const generatedInSequence = () => sequence.nextTokenIndex + discarded - prompt.length;
   if (limit <= 0) {
     // Nothing to generate (max_tokens 0 counts the prompt): leave the slot's cache as it is.
-    return { finishReason: "length", promptTokens: prompt.length, promptTokensEvaluated: 0, completionTokens: 0, promptMs: 0, generationMs: 0, stopSequence: null, calledTools: false, tokens: [] };
+    return { finishReason: "length", promptTokens: prompt.length, promptTokensEvaluated: 0, completionTokens: 0, promptMs: 0, generationMs: 0, stopSequence: null, calledTools: false, tokens: [], draftTokens: 0, draftAccepted: 0 };
   }
   // At least one prompt token must be evaluated to get logits for the next one.
   // Without `cache_prompt` the whole prompt is evaluated again (llama-server).
@@ -190,7 +193,12 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
 
   const tools = req.toolCalls ?? null;
   const bias = effectiveBias(model, params);
-  const native = samplesNatively(params);
+  // With a draft, the binding samples the draft positions of a step all at
+  // once, and a penalty's token history (lastTokens) would miss the tokens
+  // drafted before each one: penalties then go through the chain, which
+  // samples one token at a time with the whole history.
+  const native = samplesNatively(params) && !(sequence.tokenPredictor !== undefined && penaltiesActive(params));
+  const predictionsBefore = sequence.tokenPredictor !== undefined ? sequence.tokenPredictions : null;
   const seed = params.seed ?? randomSeed();
   /** The last n tokens of the prompt and the reply: llama-server feeds both to the penalties and DRY. */
   const lastTokens = (n: number): Token[] => {
@@ -506,7 +514,11 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
   if (stoppedByText) finishReason = "stop";
   const ended = performance.now();
   firstTokenAt ??= ended;
+  const predictions = predictionsBefore ? sequence.tokenPredictions : null;
+  const accepted = predictions ? predictions.validated - predictionsBefore!.validated : 0;
   return {
+    draftTokens: predictions ? accepted + predictions.refuted - predictionsBefore!.refuted : 0,
+    draftAccepted: accepted,
     finishReason,
     promptTokens: prompt.length,
     promptTokensEvaluated: prompt.length - reuse,
