@@ -121,6 +121,10 @@ export function configJson(c: RunnerConfig) {
     runtime_flags: c.runtimeFlags,
     keep_alive: c.keepAlive ?? null,
     engine: c.engine ?? null,
+    // DMR's SpeculativeDecodingConfig field names; 0 = the engine's default, as `_configure` takes it.
+    speculative: c.speculative
+      ? { draft_model: c.speculative.draftModel, num_tokens: c.speculative.numTokens ?? 0, min_acceptance_rate: c.speculative.minAcceptanceRate ?? 0 }
+      : null,
   };
 }
 

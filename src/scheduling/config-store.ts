@@ -21,6 +21,22 @@ export interface RunnerConfig {
   keepAlive?: string | undefined;
   /** The backend engine (`llama.cpp`: built-in or llama-server); absent = the daemon's default. */
   engine?: string | undefined;
+  // ---- speculative decoding (its own block) ----
+  /** A draft model for speculative decoding; absent = none. */
+  speculative?: SpeculativeConfig | undefined;
+}
+
+/**
+ * Speculative decoding as `_configure` stored it. The draft is kept as the
+ * reference the user gave and resolved in the store at each load, like the
+ * model itself.
+ */
+export interface SpeculativeConfig {
+  draftModel: string;
+  /** Tokens drafted per step (`--spec-draft-n-max`); absent = the engine's default. */
+  numTokens?: number | undefined;
+  /** DMR's min_acceptance_rate, passed as `--spec-draft-p-min`; absent = none. */
+  minAcceptanceRate?: number | undefined;
 }
 
 /** The file's schema. zod is loaded only when there is a file to read (~6 MiB of RSS otherwise saved). */
@@ -36,6 +52,14 @@ async function fileSchema() {
     runtimeFlags: z.array(z.string()).default([]),
     keepAlive: z.string().optional(),
     engine: z.string().optional(),
+    // ---- speculative decoding (its own block) ----
+    speculative: z
+      .object({
+        draftModel: z.string().min(1),
+        numTokens: z.number().int().positive().optional(),
+        minAcceptanceRate: z.number().min(0).max(1).optional(),
+      })
+      .optional(),
   });
   return z.object({ version: z.literal(1), configs: z.array(configSchema) });
 }

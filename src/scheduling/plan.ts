@@ -7,11 +7,11 @@
 import { InvalidRequestError } from "../errors.ts";
 import { parseBackendMode, type Backend, type BackendMode } from "../inference/index.ts";
 import { formatDuration, parseDuration } from "../units.ts";
-import { configKey, type RunnerConfig } from "./config-store.ts";
+import { configKey, type RunnerConfig, type SpeculativeConfig } from "./config-store.ts";
 import { ModelCapabilityError } from "./errors.ts";
 import { estimateRunnerMemory, type GgufShape, type MemoryEstimate } from "./memory-estimate.ts";
 import { shellSplit, validateRuntimeFlags, withReasoningBudget, type ParsedRuntimeFlags } from "./runtime-flags.ts";
-import type { ConfigureRequest, ResolvedModel, RunnerLabels } from "./types.ts";
+import type { ConfigureRequest, ResolvedModel, RunnerLabels, SpeculativeRequest } from "./types.ts";
 
 /** What applies when neither `_configure` nor the model's packaging says. */
 export interface PlanDefaults {
@@ -40,6 +40,18 @@ export interface Plan {
   shape: GgufShape | null;
   /** The configuration fields that require a restart when they change. */
   engineConfig: string;
+  /** The speculative-decoding draft model, resolved in the store; null = none. */
+  draft: DraftPlan | null;
+}
+
+/** A draft model as a runner starts it: the store's files and the configured limits. */
+export interface DraftPlan {
+  /** The reference `_configure` was given. */
+  ref: string;
+  model: ResolvedModel;
+  shape: GgufShape | null;
+  numTokens: number | undefined;
+  minAcceptanceRate: number | undefined;
 }
 
 /**
@@ -56,6 +68,7 @@ export function planRunner(
   mode: BackendMode,
   shape: GgufShape | null,
   config: RunnerConfig | undefined,
+  draft: DraftPlan | null = null,
 ): Plan {
   const trained = shape?.contextLength ?? null;
   let contextSize = config?.contextSize ?? model.contextSize ?? Math.min(defaults.contextSize, trained ?? Infinity);
@@ -79,14 +92,16 @@ export function planRunner(
       shape,
       contextTokens: contextSize * parallel,
       overheadBytes: defaults.overheadBytes,
+      draft: draft ? { weightsBytes: draft.model.sizeBytes, shape: draft.shape } : null,
     }),
     engineConfig: engineConfigOf(config),
+    draft,
   };
 }
 
 /** The configuration fields whose change needs a restarted engine, as a comparable string. */
 export function engineConfigOf(config: RunnerConfig | undefined): string {
-  return JSON.stringify([config?.contextSize ?? null, config?.parallel ?? null, config?.runtimeFlags ?? [], config?.engine ?? null]);
+  return JSON.stringify([config?.contextSize ?? null, config?.parallel ?? null, config?.runtimeFlags ?? [], config?.engine ?? null, config?.speculative ?? null]);
 }
 
 /** The largest context size `_configure` takes: DMR's field is an int32. */
@@ -105,6 +120,8 @@ export interface CheckedConfigure {
   reasoningBudget: number | undefined;
   /** The engine `_configure` chose (checked against the backend by the scheduler). */
   engine: string | undefined;
+  /** `speculative` as given; `draftModel` "" turns it off. */
+  speculative: SpeculativeRequest | undefined;
 }
 
 /**
@@ -134,7 +151,20 @@ export function checkConfigure(request: ConfigureRequest, backend: string): Chec
       "context-size",
     );
   }
-  return { backend, mode, contextSize: request.contextSize, keepAliveMs, flags, hasFlags, reasoningBudget: request.reasoningBudget, engine: request.engine };
+  if (request.speculative !== undefined && request.speculative.draftModel !== "" && mode !== "completion") {
+    throw new InvalidRequestError(`speculative decoding is for generation; a model in ${mode} mode cannot have a draft model.`, "speculative");
+  }
+  return {
+    backend,
+    mode,
+    contextSize: request.contextSize,
+    keepAliveMs,
+    flags,
+    hasFlags,
+    reasoningBudget: request.reasoningBudget,
+    engine: request.engine,
+    speculative: request.speculative,
+  };
 }
 
 /**
@@ -154,12 +184,25 @@ export function mergeConfigure(checked: CheckedConfigure, ref: string, modelId: 
     runtimeFlags: withReasoningBudget(hasFlags ? flags.passThrough : (previous?.runtimeFlags ?? []), checked.reasoningBudget),
     keepAlive: checked.keepAliveMs !== undefined ? formatDuration(checked.keepAliveMs) : previous?.keepAlive,
     engine: checked.engine ?? previous?.engine,
+    speculative: mergeSpeculative(checked.speculative, previous?.speculative),
   };
   if (config.engine === undefined) delete config.engine;
+  if (config.speculative === undefined) delete config.speculative;
   if (config.contextSize === undefined) delete config.contextSize;
   if (config.parallel === undefined) delete config.parallel;
   if (config.keepAlive === undefined) delete config.keepAlive;
   return config;
+}
+
+/** A `speculative` given replaces the stored one (`draftModel` "" removes it); absent keeps it. */
+function mergeSpeculative(given: SpeculativeRequest | undefined, previous: SpeculativeConfig | undefined): SpeculativeConfig | undefined {
+  if (given === undefined) return previous;
+  if (given.draftModel === "") return undefined;
+  return {
+    draftModel: given.draftModel,
+    ...(given.numTokens !== undefined ? { numTokens: given.numTokens } : {}),
+    ...(given.minAcceptanceRate !== undefined ? { minAcceptanceRate: given.minAcceptanceRate } : {}),
+  };
 }
 
 /**

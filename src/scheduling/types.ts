@@ -165,6 +165,15 @@ export interface ConfigureRequest {
   reasoningBudget?: number | undefined;
   /** The backend engine to run the model with (`llama.cpp`: built-in or llama-server). */
   engine?: string | undefined;
+  /** DMR's `speculative`: a draft model for speculative decoding; `draftModel` "" turns it off. */
+  speculative?: SpeculativeRequest | undefined;
+}
+
+/** `_configure`'s `speculative` (DMR's `{draft_model, num_tokens, min_acceptance_rate}`); absent numbers = the engine's defaults. */
+export interface SpeculativeRequest {
+  draftModel: string;
+  numTokens?: number | undefined;
+  minAcceptanceRate?: number | undefined;
 }
 
 export interface ConfigureResult {
