@@ -2,6 +2,7 @@ import { readFile } from "node:fs/promises";
 import { basename } from "node:path";
 import {
   DraftSequenceTokenPredictor,
+  TokenBias,
   getLlama,
   LlamaLogLevel,
   readGgufFileInfo,
@@ -609,7 +610,7 @@ async function draftPredictors(llama: Llama, options: EngineOptions, slotContext
   return Array.from(
     { length: options.parallel },
     () =>
-      new DraftSequenceTokenPredictor(context.getSequence(), {
+      new DraftPredictor(context.getSequence(), {
         // As llama-server drafts: the whole draft before each verification step. With
         // fewer minTokens the predictor drafts alongside the model, and on a busy CPU
         // the model rarely finds a draft ready.
@@ -619,6 +620,26 @@ async function draftPredictors(llama: Llama, options: EngineOptions, slotContext
         minConfidence: draft.minProbability >= 1 ? 1 - 1e-9 : draft.minProbability,
       }),
   );
+}
+
+/**
+ * node-llama-cpp's draft predictor, drafting with the request's token biases
+ * (`logit_bias`, `ignore_eos`). It hands the draft sequence the model's own
+ * evaluate options, whose TokenBias belongs to the model's tokenizer: the
+ * draft's context refuses it (an exception in a background step that ends
+ * the process). The vocabularies match, so the same biases are rebuilt on
+ * the draft's tokenizer.
+ */
+class DraftPredictor extends DraftSequenceTokenPredictor {
+  override reset(options: Parameters<DraftSequenceTokenPredictor["reset"]>[0]): Promise<void> {
+    const given = options.evaluateOptions.tokenBias;
+    const bias = typeof given === "function" ? given() : given;
+    if (!bias) return super.reset(options);
+    const draftBias = new TokenBias(this.draftSequence.model.tokenizer);
+    const biases = (draftBias as unknown as { _biases: Map<Token, number> })._biases;
+    for (const [token, value] of (bias as unknown as { _biases: Map<Token, number> })._biases) biases.set(token, value);
+    return super.reset({ ...options, evaluateOptions: { ...options.evaluateOptions, tokenBias: draftBias } });
+  }
 }
 
 /** Architectures whose attention is not causal (llama.cpp's encoders). */
