@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
 import { after, before, describe, test } from "node:test";
-import { startEngine, type StartedEngine } from "../helpers/engine.ts";
+import { MR_BIN, startEngine, type StartedEngine } from "../helpers/engine.ts";
 import { tinyModel } from "../helpers/models.ts";
 
 /** A target whose blocks barely move the residual stream, so its first block alone drafts it well (test/api/speculative.test.ts has the daemon side). */
@@ -38,7 +40,7 @@ describe("the engine's speculative decoding (--spec-type draft-simple -md)", () 
       { prompt: "hello the world is", n_predict: 40, temperature: 0 },
       // Token biases: the draft gets them too (on its own tokenizer).
       { prompt: "hello the world", n_predict: 40, temperature: 0, ignore_eos: true },
-      // Penalties need the whole history at each token: sampled one at a time with a draft.
+      // Penalties need the whole history at each token: such a request is decoded without the draft.
       { prompt: "hello", n_predict: 40, temperature: 0, repeat_penalty: 1.3, presence_penalty: 0.5 },
       { prompt: "hello", n_predict: 30, temperature: 0, dry_multiplier: 0.8 },
       { prompt: "hello", n_predict: 60, temperature: 0, json_schema: { type: "object", properties: { items: { type: "array", items: { type: "string" }, minItems: 4 } }, required: ["items"] } },
@@ -72,9 +74,12 @@ describe("the engine's speculative decoding (--spec-type draft-simple -md)", () 
   test("a draft with another vocabulary: the engine refuses to start, naming both files", async () => {
     const think = await tinyModel({ seed: 5, thinking: true });
     const tools = await tinyModel({ seed: 6, toolCallTokens: true });
-    await assert.rejects(
-      startEngine(["-m", think, "--spec-type", "draft-simple", "-md", tools, "-t", "1"]),
-      (e: Error) => e.message.includes(`the draft model ${tools} cannot draft for ${think}: their vocabularies do not match (token`),
-    );
+    // Spawned directly: the engine listens before it loads, then exits 1 (startEngine would wait for /health).
+    const child = spawn(process.execPath, [MR_BIN, "engine", "-m", think, "--spec-type", "draft-simple", "-md", tools, "-t", "1", "--port", "0"], { stdio: ["ignore", "ignore", "pipe"] });
+    let stderr = "";
+    child.stderr!.on("data", (d: Buffer) => void (stderr += d));
+    const [code] = (await once(child, "exit")) as [number | null];
+    assert.equal(code, 1, stderr);
+    assert.ok(stderr.includes(`the draft model ${tools} cannot draft for ${think}: their vocabularies do not match (token`), stderr);
   });
 });
