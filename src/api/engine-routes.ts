@@ -129,6 +129,10 @@ export function configJson(c: RunnerConfig) {
     engine: c.engine ?? null,
     // Ours: the model's request defaults (system prompt, Ollama-named parameters, few-shot messages).
     preset: c.preset ?? null,
+    // DMR's SpeculativeDecodingConfig field names; 0 = the engine's default, as `_configure` takes it.
+    speculative: c.speculative
+      ? { draft_model: c.speculative.draftModel, num_tokens: c.speculative.numTokens ?? 0, min_acceptance_rate: c.speculative.minAcceptanceRate ?? 0 }
+      : null,
   };
 }
 

@@ -20,6 +20,7 @@ export interface ConfigureRow {
   keep_alive?: string | null;
   engine?: string | null;
   preset?: { system?: string; parameters?: Record<string, number | string[]>; messages?: Array<{ role: string; content: string }> } | null;
+  speculative?: { draft_model: string; num_tokens: number; min_acceptance_rate: number } | null;
 }
 
 /**
@@ -66,6 +67,8 @@ export const configureCommand: Command = {
     "mr configure --engine llama-server ai/smollm2",
     'mr configure --system "Answer in French." --temperature 0.2 --stop "<|end|>" ai/smollm2',
     "mr configure --unset temperature --unset system ai/smollm2",
+    "mr configure --speculative-draft-model ai/smollm2:135M --speculative-num-tokens 4 ai/smollm2:1.7B",
+    'mr configure --speculative-draft-model "" ai/smollm2:1.7B',
     "mr configure show",
     "mr configure show --json ai/smollm2",
   ],
@@ -80,6 +83,9 @@ export const configureCommand: Command = {
     stop: { type: "string", multiple: true, valueName: "TEXT", description: "preset: a stop sequence (repeatable; replaces the stored ones)" },
     unset: { type: "string", multiple: true, valueName: "NAME", description: "preset: remove a parameter, system or messages (repeatable)" },
     "reset-preset": { type: "boolean", description: "preset: remove the whole preset" },
+    "speculative-draft-model": { type: "string", valueName: "MODEL", description: 'draft model for speculative decoding (same vocabulary; "" turns it off)' },
+    "speculative-num-tokens": { type: "string", valueName: "N", description: "tokens the draft model proposes per step (default 3)" },
+    "speculative-min-acceptance-rate": { type: "string", valueName: "P", description: "draft probability under which drafting stops, 0-1 (llama-server's --spec-draft-p-min; default 0)" },
     json: { type: "boolean", description: "with show: print JSON" },
   },
   async run(cli, args) {
@@ -93,12 +99,20 @@ export const configureCommand: Command = {
     const engine = values.engine as string | undefined;
     if (engine !== undefined && !(ENGINES as readonly string[]).includes(engine)) throw new UsageError(`--engine must be one of ${ENGINES.join(", ")}, got "${engine}"`, "configure");
     const preset = presetOf(values);
-    if (contextSize === undefined && mode === undefined && keepAlive === undefined && engine === undefined && preset === undefined && rest.length === 0) {
-      throw new UsageError("nothing to configure: pass --context-size, --keep-alive, --mode, --engine, preset flags (--system, --temperature, ...) or runtime flags after --", "configure");
+    const speculative = speculativeFlags(values);
+    if (contextSize === undefined && mode === undefined && keepAlive === undefined && engine === undefined && preset === undefined && speculative === undefined && rest.length === 0) {
+      throw new UsageError(
+        "nothing to configure: pass --context-size, --keep-alive, --mode, --engine, preset flags (--system, --temperature, ...), --speculative-draft-model or runtime flags after --",
+        "configure",
+      );
     }
     const client = await cli.daemon();
     // Stored under the model the name resolves to, so every later name for it (full, partial, ID) finds it.
     const { model, name } = await resolveModel(client, positionals[0]!, cli.signal);
+    // The draft is named like any model (full, partial, ID); the daemon resolves it in the store at each load.
+    if (speculative !== undefined && speculative.draft_model !== "") {
+      speculative.draft_model = (await resolveModel(client, speculative.draft_model, cli.signal)).name;
+    }
     const result = await client.json<{ restarted?: boolean }>("POST", "/engines/_configure", {
       json: {
         model: name,
@@ -107,6 +121,7 @@ export const configureCommand: Command = {
         ...(keepAlive !== undefined ? { keep_alive: keepAlive } : {}),
         ...(engine !== undefined ? { engine } : {}),
         ...(preset !== undefined ? { preset } : {}),
+        ...(speculative !== undefined ? { speculative } : {}),
         ...(rest.length > 0 ? { "runtime-flags": rest } : {}),
       },
       signal: cli.signal,
@@ -158,6 +173,31 @@ function presetCell(preset: ConfigureRow["preset"]): string {
   return parts.join(" ") || "-";
 }
 
+/**
+ * DMR's `speculative` object from the --speculative-* flags, or undefined
+ * without them. The numbers need a draft model: alone they would change nothing.
+ */
+function speculativeFlags(values: ParsedArgs["values"]): { draft_model: string; num_tokens?: number; min_acceptance_rate?: number } | undefined {
+  const draft = values["speculative-draft-model"] as string | undefined;
+  const numTokens = intFlag("configure", "speculative-num-tokens", values["speculative-num-tokens"]);
+  const rateText = values["speculative-min-acceptance-rate"] as string | undefined;
+  let rate: number | undefined;
+  if (rateText !== undefined) {
+    rate = Number(rateText);
+    if (rateText.trim() === "" || !Number.isFinite(rate) || rate < 0 || rate > 1) {
+      throw new UsageError(`--speculative-min-acceptance-rate must be a number from 0 to 1, got "${rateText}"`, "configure");
+    }
+  }
+  if (draft === undefined) {
+    if (numTokens !== undefined || rate !== undefined) {
+      throw new UsageError("--speculative-num-tokens and --speculative-min-acceptance-rate need --speculative-draft-model", "configure");
+    }
+    return undefined;
+  }
+  if (numTokens !== undefined && numTokens < 1) throw new UsageError(`--speculative-num-tokens must be at least 1, got ${numTokens}`, "configure");
+  return { draft_model: draft, ...(numTokens !== undefined ? { num_tokens: numTokens } : {}), ...(rate !== undefined ? { min_acceptance_rate: rate } : {}) };
+}
+
 /** Resolves once no runner of `modelId` is loading or stopping (ready, or gone because the load failed). */
 async function waitForReload(client: DaemonClient, modelId: string, signal: AbortSignal, timeoutMs = 300_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -187,7 +227,7 @@ async function show(cli: Parameters<Command["run"]>[0], { values, positionals }:
   }
   cli.io.stdout.write(
     table(
-      ["MODEL", "BACKEND", "MODE", "CONTEXT", "KEEP ALIVE", "RUNTIME FLAGS", "ENGINE", "PRESET"],
+      ["MODEL", "BACKEND", "MODE", "CONTEXT", "KEEP ALIVE", "RUNTIME FLAGS", "ENGINE", "PRESET", "DRAFT"],
       rows.map((r) => [
         r.model,
         r.backend,
@@ -197,6 +237,7 @@ async function show(cli: Parameters<Command["run"]>[0], { values, positionals }:
         (r.runtime_flags ?? []).join(" ") || "-",
         r.engine ?? "default",
         presetCell(r.preset),
+        r.speculative ? `${r.speculative.draft_model}${r.speculative.num_tokens ? ` (${r.speculative.num_tokens} tokens)` : ""}` : "-",
       ]),
     ),
   );

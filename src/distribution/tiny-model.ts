@@ -82,6 +82,19 @@ export interface TinyModelOptions {
    * Default true (SentencePiece's behaviour, llama.cpp's default).
    */
   spacePrefix?: boolean;
+  /**
+   * Scales the blocks' output projections (`attn_output`, `ffn_down`), so
+   * the residual stream is dominated by the token embedding: a model whose
+   * next token depends mostly on the current one. Default 1. With
+   * `draftBlocks`, it makes a truncated copy predict the full model well.
+   */
+  blockScale?: number;
+  /**
+   * Writes a draft of the model these options describe: only its first N
+   * blocks, every tensor (embedding, blocks, output) identical to the full
+   * model's. Same vocabulary, so it can serve as a speculative-decoding draft.
+   */
+  draftBlocks?: number;
 }
 
 /** The FIM tokens `fim: true` adds, by the metadata key that names each. */
@@ -229,6 +242,8 @@ function tinyModelTensors(options: TinyModelOptions, vocab: Vocab): GgufTensorSp
   const nEmbd = options.embeddingLength ?? 64;
   const nFf = options.feedForwardLength ?? 128;
   const nLayers = options.blockCount ?? 2;
+  const written = Math.min(nLayers, options.draftBlocks ?? nLayers);
+  const blockScale = options.blockScale ?? 1;
   const nVocab = vocab.tokens.length;
   let tensorIndex = 0;
   const random = (name: string, dims: number[], scale: number): GgufTensorSpec => {
@@ -257,17 +272,22 @@ function tinyModelTensors(options: TinyModelOptions, vocab: Vocab): GgufTensorSp
   const tensors: GgufTensorSpec[] = [embeddings];
   const headDim = nEmbd / (options.heads ?? 4);
   for (let i = 0; i < nLayers; i++) {
+    if (i === written) {
+      // A draft's tensors keep the full model's ids (and so its weights): the dropped blocks' ids are skipped.
+      tensorIndex += 7 * (nLayers - written);
+      break;
+    }
     if (options.reranker) tensors.push(ones(`blk.${i}.attn_q_norm.weight`, [headDim]), ones(`blk.${i}.attn_k_norm.weight`, [headDim]));
     tensors.push(
       ones(`blk.${i}.attn_norm.weight`, [nEmbd]),
       random(`blk.${i}.attn_q.weight`, [nEmbd, nEmbd], w),
       random(`blk.${i}.attn_k.weight`, [nEmbd, nEmbd], w),
       random(`blk.${i}.attn_v.weight`, [nEmbd, nEmbd], w),
-      random(`blk.${i}.attn_output.weight`, [nEmbd, nEmbd], w),
+      random(`blk.${i}.attn_output.weight`, [nEmbd, nEmbd], w * blockScale),
       ones(`blk.${i}.ffn_norm.weight`, [nEmbd]),
       random(`blk.${i}.ffn_gate.weight`, [nEmbd, nFf], w),
       random(`blk.${i}.ffn_up.weight`, [nEmbd, nFf], w),
-      random(`blk.${i}.ffn_down.weight`, [nFf, nEmbd], 1 / Math.sqrt(nFf)),
+      random(`blk.${i}.ffn_down.weight`, [nFf, nEmbd], blockScale / Math.sqrt(nFf)),
     );
   }
   tensors.push(ones("output_norm.weight", [nEmbd]));
@@ -315,7 +335,7 @@ export async function writeTinyModel(path: string, options: TinyModelOptions = {
     "general.file_type": { type: "u32", value: { F32: 0, Q4_0: 2, Q8_0: 7 }[options.weights ?? "F32"] },
     [`${arch}.context_length`]: { type: "u32", value: options.contextLength ?? 4096 },
     [`${arch}.embedding_length`]: { type: "u32", value: nEmbd },
-    [`${arch}.block_count`]: { type: "u32", value: options.blockCount ?? 2 },
+    [`${arch}.block_count`]: { type: "u32", value: Math.min(options.blockCount ?? 2, options.draftBlocks ?? Infinity) },
     [`${arch}.feed_forward_length`]: { type: "u32", value: options.feedForwardLength ?? 128 },
     [`${arch}.attention.head_count`]: { type: "u32", value: heads },
     [`${arch}.attention.head_count_kv`]: { type: "u32", value: heads },

@@ -35,6 +35,9 @@ export interface GenerationResult {
   calledTools: boolean;
   /** The generated token ids (llama-server's `return_tokens`). */
   tokens: readonly Token[];
+  /** Speculative decoding: tokens the draft model proposed, and how many of them the model accepted (llama-server's `draft_n`, `draft_n_accepted`). */
+  draftTokens: number;
+  draftAccepted: number;
 }
 
 /** Counts and times of a generation in progress, updated after each token. */
@@ -146,6 +149,40 @@ export function cachedPrefixLength(sequence: LlamaContextSequence, prompt: reado
  * stops at the next token.
  */
 export async function generate(req: GenerateRequest): Promise<GenerationResult> {
+  // With a draft, the binding samples the drafted positions of a step all at
+  // once, and a penalty's token history (lastTokens) would miss the tokens
+  // drafted before each one, which changes the text: such a request is decoded
+  // without the draft. (The sampler chain samples one token at a time, but it
+  // applies repeat_penalty to log-probabilities rather than to raw logits as
+  // llama-server does, so its text differs too.)
+  if (req.sequence.tokenPredictor === undefined || !penaltiesActive(req.params)) return generateOn(req);
+  const restore = await suspendPredictor(req.sequence);
+  try {
+    return await generateOn(req);
+  } finally {
+    restore();
+  }
+}
+
+/**
+ * Takes the draft predictor off `sequence` until the returned function puts it
+ * back, after dropping the drafted tokens it left in the KV cache.
+ * node-llama-cpp 3.21.1 has no public way to decode one request without the
+ * sequence's predictor: it keeps it in `_tokenPredictor` and drafts whenever
+ * that is set. The next drafted request realigns the draft (it always does).
+ */
+async function suspendPredictor(sequence: LlamaContextSequence): Promise<() => void> {
+  // From the last real token on: exactly the leftover drafted tokens (none: nothing is erased).
+  await sequence.eraseContextTokenRanges([{ start: sequence.nextTokenIndex, end: sequence.contextSize }]);
+  const internal = sequence as unknown as { _tokenPredictor: unknown };
+  const predictor = internal._tokenPredictor;
+  internal._tokenPredictor = undefined;
+  return () => {
+    internal._tokenPredictor = predictor;
+  };
+}
+
+async function generateOn(req: GenerateRequest): Promise<GenerationResult> {
   const { sequence, model, prompt, params, signal } = req;
   signal.throwIfAborted();
   const started = performance.now();
@@ -173,7 +210,7 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
   const generatedInSequence = () => sequence.nextTokenIndex + discarded - prompt.length;
   if (limit <= 0) {
     // Nothing to generate (max_tokens 0 counts the prompt): leave the slot's cache as it is.
-    return { finishReason: "length", promptTokens: prompt.length, promptTokensEvaluated: 0, completionTokens: 0, promptMs: 0, generationMs: 0, stopSequence: null, calledTools: false, tokens: [] };
+    return { finishReason: "length", promptTokens: prompt.length, promptTokensEvaluated: 0, completionTokens: 0, promptMs: 0, generationMs: 0, stopSequence: null, calledTools: false, tokens: [], draftTokens: 0, draftAccepted: 0 };
   }
   // At least one prompt token must be evaluated to get logits for the next one.
   // Without `cache_prompt` the whole prompt is evaluated again (llama-server).
@@ -191,6 +228,7 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
   const tools = req.toolCalls ?? null;
   const bias = effectiveBias(model, params);
   const native = samplesNatively(params);
+  const predictionsBefore = sequence.tokenPredictor !== undefined ? sequence.tokenPredictions : null;
   const seed = params.seed ?? randomSeed();
   /** The last n tokens of the prompt and the reply: llama-server feeds both to the penalties and DRY. */
   const lastTokens = (n: number): Token[] => {
@@ -506,7 +544,11 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
   if (stoppedByText) finishReason = "stop";
   const ended = performance.now();
   firstTokenAt ??= ended;
+  const predictions = predictionsBefore ? sequence.tokenPredictions : null;
+  const accepted = predictions ? predictions.validated - predictionsBefore!.validated : 0;
   return {
+    draftTokens: predictions ? accepted + predictions.refuted - predictionsBefore!.refuted : 0,
+    draftAccepted: accepted,
     finishReason,
     promptTokens: prompt.length,
     promptTokensEvaluated: prompt.length - reuse,

@@ -60,8 +60,11 @@ export function generationSettings(params: SamplingParams, stream = false) {
 }
 
 /** llama-server's `timings` object: measured, in milliseconds, with its rates. */
-export function llamaTimings(r: Pick<GenerationResult, "promptTokens" | "promptTokensEvaluated" | "promptMs" | "completionTokens" | "generationMs">) {
-  return {
+export function llamaTimings(
+  r: Pick<GenerationResult, "promptTokens" | "promptTokensEvaluated" | "promptMs" | "completionTokens" | "generationMs"> &
+    Partial<Pick<GenerationResult, "draftTokens" | "draftAccepted">>,
+) {
+  const timings = {
     cache_n: r.promptTokens - r.promptTokensEvaluated,
     prompt_n: r.promptTokensEvaluated,
     prompt_ms: r.promptMs,
@@ -72,6 +75,8 @@ export function llamaTimings(r: Pick<GenerationResult, "promptTokens" | "promptT
     predicted_per_token_ms: r.completionTokens > 0 ? r.generationMs / r.completionTokens : 0,
     predicted_per_second: r.generationMs > 0 ? (1000 * r.completionTokens) / r.generationMs : 0,
   };
+  // As llama-server (server-common.cpp): the draft counts only when something was drafted.
+  return r.draftTokens ? { ...timings, draft_n: r.draftTokens, draft_n_accepted: r.draftAccepted ?? 0 } : timings;
 }
 
 /** Why generation ended, in llama-server's words (`stop_type_to_str`). */

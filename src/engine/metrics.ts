@@ -16,6 +16,8 @@ export class EngineMetrics {
   private decodes = 0;
   private busySlotsAtDecodes = 0;
   private maxSequenceTokens = 0;
+  private draftTokens = 0;
+  private draftAccepted = 0;
   /** Since the last scrape: the throughput gauges average over this window, as llama-server's buckets. */
   private bucket = { promptTokens: 0, promptMs: 0, predictedTokens: 0, predictedMs: 0 };
 
@@ -27,6 +29,8 @@ export class EngineMetrics {
     this.predictedTokens += r.completionTokens;
     this.predictedMs += r.generationMs;
     this.maxSequenceTokens = Math.max(this.maxSequenceTokens, r.promptTokens + r.completionTokens);
+    this.draftTokens += r.draftTokens;
+    this.draftAccepted += r.draftAccepted;
     this.bucket.promptTokens += r.promptTokensEvaluated;
     this.bucket.promptMs += r.promptMs;
     this.bucket.predictedTokens += r.completionTokens;
@@ -62,9 +66,10 @@ export class EngineMetrics {
       ["tokens_predicted_seconds_total", "Total time spent generating tokens", this.predictedMs / 1000],
       ["n_decode_total", "Total number of llama_decode() calls, excluding speculative decoding and multimodal decoding", this.decodes],
       ["n_tokens_max", "Largest observed sequence length (prompt + generation)", this.maxSequenceTokens],
-      // The engine has no speculative decoding: these stay 0, as in llama-server without a draft model.
-      ["spec_decode_num_draft_tokens_total", "Speculative: Total draft tokens generated", 0],
-      ["spec_decode_num_accepted_tokens_total", "Speculative: Total draft tokens accepted by the target model", 0],
+      // 0 without a draft model, as in llama-server.
+      ["spec_decode_num_draft_tokens_total", "Speculative: Total draft tokens generated", this.draftTokens],
+      ["spec_decode_num_accepted_tokens_total", "Speculative: Total draft tokens accepted by the target model", this.draftAccepted],
+      // node-llama-cpp does not report its verification steps: this one stays 0 (docs/engine.md says so).
       ["spec_decode_num_drafts_total", "Speculative: Total speculative decoding verification steps", 0],
     ];
     const gauges: Array<[string, string, number]> = [

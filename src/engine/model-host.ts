@@ -1,6 +1,8 @@
 import { readFile } from "node:fs/promises";
 import { basename } from "node:path";
 import {
+  DraftSequenceTokenPredictor,
+  TokenBias,
   getLlama,
   LlamaLogLevel,
   readGgufFileInfo,
@@ -29,6 +31,7 @@ import { EngineMetrics } from "./metrics.ts";
 import { generationSettings } from "./llama-shapes.ts";
 import { StepGate } from "./step-gate.ts";
 import { EngineUsageError } from "./options.ts";
+import { readVocabulary, vocabularyMismatch } from "./draft-vocabulary.ts";
 
 const POOLING_NAMES = ["none", "mean", "cls", "last", "rank"] as const;
 
@@ -93,6 +96,8 @@ export interface ModelInfo {
   buildInfo: string;
   /** Attention is causal (decoder models): a token's hidden state depends only on the tokens before it. */
   causal: boolean;
+  /** The draft model's file for speculative decoding (`-md`), or null. */
+  draftModelPath: string | null;
 }
 
 export type PoolingType = "none" | "mean" | "cls" | "last" | "rank";
@@ -190,6 +195,7 @@ export class ModelHost {
       skipDownload: true,
     });
     try {
+      if (options.draft) await checkDraftVocabulary(options.modelPath, options.draft.modelPath);
       // Flash attention and KV-cache types are the model's context defaults, so
       // completion, embedding and ranking contexts all get them.
       const model = await llama.loadModel({
@@ -217,6 +223,7 @@ export class ModelHost {
         fim: fimTokensOf(model),
         buildInfo: `llama.cpp ${llama.llamaCppRelease.release} (node-llama-cpp binding, ${llama.gpu === false ? "CPU" : llama.gpu})`,
         causal: !NON_CAUSAL_ARCHITECTURES.has(String(arch)),
+        draftModelPath: options.draft?.modelPath ?? null,
         created: Math.floor(Date.now() / 1000),
         parallel: options.parallel,
         trainContextSize: model.trainContextSize,
@@ -257,7 +264,10 @@ export class ModelHost {
         },
         ...(options.batchSize !== null ? { batchSize: options.batchSize } : {}),
       });
-      const sequences = Array.from({ length: options.parallel }, () => context.getSequence());
+      const predictors = options.draft ? await draftPredictors(llama, options, slotContext) : null;
+      const sequences = Array.from({ length: options.parallel }, (_, i) =>
+        context.getSequence(predictors ? { tokenPredictor: predictors[i]! } : {}),
+      );
       const prompter = await createChatPrompter(model, options.chatTemplate);
       const info: ModelInfo = {
         ...infoBase,
@@ -306,7 +316,7 @@ export class ModelHost {
     if (!c) return [{ id: 0, n_ctx: this.info.slotContextSize, speculative: false, is_processing: this.load.busy > 0 }];
     return c.sequences.map((s, id) => {
       const task = this.slotTasks.get(s);
-      const base = { id, n_ctx: this.info.slotContextSize, speculative: false, is_processing: c.busy.has(s) };
+      const base = { id, n_ctx: this.info.slotContextSize, speculative: s.tokenPredictor !== undefined, is_processing: c.busy.has(s) };
       if (!task) return base;
       const limit = task.params.maxTokens;
       return {
@@ -574,6 +584,69 @@ export class ModelHost {
   private requireEmbedding() {
     if (!this.embedding) throw new Error("embedding requested from a completion engine");
     return this.embedding;
+  }
+}
+
+/** A draft whose vocabulary differs from the model's cannot draft for it: refused before anything is loaded. */
+async function checkDraftVocabulary(modelPath: string, draftPath: string): Promise<void> {
+  const [target, draft] = await Promise.all([readVocabulary(modelPath), readVocabulary(draftPath)]);
+  const why = vocabularyMismatch(target, draft);
+  if (why !== null) throw new EngineUsageError(`the draft model ${draftPath} cannot draft for ${modelPath}: their vocabularies do not match (${why})`);
+}
+
+/**
+ * One draft predictor per slot: the draft model in its own context with as
+ * many sequences, each as long as a slot (llama-server gives its draft
+ * context the target's size). Drafting follows llama-server's draft-simple:
+ * up to `maxTokens` tokens, stopping at one the draft is less sure of than
+ * `minProbability`.
+ */
+async function draftPredictors(llama: Llama, options: EngineOptions, slotContext: number): Promise<DraftSequenceTokenPredictor[]> {
+  const draft = options.draft!;
+  const model = await llama.loadModel({
+    modelPath: draft.modelPath,
+    gpuLayers: options.gpuLayers === "all" ? "max" : options.gpuLayers,
+    ...(options.useMmap !== null ? { useMmap: options.useMmap } : {}),
+    defaultContextFlashAttention: options.flashAttention,
+  });
+  const context = await model.createContext({
+    contextSize: slotContext,
+    sequences: options.parallel,
+    threads: options.threads,
+    ...(options.batchSize !== null ? { batchSize: options.batchSize } : {}),
+  });
+  return Array.from(
+    { length: options.parallel },
+    () =>
+      new DraftPredictor(context.getSequence(), {
+        // As llama-server drafts: the whole draft before each verification step. With
+        // fewer minTokens the predictor drafts alongside the model, and on a busy CPU
+        // the model rarely finds a draft ready.
+        minTokens: draft.maxTokens,
+        maxTokens: draft.maxTokens,
+        // The predictor takes 1 (like 0) as "no threshold": just under it is the same threshold.
+        minConfidence: draft.minProbability >= 1 ? 1 - 1e-9 : draft.minProbability,
+      }),
+  );
+}
+
+/**
+ * node-llama-cpp's draft predictor, drafting with the request's token biases
+ * (`logit_bias`, `ignore_eos`). It hands the draft sequence the model's own
+ * evaluate options, whose TokenBias belongs to the model's tokenizer: the
+ * draft's context refuses it (an exception in a background step that ends
+ * the process). The vocabularies match, so the same biases are rebuilt on
+ * the draft's tokenizer.
+ */
+class DraftPredictor extends DraftSequenceTokenPredictor {
+  override reset(options: Parameters<DraftSequenceTokenPredictor["reset"]>[0]): Promise<void> {
+    const given = options.evaluateOptions.tokenBias;
+    const bias = typeof given === "function" ? given() : given;
+    if (!bias) return super.reset(options);
+    const draftBias = new TokenBias(this.draftSequence.model.tokenizer);
+    const biases = (draftBias as unknown as { _biases: Map<Token, number> })._biases;
+    for (const [token, value] of (bias as unknown as { _biases: Map<Token, number> })._biases) biases.set(token, value);
+    return super.reset({ ...options, evaluateOptions: { ...options.evaluateOptions, tokenBias: draftBias } });
   }
 }
 

@@ -71,7 +71,27 @@ export interface EngineOptions {
   metrics: boolean;
   /** Serve `/slots` (`--slots`/`--no-slots`; on by default, as in llama-server). */
   slots: boolean;
+  /**
+   * Speculative decoding with a draft model (`--spec-type draft-simple -md
+   * FILE`): null = none. llama-server's flags and defaults: up to
+   * `maxTokens` (`--spec-draft-n-max`, default 3) tokens drafted a step,
+   * drafting stops at a token whose draft probability is under `minProbability`
+   * (`--spec-draft-p-min`, default 0).
+   */
+  draft: DraftOptions | null;
 }
+
+/** `EngineOptions.draft`: the draft model and how far it drafts. */
+export interface DraftOptions {
+  modelPath: string;
+  maxTokens: number;
+  minProbability: number;
+}
+
+/** llama-server's `--spec-type` names of this release (common/speculative.cpp); only `none` and `draft-simple` are served here. */
+const SPEC_TYPES = ["none", "draft-simple", "draft-eagle3", "draft-mtp", "draft-dflash", "draft-dspark", "ngram-simple", "ngram-map-k", "ngram-map-k4v", "ngram-mod", "ngram-cache"] as const;
+/** llama-server's default `--spec-draft-n-max` (common/common.h `common_params_speculative_draft`). */
+export const DEFAULT_DRAFT_MAX = 3;
 
 /**
  * Default generation settings set by flags, named as the request fields
@@ -138,6 +158,10 @@ type Draft = { -readonly [K in keyof EngineOptions]?: EngineOptions[K] } & {
   /** `--keep`: prompt tokens a context shift keeps (-1 = the whole prompt). */
   keep?: number;
   ctxSizeFlag?: string;
+  draftModel?: string;
+  draftMax?: number;
+  draftPMin?: number;
+  specType?: (typeof SPEC_TYPES)[number];
 };
 
 /** What a flag's value is; `null` for a switch. */
@@ -245,6 +269,22 @@ export const FLAGS: readonly FlagDef[] = [
   { names: ["--context-shift"], negations: ["--no-context-shift"], value: null, help: "shift the context when a generation fills it (default: disabled)", effect: "on a full slot, the tokens after --keep are halved (node-llama-cpp's `contextShift` strategy) as llama-server does; off: the generation ends with `length`", runtime: true, apply: (d, on) => void (d.contextShiftOn = on === true) },
   { names: ["--keep"], value: int("N", -1), help: "prompt tokens kept by a context shift (default 0, -1 = all)", effect: "the start of the range a context shift drops", runtime: true, apply: (d, v) => void (d.keep = Number(v)) },
   { names: ["--cache-reuse"], value: int("N", 0), help: "min chunk size to reuse from the cache via KV shifting (default 0 = off)", effect: "0 (the default) honoured; the slots reuse the longest cached prefix only, so N > 0 is refused", runtime: true, apply: (_d, v, flag) => { if (Number(v) > 0) refuse("the engine reuses only a cached prefix, not shifted chunks")(_d, v, flag); } },
+
+  // Speculative decoding (llama-server's names of this release; `--draft-max` was removed in it).
+  {
+    names: ["--spec-type"],
+    value: choice(SPEC_TYPES),
+    help: "speculative decoding type: none (default) or draft-simple (a draft model, -md)",
+    effect: "draft-simple: node-llama-cpp's `DraftSequenceTokenPredictor` on each slot; none: no speculation; the other types are refused",
+    runtime: false,
+    apply: (d, v, flag) => {
+      if (v !== "none" && v !== "draft-simple") refuse("only draft-simple (a draft model) is served here")(d, v, flag);
+      d.specType = v as Draft["specType"];
+    },
+  },
+  { names: ["-md", "--spec-draft-model", "--model-draft"], value: str("FNAME"), help: "draft model for speculative decoding (with --spec-type draft-simple)", effect: "loaded with `loadModel` beside the model; its vocabulary must match the model's (else the engine refuses to start)", runtime: false, apply: (d, v) => void (d.draftModel = String(v)) },
+  { names: ["--spec-draft-n-max"], value: int("N", 1), help: `tokens to draft per step (default ${DEFAULT_DRAFT_MAX})`, effect: "the draft predictor's `maxTokens`", runtime: false, apply: (d, v) => void (d.draftMax = Number(v)) },
+  { names: ["--spec-draft-p-min", "--draft-p-min"], value: float("P", 0, 1), help: "minimum draft probability (greedy) to go on drafting (default 0)", effect: "the draft predictor's `minConfidence`", runtime: false, apply: (d, v) => void (d.draftPMin = Number(v)) },
 
   // Threads and batches.
   { names: ["-t", "--threads"], value: int("N", -1), help: "CPU threads (default: cores - 1; -1 = the default)", effect: "`getLlama({ maxThreads })` and the context's `threads`", runtime: true, apply: (d, v) => void (d.threads = Number(v)) },
@@ -499,6 +539,7 @@ export function parseEngineArgs(argv: readonly string[]): EngineOptions {
   }
   const reranking = d.reranking === true;
   const keep = d.keep ?? 0; // llama-server's default n_keep
+  const draft = draftOf(d, reranking || d.embeddings === true);
   return {
     modelPath,
     listen: host.endsWith(".sock") ? { kind: "socket", path: host } : { kind: "tcp", host, port: d.port ?? 8080 },
@@ -528,5 +569,24 @@ export function parseEngineArgs(argv: readonly string[]): EngineOptions {
     samplingDefaults: d.samplingDefaults,
     metrics: d.metrics === true,
     slots: d.slots !== false,
+    draft,
   };
+}
+
+/**
+ * The draft settings, or null without one. Settings that would do nothing are
+ * refused rather than dropped: a draft model without `--spec-type
+ * draft-simple` (this llama-server release loads it and never drafts), draft
+ * flags without a model, a draft in embedding mode.
+ */
+function draftOf(d: Draft, embeddings: boolean): DraftOptions | null {
+  const type = d.specType ?? "none";
+  if (type === "none") {
+    if (d.draftModel !== undefined) throw new EngineUsageError("-md needs --spec-type draft-simple: without it a draft model is loaded and never used");
+    if (d.draftMax !== undefined || d.draftPMin !== undefined) throw new EngineUsageError("--spec-draft-n-max and --spec-draft-p-min need --spec-type draft-simple and a draft model (-md)");
+    return null;
+  }
+  if (d.draftModel === undefined || d.draftModel === "") throw new EngineUsageError("--spec-type draft-simple needs a draft model (-md FILE)");
+  if (embeddings) throw new EngineUsageError("-md is not supported with --embeddings or --reranking: speculative decoding is for generation");
+  return { modelPath: d.draftModel, maxTokens: d.draftMax ?? DEFAULT_DRAFT_MAX, minProbability: d.draftPMin ?? 0 };
 }

@@ -310,6 +310,8 @@ export function createEngineApp(state: EngineState): FastifyInstance {
         ...(generation.returnTokens ? { tokens: result.tokens } : {}),
       })),
       usage: usageOfChoices(groups),
+      // As llama-server's OpenAI completion (server-task.cpp `to_json_oaicompat`), and as the chat route does.
+      timings: timingsOf(outputs[0]!.result),
     };
   });
   app.post("/v1/completions", completions);

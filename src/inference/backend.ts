@@ -28,6 +28,18 @@ export interface BackendConfig {
    * Backends with one engine reject any other value.
    */
   engine?: string | undefined;
+  /** Speculative decoding with a draft model from the store; undefined = none. */
+  speculative?: SpeculativeSettings | undefined;
+}
+
+/** A draft model and how far it drafts; absent numbers = the engine's defaults. */
+export interface SpeculativeSettings {
+  /** The draft model's GGUF file (its vocabulary was checked against the model's). */
+  draftPath: string;
+  /** Tokens drafted per step (llama-server's `--spec-draft-n-max`). */
+  numTokens?: number | undefined;
+  /** DMR's `min_acceptance_rate`: llama-server's `--spec-draft-p-min`, the draft probability under which drafting stops. */
+  minAcceptanceRate?: number | undefined;
 }
 
 /** What an explicit install (`mr install-runner`, `POST /engines/install-backend`) asks for. */

@@ -24,6 +24,22 @@ export interface RunnerConfig {
   engine?: string | undefined;
   /** Request defaults (system prompt, sampling parameters, few-shot messages); only on a `completion` configuration. */
   preset?: Preset | undefined;
+  // ---- speculative decoding (its own block) ----
+  /** A draft model for speculative decoding; absent = none. */
+  speculative?: SpeculativeConfig | undefined;
+}
+
+/**
+ * Speculative decoding as `_configure` stored it. The draft is kept as the
+ * reference the user gave and resolved in the store at each load, like the
+ * model itself.
+ */
+export interface SpeculativeConfig {
+  draftModel: string;
+  /** Tokens drafted per step (`--spec-draft-n-max`); absent = the engine's default. */
+  numTokens?: number | undefined;
+  /** DMR's min_acceptance_rate, passed as `--spec-draft-p-min`; absent = none. */
+  minAcceptanceRate?: number | undefined;
 }
 
 /** The file's schema. zod is loaded only when there is a file to read (~6 MiB of RSS otherwise saved). */
@@ -44,6 +60,14 @@ async function fileSchema() {
         system: z.string().optional(),
         parameters: z.record(z.string(), z.union([z.number(), z.array(z.string())])).optional(),
         messages: z.array(z.object({ role: z.enum(["system", "user", "assistant"]), content: z.string() })).optional(),
+      })
+      .optional(),
+    // ---- speculative decoding (its own block) ----
+    speculative: z
+      .object({
+        draftModel: z.string().min(1),
+        numTokens: z.number().int().positive().optional(),
+        minAcceptanceRate: z.number().min(0).max(1).optional(),
       })
       .optional(),
   });

@@ -104,3 +104,21 @@ export class ModelCapabilityError extends InvalidRequestError {
 }
 
 export { formatBytes } from "../format-bytes.ts";
+
+/** A speculative-decoding draft whose vocabulary is not the model's: it cannot draft for it. */
+export class DraftVocabularyMismatchError extends InvalidRequestError {
+  override readonly code = "draft_vocabulary_mismatch";
+  constructor(model: string, draft: string, why: string) {
+    super(`The draft model ${draft} cannot be used for speculative decoding with ${model}: their vocabularies do not match (${why}). Use a draft of the same model family.`, "speculative.draft_model");
+  }
+}
+
+/** The draft model a configuration names is not in the store (any more). */
+export class DraftModelNotFoundError extends RunnerError {
+  readonly code = "draft_model_not_found";
+  readonly status = 404;
+  override readonly type: OpenAIErrorType = "not_found_error";
+  constructor(model: string, draft: string, cause: unknown) {
+    super(`The draft model ${draft} configured for ${model} is not in the store (${messageOf(cause)}). Pull it, or turn speculative decoding off with: mr configure --speculative-draft-model "" ${model}`, { cause });
+  }
+}

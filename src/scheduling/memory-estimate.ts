@@ -67,6 +67,8 @@ export interface MemoryEstimateInput {
   contextTokens: number;
   /** Fixed cost of one engine process (runtime, compute buffers). */
   overheadBytes: number;
+  /** A speculative-decoding draft model: its weights and a KV cache of the same number of tokens. */
+  draft?: { weightsBytes: number; shape: GgufShape | null } | null | undefined;
 }
 
 export interface MemoryEstimate {
@@ -74,6 +76,8 @@ export interface MemoryEstimate {
   weightsBytes: number;
   kvCacheBytes: number;
   overheadBytes: number;
+  /** The draft model's weights and KV cache (0 without one). */
+  draftBytes: number;
 }
 
 /** Bytes per KV-cache element: llama.cpp's default cache type is f16. */
@@ -88,12 +92,13 @@ const KV_ELEMENT_BYTES = 2;
  * engines with out-of-memory, one that is too high only evicts a bit early.
  */
 export function estimateRunnerMemory(input: MemoryEstimateInput): MemoryEstimate {
-  const { shape } = input;
-  const kvCacheBytes = shape
-    ? shape.blockCount * input.contextTokens * shape.headCountKv * (shape.keyLength + shape.valueLength) * KV_ELEMENT_BYTES
-    : 0;
-  const overheadBytes = input.overheadBytes + Math.ceil(0.05 * (input.weightsBytes + kvCacheBytes));
-  return { totalBytes: input.weightsBytes + kvCacheBytes + overheadBytes, weightsBytes: input.weightsBytes, kvCacheBytes, overheadBytes };
+  const kvOf = (shape: GgufShape | null) =>
+    shape ? shape.blockCount * input.contextTokens * shape.headCountKv * (shape.keyLength + shape.valueLength) * KV_ELEMENT_BYTES : 0;
+  const kvCacheBytes = kvOf(input.shape);
+  // The draft runs in the same process with a context as long as the model's (llama-server sizes it so).
+  const draftBytes = input.draft ? input.draft.weightsBytes + kvOf(input.draft.shape) : 0;
+  const overheadBytes = input.overheadBytes + Math.ceil(0.05 * (input.weightsBytes + kvCacheBytes + draftBytes));
+  return { totalBytes: input.weightsBytes + kvCacheBytes + draftBytes + overheadBytes, weightsBytes: input.weightsBytes, kvCacheBytes, overheadBytes, draftBytes };
 }
 
 /** Default fixed cost of one engine process: our engine is a Node process with node-llama-cpp loaded. */

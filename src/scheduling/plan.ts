@@ -7,12 +7,12 @@
 import { InvalidRequestError } from "../errors.ts";
 import { parseBackendMode, type Backend, type BackendMode } from "../inference/index.ts";
 import { formatDuration, parseDuration } from "../units.ts";
-import { configKey, type RunnerConfig } from "./config-store.ts";
+import { configKey, type RunnerConfig, type SpeculativeConfig } from "./config-store.ts";
 import { ModelCapabilityError } from "./errors.ts";
 import { mergePreset, type PresetPatch } from "./preset.ts";
 import { estimateRunnerMemory, type GgufShape, type MemoryEstimate } from "./memory-estimate.ts";
 import { shellSplit, validateRuntimeFlags, withReasoningBudget, type ParsedRuntimeFlags } from "./runtime-flags.ts";
-import type { ConfigureRequest, ResolvedModel, RunnerLabels } from "./types.ts";
+import type { ConfigureRequest, ResolvedModel, RunnerLabels, SpeculativeRequest } from "./types.ts";
 
 /** What applies when neither `_configure` nor the model's packaging says. */
 export interface PlanDefaults {
@@ -43,6 +43,18 @@ export interface Plan {
   shape: GgufShape | null;
   /** The configuration fields that require a restart when they change. */
   engineConfig: string;
+  /** The speculative-decoding draft model, resolved in the store; null = none. */
+  draft: DraftPlan | null;
+}
+
+/** A draft model as a runner starts it: the store's files and the configured limits. */
+export interface DraftPlan {
+  /** The reference `_configure` was given. */
+  ref: string;
+  model: ResolvedModel;
+  shape: GgufShape | null;
+  numTokens: number | undefined;
+  minAcceptanceRate: number | undefined;
 }
 
 /**
@@ -60,6 +72,7 @@ export function planRunner(
   shape: GgufShape | null,
   config: RunnerConfig | undefined,
   choice: { engine?: string | undefined; imageRefusal?: string | null } = {},
+  draft: DraftPlan | null = null,
 ): Plan {
   const trained = shape?.contextLength ?? null;
   let contextSize = config?.contextSize ?? model.contextSize ?? Math.min(defaults.contextSize, trained ?? Infinity);
@@ -84,14 +97,16 @@ export function planRunner(
       shape,
       contextTokens: contextSize * parallel,
       overheadBytes: defaults.overheadBytes,
+      draft: draft ? { weightsBytes: draft.model.sizeBytes, shape: draft.shape } : null,
     }),
     engineConfig: engineConfigOf(config),
+    draft,
   };
 }
 
 /** The configuration fields whose change needs a restarted engine, as a comparable string. */
 export function engineConfigOf(config: RunnerConfig | undefined): string {
-  return JSON.stringify([config?.contextSize ?? null, config?.parallel ?? null, config?.runtimeFlags ?? [], config?.engine ?? null]);
+  return JSON.stringify([config?.contextSize ?? null, config?.parallel ?? null, config?.runtimeFlags ?? [], config?.engine ?? null, config?.speculative ?? null]);
 }
 
 /** The largest context size `_configure` takes: DMR's field is an int32. */
@@ -112,6 +127,8 @@ export interface CheckedConfigure {
   engine: string | undefined;
   /** Changes to the request defaults (undefined: none). */
   preset: PresetPatch | null | undefined;
+  /** `speculative` as given; `draftModel` "" turns it off. */
+  speculative: SpeculativeRequest | undefined;
 }
 
 /**
@@ -144,7 +161,21 @@ export function checkConfigure(request: ConfigureRequest, backend: string): Chec
   if (request.preset !== undefined && mode !== "completion") {
     throw new InvalidRequestError(`A preset (system prompt, parameters, messages) applies to the completion mode, not "${mode}".`, "preset");
   }
-  return { backend, mode, contextSize: request.contextSize, keepAliveMs, flags, hasFlags, reasoningBudget: request.reasoningBudget, engine: request.engine, preset: request.preset };
+  if (request.speculative !== undefined && request.speculative.draftModel !== "" && mode !== "completion") {
+    throw new InvalidRequestError(`speculative decoding is for generation; a model in ${mode} mode cannot have a draft model.`, "speculative");
+  }
+  return {
+    backend,
+    mode,
+    contextSize: request.contextSize,
+    keepAliveMs,
+    flags,
+    hasFlags,
+    reasoningBudget: request.reasoningBudget,
+    engine: request.engine,
+    preset: request.preset,
+    speculative: request.speculative,
+  };
 }
 
 /**
@@ -165,13 +196,26 @@ export function mergeConfigure(checked: CheckedConfigure, ref: string, modelId: 
     keepAlive: checked.keepAliveMs !== undefined ? formatDuration(checked.keepAliveMs) : previous?.keepAlive,
     engine: checked.engine ?? previous?.engine,
     preset: mergePreset(previous?.preset, checked.preset),
+    speculative: mergeSpeculative(checked.speculative, previous?.speculative),
   };
   if (config.preset === undefined) delete config.preset;
   if (config.engine === undefined) delete config.engine;
+  if (config.speculative === undefined) delete config.speculative;
   if (config.contextSize === undefined) delete config.contextSize;
   if (config.parallel === undefined) delete config.parallel;
   if (config.keepAlive === undefined) delete config.keepAlive;
   return config;
+}
+
+/** A `speculative` given replaces the stored one (`draftModel` "" removes it); absent keeps it. */
+function mergeSpeculative(given: SpeculativeRequest | undefined, previous: SpeculativeConfig | undefined): SpeculativeConfig | undefined {
+  if (given === undefined) return previous;
+  if (given.draftModel === "") return undefined;
+  return {
+    draftModel: given.draftModel,
+    ...(given.numTokens !== undefined ? { numTokens: given.numTokens } : {}),
+    ...(given.minAcceptanceRate !== undefined ? { minAcceptanceRate: given.minAcceptanceRate } : {}),
+  };
 }
 
 /**

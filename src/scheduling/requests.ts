@@ -1,7 +1,7 @@
 import type { z } from "zod";
 import { InvalidRequestError } from "../errors.ts";
 import { parsePresetPatch } from "./preset.ts";
-import type { ConfigureRequest, UnloadRequest } from "./types.ts";
+import type { ConfigureRequest, SpeculativeRequest, UnloadRequest } from "./types.ts";
 
 async function buildSchemas() {
   const { z } = await import("zod");
@@ -23,8 +23,18 @@ async function buildSchemas() {
       keep_alive: z.union([z.string(), z.number()]).nullable().optional(),
       // DMR's LlamaCppConfig; its one field maps onto the engine's --reasoning-budget.
       llamacpp: z.strictObject({ "reasoning-budget": z.number().int().min(-1).nullable().optional() }).nullable().optional(),
-      // Checked by name below: accepted by DMR, not implemented here yet.
-      speculative: z.unknown().optional(),
+      // DMR's SpeculativeDecodingConfig; "draft_model": "" turns speculative decoding off.
+      speculative: z
+        .strictObject({
+          draft_model: z.string(),
+          // 0: the engine's default (llama-server's --spec-draft-n-max default, 3).
+          num_tokens: z.number().int().min(0).max(1024).nullable().optional(),
+          // 0: no threshold.
+          min_acceptance_rate: z.number().min(0).max(1).nullable().optional(),
+        })
+        .nullable()
+        .optional(),
+      // Checked by name below: accepted by DMR, not implemented here.
       vllm: z.unknown().optional(),
       /** Ours: which engine of the backend runs the model (`llama.cpp`: built-in, llama-server). */
       engine: z.string().min(1).optional(),
@@ -56,7 +66,6 @@ function invalid(error: z.ZodError): InvalidRequestError {
 
 /** DMR `_configure` settings for what this runner does not have yet: a 400 naming them, never a silent 202. */
 const NOT_SUPPORTED_YET: Record<string, string> = {
-  speculative: "speculative decoding (a draft model) is not supported yet",
   vllm: "the vLLM backend is not supported",
 };
 
@@ -88,6 +97,16 @@ export async function parseConfigureBody(body: unknown, backend?: string): Promi
     ...(reasoningBudget !== undefined && reasoningBudget !== null ? { reasoningBudget } : {}),
     ...(b.engine !== undefined ? { engine: b.engine } : {}),
     ...(b.preset !== undefined ? { preset: parsePresetPatch(b.preset) } : {}),
+    ...(b.speculative ? { speculative: speculativeOf(b.speculative) } : {}),
+  };
+}
+
+/** DMR's `speculative` object as ConfigureRequest has it; 0 and null mean "not set". */
+function speculativeOf(s: { draft_model: string; num_tokens?: number | null | undefined; min_acceptance_rate?: number | null | undefined }): SpeculativeRequest {
+  return {
+    draftModel: s.draft_model.trim(),
+    ...(s.num_tokens ? { numTokens: s.num_tokens } : {}),
+    ...(s.min_acceptance_rate ? { minAcceptanceRate: s.min_acceptance_rate } : {}),
   };
 }
 

@@ -123,7 +123,15 @@ export class Runner {
           socket: this.socket,
           model: model.files,
           mode,
-          config: { contextSize: plan.contextSize * plan.parallel, parallel: plan.parallel, runtimeFlags: plan.runtimeFlags, engine: plan.engine },
+          config: {
+            contextSize: plan.contextSize * plan.parallel,
+            parallel: plan.parallel,
+            runtimeFlags: plan.runtimeFlags,
+            engine: plan.engine,
+            ...(plan.draft
+              ? { speculative: { draftPath: plan.draft.model.files.ggufPath, numTokens: plan.draft.numTokens, minAcceptanceRate: plan.draft.minAcceptanceRate } }
+              : {}),
+          },
           onSpawn: (pid) => {
             this.pid = pid;
             this.pidFileWrite = writePidFile(pidFilePath(this.socket), {

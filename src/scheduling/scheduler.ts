@@ -10,10 +10,11 @@ import { InvalidRequestError, RunnerError, messageOf } from "../errors.ts";
 import type { Backend, BackendMode } from "../inference/index.ts";
 import { Admission } from "./admission.ts";
 import { ConfigStore, configKey, type RunnerConfig } from "./config-store.ts";
-import { LoadBackoffError, ModelTooLargeError, RunnerBusyError, SchedulerClosedError } from "./errors.ts";
+import { DraftModelNotFoundError, DraftVocabularyMismatchError, LoadBackoffError, ModelTooLargeError, RunnerBusyError, SchedulerClosedError } from "./errors.ts";
+import { readVocabulary, vocabularyMismatch } from "../engine/draft-vocabulary.ts";
 import { DEFAULT_RUNNER_OVERHEAD_BYTES, readGgufShape, type GgufShape } from "./memory-estimate.ts";
 import { reapOrphans } from "./pid-files.ts";
-import { checkCapability, checkImageInput, checkConfigure, mergeConfigure, planRunner, type Plan, type PlanDefaults } from "./plan.ts";
+import { checkCapability, checkImageInput, checkConfigure, mergeConfigure, planRunner, type DraftPlan, type Plan, type PlanDefaults } from "./plan.ts";
 import { NEVER, raceAbort } from "./promises.ts";
 import type { LeaseImpl } from "./runner.ts";
 import type {
@@ -59,6 +60,8 @@ export async function createScheduler(options: SchedulerOptions): Promise<Schedu
 class SchedulerImpl implements Scheduler {
   private readonly admission: Admission;
   private readonly shapes = new Map<string, Promise<GgufShape | null>>();
+  /** Vocabulary checks of (model file, draft file) pairs: null = compatible, else why not. */
+  private readonly vocabularyChecks = new Map<string, Promise<string | null>>();
   private readonly log: SchedulerLogger;
   private readonly defaults: PlanDefaults;
   private shuttingDown: Promise<void> | null = null;
@@ -188,14 +191,42 @@ class SchedulerImpl implements Scheduler {
     config: RunnerConfig | undefined = this.configs.get(backend.name, model.id, mode),
   ): Promise<Plan> {
     const shape = await this.shapeOf(model.files.ggufPath);
-    const engine = config?.engine ?? (await backend.chooseEngine?.(model.files, config));
+    const engine = config?.engine ?? (await backend.chooseEngine?.(model.files, undefined));
     let imageRefusal: string | null;
     if (mode !== "completion" || !model.files.mmprojPath) imageRefusal = "has no multimodal projector; it accepts only text.";
     else {
       const refusal = backend.imageInputRefusal ? backend.imageInputRefusal(engine, config?.engine !== undefined) : `runs on the ${backend.name} backend, which takes no image input.`;
       imageRefusal = refusal === null ? null : `cannot take images here: ${refusal}`;
     }
-    return planRunner(this.defaults, backend, ref, model, mode, shape, config, { engine, imageRefusal });
+    const draft = config?.speculative ? await this.draftPlan(ref, model, config.speculative) : null;
+    return planRunner(this.defaults, backend, ref, model, mode, shape, config, { engine, imageRefusal }, draft);
+  }
+
+  /**
+   * Resolves a configuration's draft model in the store and checks that it
+   * can draft for `model` (llama.cpp's vocabulary rule, on the GGUF headers):
+   * DraftModelNotFoundError (404), DraftVocabularyMismatchError (400).
+   */
+  private async draftPlan(ref: string, model: ResolvedModel, speculative: NonNullable<RunnerConfig["speculative"]>): Promise<DraftPlan> {
+    const draft = await this.options.resolveModel(speculative.draftModel, NEVER).catch((error: unknown) => {
+      throw error instanceof RunnerError && error.status === 404 ? new DraftModelNotFoundError(ref, speculative.draftModel, error) : error;
+    });
+    const key = `${model.files.ggufPath}\u0000${draft.files.ggufPath}`;
+    let check = this.vocabularyChecks.get(key);
+    if (!check) {
+      check = Promise.all([readVocabulary(model.files.ggufPath), readVocabulary(draft.files.ggufPath)]).then(([a, b]) => vocabularyMismatch(a, b));
+      check.catch(() => this.vocabularyChecks.delete(key));
+      this.vocabularyChecks.set(key, check);
+    }
+    const why = await check;
+    if (why !== null) throw new DraftVocabularyMismatchError(ref, speculative.draftModel, why);
+    return {
+      ref: speculative.draftModel,
+      model: draft,
+      shape: await this.shapeOf(draft.files.ggufPath),
+      numTokens: speculative.numTokens,
+      minAcceptanceRate: speculative.minAcceptanceRate,
+    };
   }
 
   async effectiveSettings(ref: string, mode: BackendMode, options: { backend?: string; signal?: AbortSignal } = {}): Promise<EffectiveSettings> {

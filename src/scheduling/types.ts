@@ -186,6 +186,15 @@ export interface ConfigureRequest {
   engine?: string | undefined;
   /** Changes to the model's request defaults (completion mode only); null clears them. Never restarts a runner. */
   preset?: PresetPatch | null | undefined;
+  /** DMR's `speculative`: a draft model for speculative decoding; `draftModel` "" turns it off. */
+  speculative?: SpeculativeRequest | undefined;
+}
+
+/** `_configure`'s `speculative` (DMR's `{draft_model, num_tokens, min_acceptance_rate}`); absent numbers = the engine's defaults. */
+export interface SpeculativeRequest {
+  draftModel: string;
+  numTokens?: number | undefined;
+  minAcceptanceRate?: number | undefined;
 }
 
 export interface ConfigureResult {

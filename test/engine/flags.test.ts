@@ -26,6 +26,13 @@ function sampleValue(def: FlagDef): string | null {
   }
 }
 
+/** Flags that take effect only with others (the draft flags need a draft model), given those others. */
+const NEEDS: Record<string, string[]> = {
+  "-md": ["--spec-type", "draft-simple"],
+  "--spec-draft-n-max": ["--spec-type", "draft-simple", "-md", "d.gguf"],
+  "--spec-draft-p-min": ["--spec-type", "draft-simple", "-md", "d.gguf"],
+};
+
 /** Flags refused whatever their value: the table says so in its effect text. */
 const isRefused = (def: FlagDef, negated: boolean) =>
   def.effect.startsWith("refused") || (negated && /--no-[\w-]+ refused|--no-jinja is refused/.test(def.effect));
@@ -38,7 +45,7 @@ describe("the engine's flag table", () => {
       for (const [name, negated] of spellings) {
         const forms = value === null ? [[name]] : [[name, value], ...(name.startsWith("--") ? [[`${name}=${value}`]] : [])];
         for (const form of forms) {
-          const argv = name === "-m" || name === "--model" ? form : ["-m", "x.gguf", ...form];
+          const argv = [...(name === "-m" || name === "--model" ? form : ["-m", "x.gguf", ...form]), ...(NEEDS[def.names[0]!] ?? [])];
           if (isRefused(def, negated)) {
             assert.throws(() => parseEngineArgs(argv), (e: Error) => e instanceof EngineUsageError && e.message.startsWith(name) && /not supported: /.test(e.message), form.join(" "));
           } else {
@@ -252,6 +259,36 @@ describe("--chat-template built-in names", () => {
       const wrapper = new JinjaTemplateChatWrapper({ template });
       assert.equal(wrapper.generateContextState({ chatHistory: history }).contextText.toString(), expected[name], name);
       assert.deepEqual(parseEngineArgs(["-m", "a", "--chat-template", name]).chatTemplate, { kind: "text", template });
+    }
+  });
+});
+
+describe("speculative decoding flags (llama-server's of this release)", () => {
+  test("--spec-type draft-simple -md FILE --spec-draft-n-max N --spec-draft-p-min P; llama-server's defaults", () => {
+    assert.equal(parseEngineArgs(["-m", "a"]).draft, null);
+    assert.deepEqual(parseEngineArgs(["-m", "a", "--spec-type", "draft-simple", "--model-draft", "d"]).draft, { modelPath: "d", maxTokens: 3, minProbability: 0 });
+    assert.deepEqual(parseEngineArgs(["-m", "a", "--spec-type", "draft-simple", "-md", "d", "--spec-draft-n-max", "8", "--draft-p-min", "0.5"]).draft, { modelPath: "d", maxTokens: 8, minProbability: 0.5 });
+    assert.equal(parseEngineArgs(["-m", "a", "--spec-type", "none"]).draft, null);
+  });
+
+  test("settings that would do nothing are refused, naming what is missing", () => {
+    const cases: Array<[string[], RegExp]> = [
+      [["-md", "d"], /-md needs --spec-type draft-simple/],
+      [["--spec-draft-n-max", "4"], /need --spec-type draft-simple and a draft model/],
+      [["--spec-type", "draft-simple"], /needs a draft model \(-md FILE\)/],
+      [["--spec-type", "ngram-simple"], /--spec-type ngram-simple is not supported: only draft-simple/],
+      [["--spec-type", "draft-simple", "-md", "d", "--embeddings"], /-md is not supported with --embeddings/],
+      [["--draft-max", "4"], /unknown argument: --draft-max/],
+      [["--spec-type", "draft-simple", "-md", "d", "--spec-draft-n-max", "0"], /--spec-draft-n-max must be at least 1/],
+    ];
+    for (const [args, message] of cases) {
+      assert.throws(() => parseEngineArgs(["-m", "a", ...args]), (e: Error) => e instanceof EngineUsageError && message.test(e.message), args.join(" "));
+    }
+  });
+
+  test("they are the configuration's, not runtime flags", () => {
+    for (const flag of ["-md", "--spec-type", "--spec-draft-n-max", "--spec-draft-p-min"]) {
+      assert.throws(() => validateRuntimeFlags("llama.cpp", [flag, "1"]), RuntimeFlagError, flag);
     }
   });
 });

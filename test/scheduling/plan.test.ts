@@ -94,3 +94,23 @@ test("checkCapability: reranking needs a ranking head when the header can tell",
   checkCapability(planRunner(defaults, backend, "m", model, "reranking", null, undefined));
   checkCapability(planRunner(defaults, backend, "m", model, "embedding", { ...shape(512), hasRankingHead: false }, undefined));
 });
+
+test("speculative: merged (\"\" removes it), part of the engine configuration, and the draft counted in the memory estimate", () => {
+  const checked = (speculative: { draftModel: string; numTokens?: number } | undefined) =>
+    checkConfigure({ model: "m", ...(speculative ? { speculative } : {}) }, "llama.cpp");
+  const withDraft = mergeConfigure(checked({ draftModel: "d", numTokens: 4 }), "m", "sha256:m", undefined);
+  assert.deepEqual(withDraft.speculative, { draftModel: "d", numTokens: 4 });
+  assert.deepEqual(mergeConfigure(checked(undefined), "m", "sha256:m", withDraft).speculative, { draftModel: "d", numTokens: 4 });
+  assert.equal("speculative" in mergeConfigure(checked({ draftModel: "" }), "m", "sha256:m", withDraft), false);
+  assert.notEqual(engineConfigOf(withDraft), engineConfigOf(config({})));
+  assert.throws(() => checkConfigure({ model: "m", mode: "embedding", speculative: { draftModel: "d" } }, "llama.cpp"), /speculative decoding is for generation/);
+
+  const draftModel = { id: "sha256:d", files: { name: "d", ggufPath: "/draft.gguf" }, sizeBytes: 3_000 };
+  const draft = { ref: "d", model: draftModel, shape: shape(4096), numTokens: 4, minAcceptanceRate: undefined };
+  const without = planRunner(defaults, backend, "m", model, "completion", shape(4096), withDraft);
+  const withIt = planRunner(defaults, backend, "m", model, "completion", shape(4096), withDraft, {}, draft);
+  // The draft's weights and a KV cache as long as the model's (same shape here).
+  assert.equal(withIt.memory.draftBytes, 3_000 + without.memory.kvCacheBytes);
+  assert.ok(withIt.memory.totalBytes >= without.memory.totalBytes + withIt.memory.draftBytes);
+  assert.equal(without.memory.draftBytes, 0);
+});

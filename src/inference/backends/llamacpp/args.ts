@@ -23,6 +23,13 @@ export function buildLlamaCppArgs(request: Pick<RunRequest, "socket" | "model" |
       args.push("--reranking");
       break;
   }
+  const speculative = mode === "completion" ? config?.speculative : undefined;
+  if (speculative) {
+    // As Docker Model Runner passes it, plus --spec-type: in this llama.cpp release a draft model alone is loaded and never used.
+    args.push("--spec-type", "draft-simple", "-md", speculative.draftPath);
+    if (speculative.numTokens !== undefined) args.push("--spec-draft-n-max", String(speculative.numTokens));
+    if (speculative.minAcceptanceRate !== undefined) args.push("--spec-draft-p-min", String(speculative.minAcceptanceRate));
+  }
   args.push(...(config?.runtimeFlags ?? []));
   return args;
 }

@@ -1,0 +1,85 @@
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { after, before, describe, test } from "node:test";
+import { MR_BIN, startEngine, type StartedEngine } from "../helpers/engine.ts";
+import { tinyModel } from "../helpers/models.ts";
+
+/** A target whose blocks barely move the residual stream, so its first block alone drafts it well (test/api/speculative.test.ts has the daemon side). */
+const TARGET = { seed: 12, embeddingLength: 128, blockCount: 4, feedForwardLength: 256, blockScale: 0.2 } as const;
+
+interface Completion {
+  content: string;
+  timings: { draft_n?: number; draft_n_accepted?: number };
+}
+
+describe("the engine's speculative decoding (--spec-type draft-simple -md)", () => {
+  let plain: StartedEngine;
+  let drafted: StartedEngine;
+  let target: string;
+  before(async () => {
+    target = await tinyModel(TARGET);
+    const draft = await tinyModel({ ...TARGET, draftBlocks: 1 }, "draft.gguf");
+    const common = ["-m", target, "-c", "2048", "-np", "2", "-t", "1", "--metrics"];
+    plain = await startEngine(common);
+    drafted = await startEngine([...common, "--spec-type", "draft-simple", "-md", draft, "--spec-draft-n-max", "4"]);
+  });
+  after(async () => {
+    await plain?.stop();
+    await drafted?.stop();
+  });
+
+  const complete = async (engine: StartedEngine, body: object) => {
+    const res = await fetch(`${engine.baseUrl}/completion`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+    assert.equal(res.status, 200, await res.clone().text());
+    return (await res.json()) as Completion;
+  };
+
+  test("greedy text is the same with and without the draft, whatever constrains sampling; timings count the draft", async () => {
+    const bodies: object[] = [
+      { prompt: "hello the world is", n_predict: 40, temperature: 0 },
+      // Token biases: the draft gets them too (on its own tokenizer).
+      { prompt: "hello the world", n_predict: 40, temperature: 0, ignore_eos: true },
+      // Penalties need the whole history at each token: such a request is decoded without the draft.
+      { prompt: "hello", n_predict: 40, temperature: 0, repeat_penalty: 1.3, presence_penalty: 0.5 },
+      { prompt: "hello", n_predict: 30, temperature: 0, dry_multiplier: 0.8 },
+      { prompt: "hello", n_predict: 60, temperature: 0, json_schema: { type: "object", properties: { items: { type: "array", items: { type: "string" }, minItems: 4 } }, required: ["items"] } },
+    ];
+    let drafts = 0;
+    for (const body of bodies) {
+      const [a, b] = await Promise.all([complete(plain, body), complete(drafted, body)]);
+      assert.equal(b.content, a.content, JSON.stringify(body));
+      assert.equal(a.timings.draft_n, undefined);
+      assert.ok((b.timings.draft_n_accepted ?? 0) <= (b.timings.draft_n ?? 0), JSON.stringify(b.timings));
+      drafts += b.timings.draft_n ?? 0;
+    }
+    assert.ok(drafts > 0, "something was drafted");
+    // Both slots at once, each with its own draft sequence.
+    const body = { prompt: "the model runner", n_predict: 30, temperature: 0 };
+    const [x, y] = await Promise.all([complete(drafted, body), complete(drafted, { ...body, prompt: "water people time" })]);
+    assert.equal(x.content, (await complete(plain, body)).content);
+    assert.equal(y.content, (await complete(plain, { ...body, prompt: "water people time" })).content);
+  });
+
+  test("/slots says speculative, /metrics counts draft tokens", async () => {
+    const slots = (await (await fetch(`${drafted.baseUrl}/slots`)).json()) as Array<{ speculative: boolean }>;
+    assert.deepEqual(slots.map((s) => s.speculative), [true, true]);
+    assert.deepEqual(((await (await fetch(`${plain.baseUrl}/slots`)).json()) as Array<{ speculative: boolean }>).map((s) => s.speculative), [false, false]);
+    const metrics = await (await fetch(`${drafted.baseUrl}/metrics`)).text();
+    const value = (name: string) => Number(new RegExp(`^llamacpp:${name} (\\S+)$`, "m").exec(metrics)?.[1]);
+    assert.ok(value("spec_decode_num_draft_tokens_total") > 0, metrics);
+    assert.ok(value("spec_decode_num_accepted_tokens_total") <= value("spec_decode_num_draft_tokens_total"));
+  });
+
+  test("a draft with another vocabulary: the engine refuses to start, naming both files", async () => {
+    const think = await tinyModel({ seed: 5, thinking: true });
+    const tools = await tinyModel({ seed: 6, toolCallTokens: true });
+    // Spawned directly: the engine listens before it loads, then exits 1 (startEngine would wait for /health).
+    const child = spawn(process.execPath, [MR_BIN, "engine", "-m", think, "--spec-type", "draft-simple", "-md", tools, "-t", "1", "--port", "0"], { stdio: ["ignore", "ignore", "pipe"] });
+    let stderr = "";
+    child.stderr!.on("data", (d: Buffer) => void (stderr += d));
+    const [code] = (await once(child, "exit")) as [number | null];
+    assert.equal(code, 1, stderr);
+    assert.ok(stderr.includes(`the draft model ${tools} cannot draft for ${think}: their vocabularies do not match (token`), stderr);
+  });
+});
