@@ -8,21 +8,18 @@
  * (id, model, usage, timings) are kept.
  */
 
+import { ToolCallAccumulator } from "../engine/tool-deltas.ts";
+import { SseReader } from "../sse.ts";
+
 /** What a recorded stream amounted to: the assembled answer, or the error event it ended with. */
 export type AssembledStream = { response: string } | { error: string };
-
-interface ToolCallDraft {
-  id?: unknown;
-  type?: unknown;
-  function: { name: string; arguments: string };
-}
 
 interface ChoiceDraft {
   index: number;
   content: string;
   reasoning: string;
   text: string;
-  toolCalls: ToolCallDraft[];
+  toolCalls: ToolCallAccumulator;
   last: Record<string, unknown>;
   isChat: boolean;
 }
@@ -37,9 +34,7 @@ export function assembleStream(text: string): AssembledStream {
   const choices = new Map<number, ChoiceDraft>();
   let lastChunk: Record<string, unknown> | null = null;
   let nativeContent: string | null = null;
-  for (const line of text.split("\n")) {
-    if (!line.startsWith("data:")) continue;
-    const data = line.slice(5).trim();
+  for (const { data } of SseReader.readAll(text)) {
     if (data === "" || data === "[DONE]") continue;
     let chunk: Record<string, unknown>;
     try {
@@ -74,7 +69,7 @@ function addChoice(choices: Map<number, ChoiceDraft>, raw: Record<string, unknow
   const index = typeof raw.index === "number" ? raw.index : 0;
   let draft = choices.get(index);
   if (!draft) {
-    draft = { index, content: "", reasoning: "", text: "", toolCalls: [], last: {}, isChat: false };
+    draft = { index, content: "", reasoning: "", text: "", toolCalls: new ToolCallAccumulator(), last: {}, isChat: false };
     choices.set(index, draft);
   }
   draft.last = raw;
@@ -83,23 +78,9 @@ function addChoice(choices: Map<number, ChoiceDraft>, raw: Record<string, unknow
     draft.isChat = true;
     if (typeof delta.content === "string") draft.content += delta.content;
     if (typeof delta.reasoning_content === "string") draft.reasoning += delta.reasoning_content;
-    if (Array.isArray(delta.tool_calls)) {
-      for (const call of delta.tool_calls as Array<Record<string, unknown>>) addToolCall(draft.toolCalls, call);
-    }
+    draft.toolCalls.add(delta.tool_calls);
   }
   if (typeof raw.text === "string") draft.text += raw.text;
-}
-
-/** A tool call's pieces arrive by `index`: the first names it, later ones add to its arguments. */
-function addToolCall(calls: ToolCallDraft[], piece: Record<string, unknown>): void {
-  if (piece === null || typeof piece !== "object") return;
-  const index = typeof piece.index === "number" ? piece.index : calls.length;
-  const call = (calls[index] ??= { function: { name: "", arguments: "" } });
-  if (piece.id !== undefined) call.id = piece.id;
-  if (piece.type !== undefined) call.type = piece.type;
-  const fn = piece.function as { name?: unknown; arguments?: unknown } | undefined;
-  if (typeof fn?.name === "string") call.function.name += fn.name;
-  if (typeof fn?.arguments === "string") call.function.arguments += fn.arguments;
 }
 
 function finalChoice(d: ChoiceDraft, isChat: boolean): Record<string, unknown> {
@@ -108,7 +89,8 @@ function finalChoice(d: ChoiceDraft, isChat: boolean): Record<string, unknown> {
   if (!isChat) return { ...rest, index: d.index, text: d.text, finish_reason: finish };
   const message: Record<string, unknown> = { role: "assistant", content: d.content };
   if (d.reasoning !== "") message.reasoning_content = d.reasoning;
-  const toolCalls = d.toolCalls.filter((c) => c !== undefined);
-  if (toolCalls.length > 0) message.tool_calls = toolCalls;
+  if (d.toolCalls.size > 0) {
+    message.tool_calls = d.toolCalls.list().map((c) => ({ ...(c.id !== null ? { id: c.id } : {}), type: "function", function: { name: c.name, arguments: c.arguments } }));
+  }
   return { ...rest, index: d.index, message, finish_reason: finish };
 }
