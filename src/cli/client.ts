@@ -1,3 +1,4 @@
+import { SseReader, type SseMessage } from "../http/sse-reader.ts";
 import { CliError, DaemonError, DaemonUnreachableError } from "./errors.ts";
 
 /** One NDJSON progress line of pull/push/load (dmr.md §3). */
@@ -136,20 +137,21 @@ export async function* ndjson<T>(res: Response): AsyncGenerator<T> {
   }
 }
 
+/** The events of an SSE response as they arrive (the one SSE reader's framing). */
+export async function* sseEvents(res: Response): AsyncGenerator<SseMessage> {
+  if (!res.body) return;
+  const reader = new SseReader();
+  const decoder = new TextDecoder();
+  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) yield* reader.push(decoder.decode(chunk, { stream: true }));
+  yield* reader.push(`${decoder.decode()}\n\n`);
+}
+
 /**
  * Data payloads of an SSE stream (`data: ...`), ending at `[DONE]`. An
  * `{"error":...}` payload (sent once headers are out) becomes a DaemonError.
  */
 export async function* sseData(res: Response): AsyncGenerator<unknown> {
-  let data: string[] = [];
-  for await (const line of lines(res)) {
-    if (line.startsWith("data:")) {
-      data.push(line.slice(5).replace(/^ /, ""));
-      continue;
-    }
-    if (line !== "" || data.length === 0) continue;
-    const payload = data.join("\n");
-    data = [];
+  for await (const { data: payload } of sseEvents(res)) {
     if (payload === "[DONE]") return;
     const value = JSON.parse(payload) as { error?: { message?: string } | string };
     if (value && typeof value === "object" && "error" in value && value.error) {

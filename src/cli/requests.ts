@@ -1,4 +1,5 @@
 import type { Command } from "./context.ts";
+import { sseEvents } from "./client.ts";
 import { UsageError } from "./errors.ts";
 import { json } from "./output.ts";
 
@@ -30,19 +31,9 @@ export const requestsCommand: Command = {
       headers: { accept: "text/event-stream" },
       signal: cli.signal,
     });
-    if (!res.body) return 0;
-    let buffer = "";
     try {
-      for await (const chunk of res.body.pipeThrough(new TextDecoderStream()) as unknown as AsyncIterable<string>) {
-        buffer += chunk;
-        let end: number;
-        while ((end = buffer.indexOf("\n\n")) >= 0) {
-          const event = buffer.slice(0, end);
-          buffer = buffer.slice(end + 2);
-          const name = /^event: (.*)$/m.exec(event)?.[1];
-          const data = /^data: (.*)$/m.exec(event)?.[1];
-          if (data !== undefined && (name === "new_request" || name === "existing_request")) cli.io.stdout.write(`${data}\n`);
-        }
+      for await (const { event, data } of sseEvents(res)) {
+        if (event === "new_request" || event === "existing_request") cli.io.stdout.write(`${data}\n`);
       }
     } catch (error) {
       if (cli.signal.aborted) throw cli.signal.reason;

@@ -222,8 +222,8 @@ function buildVocab(options: TinyModelOptions = {}): Vocab {
 /** The constant embedding feature behind `toolCallBias`. */
 const BIAS_FEATURE = 4;
 
-/** A stateless hash of (seed, tensor, index) → [-1, 1): chunking cannot change the weights. */
-function noise(seed: number, tensor: number, index: number): number {
+/** A stateless hash of (seed, tensor, index) → [-1, 1): chunking cannot change the weights (also the projector's). */
+export function noise(seed: number, tensor: number, index: number): number {
   let h = Math.imul(seed ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(tensor + 1, 0xc2b2ae35) ^ index;
   h = Math.imul(h ^ (h >>> 16), 0x7feb352d);
   h = Math.imul(h ^ (h >>> 15), 0x846ca68b);

@@ -1,4 +1,5 @@
 import { writeGguf, type GgufTensorSpec, type GgufValue } from "./gguf-writer.ts";
+import { noise } from "./tiny-model.ts";
 
 /**
  * Generates a small, valid multimodal projector GGUF (`general.architecture
@@ -41,15 +42,6 @@ export interface TinyProjectorOptions {
 export function tinyProjectorImageTokens(options: Pick<TinyProjectorOptions, "imageSize" | "patchSize"> = {}): number {
   const side = (options.imageSize ?? 32) / (options.patchSize ?? 8);
   return side * side;
-}
-
-/** The same stateless hash as the text generator's: (seed, tensor, index) → [-1, 1). */
-function noise(seed: number, tensor: number, index: number): number {
-  let h = Math.imul(seed ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(tensor + 1, 0xc2b2ae35) ^ index;
-  h = Math.imul(h ^ (h >>> 16), 0x7feb352d);
-  h = Math.imul(h ^ (h >>> 15), 0x846ca68b);
-  h ^= h >>> 16;
-  return (h >>> 0) / 2147483648 - 1;
 }
 
 function checked(options: TinyProjectorOptions) {

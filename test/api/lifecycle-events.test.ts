@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { SseReader } from "../../src/http/sse-reader.ts";
 import { after, before, describe, test } from "node:test";
 import { startTestDaemon, type TestDaemon } from "./daemon-helper.ts";
 import { startTestRegistry, type TestRegistry } from "../doubles/test-registry.ts";
@@ -23,18 +24,10 @@ async function follow(url: string): Promise<{ events: Event[]; stop(): Promise<v
   assert.match(res.headers.get("content-type")!, /^text\/event-stream/);
   const events: Event[] = [];
   const reading = (async () => {
-    let buffer = "";
+    const reader = new SseReader();
     try {
       for await (const chunk of res.body!.pipeThrough(new TextDecoderStream()) as unknown as AsyncIterable<string>) {
-        buffer += chunk;
-        let end: number;
-        while ((end = buffer.indexOf("\n\n")) >= 0) {
-          const block = buffer.slice(0, end);
-          buffer = buffer.slice(end + 2);
-          const event = /^event: (.*)$/m.exec(block)?.[1];
-          const data = /^data: (.*)$/m.exec(block)?.[1];
-          if (event && data) events.push({ event, data: JSON.parse(data) as Record<string, unknown> });
-        }
+        for (const { event, data } of reader.push(chunk)) if (event) events.push({ event, data: JSON.parse(data) as Record<string, unknown> });
       }
     } catch {
       // stopped

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { sseEvent, SseReader } from "../../src/api/sse.ts";
+import { sseEvent } from "../../src/api/sse.ts";
+import { SseReader } from "../../src/http/sse-reader.ts";
 
 test("sseEvent writes one event; a name with CR or LF is refused", () => {
   assert.equal(sseEvent("message_start", { a: "x\ny" }), 'event: message_start\ndata: {"a":"x\\ny"}\n\n');

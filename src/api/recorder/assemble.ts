@@ -9,7 +9,7 @@
  */
 
 import { ToolCallAccumulator } from "../engine/tool-deltas.ts";
-import { SseReader } from "../sse.ts";
+import { SseReader } from "../../http/sse-reader.ts";
 
 /** What a recorded stream amounted to: the assembled answer, or the error event it ended with. */
 export type AssembledStream = { response: string } | { error: string };

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { SseReader } from "../../../src/http/sse-reader.ts";
 import { after, before, describe, test } from "node:test";
 import { startTestDaemon, type TestDaemon } from "../daemon-helper.ts";
 import { runMr, spawnMr, collect } from "../../helpers/cli.ts";
@@ -119,18 +120,10 @@ describe("the request recorder through the daemon", () => {
     const existing = (await records("?model=ai/tiny"))[0]!.count;
     const events: Array<{ event: string; data: unknown }> = [];
     const reading = (async () => {
-      let buffer = "";
+      const reader = new SseReader();
       try {
         for await (const chunk of res.body!.pipeThrough(new TextDecoderStream()) as unknown as AsyncIterable<string>) {
-          buffer += chunk;
-          let end: number;
-          while ((end = buffer.indexOf("\n\n")) >= 0) {
-            const block = buffer.slice(0, end);
-            buffer = buffer.slice(end + 2);
-            const event = /^event: (.*)$/m.exec(block)?.[1];
-            const data = /^data: (.*)$/m.exec(block)?.[1];
-            if (event && data) events.push({ event, data: JSON.parse(data) });
-          }
+          for (const { event, data } of reader.push(chunk)) if (event) events.push({ event, data: JSON.parse(data) });
         }
       } catch {
         // aborted below
