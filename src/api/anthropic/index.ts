@@ -8,7 +8,7 @@ import { LazyStream } from "../streaming.ts";
 import { optionalBoolean } from "../../http/fields.ts";
 import { sendError } from "../error-reply.ts";
 import { anthropicErrorResponse } from "./errors.ts";
-import { StopSequenceMatcher } from "../stop-sequences.ts";
+import { StopMatcher } from "../../engine/stop-matcher.ts";
 import { chatRequestFrom, countRequestFrom, newMessageId, stopReasonOf, thinkingOf } from "./translate.ts";
 
 export interface AnthropicDeps extends EngineCallDeps {
@@ -45,7 +45,10 @@ type Event = { type: string } & Body;
  * which stops the generation; so does a second call when parallel calls are off.
  */
 async function* anthropicEvents(call: EngineCall, id: string, model: string, thinkingOn: boolean, stopSequences: string[], oneCall: boolean): AsyncGenerator<Event> {
-  const stops = stopSequences.length > 0 ? new StopSequenceMatcher(stopSequences) : null;
+  // The engine's own matcher: llama-server's chat completions stop on `stop` strings but do not say which one
+  // matched, so the daemon matches them on either engine and stops reading there (which stops the generation).
+  const stops = stopSequences.length > 0 ? new StopMatcher(stopSequences) : null;
+  let stopSequence: string | null = null;
   const tools = new ToolCallAccumulator();
   let finish: unknown = null;
   let open: string | null = null;
@@ -81,8 +84,15 @@ async function* anthropicEvents(call: EngineCall, id: string, model: string, thi
       yield { type: "content_block_delta", index, delta: { type: "thinking_delta", thinking: delta.reasoning_content } };
     }
     if (typeof delta.content === "string") {
-      yield* text(stops ? stops.push(delta.content) : delta.content);
-      if (stops?.matched != null) break;
+      if (!stops) yield* text(delta.content);
+      else {
+        const { emit, stopped } = stops.push(delta.content);
+        yield* text(emit);
+        if (stopped !== null) {
+          stopSequence = stopped;
+          break;
+        }
+      }
     }
     let secondCall = false;
     for (const { call: c, started: isNew, argumentsDelta } of tools.add(delta.tool_calls)) {
@@ -102,9 +112,8 @@ async function* anthropicEvents(call: EngineCall, id: string, model: string, thi
     if (choice.finish_reason) finish = choice.finish_reason;
   }
   yield* start();
-  if (stops && stops.matched === null) yield* text(stops.flush());
+  if (stops && stopSequence === null) yield* text(stops.flush());
   if (open !== null) yield { type: "content_block_stop", index };
-  const stopSequence = stops?.matched ?? null;
   yield { type: "message_delta", delta: { stop_reason: stopReasonOf(finish, stopSequence), stop_sequence: stopSequence }, usage: usage() };
   yield { type: "message_stop" };
 }
