@@ -130,6 +130,17 @@ class SchedulerImpl implements Scheduler {
       // Another caller may have started it while we read the GGUF header.
       runner = this.admission.liveRunner(key);
     }
+    if (runner && options.images && runner.plan.imageRefusal !== null && runner.idle) {
+      // The engine that takes images (llama-server, for a projector) may have been installed since this runner
+      // started on another one: an idle runner then gives way to one on the engine a fresh plan picks.
+      const fresh = await this.plan(backend, ref, model, mode);
+      if (fresh.imageRefusal === null && fresh.memory.totalBytes <= this.options.memoryBudgetBytes && runner.idle && !runner.stopping) {
+        runner.stop("reconfigure");
+        this.log.info({ model: ref, mode, engine: fresh.engine }, "restarting the model on the engine that takes images");
+        runner = undefined;
+        plan = fresh;
+      }
+    }
     if (runner && options.images) checkImageInput(runner.plan);
     let lease: LeaseImpl;
     if (runner) {
@@ -234,6 +245,8 @@ class SchedulerImpl implements Scheduler {
     const model = await this.options.resolveModel(ref, options.signal ?? NEVER);
     const running = this.admission.liveRunner(configKey(backend.name, model.id, mode));
     const plan = running?.plan ?? (await this.plan(backend, ref, model, mode));
+    // A runner started before the engine that takes images was installed gives way to an image request (acquire).
+    const vision = plan.imageRefusal === null || (running !== undefined && Boolean(model.files.mmprojPath) && (await this.plan(backend, ref, model, mode)).imageRefusal === null);
     return {
       contextSize: plan.contextSize,
       parallel: plan.parallel,
@@ -241,7 +254,7 @@ class SchedulerImpl implements Scheduler {
       keepAliveMs: running?.keepAliveMs ?? plan.keepAliveMs,
       estimatedMemoryBytes: plan.memory.totalBytes,
       trainedContextSize: plan.shape?.contextLength ?? null,
-      vision: plan.imageRefusal === null,
+      vision,
     };
   }
 

@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
-import { writeFile } from "node:fs/promises";
+import { mkdir, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { writeTinyModel } from "../../src/distribution/tiny-model.ts";
 import { tinyProjectorImageTokens, writeTinyProjector } from "../../src/distribution/tiny-projector.ts";
+import { BUNDLE_PATH, builtDir, llamaServerRoot } from "../../src/inference/backends/llamacpp/llama-server-install.ts";
 import { runMr } from "../helpers/cli.ts";
 import { startBareDaemon, type TestDaemon } from "../helpers/daemon.ts";
 import { LLAMA_SERVER_PATH } from "../helpers/engines.ts";
@@ -241,5 +242,20 @@ describe("vision without llama-server installed", () => {
     // Nothing was loaded for those; a text request is served by the built-in engine.
     const text = await post(d, "/v1/chat/completions", chat("hi"));
     assert.equal(text.status, 200, JSON.stringify(text.json));
+  });
+
+  test("once llama-server is installed, the model's idle built-in runner gives way for an image request", { skip: LLAMA_SERVER_PATH ? false : "no llama-server binary: set MR_TEST_LLAMA_SERVER" }, async () => {
+    assert.equal(((await getJson(d, "/engines/ps")) as Json[]).find((r) => r.model_name === "ai/vision")?.engine, "built-in", "the text request loaded it on the built-in engine");
+    // Installed where `mr install-runner --engine llama-server` puts its build, so the install finds it and builds nothing.
+    const dir = await builtDir(llamaServerRoot(d.home), BUNDLE_PATH);
+    await mkdir(dir, { recursive: true });
+    await symlink(LLAMA_SERVER_PATH!, join(dir, "llama-server"));
+    const installed = await post(d, "/engines/install-backend", { engine: "llama-server" });
+    assert.equal(installed.status, 200, JSON.stringify(installed.json));
+    const show = await post(d, "/api/show", { model: "ai/vision" });
+    assert.deepEqual(show.json.capabilities, ["completion", "vision"]);
+    const image = await post(d, "/v1/chat/completions", chat(withImages(A)));
+    assert.equal(image.status, 200, JSON.stringify(image.json));
+    assert.equal(((await getJson(d, "/engines/ps")) as Json[]).find((r) => r.model_name === "ai/vision")?.engine, "llama-server");
   });
 });
