@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import type { RecordedPair } from "../../../src/api/recorder/request-recorder.ts";
 import { SseReader } from "../../../src/http/sse-reader.ts";
 import { after, before, describe, test } from "node:test";
 import { startTestDaemon, type TestDaemon } from "../daemon-helper.ts";
@@ -9,19 +10,7 @@ import { eventually } from "../../helpers/processes.ts";
 // Ollama requests leave there, a stream recorded as its assembled answer,
 // following with include_existing, the per-model count bound, the CLI.
 
-interface Pair {
-  id: string;
-  model: string;
-  method: string;
-  url: string;
-  request: string;
-  response?: string;
-  error?: string;
-  timestamp: number;
-  status_code: number;
-  user_agent?: string;
-  origin?: string;
-}
+type Pair = RecordedPair;
 interface Group {
   count: number;
   model: string;
