@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { test } from "node:test";
 import { cleanEnv, collect, DEFAULT_URL, holdDefaultAddress, isDefaultAddressAnswering, runMr } from "../helpers/cli.ts";
 import { MR_BIN } from "../helpers/engine.ts";
@@ -123,6 +124,8 @@ test("mr serve on a terminal logs readable lines; --json keeps JSON; Ctrl-C stop
     assert.equal(lines.length, 1, out);
     if (isJson) assert.match(lines[0]!, /^\{"level":30,"time":\d+,"component":"daemon",.*"msg":"model runner listening"\}$/);
     else assert.match(lines[0]!, /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} INFO +daemon +model runner listening url=http:\/\/127\.0\.0\.1:\d+ /);
-    assert.match(out, /model runner stopped/);
+    // The stop shows in the log file: the terminal's last lines can be lost when the process ends (Linux drops
+    // what a pty's reader has not read yet once its other side closes, and python reads slowly under load).
+    assert.match(await readFile(join(home, "logs", "model-runner.log"), "utf8"), /"msg":"model runner stopped"/);
   }
 });
