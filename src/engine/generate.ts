@@ -317,7 +317,10 @@ async function generateOn(req: GenerateRequest): Promise<GenerationResult> {
   // With tools, special tokens are decoded as text: a call syntax may contain them.
   const specialText = tools !== null;
   const decode = (): string => {
-    const context = generated.slice(Math.max(0, generated.length - pending.length - DETOKENIZE_CONTEXT), -pending.length);
+    // The context reaches into the prompt for the first tokens: without it SentencePiece drops the first token's
+    // leading space (" world" → "world"), which llama-server keeps; the reply then re-tokenizes differently in the
+    // next turn, and that turn re-evaluates the whole previous reply instead of reusing it from the cache.
+    const context = lastTokens(pending.length + DETOKENIZE_CONTEXT).slice(0, -pending.length);
     return model.detokenize(pending, specialText, context);
   };
 
