@@ -1,4 +1,3 @@
-import type { DaemonClient } from "./client.ts";
 import type { Command } from "./context.ts";
 import { UsageError } from "./errors.ts";
 import { encodeRef, type ApiModel } from "./models.ts";
@@ -56,12 +55,13 @@ export const showCommand: Command = {
       ["context size", c.context_size ? String(c.context_size) : "-"],
     ];
     let out = `${bold("Model")}\n${indent(table(["", ""], rows).split("\n").slice(1).join("\n"))}`;
-    const meta = Object.entries(c.gguf && Object.keys(c.gguf).length > 0 ? c.gguf : values.remote ? {} : await headerMetadata(client, m, cli.signal));
-    if (!values.remote) {
+    // A local model's /api/show (one request) gives its preset and, when the config has no gguf map, its header metadata.
+    const show = values.remote ? null : ((await client.json<OllamaShow>("POST", "/api/show", { json: { model: m.id }, signal: cli.signal })) ?? {});
+    const meta = Object.entries(c.gguf && Object.keys(c.gguf).length > 0 ? c.gguf : show ? headerMetadata(m, show) : {});
+    if (show) {
       // The preset (the model's stored request defaults), as `ollama show` lists Parameters and System.
-      const body = (await client.json<OllamaShow>("POST", "/api/show", { json: { model: positionals[0] }, signal: cli.signal })) ?? {};
-      if (body.parameters) out += `\n${bold("Parameters")}\n${indent(body.parameters)}\n`;
-      if (body.system) out += `\n${bold("System")}\n${indent(body.system)}\n`;
+      if (show.parameters) out += `\n${bold("Parameters")}\n${indent(show.parameters)}\n`;
+      if (show.system) out += `\n${bold("System")}\n${indent(show.system)}\n`;
     }
     if (meta.length > 0) out += `\n${bold("Metadata")}\n${indent(table(["", ""], meta.map(([k, v]) => [k, String(v)])).split("\n").slice(1).join("\n"))}`;
     cli.io.stdout.write(out);
@@ -71,7 +71,7 @@ export const showCommand: Command = {
 
 /** The parts of Ollama's /api/show that `show --PART` prints. */
 const OLLAMA_PARTS = ["modelfile", "parameters", "template", "system", "license"] as const;
-type OllamaShow = Partial<Record<(typeof OLLAMA_PARTS)[number], string>>;
+type OllamaShow = Partial<Record<(typeof OLLAMA_PARTS)[number], string>> & { model_info?: Record<string, unknown> };
 
 /**
  * The metadata of a stored model whose config has no `gguf` map (artifacts
@@ -79,11 +79,10 @@ type OllamaShow = Partial<Record<(typeof OLLAMA_PARTS)[number], string>>;
  * /api/show's `model_info` (no other route carries it; GET /models/{ref} is
  * the artifact's config as DMR returns it). Values back in the config's string form.
  */
-async function headerMetadata(client: DaemonClient, m: ApiModel, signal: AbortSignal): Promise<Record<string, string>> {
+function headerMetadata(m: ApiModel, show: OllamaShow): Record<string, string> {
   if (m.config?.format !== undefined && m.config.format !== "gguf") return {};
-  const show = await client.json<{ model_info?: Record<string, unknown> }>("POST", "/api/show", { json: { model: m.id }, signal });
   const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(show?.model_info ?? {})) {
+  for (const [k, v] of Object.entries(show.model_info ?? {})) {
     if (v !== null) out[k] = Array.isArray(v) ? `[${v.map(String).join(" ")}]` : String(v);
   }
   return out;
