@@ -6,6 +6,7 @@ import { createMetrics } from "./api/metrics.ts";
 import { RequestRecorder } from "./api/recorder/request-recorder.ts";
 import { LifecycleEvents, observePulls } from "./api/lifecycle/events.ts";
 import { createDaemonApp } from "./api/server.ts";
+import { EngineRelay } from "./api/engine/relay.ts";
 import { isLoopbackAddress, type DaemonConfig } from "./config.ts";
 import { createModelDistribution, openStore, type ModelDistribution } from "./distribution/index.ts";
 import { InvalidRequestError } from "./errors.ts";
@@ -159,6 +160,7 @@ export async function startDaemon(
   }
 
   const engines = new EngineClients();
+  const relay = new EngineRelay();
   const app = createDaemonApp({
     version: await packageVersion(),
     apiKey: config.apiKey,
@@ -169,6 +171,7 @@ export async function startDaemon(
     scheduler,
     backends,
     engines,
+    relay,
     metrics,
     recorder: config.recordRequests ? new RequestRecorder() : null,
     events,
@@ -196,8 +199,10 @@ export async function startDaemon(
         // Connections that were busy when closing began are keep-alive ones by
         // now; they would hold the server open until their timeout.
         app.server.closeAllConnections();
+        app.fastLane.destroyAll();
         await closed;
         await engines.close();
+        relay.close();
         log.info("model runner stopped");
         isFileClosed = true;
         await new Promise<void>((resolve) => {

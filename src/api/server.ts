@@ -1,4 +1,5 @@
 import { createReadStream } from "node:fs";
+import type { Socket } from "node:net";
 import { stat } from "node:fs/promises";
 import { setTimeout as delay } from "node:timers/promises";
 import Fastify, { type FastifyInstance, type FastifyRequest } from "fastify";
@@ -7,6 +8,8 @@ import type { ModelDistribution } from "../distribution/index.ts";
 import type { BackendRegistry } from "../inference/index.ts";
 import type { Scheduler } from "../scheduling/index.ts";
 import type { EngineClients } from "./engine/transport.ts";
+import type { EngineRelay } from "./engine/relay.ts";
+import { FastLane } from "./fast-lane.ts";
 import { engineMetrics } from "./engine-metrics.ts";
 import { registerEngineRoutes } from "./engine-routes.ts";
 import { installRequestSignal } from "./request-signal.ts";
@@ -23,7 +26,7 @@ import type { RequestRecorder } from "./recorder/request-recorder.ts";
 import { registerRecorderRoutes } from "./recorder/routes.ts";
 import type { LifecycleEvents } from "./lifecycle/events.ts";
 import { registerLifecycleRoutes } from "./lifecycle/routes.ts";
-import { acceptJsonBodies } from "../http/json-body.ts";
+import { acceptJsonBodies, JSON_BODY_TYPES } from "../http/json-body.ts";
 import { writeWithBackpressure } from "../http/streaming.ts";
 
 /** Everything the daemon's HTTP surface needs, built by src/main.ts. */
@@ -42,6 +45,8 @@ export interface DaemonAppDeps {
   scheduler: Scheduler;
   backends: BackendRegistry;
   engines: EngineClients;
+  /** The fast lane's connections to engines (fast-lane.ts). */
+  relay: EngineRelay;
   metrics: DaemonMetrics;
   /** Request/response pairs for `GET /engines/requests`; null when MODEL_RUNNER_RECORD_REQUESTS=0. */
   recorder: RequestRecorder | null;
@@ -53,6 +58,13 @@ export interface DaemonAppDeps {
 }
 
 export { BODY_LIMIT_BYTES } from "./errors.ts";
+
+declare module "fastify" {
+  interface FastifyInstance {
+    /** The daemon's fast lane (fast-lane.ts): its connections are not Node's server's, so a shutdown ends them itself. */
+    fastLane: FastLane;
+  }
+}
 
 /** Routes reachable without the API key. */
 const OPEN_ROUTES = new Set(["/", "/health"]);
@@ -86,7 +98,7 @@ export function createDaemonApp(deps: DaemonAppDeps): FastifyInstance {
 
   // JSON bodies whatever the Content-Type says (curl defaults to form encoding).
   app.removeContentTypeParser(["application/json", "text/plain"]);
-  acceptJsonBodies(app, ["application/json", "text/plain", "application/x-www-form-urlencoded"]);
+  acceptJsonBodies(app, [...JSON_BODY_TYPES]);
 
   // The root scope holds the DMR and OpenAI routes; what reaches it unrouted may belong to another API.
   app.setErrorHandler((error, request, reply) => sendError(dialectOf(request.url), error, request, reply, logError));
@@ -96,6 +108,23 @@ export function createDaemonApp(deps: DaemonAppDeps): FastifyInstance {
 
   installRequestSignal(app);
   const hostAllowed = deps.allowedHosts === null ? null : hostChecker(deps.allowedHosts);
+
+  // Every connection meets the fast lane first; what it does not serve goes on to Node's HTTP server (fastify).
+  const server = app.server;
+  const httpListeners = server.listeners("connection") as Array<(socket: Socket) => void>;
+  server.removeAllListeners("connection");
+  const lane = new FastLane(
+    { ...deps, logError, hostAllowed, keepAliveTimeoutMs: server.keepAliveTimeout },
+    (socket) => {
+      for (const listener of httpListeners) listener.call(server, socket);
+    },
+  );
+  server.on("connection", (socket: Socket) => lane.accept(socket));
+  app.decorate("fastLane", lane);
+  app.addHook("preClose", (done) => {
+    lane.close();
+    done();
+  });
   // Callback-style hooks: they run on every request, and an async hook costs a promise and a microtask each.
   app.addHook("onRequest", (request, reply, done) => {
     // Against DNS rebinding: a page on evil.example resolved to 127.0.0.1 still sends `Host: evil.example`.

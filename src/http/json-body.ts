@@ -9,6 +9,12 @@ import { InvalidRequestError } from "../errors.ts";
  */
 export const MAX_JSON_DEPTH = 128;
 
+/**
+ * The content types whose bodies the daemon reads as JSON: JSON itself,
+ * and what curl (form encoding) and bare clients (text) send by default.
+ */
+export const JSON_BODY_TYPES: readonly string[] = ["application/json", "text/plain", "application/x-www-form-urlencoded"];
+
 /** A request body nested deeper than MAX_JSON_DEPTH. */
 export class JsonTooDeepError extends InvalidRequestError {
   override readonly code = "json_too_deep";
@@ -26,15 +32,28 @@ export class JsonTooDeepError extends InvalidRequestError {
  */
 export function acceptJsonBodies(app: FastifyInstance, contentTypes: string | string[] = "*"): void {
   app.addContentTypeParser(contentTypes, { parseAs: "string" }, (_req, body, done) => {
-    if (body === "") return done(null, undefined);
-    const text = body as string;
-    if (nestingDepth(text, MAX_JSON_DEPTH) > MAX_JSON_DEPTH) return done(new JsonTooDeepError(MAX_JSON_DEPTH), undefined);
     try {
-      done(null, JSON.parse(text));
+      done(null, parseJsonBody(body as string));
     } catch (error) {
-      done(new InvalidRequestError(`Malformed JSON in request body: ${(error as Error).message}`), undefined);
+      done(error as Error, undefined);
     }
   });
+}
+
+/**
+ * A request body as JSON, the daemon's one rule for every route: empty is
+ * `undefined`, malformed JSON a 400 that quotes the parser's complaint,
+ * nesting deeper than MAX_JSON_DEPTH a 400 naming the limit (refused
+ * before it is parsed).
+ */
+export function parseJsonBody(text: string): unknown {
+  if (text === "") return undefined;
+  if (nestingDepth(text, MAX_JSON_DEPTH) > MAX_JSON_DEPTH) throw new JsonTooDeepError(MAX_JSON_DEPTH);
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new InvalidRequestError(`Malformed JSON in request body: ${(error as Error).message}`);
+  }
 }
 
 /**

@@ -14,6 +14,9 @@ import { SseReader } from "../../http/sse-reader.ts";
 import { checkChatImages, withImageGuard } from "./images.ts";
 import type { RecordingTap, RequestRecorder } from "../recorder/request-recorder.ts";
 import { applyPreset } from "./preset.ts";
+import { CallLedger, USAGE_WINDOW_BYTES, type EngineTimings } from "./ledger.ts";
+
+export type { EngineTimings } from "./ledger.ts";
 
 /**
  * The engine endpoints the daemon forwards to, and the mode of the runner
@@ -139,6 +142,44 @@ export async function runInference(
   deps: { scheduler: Scheduler; engines: EngineClients },
   request: InferenceRequest,
 ): Promise<InferenceResponse> {
+  const prepared = await prepareInference(deps, request);
+  const { lease, done } = prepared;
+  try {
+    const response = await deps.engines.request(lease.socketPath, {
+      method: "POST",
+      path: request.endpoint,
+      headers: { "content-type": "application/json" },
+      body: prepared.body,
+      signal: AbortSignal.any([request.signal, lease.signal]),
+    });
+    const contentType = String(response.headers["content-type"] ?? "application/json");
+    const length = Number(response.headers["content-length"] ?? Number.NaN);
+    const contentLength = Number.isSafeInteger(length) && length >= 0 ? length : null;
+    return { status: response.statusCode, contentType, contentLength, body: response.body, lease, done, engineSignal: lease.signal, acquireMs: prepared.acquireMs };
+  } catch (error) {
+    throw unanswered(prepared, request.signal, error, () => deps.engines.forget(lease.socketPath));
+  }
+}
+
+/** A request with its runner: what remains is to send `body` to the engine on `lease.socketPath`. */
+export interface PreparedInference {
+  /** The user's model reference. */
+  model: string;
+  lease: Lease;
+  /** The engine body, as JSON text: the preset filled in, `model` the name the engine serves. */
+  body: string;
+  acquireMs: number;
+  /** Frees the runner's slot (failing the runner with `error`, unless the client or the engine ended it). Idempotent. */
+  done(error?: unknown): void;
+}
+
+/**
+ * The first half of the one inference path: checks what needs the model,
+ * schedules its runner and builds the engine body. The caller sends it
+ * (runInference with EngineClients, the fast lane with its relay) and must
+ * call `done` once the answer is over.
+ */
+export async function prepareInference(deps: { scheduler: Scheduler }, request: InferenceRequest): Promise<PreparedInference> {
   const model = requireModel(request.body);
   const mode = request.mode ?? MODE_OF[request.endpoint];
   const images = request.endpoint === "/v1/chat/completions" ? checkChatImages(request.body) : 0;
@@ -152,7 +193,6 @@ export async function runInference(
     ...(request.onLoading !== undefined ? { onLoading: request.onLoading } : {}),
   });
   const acquireMs = performance.now() - acquireStarted;
-  const combined = AbortSignal.any([request.signal, lease.signal]);
   let settled = false;
   const done = (error?: unknown) => {
     if (settled) return;
@@ -160,32 +200,36 @@ export async function runInference(
     if (error !== undefined && !request.signal.aborted && !lease.signal.aborted) lease.fail(error);
     else lease.release();
   };
+  let text: string;
   try {
-    const response = await deps.engines.request(lease.socketPath, {
-      method: "POST",
-      path: request.endpoint,
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ ...applyPreset(request.endpoint, body, deps.scheduler.presetOf(lease.backend, lease.modelId)), model: lease.modelName }),
-      signal: combined,
-    });
-    const contentType = String(response.headers["content-type"] ?? "application/json");
-    const length = Number(response.headers["content-length"] ?? Number.NaN);
-    const contentLength = Number.isSafeInteger(length) && length >= 0 ? length : null;
-    return { status: response.statusCode, contentType, contentLength, body: response.body, lease, done, engineSignal: lease.signal, acquireMs };
+    text = JSON.stringify({ ...applyPreset(request.endpoint, body, deps.scheduler.presetOf(lease.backend, lease.modelId)), model: lease.modelName });
   } catch (error) {
-    if (lease.signal.aborted) {
-      done();
-      deps.engines.forget(lease.socketPath);
-      throw lease.signal.reason;
-    }
-    if (request.signal.aborted) {
-      done();
-      throw request.signal.reason;
-    }
-    done(error);
-    deps.engines.forget(lease.socketPath);
-    throw new EngineUnreachableError(`The engine for ${model} did not answer: ${(error as Error).message}`, { cause: error });
+    done();
+    throw error;
   }
+  return { model, lease, body: text, acquireMs, done };
+}
+
+/**
+ * What to throw when the engine did not answer a prepared request (frees
+ * its slot; `forget` drops the connections to an engine that is gone): the
+ * engine's own failure when it died, the client's reason when it left,
+ * else an EngineUnreachableError.
+ */
+export function unanswered(prepared: PreparedInference, clientSignal: AbortSignal, error: unknown, forget: () => void): unknown {
+  const { lease, done } = prepared;
+  if (lease.signal.aborted) {
+    done();
+    forget();
+    return lease.signal.reason;
+  }
+  if (clientSignal.aborted) {
+    done();
+    return clientSignal.reason;
+  }
+  done(error);
+  forget();
+  return new EngineUnreachableError(`The engine for ${prepared.model} did not answer: ${(error as Error).message}`, { cause: error });
 }
 
 /**
@@ -205,6 +249,11 @@ export interface EngineCallDeps {
 
 /** llama-server's tokenizer utilities are not inference: the recorder leaves them out (they also serve count_tokens). */
 const UNRECORDED: ReadonlySet<EngineEndpoint> = new Set(["/tokenize", "/detokenize", "/apply-template"]);
+
+/** Whether the request recorder keeps exchanges with `endpoint`. */
+export function isRecorded(endpoint: EngineEndpoint): boolean {
+  return !UNRECORDED.has(endpoint);
+}
 
 export interface EngineCallRequest {
   endpoint: EngineEndpoint;
@@ -228,19 +277,8 @@ export interface EngineCallRequest {
   recordAs?: { method: string; url: string; userAgent?: string | undefined } | undefined;
 }
 
-/** How much of a piped answer is kept to read its usage: the tail of a stream, or a whole small JSON body. */
-const USAGE_WINDOW_BYTES = 16 * 1024;
 /** Up to this size, a JSON answer of known length is sent on whole (pipeWhole). */
 const WHOLE_ANSWER_BYTES = 1024 * 1024;
-
-/** llama-server's measured `timings` (milliseconds). */
-export interface EngineTimings {
-  prompt_n: number;
-  prompt_ms: number;
-  predicted_n: number;
-  predicted_ms: number;
-  cache_n: number;
-}
 
 /** An error the engine answered with (its status, type and message), to re-shape per dialect. */
 export class EngineAnswerError extends RunnerError {
@@ -262,24 +300,33 @@ export class EngineAnswerError extends RunnerError {
  * slot and records the request's metrics.
  */
 export class EngineCall {
-  /** Token counts and timings seen in the answer so far. */
-  promptTokens: number | null = null;
-  completionTokens: number | null = null;
-  timings: EngineTimings | null = null;
-  private firstByteMs: number | null = null;
   private finished = false;
-  /** Whether an answer's `usage` was seen: its counts win over the running `timings` (`timings_per_token`). */
-  private usageSeen = false;
+  private readonly ledger: CallLedger;
 
   constructor(
-    private readonly deps: EngineCallDeps,
+    deps: EngineCallDeps,
     private readonly request: EngineCallRequest,
     private readonly res: InferenceResponse,
     /** `performance.now()` when the request arrived. */
     readonly startedMs: number,
     /** The request recorder's tap, when this exchange is recorded. */
-    private readonly tap: RecordingTap | null = null,
-  ) {}
+    tap: RecordingTap | null = null,
+  ) {
+    this.ledger = new CallLedger(deps.metrics, { api: request.api, endpoint: request.endpoint, model: res.lease.modelName }, startedMs, tap);
+  }
+
+  /** Token counts and timings seen in the answer so far. */
+  get promptTokens(): number | null {
+    return this.ledger.promptTokens;
+  }
+
+  get completionTokens(): number | null {
+    return this.ledger.completionTokens;
+  }
+
+  get timings(): EngineTimings | null {
+    return this.ledger.timings;
+  }
 
   get lease(): Lease {
     return this.res.lease;
@@ -298,9 +345,9 @@ export class EngineCall {
     } catch (error) {
       throw await this.failure(error);
     }
-    this.tap?.chunk(text);
+    this.ledger.chunk(text);
     const parsed = JSON.parse(text) as T;
-    this.observe(parsed as Record<string, unknown>);
+    this.ledger.observe(parsed as Record<string, unknown>);
     return parsed;
   }
 
@@ -313,13 +360,13 @@ export class EngineCall {
     const reader = new SseReader();
     try {
       for await (const chunk of this.res.body.setEncoding("utf8")) {
-        this.firstByteMs ??= performance.now() - this.startedMs;
-        this.tap?.chunk(chunk as string);
+        this.ledger.firstByte();
+        this.ledger.chunk(chunk as string);
         for (const { data } of reader.push(chunk as string)) {
           if (data === "[DONE]") continue;
           const parsed = JSON.parse(data) as Record<string, unknown>;
           if (parsed.error !== undefined && parsed.choices === undefined) throw new EngineAnswerError(500, parsed);
-          this.observe(parsed);
+          this.ledger.observe(parsed);
           yield parsed;
         }
       }
@@ -357,9 +404,9 @@ export class EngineCall {
     let failure: unknown;
     try {
       for await (const chunk of this.res.body) {
-        if (isStream) this.firstByteMs ??= performance.now() - this.startedMs;
+        if (isStream) this.ledger.firstByte();
         await writeWithBackpressure(raw, chunk as Buffer);
-        this.tap?.chunk(chunk as Buffer);
+        this.ledger.chunk(chunk as Buffer);
         if (keepsUsage) {
           tail.push(chunk as Buffer);
           tailBytes += (chunk as Buffer).length;
@@ -375,7 +422,7 @@ export class EngineCall {
       raw.write(sseEvent(null, body));
     }
     raw.end();
-    if (tail.length > 0) this.observeTail(Buffer.concat(tail, tailBytes).toString("utf8").slice(-USAGE_WINDOW_BYTES));
+    if (tail.length > 0) this.ledger.observeTail(Buffer.concat(tail, tailBytes).toString("utf8").slice(-USAGE_WINDOW_BYTES));
     this.finish(failure === undefined ? undefined : clientLeft ? new ClientClosedError() : failure);
   }
 
@@ -403,8 +450,8 @@ export class EngineCall {
     }
     raw.writeHead(this.res.status, { ...headers, "content-type": this.res.contentType, "content-length": body.length });
     raw.end(body);
-    this.tap?.chunk(body);
-    if (MODE_OF[this.request.endpoint] !== "embedding" && body.length <= USAGE_WINDOW_BYTES) this.observeTail(body.toString("utf8"));
+    this.ledger.chunk(body);
+    if (MODE_OF[this.request.endpoint] !== "embedding" && body.length <= USAGE_WINDOW_BYTES) this.ledger.observeTail(body.toString("utf8"));
     this.finish();
   }
 
@@ -418,7 +465,7 @@ export class EngineCall {
     let event: string;
     try {
       const text = Buffer.concat((await this.res.body.toArray()) as Buffer[]).toString("utf8");
-      this.tap?.chunk(text);
+      this.ledger.chunk(text);
       let parsed: unknown;
       try {
         parsed = JSON.parse(text);
@@ -432,28 +479,6 @@ export class EngineCall {
     }
     if (!raw.destroyed) raw.end(event);
     this.finish(failure);
-  }
-
-  /** Usage and timings from the end of an answer: the last `data:` events that carry them, or the whole JSON body. */
-  private observeTail(text: string): void {
-    // The window's first line may be cut: it is no `data:` field then, or not JSON.
-    const candidates = text.includes("data: ") ? SseReader.readAll(text).map((e) => e.data).filter((d) => d.startsWith("{")) : [text];
-    const found: Array<Record<string, unknown>> = [];
-    let usage = false;
-    let timings = false;
-    for (let i = candidates.length - 1; i >= 0 && !(usage && timings); i--) {
-      let parsed: Record<string, unknown>;
-      try {
-        parsed = JSON.parse(candidates[i]!) as Record<string, unknown>;
-      } catch {
-        continue; // the window's first, cut line, or a body that is not JSON
-      }
-      if (parsed === null || typeof parsed !== "object") continue;
-      if ((parsed.usage && !usage) || (parsed.timings && !timings)) found.push(parsed);
-      usage ||= Boolean(parsed.usage);
-      timings ||= Boolean(parsed.timings);
-    }
-    for (const parsed of found.reverse()) this.observe(parsed);
   }
 
   /** What to report for a read that failed: the client's leaving and the engine's own errors as they are, a broken answer as the engine's failure. */
@@ -471,40 +496,7 @@ export class EngineCall {
     const aborted = this.request.signal.aborted || error instanceof ClientClosedError;
     if (!this.res.body.destroyed) this.res.body.destroy();
     this.res.done(error !== undefined && !aborted && !this.res.engineSignal.aborted && !(error instanceof EngineAnswerError) ? error : undefined);
-    const status = error === undefined ? this.res.status : aborted ? 499 : statusOf(error);
-    if (this.tap) {
-      const failure = error === undefined ? undefined : aborted ? new ClientClosedError() : error;
-      this.tap.end(status, failure === undefined ? undefined : failure instanceof ClientClosedError ? { error: { message: failure.message, code: "client_closed" } } : errorResponse(failure, () => undefined).body);
-    }
-    this.deps.metrics.inference({
-      api: this.request.api,
-      endpoint: this.request.endpoint,
-      model: this.res.lease.modelName,
-      status,
-      durationMs: performance.now() - this.startedMs,
-      firstByteMs: this.firstByteMs,
-      promptTokens: this.promptTokens,
-      completionTokens: this.completionTokens,
-      generationMs: this.timings?.predicted_ms ?? null,
-    });
-  }
-
-  private observe(parsed: Record<string, unknown>): void {
-    // Our engine's first stream chunk carries the prompt's size (llama-server's does not).
-    if (typeof parsed.prompt_tokens === "number") this.promptTokens = parsed.prompt_tokens;
-    const usage = parsed.usage as { prompt_tokens?: number; completion_tokens?: number } | undefined;
-    if (usage && typeof usage === "object") {
-      this.usageSeen = true;
-      if (typeof usage.prompt_tokens === "number") this.promptTokens = usage.prompt_tokens;
-      if (typeof usage.completion_tokens === "number") this.completionTokens = usage.completion_tokens;
-    }
-    const timings = parsed.timings as EngineTimings | undefined;
-    if (timings && typeof timings === "object") {
-      this.timings = timings;
-      // Streamed with `timings_per_token`, every chunk counts the tokens so far (an answer read only up to a stop sequence ends on one).
-      if (!this.usageSeen && typeof timings.predicted_n === "number") this.completionTokens = timings.predicted_n;
-      this.promptTokens ??= timings.prompt_n + (timings.cache_n ?? 0);
-    }
+    this.ledger.close(this.res.status, error, aborted);
   }
 }
 
@@ -543,7 +535,7 @@ export async function openEngineCall(deps: EngineCallDeps, request: EngineCallRe
     deps.metrics.inference(observation);
     throw error;
   }
-  const tap = deps.recorder && !UNRECORDED.has(request.endpoint) ? startRecording(deps.recorder, request, res.lease) : null;
+  const tap = deps.recorder && isRecorded(request.endpoint) ? startRecording(deps.recorder, request, res.lease) : null;
   const call = new EngineCall(deps, request, res, startedMs, tap);
   if (res.status >= 400 && !request.passErrors) {
     let body: unknown = null;

@@ -1,0 +1,118 @@
+import { ClientClosedError } from "../../http/streaming.ts";
+import { SseReader } from "../../http/sse-reader.ts";
+import { errorResponse, statusOf } from "../errors.ts";
+import type { DaemonMetrics } from "../metrics.ts";
+import type { RecordingTap } from "../recorder/request-recorder.ts";
+
+/** llama-server's measured `timings` (milliseconds). */
+export interface EngineTimings {
+  prompt_n: number;
+  prompt_ms: number;
+  predicted_n: number;
+  predicted_ms: number;
+  cache_n: number;
+}
+
+/** How much of a relayed answer is kept to read its usage: the tail of a stream, or a whole small JSON body. */
+export const USAGE_WINDOW_BYTES = 16 * 1024;
+
+/**
+ * The account of one request to an engine, whichever way its answer is
+ * read (parsed by a compat layer, piped, or relayed by the fast lane): the
+ * token usage and timings the answer reported, the time to its first byte,
+ * the recorder's copy, and, once it is over, its metrics. One usage reader
+ * for every path.
+ */
+export class CallLedger {
+  promptTokens: number | null = null;
+  completionTokens: number | null = null;
+  timings: EngineTimings | null = null;
+  private firstByteMs: number | null = null;
+  /** Whether an answer's `usage` was seen: its counts win over the running `timings` (`timings_per_token`). */
+  private usageSeen = false;
+  private closed = false;
+
+  constructor(
+    private readonly metrics: DaemonMetrics,
+    private readonly labels: { api: string; endpoint: string; model: string },
+    /** `performance.now()` when the request arrived. */
+    readonly startedMs: number,
+    /** The request recorder's tap, when this exchange is recorded. */
+    private readonly tap: RecordingTap | null,
+  ) {}
+
+  /** The first byte of a streamed answer arrived (only the first call counts). */
+  firstByte(): void {
+    this.firstByteMs ??= performance.now() - this.startedMs;
+  }
+
+  /** A piece of the answer, for the recorder. */
+  chunk(data: Buffer | string): void {
+    this.tap?.chunk(data);
+  }
+
+  /** Usage, prompt size and timings from one parsed answer or stream event. */
+  observe(parsed: Record<string, unknown>): void {
+    // Our engine's first stream chunk carries the prompt's size (llama-server's does not).
+    if (typeof parsed.prompt_tokens === "number") this.promptTokens = parsed.prompt_tokens;
+    const usage = parsed.usage as { prompt_tokens?: number; completion_tokens?: number } | undefined;
+    if (usage && typeof usage === "object") {
+      this.usageSeen = true;
+      if (typeof usage.prompt_tokens === "number") this.promptTokens = usage.prompt_tokens;
+      if (typeof usage.completion_tokens === "number") this.completionTokens = usage.completion_tokens;
+    }
+    const timings = parsed.timings as EngineTimings | undefined;
+    if (timings && typeof timings === "object") {
+      this.timings = timings;
+      // Streamed with `timings_per_token`, every chunk counts the tokens so far (an answer read only up to a stop sequence ends on one).
+      if (!this.usageSeen && typeof timings.predicted_n === "number") this.completionTokens = timings.predicted_n;
+      this.promptTokens ??= timings.prompt_n + (timings.cache_n ?? 0);
+    }
+  }
+
+  /** Usage and timings from the end of an answer: the last `data:` events that carry them, or the whole JSON body. */
+  observeTail(text: string): void {
+    // The window's first line may be cut: it is no `data:` field then, or not JSON.
+    const candidates = text.includes("data: ") ? SseReader.readAll(text).map((e) => e.data).filter((d) => d.startsWith("{")) : [text];
+    const found: Array<Record<string, unknown>> = [];
+    let usage = false;
+    let timings = false;
+    for (let i = candidates.length - 1; i >= 0 && !(usage && timings); i--) {
+      let parsed: Record<string, unknown>;
+      try {
+        parsed = JSON.parse(candidates[i]!) as Record<string, unknown>;
+      } catch {
+        continue; // the window's first, cut line, or a body that is not JSON
+      }
+      if (parsed === null || typeof parsed !== "object") continue;
+      if ((parsed.usage && !usage) || (parsed.timings && !timings)) found.push(parsed);
+      usage ||= Boolean(parsed.usage);
+      timings ||= Boolean(parsed.timings);
+    }
+    for (const parsed of found.reverse()) this.observe(parsed);
+  }
+
+  /**
+   * The request is over: with `status` as answered, or failed with `error`
+   * (`clientLeft`: the client went away, recorded as 499). Records the
+   * metrics and ends the recording. Idempotent.
+   */
+  close(status: number, error?: unknown, clientLeft = false): void {
+    if (this.closed) return;
+    this.closed = true;
+    const final = error === undefined ? status : clientLeft ? 499 : statusOf(error);
+    if (this.tap) {
+      const failure = error === undefined ? undefined : clientLeft ? new ClientClosedError() : error;
+      this.tap.end(final, failure === undefined ? undefined : failure instanceof ClientClosedError ? { error: { message: failure.message, code: "client_closed" } } : errorResponse(failure, () => undefined).body);
+    }
+    this.metrics.inference({
+      ...this.labels,
+      status: final,
+      durationMs: performance.now() - this.startedMs,
+      firstByteMs: this.firstByteMs,
+      promptTokens: this.promptTokens,
+      completionTokens: this.completionTokens,
+      generationMs: this.timings?.predicted_ms ?? null,
+    });
+  }
+}
