@@ -17,7 +17,10 @@
  * arguments) vs through the daemon, for 1-token chat requests, one-input
  * embeddings and 64-token streams: added p50, requests/s at 1, 8 and 32
  * clients as a ratio, and the daemon's CPU (user+sys from /proc) per
- * proxied request. `--proxy-only` stops after that part.
+ * proxied request. Beside them, the floor of any proxy written for Node:
+ * a byte relay (a process that pipes each TCP connection to the engine's
+ * socket, parsing nothing), measured the same way. `--proxy-only` stops
+ * after that part.
  *
  * Usage: node --import tsx bench/daemon/run.ts [--requests N] [--proxy-only] [--cpu-prof DIR]
  */
@@ -55,6 +58,29 @@ const cpuMs = async (pid: number) => {
   return t.user + t.sys;
 };
 const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))]!;
+
+/**
+ * The floor of a proxy in Node: a process that pipes each TCP connection to
+ * the engine's socket and parses nothing. It cannot route by model; it
+ * shows what the two hops alone cost on this machine.
+ */
+async function startByteRelay(socketPath: string): Promise<{ pool: Pool; pid: number; stop(): Promise<void> }> {
+  const code = `const net = require("node:net");
+const server = net.createServer((c) => { const u = net.connect(process.argv[1]); c.pipe(u); u.pipe(c); c.on("error", () => u.destroy()); u.on("error", () => c.destroy()); });
+server.listen(0, "127.0.0.1", () => console.log("port " + server.address().port));`;
+  const child = spawn(process.execPath, ["-e", code, socketPath], { stdio: ["ignore", "pipe", "inherit"] });
+  const port = await new Promise<string>((resolve) => createInterface({ input: child.stdout! }).on("line", (l) => l.startsWith("port ") && resolve(l.slice(5))));
+  const pool = new Pool(`http://127.0.0.1:${port}`, { connections: 64 });
+  return {
+    pool,
+    pid: child.pid!,
+    async stop() {
+      await pool.close();
+      child.kill();
+      await once(child, "exit");
+    },
+  };
+}
 
 const home = await mkdtemp(join(tmpdir(), "mr-bench-daemon-"));
 let daemon: ChildProcess | null = null;
@@ -126,6 +152,8 @@ try {
     const embedPid = await enginePid(embedSocket);
     const directChat = new Pool("http://engine", { socketPath: chatSocket, connections: 64 });
     const directEmbed = new Pool("http://engine", { socketPath: embedSocket, connections: 64 });
+    const chatRelay = await startByteRelay(chatSocket);
+    const embedRelay = await startByteRelay(embedSocket);
     const send = async (pool: Pool, path: string, body: string) => {
       const res = await pool.request({ method: "POST", path, headers: { "content-type": "application/json" }, body });
       const text = await res.body.text();
@@ -136,17 +164,21 @@ try {
       path: string;
       direct: [Pool, string];
       daemon: [Pool, string];
+      relay: [Pool, string];
+      relayPid: number;
       goal: number;
       pid: number;
     }
     const chat = (model: string, extra: object) => JSON.stringify({ model, messages: [{ role: "user", content: "hi" }], ...extra });
     const kinds: Kind[] = [
-      { name: "1-token chat", path: "/v1/chat/completions", direct: [directChat, chat(chatName, { max_tokens: 1 })], daemon: [viaDaemon, chat("ai/bench", { max_tokens: 1 })], goal: 0.9, pid: chatPid },
+      { name: "1-token chat", path: "/v1/chat/completions", direct: [directChat, chat(chatName, { max_tokens: 1 })], daemon: [viaDaemon, chat("ai/bench", { max_tokens: 1 })], relay: [chatRelay.pool, chat(chatName, { max_tokens: 1 })], relayPid: chatRelay.pid, goal: 0.9, pid: chatPid },
       {
         name: "embeddings, one short input",
         path: "/v1/embeddings",
         direct: [directEmbed, JSON.stringify({ model: embedName, input: "hello world" })],
         daemon: [viaDaemon, JSON.stringify({ model: "ai/bench-embed", input: "hello world" })],
+        relay: [embedRelay.pool, JSON.stringify({ model: embedName, input: "hello world" })],
+        relayPid: embedRelay.pid,
         goal: 0.9,
         pid: embedPid,
       },
@@ -155,6 +187,8 @@ try {
         path: "/v1/chat/completions",
         direct: [directChat, chat(chatName, { max_tokens: 64, stream: true, ignore_eos: true })],
         daemon: [viaDaemon, chat("ai/bench", { max_tokens: 64, stream: true, ignore_eos: true })],
+        relay: [chatRelay.pool, chat(chatName, { max_tokens: 64, stream: true, ignore_eos: true })],
+        relayPid: chatRelay.pid,
         goal: 0.99,
         pid: chatPid,
       },
@@ -165,16 +199,18 @@ try {
       await Promise.all(Array.from({ length: clients }, async () => { for (let i = 0; i < perClient; i++) await send(pool, path, body); }));
       return (clients * perClient) / ((performance.now() - started) / 1000);
     };
-    const row = (a: string, b: string, c: string, d: string, e = "") => console.log(`${a.padEnd(44)}${b.padStart(11)}${c.padStart(11)}${d.padStart(11)}${e.padStart(10)}`);
+    const row = (a: string, b: string, c: string, d: string, e = "", f = "") => console.log(`${a.padEnd(44)}${b.padStart(11)}${c.padStart(11)}${d.padStart(11)}${e.padStart(10)}${f.padStart(12)}`);
     console.log(STALE === null ? "mr: the compiled build (dist/)" : `mr: src/ through tsx (${STALE}; npm run build measures what users run)`);
     console.log(`the proxy's cost: tiny model, the daemon's runner on its socket vs through the daemon, ${REQUESTS} requests per figure`);
     for (const kind of kinds) {
-      for (let i = 0; i < 20; i++) await send(kind.direct[0], kind.path, kind.direct[1]), await send(kind.daemon[0], kind.path, kind.daemon[1]); // warm-up
+      for (let i = 0; i < 20; i++) await send(kind.direct[0], kind.path, kind.direct[1]), await send(kind.daemon[0], kind.path, kind.daemon[1]), await send(kind.relay[0], kind.path, kind.relay[1]); // warm-up
       const total = kind.name.startsWith("64") ? Math.max(16, Math.floor(REQUESTS / 8)) : REQUESTS;
       const la: number[] = [];
       const lb: number[] = [];
+      const lc: number[] = [];
       const cpu0 = await cpuMs(daemon!.pid!);
       const sys0 = (await cpuTimes(daemon!.pid!)).sys;
+      const relayCpu0 = await cpuMs(kind.relayPid);
       const engineCpu0 = await cpuMs(kind.pid);
       let proxied = 0;
       for (let i = 0; i < total; i++) {
@@ -184,32 +220,40 @@ try {
         t = performance.now();
         await send(kind.daemon[0], kind.path, kind.daemon[1]);
         lb.push(performance.now() - t);
+        t = performance.now();
+        await send(kind.relay[0], kind.path, kind.relay[1]);
+        lc.push(performance.now() - t);
         proxied++;
       }
-      const rates: Array<[number, number, number]> = [];
+      const rates: Array<[number, number, number, number]> = [];
       for (const clients of [1, 8, 32]) {
         const a = await rate(kind.direct, kind.path, clients, total);
         const b = await rate(kind.daemon, kind.path, clients, total);
+        const c = await rate(kind.relay, kind.path, clients, total);
         proxied += clients * Math.max(1, Math.ceil(total / clients));
-        rates.push([clients, a, b]);
+        rates.push([clients, a, b, c]);
       }
       const cpuPer = ((await cpuMs(daemon!.pid!)) - cpu0) / proxied;
       const sysPer = ((await cpuTimes(daemon!.pid!)).sys - sys0) / proxied;
-      const engineCpuPer = ((await cpuMs(kind.pid)) - engineCpu0) / (2 * proxied);
+      const relayCpuPer = ((await cpuMs(kind.relayPid)) - relayCpu0) / proxied;
+      const engineCpuPer = ((await cpuMs(kind.pid)) - engineCpu0) / (3 * proxied);
       console.log();
-      row(kind.name, "direct", "via daemon", "added", "goal");
+      row(kind.name, "direct", "via daemon", "added", "goal", "byte relay");
       const a = pct(la, 50);
       const b = pct(lb, 50);
-      if (!kind.name.startsWith("64")) row("  latency p50 (ms)", a.toFixed(2), b.toFixed(2), `+${(b - a).toFixed(2)}`, "< 0.2");
-      else row("  time per stream p50 (ms)", a.toFixed(2), b.toFixed(2), `+${(b - a).toFixed(2)}`);
-      row("  requests/s", "direct", "via daemon", "ratio");
-      for (const [clients, ra, rb] of rates) row(`    ${clients} client${clients > 1 ? "s" : ""}`, ra.toFixed(0), rb.toFixed(0), `${(rb / ra).toFixed(2)}x`, `>= ${kind.goal}x`);
-      row(`  daemon CPU per proxied request (ms, ${proxied})`, "", cpuPer.toFixed(3), "", "< 0.15");
+      const c = pct(lc, 50);
+      if (!kind.name.startsWith("64")) row("  latency p50 (ms)", a.toFixed(2), b.toFixed(2), `+${(b - a).toFixed(2)}`, "< 0.2", `+${(c - a).toFixed(2)}`);
+      else row("  time per stream p50 (ms)", a.toFixed(2), b.toFixed(2), `+${(b - a).toFixed(2)}`, "", `+${(c - a).toFixed(2)}`);
+      row("  requests/s", "direct", "via daemon", "ratio", "", "ratio");
+      for (const [clients, ra, rb, rc] of rates) row(`    ${clients} client${clients > 1 ? "s" : ""}`, ra.toFixed(0), rb.toFixed(0), `${(rb / ra).toFixed(2)}x`, `>= ${kind.goal}x`, `${(rc / ra).toFixed(2)}x`);
+      row(`  daemon CPU per proxied request (ms, ${proxied})`, "", cpuPer.toFixed(3), "", "< 0.15", relayCpuPer.toFixed(3));
       row("    of which system (syscalls)", "", sysPer.toFixed(3), "");
       row("  engine CPU per request, for scale (ms)", engineCpuPer.toFixed(3), "", `${((cpuPer / engineCpuPer) * 100).toFixed(0)}%`);
     }
     await directChat.close();
     await directEmbed.close();
+    await chatRelay.stop();
+    await embedRelay.stop();
   }
   if (values["proxy-only"]) break bench;
   // Back to one runner for what follows.
