@@ -157,6 +157,80 @@ describe("lifecycle events", () => {
     assert.match(group!.records[0]!.error!, /no_such_field/);
   });
 
+  /** The first comment at once, then one every 5 s while the (busy machine's) load goes on. */
+  const assertLoadingComments = (comments: string[], model: string) => {
+    assert.equal(comments[0], `: loading ${model}`);
+    for (const c of comments.slice(1)) assert.match(c, new RegExp(`^: loading ${model} \\(\\d+s\\)$`));
+  };
+  /** The SSE stream as (event, data) pairs, with the comment lines before the first event. */
+  const sseParts = (text: string) => ({
+    comments: text.slice(0, text.search(/^(event|data):/m)).split("\n").filter((l) => l.startsWith(":")),
+    events: SseReader.readAll(text).map((e) => ({ event: e.event, data: JSON.parse(e.data) as Record<string, unknown> })),
+  });
+
+  test("Anthropic and Responses cold streams: `: loading` comments, then their usual events; the SDKs read them as usual", async () => {
+    await d.addModel(await tinyModel({ seed: 75 }), "ai/cold-anthropic:latest");
+    await d.addModel(await tinyModel({ seed: 76 }), "ai/cold-responses:latest");
+    const anthropic = await post("/v1/messages", { model: "ai/cold-anthropic", max_tokens: 2, stream: true, messages: [{ role: "user", content: "hi" }] });
+    assert.equal(anthropic.status, 200);
+    assert.match(anthropic.headers.get("content-type")!, /^text\/event-stream/);
+    const a = sseParts(await anthropic.text());
+    assertLoadingComments(a.comments, "ai/cold-anthropic");
+    assert.equal(a.events[0]!.event, "message_start");
+    assert.deepEqual(a.events.slice(-2).map((e) => e.event), ["message_delta", "message_stop"]);
+    for (const e of a.events) assert.equal(e.data.type, e.event);
+
+    const responses = await post("/v1/responses", { model: "ai/cold-responses", input: "hi", max_output_tokens: 2, stream: true });
+    assert.equal(responses.status, 200);
+    const r = sseParts(await responses.text());
+    assertLoadingComments(r.comments, "ai/cold-responses");
+    assert.equal(r.events[0]!.event, "response.created");
+    assert.equal(r.events.at(-1)!.event, "response.incomplete");
+    assert.deepEqual(r.events.map((e) => e.data.sequence_number), r.events.map((_, i) => i));
+
+    // The official SDKs skip the comments: unloaded, the same cold streams read as any other.
+    assert.equal((await post("/engines/unload", { models: ["ai/cold-anthropic", "ai/cold-responses"] })).status, 200);
+    const { default: Anthropic } = await import("@anthropic-ai/sdk");
+    const { default: OpenAI } = await import("openai");
+    const sdkMessage = await new Anthropic({ baseURL: d.url, apiKey: "none", maxRetries: 0 }).messages.stream({ model: "ai/cold-anthropic", max_tokens: 2, messages: [{ role: "user", content: "hi" }] }).finalMessage();
+    assert.equal(sdkMessage.usage.output_tokens, 2);
+    const types: string[] = [];
+    for await (const e of await new OpenAI({ baseURL: `${d.url}/v1`, apiKey: "none", maxRetries: 0 }).responses.create({ model: "ai/cold-responses", input: "hi", max_output_tokens: 2, stream: true })) types.push(e.type);
+    assert.equal(types[0], "response.created");
+    assert.equal(types.at(-1), "response.incomplete");
+  });
+
+  test("Anthropic and Responses cold streams whose load fails: the comment, then the dialect's own error events", async () => {
+    const id = await d.addModel(await tinyModel({ seed: 77 }), "ai/broken2:latest");
+    const { files } = await d.daemon.distribution.resolve(id);
+    await chmod(files.ggufPath!, 0o600);
+    await writeFile(files.ggufPath!, "this is not a GGUF file\n".repeat(64));
+
+    const anthropic = await post("/v1/messages", { model: "ai/broken2", max_tokens: 2, stream: true, messages: [{ role: "user", content: "hi" }] });
+    assert.equal(anthropic.status, 200);
+    const a = sseParts(await anthropic.text());
+    assertLoadingComments(a.comments, "ai/broken2");
+    assert.equal(a.events.length, 1, JSON.stringify(a.events));
+    assert.equal(a.events[0]!.event, "error");
+    const error = a.events[0]!.data as { type: string; error: { type: string; message: string } };
+    assert.equal(error.type, "error");
+    assert.equal(error.error.type, "api_error");
+    assert.match(error.error.message, /GGUF/);
+
+    // Unloading ends the failed load's back-off: the next request loads (and fails) again.
+    await post("/engines/unload", { models: ["ai/broken2"] });
+    const responses = await post("/v1/responses", { model: "ai/broken2", input: "hi", max_output_tokens: 2, stream: true });
+    assert.equal(responses.status, 200);
+    const r = sseParts(await responses.text());
+    assertLoadingComments(r.comments, "ai/broken2");
+    assert.deepEqual(r.events.map((e) => e.event), ["error", "response.failed"]);
+    assert.equal(r.events[0]!.data.code, "engine_failed");
+    assert.match(String(r.events[0]!.data.message), /GGUF/);
+    const failed = r.events[1]!.data.response as { status: string; error: { code: string } };
+    assert.equal(failed.status, "failed");
+    assert.equal(failed.error.code, "engine_failed");
+  });
+
   test("pull progress, from the start to success; a failing pull says so", async () => {
     const feed = await follow(`${d.url}/engines/events`);
     try {

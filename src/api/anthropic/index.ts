@@ -5,6 +5,7 @@ import { parsedArguments, ToolCallAccumulator } from "../engine/tool-deltas.ts";
 import type { ErrorLogger } from "../errors.ts";
 import { sseEvent } from "../sse.ts";
 import { LazyStream } from "../streaming.ts";
+import { LoadingComments } from "../load-wait.ts";
 import { optionalBoolean } from "../../http/fields.ts";
 import { sendError } from "../error-reply.ts";
 import { anthropicErrorResponse } from "./errors.ts";
@@ -155,10 +156,23 @@ async function createMessage(deps: AnthropicDeps, request: FastifyRequest, reply
   // Always streamed from the engine, with per-token timings: the prompt's size comes before the
   // first token (message_start), and an answer a stop sequence ends has its token count so far.
   const engineBody = { ...engine, stream: true, stream_options: { include_usage: true }, timings_per_token: true };
-  const call = await openEngineCall(deps, { endpoint: "/v1/chat/completions", body: engineBody, api: "anthropic", signal: client.signal });
+  const out = stream ? new LazyStream(reply, 200, { "content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no" }) : null;
+  // A stream that waits for a cold load says so in SSE comments, which the Anthropic SDK skips.
+  const loading = out ? new LoadingComments(out, model) : null;
+  let call: EngineCall;
+  try {
+    call = await openEngineCall(deps, { endpoint: "/v1/chat/completions", body: engineBody, api: "anthropic", signal: client.signal, onLoading: loading?.start });
+  } catch (error) {
+    if (!out?.hasStarted) throw error;
+    // The stream is open: the failure (the load's, most likely) is its one event.
+    await endWithError(out, error, client.signal, deps.logError);
+    return reply;
+  } finally {
+    loading?.stop();
+  }
   const events = anthropicEvents(call, newMessageId(), model, thinkingOn, stopSequences, engine.parallel_tool_calls === false);
 
-  if (!stream) {
+  if (!out) {
     try {
       const all: Event[] = [];
       for await (const e of events) all.push(e);
@@ -170,7 +184,6 @@ async function createMessage(deps: AnthropicDeps, request: FastifyRequest, reply
     }
   }
 
-  const out = new LazyStream(reply, 200, { "content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no" });
   try {
     for await (const e of events) {
       if (e.type === "message_delta") call.finish();
@@ -179,13 +192,18 @@ async function createMessage(deps: AnthropicDeps, request: FastifyRequest, reply
     out.end();
   } catch (error) {
     call.finish(error);
-    if (!client.signal.aborted) {
-      const { body: errBody } = anthropicErrorResponse(error, deps.logError);
-      await out.write(sseEvent("error", errBody)).catch(() => undefined);
-    }
-    out.end();
+    await endWithError(out, error, client.signal, deps.logError);
   }
   return reply;
+}
+
+/** Ends an open stream with Anthropic's `error` event (`{type:"error",error:{type,message}}`), unless the client left. */
+async function endWithError(out: LazyStream, error: unknown, client: AbortSignal, logError: ErrorLogger): Promise<void> {
+  if (!client.aborted) {
+    const { body } = anthropicErrorResponse(error, logError);
+    await out.write(sseEvent("error", body)).catch(() => undefined);
+  }
+  out.end();
 }
 
 /**

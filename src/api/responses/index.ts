@@ -5,6 +5,7 @@ import { ToolCallAccumulator } from "../engine/tool-deltas.ts";
 import { errorResponse, type ErrorLogger } from "../errors.ts";
 import { sseEvent } from "../sse.ts";
 import { LazyStream } from "../streaming.ts";
+import { LoadingComments } from "../load-wait.ts";
 import { ResponseStore, type ResponseStoreOptions } from "./store.ts";
 import { newId, parseResponsesRequest, type ParsedResponsesRequest } from "./translate.ts";
 
@@ -111,14 +112,35 @@ async function createResponse(deps: ResponsesDeps, store: ResponseStore, request
   const messages = req.instructions ? [{ role: "system", content: req.instructions }, ...conversation] : conversation;
   const engineBody: Body = { model: req.model, messages, ...req.engine, stream: req.stream, ...(req.stream ? { stream_options: { include_usage: true } } : {}) };
   const client = { signal: reply.request.clientSignal };
-  let call: EngineCall;
-  try {
-    call = await openEngineCall(deps, { endpoint: "/v1/chat/completions", body: engineBody, api: "responses", signal: client.signal, backend });
-  } catch (error) {
-    throw error;
-  }
+  const out = req.stream ? new LazyStream(reply, 200, { "content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no" }) : null;
+  // A stream that waits for a cold load says so in SSE comments, which the openai client skips.
+  const loading = out ? new LoadingComments(out, req.model) : null;
   const id = newId("resp");
   const createdAt = Math.floor(Date.now() / 1000);
+  let seq = 0;
+  const send = (type: string, data: Body) => out!.write(sseEvent(type, { type, sequence_number: seq++, ...data }));
+  /** Ends an open stream with the `error` event and `response.failed`, unless the client left. */
+  const endWithError = async (error: unknown, call: EngineCall | null) => {
+    if (!client.signal.aborted) {
+      const { body } = errorResponse(error, deps.logError);
+      await send("error", { code: body.error.code, message: body.error.message, param: body.error.param ?? null }).catch(() => undefined);
+      await send("response.failed", {
+        response: { ...responseObject(id, createdAt, req, "failed", [], call, null), error: { code: body.error.code, message: body.error.message } },
+      }).catch(() => undefined);
+    }
+    out!.end();
+  };
+  let call: EngineCall;
+  try {
+    call = await openEngineCall(deps, { endpoint: "/v1/chat/completions", body: engineBody, api: "responses", signal: client.signal, backend, onLoading: loading?.start });
+  } catch (error) {
+    if (!out?.hasStarted) throw error;
+    // The stream is open: the failure (the load's, most likely) ends it in the Responses API's own events.
+    await endWithError(error, null);
+    return reply;
+  } finally {
+    loading?.stop();
+  }
   const msgId = newId("msg");
   const keep = (response: Body, text: string, toolCalls: Body[]) => {
     if (!req.store) return;
@@ -129,7 +151,7 @@ async function createResponse(deps: ResponsesDeps, store: ResponseStore, request
   const outputOf = (text: string, toolCalls: Body[]) => [...(text !== "" || toolCalls.length === 0 ? [messageItem(msgId, text, "completed")] : []), ...toolCalls];
   const statusOf = (finish: unknown) => (finish === "length" ? "incomplete" : "completed");
 
-  if (!req.stream) {
+  if (!out) {
     try {
       const answer = await call.json<{ choices: Array<{ message: Body; finish_reason: string }> }>();
       call.finish();
@@ -147,9 +169,6 @@ async function createResponse(deps: ResponsesDeps, store: ResponseStore, request
     }
   }
 
-  const out = new LazyStream(reply, 200, { "content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no" });
-  let seq = 0;
-  const send = (type: string, data: Body) => out.write(sseEvent(type, { type, sequence_number: seq++, ...data }));
   let text = "";
   let finish: unknown = null;
   let messageOpen = false;
@@ -210,14 +229,7 @@ async function createResponse(deps: ResponsesDeps, store: ResponseStore, request
     out.end();
   } catch (error) {
     call.finish(error);
-    if (!client.signal.aborted) {
-      const { body } = errorResponse(error, deps.logError);
-      await send("error", { code: body.error.code, message: body.error.message, param: body.error.param ?? null }).catch(() => undefined);
-      await send("response.failed", {
-        response: { ...responseObject(id, createdAt, req, "failed", [], call, null), error: { code: body.error.code, message: body.error.message } },
-      }).catch(() => undefined);
-    }
-    out.end();
+    await endWithError(error, call);
   }
   return reply;
 }
