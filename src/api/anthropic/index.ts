@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { ModelDistribution } from "../../distribution/index.ts";
-import { openEngineCall, type EngineCall, type EngineCallDeps } from "../engine/call.ts";
+import { clientRecordAs, openEngineCall, type EngineCall, type EngineCallDeps } from "../engine/call.ts";
 import { parsedArguments, ToolCallAccumulator } from "../engine/tool-deltas.ts";
 import type { ErrorLogger } from "../errors.ts";
 import { sseEvent } from "../sse.ts";
@@ -161,7 +161,8 @@ async function createMessage(deps: AnthropicDeps, request: FastifyRequest, reply
   const loading = out ? new LoadingComments(out, model) : null;
   let call: EngineCall;
   try {
-    call = await openEngineCall(deps, { endpoint: "/v1/chat/completions", body: engineBody, api: "anthropic", signal: client.signal, onLoading: loading?.start });
+    const recordAs = clientRecordAs(request, anthropicErrorBody);
+    call = await openEngineCall(deps, { endpoint: "/v1/chat/completions", body: engineBody, api: "anthropic", signal: client.signal, onLoading: loading?.start, recordAs });
   } catch (error) {
     if (!out?.hasStarted) throw error;
     // The stream is open: the failure (the load's, most likely) is its one event.
@@ -176,17 +177,25 @@ async function createMessage(deps: AnthropicDeps, request: FastifyRequest, reply
     try {
       const all: Event[] = [];
       for await (const e of events) all.push(e);
+      const message = messageOf(all);
+      call.recordAnswer(message);
       call.finish();
-      return messageOf(all);
+      return message;
     } catch (error) {
       call.finish(error);
       throw error;
     }
   }
 
+  // For the recorder: the stream as the message it adds up to (what a non-streamed request gets).
+  const seen: Event[] | null = call.recordsAnswer ? [] : null;
   try {
     for await (const e of events) {
-      if (e.type === "message_delta") call.finish();
+      seen?.push(e);
+      if (e.type === "message_delta") {
+        if (seen) call.recordAnswer(messageOf(seen));
+        call.finish();
+      }
       await out.write(sseEvent(e.type, e));
     }
     out.end();
@@ -196,6 +205,9 @@ async function createMessage(deps: AnthropicDeps, request: FastifyRequest, reply
   }
   return reply;
 }
+
+/** An error as an Anthropic client gets it, for the request recorder. */
+const anthropicErrorBody = (error: unknown): unknown => anthropicErrorResponse(error, () => undefined).body;
 
 /** Ends an open stream with Anthropic's `error` event (`{type:"error",error:{type,message}}`), unless the client left. */
 async function endWithError(out: LazyStream, error: unknown, client: AbortSignal, logError: ErrorLogger): Promise<void> {
@@ -214,11 +226,14 @@ async function endWithError(out: LazyStream, error: unknown, client: AbortSignal
 async function countTokens(deps: AnthropicDeps, request: FastifyRequest, reply: FastifyReply) {
   const engineBody = countRequestFrom(request.body);
   const client = { signal: reply.request.clientSignal };
-  const call = await openEngineCall(deps, { endpoint: "/v1/chat/completions", body: engineBody, api: "anthropic", signal: client.signal });
+  const recordAs = clientRecordAs(request, anthropicErrorBody);
+  const call = await openEngineCall(deps, { endpoint: "/v1/chat/completions", body: engineBody, api: "anthropic", signal: client.signal, recordAs });
   try {
     const answer = await call.json<{ usage?: { prompt_tokens?: number } }>();
+    const counted = { input_tokens: answer.usage?.prompt_tokens ?? 0 };
+    call.recordAnswer(counted);
     call.finish();
-    return { input_tokens: answer.usage?.prompt_tokens ?? 0 };
+    return counted;
   } catch (error) {
     call.finish(error);
     throw error;

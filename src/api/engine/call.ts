@@ -224,8 +224,36 @@ export interface EngineCallRequest {
   passErrors?: boolean | undefined;
   /** Called once if the request has to wait for its model to load (see AcquireOptions). */
   onLoading?: (() => void) | undefined;
-  /** How the client asked, for the request recorder; default `POST` and the engine endpoint. */
-  recordAs?: { method: string; url: string; userAgent?: string | undefined } | undefined;
+  /** How the client asked, for the request recorder; default `POST`, the engine endpoint and the engine body. */
+  recordAs?: RecordAs | undefined;
+}
+
+/**
+ * The client's side of an exchange, for the request recorder. The OpenAI
+ * routes give method, path and user agent: their body and answer are the
+ * engine's. A translating dialect (Ollama, Anthropic, Responses) also gives
+ * the `body` it received: the record then holds that body, and, instead of
+ * the engine's answer, what the dialect hands to `EngineCall.recordAnswer`
+ * (the answer the client got, a stream's as the one object it adds up to).
+ */
+export interface RecordAs {
+  method: string;
+  url: string;
+  userAgent?: string | undefined;
+  /** The body as the client sent it. */
+  body?: unknown;
+  /** The error body as the client gets it (the dialect's shape); default OpenAI's. */
+  errorBody?: ((error: unknown) => unknown) | undefined;
+  /** A failure the daemon retries (Ollama's embed, truncated): not recorded; the retry is. */
+  skipFailure?: ((error: unknown) => boolean) | undefined;
+}
+
+/** `recordAs` for a translating dialect: the client's method, path (no query), user agent and body as received. */
+export function clientRecordAs(
+  request: { method: string; url: string; headers: { "user-agent"?: string | undefined }; body: unknown },
+  errorBody?: (error: unknown) => unknown,
+): RecordAs {
+  return { method: request.method, url: request.url.split("?")[0]!, userAgent: request.headers["user-agent"], body: request.body ?? null, errorBody };
 }
 
 /** How much of a piped answer is kept to read its usage: the tail of a stream, or a whole small JSON body. */
@@ -257,6 +285,16 @@ export class EngineAnswerError extends RunnerError {
 }
 
 /**
+ * The status an engine's error event stands for: llama-server's (and our
+ * engine's) `error.code` is the HTTP status it would have answered with (400
+ * for a prompt over the context), else 500.
+ */
+function statusOfEvent(event: Record<string, unknown>): number {
+  const code = (event.error as { code?: unknown } | null)?.code;
+  return typeof code === "number" && Number.isInteger(code) && code >= 400 && code <= 599 ? code : 500;
+}
+
+/**
  * One request in flight on a runner. Read it with `json()` or `events()`,
  * then call `finish()` exactly once (also on failure): it frees the runner
  * slot and records the request's metrics.
@@ -277,9 +315,21 @@ export class EngineCall {
     private readonly res: InferenceResponse,
     /** `performance.now()` when the request arrived. */
     readonly startedMs: number,
-    /** The request recorder's tap, when this exchange is recorded. */
+    /** The request recorder's tap, when this exchange is recorded (the engine's answer passes through it). */
     private readonly tap: RecordingTap | null = null,
+    /** The tap that records the client's answer instead (a translating dialect's `recordAs.body`). */
+    private readonly clientTap: RecordingTap | null = null,
   ) {}
+
+  /** Whether this exchange's answer goes to the recorder through `recordAnswer`: only then is it worth building. */
+  get recordsAnswer(): boolean {
+    return this.clientTap !== null;
+  }
+
+  /** The answer the client got (a stream's assembled), recorded for this exchange; call before `finish`. */
+  recordAnswer(answer: unknown): void {
+    this.clientTap?.chunk(JSON.stringify(answer));
+  }
 
   get lease(): Lease {
     return this.res.lease;
@@ -318,7 +368,7 @@ export class EngineCall {
         for (const { data } of reader.push(chunk as string)) {
           if (data === "[DONE]") continue;
           const parsed = JSON.parse(data) as Record<string, unknown>;
-          if (parsed.error !== undefined && parsed.choices === undefined) throw new EngineAnswerError(500, parsed);
+          if (parsed.error !== undefined && parsed.choices === undefined) throw new EngineAnswerError(statusOfEvent(parsed), parsed);
           this.observe(parsed);
           yield parsed;
         }
@@ -472,9 +522,21 @@ export class EngineCall {
     if (!this.res.body.destroyed) this.res.body.destroy();
     this.res.done(error !== undefined && !aborted && !this.res.engineSignal.aborted && !(error instanceof EngineAnswerError) ? error : undefined);
     const status = error === undefined ? this.res.status : aborted ? 499 : statusOf(error);
-    if (this.tap) {
+    const tap = this.tap ?? this.clientTap;
+    if (tap) {
       const failure = error === undefined ? undefined : aborted ? new ClientClosedError() : error;
-      this.tap.end(status, failure === undefined ? undefined : failure instanceof ClientClosedError ? { error: { message: failure.message, code: "client_closed" } } : errorResponse(failure, () => undefined).body);
+      const as = this.request.recordAs;
+      if (failure !== undefined && !(failure instanceof ClientClosedError) && as?.skipFailure?.(failure)) tap.cancel();
+      else {
+        tap.end(
+          status,
+          failure === undefined
+            ? undefined
+            : failure instanceof ClientClosedError
+              ? { error: { message: failure.message, code: "client_closed" } }
+              : (as?.errorBody ?? ((e: unknown) => errorResponse(e, () => undefined).body))(failure),
+        );
+      }
     }
     this.deps.metrics.inference({
       api: this.request.api,
@@ -543,8 +605,11 @@ export async function openEngineCall(deps: EngineCallDeps, request: EngineCallRe
     deps.metrics.inference(observation);
     throw error;
   }
-  const tap = deps.recorder && !UNRECORDED.has(request.endpoint) ? startRecording(deps.recorder, request, res.lease) : null;
-  const call = new EngineCall(deps, request, res, startedMs, tap);
+  const recording = deps.recorder && !UNRECORDED.has(request.endpoint) ? startRecording(deps.recorder, request, res.lease) : null;
+  // A translating dialect records the client's answer, not the engine's.
+  const clientView = request.recordAs?.body !== undefined;
+  const tap = clientView ? null : recording;
+  const call = new EngineCall(deps, request, res, startedMs, tap, clientView ? recording : null);
   if (res.status >= 400 && !request.passErrors) {
     let body: unknown = null;
     try {
@@ -565,7 +630,8 @@ function startRecording(recorder: RequestRecorder, request: EngineCallRequest, l
   return recorder.begin({
     modelId: lease.modelId,
     modelName: lease.modelName,
-    body: request.body,
+    body: request.recordAs?.body ?? request.body,
+    model: typeof request.body.model === "string" ? request.body.model : undefined,
     method: request.recordAs?.method ?? "POST",
     url: request.recordAs?.url ?? request.endpoint,
     userAgent: request.recordAs?.userAgent,

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { NotFoundError } from "../../errors.ts";
-import { openEngineCall, type EngineCall, type EngineCallDeps } from "../engine/call.ts";
+import { clientRecordAs, openEngineCall, type EngineCall, type EngineCallDeps } from "../engine/call.ts";
 import { ToolCallAccumulator } from "../engine/tool-deltas.ts";
 import { errorResponse, type ErrorLogger } from "../errors.ts";
 import { sseEvent } from "../sse.ts";
@@ -132,7 +132,8 @@ async function createResponse(deps: ResponsesDeps, store: ResponseStore, request
   };
   let call: EngineCall;
   try {
-    call = await openEngineCall(deps, { endpoint: "/v1/chat/completions", body: engineBody, api: "responses", signal: client.signal, backend, onLoading: loading?.start });
+    const recordAs = clientRecordAs(request);
+    call = await openEngineCall(deps, { endpoint: "/v1/chat/completions", body: engineBody, api: "responses", signal: client.signal, backend, onLoading: loading?.start, recordAs });
   } catch (error) {
     if (!out?.hasStarted) throw error;
     // The stream is open: the failure (the load's, most likely) ends it in the Responses API's own events.
@@ -154,13 +155,14 @@ async function createResponse(deps: ResponsesDeps, store: ResponseStore, request
   if (!out) {
     try {
       const answer = await call.json<{ choices: Array<{ message: Body; finish_reason: string }> }>();
-      call.finish();
       const choice = answer.choices[0]!;
       const text = typeof choice.message.content === "string" ? choice.message.content : "";
       const calls = new ToolCallAccumulator();
       calls.addMessage(choice.message.tool_calls);
       const toolCalls = calls.list().map((c) => ({ id: newId("fc"), type: "function_call", status: "completed", call_id: c.id ?? newId("call"), name: c.name, arguments: c.arguments }));
       const response = responseObject(id, createdAt, req, statusOf(choice.finish_reason), outputOf(text, toolCalls), call, choice.finish_reason);
+      call.recordAnswer(response);
+      call.finish();
       keep(response, text, toolCalls);
       return response;
     } catch (error) {
@@ -208,22 +210,25 @@ async function createResponse(deps: ResponsesDeps, store: ResponseStore, request
       }
       if (choice.finish_reason) finish = choice.finish_reason;
     }
+    // An answer with neither text nor calls still has its (empty) message.
+    const hasMessage = messageOpen || items.size === 0;
+    const toolCalls: Body[] = calls.list().map((c) => ({ ...items.get(c.index)!, arguments: c.arguments, status: "completed" }));
+    const output = [...(hasMessage ? [messageItem(msgId, text, "completed")] : []), ...toolCalls];
+    const response = responseObject(id, createdAt, req, statusOf(finish), output, call, finish);
+    call.recordAnswer(response);
     call.finish();
-    if (!messageOpen && items.size === 0) await openMessage();
-    if (messageOpen) {
+    if (hasMessage) {
+      await openMessage();
       const part = { type: "output_text", text, annotations: [] };
       await send("response.output_text.done", { item_id: msgId, output_index: 0, content_index: 0, text, logprobs: [] });
       await send("response.content_part.done", { item_id: msgId, output_index: 0, content_index: 0, part });
       await send("response.output_item.done", { output_index: 0, item: messageItem(msgId, text, "completed") });
     }
-    const toolCalls: Body[] = calls.list().map((c) => ({ ...items.get(c.index)!, arguments: c.arguments, status: "completed" }));
     for (const [i, c] of toolCalls.entries()) {
-      const outputIndex = (messageOpen ? 1 : 0) + i;
+      const outputIndex = (hasMessage ? 1 : 0) + i;
       await send("response.function_call_arguments.done", { item_id: c.id, output_index: outputIndex, arguments: c.arguments });
       await send("response.output_item.done", { output_index: outputIndex, item: c });
     }
-    const output = [...(messageOpen ? [messageItem(msgId, text, "completed")] : []), ...toolCalls];
-    const response = responseObject(id, createdAt, req, statusOf(finish), output, call, finish);
     keep(response, text, toolCalls);
     await send(statusOf(finish) === "incomplete" ? "response.incomplete" : "response.completed", { response });
     out.end();
