@@ -6,6 +6,7 @@ import { startTestRegistry, type TestRegistry } from "../doubles/test-registry.t
 import { chmod, writeFile } from "node:fs/promises";
 import { eventually, isAlive } from "../helpers/processes.ts";
 import { tinyModel } from "../helpers/models.ts";
+import { ENGINE_VARIANTS } from "../helpers/engines.ts";
 
 // GET /engines/events on a real daemon: a cold streaming request (with its
 // `: loading` comments), an unload, a configure, an engine killed under the
@@ -56,7 +57,18 @@ describe("lifecycle events", () => {
   });
 
   const post = (path: string, body: unknown) => fetch(`${d.url}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
-  const runnerEvents = (events: Event[], model: string) => events.filter((e) => e.data.model === model).map((e) => e.event);
+  /** A model's runner events in order; the `loading` events that report progress are left out (see loadProgress). */
+  const runnerEvents = (events: Event[], model: string) => events.filter((e) => e.data.model === model && e.data.progress === undefined).map((e) => e.event);
+  /** The progress of each `loading` event of a model's n-th load (0-based), in order; the first event of a load has none. */
+  const loadProgress = (events: Event[], model: string, n = 0) => {
+    const mine = events.filter((e) => e.data.model === model);
+    const starts = mine.flatMap((e, i) => (e.event === "loading" && e.data.progress === undefined ? [i] : []));
+    const end = mine.findIndex((e, i) => i > starts[n]! && e.event !== "loading");
+    return mine.slice(starts[n]! + 1, end < 0 ? undefined : end).map((e) => {
+      assert.equal(e.event, "loading", "progress comes between the load's start and its end");
+      return e.data.progress as number;
+    });
+  };
 
   test("load (with `: loading` comments on the cold stream), unload, configure, a killed engine: in order, with their facts", async () => {
     const feed = await follow(`${d.url}/engines/events`);
@@ -77,6 +89,15 @@ describe("lifecycle events", () => {
 
       await eventually(() => feed.events.some((e) => e.event === "ready"), 5000, "ready");
       const loading = feed.events.find((e) => e.event === "loading")!;
+      assert.equal(loading.data.progress, undefined);
+      // The built-in engine reports its load's progress: rising, the last 1, all before ready.
+      const progress = loadProgress(feed.events, "ai/tiny");
+      assert.ok(progress.length >= 2, JSON.stringify(progress));
+      assert.ok(progress.every((p, i) => p > 0 && p <= 1 && (i === 0 || p > progress[i - 1]!)), JSON.stringify(progress));
+      assert.equal(progress.at(-1), 1);
+      const reported = feed.events.find((e) => e.data.progress !== undefined)!;
+      assert.equal(reported.data.context_size, loading.data.context_size);
+      assert.equal(reported.data.engine, loading.data.engine);
       assert.equal(loading.data.backend, "llama.cpp");
       assert.equal(loading.data.mode, "completion");
       assert.equal(typeof loading.data.context_size, "number");
@@ -108,8 +129,9 @@ describe("lifecycle events", () => {
       assert.equal(crashed.data.in_flight, 0);
 
       assert.deepEqual(runnerEvents(feed.events, "ai/tiny"), ["loading", "ready", "evicted", "configured", "loading", "ready", "crashed"]);
-      const second = feed.events.filter((e) => e.event === "loading")[1]!;
+      const second = feed.events.filter((e) => e.event === "loading" && e.data.progress === undefined)[1]!;
       assert.equal(second.data.context_size, 512, "the configured context applies to the next load");
+      assert.equal(loadProgress(feed.events, "ai/tiny", 1).at(-1), 1, "the second load reports its progress too");
     } finally {
       await feed.stop();
     }
@@ -136,6 +158,7 @@ describe("lifecycle events", () => {
       assert.equal(failed.data.model, "ai/broken");
       assert.equal(failed.data.code, "engine_failed");
       assert.deepEqual(runnerEvents(feed.events, "ai/broken"), ["loading", "load_failed"]);
+      assert.deepEqual(loadProgress(feed.events, "ai/broken"), [], "a file that is no GGUF fails before any progress");
     } finally {
       await feed.stop();
     }
@@ -257,6 +280,30 @@ describe("lifecycle events", () => {
       const failed = feed.events.find((e) => e.event === "pull" && e.data.status === "error")!;
       assert.equal(failed.data.model, `${registry.host}/team/none:v1`);
       assert.ok(String(failed.data.message).length > 0);
+    } finally {
+      await feed.stop();
+    }
+  });
+});
+
+const llamaServer = ENGINE_VARIANTS.find((v) => v.engine === "llama-server")!;
+describe("lifecycle events with llama-server", { skip: llamaServer.skip }, () => {
+  let d: TestDaemon;
+  before(async () => {
+    d = await startTestDaemon(llamaServer.env);
+  });
+  after(() => d?.close());
+
+  test("llama-server reports no load progress: one loading event without it, then ready", async () => {
+    const feed = await follow(`${d.url}/engines/events`);
+    try {
+      const res = await fetch(`${d.url}/v1/chat/completions`, { method: "POST", body: JSON.stringify({ model: "ai/tiny", messages: [{ role: "user", content: "hi" }], max_tokens: 1 }) });
+      assert.equal(res.status, 200, await res.text());
+      await eventually(() => feed.events.some((e) => e.event === "ready"), 5000, "ready");
+      const mine = feed.events.filter((e) => e.data.model === "ai/tiny");
+      assert.deepEqual(mine.map((e) => e.event), ["loading", "ready"]);
+      assert.equal(mine[0]!.data.engine, "llama-server");
+      assert.equal(mine[0]!.data.progress, undefined);
     } finally {
       await feed.stop();
     }
