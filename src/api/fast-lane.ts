@@ -283,7 +283,7 @@ class LaneRequest {
       origin: "openai",
       contextSize: lease.contextSize,
     }) : null;
-    const ledger = new CallLedger(deps.metrics, { ...ledgerLabels, model: lease.modelName }, this.startedMs, tap);
+    const ledger = new CallLedger(deps.metrics, { ...ledgerLabels, model: lease.modelName }, this.startedMs, tap === null ? null : { tap, view: "engine" });
     const exchange = deps.relay.send(lease.socketPath, "POST", endpoint, prepared.body);
     const onEngineGone = () => exchange.abort(lease.signal.reason);
     const onClientGone = () => exchange.abort(signal.reason);

@@ -183,8 +183,11 @@ export class ModelHost {
   /** Compiled grammars for structured output and forced tool calls. */
   readonly grammars: GrammarCache;
 
-  /** Loads the model named in `options`. Rejects with the loader's error. */
-  static async load(options: EngineOptions): Promise<ModelHost> {
+  /**
+   * Loads the model named in `options`. Rejects with the loader's error.
+   * `onLoadProgress` gets node-llama-cpp's load progress (0..1], per tensor.
+   */
+  static async load(options: EngineOptions, onLoadProgress?: (fraction: number) => void): Promise<ModelHost> {
     const useGpu = options.gpuLayers !== 0 && !options.cpuOnly;
     const llama = await getLlama({
       gpu: useGpu ? "auto" : false,
@@ -200,6 +203,7 @@ export class ModelHost {
       // completion, embedding and ranking contexts all get them.
       const model = await llama.loadModel({
         modelPath: options.modelPath,
+        ...(onLoadProgress ? { onLoadProgress } : {}),
         gpuLayers: options.gpuLayers === "all" ? "max" : options.gpuLayers,
         ...(options.useMmap !== null ? { useMmap: options.useMmap } : {}),
         ...(options.useMlock ? { useMlock: true } : {}),

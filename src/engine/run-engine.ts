@@ -1,6 +1,7 @@
 import { readFile, rm } from "node:fs/promises";
 import { basename } from "node:path";
 import { messageOf } from "../errors.ts";
+import { loadProgressLine, throttledLoadProgress } from "./load-progress.ts";
 import { ModelHost } from "./model-host.ts";
 import type { EngineOptions } from "./options.ts";
 import { createEngineApp, type EngineState } from "./server.ts";
@@ -41,7 +42,8 @@ export async function runEngine(
   });
   try {
     const started = performance.now();
-    const loading = ModelHost.load(options);
+    // For the daemon's `loading` events: one line per 5 % (load-progress.ts).
+    const loading = ModelHost.load(options, throttledLoadProgress((fraction) => log(loadProgressLine(fraction))));
     const host = await Promise.race([loading, closing.then(() => null)]);
     if (host === null) {
       // Stopped while loading: let the load finish so its memory is freed cleanly.

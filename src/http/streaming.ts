@@ -1,5 +1,5 @@
 import { once } from "node:events";
-import type { ServerResponse } from "node:http";
+import type { OutgoingHttpHeaders, ServerResponse } from "node:http";
 import type { FastifyReply } from "fastify";
 
 /**
@@ -35,8 +35,10 @@ export async function writeWithBackpressure(raw: ServerResponse, chunk: string |
 
 /**
  * A response that starts streaming lazily: nothing is sent until the first
- * `write`, so an error before it can still become a normal JSON error with
- * the right status; after it, errors must travel inside the stream.
+ * `write` (or `open`), so an error before it can still become a normal JSON
+ * error with the right status; after it, errors must travel inside the
+ * stream. Headers set on the reply before that (the hooks' CORS headers) go
+ * out with the stream's own.
  */
 export class LazyStream {
   private started = false;
@@ -51,21 +53,23 @@ export class LazyStream {
     return this.started;
   }
 
-  async write(chunk: string | Uint8Array): Promise<void> {
+  /** Sends the status and headers now (idempotent): the stream is open, what follows must be its own format. */
+  open(): ServerResponse {
     if (!this.started) {
       this.started = true;
+      const headers: OutgoingHttpHeaders = {};
+      for (const [name, value] of Object.entries(this.reply.getHeaders())) if (value !== undefined) headers[name] = value;
       this.reply.hijack();
-      this.reply.raw.writeHead(this.status, this.headers);
+      this.reply.raw.writeHead(this.status, { ...headers, ...this.headers });
     }
-    await writeWithBackpressure(this.reply.raw, chunk);
+    return this.reply.raw;
+  }
+
+  async write(chunk: string | Uint8Array): Promise<void> {
+    await writeWithBackpressure(this.open(), chunk);
   }
 
   end(): void {
-    if (!this.started) {
-      this.started = true;
-      this.reply.hijack();
-      this.reply.raw.writeHead(this.status, this.headers);
-    }
-    this.reply.raw.end();
+    this.open().end();
   }
 }

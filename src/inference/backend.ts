@@ -79,6 +79,13 @@ export interface RunRequest {
   onReady?: (() => void) | undefined;
   /** Receives the engine's log output, line by line. */
   onLog?: ((line: string) => void) | undefined;
+  /**
+   * Called while the model loads with the fraction loaded so far (0..1,
+   * rising, thinned by the engine to about every 5 %), from engines that
+   * report it: the llama.cpp backend's built-in engine does; llama-server
+   * reports none, so this is never called for it.
+   */
+  onLoadProgress?: ((fraction: number) => void) | undefined;
 }
 
 /**

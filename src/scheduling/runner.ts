@@ -108,14 +108,13 @@ export class Runner {
     const runnerLabels = labels(plan);
     const { log, onEngineLog } = this.host;
     log.info({ ...runnerLabels, contextSize: plan.contextSize, parallel: plan.parallel, estimatedBytes: plan.memory.totalBytes }, "loading model");
-    this.host.emit({
-      type: "loading",
-      ...runnerLabels,
+    const facts = {
       contextSize: plan.contextSize,
       parallel: plan.parallel,
       estimatedBytes: plan.memory.totalBytes,
       engine: backend.engineFor?.({ engine: plan.engine }) ?? null,
-    });
+    };
+    this.host.emit({ type: "loading", ...runnerLabels, ...facts });
     const run = (async () => {
       await backend.install(this.abort.signal, { engine: plan.engine });
       await backend.run(
@@ -143,6 +142,9 @@ export class Runner {
             }).catch((error: unknown) => log.warn({ err: error, pid }, "could not write the engine's pid file"));
           },
           onReady: () => this.onReady(),
+          onLoadProgress: (progress) => {
+            if (this.state === "loading") this.host.emit({ type: "load_progress", ...runnerLabels, ...facts, progress });
+          },
           onLog: (line) => {
             this.offload = parseOffloadLine(line) ?? this.offload;
             onEngineLog?.(runnerLabels, line);

@@ -59,10 +59,13 @@ export interface RunnerLabels {
 /**
  * What the scheduler reports, for metrics (prom-client counters and
  * histograms) and the lifecycle event stream (`GET /engines/events`):
- * `loading` when an engine is started, `load` once it is ready.
+ * `loading` when an engine is started, `load_progress` as its model loads
+ * (engines that report it), `load` once it is ready.
  */
 export type SchedulerEvent =
   | ({ type: "loading"; contextSize: number; parallel: number; estimatedBytes: number; engine: string | null } & RunnerLabels)
+  /** How far a load is (0..1), when its engine reports it (Backend `RunRequest.onLoadProgress`); after `loading`, before `load`. */
+  | ({ type: "load_progress"; progress: number; contextSize: number; parallel: number; estimatedBytes: number; engine: string | null } & RunnerLabels)
   | ({ type: "load"; durationMs: number; pid: number | null } & RunnerLabels)
   | ({ type: "load_failed"; error: unknown } & RunnerLabels)
   | ({ type: "evict"; reason: EvictReason } & RunnerLabels)

@@ -144,6 +144,25 @@ for (const variant of ENGINE_VARIANTS) {
       await assert.rejects(() => stat(req.socket), { code: "ENOENT" });
     });
 
+    test(`load progress: ${variant.engine === "built-in" ? "rising fractions, the last 1, before ready" : "none (llama-server reports none)"}`, async () => {
+      const backend = backendFor(variant);
+      const controller = new AbortController();
+      const progress: number[] = [];
+      let readyAfter = -1;
+      const { running } = await runUntilReady(backend, request("progress", { onLoadProgress: (f) => progress.push(f) }), controller.signal);
+      readyAfter = progress.length;
+      controller.abort();
+      await running;
+      if (variant.engine === "llama-server") {
+        assert.deepEqual(progress, []);
+        return;
+      }
+      assert.ok(progress.length >= 2, JSON.stringify(progress));
+      assert.ok(progress.every((p, i) => p > 0 && p <= 1 && (i === 0 || p > progress[i - 1]!)), JSON.stringify(progress));
+      assert.equal(progress.at(-1), 1);
+      assert.equal(readyAfter, progress.length, "all of it before the engine is ready");
+    });
+
     test("embedding mode serves /v1/embeddings (mean pooling for a model that declares none)", async () => {
       for (const pooling of ["mean", undefined] as const) {
         if (pooling === undefined && variant.engine === "built-in") continue; // our engine pools by mean regardless

@@ -1,10 +1,11 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { ModelDistribution } from "../../distribution/index.ts";
-import { openEngineCall, type EngineCall, type EngineCallDeps } from "../engine/call.ts";
+import { clientRecordAs, openEngineCall, type EngineCall, type EngineCallDeps } from "../engine/call.ts";
 import { parsedArguments, ToolCallAccumulator } from "../engine/tool-deltas.ts";
 import type { ErrorLogger } from "../errors.ts";
 import { sseEvent } from "../sse.ts";
 import { LazyStream } from "../streaming.ts";
+import { LoadingComments } from "../load-wait.ts";
 import { optionalBoolean } from "../../http/fields.ts";
 import { sendError } from "../error-reply.ts";
 import { anthropicErrorResponse } from "./errors.ts";
@@ -155,37 +156,66 @@ async function createMessage(deps: AnthropicDeps, request: FastifyRequest, reply
   // Always streamed from the engine, with per-token timings: the prompt's size comes before the
   // first token (message_start), and an answer a stop sequence ends has its token count so far.
   const engineBody = { ...engine, stream: true, stream_options: { include_usage: true }, timings_per_token: true };
-  const call = await openEngineCall(deps, { endpoint: "/v1/chat/completions", body: engineBody, api: "anthropic", signal: client.signal });
+  const out = stream ? new LazyStream(reply, 200, { "content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no" }) : null;
+  // A stream that waits for a cold load says so in SSE comments, which the Anthropic SDK skips.
+  const loading = out ? new LoadingComments(out, model) : null;
+  let call: EngineCall;
+  try {
+    const recordAs = clientRecordAs(request, anthropicErrorBody);
+    call = await openEngineCall(deps, { endpoint: "/v1/chat/completions", body: engineBody, api: "anthropic", signal: client.signal, onLoading: loading?.start, recordAs });
+  } catch (error) {
+    if (!out?.hasStarted) throw error;
+    // The stream is open: the failure (the load's, most likely) is its one event.
+    await endWithError(out, error, client.signal, deps.logError);
+    return reply;
+  } finally {
+    loading?.stop();
+  }
   const events = anthropicEvents(call, newMessageId(), model, thinkingOn, stopSequences, engine.parallel_tool_calls === false);
 
-  if (!stream) {
+  if (!out) {
     try {
       const all: Event[] = [];
       for await (const e of events) all.push(e);
+      const message = messageOf(all);
+      call.recordAnswer(message);
       call.finish();
-      return messageOf(all);
+      return message;
     } catch (error) {
       call.finish(error);
       throw error;
     }
   }
 
-  const out = new LazyStream(reply, 200, { "content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no" });
+  // For the recorder: the stream as the message it adds up to (what a non-streamed request gets).
+  const seen: Event[] | null = call.recordsAnswer ? [] : null;
   try {
     for await (const e of events) {
-      if (e.type === "message_delta") call.finish();
+      seen?.push(e);
+      if (e.type === "message_delta") {
+        if (seen) call.recordAnswer(messageOf(seen));
+        call.finish();
+      }
       await out.write(sseEvent(e.type, e));
     }
     out.end();
   } catch (error) {
     call.finish(error);
-    if (!client.signal.aborted) {
-      const { body: errBody } = anthropicErrorResponse(error, deps.logError);
-      await out.write(sseEvent("error", errBody)).catch(() => undefined);
-    }
-    out.end();
+    await endWithError(out, error, client.signal, deps.logError);
   }
   return reply;
+}
+
+/** An error as an Anthropic client gets it, for the request recorder. */
+const anthropicErrorBody = (error: unknown): unknown => anthropicErrorResponse(error, () => undefined).body;
+
+/** Ends an open stream with Anthropic's `error` event (`{type:"error",error:{type,message}}`), unless the client left. */
+async function endWithError(out: LazyStream, error: unknown, client: AbortSignal, logError: ErrorLogger): Promise<void> {
+  if (!client.aborted) {
+    const { body } = anthropicErrorResponse(error, logError);
+    await out.write(sseEvent("error", body)).catch(() => undefined);
+  }
+  out.end();
 }
 
 /**
@@ -196,11 +226,14 @@ async function createMessage(deps: AnthropicDeps, request: FastifyRequest, reply
 async function countTokens(deps: AnthropicDeps, request: FastifyRequest, reply: FastifyReply) {
   const engineBody = countRequestFrom(request.body);
   const client = { signal: reply.request.clientSignal };
-  const call = await openEngineCall(deps, { endpoint: "/v1/chat/completions", body: engineBody, api: "anthropic", signal: client.signal });
+  const recordAs = clientRecordAs(request, anthropicErrorBody);
+  const call = await openEngineCall(deps, { endpoint: "/v1/chat/completions", body: engineBody, api: "anthropic", signal: client.signal, recordAs });
   try {
     const answer = await call.json<{ usage?: { prompt_tokens?: number } }>();
+    const counted = { input_tokens: answer.usage?.prompt_tokens ?? 0 };
+    call.recordAnswer(counted);
     call.finish();
-    return { input_tokens: answer.usage?.prompt_tokens ?? 0 };
+    return counted;
   } catch (error) {
     call.finish(error);
     throw error;

@@ -273,8 +273,36 @@ export interface EngineCallRequest {
   passErrors?: boolean | undefined;
   /** Called once if the request has to wait for its model to load (see AcquireOptions). */
   onLoading?: (() => void) | undefined;
-  /** How the client asked, for the request recorder; default `POST` and the engine endpoint. */
-  recordAs?: { method: string; url: string; userAgent?: string | undefined } | undefined;
+  /** How the client asked, for the request recorder; default `POST`, the engine endpoint and the engine body. */
+  recordAs?: RecordAs | undefined;
+}
+
+/**
+ * The client's side of an exchange, for the request recorder. The OpenAI
+ * routes give method, path and user agent: their body and answer are the
+ * engine's. A translating dialect (Ollama, Anthropic, Responses) also gives
+ * the `body` it received: the record then holds that body, and, instead of
+ * the engine's answer, what the dialect hands to `EngineCall.recordAnswer`
+ * (the answer the client got, a stream's as the one object it adds up to).
+ */
+export interface RecordAs {
+  method: string;
+  url: string;
+  userAgent?: string | undefined;
+  /** The body as the client sent it. */
+  body?: unknown;
+  /** The error body as the client gets it (the dialect's shape); default OpenAI's. */
+  errorBody?: ((error: unknown) => unknown) | undefined;
+  /** A failure the daemon retries (Ollama's embed, truncated): not recorded; the retry is. */
+  skipFailure?: ((error: unknown) => boolean) | undefined;
+}
+
+/** `recordAs` for a translating dialect: the client's method, path (no query), user agent and body as received. */
+export function clientRecordAs(
+  request: { method: string; url: string; headers: { "user-agent"?: string | undefined }; body: unknown },
+  errorBody?: (error: unknown) => unknown,
+): RecordAs {
+  return { method: request.method, url: request.url.split("?")[0]!, userAgent: request.headers["user-agent"], body: request.body ?? null, errorBody };
 }
 
 /** Up to this size, a JSON answer of known length is sent on whole (pipeWhole). */
@@ -295,6 +323,16 @@ export class EngineAnswerError extends RunnerError {
 }
 
 /**
+ * The status an engine's error event stands for: llama-server's (and our
+ * engine's) `error.code` is the HTTP status it would have answered with (400
+ * for a prompt over the context), else 500.
+ */
+function statusOfEvent(event: Record<string, unknown>): number {
+  const code = (event.error as { code?: unknown } | null)?.code;
+  return typeof code === "number" && Number.isInteger(code) && code >= 400 && code <= 599 ? code : 500;
+}
+
+/**
  * One request in flight on a runner. Read it with `json()` or `events()`,
  * then call `finish()` exactly once (also on failure): it frees the runner
  * slot and records the request's metrics.
@@ -310,9 +348,17 @@ export class EngineCall {
     /** `performance.now()` when the request arrived. */
     readonly startedMs: number,
     /** The request recorder's tap, when this exchange is recorded. */
-    tap: RecordingTap | null = null,
+    recording: RecordingTap | null = null,
   ) {
-    this.ledger = new CallLedger(deps.metrics, { api: request.api, endpoint: request.endpoint, model: res.lease.modelName }, startedMs, tap);
+    // A translating dialect (`recordAs.body`) records the client's answer (recordAnswer), not the engine's.
+    const view = request.recordAs?.body !== undefined ? "client" : "engine";
+    const as = request.recordAs;
+    this.ledger = new CallLedger(
+      deps.metrics,
+      { api: request.api, endpoint: request.endpoint, model: res.lease.modelName },
+      startedMs,
+      recording === null ? null : { tap: recording, view, errorBody: as?.errorBody, skipFailure: as?.skipFailure },
+    );
   }
 
   /** Token counts and timings seen in the answer so far. */
@@ -326,6 +372,16 @@ export class EngineCall {
 
   get timings(): EngineTimings | null {
     return this.ledger.timings;
+  }
+
+  /** Whether this exchange's answer goes to the recorder through `recordAnswer`: only then is it worth building. */
+  get recordsAnswer(): boolean {
+    return this.ledger.recordsClientAnswer;
+  }
+
+  /** The answer the client got (a stream's assembled), recorded for this exchange; call before `finish`. */
+  recordAnswer(answer: unknown): void {
+    this.ledger.clientAnswer(answer);
   }
 
   get lease(): Lease {
@@ -365,7 +421,7 @@ export class EngineCall {
         for (const { data } of reader.push(chunk as string)) {
           if (data === "[DONE]") continue;
           const parsed = JSON.parse(data) as Record<string, unknown>;
-          if (parsed.error !== undefined && parsed.choices === undefined) throw new EngineAnswerError(500, parsed);
+          if (parsed.error !== undefined && parsed.choices === undefined) throw new EngineAnswerError(statusOfEvent(parsed), parsed);
           this.ledger.observe(parsed);
           yield parsed;
         }
@@ -535,8 +591,10 @@ export async function openEngineCall(deps: EngineCallDeps, request: EngineCallRe
     deps.metrics.inference(observation);
     throw error;
   }
-  const tap = deps.recorder && isRecorded(request.endpoint) ? startRecording(deps.recorder, request, res.lease) : null;
-  const call = new EngineCall(deps, request, res, startedMs, tap);
+  const recording = deps.recorder && isRecorded(request.endpoint) ? startRecording(deps.recorder, request, res.lease) : null;
+  const call = new EngineCall(deps, request, res, startedMs, recording);
+  // A translating dialect records the client's answer, not the engine's.
+  const tap = request.recordAs?.body !== undefined ? null : recording;
   if (res.status >= 400 && !request.passErrors) {
     let body: unknown = null;
     try {
@@ -557,7 +615,8 @@ function startRecording(recorder: RequestRecorder, request: EngineCallRequest, l
   return recorder.begin({
     modelId: lease.modelId,
     modelName: lease.modelName,
-    body: request.body,
+    body: request.recordAs?.body ?? request.body,
+    model: typeof request.body.model === "string" ? request.body.model : undefined,
     method: request.recordAs?.method ?? "POST",
     url: request.recordAs?.url ?? request.endpoint,
     userAgent: request.recordAs?.userAgent,

@@ -13,6 +13,17 @@ export interface EngineTimings {
   cache_n: number;
 }
 
+/** How an exchange is recorded: its tap, and whose answer it keeps. */
+export interface LedgerRecording {
+  tap: RecordingTap;
+  /** `engine`: the engine's answer as it passes; `client`: what a translating dialect hands to `clientAnswer`. */
+  view: "engine" | "client";
+  /** The error body as the client got it (the dialect's shape); default OpenAI's. */
+  errorBody?: ((error: unknown) => unknown) | undefined;
+  /** A failure that is not the exchange's end (Ollama's embed sent again truncated): the record is dropped. */
+  skipFailure?: ((error: unknown) => boolean) | undefined;
+}
+
 /** How much of a relayed answer is kept to read its usage: the tail of a stream, or a whole small JSON body. */
 export const USAGE_WINDOW_BYTES = 16 * 1024;
 
@@ -37,18 +48,28 @@ export class CallLedger {
     private readonly labels: { api: string; endpoint: string; model: string },
     /** `performance.now()` when the request arrived. */
     readonly startedMs: number,
-    /** The request recorder's tap, when this exchange is recorded. */
-    private readonly tap: RecordingTap | null,
+    /** The request recorder's record of this exchange, when it is recorded. */
+    private readonly recording: LedgerRecording | null,
   ) {}
+
+  /** Whether the recorder keeps the client's answer (recordAnswer), so that it is worth building. */
+  get recordsClientAnswer(): boolean {
+    return this.recording?.view === "client";
+  }
+
+  /** The answer the client got, as a translating dialect made it, for the recorder. */
+  clientAnswer(answer: unknown): void {
+    if (this.recording?.view === "client") this.recording.tap.chunk(JSON.stringify(answer));
+  }
 
   /** The first byte of a streamed answer arrived (only the first call counts). */
   firstByte(): void {
     this.firstByteMs ??= performance.now() - this.startedMs;
   }
 
-  /** A piece of the answer, for the recorder. */
+  /** A piece of the engine's answer, for the recorder (when it records the engine's view). */
   chunk(data: Buffer | string): void {
-    this.tap?.chunk(data);
+    if (this.recording?.view === "engine") this.recording.tap.chunk(data);
   }
 
   /** Usage, prompt size and timings from one parsed answer or stream event. */
@@ -101,9 +122,20 @@ export class CallLedger {
     if (this.closed) return;
     this.closed = true;
     const final = error === undefined ? status : clientLeft ? 499 : statusOf(error);
-    if (this.tap) {
+    const r = this.recording;
+    if (r) {
       const failure = error === undefined ? undefined : clientLeft ? new ClientClosedError() : error;
-      this.tap.end(final, failure === undefined ? undefined : failure instanceof ClientClosedError ? { error: { message: failure.message, code: "client_closed" } } : errorResponse(failure, () => undefined).body);
+      if (failure !== undefined && !(failure instanceof ClientClosedError) && r.skipFailure?.(failure)) r.tap.cancel();
+      else {
+        r.tap.end(
+          final,
+          failure === undefined
+            ? undefined
+            : failure instanceof ClientClosedError
+              ? { error: { message: failure.message, code: "client_closed" } }
+              : (r.errorBody ?? ((e: unknown) => errorResponse(e, () => undefined).body))(failure),
+        );
+      }
     }
     this.metrics.inference({
       ...this.labels,

@@ -10,7 +10,15 @@ import { configJson } from "../engine-routes.ts";
  * `model` (as the request named it) and `mode`.
  */
 export type LifecycleEvent = { time: string } & (
-  | ({ type: "loading"; context_size: number; parallel: number; memory_bytes: number; engine: string | null } & Labels)
+  | ({
+      type: "loading";
+      context_size: number;
+      parallel: number;
+      memory_bytes: number;
+      engine: string | null;
+      /** How far the load is (0..1): absent on the first event, then on each step the engine reports (the built-in engine's; llama-server reports none). */
+      progress?: number;
+    } & Labels)
   | ({ type: "ready"; duration_ms: number; pid: number | null } & Labels)
   | ({ type: "load_failed"; error: string; code: string | null } & Labels)
   | ({ type: "evicted"; reason: string } & Labels)
@@ -59,6 +67,17 @@ export class LifecycleEvents {
     switch (e.type) {
       case "loading":
         return this.publish({ type: "loading", time, ...labels, context_size: e.contextSize, parallel: e.parallel, memory_bytes: e.estimatedBytes, engine: e.engine });
+      case "load_progress":
+        return this.publish({
+          type: "loading",
+          time,
+          ...labels,
+          context_size: e.contextSize,
+          parallel: e.parallel,
+          memory_bytes: e.estimatedBytes,
+          engine: e.engine,
+          progress: e.progress,
+        });
       case "load":
         return this.publish({ type: "ready", time, ...labels, duration_ms: Math.round(e.durationMs), pid: e.pid });
       case "load_failed":

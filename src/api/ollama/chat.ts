@@ -1,7 +1,8 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { InvalidRequestError } from "../../errors.ts";
 import { optionalBoolean, optionalField } from "../../http/fields.ts";
-import { openEngineCall, type EngineCall } from "../engine/call.ts";
+import { clientRecordAs, openEngineCall, type EngineCall } from "../engine/call.ts";
+import { ollamaErrorBody } from "./errors.ts";
 import { parsedArguments, ToolCallAccumulator } from "../engine/tool-deltas.ts";
 import type { OllamaDeps } from "./deps.ts";
 import { NdjsonStream } from "./ndjson.ts";
@@ -150,7 +151,8 @@ export async function handleChatOrGenerate(deps: OllamaDeps, kind: Kind, request
   const client = { signal: reply.request.clientSignal };
   let call: EngineCall;
   try {
-    call = await openEngineCall(deps, { endpoint: engine.endpoint, body: engine.body, api: "ollama", signal: client.signal, keepAliveMs });
+    const recordAs = clientRecordAs(request, ollamaErrorBody);
+    call = await openEngineCall(deps, { endpoint: engine.endpoint, body: engine.body, api: "ollama", signal: client.signal, keepAliveMs, recordAs });
   } catch (error) {
     throw error;
   }
@@ -172,8 +174,10 @@ export async function handleChatOrGenerate(deps: OllamaDeps, kind: Kind, request
       if (tools.size > 0) {
         if (kind === "chat") (out.message as Body).tool_calls = ollamaToolCalls(tools);
       }
+      const whole = { ...out, done: true, done_reason: doneReasonOf(choice.finish_reason), ...stats(call) };
+      call.recordAnswer(whole);
       call.finish();
-      return { ...out, done: true, done_reason: doneReasonOf(choice.finish_reason), ...stats(call) };
+      return whole;
     } catch (error) {
       call.finish(error);
       throw error;
@@ -183,6 +187,9 @@ export async function handleChatOrGenerate(deps: OllamaDeps, kind: Kind, request
   const out = new NdjsonStream(reply, deps.logError);
   let finish: unknown = null;
   const tools = new ToolCallAccumulator();
+  // For the recorder: the lines as the one object a `stream: false` request gets.
+  let allText = "";
+  let allThinking = "";
   try {
     for await (const event of call.events()) {
       const choice = (event.choices as Array<{ delta?: Body; text?: string; finish_reason?: string | null }> | undefined)?.[0];
@@ -192,13 +199,22 @@ export async function handleChatOrGenerate(deps: OllamaDeps, kind: Kind, request
       const thinking = typeof delta.reasoning_content === "string" ? delta.reasoning_content : undefined;
       tools.add(delta.tool_calls);
       if (text !== "" || thinking) await out.write({ model, created_at: createdAt(), ...piece(text, thinking), done: false });
+      if (call.recordsAnswer) {
+        allText += text;
+        allThinking += thinking ?? "";
+      }
       if (choice.finish_reason) finish = choice.finish_reason;
     }
-    if (tools.size > 0 && kind === "chat") {
-      await out.write({ model, created_at: createdAt(), message: { role: "assistant", content: "", tool_calls: ollamaToolCalls(tools) }, done: false });
+    const toolCalls = tools.size > 0 && kind === "chat" ? ollamaToolCalls(tools) : null;
+    if (toolCalls) await out.write({ model, created_at: createdAt(), message: { role: "assistant", content: "", tool_calls: toolCalls }, done: false });
+    const last = { model, created_at: createdAt(), ...piece(""), done: true, done_reason: doneReasonOf(finish), ...stats(call) };
+    if (call.recordsAnswer) {
+      const whole: Body = { ...last, ...piece(allText, allThinking || undefined) };
+      if (toolCalls) (whole.message as Body).tool_calls = toolCalls;
+      call.recordAnswer(whole);
     }
     call.finish();
-    await out.write({ model, created_at: createdAt(), ...piece(""), done: true, done_reason: doneReasonOf(finish), ...stats(call) });
+    await out.write(last);
     out.end();
   } catch (error) {
     call.finish(error);

@@ -1,18 +1,30 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { InvalidRequestError } from "../../errors.ts";
 import { optionalBoolean } from "../../http/fields.ts";
-import { EngineAnswerError, openEngineCall } from "../engine/call.ts";
+import { clientRecordAs, EngineAnswerError, openEngineCall, type RecordAs } from "../engine/call.ts";
 import type { OllamaDeps } from "./deps.ts";
+import { ollamaErrorBody } from "./errors.ts";
 import { keepAliveOf, mapOptions, modelOf, ns } from "./options.ts";
 
 type EmbeddingAnswer = { data: Array<{ embedding: number[] }>; usage?: { prompt_tokens?: number } };
 
-async function embedOnce(deps: OllamaDeps, model: string, input: Array<string | number[]>, signal: AbortSignal, keepAliveMs: number | undefined) {
-  const call = await openEngineCall(deps, { endpoint: "/v1/embeddings", body: { model, input }, api: "ollama", signal, keepAliveMs });
+/** The engine's embeddings for `input`, and the time spent getting its runner; `toClient` is the client's answer (recorded). */
+async function embedOnce(
+  deps: OllamaDeps,
+  model: string,
+  input: Array<string | number[]>,
+  signal: AbortSignal,
+  keepAliveMs: number | undefined,
+  recordAs: RecordAs,
+  toClient: (answer: EmbeddingAnswer, acquireMs: number) => unknown,
+) {
+  const call = await openEngineCall(deps, { endpoint: "/v1/embeddings", body: { model, input }, api: "ollama", signal, keepAliveMs, recordAs });
   try {
     const answer = await call.json<EmbeddingAnswer>();
+    const reply = toClient(answer, call.acquireMs);
+    call.recordAnswer(reply);
     call.finish();
-    return { answer, acquireMs: call.acquireMs };
+    return reply;
   } catch (error) {
     call.finish(error);
     throw error;
@@ -54,21 +66,24 @@ export async function handleEmbed(deps: OllamaDeps, legacy: boolean, request: Fa
     throw new InvalidRequestError(legacy ? "'prompt' must be a string." : "'input' must be a string or an array of strings.", legacy ? "prompt" : "input");
   }
   const client = { signal: reply.request.clientSignal };
-  let result;
-  try {
-    result = await embedOnce(deps, model, inputs, client.signal, keepAliveMs);
-  } catch (error) {
-    const tooLong = error instanceof EngineAnswerError && error.type === "exceed_context_size_error";
-    if (!tooLong || !truncate || legacy) throw error;
-    result = await embedOnce(deps, model, await truncated(deps, model, inputs as string[], client.signal), client.signal, keepAliveMs);
-  }
-  const embeddings = result.answer.data.map((d) => d.embedding);
-  if (legacy) return { embedding: embeddings[0] ?? [] };
-  return {
-    model,
-    embeddings,
-    total_duration: ns(performance.now() - started),
-    load_duration: ns(result.acquireMs),
-    prompt_eval_count: result.answer.usage?.prompt_tokens ?? 0,
+  const toClient = (answer: EmbeddingAnswer, acquireMs: number) => {
+    const embeddings = answer.data.map((d) => d.embedding);
+    if (legacy) return { embedding: embeddings[0] ?? [] };
+    return {
+      model,
+      embeddings,
+      total_duration: ns(performance.now() - started),
+      load_duration: ns(acquireMs),
+      prompt_eval_count: answer.usage?.prompt_tokens ?? 0,
+    };
   };
+  const retries = (error: unknown) => error instanceof EngineAnswerError && error.type === "exceed_context_size_error" && truncate && !legacy;
+  try {
+    // A too-long input that is then truncated and sent again is one exchange for the client: only the retry is recorded.
+    return await embedOnce(deps, model, inputs, client.signal, keepAliveMs, { ...clientRecordAs(request, ollamaErrorBody), skipFailure: retries }, toClient);
+  } catch (error) {
+    if (!retries(error)) throw error;
+    const cut = await truncated(deps, model, inputs as string[], client.signal);
+    return await embedOnce(deps, model, cut, client.signal, keepAliveMs, clientRecordAs(request, ollamaErrorBody), toClient);
+  }
 }

@@ -9,3 +9,6 @@ export function ollamaErrorResponse(error: unknown, log: ErrorLogger, facts?: Re
   const { status, body, headers } = errorResponse(error, log, facts);
   return { status, body: { error: body.error.message }, headers };
 }
+
+/** An error as an Ollama client gets it, for the request recorder. */
+export const ollamaErrorBody = (error: unknown): unknown => ollamaErrorResponse(error, () => undefined).body;

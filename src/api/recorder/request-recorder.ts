@@ -49,8 +49,11 @@ export interface RecordingStart {
   modelId: string;
   /** The model's canonical name (its first tag): the `model` of its group. */
   modelName: string;
-  /** The body as sent (before `model` is rewritten for the engine). */
-  body: Record<string, unknown>;
+  /** The body as the client sent it (for the OpenAI routes, before `model` is rewritten for the engine). */
+  body: unknown;
+  /** The model as the request named it; default the body's `model` (else `modelName`). */
+  model?: string | undefined;
+  /** The client's method and path (`/v1/chat/completions`, `/api/chat`, `/v1/messages`, ...). */
   method: string;
   url: string;
   userAgent?: string | undefined;
@@ -64,6 +67,8 @@ export interface RecordingTap {
   chunk(data: Buffer | string): void;
   /** The exchange is over: the status it ended with and, for a failure, the error body. */
   end(status: number, errorBody?: unknown): void;
+  /** The exchange is not one to show (a failed attempt the daemon retries): it leaves the ring unseen. Only before `end`. */
+  cancel(): void;
 }
 
 export interface RecorderOptions {
@@ -154,9 +159,10 @@ export class RequestRecorder {
     let request = JSON.stringify(start.body, this.mediaCutter);
     const requestCap = Math.floor(this.maxBytes / 2);
     if (request.length > requestCap) request = `${request.slice(0, requestCap)}...[truncated ${request.length - requestCap} chars]`;
+    const named = (start.body as { model?: unknown } | null)?.model;
     const pair: RecordedPair = {
       id: `${start.modelId}_${this.now()}_${++this.seq}`,
-      model: typeof start.body.model === "string" ? start.body.model : start.modelName,
+      model: start.model ?? (typeof named === "string" ? named : start.modelName),
       method: start.method,
       url: start.url,
       request,
@@ -208,6 +214,16 @@ export class RequestRecorder {
         const update: ModelRecords = { count: 1, model: owner.name, config: owner.config, records: [entry.materialize()] };
         for (const listener of this.listeners) listener(start.modelId, update);
       },
+      cancel: () => {
+        if (ended) return;
+        ended = true;
+        entry.chunks = null;
+        const at = owner.entries.indexOf(entry);
+        if (at >= 0) {
+          owner.entries.splice(at, 1);
+          owner.bytes -= entry.bytes;
+        }
+      },
     };
   }
 
@@ -254,20 +270,25 @@ export class RequestRecorder {
 
   /**
    * JSON.stringify replacer: base64 media cut to maxMediaChars, as DMR's
-   * truncateMediaFields does: a `data:` URL's payload (`image_url.url`),
-   * and `input_audio.data` (an object with `data` and `format`).
+   * truncateMediaFields does: a `data:` URL's payload (OpenAI's
+   * `image_url.url`, the Responses API's `input_image.image_url`),
+   * `input_audio.data` (an object with `data` and `format`); and, in the
+   * other dialects' bodies, Anthropic's base64 image `source.data` (beside
+   * `media_type`) and Ollama's `images` (raw base64 strings).
    */
   private readonly mediaCutter = (() => {
     const max = () => this.maxMediaChars;
+    const cut = (value: string, limit: number) => `${value.slice(0, limit)}...[truncated ${value.length - limit} chars]`;
     return function (this: Record<string, unknown>, key: string, value: unknown): unknown {
       const limit = max();
+      if (key === "images" && Array.isArray(value)) return value.map((v: unknown) => (typeof v === "string" && v.length > limit ? cut(v, limit) : v));
       if (typeof value !== "string" || value.length <= limit) return value;
-      if (key === "url" && value.startsWith("data:")) {
+      if ((key === "url" || key === "image_url") && value.startsWith("data:")) {
         const comma = value.indexOf(",");
         if (comma < 0 || value.length - comma - 1 <= limit) return value;
         return `${value.slice(0, comma + 1 + limit)}...[truncated ${value.length - comma - 1 - limit} chars]`;
       }
-      if (key === "data" && typeof this.format === "string") return `${value.slice(0, limit)}...[truncated ${value.length - limit} chars]`;
+      if (key === "data" && (typeof this.format === "string" || typeof this.media_type === "string")) return cut(value, limit);
       return value;
     };
   })();

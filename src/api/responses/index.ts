@@ -1,10 +1,11 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { NotFoundError } from "../../errors.ts";
-import { openEngineCall, type EngineCall, type EngineCallDeps } from "../engine/call.ts";
+import { clientRecordAs, openEngineCall, type EngineCall, type EngineCallDeps } from "../engine/call.ts";
 import { ToolCallAccumulator } from "../engine/tool-deltas.ts";
 import { errorResponse, type ErrorLogger } from "../errors.ts";
 import { sseEvent } from "../sse.ts";
 import { LazyStream } from "../streaming.ts";
+import { LoadingComments } from "../load-wait.ts";
 import { ResponseStore, type ResponseStoreOptions } from "./store.ts";
 import { newId, parseResponsesRequest, type ParsedResponsesRequest } from "./translate.ts";
 
@@ -111,14 +112,36 @@ async function createResponse(deps: ResponsesDeps, store: ResponseStore, request
   const messages = req.instructions ? [{ role: "system", content: req.instructions }, ...conversation] : conversation;
   const engineBody: Body = { model: req.model, messages, ...req.engine, stream: req.stream, ...(req.stream ? { stream_options: { include_usage: true } } : {}) };
   const client = { signal: reply.request.clientSignal };
-  let call: EngineCall;
-  try {
-    call = await openEngineCall(deps, { endpoint: "/v1/chat/completions", body: engineBody, api: "responses", signal: client.signal, backend });
-  } catch (error) {
-    throw error;
-  }
+  const out = req.stream ? new LazyStream(reply, 200, { "content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no" }) : null;
+  // A stream that waits for a cold load says so in SSE comments, which the openai client skips.
+  const loading = out ? new LoadingComments(out, req.model) : null;
   const id = newId("resp");
   const createdAt = Math.floor(Date.now() / 1000);
+  let seq = 0;
+  const send = (type: string, data: Body) => out!.write(sseEvent(type, { type, sequence_number: seq++, ...data }));
+  /** Ends an open stream with the `error` event and `response.failed`, unless the client left. */
+  const endWithError = async (error: unknown, call: EngineCall | null) => {
+    if (!client.signal.aborted) {
+      const { body } = errorResponse(error, deps.logError);
+      await send("error", { code: body.error.code, message: body.error.message, param: body.error.param ?? null }).catch(() => undefined);
+      await send("response.failed", {
+        response: { ...responseObject(id, createdAt, req, "failed", [], call, null), error: { code: body.error.code, message: body.error.message } },
+      }).catch(() => undefined);
+    }
+    out!.end();
+  };
+  let call: EngineCall;
+  try {
+    const recordAs = clientRecordAs(request);
+    call = await openEngineCall(deps, { endpoint: "/v1/chat/completions", body: engineBody, api: "responses", signal: client.signal, backend, onLoading: loading?.start, recordAs });
+  } catch (error) {
+    if (!out?.hasStarted) throw error;
+    // The stream is open: the failure (the load's, most likely) ends it in the Responses API's own events.
+    await endWithError(error, null);
+    return reply;
+  } finally {
+    loading?.stop();
+  }
   const msgId = newId("msg");
   const keep = (response: Body, text: string, toolCalls: Body[]) => {
     if (!req.store) return;
@@ -129,16 +152,17 @@ async function createResponse(deps: ResponsesDeps, store: ResponseStore, request
   const outputOf = (text: string, toolCalls: Body[]) => [...(text !== "" || toolCalls.length === 0 ? [messageItem(msgId, text, "completed")] : []), ...toolCalls];
   const statusOf = (finish: unknown) => (finish === "length" ? "incomplete" : "completed");
 
-  if (!req.stream) {
+  if (!out) {
     try {
       const answer = await call.json<{ choices: Array<{ message: Body; finish_reason: string }> }>();
-      call.finish();
       const choice = answer.choices[0]!;
       const text = typeof choice.message.content === "string" ? choice.message.content : "";
       const calls = new ToolCallAccumulator();
       calls.addMessage(choice.message.tool_calls);
       const toolCalls = calls.list().map((c) => ({ id: newId("fc"), type: "function_call", status: "completed", call_id: c.id ?? newId("call"), name: c.name, arguments: c.arguments }));
       const response = responseObject(id, createdAt, req, statusOf(choice.finish_reason), outputOf(text, toolCalls), call, choice.finish_reason);
+      call.recordAnswer(response);
+      call.finish();
       keep(response, text, toolCalls);
       return response;
     } catch (error) {
@@ -147,9 +171,6 @@ async function createResponse(deps: ResponsesDeps, store: ResponseStore, request
     }
   }
 
-  const out = new LazyStream(reply, 200, { "content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no" });
-  let seq = 0;
-  const send = (type: string, data: Body) => out.write(sseEvent(type, { type, sequence_number: seq++, ...data }));
   let text = "";
   let finish: unknown = null;
   let messageOpen = false;
@@ -189,35 +210,31 @@ async function createResponse(deps: ResponsesDeps, store: ResponseStore, request
       }
       if (choice.finish_reason) finish = choice.finish_reason;
     }
+    // An answer with neither text nor calls still has its (empty) message.
+    const hasMessage = messageOpen || items.size === 0;
+    const toolCalls: Body[] = calls.list().map((c) => ({ ...items.get(c.index)!, arguments: c.arguments, status: "completed" }));
+    const output = [...(hasMessage ? [messageItem(msgId, text, "completed")] : []), ...toolCalls];
+    const response = responseObject(id, createdAt, req, statusOf(finish), output, call, finish);
+    call.recordAnswer(response);
     call.finish();
-    if (!messageOpen && items.size === 0) await openMessage();
-    if (messageOpen) {
+    if (hasMessage) {
+      await openMessage();
       const part = { type: "output_text", text, annotations: [] };
       await send("response.output_text.done", { item_id: msgId, output_index: 0, content_index: 0, text, logprobs: [] });
       await send("response.content_part.done", { item_id: msgId, output_index: 0, content_index: 0, part });
       await send("response.output_item.done", { output_index: 0, item: messageItem(msgId, text, "completed") });
     }
-    const toolCalls: Body[] = calls.list().map((c) => ({ ...items.get(c.index)!, arguments: c.arguments, status: "completed" }));
     for (const [i, c] of toolCalls.entries()) {
-      const outputIndex = (messageOpen ? 1 : 0) + i;
+      const outputIndex = (hasMessage ? 1 : 0) + i;
       await send("response.function_call_arguments.done", { item_id: c.id, output_index: outputIndex, arguments: c.arguments });
       await send("response.output_item.done", { output_index: outputIndex, item: c });
     }
-    const output = [...(messageOpen ? [messageItem(msgId, text, "completed")] : []), ...toolCalls];
-    const response = responseObject(id, createdAt, req, statusOf(finish), output, call, finish);
     keep(response, text, toolCalls);
     await send(statusOf(finish) === "incomplete" ? "response.incomplete" : "response.completed", { response });
     out.end();
   } catch (error) {
     call.finish(error);
-    if (!client.signal.aborted) {
-      const { body } = errorResponse(error, deps.logError);
-      await send("error", { code: body.error.code, message: body.error.message, param: body.error.param ?? null }).catch(() => undefined);
-      await send("response.failed", {
-        response: { ...responseObject(id, createdAt, req, "failed", [], call, null), error: { code: body.error.code, message: body.error.message } },
-      }).catch(() => undefined);
-    }
-    out.end();
+    await endWithError(error, call);
   }
   return reply;
 }

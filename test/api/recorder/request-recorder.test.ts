@@ -110,6 +110,51 @@ test("base64 media in the request is cut short; plain image URLs and other field
   assert.equal(body.messages[0]!.content[0]!.image_url!.url, data, "the request itself is untouched");
 });
 
+test("the other dialects' base64 media is cut too: Anthropic's image source, the Responses input_image, Ollama's images", () => {
+  const r = new RequestRecorder({ maxMediaChars: 10 });
+  const b64 = "Q".repeat(50);
+  const body = {
+    model: "ai/x",
+    messages: [{ role: "user", content: [{ type: "image", source: { type: "base64", media_type: "image/png", data: b64 } }], images: [b64, "short"] }],
+    input: [{ role: "user", content: [{ type: "input_image", image_url: `data:image/png;base64,${b64}` }] }],
+    images: [b64],
+  };
+  r.begin(start({ body, url: "/api/chat" })).end(200);
+  const recorded = JSON.parse(r.list()[0]!.records[0]!.request);
+  const cut = `${"Q".repeat(10)}...[truncated 40 chars]`;
+  assert.equal(recorded.messages[0].content[0].source.data, cut);
+  assert.equal(recorded.messages[0].content[0].source.media_type, "image/png");
+  assert.deepEqual(recorded.messages[0].images, [cut, "short"]);
+  assert.equal(recorded.input[0].content[0].image_url, `data:image/png;base64,${cut}`);
+  assert.deepEqual(recorded.images, [cut]);
+});
+
+test("a cancelled exchange leaves its ring unseen: not listed, no subscriber told, its bytes freed", () => {
+  const r = new RequestRecorder({ maxRecordsPerModel: 2 });
+  const seen: unknown[] = [];
+  r.subscribe((_id, group) => seen.push(group.records[0]!.request));
+  r.begin(start({ body: { model: "ai/x", n: 1 } })).end(200);
+  const tap = r.begin(start({ body: { model: "ai/x", n: 2 } }));
+  tap.chunk("partial");
+  tap.cancel();
+  tap.end(200); // after cancel: nothing
+  r.begin(start({ body: { model: "ai/x", n: 3 } })).end(200);
+  const kept = r.list()[0]!.records.map((p) => JSON.parse(p.request).n);
+  assert.deepEqual(kept, [1, 3], "the cancelled one took no place in the count");
+  assert.equal(seen.length, 2);
+  const one = r.begin(start());
+  one.end(200);
+  one.cancel(); // after end: the record stays
+  assert.equal(r.list()[0]!.records.length, 2);
+});
+
+test("`model` names the record when the body's own field is not it (Ollama's `name`)", () => {
+  const r = new RequestRecorder();
+  r.begin(start({ body: { name: "ai/x", prompt: "hi" }, model: "ai/x" })).end(200);
+  r.begin(start({ body: { prompt: "hi" } })).end(200);
+  assert.deepEqual(r.list()[0]!.records.map((p) => p.model), ["ai/x", "ai/x:latest"]);
+});
+
 test("a streamed chat answer is recorded as the completion it adds up to", () => {
   const events = [
     { id: "c1", object: "chat.completion.chunk", model: "m", choices: [{ index: 0, delta: { role: "assistant", content: "Hel" } }] },

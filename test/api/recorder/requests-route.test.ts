@@ -5,6 +5,7 @@ import { after, before, describe, test } from "node:test";
 import { startTestDaemon, type TestDaemon } from "../daemon-helper.ts";
 import { runMr, spawnMr, collect } from "../../helpers/cli.ts";
 import { eventually } from "../../helpers/processes.ts";
+import { tinyModel } from "../../helpers/models.ts";
 
 // GET /engines/requests on a real daemon with an API key: what OpenAI and
 // Ollama requests leave there, a stream recorded as its assembled answer,
@@ -80,16 +81,115 @@ describe("the request recorder through the daemon", () => {
     assert.ok(!JSON.stringify(group).includes(KEY));
   });
 
-  test("every dialect is recorded at the one engine call: an Ollama chat shows with origin ollama; an engine error with its body", async () => {
-    const ollama = await post("/api/chat", { model: "ai/tiny", messages: [{ role: "user", content: "ola" }], stream: false, options: { num_predict: 2 } });
-    assert.equal(ollama.status, 200, await ollama.text());
+  test("every dialect is recorded as its client sent it and got it: method, path, body; the answer (a stream's assembled) in the dialect's shape", async () => {
+    await d.addModel(await tinyModel({ seed: 80 }), "ai/dialects:latest");
+    const last = async (model: string) => (await records(`?model=${model}`))[0]!.records.at(-1)!;
+    const sent = { model: "ai/dialects", messages: [{ role: "user", content: "ola" }], stream: false, options: { num_predict: 2 } };
+    const ollama = await post("/api/chat", sent);
+    const ollamaBody = await ollama.text();
+    assert.equal(ollama.status, 200, ollamaBody);
+    let r = await last("ai/dialects");
+    assert.equal(r.origin, "ollama");
+    assert.equal(r.method, "POST");
+    assert.equal(r.url, "/api/chat");
+    assert.equal(r.status_code, 200);
+    assert.equal(r.user_agent, "recorder-test/1");
+    assert.deepEqual(JSON.parse(r.request), sent);
+    assert.deepEqual(JSON.parse(r.response!), JSON.parse(ollamaBody));
+
+    // Ollama's NDJSON stream: recorded as the one object `stream: false` gets.
+    const lines = (await (await post("/api/generate", { model: "ai/dialects", prompt: "go", options: { num_predict: 4 } })).text())
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { response: string; done: boolean; done_reason?: string; eval_count?: number });
+    r = await last("ai/dialects");
+    assert.equal(r.url, "/api/generate");
+    const generated = JSON.parse(r.response!) as { response: string; done: boolean; done_reason: string; eval_count: number };
+    assert.equal(generated.response, lines.map((l) => l.response).join(""));
+    assert.equal(generated.done, true);
+    assert.equal(generated.done_reason, lines.at(-1)!.done_reason);
+    assert.equal(generated.eval_count, lines.at(-1)!.eval_count);
+
+    const message = await post("/anthropic/v1/messages", { model: "ai/dialects", max_tokens: 3, messages: [{ role: "user", content: "hi" }] });
+    const messageBody = await message.text();
+    assert.equal(message.status, 200, messageBody);
+    r = await last("ai/dialects");
+    assert.equal(r.origin, "anthropic");
+    assert.equal(r.url, "/anthropic/v1/messages");
+    assert.deepEqual(JSON.parse(r.request), { model: "ai/dialects", max_tokens: 3, messages: [{ role: "user", content: "hi" }] });
+    assert.deepEqual(JSON.parse(r.response!), JSON.parse(messageBody));
+
+    // Anthropic's event stream: recorded as the message it adds up to.
+    const events = SseReader.readAll(await (await post("/v1/messages", { model: "ai/dialects", max_tokens: 4, stream: true, messages: [{ role: "user", content: "hi" }] })).text()).map(
+      (e) => JSON.parse(e.data) as { type: string; message?: { id: string }; delta?: { text?: string; stop_reason?: string } },
+    );
+    r = await last("ai/dialects");
+    assert.equal(r.url, "/v1/messages");
+    const assembled = JSON.parse(r.response!) as { id: string; type: string; content: Array<{ type: string; text: string }>; stop_reason: string; usage: { output_tokens: number } };
+    assert.equal(assembled.type, "message");
+    assert.equal(assembled.id, events[0]!.message!.id);
+    assert.deepEqual(assembled.content, [{ type: "text", text: events.map((e) => e.delta?.text ?? "").join("") }]);
+    assert.equal(assembled.stop_reason, events.find((e) => e.type === "message_delta")!.delta!.stop_reason);
+    assert.equal(assembled.usage.output_tokens, 4);
+
+    const counted = await post("/v1/messages/count_tokens", { model: "ai/dialects", messages: [{ role: "user", content: "count me" }] });
+    const countedBody = await counted.text();
+    r = await last("ai/dialects");
+    assert.equal(r.url, "/v1/messages/count_tokens");
+    assert.deepEqual(JSON.parse(r.response!), JSON.parse(countedBody));
+
+    const response = await post("/v1/responses", { model: "ai/dialects", input: "hi", max_output_tokens: 3 });
+    const responseBody = await response.text();
+    assert.equal(response.status, 200, responseBody);
+    r = await last("ai/dialects");
+    assert.equal(r.origin, "responses");
+    assert.equal(r.url, "/v1/responses");
+    assert.deepEqual(JSON.parse(r.request), { model: "ai/dialects", input: "hi", max_output_tokens: 3 });
+    assert.deepEqual(JSON.parse(r.response!), JSON.parse(responseBody));
+
+    // The Responses stream: recorded as the response its last event carries.
+    const streamed = SseReader.readAll(await (await post("/v1/responses", { model: "ai/dialects", input: "hi", max_output_tokens: 3, stream: true })).text());
+    r = await last("ai/dialects");
+    assert.deepEqual(JSON.parse(r.response!), (JSON.parse(streamed.at(-1)!.data) as { response: unknown }).response);
+  });
+
+  test("a dialect's failure is recorded in its own error shape; Ollama's embed truncated and sent again is one record", async () => {
+    await d.addModel(await tinyModel({ seed: 81, contextLength: 128 }), "ai/short:latest");
+    await d.addModel(await tinyModel({ seed: 82, contextLength: 128, pooling: "mean" }), "ai/short-embed:latest");
+    const long = "many words in a row ".repeat(100);
+    const refused = await post("/v1/messages", { model: "ai/short", max_tokens: 2, messages: [{ role: "user", content: long }] });
+    const refusedBody = await refused.text();
+    assert.equal(refused.status, 400, refusedBody);
+    const r = (await records("?model=ai/short"))[0]!.records.at(-1)!;
+    assert.equal(r.status_code, 400);
+    assert.equal(r.response, undefined);
+    assert.deepEqual(JSON.parse(r.error!), JSON.parse(refusedBody));
+    assert.equal((JSON.parse(r.error!) as { type: string }).type, "error");
+
+    const ollama = await post("/api/generate", { model: "ai/short", prompt: long, stream: false });
+    const ollamaBody = await ollama.text();
+    assert.equal(ollama.status, 400, ollamaBody);
+    assert.deepEqual(JSON.parse((await records("?model=ai/short"))[0]!.records.at(-1)!.error!), JSON.parse(ollamaBody));
+
+    // Too long for the context: refused, truncated, sent again. The refusal is not recorded; the retry is,
+    // with the client's body and the answer it got (whatever the retry's outcome: our engine refuses an input
+    // that fills its whole context, so the retry fails there today; the record says so as the client saw it).
+    const embed = await post("/api/embed", { model: "ai/short-embed", input: long });
+    const embedBody = await embed.text();
+    const [group] = await records("?model=ai/short-embed");
+    assert.equal(group!.count, 1, JSON.stringify(group!.records.map((x) => [x.status_code, x.error])));
+    const retry = group!.records[0]!;
+    assert.equal(retry.url, "/api/embed");
+    assert.equal(retry.status_code, embed.status);
+    assert.deepEqual(JSON.parse(retry.request), { model: "ai/short-embed", input: long });
+    assert.deepEqual(JSON.parse(embed.status === 200 ? retry.response! : retry.error!), JSON.parse(embedBody));
+    assert.doesNotMatch(retry.error ?? "", /exceeds the available context size/, "the first, refused attempt is not the record");
+  });
+
+  test("an engine error on the OpenAI routes: recorded with the engine's body", async () => {
     const bad = await post("/v1/embeddings", { model: "ai/tiny-embed", input: [] });
     const badText = await bad.text();
     assert.ok(bad.status >= 400, badText);
-    const tiny = (await records("?model=ai/tiny"))[0]!.records.at(-1)!;
-    assert.equal(tiny.origin, "ollama");
-    assert.equal(tiny.status_code, 200);
-    assert.match(tiny.request, /ola/);
     // Refused by the engine (the daemon's own checks pass it): recorded with the engine's error body.
     const last = (await records("?model=ai/tiny-embed"))[0]!.records.at(-1)!;
     assert.equal(last.status_code, bad.status);

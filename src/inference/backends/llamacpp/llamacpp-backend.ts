@@ -3,6 +3,7 @@ import { access, constants, rm } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { InvalidRequestError, messageOf, RunnerError } from "../../../errors.ts";
+import { parseLoadProgressLine } from "../../../engine/load-progress.ts";
 import { defaultThreads } from "../../../engine/options.ts";
 import type { Backend, BackendConfig, InstallOptions, ModelFiles, RunRequest } from "../../backend.ts";
 import { EngineFailedError, EngineProcess, waitForHealth } from "../../engine-process.ts";
@@ -326,7 +327,14 @@ export class LlamaCppBackend implements Backend {
       env: this.options.env,
       // The built-in engine exits when the daemon's pipe closes; llama-server's wrapper watches its parent pid instead.
       parentPipe: engineName === "built-in",
-      onLog: request.onLog,
+      onLog: (line) => {
+        // The built-in engine's load progress lines (src/engine/load-progress.ts); llama-server prints none.
+        if (request.onLoadProgress) {
+          const fraction = parseLoadProgressLine(line);
+          if (fraction !== null) request.onLoadProgress(fraction);
+        }
+        request.onLog?.(line);
+      },
     });
     if (engine.pid !== undefined) request.onSpawn?.(engine.pid);
     const stopped = new AbortController();
