@@ -247,7 +247,8 @@ export class ModelHost {
       }
       if (options.embeddings) {
         const context = await model.createEmbeddingContext({
-          contextSize: slotContext,
+          // node-llama-cpp refuses an input as long as its context (`>=`); llama-server takes up to n_ctx tokens.
+          contextSize: slotContext + 1,
           threads: options.threads,
           ...(options.batchSize !== null ? { batchSize: options.batchSize } : {}),
         });
@@ -497,12 +498,12 @@ export class ModelHost {
     signal: AbortSignal,
     normalize = 2,
   ): Promise<{ rows: number[][][]; tokens: number }> {
-    const { queue } = this.requireEmbedding();
+    const { queue, context: embedding } = this.requireEmbedding();
     const tokenized = inputs.map((input) => (typeof input === "string" ? this.tokenize(input, true) : [...input]));
     for (const tokens of tokenized) {
-      if (tokens.length > this.info.slotContextSize) {
-        throw new ContextSizeExceededError(tokens.length, this.info.slotContextSize);
-      }
+      // The length as evaluated: with the beginning and end tokens the model's vocabulary adds (BERT's [CLS] and [SEP]).
+      const length = embedding.calculateInputLength(tokens);
+      if (length > this.info.slotContextSize) throw new ContextSizeExceededError(length, this.info.slotContextSize);
     }
     const perToken = this.info.pooling === "none";
     if (perToken && !this.info.causal) {

@@ -357,6 +357,16 @@ describe("engine embedding mode", () => {
     assert.equal(res.usage.prompt_tokens, 3);
   });
 
+  test("an input as long as the context is embedded (llama-server's limit); one token more is a 400 naming both sizes", async () => {
+    const tokens = (n: number) => [1, ...Array.from({ length: n - 1 }, (_, i) => 300 + (i % 200))];
+    const full = await client.embeddings.create({ model: "emb", input: tokens(512), encoding_format: "float" });
+    assert.equal(full.data[0]!.embedding.length, 64);
+    const over = await fetch(`${engine.baseUrl}/v1/embeddings`, { method: "POST", body: JSON.stringify({ input: tokens(513) }) });
+    assert.equal(over.status, 400);
+    const body = (await over.json()) as { error: { type: string; n_prompt_tokens: number; n_ctx: number } };
+    assert.deepEqual([body.error.type, body.error.n_prompt_tokens, body.error.n_ctx], ["exceed_context_size_error", 513, 512]);
+  });
+
   test("chat is refused in embedding mode", async () => {
     await assert.rejects(
       client.chat.completions.create({ model: "emb", messages: [{ role: "user", content: "hi" }] }),

@@ -39,7 +39,8 @@ async function truncated(deps: OllamaDeps, model: string, inputs: string[], sign
     try {
       const { tokens } = await call.json<{ tokens: number[] }>();
       call.finish();
-      out.push(tokens.slice(0, call.lease.contextSize));
+      // One place is left for the end token a model's vocabulary appends to each input (BERT's [SEP]).
+      out.push(tokens.length > call.lease.contextSize ? tokens.slice(0, call.lease.contextSize - 1) : tokens);
     } catch (error) {
       call.finish(error);
       throw error;

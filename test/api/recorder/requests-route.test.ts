@@ -172,10 +172,11 @@ describe("the request recorder through the daemon", () => {
     assert.deepEqual(JSON.parse((await records("?model=ai/short"))[0]!.records.at(-1)!.error!), JSON.parse(ollamaBody));
 
     // Too long for the context: refused, truncated, sent again. The refusal is not recorded; the retry is,
-    // with the client's body and the answer it got (whatever the retry's outcome: our engine refuses an input
-    // that fills its whole context, so the retry fails there today; the record says so as the client saw it).
+    // with the client's body and the answer it got.
     const embed = await post("/api/embed", { model: "ai/short-embed", input: long });
     const embedBody = await embed.text();
+    assert.equal(embed.status, 200, embedBody);
+    assert.equal((JSON.parse(embedBody) as { embeddings: number[][] }).embeddings.length, 1);
     const [group] = await records("?model=ai/short-embed");
     assert.equal(group!.count, 1, JSON.stringify(group!.records.map((x) => [x.status_code, x.error])));
     const retry = group!.records[0]!;
