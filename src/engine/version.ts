@@ -11,10 +11,7 @@ import { getLlama, LlamaLogLevel } from "node-llama-cpp";
  * real check that it works on this machine.
  */
 export async function engineVersionLine(): Promise<string> {
-  // The package exports no ./package.json; its entry is dist/index.js.
-  const entry = createRequire(import.meta.url).resolve("node-llama-cpp");
-  const pkgPath = join(dirname(entry), "..", "package.json");
-  const { version } = JSON.parse(await readFile(pkgPath, "utf8")) as { version: string };
+  const { version } = await nodeLlamaCppPackage();
   const llama = await getLlama({ gpu: "auto", build: "never", skipDownload: true, logLevel: LlamaLogLevel.error, progressLogs: false });
   try {
     const variant = llama.gpu === false ? "CPU" : { cuda: "CUDA", vulkan: "Vulkan", metal: "Metal" }[llama.gpu];
@@ -23,4 +20,12 @@ export async function engineVersionLine(): Promise<string> {
   } finally {
     await llama.dispose();
   }
+}
+
+/** The installed node-llama-cpp package: its folder and version. */
+export async function nodeLlamaCppPackage(): Promise<{ root: string; version: string }> {
+  // The package exports no ./package.json; its entry is dist/index.js.
+  const root = join(dirname(createRequire(import.meta.url).resolve("node-llama-cpp")), "..");
+  const { version } = JSON.parse(await readFile(join(root, "package.json"), "utf8")) as { version: string };
+  return { root, version };
 }

@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
-import { access, readFile, writeFile } from "node:fs/promises";
+import { access, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { MissingBuildToolError } from "../../src/inference/backends/llamacpp/build-tools.ts";
 import { buildSteps } from "../../src/inference/backends/llamacpp/llama-server-install.ts";
-import { buildNativeBinding, nativeBuildStep, nodeLlamaCppCli, parseGpuChoice } from "../../src/inference/backends/llamacpp/native-binding.ts";
+import { buildNativeBinding, keepNativeBuilds, keptBuildsDir, nativeBuildStep, nodeLlamaCppCli, parseGpuChoice, restoreNativeBuilds } from "../../src/inference/backends/llamacpp/native-binding.ts";
 import { LlamaCppBackend } from "../../src/inference/index.ts";
 import { tempDir } from "../helpers/models.ts";
 import { buildToolsPathWithout } from "../helpers/processes.ts";
@@ -71,4 +72,35 @@ describe("the built-in engine's native build (mr install-runner --engine built-i
       /"gpu" cannot be chosen: MODEL_RUNNER_LLAMA_SERVER/,
     );
   });
+});
+
+test("a native build is kept under the home and put back where a reinstall of the package lost it", async () => {
+  const root = await mkdtemp(join(tmpdir(), "mr-native-kept-"));
+  try {
+    const localBuilds = join(root, "pkg", "llama", "localBuilds");
+    const kept = keptBuildsDir(join(root, "home"), "3.21.1");
+    assert.equal(kept, join(root, "home", "engines", "built-in", "node-llama-cpp-3.21.1"));
+    // What node-llama-cpp's build leaves: the loadable parts, the build tree, and a build that broke off.
+    await mkdir(join(localBuilds, "linux-x64", "Release"), { recursive: true });
+    await writeFile(join(localBuilds, "linux-x64", "Release", "llama-addon.node"), "binary");
+    await writeFile(join(localBuilds, "linux-x64", "Release", "_nlcBuildMetadata.json"), "{}");
+    await writeFile(join(localBuilds, "linux-x64", "buildDone.status"), "");
+    await writeFile(join(localBuilds, "linux-x64", "build.ninja"), "tree");
+    await mkdir(join(localBuilds, "linux-x64-vulkan", "Release"), { recursive: true });
+    await keepNativeBuilds(localBuilds, kept);
+    assert.deepEqual((await readdir(kept)).sort(), ["linux-x64"]);
+    assert.deepEqual((await readdir(join(kept, "linux-x64"))).sort(), ["Release", "buildDone.status"]);
+
+    // Nothing to restore while the package still has it.
+    assert.deepEqual(await restoreNativeBuilds(kept, localBuilds), []);
+    // `npm ci`: the package's folder is gone.
+    await rm(join(root, "pkg"), { recursive: true });
+    assert.deepEqual(await restoreNativeBuilds(kept, localBuilds), ["linux-x64"]);
+    assert.equal(await readFile(join(localBuilds, "linux-x64", "Release", "llama-addon.node"), "utf8"), "binary");
+    assert.deepEqual((await readdir(localBuilds)).sort(), ["linux-x64"]);
+    // A home with nothing kept restores nothing.
+    assert.deepEqual(await restoreNativeBuilds(keptBuildsDir(join(root, "other"), "3.21.1"), localBuilds), []);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
 });

@@ -18,7 +18,8 @@ import {
   BUNDLE_PATH,
   type ReleasePin,
 } from "./llama-server-install.ts";
-import { buildNativeBinding, parseGpuChoice, variantOf, type GpuChoice } from "./native-binding.ts";
+import { buildNativeBinding, keepNativeBuilds, keptBuildsDir, localBuildsDir, parseGpuChoice, restoreNativeBuilds, variantOf, type GpuChoice } from "./native-binding.ts";
+import { nodeLlamaCppPackage } from "../../../engine/version.ts";
 import { EngineInstallError } from "./build-tools.ts";
 
 export const LLAMACPP_NAME = "llama.cpp";
@@ -176,6 +177,7 @@ export class LlamaCppBackend implements Backend {
     let working: State | null = null;
     try {
       if (engine === "built-in") {
+        await this.restoreKeptBuild(setProgress);
         const before = await this.probe("built-in", signal);
         working = { kind: "installed", description: before };
         this.states[engine] = { kind: "installed", description: await this.compileBuiltIn(before, options, gpu, setProgress, signal) };
@@ -237,7 +239,28 @@ export class LlamaCppBackend implements Backend {
       throw new EngineInstallError(`The build finished, but the engine still loads ${after.replace(/^llama\.cpp built-in /, "")}; see built-in-build.log in ${logDir}.`);
     }
     progress("the built-in engine is compiled for this machine");
+    if (this.options.home) {
+      const { root, version } = await nodeLlamaCppPackage();
+      await keepNativeBuilds(localBuildsDir(root), keptBuildsDir(this.options.home, version));
+    }
     return after;
+  }
+
+  /**
+   * Puts back a native build kept under the home that node-llama-cpp's
+   * folder lost (a reinstall of the package). A failure leaves the prebuilt
+   * binary serving, as before the build.
+   */
+  private async restoreKeptBuild(progress: (line: string) => void): Promise<void> {
+    if (!this.options.home) return;
+    try {
+      const { root, version } = await nodeLlamaCppPackage();
+      const kept = keptBuildsDir(this.options.home, version);
+      const restored = await restoreNativeBuilds(kept, localBuildsDir(root));
+      if (restored.length > 0) progress(`restored the native build of the built-in engine kept in ${kept}`);
+    } catch (error) {
+      progress(`the native build kept under the home could not be restored (${messageOf(error)}); the prebuilt binary serves`);
+    }
   }
 
   /** MODEL_RUNNER_LLAMA_SERVER, else one installed before under the home. */

@@ -1,4 +1,4 @@
-import { open, mkdir } from "node:fs/promises";
+import { cp, mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { InvalidRequestError, RunnerError } from "../../../errors.ts";
@@ -11,8 +11,9 @@ import { type BuildStep, checkBuildTools, EngineInstallError, runLogged } from "
  * llama-server's (`../shared/reference/engine-notes.md`: ~2.5 s vs ~4.2 s
  * for 850 tokens). node-llama-cpp keeps the build in its own package folder
  * (`llama/localBuilds`) and prefers it at load time, so the engine needs no
- * option to use it; reinstalling the package removes it, and `status` then
- * says `prebuilt` again.
+ * option to use it. Reinstalling the package (`npm ci`) removes that folder,
+ * so each build is also kept under the model-runner home, per node-llama-cpp
+ * version, and put back at the next start (keptBuildsDir, restoreNativeBuilds).
  */
 
 /** What `--gpu` / the install body's `gpu` take. */
@@ -80,4 +81,69 @@ export async function buildNativeBinding(options: NativeBuildOptions, signal: Ab
   } finally {
     await log.close();
   }
+}
+
+/** node-llama-cpp's folder of native builds, which it loads from first. */
+export function localBuildsDir(packageRoot: string): string {
+  return join(packageRoot, "llama", "localBuilds");
+}
+
+/** Where native builds for node-llama-cpp `version` are kept under the model-runner home. */
+export function keptBuildsDir(home: string, version: string): string {
+  return join(home, "engines", "built-in", `node-llama-cpp-${version}`);
+}
+
+/** What a build needs to load (node-llama-cpp checks all three): its `Release` folder (binary and metadata) and `buildDone.status`. */
+const BUILD_PARTS = ["Release", "buildDone.status"];
+
+/**
+ * Keeps a copy of each finished build in `localBuilds` under `kept`
+ * (the loadable parts only, ~13 MiB of the build tree's ~54), replacing
+ * what was kept: written beside, then renamed into place.
+ */
+export async function keepNativeBuilds(localBuilds: string, kept: string): Promise<void> {
+  const next = `${kept}.next`;
+  await rm(next, { recursive: true, force: true });
+  await mkdir(next, { recursive: true });
+  for (const folder of await finishedBuilds(localBuilds)) {
+    for (const part of BUILD_PARTS) await cp(join(localBuilds, folder, part), join(next, folder, part), { recursive: true });
+  }
+  await rm(kept, { recursive: true, force: true });
+  await rename(next, kept);
+}
+
+/**
+ * Puts kept builds back into `localBuilds` where that has none of the same
+ * name (the package was reinstalled). Resolves with the folders restored.
+ */
+export async function restoreNativeBuilds(kept: string, localBuilds: string): Promise<string[]> {
+  const restored: string[] = [];
+  for (const folder of await finishedBuilds(kept)) {
+    const target = join(localBuilds, folder);
+    if (await exists(target)) continue;
+    const partial = `${target}.restoring`;
+    await rm(partial, { recursive: true, force: true });
+    for (const part of BUILD_PARTS) await cp(join(kept, folder, part), join(partial, part), { recursive: true });
+    await rename(partial, target);
+    restored.push(folder);
+  }
+  return restored;
+}
+
+/** The build folders under `dir` that finished (a build that broke off has no `buildDone.status`). */
+async function finishedBuilds(dir: string): Promise<string[]> {
+  const names = await readdir(dir).catch(() => [] as string[]);
+  const done: string[] = [];
+  for (const name of names) {
+    if (name.endsWith(".next") || name.endsWith(".restoring")) continue; // this module's own work in progress
+    if (await exists(join(dir, name, "buildDone.status"))) done.push(name);
+  }
+  return done;
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
 }
