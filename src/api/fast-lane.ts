@@ -11,6 +11,7 @@ import { CallLedger, USAGE_WINDOW_BYTES } from "./engine/ledger.ts";
 import type { EngineRelay, RelayExchange } from "./engine/relay.ts";
 import { BODY_LIMIT_BYTES, errorResponse, type ErrorLogger } from "./errors.ts";
 import type { DaemonMetrics } from "./metrics.ts";
+import { LoadingComments } from "./load-wait.ts";
 import { checkOpenAIBody } from "./openai-checks.ts";
 import type { RequestRecorder } from "./recorder/request-recorder.ts";
 import { sseEvent } from "./sse.ts";
@@ -40,8 +41,6 @@ interface LaneRoute {
 const WHOLE_ANSWER_BYTES = 1024 * 1024;
 /** Between a connection's requests, how long a request head may take to arrive (Node's headersTimeout). */
 const HEAD_TIMEOUT_MS = 60_000;
-/** While a model loads, a comment line this often shows the wait goes on (as LoadingComments). */
-const LOADING_REPEAT_MS = 5_000;
 
 /**
  * The daemon's fast lane: the OpenAI inference requests (the routes of
@@ -225,7 +224,6 @@ class LaneRequest {
   private readonly startedMs = performance.now();
   /** Whether the answer's head has gone out (after it, errors travel inside the stream). */
   private headSent = false;
-  private loadingTimer: NodeJS.Timeout | null = null;
   private status = 200;
 
   constructor(
@@ -246,7 +244,6 @@ class LaneRequest {
       this.fail(error);
     } finally {
       this.socket.off("close", onClose);
-      if (this.loadingTimer) clearInterval(this.loadingTimer);
       this.lane.deps.metrics.request(this.route.pattern, "POST", this.status, performance.now() - this.startedMs);
     }
   }
@@ -261,16 +258,17 @@ class LaneRequest {
     const stream = body.stream === true;
     const signal = this.controller.signal;
     const ledgerLabels = { api: "openai", endpoint, model };
+    // A stream that waits for a cold load says so in SSE comments, as on the routes.
+    const loading = stream ? new LoadingComments(() => this.openLoadingStream(), model) : null;
     let prepared: PreparedInference;
     try {
-      prepared = await prepareInference(deps, { endpoint, body, backend, signal, api: "openai", onLoading: stream ? this.startLoading(model) : undefined });
+      prepared = await prepareInference(deps, { endpoint, body, backend, signal, api: "openai", onLoading: loading?.start });
     } catch (error) {
       // The scheduler's refusals (404 model, 503 queue full, a failed load) are counted as the routes count them.
       new CallLedger(deps.metrics, ledgerLabels, this.startedMs, null).close(0, error, signal.aborted);
       throw error;
     } finally {
-      if (this.loadingTimer) clearInterval(this.loadingTimer);
-      this.loadingTimer = null;
+      loading?.stop();
     }
     const { lease } = prepared;
     const tap = deps.recorder !== null && isRecorded(endpoint) ? deps.recorder.begin({
@@ -409,18 +407,10 @@ class LaneRequest {
     return cause;
   }
 
-  /** The scheduler's onLoading for a stream: opens it and says why it waits, as LoadingComments does on the routes. */
-  private startLoading(model: string): () => void {
-    const name = model.replace(/[\r\n]+/g, " ");
-    return () => {
-      if (this.headSent || this.socket.destroyed) return;
-      this.headSent = true;
-      const startedAt = performance.now();
-      this.socket.write(this.headText(200, "text/event-stream", "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\n"));
-      this.writeChunk(`: loading ${name}\n\n`);
-      this.loadingTimer = setInterval(() => this.writeChunk(`: loading ${name} (${Math.round((performance.now() - startedAt) / 1000)}s)\n\n`), LOADING_REPEAT_MS);
-      this.loadingTimer.unref();
-    };
+  /** Opens the SSE stream for `: loading` comments (LoadingComments): the head goes out, chunks follow. */
+  private openLoadingStream(): (text: string) => void {
+    this.socket.write(this.headText(200, "text/event-stream", "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\n"));
+    return (text) => this.writeChunk(text);
   }
 
   /** Answers `error` in OpenAI's shape: a JSON answer, or the last event of a stream already open. */

@@ -25,12 +25,13 @@ export class LoadingComments {
 
   /**
    * `target`: the reply, for a route that writes the raw response itself (the
-   * OpenAI pass-through; `start` opens it with the reply's headers), or the
+   * OpenAI pass-through; `start` opens it with the reply's headers), the
    * LazyStream a route streams through (Anthropic, Responses; `start` opens
-   * it early).
+   * it early), or a function that opens the stream and returns its writer
+   * (the fast lane, which frames its own chunks).
    */
   constructor(
-    private readonly target: FastifyReply | LazyStream,
+    private readonly target: FastifyReply | LazyStream | (() => (text: string) => void),
     model: string,
   ) {
     // A model name with a line break would end the comment and start a field.
@@ -41,11 +42,9 @@ export class LoadingComments {
     if (this.started) return;
     this.started = true;
     this.startedAt = performance.now();
-    const raw = this.target instanceof LazyStream ? this.target.open() : openReply(this.target);
-    raw.write(`: loading ${this.model}\n\n`);
-    this.timer = setInterval(() => {
-      if (!raw.destroyed) raw.write(`: loading ${this.model} (${Math.round((performance.now() - this.startedAt) / 1000)}s)\n\n`);
-    }, REPEAT_MS);
+    const write = typeof this.target === "function" ? this.target() : writerOf(this.target instanceof LazyStream ? this.target.open() : openReply(this.target));
+    write(`: loading ${this.model}\n\n`);
+    this.timer = setInterval(() => write(`: loading ${this.model} (${Math.round((performance.now() - this.startedAt) / 1000)}s)\n\n`), REPEAT_MS);
     this.timer.unref();
   };
 
@@ -53,6 +52,12 @@ export class LoadingComments {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
   }
+}
+
+function writerOf(raw: ServerResponse): (text: string) => void {
+  return (text) => {
+    if (!raw.destroyed) raw.write(text);
+  };
 }
 
 function openReply(reply: FastifyReply): ServerResponse {
