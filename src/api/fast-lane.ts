@@ -132,7 +132,11 @@ export class FastLane {
 
 /** One client connection while the fast lane serves it. */
 class LaneConnection {
-  private buffered: Buffer | null = null;
+  /** Bytes read and not used yet, in arrival order (joined only when needed: a large body arrives in many pieces). */
+  private pieces: Buffer[] = [];
+  private pending = 0;
+  /** The request whose body is still arriving: its head and route. */
+  private waiting: { head: RequestHead; route: LaneRoute } | null = null;
   private busy = false;
   private gone = false;
   private handedOver = false;
@@ -155,7 +159,8 @@ class LaneConnection {
   }
 
   private readonly onData = (data: Buffer): void => {
-    this.buffered = this.buffered === null ? data : Buffer.concat([this.buffered, data]);
+    this.pieces.push(data);
+    this.pending += data.length;
     if (!this.busy) this.next();
   };
 
@@ -178,18 +183,25 @@ class LaneConnection {
 
   /** Serves the next complete request in the buffer, hands the connection over, or waits for more bytes. */
   private next(): void {
-    if (this.buffered === null || this.gone) return;
-    const head = readRequestHead(this.buffered);
-    if (head === null) {
-      this.socket.setTimeout(HEAD_TIMEOUT_MS);
-      return;
+    if (this.pending === 0 || this.gone) return;
+    if (this.waiting === null) {
+      const read = readRequestHead(this.joined());
+      if (read === null) {
+        this.socket.setTimeout(HEAD_TIMEOUT_MS);
+        return;
+      }
+      const route = read === "unusual" ? null : this.lane.routeOf(read);
+      if (route === null || read === "unusual") return this.handOver();
+      this.waiting = { head: read, route };
     }
-    const route = head === "unusual" ? null : this.lane.routeOf(head);
-    if (route === null || head === "unusual") return this.handOver();
+    const { head, route } = this.waiting;
     const end = head.length + Number(head.headers.get("content-length"));
-    if (this.buffered.length < end) return;
-    const body = this.buffered.toString("utf8", head.length, end);
-    this.buffered = this.buffered.length > end ? this.buffered.subarray(end) : null;
+    if (this.pending < end) return;
+    const data = this.joined();
+    const body = data.toString("utf8", head.length, end);
+    this.pieces = data.length > end ? [data.subarray(end)] : [];
+    this.pending = data.length - end;
+    this.waiting = null;
     this.busy = true;
     this.socket.setTimeout(0);
     const close = head.headers.get("connection")?.toLowerCase() === "close";
@@ -205,14 +217,21 @@ class LaneConnection {
     });
   }
 
+  /** The unused bytes as one buffer. */
+  private joined(): Buffer {
+    if (this.pieces.length > 1) this.pieces = [Buffer.concat(this.pieces, this.pending)];
+    return this.pieces[0]!;
+  }
+
   /** Gives the connection, with the bytes it has not used, to Node's HTTP server for good. */
   private handOver(): void {
     this.handedOver = true;
     this.socket.pause();
     this.socket.off("data", this.onData).off("end", this.onEnd).off("error", this.onError).off("close", this.onClose);
     this.socket.setTimeout(0);
-    if (this.buffered !== null) this.socket.unshift(this.buffered);
-    this.buffered = null;
+    if (this.pending > 0) this.socket.unshift(this.joined());
+    this.pieces = [];
+    this.pending = 0;
     this.lane.handOver(this.socket);
     this.socket.resume();
   }

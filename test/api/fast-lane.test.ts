@@ -175,6 +175,24 @@ describe("the fast lane", () => {
     }
   });
 
+  test("a large body arriving in small pieces is served, with the answer Node's server gives", async () => {
+    const body = chat({ messages: [{ role: "user", content: "word ".repeat(200_000) }] });
+    const text = Buffer.from(post("/v1/chat/completions", body));
+    const lane = new RawClient(d.url);
+    const node = new RawClient(d.url);
+    try {
+      for (let at = 0; at < text.length; at += 1024) lane.socket.write(text.subarray(at, at + 1024));
+      node.write(post("/v1/chat/completions", body, "Origin: http://localhost\r\n"));
+      const [a, b] = [await lane.answer(), await node.answer()];
+      assert.deepEqual([a.lane, b.lane], [true, false]);
+      assert.deepEqual(comparable(a), comparable(b));
+      assert.equal(a.status, 400, a.body); // a million words do not fit the tiny model's context
+    } finally {
+      lane.close();
+      node.close();
+    }
+  });
+
   test("Connection: close is honoured; a chunked request body goes to Node's server", async () => {
     const closing = new RawClient(d.url);
     try {
