@@ -218,6 +218,8 @@ try {
   // Warm-up: first requests pay for lazy initialisation on both sides.
   for (const s of servers) await decode(s);
   for (let round = 1; round <= ROUNDS; round++) {
+    // Every engine drafts for the same prompt in a round, so their acceptance compares like with like.
+    const seed = uniq++;
     for (const c of columns) {
       const plain = servers.find((s) => s.name === c.name)!;
       const row = rows.get(c.name)!;
@@ -232,7 +234,6 @@ try {
       if (runs("json")) row.json.push(await jsonSchema(plain));
       if (!runs("draft")) continue;
       const drafted = servers.find((s) => s.name === `${c.name} + draft`)!;
-      const seed = uniq++;
       const base = await post<Completion>(plain, "/completion", { prompt: text(seed, 4), n_predict: TOKENS, temperature: 0, ignore_eos: true });
       // The same prompt with the draft: greedy text must not change.
       const started = performance.now();
