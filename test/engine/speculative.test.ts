@@ -65,6 +65,16 @@ describe("the engine's speculative decoding (--spec-type draft-simple -md)", () 
     assert.equal(y.content, (await complete(plain, { ...body, prompt: "water people time" })).content);
   });
 
+  test("temperature > 0 with a seed: the same text every time with the draft, which drafts", async () => {
+    // cache_prompt false: both evaluate the whole prompt, so nothing but the seed decides.
+    const body = { prompt: "hello the world", n_predict: 40, temperature: 0.8, seed: 7, ignore_eos: true, cache_prompt: false };
+    const first = await complete(drafted, body);
+    const second = await complete(drafted, body);
+    assert.equal(second.content, first.content);
+    assert.ok((first.timings.draft_n ?? 0) > 0, JSON.stringify(first.timings));
+    assert.equal(second.timings.draft_n, first.timings.draft_n);
+  });
+
   test("/slots says speculative, /metrics counts draft tokens", async () => {
     const slots = (await (await fetch(`${drafted.baseUrl}/slots`)).json()) as Array<{ speculative: boolean }>;
     assert.deepEqual(slots.map((s) => s.speculative), [true, true]);
