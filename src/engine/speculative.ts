@@ -104,7 +104,7 @@ export class DraftSlot {
       },
     ];
     let input = tokens.slice();
-    /** Verified draft tokens in `target` past the last yielded token. */
+    /** Draft tokens in `target` past the last yielded token. */
     let surplus = 0;
     const dropSurplus = async () => {
       if (surplus > 0) await target.eraseContextTokenRanges([{ start: target.nextTokenIndex - surplus, end: target.nextTokenIndex }]);
@@ -134,29 +134,28 @@ export class DraftSlot {
         }
         const at = head.length;
         const first = tokenAt(results, at);
-        /** verified[j]: the model's token after drafts[j], kept because drafts[j] was its token before. */
-        const verified: EvaluatedToken[] = [];
-        for (let j = 0, previous = first.token; j < drafts.length && previous === drafts[j]; j++) {
-          const next = tokenAt(results, at + 1 + j);
-          verified.push(next);
-          previous = next.token;
-        }
-        const rejected = drafts.length - verified.length;
-        if (rejected > 0) await target.eraseContextTokenRanges([{ start: target.nextTokenIndex - rejected, end: target.nextTokenIndex }]);
-        surplus = verified.length;
+        if (first === null) throw new Error("Failed to sample next token");
+        /**
+         * after[j]: the model's token after drafts[j]; it counts once the tokens fed are drafts[0..j] (with native
+         * sampling, while each draft token is the one the model sampled before it; on the sampler-chain path the
+         * chain's choice decides).
+         */
+        const after = drafts.map((_, j) => tokenAt(results, at + 1 + j));
+        surplus = drafts.length;
         let out = first;
         for (let used = 0; ; ) {
           if (!yieldEogToken && target.model.isEogToken(out.token)) return;
           const reply = yield out;
           const fed = reply ?? out.token;
-          // The caller may choose another token (the sampler chain): what was verified after the drafted one is then void.
-          if (used < verified.length && fed === drafts[used]) {
+          const kept = used < drafts.length && fed === drafts[used] ? after[used] : null;
+          if (kept) {
             counts.accepted++;
-            out = verified[used]!;
+            out = kept;
             used++;
-            surplus = verified.length - used;
+            surplus = drafts.length - used;
             continue;
           }
+          // The rest of the draft is not what the model chose: out of its KV cache.
           await dropSurplus();
           input = [fed];
           break;
@@ -212,9 +211,10 @@ export class DraftSlot {
   }
 }
 
-function tokenAt(results: ReadonlyArray<ControlledEvaluateIndexOutput | undefined>, index: number): EvaluatedToken {
+/** The sampled token at `index` of a verification batch; null when sampling found none. */
+function tokenAt(results: ReadonlyArray<ControlledEvaluateIndexOutput | undefined>, index: number): EvaluatedToken | null {
   const next = results[index]?.next;
-  if (next?.token == null) throw new Error("Failed to sample next token");
+  if (next?.token == null) return null;
   return next.probabilities ? { token: next.token, probabilities: next.probabilities } : { token: next.token };
 }
 
