@@ -14,6 +14,7 @@ import { SamplerChain } from "./sampler-chain.ts";
 import { dryBreakers } from "./dry.ts";
 import { dryActive, penaltiesActive, randomSeed, samplesNatively, uses, type SamplingParams } from "./sampling.ts";
 import type { StepGate } from "./step-gate.ts";
+import type { DraftCounts, DraftSlot, EvaluatedToken, TokenStream } from "./speculative.ts";
 import { StopMatcher } from "./stop-matcher.ts";
 
 export type { SamplingParams } from "./sampling.ts";
@@ -38,6 +39,8 @@ export interface GenerationResult {
   /** Speculative decoding: tokens the draft model proposed, and how many of them the model accepted (llama-server's `draft_n`, `draft_n_accepted`). */
   draftTokens: number;
   draftAccepted: number;
+  /** Speculative decoding: verification steps, each a batch of the model with a draft (llama-server's `n_draft_verif_steps`). */
+  draftSteps: number;
 }
 
 /** Counts and times of a generation in progress, updated after each token. */
@@ -82,6 +85,11 @@ export interface GenerateRequest {
   onProbabilities?: ((probabilities: TokenProbabilities) => void) | null;
   /** Updated as tokens come (the reply's `timings` so far). */
   stats?: LiveStats | null;
+  /**
+   * The slot's draft (speculative decoding, `-md`), or none. A request with
+   * penalties, or a step under a grammar, is decoded without it (see docs/engine.md).
+   */
+  draft?: DraftSlot | null;
 }
 
 /**
@@ -149,40 +157,6 @@ export function cachedPrefixLength(sequence: LlamaContextSequence, prompt: reado
  * stops at the next token.
  */
 export async function generate(req: GenerateRequest): Promise<GenerationResult> {
-  // With a draft, the binding samples the drafted positions of a step all at
-  // once, and a penalty's token history (lastTokens) would miss the tokens
-  // drafted before each one, which changes the text: such a request is decoded
-  // without the draft. (The sampler chain samples one token at a time, but it
-  // applies repeat_penalty to log-probabilities rather than to raw logits as
-  // llama-server does, so its text differs too.)
-  if (req.sequence.tokenPredictor === undefined || !penaltiesActive(req.params)) return generateOn(req);
-  const restore = await suspendPredictor(req.sequence);
-  try {
-    return await generateOn(req);
-  } finally {
-    restore();
-  }
-}
-
-/**
- * Takes the draft predictor off `sequence` until the returned function puts it
- * back, after dropping the drafted tokens it left in the KV cache.
- * node-llama-cpp 3.21.1 has no public way to decode one request without the
- * sequence's predictor: it keeps it in `_tokenPredictor` and drafts whenever
- * that is set. The next drafted request realigns the draft (it always does).
- */
-async function suspendPredictor(sequence: LlamaContextSequence): Promise<() => void> {
-  // From the last real token on: exactly the leftover drafted tokens (none: nothing is erased).
-  await sequence.eraseContextTokenRanges([{ start: sequence.nextTokenIndex, end: sequence.contextSize }]);
-  const internal = sequence as unknown as { _tokenPredictor: unknown };
-  const predictor = internal._tokenPredictor;
-  internal._tokenPredictor = undefined;
-  return () => {
-    internal._tokenPredictor = predictor;
-  };
-}
-
-async function generateOn(req: GenerateRequest): Promise<GenerationResult> {
   const { sequence, model, prompt, params, signal } = req;
   signal.throwIfAborted();
   const started = performance.now();
@@ -210,7 +184,7 @@ async function generateOn(req: GenerateRequest): Promise<GenerationResult> {
   const generatedInSequence = () => sequence.nextTokenIndex + discarded - prompt.length;
   if (limit <= 0) {
     // Nothing to generate (max_tokens 0 counts the prompt): leave the slot's cache as it is.
-    return { finishReason: "length", promptTokens: prompt.length, promptTokensEvaluated: 0, completionTokens: 0, promptMs: 0, generationMs: 0, stopSequence: null, calledTools: false, tokens: [], draftTokens: 0, draftAccepted: 0 };
+    return { finishReason: "length", promptTokens: prompt.length, promptTokensEvaluated: 0, completionTokens: 0, promptMs: 0, generationMs: 0, stopSequence: null, calledTools: false, tokens: [], draftTokens: 0, draftAccepted: 0, draftSteps: 0 };
   }
   // At least one prompt token must be evaluated to get logits for the next one.
   // Without `cache_prompt` the whole prompt is evaluated again (llama-server).
@@ -228,7 +202,13 @@ async function generateOn(req: GenerateRequest): Promise<GenerationResult> {
   const tools = req.toolCalls ?? null;
   const bias = effectiveBias(model, params);
   const native = samplesNatively(params);
-  const predictionsBefore = sequence.tokenPredictor !== undefined ? sequence.tokenPredictions : null;
+  // With penalties, each position's history must include the tokens drafted
+  // before it, which the positions of one verification batch do not see: such
+  // a request is decoded without the draft. (The sampler chain samples one
+  // token at a time, but it applies repeat_penalty to log-probabilities rather
+  // than to raw logits as llama-server does, so its text differs too.)
+  const draft = req.draft && !penaltiesActive(params) ? req.draft : null;
+  const draftCounts: DraftCounts = { drafted: 0, accepted: 0, steps: 0 };
   const seed = params.seed ?? randomSeed();
   /** The last n tokens of the prompt and the reply: llama-server feeds both to the penalties and DRY. */
   const lastTokens = (n: number): Token[] => {
@@ -357,11 +337,16 @@ async function generateOn(req: GenerateRequest): Promise<GenerationResult> {
   generation: for (;;) {
     let inject: readonly Token[] | null = null;
     let startCall = false;
-    const iterator = sequence.evaluateWithMetadata(toEvaluate, { probabilities: !native }, options);
+    // A grammar constrains every position of a verification batch from the state after the tokens before it, which
+    // node-llama-cpp's controlledEvaluate cannot take: steps under a grammar are decoded without the draft.
+    const iterator: TokenStream =
+      draft && options.grammarEvaluationState === undefined
+        ? draft.evaluate(sequence, toEvaluate, options, { probabilities: !native, bias, maxDraft: () => limit - generated.length - 1, counts: draftCounts })
+        : sequence.evaluateWithMetadata(toEvaluate, { probabilities: !native }, options);
     let inStep = false;
     /** The token fed back for the next step: the chain's choice (the binding's greedy one is replaced). */
     let chosen: Token | undefined;
-    let next: Promise<IteratorResult<{ token: Token; probabilities?: Map<Token, number> }, void>> | null = iterator.next();
+    let next: Promise<IteratorResult<EvaluatedToken, void>> | null = iterator.next();
     /** Asks for the next token (with every sequence of the step, under a gate). */
     const askNext = async () => {
       if (gate) {
@@ -547,11 +532,10 @@ async function generateOn(req: GenerateRequest): Promise<GenerationResult> {
   if (stoppedByText) finishReason = "stop";
   const ended = performance.now();
   firstTokenAt ??= ended;
-  const predictions = predictionsBefore ? sequence.tokenPredictions : null;
-  const accepted = predictions ? predictions.validated - predictionsBefore!.validated : 0;
   return {
-    draftTokens: predictions ? accepted + predictions.refuted - predictionsBefore!.refuted : 0,
-    draftAccepted: accepted,
+    draftTokens: draftCounts.drafted,
+    draftAccepted: draftCounts.accepted,
+    draftSteps: draftCounts.steps,
     finishReason,
     promptTokens: prompt.length,
     promptTokensEvaluated: prompt.length - reuse,

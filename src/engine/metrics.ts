@@ -18,6 +18,7 @@ export class EngineMetrics {
   private maxSequenceTokens = 0;
   private draftTokens = 0;
   private draftAccepted = 0;
+  private draftSteps = 0;
   /** Since the last scrape: the throughput gauges average over this window, as llama-server's buckets. */
   private bucket = { promptTokens: 0, promptMs: 0, predictedTokens: 0, predictedMs: 0 };
 
@@ -31,6 +32,7 @@ export class EngineMetrics {
     this.maxSequenceTokens = Math.max(this.maxSequenceTokens, r.promptTokens + r.completionTokens);
     this.draftTokens += r.draftTokens;
     this.draftAccepted += r.draftAccepted;
+    this.draftSteps += r.draftSteps;
     this.bucket.promptTokens += r.promptTokensEvaluated;
     this.bucket.promptMs += r.promptMs;
     this.bucket.predictedTokens += r.completionTokens;
@@ -69,8 +71,7 @@ export class EngineMetrics {
       // 0 without a draft model, as in llama-server.
       ["spec_decode_num_draft_tokens_total", "Speculative: Total draft tokens generated", this.draftTokens],
       ["spec_decode_num_accepted_tokens_total", "Speculative: Total draft tokens accepted by the target model", this.draftAccepted],
-      // node-llama-cpp does not report its verification steps: this one stays 0 (docs/engine.md says so).
-      ["spec_decode_num_drafts_total", "Speculative: Total speculative decoding verification steps", 0],
+      ["spec_decode_num_drafts_total", "Speculative: Total speculative decoding verification steps", this.draftSteps],
     ];
     const gauges: Array<[string, string, number]> = [
       ["prompt_tokens_seconds", "Average prompt throughput in tokens/s", perSecond(this.bucket.promptTokens, this.bucket.promptMs)],

@@ -1,8 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { basename } from "node:path";
 import {
-  DraftSequenceTokenPredictor,
-  TokenBias,
   getLlama,
   LlamaLogLevel,
   readGgufFileInfo,
@@ -32,6 +30,7 @@ import { generationSettings } from "./llama-shapes.ts";
 import { StepGate } from "./step-gate.ts";
 import { EngineUsageError } from "./options.ts";
 import { readVocabulary, vocabularyMismatch } from "./draft-vocabulary.ts";
+import { DraftSlot } from "./speculative.ts";
 
 const POOLING_NAMES = ["none", "mean", "cls", "last", "rank"] as const;
 
@@ -163,6 +162,8 @@ export class ModelHost {
       gate: StepGate;
       busy: Set<LlamaContextSequence>;
       prompter: ChatPrompter;
+      /** Per slot (same order as `sequences`), its draft for speculative decoding; null without `-md`. */
+      drafts: readonly DraftSlot[] | null;
     } | null,
     private readonly embedding: { context: LlamaEmbeddingContext; queue: SlotPool<LlamaEmbeddingContext> } | null,
     private readonly ranking: { context: LlamaRankingContext; queue: SlotPool<LlamaRankingContext> } | null = null,
@@ -269,10 +270,8 @@ export class ModelHost {
         },
         ...(options.batchSize !== null ? { batchSize: options.batchSize } : {}),
       });
-      const predictors = options.draft ? await draftPredictors(llama, options, slotContext) : null;
-      const sequences = Array.from({ length: options.parallel }, (_, i) =>
-        context.getSequence(predictors ? { tokenPredictor: predictors[i]! } : {}),
-      );
+      const drafts = options.draft ? await draftSlots(llama, options, slotContext) : null;
+      const sequences = Array.from({ length: options.parallel }, () => context.getSequence());
       const prompter = await createChatPrompter(model, options.chatTemplate);
       const info: ModelInfo = {
         ...infoBase,
@@ -286,7 +285,7 @@ export class ModelHost {
         llama,
         model,
         info,
-        { context, sequences, slots: new SlotPool(sequences), busy, prompter, gate: new StepGate() },
+        { context, sequences, slots: new SlotPool(sequences), busy, prompter, gate: new StepGate(), drafts },
         null,
         null,
         options.reasoningBudget,
@@ -321,7 +320,7 @@ export class ModelHost {
     if (!c) return [{ id: 0, n_ctx: this.info.slotContextSize, speculative: false, is_processing: this.load.busy > 0 }];
     return c.sequences.map((s, id) => {
       const task = this.slotTasks.get(s);
-      const base = { id, n_ctx: this.info.slotContextSize, speculative: s.tokenPredictor !== undefined, is_processing: c.busy.has(s) };
+      const base = { id, n_ctx: this.info.slotContextSize, speculative: c.drafts !== null, is_processing: c.busy.has(s) };
       if (!task) return base;
       const limit = task.params.maxTokens;
       return {
@@ -431,7 +430,7 @@ export class ModelHost {
     signal: AbortSignal,
     extras: CompletionExtras = {},
   ): Promise<SlotResult> {
-    const { sequences, slots, prompter, busy, gate } = this.requireCompletion();
+    const { sequences, slots, prompter, busy, gate, drafts } = this.requireCompletion();
     if (prompt.length >= this.info.slotContextSize) {
       throw new ContextSizeExceededError(prompt.length, this.info.slotContextSize);
     }
@@ -473,6 +472,7 @@ export class ModelHost {
         signal,
         gate,
         slot,
+        draft: drafts?.[slot] ?? null,
         // A request's n_keep replaces --keep, as in llama-server; without --context-shift nothing shifts.
         contextShift: this.contextShift && params.nKeep !== null ? { keep: params.nKeep } : this.contextShift,
         ...constraints,
@@ -600,13 +600,11 @@ async function checkDraftVocabulary(modelPath: string, draftPath: string): Promi
 }
 
 /**
- * One draft predictor per slot: the draft model in its own context with as
- * many sequences, each as long as a slot (llama-server gives its draft
- * context the target's size). Drafting follows llama-server's draft-simple:
- * up to `maxTokens` tokens, stopping at one the draft is less sure of than
- * `minProbability`.
+ * One draft per slot: the draft model in its own context with as many
+ * sequences, each as long as a slot (llama-server gives its draft context
+ * the target's size). speculative.ts drafts as llama-server's draft-simple.
  */
-async function draftPredictors(llama: Llama, options: EngineOptions, slotContext: number): Promise<DraftSequenceTokenPredictor[]> {
+async function draftSlots(llama: Llama, options: EngineOptions, slotContext: number): Promise<DraftSlot[]> {
   const draft = options.draft!;
   const model = await llama.loadModel({
     modelPath: draft.modelPath,
@@ -620,39 +618,8 @@ async function draftPredictors(llama: Llama, options: EngineOptions, slotContext
     threads: options.threads,
     ...(options.batchSize !== null ? { batchSize: options.batchSize } : {}),
   });
-  return Array.from(
-    { length: options.parallel },
-    () =>
-      new DraftPredictor(context.getSequence(), {
-        // As llama-server drafts: the whole draft before each verification step. With
-        // fewer minTokens the predictor drafts alongside the model, and on a busy CPU
-        // the model rarely finds a draft ready.
-        minTokens: draft.maxTokens,
-        maxTokens: draft.maxTokens,
-        // The predictor takes 1 (like 0) as "no threshold": just under it is the same threshold.
-        minConfidence: draft.minProbability >= 1 ? 1 - 1e-9 : draft.minProbability,
-      }),
-  );
-}
-
-/**
- * node-llama-cpp's draft predictor, drafting with the request's token biases
- * (`logit_bias`, `ignore_eos`). It hands the draft sequence the model's own
- * evaluate options, whose TokenBias belongs to the model's tokenizer: the
- * draft's context refuses it (an exception in a background step that ends
- * the process). The vocabularies match, so the same biases are rebuilt on
- * the draft's tokenizer.
- */
-class DraftPredictor extends DraftSequenceTokenPredictor {
-  override reset(options: Parameters<DraftSequenceTokenPredictor["reset"]>[0]): Promise<void> {
-    const given = options.evaluateOptions.tokenBias;
-    const bias = typeof given === "function" ? given() : given;
-    if (!bias) return super.reset(options);
-    const draftBias = new TokenBias(this.draftSequence.model.tokenizer);
-    const biases = (draftBias as unknown as { _biases: Map<Token, number> })._biases;
-    for (const [token, value] of (bias as unknown as { _biases: Map<Token, number> })._biases) biases.set(token, value);
-    return super.reset({ ...options, evaluateOptions: { ...options.evaluateOptions, tokenBias: draftBias } });
-  }
+  const settings = { maxTokens: draft.maxTokens, minProbability: draft.minProbability };
+  return Array.from({ length: options.parallel }, () => new DraftSlot(context.getSequence(), settings));
 }
 
 /** Architectures whose attention is not causal (llama.cpp's encoders). */

@@ -275,7 +275,7 @@ export const FLAGS: readonly FlagDef[] = [
     names: ["--spec-type"],
     value: choice(SPEC_TYPES),
     help: "speculative decoding type: none (default) or draft-simple (a draft model, -md)",
-    effect: "draft-simple: node-llama-cpp's `DraftSequenceTokenPredictor` on each slot; none: no speculation; the other types are refused",
+    effect: "draft-simple: each slot drafts with its own sequence of the draft model and verifies in one batch, as llama-server (src/engine/speculative.ts); none: no speculation; the other types are refused",
     runtime: false,
     apply: (d, v, flag) => {
       if (v !== "none" && v !== "draft-simple") refuse("only draft-simple (a draft model) is served here")(d, v, flag);
@@ -283,8 +283,8 @@ export const FLAGS: readonly FlagDef[] = [
     },
   },
   { names: ["-md", "--spec-draft-model", "--model-draft"], value: str("FNAME"), help: "draft model for speculative decoding (with --spec-type draft-simple)", effect: "loaded with `loadModel` beside the model; its vocabulary must match the model's (else the engine refuses to start)", runtime: false, apply: (d, v) => void (d.draftModel = String(v)) },
-  { names: ["--spec-draft-n-max"], value: int("N", 1), help: `tokens to draft per step (default ${DEFAULT_DRAFT_MAX})`, effect: "the draft predictor's `maxTokens`", runtime: false, apply: (d, v) => void (d.draftMax = Number(v)) },
-  { names: ["--spec-draft-p-min", "--draft-p-min"], value: float("P", 0, 1), help: "minimum draft probability (greedy) to go on drafting (default 0)", effect: "the draft predictor's `minConfidence`", runtime: false, apply: (d, v) => void (d.draftPMin = Number(v)) },
+  { names: ["--spec-draft-n-max"], value: int("N", 1), help: `tokens to draft per step (default ${DEFAULT_DRAFT_MAX})`, effect: "the most tokens drafted before each verification step (fewer near the end of the reply or of the context, as llama-server)", runtime: false, apply: (d, v) => void (d.draftMax = Number(v)) },
+  { names: ["--spec-draft-p-min", "--draft-p-min"], value: float("P", 0, 1), help: "minimum draft probability (greedy) to go on drafting (default 0)", effect: "drafting stops at a token whose probability among the draft's 10 best is under P (llama-server's top-k 10 draft sampler)", runtime: false, apply: (d, v) => void (d.draftPMin = Number(v)) },
 
   // Threads and batches.
   { names: ["-t", "--threads"], value: int("N", -1), help: "CPU threads (default: cores - 1; -1 = the default)", effect: "`getLlama({ maxThreads })` and the context's `threads`", runtime: true, apply: (d, v) => void (d.threads = Number(v)) },

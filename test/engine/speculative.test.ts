@@ -16,6 +16,8 @@ interface Completion {
 describe("the engine's speculative decoding (--spec-type draft-simple -md)", () => {
   let plain: StartedEngine;
   let drafted: StartedEngine;
+  /** The model drafting for itself: greedy, every draft token is the model's own choice. */
+  let itself: StartedEngine;
   let target: string;
   before(async () => {
     target = await tinyModel(TARGET);
@@ -23,10 +25,12 @@ describe("the engine's speculative decoding (--spec-type draft-simple -md)", () 
     const common = ["-m", target, "-c", "2048", "-np", "2", "-t", "1", "--metrics"];
     plain = await startEngine(common);
     drafted = await startEngine([...common, "--spec-type", "draft-simple", "-md", draft, "--spec-draft-n-max", "4"]);
+    itself = await startEngine([...common, "--spec-type", "draft-simple", "-md", target, "--spec-draft-n-max", "4"]);
   });
   after(async () => {
     await plain?.stop();
     await drafted?.stop();
+    await itself?.stop();
   });
 
   const complete = async (engine: StartedEngine, body: object) => {
@@ -61,6 +65,16 @@ describe("the engine's speculative decoding (--spec-type draft-simple -md)", () 
     assert.equal(y.content, (await complete(plain, { ...body, prompt: "water people time" })).content);
   });
 
+  test("temperature > 0 with a seed: the same text every time with the draft, which drafts", async () => {
+    // cache_prompt false: both evaluate the whole prompt, so nothing but the seed decides.
+    const body = { prompt: "hello the world", n_predict: 40, temperature: 0.8, seed: 7, ignore_eos: true, cache_prompt: false };
+    const first = await complete(drafted, body);
+    const second = await complete(drafted, body);
+    assert.equal(second.content, first.content);
+    assert.ok((first.timings.draft_n ?? 0) > 0, JSON.stringify(first.timings));
+    assert.equal(second.timings.draft_n, first.timings.draft_n);
+  });
+
   test("/slots says speculative, /metrics counts draft tokens", async () => {
     const slots = (await (await fetch(`${drafted.baseUrl}/slots`)).json()) as Array<{ speculative: boolean }>;
     assert.deepEqual(slots.map((s) => s.speculative), [true, true]);
@@ -69,6 +83,36 @@ describe("the engine's speculative decoding (--spec-type draft-simple -md)", () 
     const value = (name: string) => Number(new RegExp(`^llamacpp:${name} (\\S+)$`, "m").exec(metrics)?.[1]);
     assert.ok(value("spec_decode_num_draft_tokens_total") > 0, metrics);
     assert.ok(value("spec_decode_num_accepted_tokens_total") <= value("spec_decode_num_draft_tokens_total"));
+  });
+
+  test("the model as its own draft: greedy, every drafted token is accepted, several a step (/metrics and timings agree)", async () => {
+    // node-llama-cpp 3.21.1's own predictor kept at most one draft token per verification step: it accepted under a
+    // third of these (at most 1 of each 4 drafted), and its slowness was the symptom.
+    const scrape = async () => {
+      const metrics = await (await fetch(`${itself.baseUrl}/metrics`)).text();
+      const value = (name: string) => Number(new RegExp(`^llamacpp:${name} (\\S+)$`, "m").exec(metrics)?.[1]);
+      return { drafted: value("spec_decode_num_draft_tokens_total"), accepted: value("spec_decode_num_accepted_tokens_total"), steps: value("spec_decode_num_drafts_total") };
+    };
+    const before = await scrape();
+    let drafted = 0;
+    let accepted = 0;
+    for (const prompt of ["hello the world is", "water people time", "the model runner"]) {
+      const body = { prompt, n_predict: 48, temperature: 0, ignore_eos: true };
+      const [a, b] = await Promise.all([complete(plain, body), complete(itself, body)]);
+      assert.equal(b.content, a.content, prompt);
+      drafted += b.timings.draft_n ?? 0;
+      accepted += b.timings.draft_n_accepted ?? 0;
+    }
+    const after = await scrape();
+    assert.equal(after.drafted - before.drafted, drafted);
+    assert.equal(after.accepted - before.accepted, accepted);
+    // Batched and one-by-one evaluation may round differently; a tie flipped by that is the only way to lose one.
+    assert.ok(accepted >= 0.95 * drafted, `accepted ${accepted} of ${drafted}`);
+    assert.ok(drafted >= 3 * 30, `drafted ${drafted}: most of the 3 × 48 tokens were drafted`);
+    // Each step drafts at most 4, and at most the tokens still to come less one (llama-server's n_draft_max).
+    const steps = after.steps - before.steps;
+    assert.ok(steps > 0 && drafted <= 4 * steps, JSON.stringify({ drafted, steps }));
+    assert.ok(accepted > 2 * steps, `accepted ${accepted} in ${steps} steps: several a step`);
   });
 
   test("a draft with another vocabulary: the engine refuses to start, naming both files", async () => {
