@@ -3,7 +3,7 @@ import { dirname } from "node:path";
 import { createInterface, type Interface } from "node:readline";
 import { ndjson, type DaemonClient } from "./client.ts";
 import type { Cli } from "./context.ts";
-import { DaemonError, isAbort } from "./errors.ts";
+import { CliError, DaemonError, isAbort } from "./errors.ts";
 import { imagesInPrompt } from "./prompt-images.ts";
 import { answerWrapper, type WordWrapper } from "./word-wrap.ts";
 
@@ -368,8 +368,9 @@ export async function interactiveChat(cli: Cli, client: DaemonClient, startModel
       } catch (error) {
         messages.pop();
         cli.io.stdout.write("\n");
-        // A script feeding a pipe must learn that its chat failed: stop with the error (exit 1).
-        if (!isTerminal) throw error;
+        // A script feeding a pipe must learn that its chat failed: stop with the error, exit 1 (a turn the
+        // daemon refused, 400 included, is the chat's failure, not a mistyped command's exit 2).
+        if (!isTerminal) throw isAbort(error) ? error : new CliError((error as Error).message, { cause: error });
         cli.note(`Error: ${(error as Error).message}`);
       } finally {
         answer = null;
