@@ -15,7 +15,9 @@
  * engine without it, acceptance rate, and whether greedy text is unchanged).
  * Ratios are against llama-server, oriented so that > 1 means ours is faster.
  *
- * Usage: node --import tsx bench/engine/vs-llama-server.ts [--rounds N] [--threads N] [--tokens N] [--draft-tokens N]
+ * Usage: node --import tsx bench/engine/vs-llama-server.ts [--rounds N] [--threads N] [--tokens N] [--draft-tokens N] [--only ROWS]
+ * `--only` runs some rows, comma-separated: decode, aggregate, prefill, ttft, json, draft (draft
+ * implies decode; default: all).
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, readdirSync } from "node:fs";
@@ -36,8 +38,17 @@ const { values } = parseArgs({
     threads: { type: "string", default: "1" },
     tokens: { type: "string", default: "128" },
     "draft-tokens": { type: "string", default: "4" },
+    only: { type: "string" },
   },
 });
+const ROWS = ["decode", "aggregate", "prefill", "ttft", "json", "draft"] as const;
+type RowName = (typeof ROWS)[number];
+const only = values.only?.split(",").map((r) => r.trim()) ?? [...ROWS];
+for (const r of only) if (!(ROWS as readonly string[]).includes(r)) throw new Error(`--only: unknown row "${r}" (rows: ${ROWS.join(", ")})`);
+// The draft's speed-up is over the plain decode.
+if (only.includes("draft") && !only.includes("decode")) only.push("decode");
+/** Whether the run measures this row. */
+const runs = (row: RowName) => only.includes(row);
 const ROUNDS = Number(values.rounds);
 const THREADS = Number(values.threads);
 const TOKENS = Number(values.tokens);
@@ -203,7 +214,7 @@ try {
   ];
   for (const c of columns) {
     servers.push(await startServer(c.name, c.command, c.args));
-    servers.push(await startServer(`${c.name} + draft`, c.command, [...c.args, ...spec]));
+    if (runs("draft")) servers.push(await startServer(`${c.name} + draft`, c.command, [...c.args, ...spec]));
   }
   type Row = { decode: number[]; aggregate: number[]; prefill: number[]; prefillTokens: number; turn2: number[]; json: number[]; specDecode: number[]; accepted: number; drafted: number; same: boolean };
   const rows = new Map<string, Row>(columns.map((c) => [c.name, { decode: [], aggregate: [], prefill: [], prefillTokens: 0, turn2: [], json: [], specDecode: [], accepted: 0, drafted: 0, same: true }]));
@@ -212,18 +223,21 @@ try {
   for (let round = 1; round <= ROUNDS; round++) {
     for (const c of columns) {
       const plain = servers.find((s) => s.name === c.name)!;
-      const drafted = servers.find((s) => s.name === `${c.name} + draft`)!;
       const row = rows.get(c.name)!;
+      if (runs("decode")) row.decode.push((await decode(plain)).tps);
+      if (runs("aggregate")) row.aggregate.push(await aggregate(plain));
+      if (runs("prefill")) {
+        const p = await prefill(plain);
+        row.prefill.push(p.ms);
+        row.prefillTokens = p.tokens;
+      }
+      if (runs("ttft")) row.turn2.push(await secondTurn(plain));
+      if (runs("json")) row.json.push(await jsonSchema(plain));
+      if (!runs("draft")) continue;
+      // The same prompt with the draft: greedy text must not change.
+      const drafted = servers.find((s) => s.name === `${c.name} + draft`)!;
       const seed = uniq++;
       const base = await post<Completion>(plain, "/completion", { prompt: text(seed, 4), n_predict: TOKENS, temperature: 0, ignore_eos: true });
-      row.decode.push((await decode(plain)).tps);
-      row.aggregate.push(await aggregate(plain));
-      const p = await prefill(plain);
-      row.prefill.push(p.ms);
-      row.prefillTokens = p.tokens;
-      row.turn2.push(await secondTurn(plain));
-      row.json.push(await jsonSchema(plain));
-      // The same prompt with the draft: greedy text must not change.
       const started = performance.now();
       const withDraft = await post<Completion>(drafted, "/completion", { prompt: text(seed, 4), n_predict: TOKENS, temperature: 0, ignore_eos: true });
       row.specDecode.push(withDraft.tokens_predicted / ((performance.now() - started) / 1000));
@@ -246,21 +260,23 @@ try {
   line("", "llama-server", ours, "ratio");
   const higher = (label: string, a: number[], b: number[]) => line(label, fmt(median(a)), fmt(median(b)), `${fmt(median(b) / median(a), 2)}x`);
   const lower = (label: string, a: number[], b: number[]) => line(label, fmt(median(a), 0), fmt(median(b), 0), `${fmt(median(a) / median(b), 2)}x`);
-  higher("decode, 1 stream (tok/s)", ref.decode, mine.decode);
-  higher(`aggregate, ${PARALLEL} streams (tok/s)`, ref.aggregate, mine.aggregate);
-  lower(`prefill, ${ref.prefillTokens} tokens (ms)`, ref.prefill, mine.prefill);
-  lower("2nd chat turn, long shared prefix: TTFT (ms)", ref.turn2, mine.turn2);
-  higher("json_schema-constrained decode (tok/s)", ref.json, mine.json);
-  higher(`decode with draft, n-max ${DRAFT_TOKENS} (tok/s)`, ref.specDecode, mine.specDecode);
-  line(
-    "speculative speed-up over no draft",
-    `${fmt(median(ref.specDecode) / median(ref.decode), 2)}x`,
-    `${fmt(median(mine.specDecode) / median(mine.decode), 2)}x`,
-    "",
-  );
-  const rate = (r: Row) => (r.drafted > 0 ? `${fmt((100 * r.accepted) / r.drafted)}% of ${r.drafted}` : "nothing drafted");
-  line("draft acceptance (accepted / drafted)", rate(ref), rate(mine), "");
-  line("greedy text unchanged by the draft", ref.same ? "yes" : "NO", mine.same ? "yes" : "NO", "");
+  if (runs("decode")) higher("decode, 1 stream (tok/s)", ref.decode, mine.decode);
+  if (runs("aggregate")) higher(`aggregate, ${PARALLEL} streams (tok/s)`, ref.aggregate, mine.aggregate);
+  if (runs("prefill")) lower(`prefill, ${ref.prefillTokens} tokens (ms)`, ref.prefill, mine.prefill);
+  if (runs("ttft")) lower("2nd chat turn, long shared prefix: TTFT (ms)", ref.turn2, mine.turn2);
+  if (runs("json")) higher("json_schema-constrained decode (tok/s)", ref.json, mine.json);
+  if (runs("draft")) {
+    higher(`decode with draft, n-max ${DRAFT_TOKENS} (tok/s)`, ref.specDecode, mine.specDecode);
+    line(
+      "speculative speed-up over no draft",
+      `${fmt(median(ref.specDecode) / median(ref.decode), 2)}x`,
+      `${fmt(median(mine.specDecode) / median(mine.decode), 2)}x`,
+      "",
+    );
+    const rate = (r: Row) => (r.drafted > 0 ? `${fmt((100 * r.accepted) / r.drafted)}% of ${r.drafted}` : "nothing drafted");
+    line("draft acceptance (accepted / drafted)", rate(ref), rate(mine), "");
+    line("greedy text unchanged by the draft", ref.same ? "yes" : "NO", mine.same ? "yes" : "NO", "");
+  }
 } finally {
   for (const s of servers) s.child.kill("SIGTERM");
   await Promise.all(servers.map((s) => (s.child.exitCode === null ? new Promise((r) => s.child.once("exit", r)) : null)));
