@@ -13,6 +13,7 @@ import {
   type Token,
 } from "node-llama-cpp";
 import { InvalidRequestError } from "../errors.ts";
+import { rememberingTokenizer } from "./remembering-tokenizer.ts";
 import { callTrigger, HERMES_CALL_SYNTAX, type CallSyntax } from "./tools.ts";
 
 /** An OpenAI chat message after validation. */
@@ -140,6 +141,8 @@ export async function createChatPrompter(
       prefill: !rendered && opensInTemplate ? `${THINK_OPEN}\n` : "",
     };
   }
+  // The history of a chat comes again in its next turn: its messages' tokens are remembered.
+  const promptTokenizer = rememberingTokenizer(model.tokenizer);
   // One Jinja wrapper per distinct set of template variables (a handful in practice).
   const withKwargs = new Map<string, ChatWrapper>();
   const wrapperFor = (kwargs: Readonly<Record<string, unknown>> | undefined): ChatWrapper => {
@@ -160,7 +163,7 @@ export async function createChatPrompter(
     thinking,
     callSyntax: callSyntaxOf(wrapper, model),
     render(messages, functions, templateKwargs) {
-      return contextOf(messages, functions, templateKwargs).tokenize(model.tokenizer);
+      return contextOf(messages, functions, templateKwargs).tokenize(promptTokenizer);
     },
     renderText(messages, functions, templateKwargs) {
       const values = contextOf(messages, functions, templateKwargs).values;

@@ -401,11 +401,16 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
         // The decode of the next token overlaps the handling of this one: once
         // it is queued, yield a turn of the event loop so node-llama-cpp
         // dispatches it (on setImmediate) before this token's text is handled.
-        if (askEarly && !last) {
+        // Not for the first token: its text goes out first, as soon as it can
+        // (time to first token), and the second decode waits for it this once.
+        const early = askEarly && generated.length > 1;
+        if (early && !last) {
           await askNext();
           await new Promise<void>((resolve) => setImmediate(resolve));
         }
-        gate?.stepAway();
+        // Only a sequence in the step can hold the others up.
+        const away = gate !== null && inStep;
+        if (away) gate.stepAway();
         let outcome: "stop" | "call" | null = null;
         try {
           const text = decode();
@@ -419,7 +424,7 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
             }
           }
         } finally {
-          gate?.stepBack();
+          if (away) gate.stepBack();
         }
         if (outcome === "stop") {
           stoppedByText = true;
@@ -437,7 +442,7 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
           inject = reasoning.closeTokens;
           break;
         }
-        if (!askEarly) await askNext();
+        if (!early) await askNext();
       }
     } finally {
       if (inStep) gate!.leave();
