@@ -6,8 +6,9 @@ import { readRequestHead, type RequestHead } from "../http/request-head.ts";
 import { JSON_BODY_TYPES, parseJsonBody } from "../http/json-body.ts";
 import { ClientClosedError } from "../http/streaming.ts";
 import type { ResponseHead } from "../http/response-framer.ts";
-import { ENGINE_ENDPOINTS, isRecorded, midAnswerFailure, prepareInference, requireModel, unanswered, type OpenAIEndpoint, type PreparedInference } from "./engine/call.ts";
-import { CallLedger, USAGE_WINDOW_BYTES } from "./engine/ledger.ts";
+import { ENGINE_ENDPOINTS, isRecorded, midAnswerFailure, prepareInference, requireModel, startRecording, unanswered, type OpenAIEndpoint, type PreparedInference } from "./engine/call.ts";
+import { answerAsEvent, CallLedger, USAGE_WINDOW_BYTES, UsageTail } from "./engine/ledger.ts";
+import { hasApiKey } from "./api-key.ts";
 import type { EngineRelay, RelayExchange } from "./engine/relay.ts";
 import { BODY_LIMIT_BYTES, errorResponse, type ErrorLogger } from "./errors.ts";
 import type { DaemonMetrics } from "./metrics.ts";
@@ -105,8 +106,7 @@ export class FastLane {
     if (type === undefined || !JSON_BODY_TYPES.includes(type.split(";")[0]!.trim().toLowerCase())) return null;
     const host = h.get("host");
     if (this.deps.hostAllowed !== null && host !== undefined && !this.deps.hostAllowed(host)) return null;
-    const key = this.deps.apiKey;
-    if (key !== null && h.get("authorization") !== `Bearer ${key}` && h.get("x-api-key") !== key) return null;
+    if (this.deps.apiKey !== null && !hasApiKey(h.get("authorization"), h.get("x-api-key"), this.deps.apiKey)) return null;
     return route;
   }
 
@@ -191,8 +191,8 @@ class LaneConnection {
         return;
       }
       const route = read === "unusual" ? null : this.lane.routeOf(read);
-      if (route === null || read === "unusual") return this.handOver();
-      this.waiting = { head: read, route };
+      if (route === null) return this.handOver();
+      this.waiting = { head: read as RequestHead, route };
     }
     const { head, route } = this.waiting;
     const end = head.length + Number(head.headers.get("content-length"));
@@ -271,8 +271,8 @@ class LaneRequest {
     const { deps } = this.lane;
     const { endpoint, backend } = this.route;
     const body = parseJsonBody(this.text) as Record<string, unknown>;
+    // The backend a path names is a registered one: the lane's routes are made from the registry.
     const model = requireModel(body);
-    if (backend !== undefined) deps.backends.get(backend);
     checkOpenAIBody(endpoint, body);
     const stream = body.stream === true;
     const signal = this.controller.signal;
@@ -290,16 +290,8 @@ class LaneRequest {
       loading?.stop();
     }
     const { lease } = prepared;
-    const tap = deps.recorder !== null && isRecorded(endpoint) ? deps.recorder.begin({
-      modelId: lease.modelId,
-      modelName: lease.modelName,
-      body,
-      method: "POST",
-      url: this.head.target,
-      userAgent: this.head.headers.get("user-agent"),
-      origin: "openai",
-      contextSize: lease.contextSize,
-    }) : null;
+    const recordAs = { method: "POST", url: this.head.target, userAgent: this.head.headers.get("user-agent") };
+    const tap = deps.recorder !== null && isRecorded(endpoint) ? startRecording(deps.recorder, { endpoint, body, api: "openai", recordAs }, lease) : null;
     const ledger = new CallLedger(deps.metrics, { ...ledgerLabels, model: lease.modelName }, this.startedMs, tap === null ? null : { tap, view: "engine" });
     const exchange = deps.relay.send(lease.socketPath, "POST", endpoint, prepared.body);
     const onEngineGone = () => exchange.abort(lease.signal.reason);
@@ -345,13 +337,7 @@ class LaneRequest {
       this.status = answer.status;
       if (this.headSent) {
         // An SSE answer already begun (`: loading` comments) takes a JSON answer as one event.
-        let parsed: unknown;
-        try {
-          parsed = JSON.parse(body.toString("utf8"));
-        } catch {
-          parsed = { error: { message: `The engine answered with status ${answer.status}: ${body.toString("utf8").slice(0, 500)}`, type: "server_error", code: "engine_error" } };
-        }
-        this.writeChunk(sseEvent(null, parsed));
+        this.writeChunk(answerAsEvent(answer.status, body.toString("utf8")));
         this.endChunks();
       } else {
         this.socket.write(Buffer.concat([Buffer.from(this.headText(answer.status, answer.contentType, `Content-Length: ${body.length}\r\n`), "latin1"), body]));
@@ -368,8 +354,7 @@ class LaneRequest {
       const length = framing === "length" ? `Content-Length: ${answer.contentLength}\r\n` : "Transfer-Encoding: chunked\r\n";
       this.socket.write(this.headText(answer.status, answer.contentType, sse + length));
     }
-    const tail: Buffer[] = [];
-    let tailBytes = 0;
+    const tail = keepsUsage ? new UsageTail() : null;
     let draining = false;
     exchange.pipeTo((raw, content) => {
       if (isStream) ledger.firstByte();
@@ -379,11 +364,7 @@ class LaneRequest {
       } else for (const r of raw) flushed = this.socket.write(r);
       for (const c of content) {
         ledger.chunk(c);
-        if (keepsUsage) {
-          tail.push(c);
-          tailBytes += c.length;
-          while (tailBytes - tail[0]!.length >= USAGE_WINDOW_BYTES) tailBytes -= tail.shift()!.length;
-        }
+        tail?.push(c);
       }
       // A slow reader slows the engine: its answer waits in the kernel's buffers.
       if (!flushed && !draining) {
@@ -402,7 +383,8 @@ class LaneRequest {
     } catch (error) {
       failure = await this.brokenOff(error, prepared, isStream && framing !== "length");
     }
-    if (tail.length > 0) ledger.observeTail(Buffer.concat(tail, tailBytes).toString("utf8").slice(-USAGE_WINDOW_BYTES));
+    const tailText = tail?.text();
+    if (tailText) ledger.observeTail(tailText);
     return failure;
   }
 

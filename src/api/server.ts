@@ -10,6 +10,7 @@ import type { Scheduler } from "../scheduling/index.ts";
 import type { EngineClients } from "./engine/transport.ts";
 import type { EngineRelay } from "./engine/relay.ts";
 import { FastLane } from "./fast-lane.ts";
+import { hasApiKey } from "./api-key.ts";
 import { engineMetrics } from "./engine-metrics.ts";
 import { registerEngineRoutes } from "./engine-routes.ts";
 import { installRequestSignal } from "./request-signal.ts";
@@ -190,10 +191,7 @@ export function createDaemonApp(deps: DaemonAppDeps): FastifyInstance {
 }
 
 function hasKey(request: FastifyRequest, key: string): boolean {
-  const auth = request.headers.authorization;
-  if (auth?.startsWith("Bearer ") && auth.slice(7) === key) return true;
-  // Anthropic clients send the key as x-api-key.
-  return request.headers["x-api-key"] === key;
+  return hasApiKey(request.headers.authorization, request.headers["x-api-key"], key);
 }
 
 /** Sends the log file, then (with `follow`) what is appended until the client leaves. */

@@ -80,10 +80,9 @@ export class ResponseFramer {
       this.head = head;
       piece.head = head;
       at = end + 4;
-      if (head.status === 204 || head.status === 304 || head.status < 200) {
-        if (head.status < 200) throw new MalformedResponseError(`an interim answer (${head.status}) was not expected`);
-        this.state = "done";
-      } else if (head.chunked) this.state = "size";
+      if (head.status < 200) throw new MalformedResponseError(`an interim answer (${head.status}) was not expected`);
+      if (head.status === 204 || head.status === 304) this.state = "done";
+      else if (head.chunked) this.state = "size";
       else if (head.contentLength !== null) {
         this.remaining = head.contentLength;
         this.state = head.contentLength === 0 ? "done" : "length";

@@ -6,7 +6,7 @@ import { InvalidRequestError, messageOf, RunnerError, type OpenAIErrorType } fro
 import type { BackendMode } from "../../inference/index.ts";
 import type { Lease, Scheduler } from "../../scheduling/index.ts";
 import type { EngineClients } from "./transport.ts";
-import { errorResponse, statusOf, type ErrorLogger } from "../errors.ts";
+import { errorResponse, type ErrorLogger } from "../errors.ts";
 import { ClientClosedError, writeWithBackpressure } from "../../http/streaming.ts";
 import type { DaemonMetrics } from "../metrics.ts";
 import { sseEvent } from "../sse.ts";
@@ -14,7 +14,7 @@ import { SseReader } from "../../http/sse-reader.ts";
 import { checkChatImages, withImageGuard } from "./images.ts";
 import type { RecordingTap, RequestRecorder } from "../recorder/request-recorder.ts";
 import { applyPreset } from "./preset.ts";
-import { CallLedger, USAGE_WINDOW_BYTES, type EngineTimings } from "./ledger.ts";
+import { answerAsEvent, CallLedger, USAGE_WINDOW_BYTES, UsageTail, type EngineTimings } from "./ledger.ts";
 
 export type { EngineTimings } from "./ledger.ts";
 
@@ -453,21 +453,14 @@ export class EngineCall {
         ...(isStream ? { "cache-control": "no-cache", "x-accel-buffering": "no" } : {}),
       });
     }
-    // The last chunks, at least USAGE_WINDOW_BYTES of them, decoded once at the end.
-    const tail: Buffer[] = [];
-    let tailBytes = 0;
-    const keepsUsage = MODE_OF[this.request.endpoint] !== "embedding";
+    const tail = MODE_OF[this.request.endpoint] !== "embedding" ? new UsageTail() : null;
     let failure: unknown;
     try {
       for await (const chunk of this.res.body) {
         if (isStream) this.ledger.firstByte();
         await writeWithBackpressure(raw, chunk as Buffer);
         this.ledger.chunk(chunk as Buffer);
-        if (keepsUsage) {
-          tail.push(chunk as Buffer);
-          tailBytes += (chunk as Buffer).length;
-          while (tailBytes - tail[0]!.length >= USAGE_WINDOW_BYTES) tailBytes -= tail.shift()!.length;
-        }
+        tail?.push(chunk as Buffer);
       }
     } catch (error) {
       failure = error;
@@ -478,7 +471,8 @@ export class EngineCall {
       raw.write(sseEvent(null, body));
     }
     raw.end();
-    if (tail.length > 0) this.ledger.observeTail(Buffer.concat(tail, tailBytes).toString("utf8").slice(-USAGE_WINDOW_BYTES));
+    const tailText = tail?.text();
+    if (tailText) this.ledger.observeTail(tailText);
     this.finish(failure === undefined ? undefined : clientLeft ? new ClientClosedError() : failure);
   }
 
@@ -522,13 +516,7 @@ export class EngineCall {
     try {
       const text = Buffer.concat((await this.res.body.toArray()) as Buffer[]).toString("utf8");
       this.ledger.chunk(text);
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(text);
-      } catch {
-        parsed = { error: { message: `The engine answered with status ${this.res.status}: ${text.slice(0, 500)}`, type: "server_error", code: "engine_error" } };
-      }
-      event = sseEvent(null, parsed);
+      event = answerAsEvent(this.res.status, text);
     } catch (error) {
       failure = error;
       event = sseEvent(null, errorResponse(await midAnswerFailure(this.res, error), logError).body);
@@ -577,18 +565,8 @@ export async function openEngineCall(deps: EngineCallDeps, request: EngineCallRe
       onLoading: request.onLoading,
     });
   } catch (error) {
-    const observation: InferenceObservation = {
-      api: request.api,
-      endpoint: request.endpoint,
-      model: String(request.body.model ?? ""),
-      status: request.signal.aborted ? 499 : statusOf(error),
-      durationMs: performance.now() - startedMs,
-      firstByteMs: null,
-      promptTokens: null,
-      completionTokens: null,
-      generationMs: null,
-    };
-    deps.metrics.inference(observation);
+    // The scheduler's refusals (404 model, 503 queue full, a failed load) are counted too.
+    new CallLedger(deps.metrics, { api: request.api, endpoint: request.endpoint, model: String(request.body.model ?? "") }, startedMs, null).close(0, error, request.signal.aborted);
     throw error;
   }
   const recording = deps.recorder && isRecorded(request.endpoint) ? startRecording(deps.recorder, request, res.lease) : null;
@@ -611,7 +589,8 @@ export async function openEngineCall(deps: EngineCallDeps, request: EngineCallRe
   return call;
 }
 
-function startRecording(recorder: RequestRecorder, request: EngineCallRequest, lease: Lease): RecordingTap {
+/** Starts the recorder's record of an exchange, as the client made it (`recordAs`). */
+export function startRecording(recorder: RequestRecorder, request: Pick<EngineCallRequest, "endpoint" | "body" | "api" | "recordAs">, lease: Lease): RecordingTap {
   return recorder.begin({
     modelId: lease.modelId,
     modelName: lease.modelName,

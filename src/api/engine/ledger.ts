@@ -1,6 +1,7 @@
 import { ClientClosedError } from "../../http/streaming.ts";
 import { SseReader } from "../../http/sse-reader.ts";
 import { errorResponse, statusOf } from "../errors.ts";
+import { sseEvent } from "../sse.ts";
 import type { DaemonMetrics } from "../metrics.ts";
 import type { RecordingTap } from "../recorder/request-recorder.ts";
 
@@ -147,4 +148,39 @@ export class CallLedger {
       generationMs: this.timings?.predicted_ms ?? null,
     });
   }
+}
+
+/**
+ * The last pieces of a passing answer, at least USAGE_WINDOW_BYTES of them,
+ * kept by reference and decoded once at the end for `observeTail`.
+ */
+export class UsageTail {
+  private readonly pieces: Buffer[] = [];
+  private bytes = 0;
+
+  push(piece: Buffer): void {
+    this.pieces.push(piece);
+    this.bytes += piece.length;
+    while (this.bytes - this.pieces[0]!.length >= USAGE_WINDOW_BYTES) this.bytes -= this.pieces.shift()!.length;
+  }
+
+  /** The window's text, or null when nothing passed. */
+  text(): string | null {
+    return this.pieces.length === 0 ? null : Buffer.concat(this.pieces, this.bytes).toString("utf8").slice(-USAGE_WINDOW_BYTES);
+  }
+}
+
+/**
+ * A JSON answer (an engine's error, most likely) to a request whose SSE
+ * stream is already open (`: loading` comments), as the one `data:` event
+ * it becomes; text that is not JSON is named in an engine_error.
+ */
+export function answerAsEvent(status: number, text: string): string {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    parsed = { error: { message: `The engine answered with status ${status}: ${text.slice(0, 500)}`, type: "server_error", code: "engine_error" } };
+  }
+  return sseEvent(null, parsed);
 }
