@@ -1,7 +1,6 @@
 import { chmod, mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import pino, { type Logger } from "pino";
-import { EngineClients } from "./api/engine/transport.ts";
 import { createMetrics } from "./api/metrics.ts";
 import { RequestRecorder } from "./api/recorder/request-recorder.ts";
 import { LifecycleEvents, observePulls } from "./api/lifecycle/events.ts";
@@ -159,7 +158,6 @@ export async function startDaemon(
     backend.install(AbortSignal.timeout(120_000)).catch((error: unknown) => log.error({ err: error, backend: backend.name }, "backend is not usable"));
   }
 
-  const engines = new EngineClients();
   const relay = new EngineRelay();
   const app = createDaemonApp({
     version: await packageVersion(),
@@ -170,7 +168,6 @@ export async function startDaemon(
     distribution: observePulls(distribution, events),
     scheduler,
     backends,
-    engines,
     relay,
     metrics,
     recorder: config.recordRequests ? new RequestRecorder() : null,
@@ -201,7 +198,6 @@ export async function startDaemon(
         app.server.closeAllConnections();
         app.fastLane.destroyAll();
         await closed;
-        await engines.close();
         relay.close();
         log.info("model runner stopped");
         isFileClosed = true;

@@ -1,5 +1,5 @@
 import type { RunnerStatus } from "../scheduling/index.ts";
-import type { EngineClients } from "./engine/transport.ts";
+import type { EngineRelay } from "./engine/relay.ts";
 
 /**
  * Every running engine's own Prometheus metrics (llama-server's `/metrics`,
@@ -10,17 +10,21 @@ import type { EngineClients } from "./engine/transport.ts";
  * dashboard built for DMR's aggregated llama.cpp metrics works unchanged.
  * An engine that does not answer in time is left out of this scrape.
  */
-export async function engineMetrics(runners: readonly RunnerStatus[], engines: EngineClients, timeoutMs = 5000): Promise<string> {
+export async function engineMetrics(runners: readonly RunnerStatus[], relay: EngineRelay, timeoutMs = 5000): Promise<string> {
   const texts = await Promise.all(
     runners
       .filter((r) => r.state === "ready")
       .map(async (r) => {
+        const exchange = relay.send(r.socketPath, "GET", "/metrics", null);
+        const timer = setTimeout(() => exchange.abort(new Error("the engine's /metrics timed out")), timeoutMs);
         try {
-          const res = await engines.request(r.socketPath, { method: "GET", path: "/metrics", signal: AbortSignal.timeout(timeoutMs) });
-          const text = await res.body.text();
-          return res.statusCode === 200 ? { text, labels: { backend: r.backend, model: r.model, mode: r.mode } } : null;
+          const head = await exchange.head;
+          const text = (await exchange.whole()).toString("utf8");
+          return head.status === 200 ? { text, labels: { backend: r.backend, model: r.model, mode: r.mode } } : null;
         } catch {
           return null; // stopping, or too busy to answer: its series are absent from this scrape
+        } finally {
+          clearTimeout(timer);
         }
       }),
   );

@@ -2,18 +2,18 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { BackendMode, BackendRegistry } from "../inference/index.ts";
 import type { ModelDistribution, StoredModel } from "../distribution/index.ts";
 import type { Scheduler } from "../scheduling/index.ts";
-import type { EngineClients } from "./engine/transport.ts";
 import { errorResponse, type ErrorLogger } from "./errors.ts";
 import { ENGINE_ENDPOINTS, openEngineCall, requireModel, type EngineCall, type OpenAIEndpoint } from "./engine/call.ts";
 import { LoadingComments } from "./load-wait.ts";
 import { sseEvent } from "./sse.ts";
 import type { DaemonMetrics } from "./metrics.ts";
+import type { EngineRelay } from "./engine/relay.ts";
 import { checkOpenAIBody } from "./openai-checks.ts";
 
 export interface OpenAIRouteDeps {
   scheduler: Scheduler;
+  relay: EngineRelay;
   backends: BackendRegistry;
-  engines: EngineClients;
   distribution: ModelDistribution;
   metrics: DaemonMetrics;
   logError: ErrorLogger;

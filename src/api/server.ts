@@ -7,7 +7,6 @@ import type { Logger } from "pino";
 import type { ModelDistribution } from "../distribution/index.ts";
 import type { BackendRegistry } from "../inference/index.ts";
 import type { Scheduler } from "../scheduling/index.ts";
-import type { EngineClients } from "./engine/transport.ts";
 import type { EngineRelay } from "./engine/relay.ts";
 import { FastLane } from "./fast-lane.ts";
 import { hasApiKey } from "./api-key.ts";
@@ -45,8 +44,7 @@ export interface DaemonAppDeps {
   distribution: ModelDistribution;
   scheduler: Scheduler;
   backends: BackendRegistry;
-  engines: EngineClients;
-  /** The fast lane's connections to engines (fast-lane.ts). */
+  /** The connections to engines (engine/relay.ts), for every inference request and the engines' /metrics. */
   relay: EngineRelay;
   metrics: DaemonMetrics;
   /** Request/response pairs for `GET /engines/requests`; null when MODEL_RUNNER_RECORD_REQUESTS=0. */
@@ -160,7 +158,7 @@ export function createDaemonApp(deps: DaemonAppDeps): FastifyInstance {
   app.get("/version", async () => ({ version: deps.version }));
   // The daemon's own series, then every running engine's, relabelled (as Docker Model Runner's aggregated /metrics).
   app.get("/metrics", async (_req, reply) => {
-    const [own, engines] = await Promise.all([deps.metrics.registry.metrics(), engineMetrics(deps.scheduler.ps(), deps.engines)]);
+    const [own, engines] = await Promise.all([deps.metrics.registry.metrics(), engineMetrics(deps.scheduler.ps(), deps.relay)]);
     return reply.type(deps.metrics.registry.contentType).send(own.endsWith("\n") || own === "" ? own + engines : `${own}\n${engines}`);
   });
   app.get("/logs", async (request, reply) => {

@@ -5,7 +5,8 @@ import { setTimeout as delay } from "node:timers/promises";
 import { InvalidRequestError, messageOf, RunnerError, type OpenAIErrorType } from "../../errors.ts";
 import type { BackendMode } from "../../inference/index.ts";
 import type { Lease, Scheduler } from "../../scheduling/index.ts";
-import type { EngineClients } from "./transport.ts";
+import type { EngineRelay } from "./relay.ts";
+import type { ResponseHead } from "../../http/response-framer.ts";
 import { errorResponse, type ErrorLogger } from "../errors.ts";
 import { ClientClosedError, writeWithBackpressure } from "../../http/streaming.ts";
 import type { DaemonMetrics } from "../metrics.ts";
@@ -138,27 +139,36 @@ export function requireModel(body: unknown): string {
  * The model's preset (its stored request defaults) is filled in here, once
  * the model is resolved, so every dialect gets it (engine/preset.ts).
  */
-export async function runInference(
-  deps: { scheduler: Scheduler; engines: EngineClients },
-  request: InferenceRequest,
-): Promise<InferenceResponse> {
+export async function runInference(deps: { scheduler: Scheduler; relay: EngineRelay }, request: InferenceRequest): Promise<InferenceResponse> {
   const prepared = await prepareInference(deps, request);
-  const { lease, done } = prepared;
+  const { lease } = prepared;
+  const exchange = deps.relay.send(lease.socketPath, "POST", request.endpoint, prepared.body);
+  // The client leaving, or the engine dying, cuts the exchange (the engine sees its connection close and stops).
+  const onAbort = (event: Event) => exchange.abort((event.target as AbortSignal).reason);
+  request.signal.addEventListener("abort", onAbort, { once: true });
+  lease.signal.addEventListener("abort", onAbort, { once: true });
+  const detach = () => {
+    request.signal.removeEventListener("abort", onAbort);
+    lease.signal.removeEventListener("abort", onAbort);
+  };
+  exchange.finished.then(detach, detach);
+  let head: ResponseHead;
   try {
-    const response = await deps.engines.request(lease.socketPath, {
-      method: "POST",
-      path: request.endpoint,
-      headers: { "content-type": "application/json" },
-      body: prepared.body,
-      signal: AbortSignal.any([request.signal, lease.signal]),
-    });
-    const contentType = String(response.headers["content-type"] ?? "application/json");
-    const length = Number(response.headers["content-length"] ?? Number.NaN);
-    const contentLength = Number.isSafeInteger(length) && length >= 0 ? length : null;
-    return { status: response.statusCode, contentType, contentLength, body: response.body, lease, done, engineSignal: lease.signal, acquireMs: prepared.acquireMs };
+    if (request.signal.aborted) exchange.abort(request.signal.reason);
+    head = await exchange.head;
   } catch (error) {
-    throw unanswered(prepared, request.signal, error, () => deps.engines.forget(lease.socketPath));
+    throw unanswered(prepared, request.signal, error, () => deps.relay.forget(lease.socketPath));
   }
+  return {
+    status: head.status,
+    contentType: head.contentType,
+    contentLength: head.contentLength,
+    body: exchange.body(),
+    lease,
+    done: prepared.done,
+    engineSignal: lease.signal,
+    acquireMs: prepared.acquireMs,
+  };
 }
 
 /** A request with its runner: what remains is to send `body` to the engine on `lease.socketPath`. */
@@ -176,7 +186,8 @@ export interface PreparedInference {
 /**
  * The first half of the one inference path: checks what needs the model,
  * schedules its runner and builds the engine body. The caller sends it
- * (runInference with EngineClients, the fast lane with its relay) and must
+ * (runInference, whose callers read the answer's content, or the fast lane,
+ * which sends its bytes on) and must
  * call `done` once the answer is over.
  */
 export async function prepareInference(deps: { scheduler: Scheduler }, request: InferenceRequest): Promise<PreparedInference> {
@@ -241,7 +252,7 @@ export function unanswered(prepared: PreparedInference, clientSignal: AbortSigna
  */
 export interface EngineCallDeps {
   scheduler: Scheduler;
-  engines: EngineClients;
+  relay: EngineRelay;
   metrics: DaemonMetrics;
   /** Keeps request/response pairs for `GET /engines/requests`; absent or null: not recorded. */
   recorder?: RequestRecorder | null | undefined;

@@ -1,26 +1,32 @@
 import { connect, type Socket } from "node:net";
+import { Readable } from "node:stream";
 import { ResponseFramer, type ResponseHead } from "../../http/response-framer.ts";
 
 /**
- * The fast lane's connections to engines (src/api/fast-lane.ts): plain
- * sockets to each engine's Unix socket, kept alive between requests, over
- * which a request is written as bytes and the answer read by framing alone
- * (src/http/response-framer.ts). No HTTP client sits in between, so an
- * answer costs the daemon little more than copying its bytes; the compat
- * layers, which parse answers, use EngineClients (transport.ts) instead.
+ * The daemon's one transport to engines: plain sockets to each engine's
+ * Unix socket, kept alive between requests, over which a request is written
+ * as bytes and the answer read by framing alone (src/http/response-framer.ts).
+ * No HTTP client sits in between, so an answer costs the daemon little more
+ * than copying its bytes. The fast lane (src/api/fast-lane.ts) sends the
+ * bytes on as they came (`pipeTo`); every other caller reads the content
+ * (`body`, `whole`).
  */
 export class EngineRelay {
   private readonly idle = new Map<string, IdleSocket[]>();
   private closed = false;
 
   /**
-   * Sends one request to the engine on `socketPath`. The exchange's `head`
-   * resolves with the answer's head; its body pieces go to the sink.
+   * Sends one request to the engine on `socketPath`: a JSON `body`, or none
+   * (null). The exchange's `head` resolves with the answer's head; its body
+   * follows.
    */
-  send(socketPath: string, method: string, path: string, body: string): RelayExchange {
+  send(socketPath: string, method: string, path: string, body: string | null): RelayExchange {
     const socket = this.take(socketPath);
-    const length = Buffer.byteLength(body);
-    socket.write(`${method} ${path} HTTP/1.1\r\nHost: engine\r\nContent-Type: application/json\r\nContent-Length: ${length}\r\n\r\n${body}`);
+    socket.write(
+      body === null
+        ? `${method} ${path} HTTP/1.1\r\nHost: engine\r\n\r\n`
+        : `${method} ${path} HTTP/1.1\r\nHost: engine\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
     return new RelayExchange(socket, (reusable, timeoutMs) => this.give(socketPath, socket, reusable, timeoutMs));
   }
 
@@ -143,13 +149,37 @@ export class RelayExchange {
     return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
   }
 
+  /**
+   * The content as a stream, with backpressure: a reader that stops reading
+   * stops the engine's answer in the kernel's buffers. It ends when the
+   * answer is complete and fails with the exchange's failure; destroying it
+   * before that aborts the exchange.
+   */
+  body(): Readable {
+    const stream = new Readable({
+      read: () => this.resume(),
+      destroy: (error, callback) => {
+        this.abort(error ?? new Error("the answer was not read to its end"));
+        callback(error);
+      },
+    });
+    this.pipeTo((_raw, content) => {
+      for (const c of content) if (!stream.push(c)) this.pause();
+    });
+    this.finished.then(
+      () => stream.push(null),
+      (error: unknown) => stream.destroy(error as Error),
+    );
+    return stream;
+  }
+
   /** Stops reading the engine's answer (a slow client); `resume` goes on. */
   pause(): void {
-    this.socket.pause();
+    if (!this.settled) this.socket.pause();
   }
 
   resume(): void {
-    this.socket.resume();
+    if (!this.settled) this.socket.resume();
   }
 
   /** Cuts the exchange: the connection is closed, so the engine sees the request go and stops generating. */
