@@ -19,8 +19,8 @@
  * clients as a ratio, and the daemon's CPU (user+sys from /proc) per
  * proxied request, for the fast lane (plain requests) and for the daemon's
  * Node HTTP server (the path before the lane, which a request with an
- * Origin header takes). Beside them, the floor of any proxy written for Node:
- * a byte relay (a process that pipes each TCP connection to the engine's
+ * `X-Preload-Only: false` header takes, unchanged by it). Beside them, the
+ * floor of any proxy written for Node: a byte relay (a process that pipes each TCP connection to the engine's
  * socket, parsing nothing), measured the same way. `--proxy-only` stops
  * after that part.
  *
@@ -172,19 +172,19 @@ try {
       name: string;
       path: string;
       direct: Way;
-      /** The daemon's fast lane, the daemon's Node HTTP server (an Origin header takes a request there), the byte relay. */
+      /** The daemon's fast lane, the daemon's Node HTTP server (an `X-Preload-Only: false` header takes a request there), the byte relay. */
       proxies: [Way, Way, Way];
       goal: number;
     }
     const chat = (model: string, extra: object) => JSON.stringify({ model, messages: [{ role: "user", content: "hi" }], ...extra });
-    const origin = { origin: "http://localhost" };
+    const viaNode = { "x-preload-only": "false" };
     const viaNodeServer = new Pool(url, { connections: 64 });
     const ways = (directPool: Pool, relay: { pool: Pool; pid: number }, enginePidOf: number, ours: string, theirs: string): Pick<Kind, "direct" | "proxies"> => ({
       direct: { pool: directPool, body: theirs, pid: enginePidOf },
       proxies: [
         { pool: viaDaemon, body: ours, pid: daemon!.pid! },
-        // Its own connections: the first request with an Origin hands a connection to Node's server for good.
-        { pool: viaNodeServer, body: ours, headers: origin, pid: daemon!.pid! },
+        // Its own connections: the first request with that header hands a connection to Node's server for good.
+        { pool: viaNodeServer, body: ours, headers: viaNode, pid: daemon!.pid! },
         { pool: relay.pool, body: theirs, pid: relay.pid },
       ],
     });
@@ -214,7 +214,7 @@ try {
     console.log(STALE === null ? "mr: the compiled build (dist/)" : `mr: src/ through tsx (${STALE}; npm run build measures what users run)`);
     console.log(`the proxy's cost: tiny model, the daemon's runner on its socket vs through the daemon, ${REQUESTS} requests per figure`);
     console.log("columns: the fast lane (what plain requests take), the daemon's Node HTTP server (the path before the lane; a request with");
-    console.log("an Origin header goes there), and a byte relay that parses nothing (the floor of any proxy in Node). Each proxy is");
+    console.log("an X-Preload-Only: false header goes there), and a byte relay that parses nothing (the floor of any proxy in Node). Each proxy is");
     console.log("measured in its own phase, with the direct requests interleaved, so that its CPU is its own.");
     for (const kind of kinds) {
       const total = kind.name.startsWith("64") ? Math.max(16, Math.floor(REQUESTS / 8)) : REQUESTS;

@@ -9,6 +9,7 @@ import type { ResponseHead } from "../http/response-framer.ts";
 import { ENGINE_ENDPOINTS, isRecorded, midAnswerFailure, prepareInference, requireModel, startRecording, unanswered, type OpenAIEndpoint, type PreparedInference } from "./engine/call.ts";
 import { answerAsEvent, CallLedger, USAGE_WINDOW_BYTES, UsageTail } from "./engine/ledger.ts";
 import { hasApiKey } from "./api-key.ts";
+import { isOriginAllowed } from "./origin-check.ts";
 import type { EngineRelay, RelayExchange } from "./engine/relay.ts";
 import { BODY_LIMIT_BYTES, errorResponse, type ErrorLogger } from "./errors.ts";
 import type { DaemonMetrics } from "./metrics.ts";
@@ -25,6 +26,8 @@ export interface FastLaneDeps {
   recorder: RequestRecorder | null;
   logError: ErrorLogger;
   apiKey: string | null;
+  /** Extra allowed CORS origins (origin-check.ts). */
+  origins: readonly string[];
   /** The Host check against DNS rebinding; null: any Host. */
   hostAllowed: ((host: string) => boolean) | null;
   /** Idle time after which a kept-alive connection is closed (the HTTP server's keepAliveTimeout). */
@@ -55,8 +58,9 @@ const HEAD_TIMEOUT_MS = 60_000;
  * bytes it copies (bench/daemon: `--proxy-only`).
  *
  * Only plain requests take the lane: POST, HTTP/1.1, a Content-Length body
- * of a JSON content type, no query, no Origin (CORS), no `x-preload-only`,
- * no Expect/Upgrade, the API key right and the Host allowed. A connection
+ * of a JSON content type, no query, no `x-preload-only`, no Expect/Upgrade,
+ * the API key right, the Host allowed and an Origin, if any, allowed (its
+ * answer then carries the same CORS headers as Node's server adds). A connection
  * whose next request is anything else is handed, with its unread bytes, to
  * Node's HTTP server (fastify) for good, which answers it as it answers
  * every request. Errors here are the same errors, in OpenAI's shape.
@@ -97,7 +101,9 @@ export class FastLane {
     const route = this.routes.get(head.target);
     if (route === undefined) return null;
     const h = head.headers;
-    if (h.has("transfer-encoding") || h.has("expect") || h.has("upgrade") || h.has("origin") || h.has("x-preload-only")) return null;
+    if (h.has("transfer-encoding") || h.has("expect") || h.has("upgrade") || h.has("x-preload-only")) return null;
+    const origin = h.get("origin");
+    if (origin !== undefined && !isOriginAllowed(origin, this.deps.origins)) return null;
     const connection = h.get("connection");
     if (connection !== undefined && !/^(keep-alive|close)$/i.test(connection)) return null;
     const length = h.get("content-length");
@@ -205,7 +211,10 @@ class LaneConnection {
     this.busy = true;
     this.socket.setTimeout(0);
     const close = head.headers.get("connection")?.toLowerCase() === "close";
-    void new LaneRequest(this.lane, this.socket, route, head, body, close).serve().then(() => {
+    // An allowed Origin (routeOf) comes back in the CORS headers of every answer, as Node's server sends them.
+    const origin = head.headers.get("origin");
+    const cors = origin === undefined ? "" : `Access-Control-Allow-Origin: ${origin}\r\nVary: Origin\r\n`;
+    void new LaneRequest(this.lane, this.socket, route, head, body, close, cors).serve().then(() => {
       this.busy = false;
       if (this.gone) return;
       if (close || this.socket.readableEnded || this.lane.isClosing) {
@@ -252,6 +261,8 @@ class LaneRequest {
     private readonly head: RequestHead,
     private readonly text: string,
     private readonly closeAfter: boolean,
+    /** CORS header lines for every answer ("" without an Origin). */
+    private readonly cors: string,
   ) {}
 
   async serve(): Promise<void> {
@@ -445,7 +456,7 @@ class LaneRequest {
   private headText(status: number, contentType: string, extra: string): string {
     this.headSent = true;
     const connection = this.closeAfter || this.lane.isClosing ? "Connection: close\r\n" : `Connection: keep-alive\r\nKeep-Alive: timeout=${Math.floor(this.lane.deps.keepAliveTimeoutMs / 1000)}\r\n`;
-    return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? "Unknown"}\r\nContent-Type: ${contentType}\r\n${extra}Date: ${httpDate()}\r\n${connection}\r\n`;
+    return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? "Unknown"}\r\nContent-Type: ${contentType}\r\n${extra}${this.cors}Date: ${httpDate()}\r\n${connection}\r\n`;
   }
 }
 

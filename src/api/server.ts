@@ -9,6 +9,7 @@ import type { BackendRegistry } from "../inference/index.ts";
 import type { Scheduler } from "../scheduling/index.ts";
 import type { EngineRelay } from "./engine/relay.ts";
 import { FastLane } from "./fast-lane.ts";
+import { isOriginAllowed } from "./origin-check.ts";
 import { hasApiKey } from "./api-key.ts";
 import { engineMetrics } from "./engine-metrics.ts";
 import { registerEngineRoutes } from "./engine-routes.ts";
@@ -67,13 +68,6 @@ declare module "fastify" {
 
 /** Routes reachable without the API key. */
 const OPEN_ROUTES = new Set(["/", "/health"]);
-
-const LOCAL_ORIGIN = /^https?:\/\/(localhost|127\.0\.0\.1|0\.0\.0\.0|\[::1\])(:\d+)?$/i;
-
-/** Whether a browser page at `origin` may call the daemon. */
-export function isOriginAllowed(origin: string, extra: readonly string[]): boolean {
-  return LOCAL_ORIGIN.test(origin) || extra.includes("*") || extra.includes(origin);
-}
 
 /**
  * Builds the daemon's HTTP app. The caller listens and closes it. Errors

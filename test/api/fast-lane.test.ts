@@ -87,6 +87,15 @@ function post(path: string, body: string, extra = ""): string {
   return `POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${extra}\r\n${body}`;
 }
 
+/**
+ * A header that sends a request to Node's server (the lane leaves every
+ * `X-Preload-Only` to it) without changing its answer: `false` is a normal request.
+ */
+const VIA_NODE = "X-Preload-Only: false\r\n";
+
+/** A header's value in an answer's head, whatever its case. */
+const headerOf = (a: RawAnswer, name: string) => new RegExp(`\\r\\n${name}: ([^\\r]*)`, "i").exec(a.head)?.[1];
+
 const chat = (extra: object = {}) => JSON.stringify({ model: "ai/tiny", messages: [{ role: "user", content: "hi" }], max_tokens: 4, temperature: 0, seed: 1, ...extra });
 
 /** What two answers to the same request must share: status and body, ids and times left out. */
@@ -118,13 +127,13 @@ describe("the fast lane", () => {
       ["/v1/chat/completions", chat({ stream: true, n_probs: "x" })],
     ];
     const client = new RawClient(d.url);
-    // With an Origin (CORS), the same request goes to Node's server, and so does its connection from then on.
+    // With X-Preload-Only, the same request goes to Node's server, and so does its connection from then on.
     const other = new RawClient(d.url);
     try {
       for (const [path, body] of cases) {
         client.write(post(path, body));
         const lane = await client.answer();
-        other.write(post(path, body, "Origin: http://localhost\r\n"));
+        other.write(post(path, body, VIA_NODE));
         const node = await other.answer();
         assert.equal(lane.lane, true, `${path} ${body}: ${lane.head}`);
         assert.equal(node.lane, false, `${path} ${body}: ${node.head}`);
@@ -133,6 +142,37 @@ describe("the fast lane", () => {
     } finally {
       client.close();
       other.close();
+    }
+  });
+
+  test("an allowed Origin is served by the lane with Node's CORS headers; another Origin gets Node's 403", async () => {
+    const lane = new RawClient(d.url);
+    const node = new RawClient(d.url);
+    try {
+      for (const body of [chat(), chat({ model: "ai/nope" }), chat({ stream: true })]) {
+        lane.write(post("/v1/chat/completions", body, "Origin: http://localhost:3000\r\n"));
+        node.write(post("/v1/chat/completions", body, `Origin: http://localhost:3000\r\n${VIA_NODE}`));
+        const [a, b] = [await lane.answer(), await node.answer()];
+        assert.deepEqual([a.lane, b.lane], [true, false], body);
+        assert.deepEqual(comparable(a), comparable(b), body);
+        for (const answer of [a, b]) {
+          assert.equal(headerOf(answer, "access-control-allow-origin"), "http://localhost:3000", answer.head);
+          assert.equal(headerOf(answer, "vary"), "Origin", answer.head);
+        }
+      }
+    } finally {
+      lane.close();
+      node.close();
+    }
+    const foreign = new RawClient(d.url);
+    try {
+      foreign.write(post("/v1/chat/completions", chat(), "Origin: https://evil.example\r\n"));
+      const answer = await foreign.answer();
+      assert.deepEqual([answer.status, answer.lane], [403, false]);
+      assert.equal((JSON.parse(answer.body) as { error: { code: string } }).error.code, "origin_not_allowed");
+      assert.equal(headerOf(answer, "access-control-allow-origin"), undefined);
+    } finally {
+      foreign.close();
     }
   });
 
@@ -182,7 +222,7 @@ describe("the fast lane", () => {
     const node = new RawClient(d.url);
     try {
       for (let at = 0; at < text.length; at += 1024) lane.socket.write(text.subarray(at, at + 1024));
-      node.write(post("/v1/chat/completions", body, "Origin: http://localhost\r\n"));
+      node.write(post("/v1/chat/completions", body, VIA_NODE));
       const [a, b] = [await lane.answer(), await node.answer()];
       assert.deepEqual([a.lane, b.lane], [true, false]);
       assert.deepEqual(comparable(a), comparable(b));
