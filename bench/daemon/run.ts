@@ -20,9 +20,9 @@
  * proxied request, for the fast lane (plain requests) and for the daemon's
  * Node HTTP server (the path before the lane, which a request with an
  * `X-Preload-Only: false` header takes, unchanged by it). Beside them, the
- * floor of any proxy written for Node: a byte relay (a process that pipes each TCP connection to the engine's
- * socket, parsing nothing), measured the same way. `--proxy-only` stops
- * after that part.
+ * floor of any proxy written for Node: a byte relay (a process that pipes
+ * each TCP connection to the engine's socket, parsing nothing), measured the
+ * same way. `--proxy-only` stops after that part.
  *
  * Usage: node --import tsx bench/daemon/run.ts [--requests N] [--proxy-only] [--cpu-prof DIR]
  */
