@@ -11,13 +11,14 @@
  * Rows: decode tok/s (1 stream), aggregate tok/s (4 streams), prefill of
  * ~850 tokens, time to first token of a chat's second turn sharing a long
  * prefix with the first (the prompt cache), json_schema-constrained decode,
- * and speculative decoding with a draft model (speed-up over the same
- * engine without it, acceptance rate, and whether greedy text is unchanged).
+ * and speculative decoding with a draft model, without and under that
+ * json_schema (speed-up over the same engine without the draft, acceptance
+ * rate, and whether greedy text is unchanged).
  * Ratios are against llama-server, oriented so that > 1 means ours is faster.
  *
  * Usage: node --import tsx bench/engine/vs-llama-server.ts [--rounds N] [--threads N] [--tokens N] [--draft-tokens N] [--only ROWS]
- * `--only` takes a comma-separated list of decode, aggregate, prefill, turn2, json, draft (default: all); draft
- * includes decode, which its speed-up is measured against.
+ * `--only` takes a comma-separated list of decode, aggregate, prefill, turn2, json, draft, jsondraft (default: all); draft
+ * includes decode and jsondraft json, which their speed-ups are measured against.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, readdirSync } from "node:fs";
@@ -38,13 +39,15 @@ const { values } = parseArgs({
     threads: { type: "string", default: "1" },
     tokens: { type: "string", default: "128" },
     "draft-tokens": { type: "string", default: "4" },
-    only: { type: "string", default: "decode,aggregate,prefill,turn2,json,draft" },
+    only: { type: "string", default: "decode,aggregate,prefill,turn2,json,draft,jsondraft" },
   },
 });
-const ROWS = ["decode", "aggregate", "prefill", "turn2", "json", "draft"] as const;
+const ROWS = ["decode", "aggregate", "prefill", "turn2", "json", "draft", "jsondraft"] as const;
 const only = new Set(values.only.split(",").map((r) => r.trim()));
 for (const r of only) if (!(ROWS as readonly string[]).includes(r)) throw new Error(`--only: unknown row ${r} (rows: ${ROWS.join(", ")})`);
 if (only.has("draft")) only.add("decode");
+// The draft under a grammar is compared with the same grammar without it.
+if (only.has("jsondraft")) only.add("json");
 const runs = (row: (typeof ROWS)[number]) => only.has(row);
 const ROUNDS = Number(values.rounds);
 const THREADS = Number(values.threads);
@@ -132,9 +135,9 @@ const text = (seed: number, n: number) => `${seed} ${Array.from({ length: n }, (
 let uniq = 1000;
 
 /** Decode tok/s for one stream: a short prompt, TOKENS generated, timed by the client. */
-async function decode(s: Server): Promise<{ tps: number; result: Completion }> {
+async function decode(s: Server, seed = uniq++): Promise<{ tps: number; result: Completion }> {
   const started = performance.now();
-  const result = await post<Completion>(s, "/completion", { prompt: text(uniq++, 4), n_predict: TOKENS, temperature: 0, ignore_eos: true });
+  const result = await post<Completion>(s, "/completion", { prompt: text(seed, 4), n_predict: TOKENS, temperature: 0, ignore_eos: true });
   return { tps: result.tokens_predicted / ((performance.now() - started) / 1000), result };
 }
 
@@ -185,11 +188,11 @@ async function secondTurn(s: Server): Promise<number> {
  * llama-server's `/completion`: its `/v1/chat/completions` of this release fails to build the
  * grammar sampler for these generated models with `--jinja` ("Failed to initialize samplers").
  */
-async function jsonSchema(s: Server): Promise<number> {
+async function jsonSchema(s: Server, seed = uniq++): Promise<{ tps: number; result: Completion }> {
   const schema = { type: "object", properties: { items: { type: "array", items: { type: "string" }, minItems: 12 } }, required: ["items"] };
   const started = performance.now();
-  const r = await post<Completion>(s, "/completion", { prompt: text(uniq++, 4), n_predict: TOKENS, temperature: 0, json_schema: schema });
-  return r.tokens_predicted / ((performance.now() - started) / 1000);
+  const result = await post<Completion>(s, "/completion", { prompt: text(seed, 4), n_predict: TOKENS, temperature: 0, json_schema: schema });
+  return { tps: result.tokens_predicted / ((performance.now() - started) / 1000), result };
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -211,10 +214,22 @@ try {
   ];
   for (const c of columns) {
     servers.push(await startServer(c.name, c.command, c.args));
-    if (runs("draft")) servers.push(await startServer(`${c.name} + draft`, c.command, [...c.args, ...spec]));
+    if (runs("draft") || runs("jsondraft")) servers.push(await startServer(`${c.name} + draft`, c.command, [...c.args, ...spec]));
   }
-  type Row = { decode: number[]; aggregate: number[]; prefill: number[]; prefillTokens: number; turn2: number[]; json: number[]; specDecode: number[]; accepted: number; drafted: number; same: boolean };
-  const rows = new Map<string, Row>(columns.map((c) => [c.name, { decode: [], aggregate: [], prefill: [], prefillTokens: 0, turn2: [], json: [], specDecode: [], accepted: 0, drafted: 0, same: true }]));
+  type Drafting = { tps: number[]; accepted: number; drafted: number; same: boolean };
+  type Row = { decode: number[]; aggregate: number[]; prefill: number[]; prefillTokens: number; turn2: number[]; json: number[]; spec: Drafting; jsonSpec: Drafting };
+  const drafting = (): Drafting => ({ tps: [], accepted: 0, drafted: 0, same: true });
+  const rows = new Map<string, Row>(
+    columns.map((c) => [c.name, { decode: [], aggregate: [], prefill: [], prefillTokens: 0, turn2: [], json: [], spec: drafting(), jsonSpec: drafting() }]),
+  );
+  /** One request with the draft, its greedy text compared with the same request's without it. */
+  const withDraft = async (into: Drafting, send: () => Promise<{ tps: number; result: Completion }>, base: Completion) => {
+    const { tps, result } = await send();
+    into.tps.push(tps);
+    into.drafted += result.timings.draft_n ?? 0;
+    into.accepted += result.timings.draft_n_accepted ?? 0;
+    if (result.content !== base.content) into.same = false;
+  };
   // Warm-up: first requests pay for lazy initialisation on both sides.
   for (const s of servers) await decode(s);
   for (let round = 1; round <= ROUNDS; round++) {
@@ -231,17 +246,15 @@ try {
         row.prefillTokens = p.tokens;
       }
       if (runs("turn2")) row.turn2.push(await secondTurn(plain));
-      if (runs("json")) row.json.push(await jsonSchema(plain));
-      if (!runs("draft")) continue;
-      const drafted = servers.find((s) => s.name === `${c.name} + draft`)!;
-      const base = await post<Completion>(plain, "/completion", { prompt: text(seed, 4), n_predict: TOKENS, temperature: 0, ignore_eos: true });
+      const json = runs("json") ? await jsonSchema(plain, seed) : null;
+      if (json) row.json.push(json.tps);
+      const drafted = servers.find((s) => s.name === `${c.name} + draft`);
       // The same prompt with the draft: greedy text must not change.
-      const started = performance.now();
-      const withDraft = await post<Completion>(drafted, "/completion", { prompt: text(seed, 4), n_predict: TOKENS, temperature: 0, ignore_eos: true });
-      row.specDecode.push(withDraft.tokens_predicted / ((performance.now() - started) / 1000));
-      row.drafted += withDraft.timings.draft_n ?? 0;
-      row.accepted += withDraft.timings.draft_n_accepted ?? 0;
-      if (withDraft.content !== base.content) row.same = false;
+      if (runs("draft")) {
+        const base = await post<Completion>(plain, "/completion", { prompt: text(seed, 4), n_predict: TOKENS, temperature: 0, ignore_eos: true });
+        await withDraft(row.spec, () => decode(drafted!, seed), base);
+      }
+      if (runs("jsondraft")) await withDraft(row.jsonSpec, () => jsonSchema(drafted!, seed), json!.result);
     }
     process.stderr.write(`round ${round}/${ROUNDS} done\n`);
   }
@@ -263,18 +276,15 @@ try {
   lower(`prefill, ${ref.prefillTokens} tokens (ms)`, ref.prefill, mine.prefill);
   lower("2nd chat turn, long shared prefix: TTFT (ms)", ref.turn2, mine.turn2);
   higher("json_schema-constrained decode (tok/s)", ref.json, mine.json);
-  higher(`decode with draft, n-max ${DRAFT_TOKENS} (tok/s)`, ref.specDecode, mine.specDecode);
-  if (runs("draft")) {
-    line(
-      "speculative speed-up over no draft",
-      `${fmt(median(ref.specDecode) / median(ref.decode), 2)}x`,
-      `${fmt(median(mine.specDecode) / median(mine.decode), 2)}x`,
-      "",
-    );
-    const rate = (r: Row) => (r.drafted > 0 ? `${fmt((100 * r.accepted) / r.drafted)}% of ${r.drafted}` : "nothing drafted");
-    line("draft acceptance (accepted / drafted)", rate(ref), rate(mine), "");
-    line("greedy text unchanged by the draft", ref.same ? "yes" : "NO", mine.same ? "yes" : "NO", "");
-  }
+  const rate = (d: Drafting) => (d.drafted > 0 ? `${fmt((100 * d.accepted) / d.drafted)}% of ${d.drafted}` : "nothing drafted");
+  const draftRows = (what: string, a: Drafting, b: Drafting, baseA: number[], baseB: number[]) => {
+    higher(`${what} with draft, n-max ${DRAFT_TOKENS} (tok/s)`, a.tps, b.tps);
+    line(`  speed-up over the same without the draft`, `${fmt(median(a.tps) / median(baseA), 2)}x`, `${fmt(median(b.tps) / median(baseB), 2)}x`, "");
+    line("  draft acceptance (accepted / drafted)", rate(a), rate(b), "");
+    line("  greedy text unchanged by the draft", a.same ? "yes" : "NO", b.same ? "yes" : "NO", "");
+  };
+  if (runs("draft")) draftRows("decode", ref.spec, mine.spec, ref.decode, mine.decode);
+  if (runs("jsondraft")) draftRows("json_schema decode", ref.jsonSpec, mine.jsonSpec, ref.json, mine.json);
 } finally {
   for (const s of servers) s.child.kill("SIGTERM");
   await Promise.all(servers.map((s) => (s.child.exitCode === null ? new Promise((r) => s.child.once("exit", r)) : null)));
