@@ -2,6 +2,10 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { after, before, describe, test } from "node:test";
+import { getLlama, LlamaLogLevel, type Llama, type LlamaContext, type LlamaGrammar, type LlamaModel } from "node-llama-cpp";
+import { DEFAULT_SAMPLING, generate } from "../../src/engine/generate.ts";
+import { schemaGbnf } from "../../src/engine/grammar/schema-gbnf.ts";
+import { DraftSlot } from "../../src/engine/speculative.ts";
 import { MR_BIN, startEngine, type StartedEngine } from "../helpers/engine.ts";
 import { tinyModel } from "../helpers/models.ts";
 
@@ -125,5 +129,109 @@ describe("the engine's speculative decoding (--spec-type draft-simple -md)", () 
     const [code] = (await once(child, "exit")) as [number | null];
     assert.equal(code, 1, stderr);
     assert.ok(stderr.includes(`the draft model ${tools} cannot draft for ${think}: their vocabularies do not match (token`), stderr);
+  });
+});
+
+/**
+ * Under a grammar, in-process: generate() with and without a DraftSlot, so the
+ * draft's counts (re-decodes included, which no HTTP answer carries) can be read.
+ */
+describe("speculative decoding under a grammar (generate() with a DraftSlot)", () => {
+  let llama: Llama;
+  let target: LlamaModel;
+  let plainContext: LlamaContext;
+  let targetContext: LlamaContext;
+  let draftContext: LlamaContext;
+  let selfContext: LlamaContext;
+  let grammars: Record<"schema" | "list" | "strict", LlamaGrammar>;
+  before(async () => {
+    llama = await getLlama({ gpu: false, build: "never", skipDownload: true, logLevel: LlamaLogLevel.error, progressLogs: false });
+    target = await llama.loadModel({ modelPath: await tinyModel(TARGET) });
+    const draft = await llama.loadModel({ modelPath: await tinyModel({ ...TARGET, draftBlocks: 1 }, "draft.gguf") });
+    [plainContext, targetContext, draftContext, selfContext] = await Promise.all([
+      target.createContext({ contextSize: 1024, threads: 1 }),
+      target.createContext({ contextSize: 1024, threads: 1 }),
+      draft.createContext({ contextSize: 1024, threads: 1 }),
+      target.createContext({ contextSize: 1024, threads: 1 }),
+    ]);
+    const schema = { type: "object", properties: { items: { type: "array", items: { type: "string" }, minItems: 4 } }, required: ["items"] } as const;
+    grammars = {
+      schema: await llama.createGrammar({ grammar: await schemaGbnf(llama, schema as never) }),
+      // Words of the model's own kind, so most of its unconstrained tokens fit.
+      list: await llama.createGrammar({ grammar: 'root ::= item ("," item){3,} "."\nitem ::= [ a-z]{1,24}' }),
+      // Digits only: the model's unconstrained token is nearly never one.
+      strict: await llama.createGrammar({ grammar: "root ::= [0-9]{200}" }),
+    };
+  });
+  after(async () => {
+    await llama?.dispose();
+  });
+
+  const run = async (context: LlamaContext, draft: DraftSlot | null, grammar: LlamaGrammar, prompt: string, maxTokens: number) => {
+    const sequence = context.sequencesLeft > 0 ? context.getSequence() : null;
+    let text = "";
+    try {
+      const result = await generate({
+        sequence: sequence!,
+        model: target,
+        prompt: target.tokenize(prompt),
+        params: { ...DEFAULT_SAMPLING, temperature: 0, stop: [], maxTokens },
+        stopTokens: new Set(),
+        onText: (t) => void (text += t),
+        signal: new AbortController().signal,
+        grammar,
+        draft,
+      });
+      return { text, result };
+    } finally {
+      sequence?.dispose();
+    }
+  };
+  const slotOf = (context: LlamaContext) => new DraftSlot(context.getSequence(), { maxTokens: 4, minProbability: 0 });
+
+  test("greedy text is the same with the draft, which drafts; every kept token is one the grammar allows", async () => {
+    for (const [name, grammar, prompt] of [["schema", grammars.schema, "hello"], ["list", grammars.list, "hello the world is"]] as const) {
+      const plain = await run(plainContext, null, grammar, prompt, 60);
+      const slot = slotOf(draftContext);
+      try {
+        const drafted = await run(targetContext, slot, grammar, prompt, 60);
+        assert.equal(drafted.text, plain.text, name);
+        assert.deepEqual(drafted.result.tokens, plain.result.tokens, name);
+        const r = drafted.result;
+        console.log(name, JSON.stringify({ text: plain.text, drafted: r.draftTokens, accepted: r.draftAccepted, steps: r.draftSteps, redecodes: r.draftRedecodes, tokens: r.completionTokens }));
+        assert.ok(r.draftTokens > 0 && r.draftAccepted <= r.draftTokens, `${name}: ${JSON.stringify(r)}`);
+      } finally {
+        slot.sequence.dispose();
+      }
+    }
+  });
+
+  test("the model as its own draft under a grammar", async () => {
+    for (const [name, grammar, prompt] of [["schema", grammars.schema, "hello"], ["list", grammars.list, "hello the world is"]] as const) {
+      const plain = await run(plainContext, null, grammar, prompt, 60);
+      const slot = slotOf(selfContext);
+      try {
+        const drafted = await run(targetContext, slot, grammar, prompt, 60);
+        assert.equal(drafted.text, plain.text, name);
+        const r = drafted.result;
+        console.log("self", name, JSON.stringify({ drafted: r.draftTokens, accepted: r.draftAccepted, steps: r.draftSteps, redecodes: r.draftRedecodes, tokens: r.completionTokens }));
+      } finally {
+        slot.sequence.dispose();
+      }
+    }
+  });
+
+  test("a grammar the model's own tokens nearly never fit: few re-decodes, drafting mostly paused", async () => {
+    const plain = await run(plainContext, null, grammars.strict, "hello", 200);
+    const slot = slotOf(selfContext);
+    try {
+      const drafted = await run(targetContext, slot, grammars.strict, "hello", 200);
+      assert.equal(drafted.text, plain.text);
+      assert.match(drafted.text, /^[0-9]{200}$/);
+      const r = drafted.result;
+      console.log("strict", JSON.stringify({ drafted: r.draftTokens, accepted: r.draftAccepted, steps: r.draftSteps, redecodes: r.draftRedecodes, tokens: r.completionTokens }));
+    } finally {
+      slot.sequence.dispose();
+    }
   });
 });
