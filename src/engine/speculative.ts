@@ -126,18 +126,25 @@ export class DraftSlot {
       },
     ];
     /**
+     * Consecutive steps sampled under the grammar share one evaluation, as without the draft (a fresh one per step
+     * would cost a sampler each); a verification batch closes it.
+     */
+    let grammarStream: TokenStream | null = null;
+    /**
      * Evaluates `input` and samples the next token under the grammar (native: the binding accepts the token it
-     * samples into the state itself). `target` then holds `input`.
+     * samples into the state itself). `target` then holds `input`. With the stream open, `input` is the token it
+     * yielded last.
      */
     const underGrammar = async (input: readonly Token[]): Promise<EvaluatedToken> => {
-      const iterator = target.evaluateWithMetadata(input.slice(), {}, { ...sampling, ...stepSeed(), ...evaluateOptions, grammarEvaluationState: grammar!, yieldEogToken: true });
-      try {
-        const next = await iterator.next();
-        if (next.done) throw new Error("Failed to sample next token");
-        return { token: next.value.token };
-      } finally {
-        await iterator.return();
-      }
+      grammarStream ??= target.evaluateWithMetadata(input.slice(), {}, { ...sampling, ...stepSeed(), ...evaluateOptions, grammarEvaluationState: grammar!, yieldEogToken: true });
+      const next = await grammarStream.next();
+      if (next.done) throw new Error("Failed to sample next token");
+      return { token: next.value.token };
+    };
+    const closeGrammarStream = async () => {
+      const stream = grammarStream;
+      grammarStream = null;
+      await stream?.return();
     };
     let input = tokens.slice();
     /** Draft tokens in `target` past the last yielded token. */
@@ -166,6 +173,7 @@ export class DraftSlot {
           [first] = await Promise.all([underGrammar(input), aligned]);
           constrained = true;
         } else {
+          await closeGrammarStream();
           [results] = await Promise.all([target.controlledEvaluate([...head, item(last), ...drafts.map(item)], evaluateOptions), aligned]);
           counts.drafted += drafts.length;
           if (drafts.length > 0) counts.steps++;
@@ -217,6 +225,7 @@ export class DraftSlot {
         }
       }
     } finally {
+      await closeGrammarStream();
       await dropSurplus();
     }
   }
@@ -267,7 +276,7 @@ export class DraftSlot {
 }
 
 /** The longest pause `GrammarPacing` makes, in steps. */
-const MAX_GRAMMAR_PAUSE = 32;
+export const MAX_GRAMMAR_PAUSE = 32;
 
 /**
  * When a step under a grammar drafts. A position whose token the grammar
