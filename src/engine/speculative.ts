@@ -87,7 +87,9 @@ export class DraftSlot {
    * decoded again with the grammar (its predecessor and all after it erased
    * and evaluated anew, one token: the batch's logits are gone by then) and
    * the step ends there. The draft proposes without the grammar, as
-   * llama-server's draft sampler (top-k 10, no grammar) does. See `GrammarPacing`
+   * llama-server's draft sampler (top-k 10, no grammar) does (drafting under a
+   * clone of the grammar state changed no count in test/engine/speculative.test.ts:
+   * what the grammar refuses is the model's token, not the draft's). See `GrammarPacing`
    * for when a step under a grammar is decoded without the draft. The
    * caller must not replace yielded tokens under a grammar.
    */
@@ -140,6 +142,21 @@ export class DraftSlot {
       const next = await grammarStream.next();
       if (next.done) throw new Error("Failed to sample next token");
       return { token: next.value.token };
+    };
+    /**
+     * Evaluates `token` again and samples the next token with the grammar applied before the chain, as llama.cpp
+     * resamples once the chain's token was rejected: asking for the token's confidence makes the binding do that
+     * (AddonSampler::sample's forceGrammar in 3.21.1), where it would otherwise sample with the chain first again.
+     */
+    const resample = async (token: Token): Promise<EvaluatedToken> => {
+      const iterator = target.evaluateWithMetadata([token], { confidence: true }, { ...sampling, ...stepSeed(), ...evaluateOptions, grammarEvaluationState: grammar!, yieldEogToken: true });
+      try {
+        const next = await iterator.next();
+        if (next.done) throw new Error("Failed to sample next token");
+        return { token: next.value.token };
+      } finally {
+        await iterator.return();
+      }
     };
     const closeGrammarStream = async () => {
       const stream = grammarStream;
@@ -200,7 +217,7 @@ export class DraftSlot {
               const predecessor = used === 0 ? last : drafts[used - 1]!;
               await target.eraseContextTokenRanges([{ start: target.nextTokenIndex - surplus - 1, end: target.nextTokenIndex }]);
               surplus = 0;
-              out = await underGrammar([predecessor]);
+              out = await resample(predecessor);
               counts.redecodes++;
               rejected = true;
             }
