@@ -341,9 +341,9 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
   generation: for (;;) {
     let inject: readonly Token[] | null = null;
     let startCall = false;
-    // Under a grammar the draft verifies by llama.cpp's grammar-based rejection sampling (speculative.ts), for the
-    // binding's own sampling. The sampler chain accepts its choice into the grammar itself, one token at a time, after
-    // the step: its steps under a grammar are decoded without the draft.
+    // Under a grammar the draft verifies by llama.cpp's grammar-based rejection sampling (speculative.ts) on the
+    // native path. On the sampler-chain path the binding reports the distribution masked by the grammar, which it
+    // cannot inside a verification batch: there steps under a grammar are decoded without the draft.
     const iterator: TokenStream =
       draft && (native || options.grammarEvaluationState === undefined)
         ? draft.evaluate(sequence, toEvaluate, options, { probabilities: !native, bias, maxDraft: () => limit - generated.length - 1, counts: draftCounts })
