@@ -109,6 +109,43 @@ describe("the engine's speculative decoding (--spec-type draft-simple -md)", () 
     assert.equal(y.content, (await complete(plain, { ...body, prompt: "water people time" })).content);
   });
 
+  test("tool calls the model starts itself (auto): the same content and calls with the draft, which drafts", async () => {
+    // A model whose output layer favours <tool_call>, as in test/engine/tools.test.ts, and its first block as the draft.
+    const options = { seed: 7, chatTemplate: HERMES_TOOLS_TEMPLATE, toolCallBias: 6, blockCount: 4, blockScale: 0.2 } as const;
+    const model = await tinyModel(options);
+    const draft = await tinyModel({ ...options, draftBlocks: 1 }, "draft.gguf");
+    const args = ["-m", model, "-c", "2048", "-np", "1", "-t", "1"];
+    const engines: StartedEngine[] = [];
+    try {
+      // One at a time, so that whichever started is stopped if the other fails to.
+      engines.push(await startEngine(args));
+      engines.push(await startEngine([...args, "--spec-type", "draft-simple", "-md", draft, "--spec-draft-n-max", "4"]));
+      const [without, withDraft] = engines as [StartedEngine, StartedEngine];
+      const ask = async (engine: StartedEngine, content: string) => {
+        const res = await fetch(`${engine.baseUrl}/v1/chat/completions`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ messages: [{ role: "user", content }], tools: TOOLS, temperature: 0, max_tokens: 300 }),
+        });
+        assert.equal(res.status, 200, await res.clone().text());
+        const reply = (await res.json()) as { choices: Array<{ message: { content: string | null; tool_calls?: Array<{ function: unknown }> } }>; timings: Timings };
+        const message = reply.choices[0]!.message;
+        return { content: message.content, calls: (message.tool_calls ?? []).map((c) => c.function), timings: reply.timings };
+      };
+      let called = 0;
+      for (const content of ["the weather in Paris?", "what is it like in Rome", "hello"]) {
+        const [a, b] = await Promise.all([ask(without, content), ask(withDraft, content)]);
+        assert.deepEqual(b.calls, a.calls, content);
+        assert.equal(b.content, a.content, content);
+        assert.ok((b.timings.draft_n ?? 0) > 0, `${content}: ${JSON.stringify(b.timings)}`);
+        if (a.calls.length > 0) called++;
+      }
+      assert.ok(called > 0, "some reply calls the tool");
+    } finally {
+      await Promise.all(engines.map((e) => e.stop()));
+    }
+  });
+
   test("temperature > 0 with a seed: the same text every time with the draft, which drafts (under a grammar too)", async () => {
     // cache_prompt false: both evaluate the whole prompt, so nothing but the seed decides.
     const plainBody = { prompt: "hello the world", n_predict: 40, temperature: 0.8, seed: 7, ignore_eos: true, cache_prompt: false };
