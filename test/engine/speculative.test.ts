@@ -75,6 +75,8 @@ describe("the engine's speculative decoding (--spec-type draft-simple -md)", () 
       // Under a grammar the draft drafts too (grammar-based rejection sampling, as llama.cpp verifies).
       [{ prompt: "hello", n_predict: 60, temperature: 0, json_schema: SCHEMA }, true],
       [{ prompt: "hello the world is", n_predict: 60, temperature: 0, grammar: LIST_GBNF }, true],
+      // The sampler-chain path (DRY) under a grammar is decoded without the draft.
+      [{ prompt: "hello", n_predict: 40, temperature: 0, dry_multiplier: 0.8, json_schema: SCHEMA }, false],
     ];
     let drafts = 0;
     for (const [body, drafting] of bodies) {
@@ -83,6 +85,7 @@ describe("the engine's speculative decoding (--spec-type draft-simple -md)", () 
       assert.equal(a.timings.draft_n, undefined);
       assert.ok((b.timings.draft_n_accepted ?? 0) <= (b.timings.draft_n ?? 0), JSON.stringify(b.timings));
       if (drafting) assert.ok((b.timings.draft_n ?? 0) > 0, `${JSON.stringify(body)}: ${JSON.stringify(b.timings)}`);
+      if ("json_schema" in body && !drafting) assert.equal(b.timings.draft_n, undefined, JSON.stringify(body));
       drafts += b.timings.draft_n ?? 0;
     }
     assert.ok(drafts > 0, "something was drafted");
