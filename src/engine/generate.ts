@@ -16,6 +16,7 @@ import { dryActive, penaltiesActive, randomSeed, samplesNatively, uses, type Sam
 import type { StepGate } from "./step-gate.ts";
 import type { DraftCounts, DraftSlot, EvaluatedToken, TokenStream } from "./speculative.ts";
 import { StopMatcher } from "./stop-matcher.ts";
+import { acceptOnGrammar } from "./grammar-state.ts";
 
 export type { SamplingParams } from "./sampling.ts";
 export { DEFAULT_SAMPLING } from "./sampling.ts";
@@ -41,6 +42,8 @@ export interface GenerationResult {
   draftAccepted: number;
   /** Speculative decoding: verification steps, each a batch of the model with a draft (llama-server's `n_draft_verif_steps`). */
   draftSteps: number;
+  /** Speculative decoding under a grammar: verified positions decoded again with the grammar (speculative.ts; not a llama-server figure). */
+  draftRedecodes: number;
 }
 
 /** Counts and times of a generation in progress, updated after each token. */
@@ -87,7 +90,8 @@ export interface GenerateRequest {
   stats?: LiveStats | null;
   /**
    * The slot's draft (speculative decoding, `-md`), or none. A request with
-   * penalties, or a step under a grammar, is decoded without it (see docs/engine.md).
+   * penalties, or a step under a grammar on the sampler-chain path, is decoded
+   * without it (see docs/engine.md).
    */
   draft?: DraftSlot | null;
 }
@@ -184,7 +188,7 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
   const generatedInSequence = () => sequence.nextTokenIndex + discarded - prompt.length;
   if (limit <= 0) {
     // Nothing to generate (max_tokens 0 counts the prompt): leave the slot's cache as it is.
-    return { finishReason: "length", promptTokens: prompt.length, promptTokensEvaluated: 0, completionTokens: 0, promptMs: 0, generationMs: 0, stopSequence: null, calledTools: false, tokens: [], draftTokens: 0, draftAccepted: 0, draftSteps: 0 };
+    return { finishReason: "length", promptTokens: prompt.length, promptTokensEvaluated: 0, completionTokens: 0, promptMs: 0, generationMs: 0, stopSequence: null, calledTools: false, tokens: [], draftTokens: 0, draftAccepted: 0, draftSteps: 0, draftRedecodes: 0 };
   }
   // At least one prompt token must be evaluated to get logits for the next one.
   // Without `cache_prompt` the whole prompt is evaluated again (llama-server).
@@ -208,7 +212,7 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
   // token at a time, but it applies repeat_penalty to log-probabilities rather
   // than to raw logits as llama-server does, so its text differs too.)
   const draft = req.draft && !penaltiesActive(params) ? req.draft : null;
-  const draftCounts: DraftCounts = { drafted: 0, accepted: 0, steps: 0 };
+  const draftCounts: DraftCounts = { drafted: 0, accepted: 0, steps: 0, redecodes: 0 };
   const seed = params.seed ?? randomSeed();
   /** The last n tokens of the prompt and the reply: llama-server feeds both to the penalties and DRY. */
   const lastTokens = (n: number): Token[] => {
@@ -337,10 +341,11 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
   generation: for (;;) {
     let inject: readonly Token[] | null = null;
     let startCall = false;
-    // A grammar constrains every position of a verification batch from the state after the tokens before it, which
-    // node-llama-cpp's controlledEvaluate cannot take: steps under a grammar are decoded without the draft.
+    // Under a grammar the draft verifies by llama.cpp's grammar-based rejection sampling (speculative.ts) on the
+    // native path. On the sampler-chain path the binding reports the distribution masked by the grammar, which it
+    // cannot inside a verification batch: there steps under a grammar are decoded without the draft.
     const iterator: TokenStream =
-      draft && options.grammarEvaluationState === undefined
+      draft && (native || options.grammarEvaluationState === undefined)
         ? draft.evaluate(sequence, toEvaluate, options, { probabilities: !native, bias, maxDraft: () => limit - generated.length - 1, counts: draftCounts })
         : sequence.evaluateWithMetadata(toEvaluate, { probabilities: !native }, options);
     let inStep = false;
@@ -541,6 +546,7 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
     draftTokens: draftCounts.drafted,
     draftAccepted: draftCounts.accepted,
     draftSteps: draftCounts.steps,
+    draftRedecodes: draftCounts.redecodes,
     finishReason,
     promptTokens: prompt.length,
     promptTokensEvaluated: prompt.length - reuse,
@@ -597,15 +603,4 @@ function biasFor(model: LlamaModel, bias: ReadonlyMap<Token, number>): TokenBias
   const biases = (tokenBias as unknown as { _biases: Map<Token, number> })._biases;
   for (const [token, value] of bias) biases.set(token, value);
   return tokenBias;
-}
-
-/**
- * Accepts the token the chain chose into the grammar state. The binding only
- * accepts the tokens it samples itself (into the per-step copy it was given),
- * so this uses the binding's own accept function, which node-llama-cpp 3.21.1
- * keeps internal (LlamaSampler._acceptTokenOnGrammarEvaluationState).
- */
-function acceptOnGrammar(model: LlamaModel, state: LlamaGrammarEvaluationState, token: Token): void {
-  const llama = (model as unknown as { _llama: { _bindings: { AddonSampler: { acceptGrammarEvaluationStateToken(state: unknown, token: number): void } } } })._llama;
-  llama._bindings.AddonSampler.acceptGrammarEvaluationStateToken((state as unknown as { _state: unknown })._state, token);
 }

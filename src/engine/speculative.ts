@@ -1,4 +1,5 @@
 import { TokenBias, type ControlledEvaluateInputItem, type ControlledEvaluateIndexOutput, type LlamaContextSequence, type SequenceEvaluateOptions, type Token } from "node-llama-cpp";
+import { acceptOnGrammar, grammarAllows } from "./grammar-state.ts";
 
 /** One step of a sequence's evaluation: the next token, with the model's distribution when it was asked for. */
 export interface EvaluatedToken {
@@ -18,6 +19,8 @@ export interface DraftCounts {
   drafted: number;
   accepted: number;
   steps: number;
+  /** Under a grammar: positions of a verification batch decoded again with the grammar (their token was not allowed). */
+  redecodes: number;
 }
 
 /** How one slot drafts (`--spec-draft-n-max`, `--spec-draft-p-min`). */
@@ -70,13 +73,31 @@ export class DraftSlot {
   /**
    * Evaluates `tokens` on `target` and streams the tokens after them, as
    * `target.evaluateWithMetadata(tokens, {probabilities}, options)` does, with
-   * drafting. Grammars are not supported (the caller evaluates those
-   * without the draft). Between steps, and once it is closed, `target` holds
-   * exactly the tokens before the one last yielded: draft tokens not (yet)
-   * used are erased.
+   * drafting. Between steps, and once it is closed, `target` holds exactly
+   * the tokens before the one last yielded: draft tokens not (yet) used are
+   * erased.
+   *
+   * Under a grammar (`options.grammarEvaluationState`, a state object: the
+   * native sampling path) verification is llama.cpp's grammar-based
+   * rejection sampling (common_sampler_sample_and_accept_n with
+   * grammar_first false, which node-llama-cpp's own native sampling does as
+   * well): each position is sampled without the grammar in the one batch,
+   * and a token the grammar allows is kept and accepted into the state; at
+   * the first position whose token it does not allow, that position is
+   * decoded again with the grammar (its predecessor and all after it erased
+   * and evaluated anew, one token: the batch's logits are gone by then) and
+   * the step ends there. The draft proposes without the grammar, as
+   * llama-server's draft sampler (top-k 10, no grammar) does (drafting under a
+   * clone of the grammar state changed no count in test/engine/speculative.test.ts:
+   * what the grammar refuses is the model's token, not the draft's). See `GrammarPacing`
+   * for when a step under a grammar is decoded without the draft. The
+   * caller must not replace yielded tokens under a grammar.
    */
   async *evaluate(target: LlamaContextSequence, tokens: readonly Token[], options: SequenceEvaluateOptions, request: DraftRequest): TokenStream {
-    if (options.grammarEvaluationState !== undefined) throw new Error("speculative decoding is not done under a grammar");
+    const grammar = options.grammarEvaluationState ?? null;
+    if (grammar instanceof Function || (grammar !== null && request.probabilities)) {
+      throw new Error("speculative decoding under a grammar is done on the native sampling path only");
+    }
     const { evaluationPriority, contextShift, yieldEogToken = false, seed } = options;
     const sampling = {
       temperature: options.temperature,
@@ -91,18 +112,57 @@ export class DraftSlot {
     const evaluateOptions = { ...(evaluationPriority !== undefined ? { evaluationPriority } : {}), ...(contextShift !== undefined ? { contextShift } : {}) };
     const draftBias = request.bias.size > 0 ? biasOn(this.sequence, request.bias) : undefined;
     const { counts } = request;
+    const model = target.model;
+    const pacing = grammar ? new GrammarPacing() : null;
     let step = 0;
     /** Each call of controlledEvaluate gets a fresh sampler: a seed moved on per step keeps its draws from repeating. */
+    const stepSeed = () => (seed !== undefined ? { seed: (seed + step) >>> 0 } : {});
     const item = (token: Token): ControlledEvaluateInputItem => [
       token,
       {
         generateNext: {
           token: true,
           ...(request.probabilities ? { probabilities: true } : {}),
-          options: { ...sampling, ...(seed !== undefined ? { seed: (seed + step) >>> 0 } : {}) },
+          options: { ...sampling, ...stepSeed() },
         },
       },
     ];
+    /**
+     * Consecutive steps sampled under the grammar share one evaluation, as without the draft (a fresh one per step
+     * would cost a sampler each); a verification batch closes it.
+     */
+    let grammarStream: TokenStream | null = null;
+    /**
+     * Evaluates `input` and samples the next token under the grammar (native: the binding accepts the token it
+     * samples into the state itself). `target` then holds `input`. With the stream open, `input` is the token it
+     * yielded last.
+     */
+    const underGrammar = async (input: readonly Token[]): Promise<EvaluatedToken> => {
+      grammarStream ??= target.evaluateWithMetadata(input.slice(), {}, { ...sampling, ...stepSeed(), ...evaluateOptions, grammarEvaluationState: grammar!, yieldEogToken: true });
+      const next = await grammarStream.next();
+      if (next.done) throw new Error("Failed to sample next token");
+      return { token: next.value.token };
+    };
+    /**
+     * Evaluates `token` again and samples the next token with the grammar applied before the chain, as llama.cpp
+     * resamples once the chain's token was rejected: asking for the token's confidence makes the binding do that
+     * (AddonSampler::sample's forceGrammar in 3.21.1), where it would otherwise sample with the chain first again.
+     */
+    const resample = async (token: Token): Promise<EvaluatedToken> => {
+      const iterator = target.evaluateWithMetadata([token], { confidence: true }, { ...sampling, ...stepSeed(), ...evaluateOptions, grammarEvaluationState: grammar!, yieldEogToken: true });
+      try {
+        const next = await iterator.next();
+        if (next.done) throw new Error("Failed to sample next token");
+        return { token: next.value.token };
+      } finally {
+        await iterator.return();
+      }
+    };
+    const closeGrammarStream = async () => {
+      const stream = grammarStream;
+      grammarStream = null;
+      await stream?.return();
+    };
     let input = tokens.slice();
     /** Draft tokens in `target` past the last yielded token. */
     let surplus = 0;
@@ -117,24 +177,27 @@ export class DraftSlot {
         const last = input.at(-1)!;
         // Room in the sequence (llama-server leaves one position for a context shift).
         const room = target.contextSize - (before.length + input.length) - 1;
-        const n = Math.min(this.settings.maxTokens, room, request.maxDraft());
-        let drafts: Token[] = [];
-        let results: Array<ControlledEvaluateIndexOutput | undefined>;
-        if (step === 0 || n <= 0) {
-          // The first step evaluates the prompt: the draft sequence takes it in meanwhile.
-          [results] = await Promise.all([
-            target.controlledEvaluate([...head, item(last)], evaluateOptions),
-            step === 0 ? this.align([...before, ...input], evaluationPriority) : null,
-          ]);
+        const n = pacing?.pausing() ? 0 : Math.min(this.settings.maxTokens, room, request.maxDraft());
+        const drafts = step > 0 && n > 0 ? await this.draft([...before, ...head], last, n, draftBias, evaluationPriority) : [];
+        // The first step evaluates the prompt: the draft sequence takes it in meanwhile.
+        const aligned = step === 0 ? this.align([...before, ...input], evaluationPriority) : null;
+        let results: Array<ControlledEvaluateIndexOutput | undefined> = [];
+        let first: EvaluatedToken | null;
+        /** Whether `first` was sampled under the grammar already (and accepted into its state). */
+        let constrained = false;
+        if (grammar && drafts.length === 0) {
+          // Nothing to verify: the step samples under the grammar at once.
+          [first] = await Promise.all([underGrammar(input), aligned]);
+          constrained = true;
         } else {
-          drafts = await this.draft([...before, ...head], last, n, draftBias, evaluationPriority);
-          results = await target.controlledEvaluate([...head, item(last), ...drafts.map(item)], evaluateOptions);
+          await closeGrammarStream();
+          [results] = await Promise.all([target.controlledEvaluate([...head, item(last), ...drafts.map(item)], evaluateOptions), aligned]);
           counts.drafted += drafts.length;
           if (drafts.length > 0) counts.steps++;
+          first = tokenAt(results, head.length);
         }
-        const at = head.length;
-        const first = tokenAt(results, at);
         if (first === null) throw new Error("Failed to sample next token");
+        const at = head.length;
         /**
          * after[j]: the model's token after drafts[j]; it counts once the tokens fed are drafts[0..j] (with native
          * sampling, while each draft token is the one the model sampled before it; on the sampler-chain path the
@@ -143,11 +206,27 @@ export class DraftSlot {
         const after = drafts.map((_, j) => tokenAt(results, at + 1 + j));
         surplus = drafts.length;
         let out = first;
+        let rejected = false;
         for (let used = 0; ; ) {
-          if (!yieldEogToken && target.model.isEogToken(out.token)) return;
+          if (grammar && !constrained) {
+            if (grammarAllows(model, grammar, out.token)) {
+              // The binding does not accept an end-of-generation token into a grammar state either.
+              if (!model.isEogToken(out.token)) acceptOnGrammar(model, grammar, out.token);
+            } else {
+              // The grammar's own sample at this position: its predecessor (the last token fed before it) again.
+              const predecessor = used === 0 ? last : drafts[used - 1]!;
+              await target.eraseContextTokenRanges([{ start: target.nextTokenIndex - surplus - 1, end: target.nextTokenIndex }]);
+              surplus = 0;
+              out = await resample(predecessor);
+              counts.redecodes++;
+              rejected = true;
+            }
+          }
+          if (!yieldEogToken && model.isEogToken(out.token)) return;
           const reply = yield out;
           const fed = reply ?? out.token;
-          const kept = used < drafts.length && fed === drafts[used] ? after[used] : null;
+          if (grammar && fed !== out.token) throw new Error("a token under a grammar cannot be replaced");
+          const kept = !rejected && used < drafts.length && fed === drafts[used] ? after[used] : null;
           if (kept) {
             counts.accepted++;
             out = kept;
@@ -155,6 +234,7 @@ export class DraftSlot {
             surplus = drafts.length - used;
             continue;
           }
+          pacing?.stepped(drafts.length > 0, used, rejected);
           // The rest of the draft is not what the model chose: out of its KV cache.
           await dropSurplus();
           input = [fed];
@@ -162,6 +242,7 @@ export class DraftSlot {
         }
       }
     } finally {
+      await closeGrammarStream();
       await dropSurplus();
     }
   }
@@ -208,6 +289,48 @@ export class DraftSlot {
       await iterator.return();
     }
     return drafted;
+  }
+}
+
+/** The longest pause `GrammarPacing` makes, in steps. */
+export const MAX_GRAMMAR_PAUSE = 32;
+
+/**
+ * When a step under a grammar drafts. A position whose token the grammar
+ * does not allow costs a second decode (see `DraftSlot.evaluate`) and
+ * throws away the rest of its batch, so a model that does not follow the
+ * grammar by itself (a random test model writing JSON, a model asked for a
+ * format it does not know) would be slower with the draft than without it.
+ * After such a position the next `pause` steps are decoded without the draft,
+ * each sampled under the grammar in one decode as without speculative
+ * decoding; the pause doubles with each such position (1, 2, 4, … up to
+ * MAX_GRAMMAR_PAUSE steps) and halves after a verification step that kept a
+ * draft token and found every token allowed. A request whose tokens are
+ * mostly not allowed so pays about log2(32) + n/32 extra decodes over n
+ * steps, a few per cent; one that mostly follows the grammar drafts almost
+ * every step.
+ */
+class GrammarPacing {
+  /** Steps still to decode without the draft. */
+  private pause = 0;
+  /** The next pause. */
+  private backoff = 1;
+
+  /** Whether this step is decoded without the draft (it counts down the pause). */
+  pausing(): boolean {
+    if (this.pause === 0) return false;
+    this.pause--;
+    return true;
+  }
+
+  /** After a step: whether it drafted, how many draft tokens it kept, whether a position was decoded again. */
+  stepped(drafted: boolean, kept: number, rejected: boolean): void {
+    if (rejected) {
+      this.pause = this.backoff;
+      this.backoff = Math.min(2 * this.backoff, MAX_GRAMMAR_PAUSE);
+    } else if (drafted && kept > 0) {
+      this.backoff = Math.max(1, this.backoff >> 1);
+    }
   }
 }
 

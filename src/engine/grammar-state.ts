@@ -1,0 +1,38 @@
+import type { LlamaGrammarEvaluationState, LlamaModel, Token } from "node-llama-cpp";
+
+/**
+ * The two grammar-state operations node-llama-cpp 3.21.1 keeps internal
+ * (LlamaSampler._acceptTokenOnGrammarEvaluationState and
+ * _canBeNextTokenForGrammarEvaluationState, both thin calls into the
+ * binding's AddonSampler), in one place: the version is pinned exactly, and
+ * an upgrade has only this file to check.
+ */
+interface GrammarBinding {
+  acceptGrammarEvaluationStateToken(state: unknown, token: number): void;
+  canBeNextTokenForGrammarEvaluationState(state: unknown, token: number): boolean;
+}
+
+function bindingOf(model: LlamaModel): GrammarBinding {
+  return (model as unknown as { _llama: { _bindings: { AddonSampler: GrammarBinding } } })._llama._bindings.AddonSampler;
+}
+
+const nativeState = (state: LlamaGrammarEvaluationState): unknown => (state as unknown as { _state: unknown })._state;
+
+/**
+ * Accepts `token` into the grammar state. The binding accepts only the tokens
+ * it samples itself under that state, so tokens chosen elsewhere (by the
+ * sampler chain, or by a verification batch sampled without the grammar) are
+ * accepted through this.
+ */
+export function acceptOnGrammar(model: LlamaModel, state: LlamaGrammarEvaluationState, token: Token): void {
+  bindingOf(model).acceptGrammarEvaluationStateToken(nativeState(state), token);
+}
+
+/**
+ * Whether the grammar, in this state, allows `token` next (llama.cpp's grammar
+ * sampler applied to that one token). An end-of-generation token is allowed
+ * only once the grammar is complete.
+ */
+export function grammarAllows(model: LlamaModel, state: LlamaGrammarEvaluationState, token: Token): boolean {
+  return bindingOf(model).canBeNextTokenForGrammarEvaluationState(nativeState(state), token);
+}
