@@ -16,7 +16,7 @@ import { dryActive, penaltiesActive, randomSeed, samplesNatively, uses, type Sam
 import type { StepGate } from "./step-gate.ts";
 import type { DraftCounts, DraftSlot, EvaluatedToken, TokenStream } from "./speculative.ts";
 import { StopMatcher } from "./stop-matcher.ts";
-import { acceptOnGrammar } from "./grammar-state.ts";
+import { acceptOnGrammar, grammarOnlyEnds } from "./grammar-state.ts";
 
 export type { SamplingParams } from "./sampling.ts";
 export { DEFAULT_SAMPLING } from "./sampling.ts";
@@ -255,8 +255,11 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
   const wanted = params.logprobs;
   /** On the chain path, the grammar state the chosen tokens are accepted into (the binding gets a copy per step). */
   let grammarState: LlamaGrammarEvaluationState | null = null;
+  /** The grammar state generation is under now, on either path (it holds every token yielded so far). */
+  let activeGrammar: LlamaGrammarEvaluationState | null = null;
   const withGrammar = (g: LlamaGrammar): SequenceEvaluateOptions => {
     const state = new LlamaGrammarEvaluationState({ model, grammar: g });
+    activeGrammar = state;
     if (native) return { ...base, grammarEvaluationState: state };
     grammarState = state;
     return { ...base, grammarEvaluationState: () => state.clone() };
@@ -265,6 +268,12 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
   let inCall = tools !== null && tools.trigger === null;
   let options: SequenceEvaluateOptions = inCall ? withGrammar(tools!.grammar) : grammar ? withGrammar(grammar) : base;
   const triggerMatcher = tools?.trigger ? new StopMatcher([tools.trigger]) : null;
+  // With every end-of-generation token banned (`ignore_eos`), a grammar that is complete allows no token: the reply
+  // ends there, with "stop" (the grammar's end). Sampling on would fail inside the binding and end the process.
+  const eog = eogTokensOf(model);
+  const endsUnderBan = eog.length > 0 && eog.every((t) => bias.get(t) === -Infinity);
+  const grammarComplete = () =>
+    endsUnderBan && activeGrammar !== null && grammarOnlyEnds(model, activeGrammar, eog, vocabSizeOf(model), (t) => bias.get(t) !== -Infinity);
 
   let stopSequence: string | null = null;
   const emit = async (text: string): Promise<boolean> => {
@@ -403,13 +412,14 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
         }
         if (thinking) thoughtTokens++;
         const last = generated.length >= limit;
+        const complete = grammarComplete();
         // The decode of the next token overlaps the handling of this one: once
         // it is queued, yield a turn of the event loop so node-llama-cpp
         // dispatches it (on setImmediate) before this token's text is handled.
         // Not for the first token: its text goes out first, as soon as it can
         // (time to first token), and the second decode waits for it this once.
         const early = askEarly && generated.length > 1;
-        if (early && !last) {
+        if (early && !last && !complete) {
           await askNext();
           await new Promise<void>((resolve) => setImmediate(resolve));
         }
@@ -439,6 +449,7 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
           startCall = true;
           break;
         }
+        if (complete) break generation;
         if (last || timedOut) {
           finishReason = "length";
           break generation;
@@ -577,9 +588,8 @@ function vocabSizeOf(model: LlamaModel): number {
   return model.fileInfo.metadata.tokenizer?.ggml?.tokens?.length ?? 0;
 }
 
-/** The request's biases, with every end-of-generation token banned under `ignore_eos` (llama-server's `logit_bias_eog`). */
-function effectiveBias(model: LlamaModel, params: SamplingParams): ReadonlyMap<Token, number> {
-  if (!params.ignoreEos) return params.logitBias;
+/** The model's end-of-generation tokens, found once per model. */
+function eogTokensOf(model: LlamaModel): readonly Token[] {
   let eog = eogTokens.get(model);
   if (!eog) {
     eog = [];
@@ -587,8 +597,14 @@ function effectiveBias(model: LlamaModel, params: SamplingParams): ReadonlyMap<T
     for (let t = 0; t < size; t++) if (model.isEogToken(t as Token)) eog.push(t as Token);
     eogTokens.set(model, eog);
   }
+  return eog;
+}
+
+/** The request's biases, with every end-of-generation token banned under `ignore_eos` (llama-server's `logit_bias_eog`). */
+function effectiveBias(model: LlamaModel, params: SamplingParams): ReadonlyMap<Token, number> {
+  if (!params.ignoreEos) return params.logitBias;
   const out = new Map(params.logitBias);
-  for (const t of eog) out.set(t, -Infinity);
+  for (const t of eogTokensOf(model)) out.set(t, -Infinity);
   return out;
 }
 

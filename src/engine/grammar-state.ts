@@ -36,3 +36,29 @@ export function acceptOnGrammar(model: LlamaModel, state: LlamaGrammarEvaluation
 export function grammarAllows(model: LlamaModel, state: LlamaGrammarEvaluationState, token: Token): boolean {
   return bindingOf(model).canBeNextTokenForGrammarEvaluationState(nativeState(state), token);
 }
+
+/**
+ * Whether the grammar, in this state, is complete and allows no token but an
+ * end-of-generation one, none of which `usable` lets through (they are all
+ * banned: `ignore_eos`). Sampling on from such a state fails inside the
+ * binding ("Unexpected empty grammar stack after accepting piece"), as an
+ * error that escapes node-llama-cpp and ends the process; llama-server
+ * answers it with a 500. The whole vocabulary is scanned only when an
+ * end-of-generation token is allowed, and only until a token is found that
+ * may follow, so a grammar that can always go on costs a few calls a token.
+ */
+export function grammarOnlyEnds(
+  model: LlamaModel,
+  state: LlamaGrammarEvaluationState,
+  eog: readonly Token[],
+  vocabularySize: number,
+  usable: (token: Token) => boolean,
+): boolean {
+  if (!eog.some((t) => grammarAllows(model, state, t))) return false;
+  if (eog.some((t) => usable(t))) return false;
+  for (let t = 0; t < vocabularySize; t++) {
+    const token = t as Token;
+    if (!model.isEogToken(token) && usable(token) && grammarAllows(model, state, token)) return false;
+  }
+  return true;
+}

@@ -217,6 +217,28 @@ describe("engine request fields", () => {
     assert.equal(going.usage.completion_tokens, 5);
   });
 
+  test("ignore_eos under a grammar that is complete ends the reply there (llama-server answers 500; the binding would abort the process)", async () => {
+    const schema = { type: "boolean" };
+    for (const sampling of [greedy, { temperature: 0.8, seed: 3 }, { ...greedy, dry_multiplier: 0.8 }]) {
+      const reply = await chat({ ...sampling, max_tokens: 30, ignore_eos: true, response_format: { type: "json_schema", json_schema: { name: "b", schema } } });
+      assert.match(reply.choices[0].message.content, /^(true|false)$/, JSON.stringify(reply));
+      assert.equal(reply.choices[0].finish_reason, "stop");
+      const raw = await post("/completion", { ...sampling, prompt: "hi", n_predict: 30, ignore_eos: true, json_schema: schema });
+      assert.equal(raw.status, 200, JSON.stringify(raw.json));
+      assert.match(raw.json.content, /^(true|false)$/);
+      assert.equal(raw.json.stop_type, "eos");
+      // A grammar with no way to go on once matched (the JSON grammars above end on their own stop text first).
+      const yes = await post("/completion", { ...sampling, prompt: "hi", n_predict: 30, ignore_eos: true, grammar: 'root ::= "yes"' });
+      assert.equal(yes.status, 200, JSON.stringify(yes.json));
+      assert.equal(yes.json.content, "yes");
+      assert.equal(yes.json.stop_type, "eos");
+      const streamed = await stream("/completion", { ...sampling, prompt: "hi", n_predict: 30, ignore_eos: true, grammar: 'root ::= "yes"' });
+      assert.equal(streamed.map((e) => e.content).join(""), "yes");
+    }
+    // The engine is alive and still serves.
+    assert.equal((await chat({ ...greedy, max_tokens: 2 })).usage.completion_tokens, 2);
+  });
+
   test("t_max_predict_ms stops at a newline once generation took that long", async () => {
     // Byte token <0x0A> ("\n") is id 13 in the generated vocabulary; a bias makes every token a newline.
     const { json } = await post("/tokenize", { content: "\n" });

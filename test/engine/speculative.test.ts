@@ -75,6 +75,8 @@ describe("the engine's speculative decoding (--spec-type draft-simple -md)", () 
       // Under a grammar the draft drafts too (grammar-based rejection sampling, as llama.cpp verifies).
       [{ prompt: "hello", n_predict: 60, temperature: 0, json_schema: SCHEMA }, true],
       [{ prompt: "hello the world is", n_predict: 60, temperature: 0, grammar: LIST_GBNF }, true],
+      // A grammar complete under ignore_eos ends the reply (sampling on would fail in the binding).
+      [{ prompt: "hello", n_predict: 30, temperature: 0, ignore_eos: true, grammar: 'root ::= "yes" | "no"' }, false],
       // The sampler-chain path (DRY) under a grammar is decoded without the draft.
       [{ prompt: "hello", n_predict: 40, temperature: 0, dry_multiplier: 0.8, json_schema: SCHEMA }, false],
     ];
