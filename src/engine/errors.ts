@@ -76,6 +76,13 @@ export function engineErrorBody(error: unknown): { status: number; body: unknown
   return { status: 500, body: { error: { code: 500, message: "Internal server error", type } } };
 }
 
+/** Sampling failed in the binding (sampling-guard.ts); llama-server answers the same failure with a 500 naming it. */
+export class SamplingFailedError extends RunnerError {
+  readonly code = "sampling_failed";
+  readonly status = 500;
+  override readonly type = "server_error";
+}
+
 /** An endpoint this engine was not started to serve (llama-server's 501 `not_supported_error`). */
 export class NotSupportedError extends RunnerError {
   readonly code = "not_supported";

@@ -17,6 +17,7 @@ import type { StepGate } from "./step-gate.ts";
 import type { DraftCounts, DraftSlot, EvaluatedToken, TokenStream } from "./speculative.ts";
 import { StopMatcher } from "./stop-matcher.ts";
 import { acceptOnGrammar, grammarOnlyEnds } from "./grammar-state.ts";
+import { samplingError } from "./sampling-guard.ts";
 
 export type { SamplingParams } from "./sampling.ts";
 export { DEFAULT_SAMPLING } from "./sampling.ts";
@@ -374,7 +375,9 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
     };
     try {
       while (next !== null) {
-        const step = await next;
+        const step = await (next as Promise<IteratorResult<EvaluatedToken, void>>).catch((error: unknown) => {
+          throw samplingError(error, sequence.context);
+        });
         next = null;
         if (step.done) break;
         let token = step.value.token;

@@ -30,6 +30,7 @@ import { generationSettings } from "./llama-shapes.ts";
 import { StepGate } from "./step-gate.ts";
 import { EngineUsageError } from "./options.ts";
 import { readVocabulary, vocabularyMismatch } from "./draft-vocabulary.ts";
+import { guardSampling } from "./sampling-guard.ts";
 import { DraftSlot } from "./speculative.ts";
 
 const POOLING_NAMES = ["none", "mean", "cls", "last", "rank"] as const;
@@ -270,6 +271,7 @@ export class ModelHost {
         },
         ...(options.batchSize !== null ? { batchSize: options.batchSize } : {}),
       });
+      guardSampling(context);
       const drafts = options.draft ? await draftSlots(llama, options, slotContext) : null;
       const sequences = Array.from({ length: options.parallel }, () => context.getSequence());
       const prompter = await createChatPrompter(model, options.chatTemplate);
@@ -618,6 +620,7 @@ async function draftSlots(llama: Llama, options: EngineOptions, slotContext: num
     threads: options.threads,
     ...(options.batchSize !== null ? { batchSize: options.batchSize } : {}),
   });
+  guardSampling(context);
   const settings = { maxTokens: draft.maxTokens, minProbability: draft.minProbability };
   return Array.from({ length: options.parallel }, () => new DraftSlot(context.getSequence(), settings));
 }

@@ -239,6 +239,37 @@ describe("engine request fields", () => {
     assert.equal((await chat({ ...greedy, max_tokens: 2 })).usage.completion_tokens, 2);
   });
 
+  test("a grammar that allows no token the biases leave is this request's 500, naming it; the engine goes on (node-llama-cpp lost the failure and the process ended)", async () => {
+    // Every token whose text starts with "y": the grammar needs one first.
+    const banned: Array<[number, boolean]> = [];
+    for (let t = 0; t < 4096; t++) {
+      const { status, json } = await post("/detokenize", { tokens: [t] });
+      if (status !== 200) break;
+      if ((json.content as string).startsWith("y")) banned.push([t, false]);
+    }
+    assert.ok(banned.length > 0);
+    for (const stream of [false, true]) {
+      const res = await fetch(`${engine.baseUrl}/completion`, {
+        method: "POST",
+        body: JSON.stringify({ prompt: "hi", n_predict: 5, temperature: 0, grammar: 'root ::= "yes"', logit_bias: banned, stream }),
+      });
+      // The first token fails: a stream has sent nothing yet, so it is a plain error answer too.
+      const text = await res.text();
+      assert.equal(res.status, 500, text);
+      assert.match(JSON.parse(text).error.message, /^Failed to sample the next token: .*grammar.*logit_bias/);
+    }
+    // Mid-stream, after text went out: the stream ends with the error event.
+    const res = await fetch(`${engine.baseUrl}/completion`, {
+      method: "POST",
+      body: JSON.stringify({ prompt: "hi", n_predict: 8, temperature: 0, grammar: 'root ::= "ab" "yes"', logit_bias: banned, stream: true }),
+    });
+    const text = await res.text();
+    assert.equal(res.status, 200, text);
+    assert.match(text, /"content":"a/);
+    assert.match(text, /data: \{"error":\{"code":500,"message":"Failed to sample the next token: [^"]*grammar/, text);
+    assert.equal((await chat({ ...greedy, max_tokens: 2 })).usage.completion_tokens, 2);
+  });
+
   test("t_max_predict_ms stops at a newline once generation took that long", async () => {
     // Byte token <0x0A> ("\n") is id 13 in the generated vocabulary; a bias makes every token a newline.
     const { json } = await post("/tokenize", { content: "\n" });
