@@ -272,9 +272,8 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
   // With every end-of-generation token banned (`ignore_eos`), a grammar that is complete allows no token: the reply
   // ends there, with "stop" (the grammar's end). Sampling on would fail inside the binding and end the process.
   const eog = eogTokensOf(model);
-  const endsUnderBan = eog.length > 0 && eog.every((t) => bias.get(t) === -Infinity);
   const grammarComplete = () =>
-    endsUnderBan && activeGrammar !== null && grammarOnlyEnds(model, activeGrammar, eog, vocabSizeOf(model), (t) => bias.get(t) !== -Infinity);
+    activeGrammar !== null && grammarOnlyEnds(model, activeGrammar, eog, vocabSizeOf(model), (t) => bias.get(t) !== -Infinity);
 
   let stopSequence: string | null = null;
   const emit = async (text: string): Promise<boolean> => {

@@ -45,7 +45,8 @@ export function grammarAllows(model: LlamaModel, state: LlamaGrammarEvaluationSt
  * error that escapes node-llama-cpp and ends the process; llama-server
  * answers it with a 500. The whole vocabulary is scanned only when an
  * end-of-generation token is allowed, and only until a token is found that
- * may follow, so a grammar that can always go on costs a few calls a token.
+ * may follow, so a grammar that can always go on costs a few calls a token
+(and a request that bans no end token, a few map lookups).
  */
 export function grammarOnlyEnds(
   model: LlamaModel,
@@ -54,8 +55,9 @@ export function grammarOnlyEnds(
   vocabularySize: number,
   usable: (token: Token) => boolean,
 ): boolean {
-  if (!eog.some((t) => grammarAllows(model, state, t))) return false;
+  // An end token that may be sampled ends the reply itself; only then is the grammar asked.
   if (eog.some((t) => usable(t))) return false;
+  if (!eog.some((t) => grammarAllows(model, state, t))) return false;
   for (let t = 0; t < vocabularySize; t++) {
     const token = t as Token;
     if (!model.isEogToken(token) && usable(token) && grammarAllows(model, state, token)) return false;
