@@ -195,6 +195,14 @@ function debugDetail(error: unknown): string {
 }
 
 // The entry point (bin/mr.js imports this module); the environment is read only by loadCliConfig.
+if (!RAW_COMMANDS.some((r) => r.name === process.argv[2])) {
+  // A reader that went away (`mr run m "hi" | head -c 100`) ends the command quietly with SIGPIPE's status (141), as
+  // it ends Docker's CLI; the daemon sees the connection close and stops generating.
+  process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+    if (error.code !== "EPIPE") throw error;
+    process.exit(141);
+  });
+}
 const code = await main(process.argv.slice(2), process.env, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
 if (RAW_COMMANDS.some((r) => r.name === process.argv[2])) {
   process.exitCode = code;

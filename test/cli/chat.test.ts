@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
+import { once } from "node:events";
 import { after, before, test } from "node:test";
 import { collect, cleanEnv, runMr, spawnMr, startDaemon, type StartedDaemon } from "../helpers/cli.ts";
 import { MR_BIN } from "../helpers/engine.ts";
@@ -201,6 +202,19 @@ test("chat over a pipe: a turn that fails ends the chat with exit 1", async () =
   const r = await runMr(["run", "-i", "chat/short"], { env: env(), input: `${huge}\nnever sent\n` });
   assert.equal(r.code, 1, r.stderr);
   assert.match(r.stderr.trim().split("\n").at(-1)!, /^Error: .*context/);
+});
+
+test("a reader that goes away (`mr run m \"hi\" | head -c 5`) ends the command quietly with SIGPIPE's 141", async () => {
+  const child = spawnMr(["run", "chat/long", "tell me more"], { env: env() });
+  child.stdin!.end();
+  let stderr = "";
+  child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
+  // The first bytes of the answer, then the reading end closes, as `head` does.
+  await new Promise<void>((resolve) => child.stdout!.once("data", () => resolve()));
+  child.stdout!.destroy();
+  const [code] = (await once(child, "close")) as [number | null];
+  assert.equal(code, 141, stderr);
+  assert.doesNotMatch(stderr, /EPIPE|at .*\.js:\d+/, "no stack trace");
 });
 
 test("mr bench: requests at a time for a duration through the daemon; tokens/s and time to first token", async () => {
