@@ -3,7 +3,7 @@ import { request } from "node:http";
 import { createInterface } from "node:readline";
 import { ENGINE_PARENT_PIPE_ENV } from "../config.ts";
 import { RunnerError } from "../errors.ts";
-import { signalGroup } from "../util/process.ts";
+import { exitAfterOutput, signalGroup } from "../util/process.ts";
 import { sleep } from "../util/signals.ts";
 
 /** How much of the engine's output a failure carries. */
@@ -73,13 +73,9 @@ export class EngineProcess {
     });
     // An engine that exited makes the pipe broken; nothing is written, but never crash on it.
     this.child.stdin?.on("error", () => undefined);
-    this.exited = new Promise((resolve) => {
-      this.child.once("exit", (code, signal) => resolve({ code, signal }));
-      this.child.once("error", (error) => {
-        this.remember(`${error.message}\n`);
-        resolve({ code: null, signal: null });
-      });
-    });
+    this.child.once("error", (error) => this.remember(`${error.message}\n`));
+    // After the exit, once its output is read: a failure carries the engine's last lines.
+    this.exited = exitAfterOutput(this.child);
     for (const stream of [this.child.stdout!, this.child.stderr!]) {
       const lines = createInterface({ input: stream, crlfDelay: Infinity });
       lines.on("line", (line) => {

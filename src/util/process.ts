@@ -1,4 +1,6 @@
+import type { ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
+import type { Readable } from "node:stream";
 
 /**
  * Whether `pid` is a process that has not exited, the one definition every
@@ -51,4 +53,40 @@ export function signalGroup(pid: number, signal: NodeJS.Signals): void {
   } catch {
     // ESRCH: the group is already empty.
   }
+}
+
+/** How long after a child's exit its output may still take to be read before the exit is reported anyway. */
+export const OUTPUT_DRAIN_MS = 1000;
+
+/**
+ * Settles when `child` has exited and what it printed has been read: Node
+ * may report the exit before the last of its piped output (on a busy
+ * machine, all of it), and a failure must carry that output. A process it
+ * left behind that still holds the pipe delays the answer by at most
+ * OUTPUT_DRAIN_MS. A child that could not be started settles with code null.
+ * Never rejects.
+ */
+export function exitAfterOutput(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  const streams = [child.stdout, child.stderr].filter((s): s is Readable => s !== null);
+  const read = Promise.all(streams.map((s) => (s.closed || s.destroyed ? undefined : new Promise<void>((resolve) => s.once("close", () => resolve())))));
+  return new Promise((resolve) => {
+    let exit: { code: number | null; signal: NodeJS.Signals | null } | null = null;
+    const settle = () => resolve(exit!);
+    child.once("exit", (code, signal) => {
+      exit = { code, signal };
+      const bound = setTimeout(settle, OUTPUT_DRAIN_MS);
+      bound.unref();
+      void read.then(() => {
+        clearTimeout(bound);
+        settle();
+      });
+    });
+    child.once("error", () => {
+      // Never started: no exit event follows.
+      if (exit === null && child.pid === undefined) {
+        exit = { code: null, signal: null };
+        settle();
+      }
+    });
+  });
 }

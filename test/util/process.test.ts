@@ -4,8 +4,8 @@ import { once } from "node:events";
 import { createInterface } from "node:readline";
 import { test } from "node:test";
 import { join } from "node:path";
-import { waitForHealth } from "../../src/inference/engine-process.ts";
-import { isAlive, signalGroup } from "../../src/util/process.ts";
+import { EngineProcess, waitForHealth } from "../../src/inference/engine-process.ts";
+import { exitAfterOutput, isAlive, OUTPUT_DRAIN_MS, signalGroup } from "../../src/util/process.ts";
 import { sleep } from "../../src/util/signals.ts";
 import { tempDir } from "../helpers/models.ts";
 import { eventually } from "../helpers/processes.ts";
@@ -47,4 +47,28 @@ test("sleep and waitForHealth reject with signal.reason, not a generic AbortErro
   const health = new AbortController();
   setTimeout(() => health.abort(reason), 120);
   await assert.rejects(waitForHealth(socket, health.signal), (e) => e === reason);
+});
+
+test("an engine's failure carries the output it printed just before it exited, however late that is read", async () => {
+  // A helper that holds the engine's stdout prints after the engine exits: the exit event comes before the
+  // line is read, as it does for an engine's own last lines on a busy machine (llama-server's "failed to load").
+  const engine = new EngineProcess({ command: "sh", args: ["-c", "echo loading; (sleep 0.3; echo 'error loading model: bad magic') & exit 1"] });
+  const exit = await engine.exited;
+  assert.deepEqual(exit, { code: 1, signal: null });
+  const failure = engine.failure("engine", exit);
+  assert.match(failure.message, /exited with code 1: the engine could not load the model file/);
+  assert.match(failure.message, /engine output \(last lines\) ---\nloading\nerror loading model: bad magic$/);
+  await engine.stop();
+});
+
+test("exitAfterOutput: a process left holding the pipe delays the exit by at most OUTPUT_DRAIN_MS", async (t) => {
+  const child = spawn("sh", ["-c", "echo $$; sleep 30 & exit 4"], { detached: true, stdio: ["ignore", "pipe", "pipe"] });
+  t.after(() => signalGroup(child.pid!, "SIGKILL"));
+  child.stdout!.resume();
+  const started = performance.now();
+  assert.deepEqual(await exitAfterOutput(child), { code: 4, signal: null });
+  const waited = performance.now() - started;
+  assert.ok(waited >= OUTPUT_DRAIN_MS - 50 && waited < OUTPUT_DRAIN_MS + 2000, `settled after ${waited.toFixed(0)} ms`);
+  // A command that cannot be started settles too, with no code.
+  assert.deepEqual(await exitAfterOutput(spawn("/nonexistent/engine", [], { stdio: ["ignore", "pipe", "pipe"] }).on("error", () => undefined)), { code: null, signal: null });
 });

@@ -2,6 +2,7 @@ import { spawn } from "node:child_process";
 import { access, constants, type FileHandle } from "node:fs/promises";
 import { delimiter, join } from "node:path";
 import { RunnerError } from "../../../errors.ts";
+import { exitAfterOutput } from "../../../util/process.ts";
 
 /**
  * What the two native builds of the llama.cpp backend share (llama-server
@@ -101,7 +102,8 @@ export function runLogged(
     child.stdout.on("data", onData);
     child.stderr.on("data", onData);
     child.once("error", reject);
-    child.once("exit", (code, sig) => {
+    // After the exit, once its output is read, so that a failure quotes the build's last lines.
+    void exitAfterOutput(child).then(({ code, signal: sig }) => {
       if (code === 0) resolve();
       else reject(new Error(`${step.what} (${step.command}) ${sig ? `was killed by ${sig}` : `exited with code ${code}`}: ${tail.trim().split("\n").slice(-3).join(" | ")}`));
     });
