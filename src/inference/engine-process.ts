@@ -74,6 +74,11 @@ export class EngineProcess {
     // An engine that exited makes the pipe broken; nothing is written, but never crash on it.
     this.child.stdin?.on("error", () => undefined);
     this.child.once("error", (error) => this.remember(`${error.message}\n`));
+    // An engine is one process with what it forked: when the leader is gone, so is the rest of its group
+    // (llama-server when its wrapper dies), and the output pipes they held close.
+    this.child.once("exit", () => {
+      if (this.child.pid !== undefined) signalGroup(this.child.pid, "SIGKILL");
+    });
     // After the exit, once its output is read: a failure carries the engine's last lines.
     this.exited = exitAfterOutput(this.child);
     for (const stream of [this.child.stdout!, this.child.stderr!]) {

@@ -50,15 +50,26 @@ test("sleep and waitForHealth reject with signal.reason, not a generic AbortErro
 });
 
 test("an engine's failure carries the output it printed just before it exited, however late that is read", async () => {
-  // A helper that holds the engine's stdout prints after the engine exits: the exit event comes before the
-  // line is read, as it does for an engine's own last lines on a busy machine (llama-server's "failed to load").
-  const engine = new EngineProcess({ command: "sh", args: ["-c", "echo loading; (sleep 0.3; echo 'error loading model: bad magic') & exit 1"] });
+  // A process outside the engine's group that holds its stdout prints after the engine exits: the exit event
+  // comes before the line is read, as it does for an engine's own last lines on a busy machine. (The pause
+  // lets setsid leave the group before the engine's exit kills the group.)
+  const engine = new EngineProcess({ command: "sh", args: ["-c", "echo loading; setsid sh -c \"sleep 0.3; echo 'error loading model: bad magic'\" & sleep 0.1; exit 1"] });
   const exit = await engine.exited;
   assert.deepEqual(exit, { code: 1, signal: null });
   const failure = engine.failure("engine", exit);
   assert.match(failure.message, /exited with code 1: the engine could not load the model file/);
   assert.match(failure.message, /engine output \(last lines\) ---\nloading\nerror loading model: bad magic$/);
   await engine.stop();
+});
+
+test("an engine whose leader exits takes what it forked with it", async () => {
+  const engine = new EngineProcess({ command: "sh", args: ["-c", "sleep 30 & echo $!; sleep 0.2; exit 2"] });
+  const lines = createInterface({ input: engine.child.stdout! });
+  const [line] = (await once(lines, "line")) as [string];
+  const helper = Number(line);
+  assert.equal(isAlive(helper), true);
+  assert.deepEqual(await engine.exited, { code: 2, signal: null });
+  await eventually(() => !isAlive(helper), 2000, "the forked helper to die with the engine");
 });
 
 test("exitAfterOutput: a process left holding the pipe delays the exit by at most OUTPUT_DRAIN_MS", async (t) => {
