@@ -55,3 +55,9 @@ export function optionalField<T = unknown>(value: unknown, type: FieldType, para
 
 /** An optional boolean field (`stream`, `verbose`, `truncate`...). */
 export const optionalBoolean = (value: unknown, param: string): boolean | undefined => optionalField<boolean>(value, "boolean", param);
+
+/** The first key of `body` that is not in `known` (a strict schema names it in its 400), or undefined. */
+export function firstUnknownField(body: Record<string, unknown>, known: ReadonlySet<string>): string | undefined {
+  for (const key of Object.keys(body)) if (!known.has(key)) return key;
+  return undefined;
+}

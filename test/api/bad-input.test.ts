@@ -317,6 +317,35 @@ describe("bad input: a clear 4xx in each API's shape", () => {
     assert.equal(d.daemon.scheduler.ps().length, 0, "no engine was started for a refused request");
   });
 
+  test("an unknown field is a 400 naming it on every dialect (Ollama would drop it; Anthropic refuses it too), before any engine", async () => {
+    const chat = { model: "ai/tiny", messages: [{ role: "user", content: "x" }] };
+    const cases: Array<{ path: string; body: Record<string, unknown>; field: RegExp }> = [
+      { path: "/api/chat", body: { ...chat, temperature: 0 }, field: /Unknown field 'temperature' in \/api\/chat \(Ollama takes it in 'options'\)/ },
+      { path: "/api/chat", body: { ...chat, max_tokens: 3 }, field: /Unknown field 'max_tokens' in \/api\/chat\./ },
+      { path: "/api/generate", body: { model: "ai/tiny", prompt: "x", stop: ["a"] }, field: /Unknown field 'stop' in \/api\/generate \(Ollama takes it in 'options'\)/ },
+      { path: "/api/generate", body: { model: "ai/tiny", prompt: "x", logprobs: true }, field: /Unknown field 'logprobs'/ },
+      { path: "/api/embed", body: { model: "ai/tiny-embed", input: "x", encoding_format: "base64" }, field: /Unknown field 'encoding_format' in \/api\/embed/ },
+      { path: "/api/embeddings", body: { model: "ai/tiny-embed", prompt: "x", input: "y" }, field: /Unknown field 'input' in \/api\/embeddings/ },
+      { path: "/api/show", body: { model: "ai/tiny", system: "be brief" }, field: /Unknown field 'system' in \/api\/show/ },
+      { path: "/v1/messages", body: { ...chat, max_tokens: 5, n: 2 }, field: /^n: Extra inputs are not permitted$/ },
+      { path: "/anthropic/v1/messages", body: { ...chat, max_tokens: 5, frequency_penalty: 1 }, field: /^frequency_penalty: Extra inputs are not permitted$/ },
+      { path: "/v1/messages/count_tokens", body: { ...chat, max_tokens: 5 }, field: /^max_tokens: Extra inputs are not permitted$/ },
+      { path: "/v1/messages/count_tokens", body: { ...chat, temperature: 1 }, field: /^temperature: Extra inputs are not permitted$/ },
+    ];
+    // OpenAI's own fields are checked by the engine (docs/engine.md "Request fields"): those come last.
+    const engineChecked = [
+      { path: "/v1/responses", body: { model: "ai/tiny", input: "x", top_k: 5 }, field: /top_k/ },
+      { path: "/v1/chat/completions", body: { ...chat, options: { temperature: 0 } }, field: /options/ },
+    ];
+    for (const c of [...cases, ...engineChecked]) {
+      if (c === engineChecked[0]) assert.equal(d.daemon.scheduler.ps().length, 0, "no engine was started for a refused Ollama or Anthropic request");
+      const { status, message, body } = await send(d, { method: "POST", path: c.path, body: JSON.stringify(c.body), what: "unknown field" });
+      assert.equal(status, 400, `${c.path} ${JSON.stringify(c.body)}`);
+      assert.match(message, c.field, c.path);
+      if (dialectOf(c.path) === "anthropic") assert.equal((body as { error: { type: string } }).error.type, "invalid_request_error");
+    }
+  });
+
   test("_configure context sizes outside an int32 of at least 0 (-1 = unset) are 400s, and nothing is stored", async () => {
     for (const size of [1e12, -5, 2.5, 2147483648]) {
       const { status, message } = await send(d, { method: "POST", path: "/engines/_configure", body: JSON.stringify({ model: "ai/tiny", "context-size": size }), what: `context-size ${size}` });

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { InvalidRequestError } from "../../errors.ts";
-import { jsonTypeOf } from "../../http/fields.ts";
+import { firstUnknownField, jsonTypeOf } from "../../http/fields.ts";
 
 /**
  * Anthropic Messages ↔ OpenAI chat completions (what the engine speaks).
@@ -12,6 +12,16 @@ export const newMessageId = () => `msg_${randomBytes(12).toString("hex")}`;
 
 /** Fields that change behaviour and that we cannot honour. */
 const UNSUPPORTED = ["container", "mcp_servers", "service_tier"] as const;
+
+/** The Messages API's fields we honour; any other is a 400 naming it, as Anthropic answers an extra input. */
+const MESSAGE_FIELDS: ReadonlySet<string> = new Set(["model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream", "temperature", "top_p", "top_k", "tools", "tool_choice", "thinking", ...UNSUPPORTED]);
+/** count_tokens takes the prompt's parts only (no `max_tokens`, no sampling): Anthropic refuses the rest. */
+const COUNT_FIELDS: ReadonlySet<string> = new Set(["model", "messages", "system", "tools", "tool_choice", "thinking", ...UNSUPPORTED]);
+
+function checkFields(body: Body, known: ReadonlySet<string>): void {
+  const key = firstUnknownField(body, known);
+  if (key !== undefined) throw new InvalidRequestError(`${key}: Extra inputs are not permitted`, key);
+}
 
 function textOfSystem(system: unknown): string | null {
   if (system === undefined || system === null) return null;
@@ -117,6 +127,7 @@ export interface EngineRequest {
 export function chatRequestFrom(body: unknown): EngineRequest {
   if (body === null || typeof body !== "object" || Array.isArray(body)) throw new InvalidRequestError("The request body must be a JSON object.");
   const b = body as Body;
+  checkFields(b, MESSAGE_FIELDS);
   if (b.model === undefined || b.model === null) throw new InvalidRequestError("model: Field required", "model");
   if (typeof b.model !== "string" || b.model === "") throw new InvalidRequestError(`model: must be a non-empty string, got ${jsonTypeOf(b.model)}`, "model");
   if (b.max_tokens === undefined || b.max_tokens === null) throw new InvalidRequestError("max_tokens: Field required", "max_tokens");
@@ -185,7 +196,9 @@ export function stopReasonOf(finish: unknown, stopSequence: string | null = null
  * without generating.
  */
 export function countRequestFrom(body: unknown): Body {
+  if (body === null || typeof body !== "object" || Array.isArray(body)) throw new InvalidRequestError("The request body must be a JSON object.");
   const b = body as Body;
-  if (typeof b?.model !== "string" || b.model === "") throw new InvalidRequestError("model: Field required", "model");
+  checkFields(b, COUNT_FIELDS);
+  if (typeof b.model !== "string" || b.model === "") throw new InvalidRequestError("model: Field required", "model");
   return { ...chatRequestFrom({ ...b, max_tokens: 1 }).engine, max_tokens: 0, stream: false };
 }

@@ -6,7 +6,7 @@ import { ollamaErrorBody } from "./errors.ts";
 import { parsedArguments, ToolCallAccumulator } from "../engine/tool-deltas.ts";
 import type { OllamaDeps } from "./deps.ts";
 import { NdjsonStream } from "./ndjson.ts";
-import { keepAliveOf, mapFormat, mapOptions, mapThink, mapToolChoice, modelOf, ns } from "./options.ts";
+import { checkOllamaFields, keepAliveOf, mapFormat, mapOptions, mapThink, mapToolChoice, modelOf, ns } from "./options.ts";
 
 type Kind = "chat" | "generate";
 type Body = Record<string, unknown>;
@@ -126,6 +126,7 @@ function ollamaToolCalls(acc: ToolCallAccumulator): Body[] {
 export async function handleChatOrGenerate(deps: OllamaDeps, kind: Kind, request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
   const body = request.body as Body;
   const model = modelOf(body);
+  checkOllamaFields(kind === "chat" ? "/api/chat" : "/api/generate", body);
   const stream = optionalBoolean(body.stream, "stream") !== false;
   optionalBoolean(body.raw, "raw");
   optionalField(body.system, "string", "system");

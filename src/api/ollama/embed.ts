@@ -4,7 +4,7 @@ import { optionalBoolean } from "../../http/fields.ts";
 import { clientRecordAs, EngineAnswerError, openEngineCall, type RecordAs } from "../engine/call.ts";
 import type { OllamaDeps } from "./deps.ts";
 import { ollamaErrorBody } from "./errors.ts";
-import { keepAliveOf, mapOptions, modelOf, ns } from "./options.ts";
+import { checkOllamaFields, keepAliveOf, mapOptions, modelOf, ns } from "./options.ts";
 
 type EmbeddingAnswer = { data: Array<{ embedding: number[] }>; usage?: { prompt_tokens?: number } };
 
@@ -57,6 +57,7 @@ export async function handleEmbed(deps: OllamaDeps, legacy: boolean, request: Fa
   const started = performance.now();
   const body = request.body as Record<string, unknown>;
   const model = modelOf(body);
+  checkOllamaFields(legacy ? "/api/embeddings" : "/api/embed", body);
   const keepAliveMs = keepAliveOf(body.keep_alive);
   const truncate = optionalBoolean(body.truncate, "truncate") ?? true;
   mapOptions(body.options); // validated; sampling options do not apply to embeddings

@@ -4,7 +4,7 @@ import { InvalidRequestError } from "../../errors.ts";
 import { optionalBoolean } from "../../http/fields.ts";
 import { parameterLines, parseDuration } from "../../scheduling/index.ts";
 import type { OllamaDeps } from "./deps.ts";
-import { modelOf } from "./options.ts";
+import { checkOllamaFields, modelOf } from "./options.ts";
 
 /** Ollama's `details` object from the model's config (and its GGUF metadata, where the config has fewer fields). */
 export function details(m: StoredModel, gguf = m.config.gguf) {
@@ -66,6 +66,7 @@ function capabilitiesOf(m: StoredModel, gguf: Record<string, string>, template: 
 /** `POST /api/show`: details, `model_info` from GGUF metadata, capabilities, template, parameters, license. */
 export async function showModel(deps: OllamaDeps, body: unknown) {
   const ref = modelOf(body);
+  checkOllamaFields("/api/show", body);
   const verbose = optionalBoolean((body as { verbose?: unknown }).verbose, "verbose") === true;
   const m = await deps.distribution.resolve(ref);
   // Artifacts made by other tools carry no `gguf` map in their config: then the stored file's header (cached).

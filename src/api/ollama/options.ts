@@ -1,4 +1,5 @@
 import { InvalidRequestError } from "../../errors.ts";
+import { firstUnknownField } from "../../http/fields.ts";
 import { parseDuration, PRESET_PARAMETERS } from "../../scheduling/index.ts";
 
 /** Ollama `options` → OpenAI/llama-server request fields; `num_ctx` is returned apart (it configures the runner). */
@@ -105,4 +106,29 @@ export function mapToolChoice(choice: unknown): unknown {
   if (c.type !== "function") return undefined;
   const name = typeof c.function?.name === "string" ? c.function.name : c.name;
   return typeof name === "string" && name !== "" ? { type: "function", function: { name } } : undefined;
+}
+
+/**
+ * The top-level fields of each Ollama request we serve (Ollama's own, as of
+ * the API level /api/version names, with the deprecated `name` for `model`,
+ * and ours: `tool_choice`, `tools` on generate; docs/compat.md).
+ * Ollama drops a field it does not know; we answer 400 naming it, so that
+ * a setting sent in the wrong place (`temperature` beside `options`, an
+ * OpenAI field) is never silently without effect.
+ */
+const OLLAMA_FIELDS = {
+  "/api/chat": new Set(["model", "name", "messages", "stream", "format", "keep_alive", "tools", "tool_choice", "options", "think"]),
+  "/api/generate": new Set(["model", "name", "prompt", "suffix", "system", "template", "context", "stream", "raw", "format", "keep_alive", "images", "options", "think", "tools", "tool_choice"]),
+  "/api/embed": new Set(["model", "name", "input", "truncate", "options", "keep_alive", "dimensions"]),
+  "/api/embeddings": new Set(["model", "name", "prompt", "options", "keep_alive"]),
+  "/api/show": new Set(["model", "name", "verbose"]),
+} as const;
+
+/** A 400 naming the first field of `body` that `route` does not take. */
+export function checkOllamaFields(route: keyof typeof OLLAMA_FIELDS, body: unknown): void {
+  if (body === null || typeof body !== "object" || Array.isArray(body)) return;
+  const key = firstUnknownField(body as Record<string, unknown>, OLLAMA_FIELDS[route]);
+  if (key === undefined) return;
+  const hint = key in NUMBER_OPTIONS || key === "stop" || key === "num_ctx" ? ` (Ollama takes it in 'options')` : "";
+  throw new InvalidRequestError(`Unknown field '${key}' in ${route}${hint}.`, key);
 }
