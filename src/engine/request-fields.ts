@@ -35,8 +35,13 @@ export function generationLimit(body: { n_predict?: number | null; max_completio
   return limit < 0 ? null : limit;
 }
 
-/** The plan for a chat request. `slots` is the engine's slot count. */
-export function chatPlan(body: ChatBody, vocab: Vocabulary, slots: number): GenerationPlan {
+/**
+ * The 400s for a chat request that need nothing but its body: what neither
+ * engine can honour (an audio answer), what llama-server refuses (a grammar
+ * with tools), and what it would let pass without effect (a grammar and a
+ * JSON schema at once). The llama-server wrapper refuses the same.
+ */
+export function refuseChatFields(body: ChatBody): void {
   if (body.modalities?.includes("audio")) {
     throw new InvalidRequestError("'modalities' asks for audio output; this engine generates text only.", "modalities");
   }
@@ -49,6 +54,20 @@ export function chatPlan(body: ChatBody, vocab: Vocabulary, slots: number): Gene
   if (body.grammar != null && body.grammar !== "" && (body.tools?.length ?? 0) > 0 && body.tool_choice !== "none") {
     throw new InvalidRequestError("Cannot use custom grammar constraints with tools.", "grammar");
   }
+}
+
+/** The same for a `/v1/completions` request: llama-server's refusals of `echo`, `best_of` and `suffix`. */
+export function refuseCompletionFields(body: CompletionBody): void {
+  if (body.echo === true) throw new InvalidRequestError("Only no echo is supported", "echo");
+  for (const param of ["best_of", "suffix"] as const) {
+    if (body[param] !== undefined) throw new InvalidRequestError(`Unsupported param: ${param}`, param);
+  }
+  structuredOutputChecks(body);
+}
+
+/** The plan for a chat request. `slots` is the engine's slot count. */
+export function chatPlan(body: ChatBody, vocab: Vocabulary, slots: number): GenerationPlan {
+  refuseChatFields(body);
   // llama-server: `logprobs: true` asks for `top_logprobs` alternatives (20 by default); `n_probs` otherwise.
   let logprobs: SamplingParams["logprobs"] = null;
   const post = body.post_sampling_probs ?? false;
@@ -63,11 +82,7 @@ export function chatPlan(body: ChatBody, vocab: Vocabulary, slots: number): Gene
  * or for llama-server's `/completion` and `/infill` (`defaultLimit` null: until a stop).
  */
 export function completionPlan(body: CompletionBody, vocab: Vocabulary, slots: number, defaultLimit: number | null = 16): GenerationPlan {
-  if (body.echo === true) throw new InvalidRequestError("Only no echo is supported", "echo");
-  for (const param of ["best_of", "suffix"] as const) {
-    if (body[param] !== undefined) throw new InvalidRequestError(`Unsupported param: ${param}`, param);
-  }
-  structuredOutputChecks(body);
+  refuseCompletionFields(body);
   // llama-server reads OpenAI's legacy `logprobs: N` as `n_probs` when `n_probs` is absent.
   const top = body.n_probs ?? body.logprobs;
   const logprobs = top != null && top > 0 ? { top, postSampling: body.post_sampling_probs ?? false } : null;

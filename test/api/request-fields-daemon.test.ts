@@ -1,18 +1,21 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { startBareDaemon, type TestDaemon } from "../helpers/daemon.ts";
+import { ENGINE_VARIANTS } from "../helpers/engines.ts";
 import { tinyModel } from "../helpers/models.ts";
 
 // The daemon forwards request bodies to the engine unchanged, so llama-server's
-// fields work through it, and a field the engine cannot honour is the engine's 400.
+// fields work through it, and a field the engine cannot honour is the engine's 400:
+// with either engine (llama-server's wrapper checks bodies as the built-in engine
+// does, where llama-server alone would drop what it does not know).
 
 type Json = Record<string, any>;
 
-describe("llama-server request fields through the daemon", () => {
+for (const variant of ENGINE_VARIANTS) describe(`llama-server request fields through the daemon [${variant.engine}]`, { skip: variant.skip }, () => {
   let d: TestDaemon;
 
   before(async () => {
-    d = await startBareDaemon({ MODEL_RUNNER_LOG_LEVEL: "warn" });
+    d = await startBareDaemon({ MODEL_RUNNER_LOG_LEVEL: "warn", ...variant.env });
     await d.addModel(await tinyModel({ seed: 41 }), "ai/fields:latest");
   });
   after(() => d?.close());
@@ -29,13 +32,45 @@ describe("llama-server request fields through the daemon", () => {
     assert.equal(first.json.usage.completion_tokens, 3);
     const entries = first.json.choices[0].logprobs.content as Array<{ id: number; top_logprobs: unknown[] }>;
     assert.equal(entries.length, 3);
-    const banned = await post("/v1/chat/completions", { model: "ai/fields", messages, temperature: 0, max_tokens: 1, logit_bias: [[entries[0]!.id, false]], return_tokens: true });
-    assert.notEqual(banned.json.choices[0].tokens[0], entries[0]!.id);
+    const banned = await post("/v1/chat/completions", { model: "ai/fields", messages, temperature: 0, max_tokens: 1, logit_bias: [[entries[0]!.id, false]], logprobs: true, top_logprobs: 1 });
+    assert.equal(banned.status, 200, JSON.stringify(banned.json));
+    assert.notEqual(banned.json.choices[0].logprobs.content[0].id, entries[0]!.id);
     const bad = await post("/v1/chat/completions", { model: "ai/fields", messages, frobnicate: true });
     assert.equal(bad.status, 400);
     assert.equal(bad.json.error.param, "frobnicate");
     const echo = await post("/v1/completions", { model: "ai/fields", prompt: "x", echo: true });
     assert.equal(echo.status, 400);
     assert.equal(echo.json.error.param, "echo");
+  });
+
+  test("what either engine would drop is a 400 naming it: unknown fields at any depth, wrong types, best_of, an audio answer", async () => {
+    const cases: Array<[string, object, string]> = [
+      ["/v1/chat/completions", { model: "ai/fields", messages: [{ role: "user", content: "x", frob: 1 }], max_tokens: 1 }, "messages.0.frob"],
+      ["/v1/chat/completions", { model: "ai/fields", messages, max_tokens: "3" }, "max_tokens"],
+      ["/v1/chat/completions", { model: "ai/fields", messages, modalities: ["text", "audio"] }, "modalities"],
+      ["/v1/chat/completions", { model: "ai/fields", messages, grammar: "root ::= \"a\"", json_schema: { type: "string" } }, "grammar"],
+      ["/v1/completions", { model: "ai/fields", prompt: "x", best_of: 2 }, "best_of"],
+      ["/v1/completions", { model: "ai/fields", prompt: "x", suffix: "y" }, "suffix"],
+      ["/v1/embeddings", { model: "ai/fields", input: "x", frobnicate: true }, "frobnicate"],
+    ];
+    // llama-server answers `logprobs` with `top_logprobs: 0` without any log probabilities: its wrapper refuses it.
+    if (variant.engine === "llama-server") cases.push(["/v1/chat/completions", { model: "ai/fields", messages, max_tokens: 1, logprobs: true, top_logprobs: 0 }, "top_logprobs"]);
+    for (const [path, body, param] of cases) {
+      const r = await post(path, body);
+      assert.equal(r.status, 400, `${path} ${JSON.stringify(body)}: ${JSON.stringify(r.json)}`);
+      assert.equal(r.json.error.param, param, JSON.stringify(r.json));
+      assert.equal(r.json.error.type, "invalid_request_error");
+    }
+  });
+
+  test(`what only one engine honours: n_indent (llama-server's), return_tokens on the OpenAI routes (the built-in engine's) [${variant.engine}]`, async () => {
+    const indent = await post("/v1/completions", { model: "ai/fields", prompt: "x", max_tokens: 2, n_indent: 0, temperature: 0 });
+    const tokens = await post("/v1/completions", { model: "ai/fields", prompt: "x", max_tokens: 2, return_tokens: true, temperature: 0 });
+    const refused = variant.engine === "llama-server" ? { r: tokens, param: "return_tokens" } : { r: indent, param: "n_indent" };
+    const served = variant.engine === "llama-server" ? indent : tokens;
+    assert.equal(served.status, 200, JSON.stringify(served.json));
+    assert.equal(refused.r.status, 400, JSON.stringify(refused.r.json));
+    assert.equal(refused.r.json.error.param, refused.param);
+    if (variant.engine === "built-in") assert.equal(served.json.choices[0].tokens.length, 2);
   });
 });

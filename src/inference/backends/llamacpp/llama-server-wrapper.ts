@@ -1,6 +1,7 @@
 import { spawn } from "node:child_process";
 import { rmSync } from "node:fs";
 import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from "node:http";
+import { checkOpenAIFields } from "./llama-server-fields.ts";
 
 /**
  * The process the daemon starts for a llama-server runner:
@@ -15,7 +16,10 @@ import { createServer, request as httpRequest, type IncomingMessage, type Server
  *   without stopping it (SIGKILL, crash), the parent pid changes and both
  *   exit. llama-server cannot watch a pipe, and Node cannot set
  *   PR_SET_PDEATHSIG for a child, so this watch is what ties it to the daemon.
- * - no silent drop (llama-server's own gaps, in `checkChatRequest`): a chat
+ * - no silent drop: an OpenAI body is checked as the built-in engine checks it
+ *   (`checkOpenAIFields`: an unknown field or a wrong type is a 400 naming it,
+ *   where llama-server would drop it), and (llama-server's own gaps, in
+ *   `checkChatRequest`) a chat
  *   request with `tools` on a template llama-server renders no tools for is a
  *   400 naming `tools` (llama-server would answer without them), and
  *   `response_format` `json_object` without a schema gets `{"type":"object"}`
@@ -83,8 +87,8 @@ export async function runLlamaServerWrapper(argv: readonly string[]): Promise<nu
 export const SIGNAL_FORWARD_DELAY_MS = 3000;
 
 /** llama-server's error shape, so clients see the same body from either side of the wrapper. */
-function sendError(res: ServerResponse, status: number, type: string, message: string): void {
-  const body = JSON.stringify({ error: { code: status, message, type } });
+function sendError(res: ServerResponse, status: number, type: string, message: string, param: string | null = null): void {
+  const body = JSON.stringify({ error: { code: status, message, type, ...(param !== null ? { param } : {}) } });
   res.writeHead(status, { "content-type": "application/json; charset=utf-8", "content-length": Buffer.byteLength(body) });
   res.end(body);
 }
@@ -187,12 +191,17 @@ async function forward(req: IncomingMessage, res: ServerResponse, inner: string,
     return;
   }
   if (parsed !== null && req.method === "POST") {
-    const checked = await checkChatRequest(req.url ?? "/", parsed, caps);
+    const fields = checkOpenAIFields(req.url ?? "/", parsed);
+    if ("error" in fields) {
+      sendError(res, 400, "invalid_request_error", fields.error, fields.param);
+      return;
+    }
+    const checked = await checkChatRequest(req.url ?? "/", fields.body, caps);
     if ("error" in checked) {
       sendError(res, 400, "invalid_request_error", checked.error);
       return;
     }
-    if (checked.changed) body = Buffer.from(JSON.stringify(checked.body));
+    if (checked.changed || fields.changed) body = Buffer.from(JSON.stringify(checked.body));
   }
   const headers = { ...req.headers, "content-length": String(body.length) };
   delete headers["transfer-encoding"];
