@@ -169,6 +169,15 @@ for (const variant of ENGINE_VARIANTS) describe(`Anthropic Messages API with @an
     });
     assert.equal(next.stop_reason, "max_tokens");
     assert.ok(next.usage.input_tokens > msg.usage.input_tokens, "the call and its result are in the prompt");
+    // cache_control is accepted on any block (both engines cache the prompt's prefix anyway); is_error reaches the model.
+    const resultTurn = (isError: boolean) => [
+      question,
+      { role: "assistant" as const, content: msg.content },
+      { role: "user" as const, content: [{ type: "tool_result" as const, tool_use_id: use.id, content: "no such city", is_error: isError, cache_control: { type: "ephemeral" as const } }] },
+    ];
+    const plain = await client.messages.countTokens({ model: "tiny", tools, messages: resultTurn(false) });
+    const failed = await client.messages.countTokens({ model: "tiny", tools, messages: resultTurn(true) });
+    assert.ok(failed.input_tokens > plain.input_tokens, "an error result says so in the prompt");
     // A result for a call that was never made is refused by the engine.
     await assert.rejects(
       client.messages.create({ model: "tiny", max_tokens: 4, tools, messages: [question, { role: "user", content: [{ type: "tool_result", tool_use_id: "toolu_nope", content: "x" }] }] }),
@@ -265,6 +274,17 @@ for (const variant of ENGINE_VARIANTS) describe(`Anthropic Messages API with @an
       client.messages.create({ model: "tiny", max_tokens: 5, thinking: { type: "enabled" } as never, messages: [{ role: "user", content: "x" }] }),
       (e) => e instanceof Anthropic.BadRequestError && /thinking/.test(e.message),
     );
+    // Fields Anthropic does not have are refused at any depth, named with their path.
+    const extra: Array<[object, RegExp]> = [
+      [{ messages: [{ role: "user", content: "x", name: "bob" }] }, /^messages\.0\.name: Extra inputs are not permitted$/],
+      [{ messages: [{ role: "user", content: [{ type: "text", text: "x", style: "bold" }] }] }, /^messages\.0\.content\.0\.style: Extra inputs/],
+      [{ messages: [{ role: "user", content: "x" }], system: [{ type: "text", text: "s", lang: "en" }] }, /^system\.0\.lang: Extra inputs/],
+      [{ messages: [{ role: "user", content: "x" }], tools: [{ name: "t", input_schema: { type: "object" }, strict: true }] }, /^tools\.0\.strict: Extra inputs/],
+      [{ messages: [{ role: "user", content: "x" }], thinking: { type: "enabled", budget_tokens: 10, effort: "high" } }, /^thinking\.effort: Extra inputs/],
+    ];
+    for (const [body, message] of extra) {
+      await assert.rejects(client.messages.create({ model: "tiny", max_tokens: 5, ...body } as never), (e) => e instanceof Anthropic.BadRequestError && message.test((e.error as { error: { message: string } }).error.message), JSON.stringify(body));
+    }
   });
 
   test("inference metrics are labelled with the anthropic API", async () => {

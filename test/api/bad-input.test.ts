@@ -329,6 +329,7 @@ describe("bad input: a clear 4xx in each API's shape", () => {
       { path: "/api/show", body: { model: "ai/tiny", system: "be brief" }, field: /Unknown field 'system' in \/api\/show/ },
       { path: "/v1/messages", body: { ...chat, max_tokens: 5, n: 2 }, field: /^n: Extra inputs are not permitted$/ },
       { path: "/anthropic/v1/messages", body: { ...chat, max_tokens: 5, frequency_penalty: 1 }, field: /^frequency_penalty: Extra inputs are not permitted$/ },
+      { path: "/api/chat", body: { model: "ai/tiny", messages: [{ role: "user", content: "x", name: "bob" }] }, field: /Unknown field 'name' in messages\[0\]/ },
       { path: "/v1/messages/count_tokens", body: { ...chat, max_tokens: 5 }, field: /^max_tokens: Extra inputs are not permitted$/ },
       { path: "/v1/messages/count_tokens", body: { ...chat, temperature: 1 }, field: /^temperature: Extra inputs are not permitted$/ },
     ];

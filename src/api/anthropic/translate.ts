@@ -18,9 +18,34 @@ const MESSAGE_FIELDS: ReadonlySet<string> = new Set(["model", "messages", "max_t
 /** count_tokens takes the prompt's parts only (no `max_tokens`, no sampling): Anthropic refuses the rest. */
 const COUNT_FIELDS: ReadonlySet<string> = new Set(["model", "messages", "system", "tools", "tool_choice", "thinking", ...UNSUPPORTED]);
 
-function checkFields(body: Body, known: ReadonlySet<string>): void {
+/**
+ * Each content block's fields. `cache_control` is accepted: both engines keep
+ * the prompt's prefix cached without being asked (docs/compat.md). A text
+ * block's `citations` (on an earlier answer) are accepted and, as Anthropic
+ * does, not part of the prompt.
+ */
+const BLOCK_FIELDS: Record<string, ReadonlySet<string>> = {
+  text: new Set(["type", "text", "cache_control", "citations"]),
+  image: new Set(["type", "source", "cache_control"]),
+  tool_use: new Set(["type", "id", "name", "input", "cache_control"]),
+  tool_result: new Set(["type", "tool_use_id", "content", "is_error", "cache_control"]),
+  thinking: new Set(["type", "thinking", "signature"]),
+  redacted_thinking: new Set(["type", "data"]),
+};
+const MESSAGE_KEYS: ReadonlySet<string> = new Set(["role", "content"]);
+const TOOL_KEYS: ReadonlySet<string> = new Set(["name", "description", "input_schema", "type", "cache_control"]);
+const TOOL_CHOICE_KEYS: ReadonlySet<string> = new Set(["type", "name", "disable_parallel_tool_use"]);
+const THINKING_KEYS: ReadonlySet<string> = new Set(["type", "budget_tokens"]);
+
+/** A 400 naming the first field of `body` not in `known` (`at`: its path), as Anthropic refuses an extra input. */
+function checkFields(body: Body, known: ReadonlySet<string>, at = ""): void {
   const key = firstUnknownField(body, known);
-  if (key !== undefined) throw new InvalidRequestError(`${key}: Extra inputs are not permitted`, key);
+  if (key !== undefined) throw new InvalidRequestError(`${at}${key}: Extra inputs are not permitted`, `${at}${key}`);
+}
+
+/** checkFields for a value that is an object (other values are checked where they are read). */
+function checkObject(value: unknown, known: ReadonlySet<string>, at: string): void {
+  if (value !== null && typeof value === "object" && !Array.isArray(value)) checkFields(value as Body, known, at);
 }
 
 function textOfSystem(system: unknown): string | null {
@@ -30,6 +55,7 @@ function textOfSystem(system: unknown): string | null {
     return system
       .map((b: { type?: unknown; text?: unknown }, i) => {
         if (b?.type !== "text" || typeof b.text !== "string") throw new InvalidRequestError(`system.${i}: only text blocks are supported.`, `system.${i}`);
+        checkFields(b as Body, BLOCK_FIELDS.text!, `system.${i}.`);
         return b.text;
       })
       .join("\n");
@@ -45,6 +71,8 @@ function openAIContent(content: unknown, where: string): { parts: Body[]; toolCa
   if (!Array.isArray(content)) throw new InvalidRequestError(`${where}.content: must be a string or an array of content blocks.`, `${where}.content`);
   for (const [j, block] of (content as Body[]).entries()) {
     const at = `${where}.content.${j}`;
+    const known = BLOCK_FIELDS[block?.type as string];
+    if (known !== undefined && block !== null && typeof block === "object") checkFields(block, known, `${at}.`);
     switch (block?.type) {
       case "text":
         if (typeof block.text !== "string") throw new InvalidRequestError(`${at}.text: Field required`, `${at}.text`);
@@ -67,7 +95,9 @@ function openAIContent(content: unknown, where: string): { parts: Body[]; toolCa
       case "tool_result": {
         const c = block.content;
         const text = typeof c === "string" ? c : Array.isArray(c) ? (c as Body[]).map((p) => (typeof p.text === "string" ? p.text : "")).join("") : "";
-        toolResults.push({ role: "tool", tool_call_id: block.tool_use_id, content: text });
+        if (block.is_error !== undefined && typeof block.is_error !== "boolean") throw new InvalidRequestError(`${at}.is_error: Input should be a valid boolean`, `${at}.is_error`);
+        // A tool message has no error flag: the model is told in the text, which is all it reads.
+        toolResults.push({ role: "tool", tool_call_id: block.tool_use_id, content: block.is_error === true ? `Error: ${text}` : text });
         break;
       }
       default:
@@ -84,6 +114,7 @@ function openAITools(tools: unknown): Body[] | undefined {
   if (tools === undefined || tools === null) return undefined;
   if (!Array.isArray(tools)) throw new InvalidRequestError("tools: must be an array.", "tools");
   return tools.map((t: Body, i) => {
+    checkObject(t, TOOL_KEYS, `tools.${i}.`);
     if (typeof t?.name !== "string") throw new InvalidRequestError(`tools.${i}.name: Field required`, `tools.${i}.name`);
     if (t.type !== undefined && t.type !== "custom") throw new InvalidRequestError(`tools.${i}.type: server tools ("${String(t.type)}") are not supported.`, `tools.${i}.type`);
     return { type: "function", function: { name: t.name, description: t.description ?? "", parameters: t.input_schema ?? { type: "object" } } };
@@ -92,6 +123,7 @@ function openAITools(tools: unknown): Body[] | undefined {
 
 function openAIToolChoice(choice: unknown): unknown {
   if (choice === undefined || choice === null) return undefined;
+  checkObject(choice, TOOL_CHOICE_KEYS, "tool_choice.");
   const c = choice as { type?: string; name?: string };
   if (c.type === "auto") return "auto";
   if (c.type === "any") return "required";
@@ -103,6 +135,7 @@ function openAIToolChoice(choice: unknown): unknown {
 /** `thinking`: null when off (absent or `disabled`), else the budget for the engine's `thinking_budget_tokens`. */
 export function thinkingOf(thinking: unknown): { budgetTokens: number } | null {
   if (thinking === undefined || thinking === null) return null;
+  checkObject(thinking, THINKING_KEYS, "thinking.");
   const t = thinking as { type?: unknown; budget_tokens?: unknown };
   if (t.type === "disabled") return null;
   if (t.type !== "enabled") throw new InvalidRequestError('thinking.type: must be "enabled" or "disabled"', "thinking.type");
@@ -142,6 +175,7 @@ export function chatRequestFrom(body: unknown): EngineRequest {
   const system = textOfSystem(b.system);
   if (system !== null && system !== "") messages.push({ role: "system", content: system });
   for (const [i, m] of (b.messages as Body[]).entries()) {
+    checkObject(m, MESSAGE_KEYS, `messages.${i}.`);
     if (m?.role !== "user" && m?.role !== "assistant") throw new InvalidRequestError(`messages.${i}.role: must be "user" or "assistant"`, `messages.${i}.role`);
     const { parts, toolCalls, toolResults } = openAIContent(m.content, `messages.${i}`);
     messages.push(...toolResults);

@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { InvalidRequestError } from "../../errors.ts";
-import { optionalBoolean, optionalField } from "../../http/fields.ts";
+import { firstUnknownField, optionalBoolean, optionalField } from "../../http/fields.ts";
 import { clientRecordAs, openEngineCall, type EngineCall } from "../engine/call.ts";
 import { ollamaErrorBody } from "./errors.ts";
 import { parsedArguments, ToolCallAccumulator } from "../engine/tool-deltas.ts";
@@ -26,6 +26,13 @@ function withImages(text: string, images: unknown, param: string): unknown {
 }
 
 /**
+ * An Ollama message's fields. `thinking` (an earlier answer's thought, which
+ * Ollama's clients keep in the history) is accepted and left out of the
+ * prompt, as thinking models' chat templates leave earlier thoughts out.
+ */
+const MESSAGE_FIELDS: ReadonlySet<string> = new Set(["role", "content", "thinking", "images", "tool_calls", "tool_name"]);
+
+/**
  * Ollama chat messages → OpenAI messages (images as data URIs, tool calls with
  * JSON-string arguments). Ollama's calls and results carry no ids: each `tool`
  * message answers the earliest unanswered call (of its `tool_name`, if given).
@@ -35,6 +42,8 @@ export function openAIMessages(messages: unknown): Array<Record<string, unknown>
   const unanswered: Array<{ id: string; name: string }> = [];
   return messages.map((m: Record<string, unknown>, i) => {
     if (m === null || typeof m !== "object") throw new InvalidRequestError(`messages[${i}] must be an object.`, `messages.${i}`);
+    const unknown = firstUnknownField(m, MESSAGE_FIELDS);
+    if (unknown !== undefined) throw new InvalidRequestError(`Unknown field '${unknown}' in messages[${i}].`, `messages.${i}.${unknown}`);
     const role = m.role;
     if (!["system", "user", "assistant", "tool"].includes(role as string)) {
       throw new InvalidRequestError(`messages[${i}].role must be system, user, assistant or tool.`, `messages.${i}.role`);
