@@ -17,6 +17,7 @@ for (const variant of ENGINE_VARIANTS) describe(`llama-server request fields thr
   before(async () => {
     d = await startBareDaemon({ MODEL_RUNNER_LOG_LEVEL: "warn", ...variant.env });
     await d.addModel(await tinyModel({ seed: 41 }), "ai/fields:latest");
+    await d.addModel(await tinyModel({ seed: 42, pooling: "mean" }, "embed.gguf"), "ai/fields-embed:latest");
   });
   after(() => d?.close());
 
@@ -52,6 +53,7 @@ for (const variant of ENGINE_VARIANTS) describe(`llama-server request fields thr
       ["/v1/completions", { model: "ai/fields", prompt: "x", best_of: 2 }, "best_of"],
       ["/v1/completions", { model: "ai/fields", prompt: "x", suffix: "y" }, "suffix"],
       ["/v1/embeddings", { model: "ai/fields", input: "x", frobnicate: true }, "frobnicate"],
+      ["/v1/embeddings", { model: "ai/fields-embed", input: "x", dimensions: 3 }, "dimensions"],
     ];
     // llama-server answers `logprobs` with `top_logprobs: 0` without any log probabilities: its wrapper refuses it.
     if (variant.engine === "llama-server") cases.push(["/v1/chat/completions", { model: "ai/fields", messages, max_tokens: 1, logprobs: true, top_logprobs: 0 }, "top_logprobs"]);
@@ -61,6 +63,12 @@ for (const variant of ENGINE_VARIANTS) describe(`llama-server request fields thr
       assert.equal(r.json.error.param, param, JSON.stringify(r.json));
       assert.equal(r.json.error.type, "invalid_request_error");
     }
+    // The model's own size is what `dimensions` may ask for.
+    const full = await post("/v1/embeddings", { model: "ai/fields-embed", input: "x" });
+    const size = (full.json.data[0].embedding as number[]).length;
+    const same = await post("/v1/embeddings", { model: "ai/fields-embed", input: "x", dimensions: size });
+    assert.equal(same.status, 200, JSON.stringify(same.json));
+    assert.equal(same.json.data[0].embedding.length, size);
   });
 
   test(`what only one engine honours: n_indent (llama-server's), return_tokens on the OpenAI routes (the built-in engine's) [${variant.engine}]`, async () => {

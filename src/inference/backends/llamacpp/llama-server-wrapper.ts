@@ -19,11 +19,12 @@ import { checkOpenAIFields } from "./llama-server-fields.ts";
  * - no silent drop: an OpenAI body is checked as the built-in engine checks it
  *   (`checkOpenAIFields`: an unknown field or a wrong type is a 400 naming it,
  *   where llama-server would drop it), and (llama-server's own gaps, in
- *   `checkChatRequest`) a chat
+ *   `checkForModel`) a chat
  *   request with `tools` on a template llama-server renders no tools for is a
  *   400 naming `tools` (llama-server would answer without them), and
  *   `response_format` `json_object` without a schema gets `{"type":"object"}`
- *   (llama-server treats a missing schema as no constraint at all).
+ *   (llama-server treats a missing schema as no constraint at all), and
+ *   embedding `dimensions` other than the model's are a 400.
  * llama-server's output goes straight to the daemon (inherited stdout/stderr),
  * so a failure carries its log; its exit status (or signal) becomes ours.
  */
@@ -50,8 +51,8 @@ export async function runLlamaServerWrapper(argv: readonly string[]): Promise<nu
     });
   });
 
-  const caps = new TemplateCaps(inner);
-  const server = createServer((req, res) => void forward(req, res, inner, alias, caps));
+  const facts = serverFacts(inner);
+  const server = createServer((req, res) => void forward(req, res, inner, alias, facts));
   server.listen(socket);
   const watch = setInterval(() => {
     if (process.ppid !== parent) child.kill("SIGKILL");
@@ -113,24 +114,29 @@ function requestedModel(parsed: Json | null): string | null {
 }
 
 /**
- * llama-server's `chat_template_caps` (its `GET /props`), read once: what the
- * model's chat template can render. A failed read (still loading) is retried
- * by the next request that needs it.
+ * What llama-server says of the model it serves, read once from `path` and
+ * picked by `pick`: its chat template's caps (`GET /props`
+ * `chat_template_caps`), its embedding size (`GET /v1/models` `meta.n_embd`).
+ * A failed read (still loading) is retried by the next request that needs it.
  */
-export class TemplateCaps {
-  private caps: Promise<Record<string, boolean>> | null = null;
-  constructor(private readonly inner: string) {}
+export class ServerFact<T> {
+  private value: Promise<T> | null = null;
+  constructor(
+    private readonly inner: string,
+    private readonly path: string,
+    private readonly pick: (answer: Json) => T,
+  ) {}
 
-  get(): Promise<Record<string, boolean>> {
-    this.caps ??= new Promise<Record<string, boolean>>((resolve, reject) => {
-      const request = httpRequest({ socketPath: this.inner, path: "/props", method: "GET", agent: false }, (answer) => {
+  get(): Promise<T> {
+    this.value ??= new Promise<T>((resolve, reject) => {
+      const request = httpRequest({ socketPath: this.inner, path: this.path, method: "GET", agent: false }, (answer) => {
         const parts: Buffer[] = [];
         answer.on("data", (c: Buffer) => parts.push(c));
         answer.on("error", reject);
         answer.on("end", () => {
           try {
-            if (answer.statusCode !== 200) throw new Error(`GET /props answered ${answer.statusCode}`);
-            resolve(((JSON.parse(Buffer.concat(parts).toString("utf8")) as Json).chat_template_caps ?? {}) as Record<string, boolean>);
+            if (answer.statusCode !== 200) throw new Error(`GET ${this.path} answered ${answer.statusCode}`);
+            resolve(this.pick(JSON.parse(Buffer.concat(parts).toString("utf8")) as Json));
           } catch (error) {
             reject(error);
           }
@@ -139,33 +145,63 @@ export class TemplateCaps {
       request.on("error", reject);
       request.end();
     });
-    this.caps.catch(() => (this.caps = null));
-    return this.caps;
+    this.value.catch(() => (this.value = null));
+    return this.value;
   }
 }
+
+/** llama-server's facts the wrapper's checks read. */
+export interface ServerFacts {
+  templateCaps: ServerFact<Record<string, boolean>>;
+  embeddingLength: ServerFact<number | null>;
+}
+
+export function serverFacts(inner: string): ServerFacts {
+  return {
+    templateCaps: new ServerFact(inner, "/props", (props) => (props.chat_template_caps ?? {}) as Record<string, boolean>),
+    embeddingLength: new ServerFact(inner, "/v1/models", (models) => {
+      const n = ((models.data as Json[] | undefined)?.[0]?.meta as Json | undefined)?.n_embd;
+      return typeof n === "number" ? n : null;
+    }),
+  };
+}
+
+/** The OpenAI embedding routes (where `dimensions` is read). */
+const EMBEDDING_PATHS = new Set(["/v1/embeddings", "/embeddings"]);
 
 /** The routes on which llama-server renders the chat template (and so reads `tools` and `response_format`). */
 const CHAT_PATHS = new Set(["/v1/chat/completions", "/chat/completions", "/apply-template"]);
 
 /**
- * What llama-server would get wrong about a chat request, made right before
- * it sees it: a 400 for `tools` its template cannot render (llama-server
- * leaves them out of the prompt and answers as if none were given), and an
- * explicit `{"type":"object"}` schema for `json_object` (without one
- * llama-server does not constrain the output). Returns the error message, or
- * the body to send (changed or not).
+ * What llama-server would get wrong about a request for this model, made
+ * right before it sees it: a 400 for `tools` its template cannot render
+ * (llama-server leaves them out of the prompt and answers as if none were
+ * given), an explicit `{"type":"object"}` schema for `json_object` (without
+ * one llama-server does not constrain the output), and a 400 for embedding
+ * `dimensions` other than the model's (llama-server returns full vectors).
+ * Returns the error message and its field, or the body to send (changed or not).
  */
-export async function checkChatRequest(path: string, body: Json, caps: TemplateCaps): Promise<{ error: string } | { body: Json; changed: boolean }> {
-  if (!CHAT_PATHS.has(path.split("?")[0]!)) return { body, changed: false };
+export async function checkForModel(path: string, body: Json, facts: ServerFacts): Promise<{ error: string; param: string } | { body: Json; changed: boolean }> {
+  const route = path.split("?")[0]!;
+  if (EMBEDDING_PATHS.has(route) && typeof body.dimensions === "number") {
+    const length = await facts.embeddingLength.get().catch(() => null);
+    // llama-server returns its full vectors whatever `dimensions` asks: a size it does not have is refused, as by our engine.
+    if (length !== null && body.dimensions !== length) {
+      return { error: `'dimensions' cannot be honoured: this model's embeddings have ${length} dimensions and it declares no support for shorter ones.`, param: "dimensions" };
+    }
+    return { body, changed: false };
+  }
+  if (!CHAT_PATHS.has(route)) return { body, changed: false };
   const tools = body.tools;
   if (Array.isArray(tools) && tools.length > 0 && body.tool_choice !== "none") {
-    const c = await caps.get().catch(() => null);
+    const c = await facts.templateCaps.get().catch(() => null);
     // Unknown caps (llama-server not ready): let llama-server answer (it says it is loading).
     if (c !== null && c.supports_tool_calls === false) {
       return {
         error:
           "'tools': llama-server cannot call tools with this model's chat template: the template renders no tools and no tool calls, " +
           "so llama-server would answer as if none were given. Use a model whose template supports tools, or the built-in engine.",
+        param: "tools",
       };
     }
   }
@@ -176,7 +212,7 @@ export async function checkChatRequest(path: string, body: Json, caps: TemplateC
   return { body, changed: false };
 }
 
-async function forward(req: IncomingMessage, res: ServerResponse, inner: string, alias: string, caps: TemplateCaps): Promise<void> {
+async function forward(req: IncomingMessage, res: ServerResponse, inner: string, alias: string, facts: ServerFacts): Promise<void> {
   const chunks: Buffer[] = [];
   try {
     for await (const chunk of req) chunks.push(chunk as Buffer);
@@ -196,9 +232,9 @@ async function forward(req: IncomingMessage, res: ServerResponse, inner: string,
       sendError(res, 400, "invalid_request_error", fields.error, fields.param);
       return;
     }
-    const checked = await checkChatRequest(req.url ?? "/", fields.body, caps);
+    const checked = await checkForModel(req.url ?? "/", fields.body, facts);
     if ("error" in checked) {
-      sendError(res, 400, "invalid_request_error", checked.error);
+      sendError(res, 400, "invalid_request_error", checked.error, checked.param);
       return;
     }
     if (checked.changed || fields.changed) body = Buffer.from(JSON.stringify(checked.body));
