@@ -205,6 +205,24 @@ for (const variant of ENGINE_VARIANTS) describe(`Ollama API with the ollama clie
     await eventually(async () => !(await ollama.ps()).models.some((m) => m.name === "ai/tiny:latest"), 10_000, "runner to unload");
   });
 
+  test("runner options (num_ctx, num_thread, num_batch, use_mmap) configure the model's runner; a default value removes its flag", async () => {
+    await d.addModel(await tinyModel({ seed: 19 }), "ai/opts:latest");
+    const stored = async () => ((await (await fetch(`${d.url}/engines/_configure?model=ai/opts`)).json()) as Array<{ context_size?: number; runtime_flags: string[] }>)[0];
+    const first = await ollama.generate({ model: "ai/opts", prompt: "hi", options: { num_predict: 2, num_ctx: 512, num_thread: 1, num_batch: 64, use_mmap: false } });
+    assert.ok(first.done);
+    assert.equal((await stored())?.context_size, 512);
+    assert.deepEqual((await stored())?.runtime_flags, ["--threads", "1", "--batch-size", "64", "--no-mmap"]);
+    assert.equal((await ollama.ps()).models.find((m) => m.name === "ai/opts:latest")?.context_length, 512);
+    // The same options again change nothing; Ollama's defaults remove the flags they set.
+    await ollama.generate({ model: "ai/opts", prompt: "hi", options: { num_predict: 2, num_thread: 1, use_mmap: false } });
+    await ollama.generate({ model: "ai/opts", prompt: "hi", options: { num_predict: 2, num_thread: 0, use_mmap: true } });
+    assert.deepEqual((await stored())?.runtime_flags, ["--batch-size", "64"]);
+    for (const [options, param] of [[{ numa: true }, /options\.numa/], [{ num_thread: "2" }, /options\.num_thread/], [{ num_keep: -2 }, /options\.num_keep/]] as const) {
+      await assert.rejects(ollama.generate({ model: "ai/opts", prompt: "hi", options: options as never }), (e: Error) => param.test(e.message), JSON.stringify(options));
+    }
+    await d.daemon.scheduler.unload({ models: ["ai/opts"] });
+  });
+
   test("copy, delete and errors in Ollama's shape", async () => {
     await ollama.copy({ source: "tiny", destination: "mine/copy:v1" });
     assert.ok((await ollama.list()).models.some((m) => m.name === "mine/copy:v1"));

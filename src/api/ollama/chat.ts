@@ -6,6 +6,7 @@ import { ollamaErrorBody } from "./errors.ts";
 import { parsedArguments, ToolCallAccumulator } from "../engine/tool-deltas.ts";
 import type { OllamaDeps } from "./deps.ts";
 import { NdjsonStream } from "./ndjson.ts";
+import { applyRunnerOptions } from "./runner-options.ts";
 import { checkOllamaFields, keepAliveOf, mapFormat, mapOptions, mapThink, mapToolChoice, modelOf, ns } from "./options.ts";
 
 type Kind = "chat" | "generate";
@@ -76,7 +77,7 @@ export function openAIMessages(messages: unknown): Array<Record<string, unknown>
 
 /** The engine request for an Ollama chat/generate body, or null for a load/unload request. */
 function engineRequest(kind: Kind, body: Body, model: string, stream: boolean): { endpoint: "/v1/chat/completions" | "/v1/completions"; body: Body } | null {
-  const { fields, numCtx: _ } = mapOptions(body.options);
+  const { fields } = mapOptions(body.options);
   const format = mapFormat(body.format);
   const base: Body = { model, ...fields, stream, ...(stream ? { stream_options: { include_usage: true } } : {}) };
   if (format) base.response_format = format;
@@ -140,7 +141,7 @@ export async function handleChatOrGenerate(deps: OllamaDeps, kind: Kind, request
   optionalBoolean(body.raw, "raw");
   optionalField(body.system, "string", "system");
   const keepAliveMs = keepAliveOf(body.keep_alive);
-  const { numCtx } = mapOptions(body.options);
+  const runnerOptions = mapOptions(body.options);
   const engine = engineRequest(kind, body, model, stream);
   const createdAt = () => new Date().toISOString();
   const emptyAnswer = kind === "chat" ? { message: { role: "assistant", content: "" } } : { response: "" };
@@ -152,11 +153,11 @@ export async function handleChatOrGenerate(deps: OllamaDeps, kind: Kind, request
       await deps.scheduler.unload({ models: [model] });
       return { model, created_at: createdAt(), ...emptyAnswer, done: true, done_reason: "unload" };
     }
-    if (numCtx !== null) await applyNumCtx(deps, model, numCtx);
+    await applyRunnerOptions(deps, model, "completion", runnerOptions);
     await deps.scheduler.preload(model, "completion", { keepAliveMs });
     return { model, created_at: createdAt(), ...emptyAnswer, done: true, done_reason: "load" };
   }
-  if (numCtx !== null) await applyNumCtx(deps, model, numCtx);
+  await applyRunnerOptions(deps, model, "completion", runnerOptions);
 
   const client = { signal: reply.request.clientSignal };
   let call: EngineCall;
@@ -231,15 +232,4 @@ export async function handleChatOrGenerate(deps: OllamaDeps, kind: Kind, request
     await out.fail(error, client.signal.aborted);
   }
   return reply;
-}
-
-/**
- * Ollama's `num_ctx` in terms of our scheduler: a persisted `_configure`
- * context size for the model (the scheduler has no per-request context).
- * Only a change is applied; an idle runner restarts, a busy one makes it 409.
- */
-export async function applyNumCtx(deps: OllamaDeps, model: string, numCtx: number): Promise<void> {
-  const current = await deps.scheduler.effectiveSettings(model, "completion");
-  if (current.contextSize === numCtx) return;
-  await deps.scheduler.configure({ model, contextSize: numCtx });
 }

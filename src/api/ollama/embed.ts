@@ -5,6 +5,7 @@ import { clientRecordAs, EngineAnswerError, openEngineCall, type RecordAs } from
 import type { OllamaDeps } from "./deps.ts";
 import { ollamaErrorBody } from "./errors.ts";
 import { checkOllamaFields, keepAliveOf, mapOptions, modelOf, ns } from "./options.ts";
+import { applyRunnerOptions } from "./runner-options.ts";
 
 type EmbeddingAnswer = { data: Array<{ embedding: number[] }>; usage?: { prompt_tokens?: number } };
 
@@ -60,13 +61,15 @@ export async function handleEmbed(deps: OllamaDeps, legacy: boolean, request: Fa
   checkOllamaFields(legacy ? "/api/embeddings" : "/api/embed", body);
   const keepAliveMs = keepAliveOf(body.keep_alive);
   const truncate = optionalBoolean(body.truncate, "truncate") ?? true;
-  mapOptions(body.options); // validated; sampling options do not apply to embeddings
+  // Sampling options do not apply to embeddings (Ollama ignores them there too); the runner's do.
+  const runnerOptions = mapOptions(body.options);
   if (body.dimensions !== undefined && body.dimensions !== null) throw new InvalidRequestError("'dimensions' is not supported.", "dimensions");
   const raw = legacy ? body.prompt : body.input;
   const inputs = typeof raw === "string" ? [raw] : raw;
   if (!Array.isArray(inputs) || inputs.length === 0 || !inputs.every((s) => typeof s === "string")) {
     throw new InvalidRequestError(legacy ? "'prompt' must be a string." : "'input' must be a string or an array of strings.", legacy ? "prompt" : "input");
   }
+  await applyRunnerOptions(deps, model, "embedding", runnerOptions);
   const client = { signal: reply.request.clientSignal };
   const toClient = (answer: EmbeddingAnswer, acquireMs: number) => {
     const embeddings = answer.data.map((d) => d.embedding);

@@ -2,11 +2,29 @@ import { InvalidRequestError } from "../../errors.ts";
 import { firstUnknownField } from "../../http/fields.ts";
 import { parseDuration, PRESET_PARAMETERS } from "../../scheduling/index.ts";
 
-/** Ollama `options` → OpenAI/llama-server request fields; `num_ctx` is returned apart (it configures the runner). */
+/** Ollama `options` → OpenAI/llama-server request fields; `num_ctx` and the runner options are returned apart (they configure the runner). */
 export interface MappedOptions {
   fields: Record<string, unknown>;
   numCtx: number | null;
+  /** Runner options given (RUNNER_OPTIONS' names) and their values. */
+  runner: Partial<Record<RunnerOption, number | boolean>>;
 }
+
+/**
+ * Ollama's runner options: they set how the model's engine runs (Ollama
+ * reloads the model for a change), so they become the model's runtime
+ * flags (every spelling of the flag each sets is listed, to replace it).
+ * A value that means Ollama's default (`num_thread` 0, `num_gpu` -1,
+ * `use_mmap` true) removes the flag.
+ */
+export const RUNNER_OPTIONS = {
+  num_thread: { flags: ["-t", "--threads"], type: "integer", flagsFor: (v: number | boolean) => ((v as number) > 0 ? ["--threads", String(v)] : []) },
+  num_batch: { flags: ["-b", "--batch-size"], type: "integer", flagsFor: (v: number | boolean) => ((v as number) > 0 ? ["--batch-size", String(v)] : []) },
+  num_gpu: { flags: ["-ngl", "--gpu-layers", "--n-gpu-layers"], type: "integer", flagsFor: (v: number | boolean) => ((v as number) >= 0 ? ["--n-gpu-layers", String(v)] : []) },
+  main_gpu: { flags: ["-mg", "--main-gpu"], type: "integer", flagsFor: (v: number | boolean) => ["--main-gpu", String(v)] },
+  use_mmap: { flags: ["--mmap", "--no-mmap"], type: "boolean", flagsFor: (v: number | boolean) => (v === false ? ["--no-mmap"] : []) },
+} as const;
+export type RunnerOption = keyof typeof RUNNER_OPTIONS;
 
 /** Ollama's numeric options and the engine fields they fill: the preset parameters' one table (`stop` is read apart). */
 const NUMBER_OPTIONS: Record<string, string> = Object.fromEntries(
@@ -14,15 +32,17 @@ const NUMBER_OPTIONS: Record<string, string> = Object.fromEntries(
 );
 
 /**
- * Options that only tune the runtime or that Ollama itself ignores for
- * llama.cpp models; accepted so that clients sending their defaults work.
+ * Options Ollama itself accepts and ignores (its runner dropped them; it
+ * logs "invalid option provided"): accepted and ignored here too, so that
+ * clients sending them work as they do with Ollama.
  */
-const IGNORED_OPTIONS = new Set(["num_thread", "num_gpu", "main_gpu", "use_mmap", "use_mlock", "num_batch", "numa", "low_vram", "vocab_only", "num_keep", "penalize_newline"]);
+const IGNORED_OPTIONS = new Set(["use_mlock", "low_vram", "vocab_only", "f16_kv", "logits_all", "penalize_newline"]);
 
 export function mapOptions(options: unknown): MappedOptions {
   const fields: Record<string, unknown> = {};
   let numCtx: number | null = null;
-  if (options === undefined || options === null) return { fields, numCtx };
+  const runner: MappedOptions["runner"] = {};
+  if (options === undefined || options === null) return { fields, numCtx, runner };
   if (typeof options !== "object" || Array.isArray(options)) throw new InvalidRequestError("'options' must be an object.", "options");
   for (const [key, value] of Object.entries(options as Record<string, unknown>)) {
     if (value === null || value === undefined) continue;
@@ -36,6 +56,17 @@ export function mapOptions(options: unknown): MappedOptions {
         throw new InvalidRequestError("'options.num_ctx' must be a positive integer.", "options.num_ctx");
       }
       numCtx = value;
+    } else if (key in RUNNER_OPTIONS) {
+      const spec = RUNNER_OPTIONS[key as RunnerOption];
+      const ok = spec.type === "boolean" ? typeof value === "boolean" : typeof value === "number" && Number.isInteger(value);
+      if (!ok) throw new InvalidRequestError(`'options.${key}' must be ${spec.type === "boolean" ? "a boolean" : "an integer"}.`, `options.${key}`);
+      runner[key as RunnerOption] = value as number | boolean;
+    } else if (key === "num_keep") {
+      // Ollama's tokens kept when the context shifts: llama-server's `n_keep` (-1 = all).
+      if (typeof value !== "number" || !Number.isInteger(value) || value < -1) throw new InvalidRequestError("'options.num_keep' must be an integer of at least -1.", "options.num_keep");
+      fields.n_keep = value;
+    } else if (key === "numa") {
+      if (value !== false) throw new InvalidRequestError("'options.numa' is not supported: the engines run without NUMA placement.", "options.numa");
     } else if (key in NUMBER_OPTIONS) {
       if (typeof value !== "number") throw new InvalidRequestError(`'options.${key}' must be a number.`, `options.${key}`);
       // Ollama: num_predict -1 = until the model stops, -2 = fill the context; both are the engine's -1.
@@ -44,7 +75,7 @@ export function mapOptions(options: unknown): MappedOptions {
       throw new InvalidRequestError(`Option '${key}' is not supported.`, `options.${key}`);
     }
   }
-  return { fields, numCtx };
+  return { fields, numCtx, runner };
 }
 
 /** Ollama `format`: `"json"` or a JSON schema → OpenAI `response_format`, passed to the engine. */
