@@ -1,6 +1,7 @@
 import type { Readable } from "node:stream";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { InvalidRequestError, NotFoundError } from "../errors.ts";
+import { firstUnknownField } from "../http/fields.ts";
 import { parseReference, toDmrProgressLine, type ModelDistribution, type ProgressEvent, type StoredModel, type TransferMode } from "../distribution/index.ts";
 import type { ErrorLogger } from "./errors.ts";
 import { streamProgressLines } from "./progress-stream.ts";
@@ -33,6 +34,14 @@ const bearerOf = (body: unknown): string | undefined => {
   return typeof token === "string" && token !== "" ? token : undefined;
 };
 
+/** DMR's request bodies, strict: a field we would not read is a 400 naming it, never dropped. */
+function checkBody(body: unknown, known: readonly string[], route: string): void {
+  if (body === undefined || body === null) return;
+  if (typeof body !== "object" || Array.isArray(body)) throw new InvalidRequestError(`The body of ${route} must be a JSON object.`);
+  const key = firstUnknownField(body as Record<string, unknown>, new Set(known));
+  if (key !== undefined) throw new InvalidRequestError(`Unknown field "${key}" in ${route}: it takes ${known.map((k) => `"${k}"`).join(", ")}.`, key);
+}
+
 /** Splits `/models/<ref>/<action>` where the reference itself may contain slashes. */
 function splitAction(path: string, actions: readonly string[]): { ref: string; action: string | null } {
   for (const action of actions) {
@@ -55,6 +64,7 @@ export function registerModelRoutes(app: FastifyInstance, deps: ModelRouteDeps):
 
   app.post("/models/create", async (request, reply) => {
     const body = request.body as { from?: unknown } | undefined;
+    checkBody(body, ["from", "bearer-token"], "/models/create");
     if (typeof body?.from !== "string" || body.from.trim() === "") throw new InvalidRequestError("'from' is required: the model to pull.", "from");
     const from = body.from.trim();
     await streamProgress(request, reply, "pull", deps.logError, async (onProgress, signal) => {
@@ -123,6 +133,7 @@ export function registerModelRoutes(app: FastifyInstance, deps: ModelRouteDeps):
       return reply.code(201).send({ message: `Model tagged successfully with "${target}"`, target });
     }
     if (action === "push") {
+      checkBody(request.body, ["bearer-token"], "/models/{name}/push");
       await streamProgress(request, reply, "push", deps.logError, async (onProgress, signal) => {
         const { digest } = await distribution.push(ref, { signal, bearerToken: bearerOf(request.body), onProgress });
         return `Model pushed successfully: ${digest}`;
@@ -130,6 +141,7 @@ export function registerModelRoutes(app: FastifyInstance, deps: ModelRouteDeps):
       return;
     }
     if (action === "repackage") {
+      checkBody(request.body, ["target", "context_size"], "/models/{name}/repackage");
       const body = (request.body ?? {}) as { target?: unknown; context_size?: unknown };
       if (typeof body.target !== "string" || body.target.trim() === "") {
         throw new InvalidRequestError("'target' is required: the tag of the repackaged model.", "target");

@@ -330,6 +330,8 @@ describe("bad input: a clear 4xx in each API's shape", () => {
       { path: "/v1/messages", body: { ...chat, max_tokens: 5, n: 2 }, field: /^n: Extra inputs are not permitted$/ },
       { path: "/anthropic/v1/messages", body: { ...chat, max_tokens: 5, frequency_penalty: 1 }, field: /^frequency_penalty: Extra inputs are not permitted$/ },
       { path: "/api/chat", body: { model: "ai/tiny", messages: [{ role: "user", content: "x", name: "bob" }] }, field: /Unknown field 'name' in messages\[0\]/ },
+      { path: "/models/create", body: { from: "ai/tiny", insecure: true }, field: /Unknown field "insecure" in \/models\/create/ },
+      { path: "/models/ai/tiny/push", body: { "bearer-token": "t", force: true }, field: /Unknown field "force" in \/models\/\{name\}\/push/ },
       { path: "/v1/messages/count_tokens", body: { ...chat, max_tokens: 5 }, field: /^max_tokens: Extra inputs are not permitted$/ },
       { path: "/v1/messages/count_tokens", body: { ...chat, temperature: 1 }, field: /^temperature: Extra inputs are not permitted$/ },
     ];

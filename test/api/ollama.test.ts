@@ -212,7 +212,7 @@ for (const variant of ENGINE_VARIANTS) describe(`Ollama API with the ollama clie
     assert.ok(first.done);
     assert.equal((await stored())?.context_size, 512);
     assert.deepEqual((await stored())?.runtime_flags, ["--threads", "1", "--batch-size", "64", "--no-mmap"]);
-    assert.equal((await ollama.ps()).models.find((m) => m.name === "ai/opts:latest")?.context_length, 512);
+    assert.equal(((await ollama.ps()).models.find((m) => m.name === "ai/opts:latest") as { context_length?: number } | undefined)?.context_length, 512);
     // The same options again change nothing; Ollama's defaults remove the flags they set.
     await ollama.generate({ model: "ai/opts", prompt: "hi", options: { num_predict: 2, num_thread: 1, use_mmap: false } });
     await ollama.generate({ model: "ai/opts", prompt: "hi", options: { num_predict: 2, num_thread: 0, use_mmap: true } });
