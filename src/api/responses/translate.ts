@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { InvalidRequestError } from "../../errors.ts";
-import { optionalBoolean, optionalField } from "../../http/fields.ts";
+import { firstUnknownField, optionalBoolean, optionalField } from "../../http/fields.ts";
 
 type Body = Record<string, unknown>;
 
@@ -11,6 +11,40 @@ const KNOWN = new Set([
   "model", "input", "instructions", "max_output_tokens", "temperature", "top_p", "text", "stream", "previous_response_id",
   "store", "metadata", "tools", "tool_choice", "parallel_tool_calls", "user", "truncation", "background", "include", "reasoning",
 ]);
+
+/**
+ * The fields of each nested object we read; any other is a 400 naming its
+ * path, as OpenAI answers (`Unknown parameter: 'input[0].extra'.`). `status`,
+ * `id` and an output part's `annotations` and `logprobs` are what clients
+ * echo back from earlier responses; `text.verbosity` is accepted and changes
+ * nothing, as on chat completions (docs/engine.md).
+ */
+const ITEM_FIELDS: Record<string, ReadonlySet<string>> = {
+  message: new Set(["type", "role", "content", "id", "status"]),
+  function_call: new Set(["type", "id", "call_id", "name", "arguments", "status"]),
+  function_call_output: new Set(["type", "id", "call_id", "output", "status"]),
+};
+const PART_FIELDS: Record<string, ReadonlySet<string>> = {
+  input_text: new Set(["type", "text"]),
+  text: new Set(["type", "text"]),
+  output_text: new Set(["type", "text", "annotations", "logprobs"]),
+  input_image: new Set(["type", "image_url", "detail", "file_id"]),
+};
+const FORMAT_FIELDS: Record<string, ReadonlySet<string>> = {
+  text: new Set(["type"]),
+  json_object: new Set(["type"]),
+  json_schema: new Set(["type", "name", "schema", "strict", "description"]),
+};
+const TEXT_FIELDS: ReadonlySet<string> = new Set(["format", "verbosity"]);
+const TOOL_FIELDS: ReadonlySet<string> = new Set(["type", "name", "description", "parameters", "strict"]);
+const TOOL_CHOICE_FIELDS: ReadonlySet<string> = new Set(["type", "name"]);
+
+/** A 400 naming the first field of `value` (an object at `at`) that `known` does not list. */
+function checkKeys(value: unknown, known: ReadonlySet<string> | undefined, at: string): void {
+  if (known === undefined || value === null || typeof value !== "object" || Array.isArray(value)) return;
+  const key = firstUnknownField(value as Body, known);
+  if (key !== undefined) throw new InvalidRequestError(`Unknown parameter: '${at}.${key}'.`, `${at}.${key}`);
+}
 
 export interface ParsedResponsesRequest {
   model: string;
@@ -34,6 +68,7 @@ function textOf(content: unknown, where: string): { text: string | null; parts: 
   const parts: Body[] = [];
   const chat: Body[] = [];
   for (const [i, p] of (content as Body[]).entries()) {
+    checkKeys(p, PART_FIELDS[p?.type as string], `${where}[${i}]`);
     if ((p.type === "input_text" || p.type === "output_text" || p.type === "text") && typeof p.text === "string") {
       parts.push({ type: p.type === "text" ? "input_text" : p.type, text: p.text });
       chat.push({ type: "text", text: p.text });
@@ -60,10 +95,11 @@ function inputOf(input: unknown): { items: Body[]; messages: Body[] } {
   const messages: Body[] = [];
   for (const [i, item] of (input as Body[]).entries()) {
     const type = item.type ?? "message";
+    checkKeys(item, ITEM_FIELDS[type as string], `input[${i}]`);
     if (type === "message") {
       const role = item.role;
       if (!["user", "assistant", "system", "developer"].includes(role as string)) throw new InvalidRequestError(`'input[${i}].role' must be user, assistant, system or developer.`, `input.${i}.role`);
-      const { text, parts } = textOf(item.content, `input.${i}.content`);
+      const { text, parts } = textOf(item.content, `input[${i}].content`);
       const chatParts = parts.find((p) => p._chat)?._chat;
       items.push({ id: (item.id as string) ?? newId("msg"), type: "message", role, status: "completed", content: parts.filter((p) => !p._chat) });
       messages.push({ role: role === "developer" ? "system" : role, content: text ?? chatParts });
@@ -83,7 +119,9 @@ function inputOf(input: unknown): { items: Body[]; messages: Body[] } {
 /** `text.format` → the engine's `response_format`. */
 function responseFormatOf(text: unknown): Body | null {
   if (text === undefined || text === null) return null;
+  checkKeys(text, TEXT_FIELDS, "text");
   const format = (text as { format?: Body }).format;
+  checkKeys(format, FORMAT_FIELDS[format?.type as string], "text.format");
   if (format === undefined || format === null || format.type === "text") return null;
   if (format.type === "json_object") return { type: "json_object" };
   if (format.type === "json_schema") {
@@ -98,6 +136,7 @@ function toolsOf(tools: unknown): Body[] | null {
   if (!Array.isArray(tools)) throw new InvalidRequestError("'tools' must be an array.", "tools");
   if (tools.length === 0) return null;
   return tools.map((t: Body, i) => {
+    checkKeys(t, TOOL_FIELDS, `tools[${i}]`);
     if (t.type !== "function") throw new InvalidRequestError(`Unsupported tool type '${String(t.type)}' at tools[${i}]: only function tools are supported.`, `tools.${i}.type`);
     return { type: "function", function: { name: t.name, description: t.description ?? "", parameters: t.parameters ?? { type: "object" }, ...(t.strict !== undefined ? { strict: t.strict } : {}) } };
   });
@@ -106,6 +145,7 @@ function toolsOf(tools: unknown): Body[] | null {
 function toolChoiceOf(choice: unknown): unknown {
   if (choice === undefined || choice === null) return undefined;
   if (choice === "auto" || choice === "none" || choice === "required") return choice;
+  checkKeys(choice, TOOL_CHOICE_FIELDS, "tool_choice");
   const c = choice as { type?: string; name?: string };
   if (c.type === "function" && typeof c.name === "string") return { type: "function", function: { name: c.name } };
   throw new InvalidRequestError("Unsupported 'tool_choice'.", "tool_choice");
