@@ -32,6 +32,7 @@ import { EngineUsageError } from "./options.ts";
 import { readVocabulary, vocabularyMismatch } from "./draft-vocabulary.ts";
 import { guardSampling } from "./sampling-guard.ts";
 import { DraftSlot } from "./speculative.ts";
+import { normalizeEmbedding } from "./embedding-vectors.ts";
 
 const POOLING_NAMES = ["none", "mean", "cls", "last", "rank"] as const;
 
@@ -644,19 +645,4 @@ function fimTokensOf(model: LlamaModel): FimTokens | null {
     return i >= 0 ? (i as Token) : null;
   };
   return { prefix, suffix, middle, repo: find(ggml?.fim_rep_token_id, FIM_REPO_TEXTS), fileSeparator: find(ggml?.fim_sep_token_id, FIM_SEP_TEXTS) };
-}
-
-/**
- * llama.cpp's `common_embd_normalize`: -1 none, 0 max absolute value scaled
- * to int16, 1 taxicab, 2 Euclidean, >2 p-norm.
- */
-export function normalizeEmbedding(v: readonly number[], norm: number): number[] {
-  let sum: number;
-  if (norm < 0) sum = 1;
-  else if (norm === 0) sum = v.reduce((m, x) => Math.max(m, Math.abs(x)), 0) / 32760;
-  else if (norm === 1) sum = v.reduce((s, x) => s + Math.abs(x), 0);
-  else if (norm === 2) sum = Math.sqrt(v.reduce((s, x) => s + x * x, 0));
-  else sum = v.reduce((s, x) => s + Math.abs(x) ** norm, 0) ** (1 / norm);
-  const scale = sum > 0 ? 1 / sum : 0;
-  return v.map((x) => x * scale);
 }

@@ -12,6 +12,7 @@ import { completionPlan, promptsOf } from "./request-fields.ts";
 import { grammarForRequest } from "./grammar/for-request.ts";
 import type { CompletionExtras, EngineMode, ModelHost } from "./model-host.ts";
 import { registerLlamaRoutes } from "./llama-routes.ts";
+import { dimensionsError, shortenEmbedding } from "./embedding-vectors.ts";
 import { allChoices, collectAll, streamSse, withAbort } from "./reply-stream.ts";
 import {
   chatChunk,
@@ -317,14 +318,10 @@ export function createEngineApp(state: EngineState): FastifyInstance {
   app.post("/v1/completions", completions);
   app.post("/completions", completions);
 
-  const embeddings = route("embedding", embeddingRequest, async (body, host, request, reply) => {
-    const dimensions = (request.body as { dimensions?: unknown }).dimensions;
-    if (dimensions !== undefined && dimensions !== null && dimensions !== host.info.embeddingLength) {
-      throw new InvalidRequestError(
-        `'dimensions' cannot be honoured: this model's embeddings have ${host.info.embeddingLength} dimensions and it declares no support for shorter ones.`,
-        "dimensions",
-      );
-    }
+  const embeddings = route("embedding", embeddingRequest, async (body, host, _request, reply) => {
+    const dimensions = body.dimensions ?? null;
+    const tooMany = dimensions === null ? null : dimensionsError(dimensions, host.info.embeddingLength);
+    if (tooMany) throw new InvalidRequestError(tooMany, "dimensions");
     if (host.info.pooling === "none") {
       // llama-server's answer: per-token embeddings have no OpenAI shape (use /embedding).
       throw new InvalidRequestError("Pooling type 'none' is not OAI compatible. Please use a different pooling type");
@@ -341,11 +338,10 @@ export function createEngineApp(state: EngineState): FastifyInstance {
     return {
       object: "list",
       model: state.modelId,
-      data: rows.map(([v], index) => ({
-        object: "embedding",
-        index,
-        embedding: base64 ? Buffer.from(new Float32Array(v!).buffer).toString("base64") : v!,
-      })),
+      data: rows.map(([row], index) => {
+        const v = dimensions === null ? row! : shortenEmbedding(row!, dimensions);
+        return { object: "embedding", index, embedding: base64 ? Buffer.from(new Float32Array(v).buffer).toString("base64") : v };
+      }),
       usage: { prompt_tokens: tokens, total_tokens: tokens },
     };
   });

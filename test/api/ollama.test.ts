@@ -178,6 +178,23 @@ for (const variant of ENGINE_VARIANTS) describe(`Ollama API with the ollama clie
     assert.deepEqual(legacy.embedding.map((x) => x.toFixed(5)), one.embeddings[0]!.map((x) => x.toFixed(5)));
   });
 
+  test("embed dimensions: vectors cut to that size and scaled to unit length, as Ollama does; 0 is unset; too many or negative is a 400", async () => {
+    const [full] = (await ollama.embed({ model: "tiny-embed", input: "hello world" })).embeddings;
+    const [short] = (await ollama.embed({ model: "tiny-embed", input: "hello world", dimensions: 8 })).embeddings;
+    assert.equal(short!.length, 8);
+    assert.ok(Math.abs(Math.hypot(...short!) - 1) < 1e-5);
+    const head = Math.hypot(...full!.slice(0, 8));
+    short!.forEach((x, i) => assert.ok(Math.abs(x - full![i]! / head) < 1e-5));
+    assert.equal((await ollama.embed({ model: "tiny-embed", input: "hello world", dimensions: 0 })).embeddings[0]!.length, 64);
+    for (const dimensions of [65, -1, 2.5]) {
+      await assert.rejects(ollama.embed({ model: "tiny-embed", input: "x", dimensions }), (e: Error & { status_code?: number }) => {
+        assert.equal(e.status_code, 400, e.message);
+        assert.match(e.message, /dimensions/);
+        return true;
+      });
+    }
+  });
+
   test("show reports details, model_info, capabilities and template", async () => {
     const show = await ollama.show({ model: "tiny" });
     assert.deepEqual(show.capabilities, ["completion"]);

@@ -53,7 +53,7 @@ for (const variant of ENGINE_VARIANTS) describe(`llama-server request fields thr
       ["/v1/completions", { model: "ai/fields", prompt: "x", best_of: 2 }, "best_of"],
       ["/v1/completions", { model: "ai/fields", prompt: "x", suffix: "y" }, "suffix"],
       ["/v1/embeddings", { model: "ai/fields", input: "x", frobnicate: true }, "frobnicate"],
-      ["/v1/embeddings", { model: "ai/fields-embed", input: "x", dimensions: 3 }, "dimensions"],
+      ["/v1/embeddings", { model: "ai/fields-embed", input: "x", dimensions: 100_000 }, "dimensions"],
     ];
     // llama-server answers `logprobs` with `top_logprobs: 0` without any log probabilities: its wrapper refuses it.
     if (variant.engine === "llama-server") cases.push(["/v1/chat/completions", { model: "ai/fields", messages, max_tokens: 1, logprobs: true, top_logprobs: 0 }, "top_logprobs"]);
@@ -63,12 +63,22 @@ for (const variant of ENGINE_VARIANTS) describe(`llama-server request fields thr
       assert.equal(r.json.error.param, param, JSON.stringify(r.json));
       assert.equal(r.json.error.type, "invalid_request_error");
     }
-    // The model's own size is what `dimensions` may ask for.
+    // `dimensions` up to the model's size shortens the vectors, on either engine (llama-server's by its wrapper).
     const full = await post("/v1/embeddings", { model: "ai/fields-embed", input: "x" });
-    const size = (full.json.data[0].embedding as number[]).length;
-    const same = await post("/v1/embeddings", { model: "ai/fields-embed", input: "x", dimensions: size });
+    const vector = full.json.data[0].embedding as number[];
+    const same = await post("/v1/embeddings", { model: "ai/fields-embed", input: "x", dimensions: vector.length });
     assert.equal(same.status, 200, JSON.stringify(same.json));
-    assert.equal(same.json.data[0].embedding.length, size);
+    assert.equal(same.json.data[0].embedding.length, vector.length);
+    for (const encoding_format of ["float", "base64"]) {
+      const short = await post("/v1/embeddings", { model: "ai/fields-embed", input: ["x", "y"], dimensions: 3, encoding_format });
+      assert.equal(short.status, 200, JSON.stringify(short.json));
+      const first = short.json.data[0].embedding;
+      const v = typeof first === "string" ? Array.from(floatsOf(first)) : (first as number[]);
+      assert.equal(v.length, 3);
+      const head = Math.hypot(...vector.slice(0, 3));
+      v.forEach((x, i) => assert.ok(Math.abs(x - vector[i]! / head) < 1e-5, `${encoding_format} ${x} vs ${vector[i]! / head}`));
+      assert.equal(short.json.data.length, 2);
+    }
   });
 
   test(`what only one engine honours: n_indent (llama-server's), return_tokens on the OpenAI routes (the built-in engine's) [${variant.engine}]`, async () => {
@@ -82,3 +92,9 @@ for (const variant of ENGINE_VARIANTS) describe(`llama-server request fields thr
     if (variant.engine === "built-in") assert.equal(served.json.choices[0].tokens.length, 2);
   });
 });
+
+/** A base64 embedding's float32 values (a decoded Buffer may share a larger pool, so its own bytes are copied out). */
+function floatsOf(base64: string): Float32Array {
+  const bytes = Buffer.from(base64, "base64");
+  return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
+}

@@ -332,11 +332,24 @@ describe("embeddings: llama-server's /embedding, dimensions", () => {
     assert.deepEqual(two.map((r) => r.index), [0, 1]);
   });
 
-  test("'dimensions' other than the model's size is a 400 naming it", async () => {
-    const bad = await call(mean.baseUrl, "/v1/embeddings", { input: "hello", dimensions: 4 });
+  test("'dimensions' shortens each vector to unit length (float and base64); above the model's size it is a 400 naming it", async () => {
+    const full = (await call(mean.baseUrl, "/v1/embeddings", { input: "hello" })).json.data[0].embedding as number[];
+    const short = await call(mean.baseUrl, "/v1/embeddings", { input: "hello", dimensions: 4 });
+    assert.equal(short.status, 200);
+    const v = short.json.data[0].embedding as number[];
+    assert.equal(v.length, 4);
+    assert.ok(Math.abs(norm(v) - 1) < 1e-6);
+    const head = norm(full.slice(0, 4));
+    v.forEach((x, i) => assert.ok(Math.abs(x - full[i]! / head) < 1e-6));
+    const b64 = await call(mean.baseUrl, "/v1/embeddings", { input: "hello", dimensions: 4, encoding_format: "base64" });
+    const floats = floatsOf(b64.json.data[0].embedding as string);
+    assert.equal(floats.length, 4);
+    floats.forEach((x, i) => assert.ok(Math.abs(x - v[i]!) < 1e-6));
+    assert.deepEqual((await call(mean.baseUrl, "/v1/embeddings", { input: "hello", dimensions: 64 })).json.data[0].embedding, full);
+    const bad = await call(mean.baseUrl, "/v1/embeddings", { input: "hello", dimensions: 65 });
     assert.equal(bad.status, 400);
     assert.equal(bad.json.error.param, "dimensions");
-    assert.equal((await call(mean.baseUrl, "/v1/embeddings", { input: "hello", dimensions: 64 })).status, 200);
+    assert.match(bad.json.error.message, /65.*64 dimensions/);
   });
 
   test("pooling none: one row per prompt token, each the token's own state; /v1/embeddings refuses it", async () => {
@@ -361,3 +374,9 @@ describe("embeddings: llama-server's /embedding, dimensions", () => {
     assert.equal((await call(mean.baseUrl, "/embedding", {})).status, 400);
   });
 });
+
+/** A base64 embedding's float32 values (a decoded Buffer may share a larger pool, so its own bytes are copied out). */
+function floatsOf(base64: string): Float32Array {
+  const bytes = Buffer.from(base64, "base64");
+  return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
+}

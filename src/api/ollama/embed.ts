@@ -14,12 +14,20 @@ async function embedOnce(
   deps: OllamaDeps,
   model: string,
   input: Array<string | number[]>,
+  dimensions: number | null,
   signal: AbortSignal,
   keepAliveMs: number | undefined,
   recordAs: RecordAs,
   toClient: (answer: EmbeddingAnswer, acquireMs: number) => unknown,
 ) {
-  const call = await openEngineCall(deps, { endpoint: "/v1/embeddings", body: { model, input }, api: "ollama", signal, keepAliveMs, recordAs });
+  const call = await openEngineCall(deps, {
+    endpoint: "/v1/embeddings",
+    body: { model, input, ...(dimensions !== null ? { dimensions } : {}) },
+    api: "ollama",
+    signal,
+    keepAliveMs,
+    recordAs,
+  });
   try {
     const answer = await call.json<EmbeddingAnswer>();
     const reply = toClient(answer, call.acquireMs);
@@ -30,6 +38,20 @@ async function embedOnce(
     call.finish(error);
     throw error;
   }
+}
+
+/**
+ * Ollama's `dimensions`: vectors cut to that many values and scaled back to
+ * unit length (the engine does it, as for OpenAI's `dimensions`); 0 is
+ * Ollama's "not set". A negative or fractional size is refused, and one above
+ * the model's size is refused by the engine (Ollama returns full vectors).
+ */
+function dimensionsOf(value: unknown): number | null {
+  if (value === undefined || value === null || value === 0) return null;
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 0) {
+    throw new InvalidRequestError("'dimensions' must be a positive integer.", "dimensions");
+  }
+  return value;
 }
 
 /** Each input as tokens cut to the runner's context (Ollama's `truncate: true`), tokenized by the model's own engine. */
@@ -63,7 +85,7 @@ export async function handleEmbed(deps: OllamaDeps, legacy: boolean, request: Fa
   const truncate = optionalBoolean(body.truncate, "truncate") ?? true;
   // Sampling options do not apply to embeddings (Ollama ignores them there too); the runner's do.
   const runnerOptions = mapOptions(body.options);
-  if (body.dimensions !== undefined && body.dimensions !== null) throw new InvalidRequestError("'dimensions' is not supported.", "dimensions");
+  const dimensions = dimensionsOf(body.dimensions);
   const raw = legacy ? body.prompt : body.input;
   const inputs = typeof raw === "string" ? [raw] : raw;
   if (!Array.isArray(inputs) || inputs.length === 0 || !inputs.every((s) => typeof s === "string")) {
@@ -85,10 +107,10 @@ export async function handleEmbed(deps: OllamaDeps, legacy: boolean, request: Fa
   const retries = (error: unknown) => error instanceof EngineAnswerError && error.type === "exceed_context_size_error" && truncate && !legacy;
   try {
     // A too-long input that is then truncated and sent again is one exchange for the client: only the retry is recorded.
-    return await embedOnce(deps, model, inputs, client.signal, keepAliveMs, { ...clientRecordAs(request, ollamaErrorBody), skipFailure: retries }, toClient);
+    return await embedOnce(deps, model, inputs, dimensions, client.signal, keepAliveMs, { ...clientRecordAs(request, ollamaErrorBody), skipFailure: retries }, toClient);
   } catch (error) {
     if (!retries(error)) throw error;
     const cut = await truncated(deps, model, inputs as string[], client.signal);
-    return await embedOnce(deps, model, cut, client.signal, keepAliveMs, clientRecordAs(request, ollamaErrorBody), toClient);
+    return await embedOnce(deps, model, cut, dimensions, client.signal, keepAliveMs, clientRecordAs(request, ollamaErrorBody), toClient);
   }
 }

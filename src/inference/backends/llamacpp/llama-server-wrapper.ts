@@ -1,6 +1,7 @@
 import { spawn } from "node:child_process";
 import { rmSync } from "node:fs";
 import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from "node:http";
+import { dimensionsError, shortenBase64Embedding, shortenEmbedding } from "../../../engine/embedding-vectors.ts";
 import { checkOpenAIFields } from "./llama-server-fields.ts";
 
 /**
@@ -24,7 +25,8 @@ import { checkOpenAIFields } from "./llama-server-fields.ts";
  *   400 naming `tools` (llama-server would answer without them), and
  *   `response_format` `json_object` without a schema gets `{"type":"object"}`
  *   (llama-server treats a missing schema as no constraint at all), and
- *   embedding `dimensions` other than the model's are a 400.
+ *   embedding `dimensions` shorten its vectors as the built-in engine does
+ *   (above the model's size: a 400).
  * llama-server's output goes straight to the daemon (inherited stdout/stderr),
  * so a failure carries its log; its exit status (or signal) becomes ours.
  */
@@ -172,24 +174,32 @@ const EMBEDDING_PATHS = new Set(["/v1/embeddings", "/embeddings"]);
 /** The routes on which llama-server renders the chat template (and so reads `tools` and `response_format`). */
 const CHAT_PATHS = new Set(["/v1/chat/completions", "/chat/completions", "/apply-template"]);
 
+/** The body to send llama-server (changed or not), and the size its embeddings are to be shortened to, if any. */
+export interface ForwardPlan {
+  body: Json;
+  changed: boolean;
+  shortenTo?: number;
+}
+
 /**
  * What llama-server would get wrong about a request for this model, made
  * right before it sees it: a 400 for `tools` its template cannot render
  * (llama-server leaves them out of the prompt and answers as if none were
  * given), an explicit `{"type":"object"}` schema for `json_object` (without
- * one llama-server does not constrain the output), and a 400 for embedding
- * `dimensions` other than the model's (llama-server returns full vectors).
- * Returns the error message and its field, or the body to send (changed or not).
+ * one llama-server does not constrain the output), and embedding `dimensions`
+ * (llama-server returns full vectors): a 400 above the model's size, else the
+ * answer is to be shortened as the built-in engine shortens it.
+ * Returns the error message and its field, or how to forward the request.
  */
-export async function checkForModel(path: string, body: Json, facts: ServerFacts): Promise<{ error: string; param: string } | { body: Json; changed: boolean }> {
+export async function checkForModel(path: string, body: Json, facts: ServerFacts): Promise<{ error: string; param: string } | ForwardPlan> {
   const route = path.split("?")[0]!;
   if (EMBEDDING_PATHS.has(route) && typeof body.dimensions === "number") {
     const length = await facts.embeddingLength.get().catch(() => null);
-    // llama-server returns its full vectors whatever `dimensions` asks: a size it does not have is refused, as by our engine.
-    if (length !== null && body.dimensions !== length) {
-      return { error: `'dimensions' cannot be honoured: this model's embeddings have ${length} dimensions and it declares no support for shorter ones.`, param: "dimensions" };
-    }
-    return { body, changed: false };
+    const tooMany = length === null ? null : dimensionsError(body.dimensions, length);
+    if (tooMany) return { error: tooMany, param: "dimensions" };
+    // llama-server returns its full vectors whatever `dimensions` asks: the wrapper shortens its answer.
+    const { dimensions, ...rest } = body;
+    return { body: rest, changed: true, shortenTo: dimensions as number };
   }
   if (!CHAT_PATHS.has(route)) return { body, changed: false };
   const tools = body.tools;
@@ -220,6 +230,7 @@ async function forward(req: IncomingMessage, res: ServerResponse, inner: string,
     return; // the client went away
   }
   let body = Buffer.concat(chunks);
+  let shortenTo: number | undefined;
   const parsed = jsonBody(body, req.headers["content-type"]);
   const model = requestedModel(parsed);
   if (model !== null && model !== alias) {
@@ -238,6 +249,7 @@ async function forward(req: IncomingMessage, res: ServerResponse, inner: string,
       return;
     }
     if (checked.changed || fields.changed) body = Buffer.from(JSON.stringify(checked.body));
+    shortenTo = checked.shortenTo;
   }
   const headers = { ...req.headers, "content-length": String(body.length) };
   delete headers["transfer-encoding"];
@@ -245,6 +257,10 @@ async function forward(req: IncomingMessage, res: ServerResponse, inner: string,
   // One connection per request (agent: false): llama-server closes kept-alive connections on its own schedule, and a
   // request written on one it is closing fails with "socket hang up". A Unix-socket connect costs microseconds.
   const upstream = httpRequest({ socketPath: inner, path: req.url, method: req.method, headers, agent: false }, (answer) => {
+    if (shortenTo !== undefined && answer.statusCode === 200) {
+      void sendShortened(answer, res, shortenTo);
+      return;
+    }
     res.writeHead(answer.statusCode ?? 502, answer.headers);
     answer.pipe(res);
   });
@@ -261,4 +277,40 @@ async function forward(req: IncomingMessage, res: ServerResponse, inner: string,
     else sendError(res, 502, "server_error", `llama-server did not answer: ${error.message}`);
   });
   upstream.end(body);
+}
+
+/**
+ * llama-server's embeddings answer with each vector shortened to `dimensions`
+ * (float arrays or base64), or a 400 when a vector is shorter than that (the
+ * model's size was not known before the request).
+ */
+async function sendShortened(answer: IncomingMessage, res: ServerResponse, dimensions: number): Promise<void> {
+  const parts: Buffer[] = [];
+  try {
+    for await (const part of answer) parts.push(part as Buffer);
+  } catch (error) {
+    res.destroy(error as Error);
+    return;
+  }
+  let shaped: Json;
+  try {
+    shaped = JSON.parse(Buffer.concat(parts).toString("utf8")) as Json;
+  } catch {
+    sendError(res, 502, "server_error", "llama-server's embeddings answer is not JSON");
+    return;
+  }
+  for (const item of (shaped.data as Json[] | undefined) ?? []) {
+    const v = item.embedding;
+    const length = typeof v === "string" ? Math.floor(Buffer.byteLength(v, "base64") / 4) : Array.isArray(v) ? v.length : null;
+    const tooMany = length === null ? null : dimensionsError(dimensions, length);
+    if (tooMany) {
+      sendError(res, 400, "invalid_request_error", tooMany, "dimensions");
+      return;
+    }
+    if (typeof v === "string") item.embedding = shortenBase64Embedding(v, dimensions);
+    else if (Array.isArray(v)) item.embedding = shortenEmbedding(v as number[], dimensions);
+  }
+  const body = JSON.stringify(shaped);
+  res.writeHead(200, { "content-type": "application/json; charset=utf-8", "content-length": Buffer.byteLength(body) });
+  res.end(body);
 }
