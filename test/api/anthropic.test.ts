@@ -281,6 +281,15 @@ for (const variant of ENGINE_VARIANTS) describe(`Anthropic Messages API with @an
       [{ messages: [{ role: "user", content: "x" }], system: [{ type: "text", text: "s", lang: "en" }] }, /^system\.0\.lang: Extra inputs/],
       [{ messages: [{ role: "user", content: "x" }], tools: [{ name: "t", input_schema: { type: "object" }, strict: true }] }, /^tools\.0\.strict: Extra inputs/],
       [{ messages: [{ role: "user", content: "x" }], thinking: { type: "enabled", budget_tokens: 10, effort: "high" } }, /^thinking\.effort: Extra inputs/],
+      // Image sources and tool results are read whole: nothing in them is dropped.
+      [{ messages: [{ role: "user", content: [{ type: "image", source: { type: "base64", media_type: "image/png", data: "AA==", detail: "high" } }] }] }, /^messages\.0\.content\.0\.source\.detail: Extra inputs/],
+      [{ messages: [{ role: "user", content: [{ type: "image", source: { type: "base64", data: "AA==" } }] }] }, /^messages\.0\.content\.0\.source\.media_type: Input should be/],
+      [{ messages: [{ role: "user", content: [{ type: "image", source: { type: "file", file_id: "file_1" } }] }] }, /^messages\.0\.content\.0\.source: must be a base64 or url image source/],
+      [{ messages: [{ role: "user", content: [{ type: "tool_result", tool_use_id: "t", content: [{ type: "text", text: "x", lang: "en" }] }] }] }, /^messages\.0\.content\.0\.content\.0\.lang: Extra inputs/],
+      [
+        { messages: [{ role: "user", content: [{ type: "tool_result", tool_use_id: "t", content: [{ type: "image", source: { type: "url", url: "http://127.0.0.1/x.png" } }] }] }] },
+        /^messages\.0\.content\.0\.content\.0: only text blocks can be part of a tool result/,
+      ],
     ];
     for (const [body, message] of extra) {
       await assert.rejects(client.messages.create({ model: "tiny", max_tokens: 5, ...body } as never), (e) => e instanceof Anthropic.BadRequestError && message.test((e.error as { error: { message: string } }).error.message), JSON.stringify(body));

@@ -63,6 +63,53 @@ function textOfSystem(system: unknown): string | null {
   throw new InvalidRequestError("system: must be a string or an array of text blocks.", "system");
 }
 
+const IMAGE_SOURCE_KEYS: Record<string, ReadonlySet<string>> = {
+  base64: new Set(["type", "media_type", "data"]),
+  url: new Set(["type", "url"]),
+};
+/** The image types Anthropic takes in a base64 source. */
+const IMAGE_MEDIA_TYPES: ReadonlySet<string> = new Set(["image/jpeg", "image/png", "image/gif", "image/webp"]);
+
+/** An image block's `source` as the URL an OpenAI `image_url` part carries (a data: URL for base64). */
+function imageUrlOf(source: unknown, at: string): string {
+  const s = source as Body | null | undefined;
+  const known = typeof s?.type === "string" ? IMAGE_SOURCE_KEYS[s.type] : undefined;
+  if (s === null || typeof s !== "object" || known === undefined) {
+    // A `file` source names an upload to Anthropic's Files API, which nothing here has.
+    throw new InvalidRequestError(`${at}: must be a base64 or url image source.`, `${at}.type`);
+  }
+  checkFields(s, known, `${at}.`);
+  if (s.type === "url") {
+    if (typeof s.url !== "string") throw new InvalidRequestError(`${at}.url: Field required`, `${at}.url`);
+    return s.url;
+  }
+  if (typeof s.media_type !== "string" || !IMAGE_MEDIA_TYPES.has(s.media_type)) {
+    throw new InvalidRequestError(`${at}.media_type: Input should be 'image/jpeg', 'image/png', 'image/gif' or 'image/webp'`, `${at}.media_type`);
+  }
+  if (typeof s.data !== "string") throw new InvalidRequestError(`${at}.data: Field required`, `${at}.data`);
+  return `data:${s.media_type};base64,${s.data}`;
+}
+
+/**
+ * A tool_result's `content` as the text of a tool message (OpenAI's tool
+ * messages carry text only): a string, or text blocks, joined. An image in a
+ * result is a 400 naming it, not a result quietly missing its image.
+ */
+function toolResultText(content: unknown, at: string): string {
+  if (content === undefined || content === null) return "";
+  if (typeof content === "string") return content;
+  if (!Array.isArray(content)) throw new InvalidRequestError(`${at}: must be a string or an array of content blocks.`, at);
+  return (content as Body[])
+    .map((b, i) => {
+      if (b?.type !== "text" || typeof b.text !== "string") {
+        throw new InvalidRequestError(`${at}.${i}: only text blocks can be part of a tool result here (a tool message carries text only).`, `${at}.${i}.type`);
+      }
+      checkFields(b, BLOCK_FIELDS.text!, `${at}.${i}.`);
+      return b.text;
+    })
+    .join("");
+}
+
 function openAIContent(content: unknown, where: string): { parts: Body[]; toolCalls: Body[]; toolResults: Body[] } {
   const parts: Body[] = [];
   const toolCalls: Body[] = [];
@@ -78,13 +125,9 @@ function openAIContent(content: unknown, where: string): { parts: Body[]; toolCa
         if (typeof block.text !== "string") throw new InvalidRequestError(`${at}.text: Field required`, `${at}.text`);
         parts.push({ type: "text", text: block.text });
         break;
-      case "image": {
-        const source = block.source as { type?: string; media_type?: string; data?: string; url?: string } | undefined;
-        const url = source?.type === "base64" ? `data:${source.media_type};base64,${source.data}` : source?.type === "url" ? source.url : undefined;
-        if (!url) throw new InvalidRequestError(`${at}.source: must be a base64 or url image source.`, `${at}.source`);
-        parts.push({ type: "image_url", image_url: { url } });
+      case "image":
+        parts.push({ type: "image_url", image_url: { url: imageUrlOf(block.source, `${at}.source`) } });
         break;
-      }
       case "tool_use":
         toolCalls.push({ id: block.id, type: "function", function: { name: block.name, arguments: JSON.stringify(block.input ?? {}) } });
         break;
@@ -93,8 +136,7 @@ function openAIContent(content: unknown, where: string): { parts: Body[]; toolCa
         // Earlier thoughts are not shown to the model again (Anthropic drops them from the prompt too).
         break;
       case "tool_result": {
-        const c = block.content;
-        const text = typeof c === "string" ? c : Array.isArray(c) ? (c as Body[]).map((p) => (typeof p.text === "string" ? p.text : "")).join("") : "";
+        const text = toolResultText(block.content, `${at}.content`);
         if (block.is_error !== undefined && typeof block.is_error !== "boolean") throw new InvalidRequestError(`${at}.is_error: Input should be a valid boolean`, `${at}.is_error`);
         // A tool message has no error flag: the model is told in the text, which is all it reads.
         toolResults.push({ role: "tool", tool_call_id: block.tool_use_id, content: block.is_error === true ? `Error: ${text}` : text });
