@@ -334,6 +334,17 @@ describe("bad input: a clear 4xx in each API's shape", () => {
       { path: "/v1/responses", body: { model: "ai/tiny", input: [{ role: "user", content: "x", name: "bob" }] }, field: /^Unknown parameter: 'input\[0\]\.name'\.$/ },
       { path: "/v1/responses", body: { model: "ai/tiny", input: [{ role: "user", content: [{ type: "input_text", text: "x", lang: "en" }] }] }, field: /^Unknown parameter: 'input\[0\]\.content\[0\]\.lang'\.$/ },
       { path: "/v1/responses", body: { model: "ai/tiny", input: "x", tools: [{ type: "function", name: "f", strict: true, cache: 1 }] }, field: /'tools\[0\]\.cache'/ },
+      {
+        path: "/v1/responses",
+        body: {
+          model: "ai/tiny",
+          input: [
+            { type: "function_call", call_id: "c1", name: "f", arguments: "{}" },
+            { type: "function_call_output", call_id: "c1", output: [{ type: "input_image", image_url: "data:image/png;base64,AA==" }] },
+          ],
+        },
+        field: /'input\[1\]\.output' has an image: a tool's output can only be text here/,
+      },
       { path: "/v1/responses", body: { model: "ai/tiny", input: "x", text: { format: { type: "json_object", schema: {} } } }, field: /'text\.format\.schema'/ },
       { path: "/models/ai/tiny/push", body: { "bearer-token": "t", force: true }, field: /Unknown field "force" in \/models\/\{name\}\/push/ },
       { path: "/v1/messages/count_tokens", body: { ...chat, max_tokens: 5 }, field: /^max_tokens: Extra inputs are not permitted$/ },

@@ -85,6 +85,19 @@ function textOf(content: unknown, where: string): { text: string | null; parts: 
   return { text: isText ? chat.map((c) => c.text as string).join("") : null, parts: isText ? parts : parts.concat([{ _chat: chat }]) };
 }
 
+/**
+ * A function_call_output's `output` (a string, or content parts) as the text
+ * of a tool message, which carries text only: an image in it is a 400 naming
+ * it rather than an output quietly missing it.
+ */
+function outputText(output: unknown, where: string): string {
+  if (typeof output === "string") return output;
+  if (!Array.isArray(output)) throw new InvalidRequestError(`'${where}' must be a string or an array of content parts.`, where.replace(/\[(\d+)\]/g, ".$1"));
+  const { text } = textOf(output, where);
+  if (text === null) throw new InvalidRequestError(`'${where}' has an image: a tool's output can only be text here (a tool message carries text only).`, where.replace(/\[(\d+)\]/g, ".$1"));
+  return text;
+}
+
 /** Response `input` (string or items) → input items with ids and chat messages. */
 function inputOf(input: unknown): { items: Body[]; messages: Body[] } {
   if (typeof input === "string") {
@@ -108,7 +121,7 @@ function inputOf(input: unknown): { items: Body[]; messages: Body[] } {
       messages.push({ role: "assistant", content: null, tool_calls: [{ id: item.call_id, type: "function", function: { name: item.name, arguments: item.arguments } }] });
     } else if (type === "function_call_output") {
       items.push({ id: (item.id as string) ?? newId("fco"), type, call_id: item.call_id, output: item.output });
-      messages.push({ role: "tool", tool_call_id: item.call_id, content: typeof item.output === "string" ? item.output : JSON.stringify(item.output) });
+      messages.push({ role: "tool", tool_call_id: item.call_id, content: outputText(item.output, `input[${i}].output`) });
     } else {
       throw new InvalidRequestError(`Unsupported input item type '${String(type)}' at input[${i}].`, `input.${i}.type`);
     }
