@@ -36,10 +36,15 @@ export function dimensionsError(dimensions: number, length: number): string | nu
   return `'dimensions' is ${dimensions}, but this model's embeddings have ${length} dimensions: ask for ${length} or fewer.`;
 }
 
+/** A vector as OpenAI's `encoding_format: "base64"` sends it: its float32 values' bytes, little-endian. */
+export function float32Base64(v: readonly number[]): string {
+  return Buffer.from(new Float32Array(v).buffer).toString("base64");
+}
+
 /** `shortenEmbedding` on a base64 vector of little-endian float32 values (OpenAI's `encoding_format: "base64"`). */
 export function shortenBase64Embedding(base64: string, dimensions: number): string {
   const bytes = Buffer.from(base64, "base64");
   // A copy: a decoded Buffer may sit at an offset a Float32Array cannot start at.
   const floats = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length - (bytes.length % 4)));
-  return Buffer.from(new Float32Array(shortenEmbedding(Array.from(floats), dimensions)).buffer).toString("base64");
+  return float32Base64(shortenEmbedding(Array.from(floats), dimensions));
 }

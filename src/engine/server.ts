@@ -12,7 +12,7 @@ import { completionPlan, promptsOf } from "./request-fields.ts";
 import { grammarForRequest } from "./grammar/for-request.ts";
 import type { CompletionExtras, EngineMode, ModelHost } from "./model-host.ts";
 import { registerLlamaRoutes } from "./llama-routes.ts";
-import { dimensionsError, shortenEmbedding } from "./embedding-vectors.ts";
+import { dimensionsError, float32Base64, shortenEmbedding } from "./embedding-vectors.ts";
 import { allChoices, collectAll, streamSse, withAbort } from "./reply-stream.ts";
 import {
   chatChunk,
@@ -340,7 +340,7 @@ export function createEngineApp(state: EngineState): FastifyInstance {
       model: state.modelId,
       data: rows.map(([row], index) => {
         const v = dimensions === null ? row! : shortenEmbedding(row!, dimensions);
-        return { object: "embedding", index, embedding: base64 ? Buffer.from(new Float32Array(v).buffer).toString("base64") : v };
+        return { object: "embedding", index, embedding: base64 ? float32Base64(v) : v };
       }),
       usage: { prompt_tokens: tokens, total_tokens: tokens },
     };

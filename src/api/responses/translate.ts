@@ -92,9 +92,10 @@ function textOf(content: unknown, where: string): { text: string | null; parts: 
  */
 function outputText(output: unknown, where: string): string {
   if (typeof output === "string") return output;
-  if (!Array.isArray(output)) throw new InvalidRequestError(`'${where}' must be a string or an array of content parts.`, where.replace(/\[(\d+)\]/g, ".$1"));
+  const param = where.replace(/\[(\d+)\]/g, ".$1");
+  if (!Array.isArray(output)) throw new InvalidRequestError(`'${where}' must be a string or an array of content parts.`, param);
   const { text } = textOf(output, where);
-  if (text === null) throw new InvalidRequestError(`'${where}' has an image: a tool's output can only be text here (a tool message carries text only).`, where.replace(/\[(\d+)\]/g, ".$1"));
+  if (text === null) throw new InvalidRequestError(`'${where}' has an image: a tool's output can only be text here (a tool message carries text only).`, param);
   return text;
 }
 
