@@ -55,6 +55,8 @@ export function parseCommandArgs(command: string, flags: FlagSpecs, argv: readon
     }
     const missing = /Option '(?:-\w, )?(--[\w-]+)[^']*' argument missing/.exec(message);
     if (missing) throw new UsageError(`flag ${missing[1]} needs a value`, command);
+    const ambiguous = /Option '(?:-\w, )?(--[\w-]+)[^']*' argument is ambiguous/.exec(message);
+    if (ambiguous) throw new UsageError(`flag ${ambiguous[1]} needs a value; one that starts with a dash goes as ${ambiguous[1]}=-VALUE`, command);
     // parseArgs' other messages ("does not take an argument") are already one readable line.
     throw new UsageError(message.split("\n")[0]!.replace(/\. To specify.*$/, ""), command);
   }

@@ -1,16 +1,27 @@
-import type { Command } from "./context.ts";
+import type { Cli, Command } from "./context.ts";
 import { formatStats, interactiveChat, streamChat, type ChatMessage, type ChatOptions } from "./chat.ts";
 import { imagesInPrompt } from "./prompt-images.ts";
 import { CliError, UsageError } from "./errors.ts";
 import { findModel, pickTag } from "./models.ts";
 import { json } from "./output.ts";
 import { pullModel } from "./transfer.ts";
+import { EMBEDDING_ONLY_FLAGS, givenFlags, isEmbeddingModel, runEmbedding } from "./run-embedding.ts";
 import { answerWrapper } from "./word-wrap.ts";
 
 async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
   let text = "";
   for await (const chunk of stream) text += typeof chunk === "string" ? chunk : (chunk as Buffer).toString("utf8");
   return text;
+}
+
+/** The prompt words, then (as `docker model run`) piped stdin after a blank line; "" on a terminal without words. */
+async function promptOf(cli: Cli, words: string[]): Promise<string> {
+  const prompt = words.join(" ");
+  if (cli.io.stdin.isTTY) return prompt;
+  const piped = (await readAll(cli.io.stdin)).trim();
+  const both = prompt && piped ? `${prompt}\n\n${piped}` : prompt || piped;
+  if (!both) throw new UsageError("no prompt: stdin was empty (pass PROMPT, or -i to chat over a pipe)", "run");
+  return both;
 }
 
 /** --format, --keepalive and --think, checked here so that a bad value is a usage error before any work. */
@@ -55,7 +66,8 @@ export const runCommand: Command = {
   description:
     "Pulls MODEL first if it is not in the store. With a PROMPT (arguments or piped stdin) it streams the answer\n" +
     "and exits; without one it starts a chat (\"\"\" for multi-line input, /bye or Ctrl-D to leave, Ctrl-C stops\n" +
-    "an answer). History is kept in $MODEL_RUNNER_HOME/history unless MODEL_RUNNER_NOHISTORY is set.",
+    "an answer). History is kept in $MODEL_RUNNER_HOME/history unless MODEL_RUNNER_NOHISTORY is set.\n" +
+    "An embedding model prints the PROMPT's vector as a JSON array instead (--json: the whole /api/embed answer).",
   examples: [
     'mr run ai/smollm2 "Write a haiku about containers"',
     "cat notes.txt | mr run ai/smollm2",
@@ -64,6 +76,7 @@ export const runCommand: Command = {
     'mr run --json ai/smollm2 "hi" | jq -r .choices[0].message.content',
     'mr run --verbose --keepalive 30m ai/smollm2 "hi"',
     'mr run --format json ai/smollm2 "three colours as a JSON list"',
+    'mr run --dimensions 256 ai/mxbai-embed-large "a sentence to embed"',
   ],
   flags: {
     detach: { type: "boolean", short: "d", description: "only load the model into memory, then exit" },
@@ -76,6 +89,8 @@ export const runCommand: Command = {
     think: { type: "string", valueName: "VALUE", description: "thinking models: true, false, low, medium or high" },
     hidethinking: { type: "boolean", description: "do not print a thinking model's reasoning" },
     nowordwrap: { type: "boolean", description: "do not wrap answers at words to the terminal's width (wrapping is on a terminal only)" },
+    dimensions: { type: "string", valueName: "N", description: "embedding models: cut the vector to its first N values (renormalized)" },
+    truncate: { type: "string", valueName: "true|false", description: "embedding models: cut a too-long input to the context (default true; false: an error)" },
   },
   async run(cli, { values, positionals }) {
     const [ref, ...promptWords] = positionals;
@@ -90,6 +105,12 @@ export const runCommand: Command = {
       if (!model) throw new CliError(`the model runner pulled ${ref} but cannot find it now`);
     }
     const name = pickTag(model, ref);
+    if (await isEmbeddingModel(client, name, cli.signal)) {
+      return runEmbedding(cli, client, name, () => promptOf(cli, promptWords), values);
+    }
+    const embeddingOnly = givenFlags(values, EMBEDDING_ONLY_FLAGS);
+    if (embeddingOnly) throw new UsageError(`${embeddingOnly} work with embedding models only; ${name} is a chat model`, "run");
+    if (values.detach && values.json) throw new UsageError("--json prints an answer; --detach only loads the model", "run");
     if (values.detach && options.keepAlive !== undefined) {
       // Ollama's load idiom carries the keep-alive: a generate request with no prompt.
       await client.json("POST", "/api/generate", { json: { model: name, keep_alive: options.keepAlive }, signal: cli.signal });
@@ -105,13 +126,7 @@ export const runCommand: Command = {
       cli.note(`Loaded ${name}.`);
       return 0;
     }
-    let prompt = promptWords.join(" ");
-    if (!cli.io.stdin.isTTY && !values.interactive) {
-      // As `docker model run`: piped text follows the prompt words after a blank line.
-      const piped = (await readAll(cli.io.stdin)).trim();
-      prompt = prompt && piped ? `${prompt}\n\n${piped}` : prompt || piped;
-      if (!prompt) throw new UsageError("no prompt: stdin was empty (pass PROMPT, or -i to chat over a pipe)", "run");
-    }
+    const prompt = values.interactive ? promptWords.join(" ") : await promptOf(cli, promptWords);
     const isThinkingHidden = values.hidethinking === true;
     const isWordWrapped = values.nowordwrap !== true;
     if (!prompt) return interactiveChat(cli, client, name, { options, isVerbose: values.verbose === true, isThinkingHidden, isWordWrapped });

@@ -178,6 +178,20 @@ for (const variant of ENGINE_VARIANTS) describe(`Ollama API with the ollama clie
     assert.deepEqual(legacy.embedding.map((x) => x.toFixed(5)), one.embeddings[0]!.map((x) => x.toFixed(5)));
   });
 
+  test("embed with nothing to embed loads the model in embedding mode for keep_alive and answers no vectors, as Ollama does", async () => {
+    await d.daemon.scheduler.unload({ models: ["ai/tiny-embed"] });
+    const load = await ollama.embed({ model: "tiny-embed", input: [], keep_alive: "7m" });
+    assert.deepEqual(load.embeddings, []);
+    assert.equal(load.prompt_eval_count, 0);
+    const runner = d.daemon.scheduler.ps().find((r) => r.model.includes("tiny-embed"));
+    assert.equal(runner?.mode, "embedding");
+    const expires = new Date((await ollama.ps()).models.find((m) => m.name === "ai/tiny-embed:latest")!.expires_at).getTime();
+    assert.ok(expires > Date.now() + 6 * 60_000 && expires < Date.now() + 8 * 60_000, String(expires - Date.now()));
+    assert.deepEqual((await ollama.embeddings({ model: "tiny-embed", prompt: "" })).embedding, []);
+    const missing = await fetch(`${d.url}/api/embed`, { method: "POST", body: JSON.stringify({ model: "no-such-model" }) });
+    assert.equal(missing.status, 404);
+  });
+
   test("embed dimensions: vectors cut to that size and scaled to unit length, as Ollama does; 0 is unset; too many or negative is a 400", async () => {
     const [full] = (await ollama.embed({ model: "tiny-embed", input: "hello world" })).embeddings;
     const [short] = (await ollama.embed({ model: "tiny-embed", input: "hello world", dimensions: 8 })).embeddings;

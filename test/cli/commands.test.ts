@@ -186,6 +186,66 @@ test("configure sets the context size; run answers a prompt from args, stdin and
   assert.equal((await mr(["unload", tiny])).code, 0);
 });
 
+test("run on an embedding model prints the prompt's vector (as ollama run); --dimensions and --truncate reach it; chat-only flags are refused by name", async () => {
+  const embed = "cli/embed:v1";
+  assert.equal((await mr(["package", "-q", "--context-size", "64", "--gguf", await tinyModel({ seed: 11, pooling: "mean" }, "embed.gguf"), embed])).code, 0);
+  const norm = (v: number[]) => Math.hypot(...v);
+
+  const plain = await mr(["run", embed, "hello", "world"]);
+  assert.equal(plain.code, 0, plain.stderr);
+  assert.equal(plain.stdout.split("\n").length, 2, "one line of JSON");
+  const vector = JSON.parse(plain.stdout) as number[];
+  assert.equal(vector.length, 64);
+  assert.ok(Math.abs(norm(vector) - 1) < 1e-4);
+
+  const short = JSON.parse((await mr(["run", "--dimensions", "8", embed, "hello", "world"])).stdout) as number[];
+  assert.equal(short.length, 8);
+  assert.ok(Math.abs(norm(short) - 1) < 1e-4);
+  const ratio = vector[0]! / short[0]!;
+  short.forEach((x, i) => assert.ok(Math.abs(x * ratio - vector[i]!) < 1e-4, "the first 8 values, rescaled"));
+
+  const piped = await mr(["run", embed], "hello world\n");
+  assert.equal(piped.code, 0, piped.stderr);
+  assert.equal((JSON.parse(piped.stdout) as number[]).length, 64, "piped stdin is the input");
+
+  const whole = JSON.parse((await mr(["run", "--json", "--truncate=true", embed, "hi"])).stdout) as { model: string; embeddings: number[][]; prompt_eval_count: number };
+  assert.equal(whole.embeddings[0]!.length, 64);
+  assert.ok(whole.prompt_eval_count > 0);
+  // Ollama's truncate: false makes a too-long input an error rather than a cut.
+  const long = await mr(["run", "--truncate=false", embed, "word ".repeat(400)]);
+  assert.equal(long.code, 2, "a 400 from the daemon");
+  oneLineError(long, /context/i);
+  assert.equal((await mr(["run", "--truncate", "true", embed, "word ".repeat(400)])).code, 0);
+
+  for (const [args, pattern] of [
+    [["--think", "true"], /embedding model: --think work with chat models only/],
+    [["--verbose", "--nowordwrap"], /--nowordwrap, --verbose work with chat models only/],
+    [["--truncate", "yes"], /--truncate must be true or false/],
+    [["--dimensions=-1"], /--dimensions must be a whole number/],
+    [["--dimensions", "-1"], /flag --dimensions needs a value; one that starts with a dash goes as --dimensions=-VALUE/],
+  ] as const) {
+    const r = await mr(["run", ...args, embed, "x"]);
+    assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+    oneLineError(r, pattern);
+  }
+  const onChat = await mr(["run", "--dimensions", "8", tiny, "x"]);
+  assert.equal(onChat.code, 2);
+  oneLineError(onChat, /--dimensions work with embedding models only; cli\/tiny:v1 is a chat model/);
+
+  const detach = await mr(["run", "-d", embed]);
+  assert.equal(detach.code, 0, detach.stderr);
+  const runners = JSON.parse((await mr(["ps", "--json"])).stdout) as Array<{ model_name: string; mode: string }>;
+  assert.deepEqual(
+    runners.filter((r) => r.model_name.includes("embed")).map((r) => r.mode),
+    ["embedding"],
+    "--detach loads it in embedding mode",
+  );
+  assert.equal((await mr(["run", "-d", "--keepalive", "3m", embed])).code, 0);
+  assert.equal((await mr(["run", "-d", "--dimensions", "8", embed])).code, 2, "--dimensions shapes an answer, not a load");
+  assert.equal((await mr(["unload", "--all"])).code, 0);
+  assert.equal((await mr(["rm", embed])).code, 0);
+});
+
 test("run pulls a missing model first, saying so; Ctrl-C during an answer exits 130", async () => {
   const remote = `${registry.host}/cli/tiny:v1`;
   assert.equal((await mr(["rm", "-f", remote])).code, 0);

@@ -87,6 +87,14 @@ export async function handleEmbed(deps: OllamaDeps, legacy: boolean, request: Fa
   const runnerOptions = mapOptions(body.options);
   const dimensions = dimensionsOf(body.dimensions);
   const raw = legacy ? body.prompt : body.input;
+  if (raw === undefined || raw === "" || (Array.isArray(raw) && raw.length === 0)) {
+    // Ollama's load idiom, as for /api/generate: nothing to embed loads the model (for keep_alive) and answers no vectors.
+    await applyRunnerOptions(deps, model, "embedding", runnerOptions);
+    const loading = performance.now();
+    await deps.scheduler.preload(model, "embedding", { keepAliveMs });
+    if (legacy) return { embedding: [] };
+    return { model, embeddings: [], total_duration: ns(performance.now() - started), load_duration: ns(performance.now() - loading), prompt_eval_count: 0 };
+  }
   const inputs = typeof raw === "string" ? [raw] : raw;
   if (!Array.isArray(inputs) || inputs.length === 0 || !inputs.every((s) => typeof s === "string")) {
     throw new InvalidRequestError(legacy ? "'prompt' must be a string." : "'input' must be a string or an array of strings.", legacy ? "prompt" : "input");
