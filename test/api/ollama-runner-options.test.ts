@@ -17,4 +17,5 @@ test("mapOptions: runner options apart, num_keep as n_keep, what Ollama ignores 
   assert.throws(() => mapOptions({ numa: true }), /options\.numa/);
   assert.throws(() => mapOptions({ num_batch: 1.5 }), /options\.num_batch' must be an integer/);
   assert.throws(() => mapOptions({ use_mmap: 1 }), /options\.use_mmap' must be a boolean/);
+  assert.throws(() => mapOptions({ penalize_newline: "yes" }), /options\.penalize_newline' must be a boolean/, "ignored, yet typed");
 });

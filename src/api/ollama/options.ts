@@ -34,7 +34,7 @@ const NUMBER_OPTIONS: Record<string, string> = Object.fromEntries(
 /**
  * Options Ollama itself accepts and ignores (its runner dropped them; it
  * logs "invalid option provided"): accepted and ignored here too, so that
- * clients sending them work as they do with Ollama.
+ * clients sending them work as they do with Ollama. All were booleans.
  */
 const IGNORED_OPTIONS = new Set(["use_mlock", "low_vram", "vocab_only", "f16_kv", "logits_all", "penalize_newline"]);
 
@@ -71,7 +71,10 @@ export function mapOptions(options: unknown): MappedOptions {
       if (typeof value !== "number") throw new InvalidRequestError(`'options.${key}' must be a number.`, `options.${key}`);
       // Ollama: num_predict -1 = until the model stops, -2 = fill the context; both are the engine's -1.
       fields[NUMBER_OPTIONS[key]!] = key === "num_predict" && value < 0 ? -1 : value;
-    } else if (!IGNORED_OPTIONS.has(key)) {
+    } else if (IGNORED_OPTIONS.has(key)) {
+      // Ignored, but still of the type Ollama once read: a string here is a client's mistake worth naming.
+      if (typeof value !== "boolean") throw new InvalidRequestError(`'options.${key}' must be a boolean.`, `options.${key}`);
+    } else {
       throw new InvalidRequestError(`Option '${key}' is not supported.`, `options.${key}`);
     }
   }
