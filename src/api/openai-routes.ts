@@ -3,7 +3,7 @@ import type { BackendMode, BackendRegistry } from "../inference/index.ts";
 import type { ModelDistribution, StoredModel } from "../distribution/index.ts";
 import type { Scheduler } from "../scheduling/index.ts";
 import { errorResponse, type ErrorLogger } from "./errors.ts";
-import { ENGINE_ENDPOINTS, openEngineCall, requireModel, type EngineCall, type OpenAIEndpoint } from "./engine/call.ts";
+import { ENGINE_ENDPOINTS, GENERATES_TEXT, openEngineCall, requireModel, type EngineCall, type OpenAIEndpoint } from "./engine/call.ts";
 import { LoadingComments } from "./load-wait.ts";
 import { sseEvent } from "./sse.ts";
 import type { DaemonMetrics } from "./metrics.ts";
@@ -85,7 +85,7 @@ async function forward(deps: OpenAIRouteDeps, request: FastifyRequest, reply: Fa
   const model = requireModel(body);
   if (String(request.headers["x-preload-only"]).toLowerCase() === "true") {
     const mode: BackendMode = ENGINE_ENDPOINTS[endpoint];
-    const status = await deps.scheduler.preload(model, mode, { backend });
+    const status = await deps.scheduler.preload(model, mode, { backend, generatesText: GENERATES_TEXT.has(endpoint) });
     return { status: "loaded", model, context_size: status?.contextSize ?? null };
   }
   if (backend !== undefined) deps.backends.get(backend); // an unknown backend is a 404 whatever the body says

@@ -17,6 +17,7 @@ export { discoverShards, readGgufConfig } from "./package.ts";
 export type { Digest } from "./digest.ts";
 export type { ModelConfig, ModelConfigFile, ImageManifest, Descriptor } from "./media-types.ts";
 export { MediaTypes } from "./media-types.ts";
+export { isEmbeddingModel } from "./model-kind.ts";
 export type { DownloadTuning } from "./download.ts";
 export type { StatFs } from "./disk-space.ts";
 export * from "./errors.ts";

@@ -1,4 +1,5 @@
 import { totalmem } from "node:os";
+import { isEmbeddingModel } from "../distribution/model-kind.ts";
 
 /** What the KV-cache size depends on, read from a GGUF's metadata. */
 export interface GgufShape {
@@ -18,6 +19,8 @@ export interface GgufShape {
    * null when this file cannot tell (a split model's other shards may hold it).
    */
   hasRankingHead: boolean | null;
+  /** It makes embeddings, not text (distribution/model-kind.ts): no completion runner is started for it. */
+  isEmbeddingModel: boolean;
 }
 
 /**
@@ -56,6 +59,7 @@ export async function readGgufShape(path: string): Promise<GgufShape | null> {
       : Number(meta["split.count"] ?? 1) > 1
         ? null
         : false,
+    isEmbeddingModel: isEmbeddingModel(arch, meta[`${arch}.pooling_type`] !== undefined),
   };
 }
 

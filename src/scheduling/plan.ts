@@ -233,6 +233,17 @@ export function checkCapability(plan: Plan): void {
   }
 }
 
+/**
+ * A 400 before any load when a request wants text from an embedding model
+ * (Ollama answers "does not support chat/generate"): an encoder cannot
+ * generate, and a pooled decoder's vectors, not its text, are what it is for.
+ */
+export function checkTextGeneration(plan: Plan): void {
+  if (plan.shape?.isEmbeddingModel) {
+    throw new ModelCapabilityError(plan.ref, "is an embedding model: it makes vectors (/v1/embeddings, Ollama's /api/embed), not text.");
+  }
+}
+
 /** A 400 when the plan's runner cannot take the images a request carries. */
 export function checkImageInput(plan: Plan): void {
   if (plan.imageRefusal !== null) throw new ModelCapabilityError(plan.ref, plan.imageRefusal);

@@ -14,7 +14,7 @@ import { DraftModelNotFoundError, DraftVocabularyMismatchError, LoadBackoffError
 import { readVocabulary, vocabularyMismatch } from "../engine/draft-vocabulary.ts";
 import { DEFAULT_RUNNER_OVERHEAD_BYTES, readGgufShape, type GgufShape } from "./memory-estimate.ts";
 import { reapOrphans } from "./pid-files.ts";
-import { checkCapability, checkImageInput, checkConfigure, mergeConfigure, planRunner, type DraftPlan, type Plan, type PlanDefaults } from "./plan.ts";
+import { checkCapability, checkImageInput, checkTextGeneration, checkConfigure, mergeConfigure, planRunner, type DraftPlan, type Plan, type PlanDefaults } from "./plan.ts";
 import { NEVER, raceAbort } from "./promises.ts";
 import type { LeaseImpl } from "./runner.ts";
 import type {
@@ -121,6 +121,7 @@ class SchedulerImpl implements Scheduler {
       this.throwIfBackingOff(key, ref);
       plan = await this.plan(backend, ref, model, mode);
       checkCapability(plan);
+      if (options.generatesText) checkTextGeneration(plan);
       if (options.images) checkImageInput(plan);
       if (plan.memory.totalBytes > this.options.memoryBudgetBytes) {
         throw new ModelTooLargeError(ref, plan.memory.totalBytes, this.options.memoryBudgetBytes);
@@ -141,6 +142,7 @@ class SchedulerImpl implements Scheduler {
         plan = fresh;
       }
     }
+    if (runner && options.generatesText) checkTextGeneration(runner.plan);
     if (runner && options.images) checkImageInput(runner.plan);
     let lease: LeaseImpl;
     if (runner) {

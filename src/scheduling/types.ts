@@ -133,6 +133,8 @@ export interface AcquireOptions {
    * before any model is loaded.
    */
   images?: boolean | undefined;
+  /** The request wants generated text (chat, completion, infill): an embedding model is a 400 before any load. */
+  generatesText?: boolean | undefined;
   /**
    * Called once if the request has to wait for its model to load (it
    * started the engine, or found one starting), before that wait: a

@@ -192,6 +192,34 @@ for (const variant of ENGINE_VARIANTS) describe(`Ollama API with the ollama clie
     assert.equal(missing.status, 404);
   });
 
+  test("text from an embedding model is a 400 before any load, in every dialect (Ollama: does not support chat); its tokenizer still answers", async () => {
+    const refused = (e: Error & { status_code?: number }) => e.status_code === 400 && /tiny-embed is an embedding model/.test(e.message);
+    await assert.rejects(ollama.chat({ model: "tiny-embed", messages: [{ role: "user", content: "hi" }] }), refused);
+    await assert.rejects(ollama.generate({ model: "tiny-embed", prompt: "hi", stream: false }), refused);
+    await assert.rejects(ollama.generate({ model: "tiny-embed", prompt: "" }), refused, "the load idiom too");
+    const post = (path: string, body: object, headers: Record<string, string> = {}) =>
+      fetch(`${d.url}${path}`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) });
+    const messages = [{ role: "user", content: "hi" }];
+    for (const [path, body, headers] of [
+      ["/v1/chat/completions", { model: "ai/tiny-embed", messages }, {}],
+      ["/v1/completions", { model: "ai/tiny-embed", prompt: "hi" }, {}],
+      ["/v1/chat/completions", { model: "ai/tiny-embed", messages: [] }, { "x-preload-only": "true" }],
+      ["/v1/messages", { model: "ai/tiny-embed", messages, max_tokens: 4 }, {}],
+      ["/v1/responses", { model: "ai/tiny-embed", input: "hi" }, {}],
+    ] as const) {
+      const res = await post(path, body, headers);
+      const text = await res.text();
+      assert.equal(res.status, 400, `${path}: ${text}`);
+      assert.match(text, /is an embedding model: it makes vectors/, path);
+      const completion = d.daemon.scheduler.ps().filter((r) => r.model.includes("tiny-embed") && r.mode === "completion");
+      assert.equal(completion.length, 0, `${path}: no runner was started for it`);
+    }
+    const tokens = await post("/tokenize", { model: "ai/tiny-embed", content: "hello" });
+    assert.equal(tokens.status, 200);
+    assert.ok(((await tokens.json()) as { tokens: number[] }).tokens.length > 0);
+    await d.daemon.scheduler.unload({ models: ["ai/tiny-embed"] });
+  });
+
   test("embed dimensions: vectors cut to that size and scaled to unit length, as Ollama does; 0 is unset; too many or negative is a 400", async () => {
     const [full] = (await ollama.embed({ model: "tiny-embed", input: "hello world" })).embeddings;
     const [short] = (await ollama.embed({ model: "tiny-embed", input: "hello world", dimensions: 8 })).embeddings;

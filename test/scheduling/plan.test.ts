@@ -12,7 +12,7 @@ const backend = new LlamaCppBackend();
 const defaults: PlanDefaults = { contextSize: 4096, parallel: 1, keepAliveMs: 300_000, overheadBytes: 1000 };
 const model = { id: "sha256:m", files: { name: "m", ggufPath: "/nonexistent.gguf" }, sizeBytes: 10_000 };
 const shape = (contextLength: number): GgufShape => ({
-  architecture: "llama", blockCount: 2, embeddingLength: 64, headCount: 4, headCountKv: 4, keyLength: 16, valueLength: 16, contextLength, hasRankingHead: false,
+  architecture: "llama", blockCount: 2, embeddingLength: 64, headCount: 4, headCountKv: 4, keyLength: 16, valueLength: 16, contextLength, hasRankingHead: false, isEmbeddingModel: false,
 });
 const config = (extra: Partial<RunnerConfig>): RunnerConfig => ({ backend: "llama.cpp", model: "m", modelId: "sha256:m", mode: "completion", runtimeFlags: [], ...extra });
 

@@ -67,6 +67,7 @@ test("the memory estimate reads the GGUF header: weights + f16 KV cache + overhe
     valueLength: 16,
     contextLength: 2048,
     hasRankingHead: false,
+    isEmbeddingModel: false,
   });
   assert.equal((await readGgufShape(await writeReranker(join(dir, "r.gguf"))))?.hasRankingHead, true, "cls.output.weight is a ranking head");
   const estimate = estimateRunnerMemory({ weightsBytes: 1_000_000, shape, contextTokens: 1000, overheadBytes: 10 });

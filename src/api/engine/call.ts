@@ -47,6 +47,9 @@ export type EngineEndpoint = OpenAIEndpoint;
 
 const MODE_OF: Record<EngineEndpoint, BackendMode> = ENGINE_ENDPOINTS;
 
+/** The endpoints that answer with generated text: an embedding model is refused there (the tokenizer utilities take it). */
+export const GENERATES_TEXT: ReadonlySet<EngineEndpoint> = new Set(["/v1/chat/completions", "/v1/completions", "/completion", "/infill"]);
+
 export interface InferenceRequest {
   endpoint: EngineEndpoint;
   /** The parsed request body; its `model` is the user's reference. */
@@ -200,6 +203,7 @@ export async function prepareInference(deps: { scheduler: Scheduler }, request: 
     backend: request.backend,
     signal: request.signal,
     images: images > 0,
+    generatesText: GENERATES_TEXT.has(request.endpoint),
     ...(request.keepAliveMs !== undefined ? { keepAliveMs: request.keepAliveMs } : {}),
     ...(request.onLoading !== undefined ? { onLoading: request.onLoading } : {}),
   });

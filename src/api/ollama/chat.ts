@@ -154,7 +154,7 @@ export async function handleChatOrGenerate(deps: OllamaDeps, kind: Kind, request
       return { model, created_at: createdAt(), ...emptyAnswer, done: true, done_reason: "unload" };
     }
     await applyRunnerOptions(deps, model, "completion", runnerOptions);
-    await deps.scheduler.preload(model, "completion", { keepAliveMs });
+    await deps.scheduler.preload(model, "completion", { keepAliveMs, generatesText: true });
     return { model, created_at: createdAt(), ...emptyAnswer, done: true, done_reason: "load" };
   }
   await applyRunnerOptions(deps, model, "completion", runnerOptions);

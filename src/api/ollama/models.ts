@@ -1,5 +1,5 @@
 import { readFile } from "node:fs/promises";
-import { normalizeReference, type StoredModel } from "../../distribution/index.ts";
+import { isEmbeddingModel, normalizeReference, type StoredModel } from "../../distribution/index.ts";
 import { InvalidRequestError } from "../../errors.ts";
 import { optionalBoolean } from "../../http/fields.ts";
 import { parameterLines, parseDuration } from "../../scheduling/index.ts";
@@ -56,7 +56,7 @@ function typedValue(text: string): unknown {
 /** What `/api/show` lists; `vision` only when images can be served now (`EffectiveSettings.vision`). */
 function capabilitiesOf(m: StoredModel, gguf: Record<string, string>, template: string, vision: boolean): string[] {
   const arch = m.config.architecture ?? gguf["general.architecture"] ?? "";
-  const isEmbedding = gguf[`${arch}.pooling_type`] !== undefined || /bert|embed/i.test(arch);
+  const isEmbedding = isEmbeddingModel(arch, gguf[`${arch}.pooling_type`] !== undefined);
   const caps = isEmbedding ? ["embedding"] : ["completion"];
   if (!isEmbedding && /\btools\b/.test(template)) caps.push("tools");
   if (!isEmbedding && vision) caps.push("vision");
