@@ -206,6 +206,8 @@ export interface CliConfig {
   dockerUsername: string | null;
   dockerPassword: string | null;
   insecureRegistries: readonly string[];
+  /** The environment an app started by `mr launch` inherits (its PATH finds the app). */
+  appEnv: Readonly<Record<string, string | undefined>>;
 }
 
 /** The client configuration from the environment. Throws ConfigError naming a bad variable. */
@@ -240,6 +242,7 @@ export function loadCliConfig(env: NodeJS.ProcessEnv): CliConfig {
     dockerUsername: env.DOCKER_USERNAME || env.DOCKER_HUB_USER || null,
     dockerPassword: env.DOCKER_PASSWORD || env.DOCKER_HUB_PASSWORD || null,
     insecureRegistries: Object.freeze(list(env.MODEL_RUNNER_INSECURE_REGISTRIES)),
+    appEnv: Object.freeze({ ...env }),
   });
 }
 

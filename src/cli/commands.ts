@@ -7,6 +7,7 @@ import { createCommand } from "./create.ts";
 import { dfCommand } from "./df.ts";
 import { inspectCommand } from "./inspect.ts";
 import { installRunnerCommand, uninstallRunnerCommand } from "./install-runner.ts";
+import { launchCommand } from "./launch.ts";
 import { listCommand } from "./list.ts";
 import { logsCommand } from "./logs.ts";
 import { packageCommand } from "./package.ts";
@@ -81,6 +82,7 @@ export const COMMANDS: readonly Command[] = [
   logsCommand,
   requestsCommand,
   searchCommand,
+  launchCommand,
   versionCommand,
   completionCommand,
 ];
