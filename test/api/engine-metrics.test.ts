@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { withLabels } from "../../src/api/engine-metrics.ts";
+import { tinyModel } from "../helpers/models.ts";
 import { startTestDaemon, type TestDaemon } from "./daemon-helper.ts";
 
 describe("engine metrics in the daemon's /metrics", () => {
@@ -18,6 +19,8 @@ describe("engine metrics in the daemon's /metrics", () => {
   let d: TestDaemon;
   before(async () => {
     d = await startTestDaemon();
+    // A second chat model (an embedding model makes no text).
+    await d.addModel(await tinyModel({ seed: 8 }), "ai/tiny-two:latest");
   });
   after(() => d?.close());
 
@@ -58,7 +61,7 @@ describe("engine metrics in the daemon's /metrics", () => {
   });
 
   test("two models in the same mode: each its own series, told apart by `model`; an unloaded engine's series go with it", async () => {
-    for (const [model, n] of [["ai/tiny", 2], ["ai/tiny-embed", 5]] as const) {
+    for (const [model, n] of [["ai/tiny", 2], ["ai/tiny-two", 5]] as const) {
       const res = await fetch(`${d.url}/v1/completions`, { method: "POST", body: JSON.stringify({ model, prompt: "count", max_tokens: n, ignore_eos: true }) });
       assert.equal(res.status, 200, await res.text());
     }
@@ -67,18 +70,18 @@ describe("engine metrics in the daemon's /metrics", () => {
       lines.filter((l) => l.startsWith("llamacpp:tokens_predicted_total{") && l.includes(`model="${model}"`) && l.includes('mode="completion"'));
     let lines = await scrape();
     const tiny = predicted(lines, "ai/tiny");
-    const other = predicted(lines, "ai/tiny-embed");
+    const other = predicted(lines, "ai/tiny-two");
     assert.equal(tiny.length, 1, tiny.join("\n"));
     assert.equal(other.length, 1, other.join("\n"));
     assert.match(other[0]!, /backend="llama\.cpp"/);
     assert.notEqual(tiny[0], other[0]);
     assert.ok(Number(other[0]!.split(" ").at(-1)) >= 5, other[0]);
 
-    const unloaded = await fetch(`${d.url}/engines/unload`, { method: "POST", body: JSON.stringify({ models: ["ai/tiny-embed"] }) });
+    const unloaded = await fetch(`${d.url}/engines/unload`, { method: "POST", body: JSON.stringify({ models: ["ai/tiny-two"] }) });
     assert.equal(unloaded.status, 200, await unloaded.text());
     lines = await scrape();
-    assert.deepEqual(predicted(lines, "ai/tiny-embed"), []);
-    assert.equal(lines.filter((l) => l.startsWith("llamacpp:") && l.includes('model="ai/tiny-embed"')).length, 0);
+    assert.deepEqual(predicted(lines, "ai/tiny-two"), []);
+    assert.equal(lines.filter((l) => l.startsWith("llamacpp:") && l.includes('model="ai/tiny-two"')).length, 0);
     assert.equal(predicted(lines, "ai/tiny").length, 1, "the other engine's series stay");
   });
 });
