@@ -4,6 +4,7 @@ import { createInterface, type Interface } from "node:readline";
 import { ndjson, type DaemonClient } from "./client.ts";
 import type { Cli } from "./context.ts";
 import { CliError, DaemonError, isAbort } from "./errors.ts";
+import { includeFiles } from "./prompt-files.ts";
 import { imagesInPrompt } from "./prompt-images.ts";
 import { answerWrapper, type WordWrapper } from "./word-wrap.ts";
 
@@ -338,7 +339,7 @@ export async function interactiveChat(cli: Cli, client: DaemonClient, startModel
       if (input.trim() === "") continue;
       let found;
       try {
-        found = await imagesInPrompt(input);
+        found = await imagesInPrompt(await includeFiles(input));
       } catch (error) {
         if (!isTerminal) throw error;
         cli.io.stdout.write(`Error: ${(error as Error).message}\n`);

@@ -16,7 +16,7 @@ const IMAGE_PATH = /(?:[a-zA-Z]:[/\\]|[/\\]|\.\/)(?:\\.|[^\s\\])*?\.(?:jpe?g|png
 export const MAX_PROMPT_IMAGE_BYTES = 7 * 1024 * 1024;
 
 /** `\ ` → ` `, `\(` → `(` and so on: the path as the shell would have passed it. */
-const unescape = (path: string) => path.replace(/\\([ ()[\]{}$&;'\\*?~])/g, "$1");
+export const unescapePath = (path: string) => path.replace(/\\([ ()[\]{}$&;'\\*?~])/g, "$1");
 
 export interface PromptWithImages {
   /** The prompt with the image paths taken out, trimmed. */
@@ -30,7 +30,7 @@ export async function imagesInPrompt(prompt: string): Promise<PromptWithImages> 
   let text = prompt;
   const images: string[] = [];
   for (const written of prompt.match(IMAGE_PATH) ?? []) {
-    const path = unescape(written);
+    const path = unescapePath(written);
     let size: number;
     try {
       size = (await stat(path)).size;

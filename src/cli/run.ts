@@ -1,5 +1,6 @@
 import type { Cli, Command } from "./context.ts";
 import { formatStats, interactiveChat, streamChat, type ChatMessage, type ChatOptions } from "./chat.ts";
+import { includeFiles } from "./prompt-files.ts";
 import { imagesInPrompt } from "./prompt-images.ts";
 import { CliError, UsageError } from "./errors.ts";
 import { findModel, pickTag } from "./models.ts";
@@ -14,14 +15,17 @@ async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
   return text;
 }
 
-/** The prompt words, then (as `docker model run`) piped stdin after a blank line; "" on a terminal without words. */
+/**
+ * The prompt words, then (as `docker model run`) piped stdin after a blank
+ * line, with the files it names with `@` included; "" on a terminal without words.
+ */
 async function promptOf(cli: Cli, words: string[]): Promise<string> {
   const prompt = words.join(" ");
-  if (cli.io.stdin.isTTY) return prompt;
+  if (cli.io.stdin.isTTY) return includeFiles(prompt);
   const piped = (await readAll(cli.io.stdin)).trim();
   const both = prompt && piped ? `${prompt}\n\n${piped}` : prompt || piped;
   if (!both) throw new UsageError("no prompt: stdin was empty (pass PROMPT, or -i to chat over a pipe)", "run");
-  return both;
+  return includeFiles(both);
 }
 
 /** --format, --keepalive and --think, checked here so that a bad value is a usage error before any work. */
@@ -70,6 +74,7 @@ export const runCommand: Command = {
     "An embedding model prints the PROMPT's vector as a JSON array instead (--json: the whole /api/embed answer).",
   examples: [
     'mr run ai/smollm2 "Write a haiku about containers"',
+    'mr run ai/smollm2 "Summarize @README.md"',
     "cat notes.txt | mr run ai/smollm2",
     "mr run ai/smollm2",
     "mr run --detach ai/smollm2",
@@ -126,7 +131,7 @@ export const runCommand: Command = {
       cli.note(`Loaded ${name}.`);
       return 0;
     }
-    const prompt = values.interactive ? promptWords.join(" ") : await promptOf(cli, promptWords);
+    const prompt = values.interactive ? await includeFiles(promptWords.join(" ")) : await promptOf(cli, promptWords);
     const isThinkingHidden = values.hidethinking === true;
     const isWordWrapped = values.nowordwrap !== true;
     if (!prompt) return interactiveChat(cli, client, name, { options, isVerbose: values.verbose === true, isThinkingHidden, isWordWrapped });

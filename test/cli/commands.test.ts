@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { readdir, readFile, readlink } from "node:fs/promises";
+import { readdir, readFile, readlink, writeFile } from "node:fs/promises";
 import { after, before, test } from "node:test";
 import { startRegistryProxy } from "../doubles/registry-proxy.ts";
 import { startTestRegistry, type TestRegistry } from "../doubles/test-registry.ts";
@@ -211,6 +211,13 @@ test("run on an embedding model prints the prompt's vector (as ollama run); --di
   const whole = JSON.parse((await mr(["run", "--json", "--truncate=true", embed, "hi"])).stdout) as { model: string; embeddings: number[][]; prompt_eval_count: number };
   assert.equal(whole.embeddings[0]!.length, 64);
   assert.ok(whole.prompt_eval_count > 0);
+  // A file named with @ is read into the prompt (docker model run's file inclusion): the same vector as its text inline.
+  const file = `${await tempDir()}/words.txt`;
+  await writeFile(file, "several words read from a file");
+  const included = JSON.parse((await mr(["run", embed, `@${file}`])).stdout) as number[];
+  const inline = JSON.parse((await mr(["run", embed, "several words read from a file"])).stdout) as number[];
+  assert.deepEqual(included, inline);
+  assert.notDeepEqual(JSON.parse((await mr(["run", embed, "@/no/such/file"])).stdout), inline, "no such file: the text as written");
   // Ollama's truncate: false makes a too-long input an error rather than a cut.
   const long = await mr(["run", "--truncate=false", embed, "word ".repeat(400)]);
   assert.equal(long.code, 2, "a 400 from the daemon");
