@@ -88,6 +88,14 @@ export function describeFlags(flags: FlagSpecs): string {
   return rows.map(([l, d]) => `  ${l.padEnd(width)}  ${d}`).join("\n");
 }
 
+/** The flags of `names` that were given, as `--a, --b` (for an error naming them); "" when none was. */
+export function givenFlags(values: Record<string, unknown>, names: readonly string[]): string {
+  return names
+    .filter((n) => values[n] !== undefined)
+    .map((n) => `--${n}`)
+    .join(", ");
+}
+
 /** A string flag parsed as a non-negative integer. */
 export function intFlag(command: string, name: string, value: unknown): number | undefined {
   if (value === undefined) return undefined;

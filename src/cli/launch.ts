@@ -3,7 +3,7 @@ import { access, constants, stat } from "node:fs/promises";
 import { delimiter, join } from "node:path";
 import type { Cli, Command } from "./context.ts";
 import { CliError, UsageError } from "./errors.ts";
-import { intFlag } from "./args.ts";
+import { givenFlags, intFlag } from "./args.ts";
 
 /** What an app is told: the daemon's address and the key to send it. */
 interface Endpoint {
@@ -153,8 +153,8 @@ export const launchCommand: Command = {
     if (!app) throw new UsageError(`unsupported app "${name}" (supported: ${APP_NAMES.join(", ")})`, "launch");
     const apiKey = cli.config.apiKey ?? "model-runner";
     if (app.kind === "host") {
-      const containerOnly = ["port", "image", "detach"].filter((f) => values[f] !== undefined).map((f) => `--${f}`);
-      if (containerOnly.length > 0) throw new UsageError(`${containerOnly.join(", ")} apply to the web UIs run in a container, not ${name}`, "launch");
+      const containerOnly = givenFlags(values, ["port", "image", "detach"]);
+      if (containerOnly) throw new UsageError(`${containerOnly} apply to the web UIs run in a container, not ${name}`, "launch");
       const env = app.env({ base: cli.config.baseUrl, apiKey });
       if (values.config) {
         cli.io.stdout.write(`Configure ${name} to use the model runner:\n${envLines(env)}`);

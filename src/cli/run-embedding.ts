@@ -1,6 +1,6 @@
 import type { Cli } from "./context.ts";
 import type { DaemonClient } from "./client.ts";
-import { intFlag } from "./args.ts";
+import { givenFlags, intFlag } from "./args.ts";
 import { UsageError } from "./errors.ts";
 import { json } from "./output.ts";
 
@@ -14,14 +14,6 @@ export const EMBEDDING_ONLY_FLAGS = ["dimensions", "truncate"] as const;
 export async function isEmbeddingModel(client: DaemonClient, name: string, signal: AbortSignal): Promise<boolean> {
   const shown = await client.json<{ capabilities?: string[] }>("POST", "/api/show", { json: { model: name }, signal });
   return shown.capabilities?.includes("embedding") === true;
-}
-
-/** The flags of `names` that were given, as `--a, --b`; empty when none was. */
-export function givenFlags(values: Record<string, unknown>, names: readonly string[]): string {
-  return names
-    .filter((n) => values[n] !== undefined)
-    .map((n) => `--${n}`)
-    .join(", ");
 }
 
 /** The `/api/embed` fields `mr run` flags set: `--dimensions N`, `--truncate true|false`, `--keepalive D`. */

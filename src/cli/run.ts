@@ -6,7 +6,8 @@ import { CliError, UsageError } from "./errors.ts";
 import { findModel, pickTag } from "./models.ts";
 import { json } from "./output.ts";
 import { pullModel } from "./transfer.ts";
-import { EMBEDDING_ONLY_FLAGS, givenFlags, isEmbeddingModel, runEmbedding } from "./run-embedding.ts";
+import { givenFlags } from "./args.ts";
+import { EMBEDDING_ONLY_FLAGS, isEmbeddingModel, runEmbedding } from "./run-embedding.ts";
 import { answerWrapper } from "./word-wrap.ts";
 
 async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
