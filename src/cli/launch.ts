@@ -3,20 +3,32 @@ import { access, constants, stat } from "node:fs/promises";
 import { delimiter, join } from "node:path";
 import type { Cli, Command } from "./context.ts";
 import { CliError, UsageError } from "./errors.ts";
+import { findModel, pickTag } from "./models.ts";
+import { pullModel } from "./transfer.ts";
 import { givenFlags, intFlag } from "./args.ts";
 
 /** What an app is told: the daemon's address and the key to send it. */
 interface Endpoint {
   /** `http://host:port` of the daemon, as the app reaches it. */
   base: string;
-  /** MODEL_RUNNER_API_KEY, or a placeholder: the apps refuse an empty key, the daemon without a key ignores it. */
+  /** MODEL_RUNNER_API_KEY, or PLACEHOLDER_KEY. */
   apiKey: string;
+}
+
+/** How an app is told which model to use (`--model`); absent: it picks one in its own settings, and --model is refused. */
+interface ModelSetting {
+  env?: string;
+  /** Arguments put before APP_ARGS. */
+  args?: (model: string) => string[];
 }
 
 /** An app run on this machine with the daemon's address in its environment. */
 interface HostApp {
   kind: "host";
   env(endpoint: Endpoint): Record<string, string>;
+  model?: ModelSetting;
+  /** Settings the app takes only in its own config: printed before it starts. */
+  instructions?: (endpoint: Endpoint) => string[];
 }
 
 /** An app run in a container (`docker run --rm`), a web UI served on a host port. */
@@ -28,24 +40,51 @@ interface ContainerApp {
   /** Where the app reads its listening port: with the host's network (Linux) the port is set there, not mapped. */
   portVariable: string;
   env(endpoint: Endpoint): Record<string, string>;
+  model?: ModelSetting;
+  /** More `docker run` arguments (a volume that keeps the app's data). */
+  dockerArgs?: string[];
 }
 
 type App = HostApp | ContainerApp;
 
-/** OpenAI clients read one of these names; all are set, as `docker model launch` does. */
+/** OpenAI clients read one of these names; all are set, as `docker model launch` does (OPEN_AI_KEY: AnythingLLM's). */
 const openAIEnv =
   (path: string) =>
   ({ base, apiKey }: Endpoint): Record<string, string> => ({
     OPENAI_API_BASE: `${base}${path}`,
     OPENAI_BASE_URL: `${base}${path}`,
+    OPENAI_API_BASE_URL: `${base}${path}`,
     OPENAI_API_KEY: apiKey,
+    OPEN_AI_KEY: apiKey,
   });
 
 /** The apps `docker model launch` wires to the runner, with the same routes (Anthropic's under /anthropic). */
 const APPS: Record<string, App> = {
-  anythingllm: { kind: "container", image: "mintplexlabs/anythingllm:latest", hostPort: 3001, containerPort: 3001, portVariable: "SERVER_PORT", env: openAIEnv("/engines/v1") },
-  claude: { kind: "host", env: ({ base, apiKey }) => ({ ANTHROPIC_BASE_URL: `${base}/anthropic`, ANTHROPIC_API_KEY: apiKey }) },
-  codex: { kind: "host", env: openAIEnv("/v1") },
+  anythingllm: {
+    kind: "container",
+    image: "mintplexlabs/anythingllm:latest",
+    hostPort: 3001,
+    containerPort: 3001,
+    portVariable: "SERVER_PORT",
+    // AnythingLLM has a Docker Model Runner provider, which speaks the runner's own routes.
+    env: ({ base }) => ({ STORAGE_DIR: "/app/server/storage", LLM_PROVIDER: "docker-model-runner", DOCKER_MODEL_RUNNER_BASE_PATH: base }),
+    dockerArgs: ["-v", "anythingllm_storage:/app/server/storage"],
+  },
+  claude: {
+    kind: "host",
+    env: ({ base, apiKey }) => ({ ANTHROPIC_BASE_URL: `${base}/anthropic`, ANTHROPIC_API_KEY: apiKey }),
+    model: { env: "ANTHROPIC_MODEL" },
+  },
+  codex: { kind: "host", env: openAIEnv("/v1"), model: { args: (model) => ["--model", model] } },
+  openclaw: {
+    kind: "host",
+    env: () => ({}),
+    instructions: ({ base, apiKey }) => [
+      `openclaw config set models.providers.model-runner.baseUrl "${base}/engines/v1"`,
+      "openclaw config set models.providers.model-runner.api openai-completions",
+      `openclaw config set models.providers.model-runner.apiKey ${apiKey}`,
+    ],
+  },
   opencode: { kind: "host", env: openAIEnv("/engines/v1") },
   openwebui: {
     kind: "container",
@@ -53,8 +92,8 @@ const APPS: Record<string, App> = {
     hostPort: 3000,
     containerPort: 8080,
     portVariable: "PORT",
-    // Open WebUI reads OPENAI_API_BASE_URL.
-    env: (endpoint) => ({ ...openAIEnv("/engines/v1")(endpoint), OPENAI_API_BASE_URL: `${endpoint.base}/engines/v1` }),
+    env: openAIEnv("/engines/v1"),
+    model: { env: "DEFAULT_MODELS" },
   },
 };
 
@@ -111,31 +150,76 @@ const isLoopback = (url: URL) => ["127.0.0.1", "localhost", "[::1]"].includes(ur
  * Desktop) the port is mapped and a loopback daemon is reached as
  * host.docker.internal.
  */
-function dockerRun(app: ContainerApp, daemonUrl: string, apiKey: string, image: string, port: number, detach: boolean, platform: NodeJS.Platform) {
+function dockerRun(app: ContainerApp, daemonUrl: string, apiKey: string, options: { image: string; port: number; detach: boolean; model: string | null; appArgs: string[] }, platform: NodeJS.Platform) {
   const url = new URL(daemonUrl);
   const hostNetwork = platform === "linux";
   if (!hostNetwork && isLoopback(url)) url.hostname = "host.docker.internal";
-  const env = app.env({ base: url.origin, apiKey });
-  const args = ["run", "--rm", ...(detach ? ["-d"] : [])];
-  if (hostNetwork) args.push("--network", "host", "-e", `${app.portVariable}=${port}`);
-  else args.push("-p", `${port}:${app.containerPort}`);
+  const env = { ...app.env({ base: url.origin, apiKey }), ...modelEnv(app, options.model) };
+  const args = ["run", "--rm", ...(options.detach ? ["-d"] : [])];
+  if (hostNetwork) args.push("--network", "host", "-e", `${app.portVariable}=${options.port}`);
+  else args.push("-p", `${options.port}:${app.containerPort}`);
+  args.push(...(app.dockerArgs ?? []));
   for (const [k, v] of Object.entries(env)) args.push("-e", `${k}=${v}`);
-  args.push(image);
+  args.push(options.image, ...(app.model?.args && options.model ? app.model.args(options.model) : []), ...options.appArgs);
   return { env, args };
+}
+
+/** The environment variable that names `model` for `app`, if it takes one there. */
+const modelEnv = (app: App, model: string | null): Record<string, string> => (model !== null && app.model?.env ? { [app.model.env]: model } : {});
+
+/** Sent as the key when the runner has none: the apps refuse an empty one, and a runner without a key ignores it. */
+const PLACEHOLDER_KEY = "sk-model-runner";
+
+/**
+ * The daemon, started if it is not running so that the app finds it, and
+ * `--model` made ready as `docker model launch` does: pulled when the store
+ * lacks it, then loaded in the background while the app starts. Returns the
+ * model's exact name (a tag the runner lists), or null without --model.
+ */
+async function prepare(cli: Cli, ref: string | null): Promise<string | null> {
+  const client = await cli.daemon();
+  if (ref === null) return null;
+  let model = await findModel(client, ref, cli.signal);
+  if (!model) {
+    cli.note(`Unable to find model '${ref}' locally. Pulling from the server.`);
+    await pullModel(cli, client, ref, { isQuiet: false });
+    model = await findModel(client, ref, cli.signal);
+    if (!model) throw new CliError(`the model runner pulled ${ref} but cannot find it now`);
+  }
+  const name = pickTag(model, ref);
+  client
+    .request("POST", "/engines/v1/chat/completions", { json: { model: name, messages: [] }, headers: { "x-preload-only": "true" }, signal: cli.signal })
+    .catch((error: unknown) => cli.note(`could not preload ${name}: ${(error as Error).message}`));
+  return name;
+}
+
+/** What to set by hand, or to check: the app's environment and its own config commands. */
+function settingsText(name: string, env: Record<string, string>, instructions: string[]): string {
+  const lines = Object.keys(env).length > 0 ? envLines(env) : "";
+  return `Configure ${name} to use the model runner:\n${lines}${instructions.map((l) => `  ${l}\n`).join("")}`;
 }
 
 export const launchCommand: Command = {
   name: "launch",
-  summary: "Start an app (Claude Code, Codex, OpenCode, Open WebUI, AnythingLLM) wired to the model runner",
+  summary: "Start an app (Claude Code, Codex, OpenCode, Open WebUI, ...) wired to the model runner",
   usage: "mr launch [OPTIONS] [APP] [-- APP_ARGS...]",
   description:
-    `Apps: ${APP_NAMES.join(", ")}. Without APP, lists them. Host apps (claude, codex, opencode) run here with the\n` +
-    "runner's address in their environment (Anthropic's API under /anthropic, OpenAI's under /engines/v1 or /v1) and\n" +
-    "get APP_ARGS; web UIs (openwebui, anythingllm) run in a container with `docker run --rm`. The key sent is\n" +
-    "MODEL_RUNNER_API_KEY, or a placeholder when the runner has none.",
-  examples: ["mr launch", "mr launch claude", "mr launch claude -- --help", "mr launch codex --config", "mr launch openwebui --port 8080 --detach", "mr launch openwebui --dry-run"],
+    `Apps: ${APP_NAMES.join(", ")}. Without APP, lists them. Host apps run here with the runner's address in\n` +
+    "their environment (Anthropic's API under /anthropic, OpenAI's under /engines/v1 or /v1) and get APP_ARGS; web\n" +
+    "UIs (openwebui, anythingllm) run with `docker run --rm`, APP_ARGS after the image. The key sent is\n" +
+    "MODEL_RUNNER_API_KEY, or a placeholder when the runner has none. --model pulls the model if needed, loads it\n" +
+    "while the app starts and tells the app to use it.",
+  examples: [
+    "mr launch",
+    "mr launch claude --model ai/qwen3-coder",
+    "mr launch claude -- --help",
+    "mr launch codex --config",
+    "mr launch openwebui --port 8080 --detach",
+    "mr launch openwebui --dry-run",
+  ],
   maxArgs: 1,
   flags: {
+    model: { type: "string", short: "m", valueName: "MODEL", description: "the model the app uses (pulled if missing, loaded as the app starts)" },
     config: { type: "boolean", description: "print the settings the app gets, without starting it" },
     "dry-run": { type: "boolean", description: "print what would run, without running it" },
     port: { type: "string", valueName: "PORT", description: "web UIs: the host port to serve on (openwebui 3000, anythingllm 3001)" },
@@ -151,44 +235,49 @@ export const launchCommand: Command = {
     }
     const app = APPS[name.toLowerCase()];
     if (!app) throw new UsageError(`unsupported app "${name}" (supported: ${APP_NAMES.join(", ")})`, "launch");
-    const apiKey = cli.config.apiKey ?? "model-runner";
+    const ref = typeof values.model === "string" ? values.model : null;
+    if (ref !== null && !app.model) throw new UsageError(`--model: ${name} takes its model in its own settings, not from mr launch`, "launch");
+    const apiKey = cli.config.apiKey ?? PLACEHOLDER_KEY;
     if (app.kind === "host") {
       const containerOnly = givenFlags(values, ["port", "image", "detach"]);
       if (containerOnly) throw new UsageError(`${containerOnly} apply to the web UIs run in a container, not ${name}`, "launch");
-      const env = app.env({ base: cli.config.baseUrl, apiKey });
+      const endpoint = { base: cli.config.baseUrl, apiKey };
+      const instructions = app.instructions?.(endpoint) ?? [];
+      const appArgs = (model: string | null) => [...(model !== null && app.model?.args ? app.model.args(model) : []), ...rest];
+      const envFor = (model: string | null) => ({ ...app.env(endpoint), ...modelEnv(app, model) });
       if (values.config) {
-        cli.io.stdout.write(`Configure ${name} to use the model runner:\n${envLines(env)}`);
+        cli.io.stdout.write(settingsText(name, envFor(ref), instructions));
         return 0;
       }
       const file = await findExecutable(name, cli.config.appEnv.PATH);
       if (values["dry-run"]) {
-        cli.io.stdout.write(`Would run: ${[file ?? name, ...rest].join(" ")}\n${envLines(env)}`);
+        cli.io.stdout.write(`Would run: ${[file ?? name, ...appArgs(ref)].join(" ")}\n${envLines(envFor(ref))}`);
         return 0;
       }
       if (file === null) {
-        cli.io.stdout.write(`Configure ${name} to use the model runner:\n${envLines(env)}`);
+        cli.io.stdout.write(settingsText(name, envFor(ref), instructions));
         throw new CliError(`${name} is not on PATH: install it and run mr launch ${name} again`);
       }
-      await cli.daemon(); // started if it is not running, so that the app finds it
-      return runApp(cli, file, rest, { ...cli.config.appEnv, ...env });
+      const model = await prepare(cli, ref);
+      if (instructions.length > 0) cli.io.stdout.write(settingsText(name, {}, instructions));
+      return runApp(cli, file, appArgs(model), { ...cli.config.appEnv, ...envFor(model) });
     }
-    if (rest.length > 0) throw new UsageError(`arguments after -- go to host apps; ${name} runs in a container`, "launch");
     const port = intFlag("launch", "port", values.port) ?? app.hostPort;
     if (port < 1 || port > 65535) throw new UsageError(`--port must be 1-65535, got ${port}`, "launch");
     const image = typeof values.image === "string" ? values.image : app.image;
-    const { env, args } = dockerRun(app, cli.config.baseUrl, apiKey, image, port, values.detach === true, process.platform);
+    const run = (model: string | null) => dockerRun(app, cli.config.baseUrl, apiKey, { image, port, detach: values.detach === true, model, appArgs: rest }, process.platform);
     if (values.config) {
-      cli.io.stdout.write(`Configure ${name} to use the model runner:\n${envLines(env)}`);
+      cli.io.stdout.write(settingsText(name, run(ref).env, []));
       return 0;
     }
     if (values["dry-run"]) {
-      cli.io.stdout.write(`Would run: docker ${args.join(" ")}\n`);
+      cli.io.stdout.write(`Would run: docker ${run(ref).args.join(" ")}\n`);
       return 0;
     }
     const docker = await findExecutable("docker", cli.config.appEnv.PATH);
     if (docker === null) throw new CliError(`docker is not on PATH: ${name} runs in a container (mr launch ${name} --dry-run shows the command)`);
-    await cli.daemon();
+    const model = await prepare(cli, ref);
     cli.note(`${name} will be at http://127.0.0.1:${port}`);
-    return runApp(cli, docker, args, { ...cli.config.appEnv });
+    return runApp(cli, docker, run(model).args, { ...cli.config.appEnv });
   },
 };
