@@ -181,11 +181,25 @@ export function loadDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEnv
  * history and logs, and the search endpoints. Read once in src/cli/main.ts
  * and passed down; nothing under src/cli reads `process.env`.
  */
+/** How the CLI checks a daemon's TLS certificate. */
+export interface DaemonTls {
+  /** PEM text of the CA that signed the daemon's certificate; null: the system's CAs. */
+  ca: string | null;
+  /** Accept any certificate (--tls-skip-verify). */
+  skipVerify: boolean;
+}
+
 export interface CliConfig {
   /** `http://host:port` of the daemon, no trailing slash. */
   baseUrl: string;
-  /** MODEL_RUNNER_HOST was set: never auto-start a daemon, fail naming the address. */
-  isHostExplicit: boolean;
+  /**
+   * Where a daemon address other than the default came from, for messages:
+   * "MODEL_RUNNER_HOST", or `context "lab"` (mr context use). Set: never
+   * auto-start a daemon, fail naming the address. Null: the default address.
+   */
+  hostSource: string | null;
+  /** TLS settings of the address (a context's --tls-ca-cert / --tls-skip-verify); null: the platform's defaults. */
+  tls: DaemonTls | null;
   home: string;
   logDir: string;
   /** The pid file of the daemon `mr` started for this home (`mr stop-runner`, `mr status`). */
@@ -228,7 +242,8 @@ export function loadCliConfig(env: NodeJS.ProcessEnv): CliConfig {
   };
   return Object.freeze({
     baseUrl,
-    isHostExplicit: hostText !== "",
+    hostSource: hostText !== "" ? "MODEL_RUNNER_HOST" : null,
+    tls: null,
     home,
     logDir: join(home, "logs"),
     pidFile: daemonPidFile(home),

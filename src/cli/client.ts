@@ -1,3 +1,5 @@
+import { Agent, fetch as undiciFetch } from "undici";
+import type { CliConfig, DaemonTls } from "../config.ts";
 import { SseReader, type SseMessage } from "../http/sse-reader.ts";
 import { CliError, DaemonError, DaemonUnreachableError } from "./errors.ts";
 
@@ -24,12 +26,26 @@ export interface RequestOptions {
  * DaemonUnreachableError when nothing answers, and `signal.reason` on abort.
  */
 export class DaemonClient {
+  /** undici's fetch with an agent that checks certificates as `tls` says; null: the global fetch. */
+  private readonly tlsFetch: typeof fetch | null;
+
   constructor(
     readonly baseUrl: string,
     private readonly apiKey: string | null = null,
-    /** The address came from MODEL_RUNNER_HOST (error messages say so). */
-    private readonly isHostExplicit = true,
-  ) {}
+    /** Where the address came from (error messages say so); null: the default address. */
+    private readonly hostSource: string | null = "MODEL_RUNNER_HOST",
+    tls: DaemonTls | null = null,
+  ) {
+    if (tls === null) this.tlsFetch = null;
+    else {
+      const dispatcher = new Agent({ connect: { rejectUnauthorized: !tls.skipVerify, ...(tls.ca !== null ? { ca: tls.ca } : {}) } });
+      this.tlsFetch = ((input: string | URL, init?: RequestInit) => undiciFetch(input, { ...(init as object), dispatcher })) as unknown as typeof fetch;
+    }
+  }
+
+  private get fetch(): typeof fetch {
+    return this.tlsFetch ?? fetch;
+  }
 
   async request(method: string, path: string, opts: RequestOptions = {}): Promise<Response> {
     const url = new URL(path, `${this.baseUrl}/`);
@@ -45,7 +61,7 @@ export class DaemonClient {
     }
     let res: Response;
     try {
-      res = await fetch(url, {
+      res = await this.fetch(url, {
         method,
         headers,
         body,
@@ -55,7 +71,7 @@ export class DaemonClient {
       } as RequestInit);
     } catch (error) {
       if (opts.signal?.aborted) throw opts.signal.reason;
-      throw new DaemonUnreachableError(this.baseUrl, this.isHostExplicit, { cause: error });
+      throw new DaemonUnreachableError(this.baseUrl, this.hostSource, { cause: error });
     }
     if (!res.ok) throw await errorFrom(res);
     return res;
@@ -80,7 +96,7 @@ export class DaemonClient {
   /** Null when the daemon answers GET /, else why not (for --debug). Never throws. */
   async probe(timeoutMs = 1500): Promise<Error | null> {
     try {
-      const res = await fetch(`${this.baseUrl}/`, { signal: AbortSignal.timeout(timeoutMs) });
+      const res = await this.fetch(`${this.baseUrl}/`, { signal: AbortSignal.timeout(timeoutMs) });
       await res.arrayBuffer();
       return res.status < 500 ? null : new Error(`GET / answered ${res.status}`);
     } catch (error) {
@@ -88,6 +104,9 @@ export class DaemonClient {
     }
   }
 }
+
+/** The client for the daemon `config` names: its address, key and TLS settings. */
+export const daemonClient = (config: CliConfig) => new DaemonClient(config.baseUrl, config.apiKey, config.hostSource, config.tls);
 
 /** Builds a DaemonError from an error response: JSON `{"error":{"message"}}`, Ollama's `{"error":"..."}` or plain text. */
 export async function errorFrom(res: Response): Promise<DaemonError> {

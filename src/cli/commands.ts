@@ -3,6 +3,7 @@ import { UsageError } from "./errors.ts";
 import { benchCommand } from "./bench.ts";
 import { completionScript, SHELLS } from "./completion.ts";
 import { configureCommand } from "./configure.ts";
+import { contextCommand } from "./context-command.ts";
 import { createCommand } from "./create.ts";
 import { dfCommand } from "./df.ts";
 import { inspectCommand } from "./inspect.ts";
@@ -83,6 +84,7 @@ export const COMMANDS: readonly Command[] = [
   requestsCommand,
   searchCommand,
   launchCommand,
+  contextCommand,
   versionCommand,
   completionCommand,
 ];

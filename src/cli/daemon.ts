@@ -3,7 +3,7 @@ import { closeSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeSy
 import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import type { CliConfig } from "../config.ts";
-import { DaemonClient } from "./client.ts";
+import { DaemonClient, daemonClient } from "./client.ts";
 import { CliError, DaemonUnreachableError } from "./errors.ts";
 import { isAlive, readPidFile } from "./pid-file.ts";
 
@@ -27,11 +27,11 @@ export interface EnsureDaemonOptions {
  */
 export async function ensureDaemon(opts: EnsureDaemonOptions): Promise<DaemonClient> {
   const { config } = opts;
-  const client = new DaemonClient(config.baseUrl, config.apiKey, config.isHostExplicit);
+  const client = daemonClient(config);
   const problem = await client.probe();
   if (problem === null) return client;
-  if (config.isHostExplicit || opts.isAutostartAllowed === false) {
-    throw new DaemonUnreachableError(config.baseUrl, config.isHostExplicit, { cause: problem });
+  if (config.hostSource !== null || opts.isAutostartAllowed === false) {
+    throw new DaemonUnreachableError(config.baseUrl, config.hostSource, { cause: problem });
   }
   return startDaemonInBackground(opts);
 }
@@ -48,7 +48,7 @@ export const backgroundLogPath = (config: CliConfig) => join(config.logDir, "dae
  */
 export async function startDaemonInBackground(opts: EnsureDaemonOptions): Promise<DaemonClient> {
   const { config } = opts;
-  const client = new DaemonClient(config.baseUrl, config.apiKey, config.isHostExplicit);
+  const client = daemonClient(config);
   const timeoutMs = opts.startTimeoutMs ?? 30_000;
   const logPath = backgroundLogPath(config);
   mkdirSync(config.logDir, { recursive: true, mode: 0o700 });

@@ -45,12 +45,13 @@ export class DaemonError extends CliError {
 export class DaemonUnreachableError extends CliError {
   constructor(
     readonly baseUrl: string,
-    readonly isHostExplicit: boolean,
+    /** Where the address came from ("MODEL_RUNNER_HOST", a context); null: the default address. */
+    readonly hostSource: string | null,
     options?: ErrorOptions,
   ) {
     super(
-      isHostExplicit
-        ? `cannot reach the model runner at ${baseUrl} (MODEL_RUNNER_HOST): is 'mr serve' running there?`
+      hostSource !== null
+        ? `cannot reach the model runner at ${baseUrl} (${hostSource}): is 'mr serve' running there?`
         : `cannot reach the model runner at ${baseUrl}: start it with 'mr start-runner' (or 'mr serve' in the foreground)`,
       options,
     );

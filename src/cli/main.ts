@@ -4,8 +4,9 @@ import { describeFlags, parseCommandArgs, suggest } from "./args.ts";
 import { COMMANDS, RAW_COMMANDS, findCommand, registerRaw } from "./commands.ts";
 import type { Cli, CliIo, Command } from "./context.ts";
 import { ensureDaemon } from "./daemon.ts";
-import { CancelledError, DaemonError, UsageError, isAbort } from "./errors.ts";
+import { CancelledError, CliError, DaemonError, UsageError, isAbort } from "./errors.ts";
 import { makeStyle } from "./output.ts";
+import { withCurrentContext } from "./runner-contexts.ts";
 import { flagNames as engineFlagNames } from "../engine/options.ts";
 
 const BIN_PATH = fileURLToPath(new URL("../../bin/mr.js", import.meta.url));
@@ -116,6 +117,14 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
   if (!config) {
     fail(configError!.message);
     return 2;
+  }
+  try {
+    // `mr context` itself works whatever state the context in use is in (it is how one mends it).
+    if (command.name !== "context") config = await withCurrentContext(config);
+  } catch (error) {
+    if (!(error instanceof CliError)) throw error;
+    fail(error.message);
+    return 1;
   }
   const controller = new AbortController();
   let interruptHandler: (() => boolean) | null = null;

@@ -7,8 +7,8 @@ import { readPidFile } from "./pid-file.ts";
 // They act on the daemon `mr` starts for this MODEL_RUNNER_HOME (its pid file), never a remote one.
 
 async function start(cli: Cli): Promise<number> {
-  if (cli.config.isHostExplicit) {
-    throw new CliError(`MODEL_RUNNER_HOST is set (${cli.config.baseUrl}): start-runner starts a local daemon only; unset it, or run 'mr serve' there`);
+  if (cli.config.hostSource !== null) {
+    throw new CliError(`the address is ${cli.config.baseUrl} (${cli.config.hostSource}): start-runner starts a local daemon only; run 'mr serve' there`);
   }
   const client = await startDaemonInBackground({ config: cli.config, binPath: cli.binPath, note: () => {}, signal: cli.signal });
   const record = readPidFile(cli.config.pidFile);
@@ -54,7 +54,7 @@ export const restartRunnerCommand: Command = {
   maxArgs: 0,
   flags: {},
   async run(cli) {
-    if (cli.config.isHostExplicit) return start(cli); // says why it cannot
+    if (cli.config.hostSource !== null) return start(cli); // says why it cannot
     await stop(cli, true);
     return start(cli);
   },

@@ -1,4 +1,4 @@
-import { DaemonClient } from "./client.ts";
+import { daemonClient } from "./client.ts";
 import type { Command } from "./context.ts";
 import { backgroundLogPath } from "./daemon.ts";
 import { DaemonUnreachableError } from "./errors.ts";
@@ -29,7 +29,7 @@ export const statusCommand: Command = {
   async run(cli, { values }) {
     const { config } = cli;
     // Status reports; it must not start the daemon it is asked about.
-    const client = new DaemonClient(config.baseUrl, config.apiKey, config.isHostExplicit);
+    const client = daemonClient(config);
     const record = readPidFile(config.pidFile);
     const ours = record !== null && sameAddress(record.url, config.baseUrl) ? record : null;
     if (!(await client.ping())) {
@@ -38,7 +38,7 @@ export const statusCommand: Command = {
         cli.io.stdout.write(json(body));
         return 1;
       }
-      throw new DaemonUnreachableError(config.baseUrl, config.isHostExplicit);
+      throw new DaemonUnreachableError(config.baseUrl, config.hostSource);
     }
     const [version, engines] = await Promise.all([
       client.json<{ version: string }>("GET", "/version", { signal: cli.signal }),
@@ -59,7 +59,7 @@ export const statusCommand: Command = {
       return 0;
     }
     const rows: [string, string][] = [
-      ["Address", config.baseUrl + (config.isHostExplicit ? " (MODEL_RUNNER_HOST)" : "")],
+      ["Address", config.baseUrl + (config.hostSource !== null ? ` (${config.hostSource})` : "")],
       ["Version", body.version ?? "unknown"],
     ];
     if (ours) {

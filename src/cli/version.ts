@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import type { Command } from "./context.ts";
-import { DaemonClient } from "./client.ts";
+import { daemonClient } from "./client.ts";
 import { json } from "./output.ts";
 
 const CLI_VERSION = (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }).version;
@@ -14,7 +14,7 @@ export const versionCommand: Command = {
   flags: { json: { type: "boolean", description: "print {client, server} (server null when no daemon answers)" } },
   async run(cli, { values }) {
     // Only reports; a missing daemon is not started for this.
-    const client = new DaemonClient(cli.config.baseUrl, cli.config.apiKey);
+    const client = daemonClient(cli.config);
     const server = (await client.ping())
       ? ((await client.json<{ version?: string }>("GET", "/version", { signal: cli.signal }))?.version ?? null)
       : null;

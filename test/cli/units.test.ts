@@ -39,12 +39,12 @@ test("parseCommandArgs: an unknown flag is a usage error naming the closest one"
 test("loadCliConfig: default address, MODEL_RUNNER_HOST forms, search endpoints", () => {
   const d = loadCliConfig({ MODEL_RUNNER_HOME: "/tmp/h" });
   assert.equal(d.baseUrl, "http://127.0.0.1:12434");
-  assert.equal(d.isHostExplicit, false);
+  assert.equal(d.hostSource, null);
   assert.equal(d.historyPath, "/tmp/h/history");
   assert.equal(d.hubUrl, "https://hub.docker.com");
   assert.equal(loadCliConfig({ MODEL_RUNNER_HOST: "gpu-box:8080" }).baseUrl, "http://gpu-box:8080");
   assert.equal(loadCliConfig({ MODEL_RUNNER_HOST: "https://gpu-box:443/" }).baseUrl, "https://gpu-box:443");
-  assert.equal(loadCliConfig({ MODEL_RUNNER_HOST: ":9000" }).isHostExplicit, true);
+  assert.equal(loadCliConfig({ MODEL_RUNNER_HOST: ":9000" }).hostSource, "MODEL_RUNNER_HOST");
   assert.equal(loadCliConfig({ NO_COLOR: "" }).isColorDisabled, true);
   assert.equal(loadCliConfig({ MODEL_RUNNER_NOHISTORY: "1" }).historyPath, null);
   assert.throws(() => loadCliConfig({ MODEL_RUNNER_HUB_URL: "ftp://x" }), /MODEL_RUNNER_HUB_URL/);
@@ -135,9 +135,10 @@ test("client: the daemon's JSON error message, unreachable address, SSE error fr
   assert.equal(seen.length, 1);
   await assert.rejects(new DaemonClient("http://127.0.0.1:1").json("GET", "/models"), DaemonUnreachableError);
   // MODEL_RUNNER_HOST is named only when the address came from it.
-  assert.match(new DaemonUnreachableError("http://127.0.0.1:1", true).message, /MODEL_RUNNER_HOST/);
-  assert.doesNotMatch(new DaemonUnreachableError("http://127.0.0.1:12434", false).message, /MODEL_RUNNER_HOST/);
-  assert.match(new DaemonUnreachableError("http://127.0.0.1:12434", false).message, /mr start-runner/);
+  assert.match(new DaemonUnreachableError("http://127.0.0.1:1", "MODEL_RUNNER_HOST").message, /MODEL_RUNNER_HOST/);
+  assert.match(new DaemonUnreachableError("https://gpu:12444", 'context "lab"').message, /at https:\/\/gpu:12444 \(context "lab"\)/);
+  assert.doesNotMatch(new DaemonUnreachableError("http://127.0.0.1:12434", null).message, /MODEL_RUNNER_HOST/);
+  assert.match(new DaemonUnreachableError("http://127.0.0.1:12434", null).message, /mr start-runner/);
 });
 
 test("completion scripts name every command and its flags", () => {
