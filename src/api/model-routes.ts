@@ -1,13 +1,17 @@
 import type { Readable } from "node:stream";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { InvalidRequestError, NotFoundError } from "../errors.ts";
-import { firstUnknownField } from "../http/fields.ts";
+import { firstUnknownField, optionalBoolean } from "../http/fields.ts";
+import type { Scheduler } from "../scheduling/index.ts";
+import { checkPullFits } from "./pull-fits.ts";
 import { parseReference, toDmrProgressLine, type ModelDistribution, type ProgressEvent, type StoredModel, type TransferMode } from "../distribution/index.ts";
 import type { ErrorLogger } from "./errors.ts";
 import { streamProgressLines } from "./progress-stream.ts";
 
 export interface ModelRouteDeps {
   distribution: ModelDistribution;
+  /** For the memory check before a pull. */
+  scheduler: Pick<Scheduler, "checkPullFits">;
   logError: ErrorLogger;
   /**
    * Called after models were deleted (by id; "all" after a purge), so their
@@ -63,10 +67,15 @@ export function registerModelRoutes(app: FastifyInstance, deps: ModelRouteDeps):
   app.addContentTypeParser(["application/x-tar", "application/octet-stream"], (_req, payload, done) => done(null, payload));
 
   app.post("/models/create", async (request, reply) => {
-    const body = request.body as { from?: unknown } | undefined;
-    checkBody(body, ["from", "bearer-token"], "/models/create");
+    const body = request.body as { from?: unknown; "ignore-runtime-memory-check"?: unknown } | undefined;
+    checkBody(body, ["from", "bearer-token", "ignore-runtime-memory-check"], "/models/create");
     if (typeof body?.from !== "string" || body.from.trim() === "") throw new InvalidRequestError("'from' is required: the model to pull.", "from");
     const from = body.from.trim();
+    // DMR's check before the download: a model that could never be loaded here is a 507, unless the client says pull anyway.
+    if (optionalBoolean(body["ignore-runtime-memory-check"], "ignore-runtime-memory-check") !== true) {
+      const bearerToken = bearerOf(body);
+      await checkPullFits(deps, from, { signal: reply.request.clientSignal, ...(bearerToken !== undefined ? { bearerToken } : {}) });
+    }
     await streamProgress(request, reply, "pull", deps.logError, async (onProgress, signal) => {
       const model = await distribution.pull(from, { signal, bearerToken: bearerOf(body), onProgress });
       return `Model pulled successfully: ${model.tags[0] ?? model.id}`;

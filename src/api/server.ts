@@ -162,6 +162,7 @@ export function createDaemonApp(deps: DaemonAppDeps): FastifyInstance {
 
   registerModelRoutes(app, {
     distribution: deps.distribution,
+    scheduler: deps.scheduler,
     logError,
     // A removed model's runners would keep serving deleted files: stop them.
     onRemoved: async (ids) => {

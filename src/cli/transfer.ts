@@ -55,6 +55,8 @@ function isTransient(error: unknown): boolean {
 
 export interface PullOptions {
   isQuiet: boolean;
+  /** DMR's `ignore-runtime-memory-check`: pull even a model that could never be loaded with the daemon's memory budget. */
+  isMemoryCheckIgnored?: boolean;
   attempts?: number;
   retryBaseMs?: number;
 }
@@ -69,7 +71,7 @@ export async function pullModel(cli: Cli, client: DaemonClient, model: string, o
   for (let attempt = 1; ; attempt++) {
     try {
       const res = await client.request("POST", "/models/create", {
-        json: { from: model },
+        json: { from: model, ...(opts.isMemoryCheckIgnored ? { "ignore-runtime-memory-check": true } : {}) },
         headers: { accept: "application/json" },
         signal: cli.signal,
       });

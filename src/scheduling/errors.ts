@@ -14,6 +14,24 @@ export class QueueFullError extends RunnerError {
   }
 }
 
+/**
+ * A model that could never be loaded here, found before pulling it (DMR's
+ * runtime memory check on `POST /models/create`): the download would be wasted.
+ */
+export class PullWouldNotFitError extends RunnerError {
+  readonly code = "insufficient_memory";
+  readonly status = 507;
+  override readonly extra: Readonly<Record<string, unknown>>;
+  constructor(model: string, readonly requiredBytes: number, readonly budgetBytes: number, contextSize: number) {
+    super(
+      `Model ${model} would need about ${formatBytes(requiredBytes)} to run (weights + KV cache for a context of ${contextSize} + overhead, estimated) ` +
+        `but the memory budget is ${formatBytes(budgetBytes)}, so it could never be loaded here. ` +
+        `Pull it anyway with --ignore-runtime-memory-check ("ignore-runtime-memory-check": true), or raise MODEL_RUNNER_MEMORY.`,
+    );
+    this.extra = { required_bytes: requiredBytes, budget_bytes: budgetBytes };
+  }
+}
+
 /** A runner that could never fit the memory budget, even with nothing else loaded. */
 export class ModelTooLargeError extends RunnerError {
   readonly code = "insufficient_memory";

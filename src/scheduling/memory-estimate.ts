@@ -32,14 +32,39 @@ export interface GgufShape {
 export async function readGgufShape(path: string): Promise<GgufShape | null> {
   const { metadata, tensorInfos } = await (await import("@huggingface/gguf")).gguf(path, { allowLocalFile: true });
   const meta = metadata as Record<string, unknown>;
+  const hasRankingHead = tensorInfos.some((t) => t.name === "cls.weight" || t.name === "cls.output.weight")
+    ? true
+    : Number(meta["split.count"] ?? 1) > 1
+      ? null
+      : false;
+  return shapeOf(meta, hasRankingHead);
+}
+
+/**
+ * The shape a model's config `gguf` map describes (the header's values as
+ * strings, arrays as `[a b c]`, as artifacts carry it): for an estimate
+ * before the model is pulled. Its tensors are unknown, so is its ranking head.
+ */
+export const shapeFromConfigMap = (map: Readonly<Record<string, string>>): GgufShape | null => shapeOf(map, null);
+
+/** A metadata value as a number: numbers, bigints, numeric strings; for arrays (per-layer counts) and `[a b]` strings, the largest. */
+function numberOf(v: unknown): number | null {
+  if (Array.isArray(v)) return v.length > 0 ? Math.max(...v.map(Number)) : null;
+  if (typeof v === "number" || typeof v === "bigint") return Number(v);
+  if (typeof v !== "string" || v.trim() === "") return null;
+  const text = v.trim();
+  if (text.startsWith("[") && text.endsWith("]")) {
+    const values = text.slice(1, -1).trim().split(/\s+/).filter(Boolean).map(Number);
+    return values.length > 0 && values.every(Number.isFinite) ? Math.max(...values) : null;
+  }
+  const n = Number(text);
+  return Number.isFinite(n) ? n : null;
+}
+
+function shapeOf(meta: Readonly<Record<string, unknown>>, hasRankingHead: boolean | null): GgufShape | null {
   const arch = String(meta["general.architecture"] ?? "");
-  const num = (key: string): number | null => {
-    const v = meta[`${arch}.${key}`];
-    // Some architectures give per-layer head counts; the largest one bounds the cache.
-    if (Array.isArray(v)) return v.length > 0 ? Math.max(...v.map(Number)) : null;
-    if (typeof v === "number" || typeof v === "bigint") return Number(v);
-    return null;
-  };
+  // Some architectures give per-layer head counts; the largest one bounds the cache.
+  const num = (key: string): number | null => numberOf(meta[`${arch}.${key}`]);
   const blockCount = num("block_count");
   const embeddingLength = num("embedding_length");
   const headCount = num("attention.head_count");
@@ -54,11 +79,7 @@ export async function readGgufShape(path: string): Promise<GgufShape | null> {
     keyLength: num("attention.key_length") ?? headDim,
     valueLength: num("attention.value_length") ?? headDim,
     contextLength: num("context_length"),
-    hasRankingHead: tensorInfos.some((t) => t.name === "cls.weight" || t.name === "cls.output.weight")
-      ? true
-      : Number(meta["split.count"] ?? 1) > 1
-        ? null
-        : false,
+    hasRankingHead,
     isEmbeddingModel: isEmbeddingModel(arch, meta[`${arch}.pooling_type`] !== undefined),
   };
 }

@@ -74,9 +74,7 @@ export function planRunner(
   choice: { engine?: string | undefined; imageRefusal?: string | null } = {},
   draft: DraftPlan | null = null,
 ): Plan {
-  const trained = shape?.contextLength ?? null;
-  let contextSize = config?.contextSize ?? model.contextSize ?? Math.min(defaults.contextSize, trained ?? Infinity);
-  if (contextSize === 0) contextSize = trained ?? defaults.contextSize; // 0 = the model's trained length
+  const contextSize = contextSizeFor(defaults, config?.contextSize ?? model.contextSize, shape?.contextLength ?? null);
   const parallel = config?.parallel ?? defaults.parallel;
   const runtimeFlags = config?.runtimeFlags ?? [];
   return {
@@ -102,6 +100,15 @@ export function planRunner(
     engineConfig: engineConfigOf(config),
     draft,
   };
+}
+
+/**
+ * The context size a runner gets: the configured or packaged one, else the
+ * default capped to the trained length; 0 means the trained length.
+ */
+export function contextSizeFor(defaults: PlanDefaults, chosen: number | null | undefined, trained: number | null): number {
+  const size = chosen ?? Math.min(defaults.contextSize, trained ?? Infinity);
+  return size === 0 ? (trained ?? defaults.contextSize) : size;
 }
 
 /** The configuration fields whose change needs a restarted engine, as a comparable string. */

@@ -10,11 +10,11 @@ import { InvalidRequestError, RunnerError, messageOf } from "../errors.ts";
 import type { Backend, BackendMode } from "../inference/index.ts";
 import { Admission } from "./admission.ts";
 import { ConfigStore, configKey, type RunnerConfig } from "./config-store.ts";
-import { DraftModelNotFoundError, DraftVocabularyMismatchError, LoadBackoffError, ModelTooLargeError, RunnerBusyError, SchedulerClosedError } from "./errors.ts";
+import { DraftModelNotFoundError, DraftVocabularyMismatchError, LoadBackoffError, ModelTooLargeError, PullWouldNotFitError, RunnerBusyError, SchedulerClosedError } from "./errors.ts";
 import { readVocabulary, vocabularyMismatch } from "../engine/draft-vocabulary.ts";
-import { DEFAULT_RUNNER_OVERHEAD_BYTES, readGgufShape, type GgufShape } from "./memory-estimate.ts";
+import { DEFAULT_RUNNER_OVERHEAD_BYTES, estimateRunnerMemory, readGgufShape, shapeFromConfigMap, type GgufShape } from "./memory-estimate.ts";
 import { reapOrphans } from "./pid-files.ts";
-import { checkCapability, checkImageInput, checkTextGeneration, checkConfigure, mergeConfigure, planRunner, type DraftPlan, type Plan, type PlanDefaults } from "./plan.ts";
+import { checkCapability, checkImageInput, checkTextGeneration, checkConfigure, contextSizeFor, mergeConfigure, planRunner, type DraftPlan, type Plan, type PlanDefaults } from "./plan.ts";
 import { NEVER, raceAbort } from "./promises.ts";
 import type { LeaseImpl } from "./runner.ts";
 import type {
@@ -26,6 +26,7 @@ import type {
   FailedLoadStatus,
   Lease,
   MemoryStatus,
+  RemoteModelShape,
   ResolvedModel,
   RunnerStatus,
   Scheduler,
@@ -312,6 +313,19 @@ class SchedulerImpl implements Scheduler {
   }
 
   // ---- operations ---------------------------------------------------------
+
+  checkPullFits(ref: string, model: RemoteModelShape): void {
+    const shape = shapeFromConfigMap(model.gguf);
+    const contextSize = contextSizeFor(this.defaults, model.contextSize, shape?.contextLength ?? null);
+    const { totalBytes } = estimateRunnerMemory({
+      weightsBytes: model.weightsBytes,
+      shape,
+      contextTokens: contextSize * this.defaults.parallel,
+      overheadBytes: this.defaults.overheadBytes,
+      draft: null,
+    });
+    if (totalBytes > this.options.memoryBudgetBytes) throw new PullWouldNotFitError(ref, totalBytes, this.options.memoryBudgetBytes, contextSize);
+  }
 
   ps(): RunnerStatus[] {
     return [...this.admission.runners].map((r) => r.status());

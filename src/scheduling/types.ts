@@ -208,6 +208,16 @@ export interface ConfigureResult {
   restarted: boolean;
 }
 
+/** What a registry tells of a model before it is pulled: enough for a memory estimate. */
+export interface RemoteModelShape {
+  /** Bytes of its GGUF files. */
+  weightsBytes: number;
+  /** The context size it was packaged with, if any. */
+  contextSize: number | null;
+  /** Its config's `gguf` map ({} when the artifact has none). */
+  gguf: Readonly<Record<string, string>>;
+}
+
 /** One row of `GET /engines/ps`. */
 export interface RunnerStatus {
   backend: string;
@@ -318,6 +328,12 @@ export interface Scheduler {
   getConfigs(model?: string): RunnerConfig[];
   /** The settings a request for this model would get now (for `/v1/models` and `ps`). */
   effectiveSettings(ref: string, mode: BackendMode, options?: { backend?: string; signal?: AbortSignal }): Promise<EffectiveSettings>;
+  /**
+   * Before a pull: throws PullWouldNotFitError (507) when a model of this
+   * size and GGUF metadata could never fit the memory budget with the
+   * default configuration (its packaged context size, else the default).
+   */
+  checkPullFits(ref: string, model: RemoteModelShape): void;
   ps(): RunnerStatus[];
   /** Models in their failed-load back-off (see SchedulerOptions.loadFailureBackoffMs). */
   failedLoads(): FailedLoadStatus[];

@@ -9,6 +9,7 @@ import { writeTinyModel } from "../../src/distribution/tiny-model.ts";
 import { MediaTypes } from "../../src/distribution/index.ts";
 import { startBareDaemon, type TestDaemon } from "../helpers/daemon.ts";
 import { tempDir, tinyModel } from "../helpers/models.ts";
+import { runMr } from "../helpers/cli.ts";
 
 const json = { accept: "application/json", "content-type": "application/json" };
 
@@ -65,6 +66,33 @@ describe("daemon model management routes", () => {
     const got = (await (await fetch(`${d.url}/models/${ref}`)).json()) as { id: string; tags: string[]; config: { format: string } };
     assert.equal(got.id, id);
     assert.equal(got.config.format, "gguf");
+  });
+
+  test("create checks runtime memory before the download, as DMR: a model that could never load is a 507; ignore-runtime-memory-check pulls it", async () => {
+    const ref = `${registry.host}/team/too-big:v1`;
+    await d.addModel(gguf, ref);
+    assert.equal((await fetch(`${d.url}/models/${ref}/push`, { method: "POST", headers: json, body: "{}" })).status, 200);
+    // 100 MiB cannot hold even one engine process (its fixed overhead alone is estimated at 256 MiB).
+    const small = await startBareDaemon({ MODEL_RUNNER_MEMORY: "100MiB" });
+    try {
+      const refused = await fetch(`${small.url}/models/create`, { method: "POST", headers: json, body: JSON.stringify({ from: ref }) });
+      assert.equal(refused.status, 507);
+      const body = (await refused.json()) as { error: { message: string; code: string } };
+      assert.equal(body.error.code, "insufficient_memory");
+      assert.match(body.error.message, /would need about .* to run .* but the memory budget is 100 MiB.*--ignore-runtime-memory-check/);
+      assert.equal((await fetch(`${small.url}/models/${ref}`)).status, 404, "nothing was downloaded");
+      const typo = await fetch(`${small.url}/models/create`, { method: "POST", headers: json, body: JSON.stringify({ from: ref, "ignore-runtime-memory-check": "yes" }) });
+      assert.equal(typo.status, 400);
+      // The CLI's flag sends the field; the pull then goes through.
+      const cli = await runMr(["pull", "--ignore-runtime-memory-check", ref], { env: { MODEL_RUNNER_HOST: small.url.replace("http://", "") } });
+      assert.equal(cli.code, 0, cli.stderr);
+      assert.equal((await fetch(`${small.url}/models/${ref}`)).status, 200);
+      const plain = await runMr(["pull", `${registry.host}/team/tiny:v1`], { env: { MODEL_RUNNER_HOST: small.url.replace("http://", "") } });
+      assert.equal(plain.code, 1);
+      assert.match(plain.stderr, /could never be loaded here\. Pull it anyway with --ignore-runtime-memory-check/);
+    } finally {
+      await small.close();
+    }
   });
 
   test("create: a bad reference is a 400 and a missing one a 404, both as JSON errors before any stream", async () => {
