@@ -10,7 +10,7 @@ import { parseConfigFile } from "./manifest.ts";
 import { MediaTypes, type ImageManifest, type ModelConfigFile } from "./media-types.ts";
 import { packageModel, type PackageOptions } from "./package.ts";
 import { ProgressReporter } from "./progress.ts";
-import { parseAnyReference, parseReference } from "./reference.ts";
+import { checkInsecureAllowed, parseAnyReference, parseReference, type ModelReference } from "./reference.ts";
 import { inspectRegistry, pullFromRegistry } from "./pull.ts";
 import { pushModel } from "./push.ts";
 import { findByPartialName, type ModelStore, type RemoveResult, type StoredModel } from "./store.ts";
@@ -119,9 +119,16 @@ class Distribution implements ModelDistribution {
     const signal = opts.signal ?? new AbortController().signal;
     const ref = parseReference(reference);
     const reporter = new ProgressReporter("pull", opts.onProgress, this.options.progressIntervalMs);
-    return this.mapNoSpace(
-      ref.isHuggingFace ? pullHuggingFace(this.ctx, ref, opts, reporter, signal) : pullFromRegistry(this.ctx, ref, opts, reporter, signal),
-    );
+    const ctx = this.contextFor(ref, opts);
+    return this.mapNoSpace(ref.isHuggingFace ? pullHuggingFace(ctx, ref, opts, reporter, signal) : pullFromRegistry(ctx, ref, opts, reporter, signal));
+  }
+
+  /** The context of one transfer: with `isInsecure`, the reference's registry joins the plain-HTTP ones. */
+  private contextFor(ref: ModelReference, opts: TransferOptions): DistributionContext {
+    if (!opts.isInsecure) return this.ctx;
+    checkInsecureAllowed(ref);
+    const insecureRegistries = [...(this.ctx.options.insecureRegistries ?? []), ref.registryHost];
+    return { ...this.ctx, options: { ...this.ctx.options, insecureRegistries } };
   }
 
   /** A write that failed for want of space becomes the 507 that says so (disk-space.ts), whatever wrote. */
@@ -185,8 +192,8 @@ class Distribution implements ModelDistribution {
     return this.metadata.of(model);
   }
 
-  push(reference: string, opts: TransferOptions = {}): Promise<{ digest: Digest; size: number }> {
-    return pushModel(this.ctx, reference, opts);
+  async push(reference: string, opts: TransferOptions = {}): Promise<{ digest: Digest; size: number }> {
+    return pushModel(this.contextFor(parseReference(reference), opts), reference, opts);
   }
 
   list() {

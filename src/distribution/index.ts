@@ -8,7 +8,7 @@ export { openStore, ModelStore, findByPartialName } from "./store.ts";
 export type { IndexEntry, RemoveResult, RunnableFiles, StoredModel, OpenStoreOptions } from "./store.ts";
 export { createModelDistribution } from "./distribution.ts";
 export type { DistributionOptions, ModelDistribution, RemoteModel, RemoteOptions, RepackageOptions, TransferOptions } from "./distribution.ts";
-export { parseReference, parseAnyReference, normalizeReference } from "./reference.ts";
+export { parseReference, parseAnyReference, normalizeReference, checkInsecureAllowed } from "./reference.ts";
 export type { ModelReference, ParsedReference } from "./reference.ts";
 export { toDmrProgressLine } from "./progress.ts";
 export type { ProgressEvent, ProgressListener, DmrProgressLine, TransferMode } from "./progress.ts";

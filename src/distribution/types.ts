@@ -57,6 +57,8 @@ export interface TransferOptions {
   /** Sent as `Authorization: Bearer` (DMR's `bearer-token`); for hf.co, the HF token. */
   bearerToken?: string;
   onProgress?: ProgressListener;
+  /** Ollama's `insecure`: this reference's registry is spoken to over plain HTTP (loopback ones always are). */
+  isInsecure?: boolean;
 }
 
 /** Per-call options of `inspectRemote`. */

@@ -301,6 +301,8 @@ describe("bad input: a clear 4xx in each API's shape", () => {
       { path: "/api/chat", body: { ...chat, stream: "yes" }, field: /'stream' must be a boolean, got string/ },
       { path: "/api/generate", body: { model: "ai/tiny", prompt: "x", stream: "yes" }, field: /'stream' must be a boolean, got string/ },
       { path: "/api/pull", body: { model: "ai/tiny", stream: "yes" }, field: /'stream' must be a boolean, got string/ },
+      { path: "/api/pull", body: { model: "ai/tiny", insecure: "yes" }, field: /'insecure' must be a boolean, got string/ },
+      { path: "/api/pull", body: { model: "hf.co/org/repo-GGUF", insecure: true }, field: /'insecure' is for registries; Hugging Face is always reached over HTTPS/ },
       { path: "/api/chat", body: { model: "ai/tiny", messages: [{ role: "user", content: 5 }] }, field: /'messages\.0\.content' must be a string, got integer/ },
       { path: "/api/embed", body: { model: "ai/tiny-embed", input: "x", truncate: "yes" }, field: /'truncate' must be a boolean, got string/ },
       { path: "/api/show", body: { model: "ai/tiny", verbose: "yes" }, field: /'verbose' must be a boolean, got string/ },
@@ -327,6 +329,9 @@ describe("bad input: a clear 4xx in each API's shape", () => {
       { path: "/api/embed", body: { model: "ai/tiny-embed", input: "x", encoding_format: "base64" }, field: /Unknown field 'encoding_format' in \/api\/embed/ },
       { path: "/api/embeddings", body: { model: "ai/tiny-embed", prompt: "x", input: "y" }, field: /Unknown field 'input' in \/api\/embeddings/ },
       { path: "/api/show", body: { model: "ai/tiny", system: "be brief" }, field: /Unknown field 'system' in \/api\/show/ },
+      { path: "/api/pull", body: { model: "ai/tiny", username: "u", password: "p" }, field: /Unknown field 'username' in \/api\/pull/ },
+      { path: "/api/push", body: { model: "ai/tiny", force: true }, field: /Unknown field 'force' in \/api\/push/ },
+      { path: "/api/copy", body: { source: "ai/tiny", destination: "ai/x", force: true }, field: /Unknown field 'force' in \/api\/copy/ },
       { path: "/v1/messages", body: { ...chat, max_tokens: 5, n: 2 }, field: /^n: Extra inputs are not permitted$/ },
       { path: "/anthropic/v1/messages", body: { ...chat, max_tokens: 5, frequency_penalty: 1 }, field: /^frequency_penalty: Extra inputs are not permitted$/ },
       { path: "/api/chat", body: { model: "ai/tiny", messages: [{ role: "user", content: "x", name: "bob" }] }, field: /Unknown field 'name' in messages\[0\]/ },
@@ -389,6 +394,9 @@ describe("bad input: a clear 4xx in each API's shape", () => {
       assert.equal(status, 400, c.what);
       assert.match(message, /255/, c.what);
     }
+    const del = await send(d, { method: "DELETE", path: "/api/delete", body: JSON.stringify({ model: "ai/tiny", force: true }), what: "unknown field" });
+    assert.equal(del.status, 400);
+    assert.match(del.message, /Unknown field 'force' in \/api\/delete/);
     const models = (await (await fetch(`${d.url}/models`)).json()) as Array<{ tags: string[] }>;
     assert.ok(models.every((m) => m.tags.every((t) => t.length < 255)), "no long tag was stored");
   });

@@ -172,6 +172,7 @@ async function tagOf(deps: OllamaDeps, name: string): Promise<{ model: StoredMod
 
 /** `DELETE /api/delete`: removes one name; the model's runners stop when its last name goes. */
 export async function deleteModel(deps: OllamaDeps, body: unknown): Promise<void> {
+  checkOllamaFields("/api/delete", body);
   const { tag } = await tagOf(deps, modelOf(body));
   const result = await deps.distribution.remove(tag);
   // Runners are matched by model id: whatever name loaded it, the deleted model's runner stops.
@@ -181,6 +182,7 @@ export async function deleteModel(deps: OllamaDeps, body: unknown): Promise<void
 
 /** `POST /api/copy`: a new name for a stored model. */
 export async function copyModel(deps: OllamaDeps, body: unknown): Promise<void> {
+  checkOllamaFields("/api/copy", body);
   const b = body as { source?: unknown; destination?: unknown } | undefined;
   if (typeof b?.source !== "string" || b.source === "") throw new InvalidRequestError("source is required", "source");
   if (typeof b.destination !== "string" || b.destination === "") throw new InvalidRequestError("destination is required", "destination");

@@ -156,6 +156,10 @@ const OLLAMA_FIELDS = {
   "/api/embed": new Set(["model", "name", "input", "truncate", "options", "keep_alive", "dimensions"]),
   "/api/embeddings": new Set(["model", "name", "prompt", "options", "keep_alive"]),
   "/api/show": new Set(["model", "name", "verbose"]),
+  "/api/pull": new Set(["model", "name", "insecure", "stream"]),
+  "/api/push": new Set(["model", "name", "insecure", "stream"]),
+  "/api/delete": new Set(["model", "name"]),
+  "/api/copy": new Set(["source", "destination"]),
 } as const;
 
 /** A 400 naming the first field of `body` that `route` does not take. */

@@ -1,12 +1,12 @@
 import type { Readable } from "node:stream";
 import type { FastifyReply, FastifyRequest } from "fastify";
-import { DigestMismatchError, parseReference, type ProgressEvent } from "../../distribution/index.ts";
+import { checkInsecureAllowed, DigestMismatchError, parseReference, type ProgressEvent } from "../../distribution/index.ts";
 import { parseDigest, type Digest } from "../../distribution/digest.ts";
 import { InvalidRequestError } from "../../errors.ts";
 import { optionalBoolean } from "../../http/fields.ts";
 import type { OllamaDeps } from "./deps.ts";
 import { NdjsonStream } from "./ndjson.ts";
-import { modelOf } from "./options.ts";
+import { checkOllamaFields, modelOf } from "./options.ts";
 
 export type Line = { status: string; digest?: string; total?: number; completed?: number };
 
@@ -54,12 +54,14 @@ function layerLine(verb: "pulling" | "pushing", e: ProgressEvent): Line | null {
 /** `POST /api/pull`: `pulling manifest`, `pulling <digest12>` per layer, `verifying sha256 digest`, `writing manifest`, `success`. */
 export function pullModel(deps: OllamaDeps, request: FastifyRequest, reply: FastifyReply) {
   const ref = modelOf(request.body);
-  parseReference(ref); // a bad name is a 400 before the first progress line
+  checkOllamaFields("/api/pull", request.body);
+  const isInsecure = insecureOf(ref, request.body);
   return progress(deps, request, reply, async (emit, signal) => {
     emit({ status: "pulling manifest" });
     const seen = new Set<string>();
     const model = await deps.distribution.pull(ref, {
       signal,
+      isInsecure,
       onProgress: (e) => {
         const line = layerLine("pulling", e);
         if (line) {
@@ -81,6 +83,8 @@ export function pullModel(deps: OllamaDeps, request: FastifyRequest, reply: Fast
 /** `POST /api/push`: `retrieving manifest`, `pushing <digest12>` per layer, `pushing manifest`, `success`. */
 export async function pushModel(deps: OllamaDeps, request: FastifyRequest, reply: FastifyReply) {
   const ref = modelOf(request.body);
+  checkOllamaFields("/api/push", request.body);
+  const isInsecure = insecureOf(ref, request.body);
   // An unknown or malformed name keeps its status (404, 400): resolved before the first progress line.
   const model = await deps.distribution.resolve(ref);
   return progress(deps, request, reply, async (emit, signal) => {
@@ -88,6 +92,7 @@ export async function pushModel(deps: OllamaDeps, request: FastifyRequest, reply
     const tag = model.tags.find((t) => t.endsWith(ref)) ?? ref;
     await deps.distribution.push(tag, {
       signal,
+      isInsecure,
       onProgress: (e) => {
         const line = layerLine("pushing", e);
         if (line) emit(line);
@@ -95,6 +100,18 @@ export async function pushModel(deps: OllamaDeps, request: FastifyRequest, reply
     });
     emit({ status: "pushing manifest" });
   });
+}
+
+/**
+ * Ollama's `insecure` (plain HTTP to the registry), checked before the first
+ * progress line: a bad name is a 400, and so is `insecure` for hf.co, which
+ * is always HTTPS.
+ */
+function insecureOf(ref: string, body: unknown): boolean {
+  const parsed = parseReference(ref);
+  const isInsecure = optionalBoolean((body as { insecure?: unknown }).insecure, "insecure") === true;
+  if (isInsecure) checkInsecureAllowed(parsed);
+  return isInsecure;
 }
 
 /** `sha256:<hex>` or Ollama's file-name form `sha256-<hex>`. */
