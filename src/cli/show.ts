@@ -7,7 +7,7 @@ export const showCommand: Command = {
   name: "show",
   summary: "Show a model's details for people",
   usage: "mr show [OPTIONS] MODEL",
-  description: "Prints MODEL's tags, ID, architecture, parameters, quantization, size and context, and its GGUF metadata.",
+  description: "Prints MODEL's tags, ID, architecture, parameters, quantization, size and context, its capabilities, and its GGUF metadata.",
   examples: ["mr show ai/smollm2", "mr show --json ai/smollm2", "mr show --modelfile ai/smollm2 > Modelfile", "mr show --parameters ai/smollm2"],
   flags: {
     remote: { type: "boolean", short: "r", description: "ask the registry instead of the local store" },
@@ -59,6 +59,8 @@ export const showCommand: Command = {
     const show = values.remote ? null : ((await client.json<OllamaShow>("POST", "/api/show", { json: { model: m.id }, signal: cli.signal })) ?? {});
     const meta = Object.entries(c.gguf && Object.keys(c.gguf).length > 0 ? c.gguf : show ? headerMetadata(m, show) : {});
     if (show) {
+      // As `ollama show`: what the model can do (completion or embedding, tools, vision), one a line.
+      if (show.capabilities?.length) out += `\n${bold("Capabilities")}\n${indent(show.capabilities.join("\n"))}\n`;
       // The preset (the model's stored request defaults), as `ollama show` lists Parameters and System.
       if (show.parameters) out += `\n${bold("Parameters")}\n${indent(show.parameters)}\n`;
       if (show.system) out += `\n${bold("System")}\n${indent(show.system)}\n`;
@@ -71,7 +73,7 @@ export const showCommand: Command = {
 
 /** The parts of Ollama's /api/show that `show --PART` prints. */
 const OLLAMA_PARTS = ["modelfile", "parameters", "template", "system", "license"] as const;
-type OllamaShow = Partial<Record<(typeof OLLAMA_PARTS)[number], string>> & { model_info?: Record<string, unknown> };
+type OllamaShow = Partial<Record<(typeof OLLAMA_PARTS)[number], string>> & { model_info?: Record<string, unknown>; capabilities?: string[] };
 
 /**
  * The metadata of a stored model whose config has no `gguf` map (artifacts

@@ -83,6 +83,7 @@ test("package loads a GGUF into the daemon; list, show and inspect see it", asyn
   assert.equal(show.code, 0, show.stderr);
   assert.match(show.stdout, /architecture\s+llama/);
   assert.match(show.stdout, /general\.name\s+tiny-llama/);
+  assert.match(show.stdout, /\nCapabilities\n {2}completion\n/, "as ollama show");
 
   const inspect = await mr(["inspect", tiny]);
   const model = JSON.parse(inspect.stdout) as { id: string; tags: string[]; config: { format: string } };
@@ -190,6 +191,7 @@ test("run on an embedding model prints the prompt's vector (as ollama run); --di
   const embed = "cli/embed:v1";
   assert.equal((await mr(["package", "-q", "--context-size", "64", "--gguf", await tinyModel({ seed: 11, pooling: "mean" }, "embed.gguf"), embed])).code, 0);
   const norm = (v: number[]) => Math.hypot(...v);
+  assert.match((await mr(["show", embed])).stdout, /\nCapabilities\n {2}embedding\n/);
 
   const plain = await mr(["run", embed, "hello", "world"]);
   assert.equal(plain.code, 0, plain.stderr);
