@@ -19,7 +19,7 @@ export class QueueFullError extends RunnerError {
  * runtime memory check on `POST /models/create`): the download would be wasted.
  */
 export class PullWouldNotFitError extends RunnerError {
-  readonly code = "insufficient_memory";
+  readonly code = "model_would_not_fit";
   readonly status = 507;
   override readonly extra: Readonly<Record<string, unknown>>;
   constructor(model: string, readonly requiredBytes: number, readonly budgetBytes: number, contextSize: number) {

@@ -78,18 +78,19 @@ describe("daemon model management routes", () => {
       const refused = await fetch(`${small.url}/models/create`, { method: "POST", headers: json, body: JSON.stringify({ from: ref }) });
       assert.equal(refused.status, 507);
       const body = (await refused.json()) as { error: { message: string; code: string } };
-      assert.equal(body.error.code, "insufficient_memory");
+      assert.equal(body.error.code, "model_would_not_fit");
       assert.match(body.error.message, /would need about .* to run .* but the memory budget is 100 MiB.*--ignore-runtime-memory-check/);
       assert.equal((await fetch(`${small.url}/models/${ref}`)).status, 404, "nothing was downloaded");
       const typo = await fetch(`${small.url}/models/create`, { method: "POST", headers: json, body: JSON.stringify({ from: ref, "ignore-runtime-memory-check": "yes" }) });
       assert.equal(typo.status, 400);
-      // The CLI's flag sends the field; the pull then goes through.
-      const cli = await runMr(["pull", "--ignore-runtime-memory-check", ref], { env: { MODEL_RUNNER_HOST: small.url.replace("http://", "") } });
-      assert.equal(cli.code, 0, cli.stderr);
-      assert.equal((await fetch(`${small.url}/models/${ref}`)).status, 200);
-      const plain = await runMr(["pull", `${registry.host}/team/tiny:v1`], { env: { MODEL_RUNNER_HOST: small.url.replace("http://", "") } });
+      // Through the CLI: the daemon's message, then the flag sends the field and the pull goes through.
+      const env = { MODEL_RUNNER_HOST: small.url.replace("http://", "") };
+      const plain = await runMr(["pull", ref], { env });
       assert.equal(plain.code, 1);
       assert.match(plain.stderr, /could never be loaded here\. Pull it anyway with --ignore-runtime-memory-check/);
+      const cli = await runMr(["pull", "--ignore-runtime-memory-check", ref], { env });
+      assert.equal(cli.code, 0, cli.stderr);
+      assert.equal((await fetch(`${small.url}/models/${ref}`)).status, 200);
     } finally {
       await small.close();
     }
