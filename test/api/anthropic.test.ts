@@ -28,6 +28,30 @@ for (const variant of ENGINE_VARIANTS) describe(`Anthropic Messages API with @an
   });
   after(() => d?.close());
 
+  test("models.list and models.retrieve: the stored models in Anthropic's shape, paged by the SDK; bad queries 400, unknown ids 404", async () => {
+    const first = await client.models.list({ limit: 2 });
+    assert.equal(first.data.length, 2);
+    assert.equal(first.has_more, true);
+    const ids: string[] = [];
+    for await (const m of client.models.list({ limit: 2 })) ids.push(m.id);
+    const stored = (await d.daemon.distribution.list()).map((m) => m.tags[0]);
+    assert.deepEqual([...ids].sort(), [...stored].sort(), "the SDK's auto-paging (after_id) sees every model once");
+    const tiny = await client.models.retrieve("ai/tiny:latest");
+    assert.deepEqual(Object.keys(tiny).sort(), ["created_at", "display_name", "id", "type"]);
+    assert.equal(tiny.type, "model");
+    assert.equal(tiny.id, "ai/tiny:latest");
+    assert.ok(!Number.isNaN(Date.parse(tiny.created_at)));
+    assert.equal((await client.models.retrieve("tiny")).id, "ai/tiny:latest", "partial names, as elsewhere");
+    await assert.rejects(client.models.retrieve("no-such-model"), (e: unknown) => e instanceof Anthropic.NotFoundError);
+    const back = await client.models.list({ limit: 1, before_id: ids[1]! });
+    assert.deepEqual(back.data.map((m) => m.id), [ids[0]]);
+    for (const query of ["limit=0", "limit=1001", "limit=x", "order=asc", `after_id=${ids[0]}&before_id=${ids[1]}`, "after_id=nope"]) {
+      const res = await fetch(`${d.url}/anthropic/v1/models?${query}`, { headers: { "x-api-key": KEY } });
+      assert.equal(res.status, 400, query);
+      assert.equal(((await res.json()) as { error: { type: string } }).error.type, "invalid_request_error", query);
+    }
+  });
+
   test("messages.create returns a message with text, stop_reason and usage", async () => {
     const msg = await client.messages.create({
       model: "ai/tiny",

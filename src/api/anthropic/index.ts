@@ -8,6 +8,7 @@ import { LazyStream } from "../streaming.ts";
 import { LoadingComments } from "../load-wait.ts";
 import { optionalBoolean } from "../../http/fields.ts";
 import { sendError } from "../error-reply.ts";
+import { getModel, listModels } from "./models.ts";
 import { anthropicErrorResponse } from "./errors.ts";
 import { StopMatcher } from "../../engine/stop-matcher.ts";
 import { chatRequestFrom, countRequestFrom, newMessageId, stopReasonOf, thinkingOf } from "./translate.ts";
@@ -21,7 +22,7 @@ type Body = Record<string, unknown>;
 
 /**
  * Anthropic's Messages API at `/anthropic/v1/messages` and `/v1/messages`
- * (plus `count_tokens`), translated to the engine's chat completions on the
+ * (plus `count_tokens`, and the Models API at `/anthropic/v1/models`), translated to the engine's chat completions on the
  * shared inference path. Errors take Anthropic's shape in this scope.
  */
 export function registerAnthropicRoutes(app: FastifyInstance, deps: AnthropicDeps): void {
@@ -31,6 +32,10 @@ export function registerAnthropicRoutes(app: FastifyInstance, deps: AnthropicDep
       scope.post(`${prefix}/v1/messages`, (request, reply) => createMessage(deps, request, reply));
       scope.post(`${prefix}/v1/messages/count_tokens`, (request, reply) => countTokens(deps, request, reply));
     }
+    // Anthropic's Models API under its prefix only: the bare /v1/models is OpenAI's.
+    scope.get("/anthropic/v1/models", async (request) => listModels(deps.distribution, request.query as Record<string, unknown>));
+    // fastify has already decoded the path once (as on the OpenAI route).
+    scope.get("/anthropic/v1/models/*", async (request) => getModel(deps.distribution, (request.params as { "*": string })["*"]));
   });
 }
 
