@@ -7,7 +7,7 @@ import { contextCommand } from "./context-command.ts";
 import { createCommand } from "./create.ts";
 import { dfCommand } from "./df.ts";
 import { inspectCommand } from "./inspect.ts";
-import { installRunnerCommand, uninstallRunnerCommand } from "./install-runner.ts";
+import { installRunnerCommand, reinstallRunnerCommand, uninstallRunnerCommand } from "./install-runner.ts";
 import { launchCommand } from "./launch.ts";
 import { listCommand } from "./list.ts";
 import { logsCommand } from "./logs.ts";
@@ -80,6 +80,7 @@ export const COMMANDS: readonly Command[] = [
   restartRunnerCommand,
   installRunnerCommand,
   uninstallRunnerCommand,
+  reinstallRunnerCommand,
   logsCommand,
   requestsCommand,
   searchCommand,

@@ -1,5 +1,5 @@
 import { ndjson } from "./client.ts";
-import type { Command } from "./context.ts";
+import type { Cli, Command } from "./context.ts";
 import { CliError, UsageError } from "./errors.ts";
 
 /** The `llama.cpp` backend's engines (the daemon checks; listed for usage errors and completion). */
@@ -44,25 +44,41 @@ export const installRunnerCommand: Command = {
   },
   async run(cli, { values, positionals }) {
     if (positionals.length > 0) throw new UsageError("install-runner takes no arguments", "install-runner");
-    const body = installBody("install-runner", values);
-    const client = await cli.daemon();
-    const res = await client.request("POST", "/engines/install-backend", {
-      json: body,
-      headers: { accept: "application/x-ndjson" },
-      signal: cli.signal,
-    });
-    let last: InstallLine | null = null;
-    for await (const line of ndjson<InstallLine>(res)) {
-      // The daemon repeats the last line while a step is quiet (a keep-alive): print each line once.
-      if (line.type === "progress" && line.message !== last?.message) cli.io.stderr.write(`${line.message}\n`);
-      last = line;
-      if (line.type === "error") throw new CliError(line.message);
-    }
-    if (last?.type !== "success") throw new CliError("the daemon ended the install without saying it succeeded");
-    cli.io.stdout.write(`${last.message}${last.status ? ` (${last.status})` : ""}.\n`);
-    return 0;
+    return install(cli, installBody("install-runner", values));
   },
 };
+
+/** POST /engines/install-backend, its progress on stderr, its result on stdout. */
+async function install(cli: Cli, body: ReturnType<typeof installBody>): Promise<number> {
+  const client = await cli.daemon();
+  const res = await client.request("POST", "/engines/install-backend", {
+    json: body,
+    headers: { accept: "application/x-ndjson" },
+    signal: cli.signal,
+  });
+  let last: InstallLine | null = null;
+  for await (const line of ndjson<InstallLine>(res)) {
+    // The daemon repeats the last line while a step is quiet (a keep-alive): print each line once.
+    if (line.type === "progress" && line.message !== last?.message) cli.io.stderr.write(`${line.message}\n`);
+    last = line;
+    if (line.type === "error") throw new CliError(line.message);
+  }
+  if (last?.type !== "success") throw new CliError("the daemon ended the install without saying it succeeded");
+  cli.io.stdout.write(`${last.message}${last.status ? ` (${last.status})` : ""}.\n`);
+  return 0;
+}
+
+/** POST /engines/uninstall-backend, and what it removed on stdout. */
+async function uninstall(cli: Cli, body: ReturnType<typeof installBody>): Promise<number> {
+  const client = await cli.daemon();
+  const result = await client.json<{ backend: string; engine: string | null; removed: boolean }>("POST", "/engines/uninstall-backend", {
+    json: body,
+    signal: cli.signal,
+  });
+  const what = `${result.backend}${result.engine ? ` (${result.engine})` : ""}`;
+  cli.io.stdout.write(result.removed ? `Removed ${what}.\n` : `Nothing of ${what} was installed.\n`);
+  return 0;
+}
 
 export const uninstallRunnerCommand: Command = {
   name: "uninstall-runner",
@@ -76,14 +92,28 @@ export const uninstallRunnerCommand: Command = {
   },
   async run(cli, { values, positionals }) {
     if (positionals.length > 0) throw new UsageError("uninstall-runner takes no arguments", "uninstall-runner");
-    const body = installBody("uninstall-runner", values);
-    const client = await cli.daemon();
-    const result = await client.json<{ backend: string; engine: string | null; removed: boolean }>("POST", "/engines/uninstall-backend", {
-      json: body,
-      signal: cli.signal,
-    });
-    const what = `${result.backend}${result.engine ? ` (${result.engine})` : ""}`;
-    cli.io.stdout.write(result.removed ? `Removed ${what}.\n` : `Nothing of ${what} was installed.\n`);
-    return 0;
+    return uninstall(cli, installBody("uninstall-runner", values));
+  },
+};
+
+export const reinstallRunnerCommand: Command = {
+  name: "reinstall-runner",
+  summary: "Remove an engine install-runner put on this machine, then install it again",
+  usage: "mr reinstall-runner [--backend llama.cpp] [--engine llama-server] [--gpu auto|cpu|cuda|vulkan|metal]",
+  description:
+    "DMR's reinstall-runner for an engine: uninstall-runner, then install-runner with the same flags, so that a\n" +
+    "broken or outdated llama-server is replaced by a fresh build or download (or the one MODEL_RUNNER_LLAMA_SERVER\n" +
+    "names). The built-in engine ships inside mr: install-runner --engine built-in compiles it for this machine.",
+  examples: ["mr reinstall-runner", "mr reinstall-runner --gpu cpu"],
+  flags: installRunnerCommand.flags,
+  async run(cli, { values, positionals }) {
+    if (positionals.length > 0) throw new UsageError("reinstall-runner takes no arguments", "reinstall-runner");
+    const body = installBody("reinstall-runner", { engine: "llama-server", ...values });
+    if (body.engine !== "llama-server") {
+      throw new UsageError(`the ${body.engine} engine ships inside mr: run mr install-runner --engine ${body.engine} to build it for this machine`, "reinstall-runner");
+    }
+    const { gpu: _gpu, ...which } = body;
+    await uninstall(cli, which);
+    return install(cli, body);
   },
 };

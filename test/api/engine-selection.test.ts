@@ -5,6 +5,7 @@ import { after, before, describe, test } from "node:test";
 import { runMr } from "../helpers/cli.ts";
 import { buildToolsPathWithout } from "../helpers/processes.ts";
 import { startTestDaemon, type TestDaemon } from "./daemon-helper.ts";
+import { LLAMA_SERVER_PATH } from "../helpers/engines.ts";
 
 const post = (d: TestDaemon, path: string, body: unknown, headers: Record<string, string> = {}) =>
   fetch(`${d.url}${path}`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) });
@@ -102,5 +103,22 @@ describe("llama.cpp engine selection and install routes (no llama-server install
     assert.equal(configured.code, 0, configured.stderr);
     const shown = await runMr(["configure", "show", "--json", "ai/tiny-embed"], { env });
     assert.equal((JSON.parse(shown.stdout) as Array<{ engine: string }>)[0]!.engine, "llama-server");
+  });
+});
+
+describe("mr reinstall-runner", () => {
+  test("removes what install-runner put there, then installs again (here the llama-server MODEL_RUNNER_LLAMA_SERVER names)", { skip: LLAMA_SERVER_PATH ? false : "no llama-server binary: set MR_TEST_LLAMA_SERVER" }, async () => {
+    const d = await startTestDaemon({ MODEL_RUNNER_LLAMA_SERVER: LLAMA_SERVER_PATH! });
+    try {
+      const env = { MODEL_RUNNER_HOST: d.url, MODEL_RUNNER_HOME: d.home };
+      const r = await runMr(["reinstall-runner"], { env });
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^Nothing of llama\.cpp \(llama-server\) was installed\.\nllama\.cpp \(llama-server\) is installed/);
+      const builtIn = await runMr(["reinstall-runner", "--engine", "built-in"], { env });
+      assert.equal(builtIn.code, 2);
+      assert.match(builtIn.stderr, /the built-in engine ships inside mr: run mr install-runner --engine built-in/);
+    } finally {
+      await d.close();
+    }
   });
 });
