@@ -176,11 +176,6 @@ export function loadDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEnv
   });
 }
 
-/**
- * What the `mr` client commands need: where the daemon is, where to keep
- * history and logs, and the search endpoints. Read once in src/cli/main.ts
- * and passed down; nothing under src/cli reads `process.env`.
- */
 /** How the CLI checks a daemon's TLS certificate. */
 export interface DaemonTls {
   /** PEM text of the CA that signed the daemon's certificate; null: the system's CAs. */
@@ -189,6 +184,11 @@ export interface DaemonTls {
   skipVerify: boolean;
 }
 
+/**
+ * What the `mr` client commands need: where the daemon is, where to keep
+ * history and logs, and the search endpoints. Read once in src/cli/main.ts
+ * and passed down; nothing under src/cli reads `process.env`.
+ */
 export interface CliConfig {
   /** `http://host:port` of the daemon, no trailing slash. */
   baseUrl: string;

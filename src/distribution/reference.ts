@@ -125,12 +125,12 @@ export function normalizeReference(input: string): string {
   return parseReference(input).normalized;
 }
 
-/** True for hosts we talk plain HTTP to without being told: loopback addresses. */
 /** Plain HTTP (Ollama's `insecure`) applies to registries only: an InvalidRequestError for hf.co, which is always HTTPS. */
 export function checkInsecureAllowed(ref: ModelReference): void {
   if (ref.isHuggingFace) throw new InvalidRequestError("'insecure' is for registries; Hugging Face is always reached over HTTPS.", "insecure");
 }
 
+/** True for hosts we talk plain HTTP to without being told: loopback addresses. */
 export function isLoopbackHost(host: string): boolean {
   const h = host.replace(/:\d+$/, "").replace(/^\[|\]$/g, "");
   return h === "localhost" || h === "::1" || /^127\./.test(h);
