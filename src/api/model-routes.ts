@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { InvalidRequestError, NotFoundError } from "../errors.ts";
 import { firstUnknownField, optionalBoolean } from "../http/fields.ts";
 import type { Scheduler } from "../scheduling/index.ts";
+import { insecureFieldOf } from "./insecure-field.ts";
 import { checkPullFits } from "./pull-fits.ts";
 import { parseReference, toDmrProgressLine, type ModelDistribution, type ProgressEvent, type StoredModel, type TransferMode } from "../distribution/index.ts";
 import type { ErrorLogger } from "./errors.ts";
@@ -68,16 +69,17 @@ export function registerModelRoutes(app: FastifyInstance, deps: ModelRouteDeps):
 
   app.post("/models/create", async (request, reply) => {
     const body = request.body as { from?: unknown; "ignore-runtime-memory-check"?: unknown } | undefined;
-    checkBody(body, ["from", "bearer-token", "ignore-runtime-memory-check"], "/models/create");
+    checkBody(body, ["from", "bearer-token", "ignore-runtime-memory-check", "insecure"], "/models/create");
     if (typeof body?.from !== "string" || body.from.trim() === "") throw new InvalidRequestError("'from' is required: the model to pull.", "from");
     const from = body.from.trim();
+    const isInsecure = insecureFieldOf(from, body);
     // DMR's check before the download: a model that could never be loaded here is a 507, unless the client says pull anyway.
     if (optionalBoolean(body["ignore-runtime-memory-check"], "ignore-runtime-memory-check") !== true) {
       const bearerToken = bearerOf(body);
-      await checkPullFits(deps, from, { signal: reply.request.clientSignal, ...(bearerToken !== undefined ? { bearerToken } : {}) });
+      await checkPullFits(deps, from, { signal: reply.request.clientSignal, isInsecure, ...(bearerToken !== undefined ? { bearerToken } : {}) });
     }
     await streamProgress(request, reply, "pull", deps.logError, async (onProgress, signal) => {
-      const model = await distribution.pull(from, { signal, bearerToken: bearerOf(body), onProgress });
+      const model = await distribution.pull(from, { signal, bearerToken: bearerOf(body), onProgress, isInsecure });
       return `Model pulled successfully: ${model.tags[0] ?? model.id}`;
     });
   });
@@ -142,9 +144,10 @@ export function registerModelRoutes(app: FastifyInstance, deps: ModelRouteDeps):
       return reply.code(201).send({ message: `Model tagged successfully with "${target}"`, target });
     }
     if (action === "push") {
-      checkBody(request.body, ["bearer-token"], "/models/{name}/push");
+      checkBody(request.body, ["bearer-token", "insecure"], "/models/{name}/push");
+      const isInsecure = insecureFieldOf(ref, request.body);
       await streamProgress(request, reply, "push", deps.logError, async (onProgress, signal) => {
-        const { digest } = await distribution.push(ref, { signal, bearerToken: bearerOf(request.body), onProgress });
+        const { digest } = await distribution.push(ref, { signal, bearerToken: bearerOf(request.body), onProgress, isInsecure });
         return `Model pushed successfully: ${digest}`;
       });
       return;

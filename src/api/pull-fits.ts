@@ -12,7 +12,7 @@ import type { Scheduler } from "../scheduling/index.ts";
 export async function checkPullFits(
   deps: { distribution: ModelDistribution; scheduler: Pick<Scheduler, "checkPullFits"> },
   from: string,
-  opts: { bearerToken?: string; signal: AbortSignal },
+  opts: { bearerToken?: string; isInsecure?: boolean; signal: AbortSignal },
 ): Promise<void> {
   const remote = await deps.distribution.inspectRemote(from, opts).catch(() => null);
   if (remote === null) return;

@@ -16,6 +16,7 @@ export const pullCommand: Command = {
   flags: {
     quiet: { type: "boolean", short: "q", description: "print no progress" },
     "ignore-runtime-memory-check": { type: "boolean", description: "pull even a model too large to ever load here" },
+    insecure: { type: "boolean", description: "speak plain HTTP to the model's registry (as ollama pull --insecure)" },
   },
   async run(cli, { values, positionals }) {
     if (positionals.length !== 1) throw new UsageError("pull takes exactly one MODEL", "pull");
@@ -23,6 +24,7 @@ export const pullCommand: Command = {
     const message = await pullModel(cli, client, positionals[0]!, {
       isQuiet: values.quiet === true,
       isMemoryCheckIgnored: values["ignore-runtime-memory-check"] === true,
+      isInsecure: values.insecure === true,
     });
     if (values.quiet !== true) cli.io.stdout.write(`${message || `Pulled ${positionals[0]}`}\n`);
     return 0;

@@ -9,7 +9,10 @@ export const pushCommand: Command = {
   usage: "mr push [OPTIONS] MODEL",
   description: "Uploads MODEL from the daemon's store to the registry its name points at (credentials: docker login).",
   examples: ["mr push myregistry.example.com/team/model:v1"],
-  flags: { quiet: { type: "boolean", short: "q", description: "print no progress" } },
+  flags: {
+    quiet: { type: "boolean", short: "q", description: "print no progress" },
+    insecure: { type: "boolean", description: "speak plain HTTP to the registry (as ollama push --insecure)" },
+  },
   async run(cli, { values, positionals }) {
     if (positionals.length !== 1) throw new UsageError("push takes exactly one MODEL", "push");
     const client = await cli.daemon();
@@ -18,7 +21,7 @@ export const pushCommand: Command = {
     if (isModelId(resolved.name)) throw new UsageError(`push needs a MODEL name (a tag), not an ID: tag it first (mr tag ${positionals[0]} REGISTRY/NAME:TAG)`, "push");
     const name = resolved.name;
     const res = await client.request("POST", `/models/${encodeRef(name)}/push`, {
-      json: {},
+      json: values.insecure === true ? { insecure: true } : {},
       headers: { accept: "application/json" },
       signal: cli.signal,
     });

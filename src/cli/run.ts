@@ -90,6 +90,7 @@ export const runCommand: Command = {
     interactive: { type: "boolean", short: "i", description: "chat even when stdin is not a terminal (one message per line)" },
     quiet: { type: "boolean", short: "q", description: "no pull progress" },
     "ignore-runtime-memory-check": { type: "boolean", description: "pull even a model too large to ever load here (it then fails to load)" },
+    insecure: { type: "boolean", description: "pull over plain HTTP from the model's registry (as ollama run --insecure)" },
     verbose: { type: "boolean", description: "print timings after each answer (tokens/s, as ollama run --verbose)" },
     format: { type: "string", valueName: "json", description: "answer in this format (json)" },
     keepalive: { type: "string", valueName: "DURATION", description: "keep the model loaded this long after the answer: 5m, 1h, 0, -1" },
@@ -107,7 +108,11 @@ export const runCommand: Command = {
     let model = await findModel(client, ref, cli.signal);
     if (!model) {
       cli.note(`Unable to find model '${ref}' locally. Pulling from the server.`);
-      await pullModel(cli, client, ref, { isQuiet: values.quiet === true, isMemoryCheckIgnored: values["ignore-runtime-memory-check"] === true });
+      await pullModel(cli, client, ref, {
+        isQuiet: values.quiet === true,
+        isMemoryCheckIgnored: values["ignore-runtime-memory-check"] === true,
+        isInsecure: values.insecure === true,
+      });
       model = await findModel(client, ref, cli.signal);
       if (!model) throw new CliError(`the model runner pulled ${ref} but cannot find it now`);
     }

@@ -57,6 +57,8 @@ export interface PullOptions {
   isQuiet: boolean;
   /** DMR's `ignore-runtime-memory-check`: pull even a model that could never be loaded with the daemon's memory budget. */
   isMemoryCheckIgnored?: boolean;
+  /** Plain HTTP to the model's registry (Ollama's `--insecure`). */
+  isInsecure?: boolean;
   attempts?: number;
   retryBaseMs?: number;
 }
@@ -71,7 +73,7 @@ export async function pullModel(cli: Cli, client: DaemonClient, model: string, o
   for (let attempt = 1; ; attempt++) {
     try {
       const res = await client.request("POST", "/models/create", {
-        json: { from: model, ...(opts.isMemoryCheckIgnored ? { "ignore-runtime-memory-check": true } : {}) },
+        json: { from: model, ...(opts.isMemoryCheckIgnored ? { "ignore-runtime-memory-check": true } : {}), ...(opts.isInsecure ? { insecure: true } : {}) },
         headers: { accept: "application/json" },
         signal: cli.signal,
       });

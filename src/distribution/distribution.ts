@@ -124,7 +124,7 @@ class Distribution implements ModelDistribution {
   }
 
   /** The context of one transfer: with `isInsecure`, the reference's registry joins the plain-HTTP ones. */
-  private contextFor(ref: ModelReference, opts: TransferOptions): DistributionContext {
+  private contextFor(ref: ModelReference, opts: { isInsecure?: boolean }): DistributionContext {
     if (!opts.isInsecure) return this.ctx;
     checkInsecureAllowed(ref);
     const insecureRegistries = [...(this.ctx.options.insecureRegistries ?? []), ref.registryHost];
@@ -144,8 +144,9 @@ class Distribution implements ModelDistribution {
   async inspectRemote(reference: string, opts: RemoteOptions = {}): Promise<RemoteModel> {
     const signal = opts.signal ?? new AbortController().signal;
     const ref = parseReference(reference);
-    if (ref.isHuggingFace) return inspectHuggingFace(this.ctx, ref, opts.bearerToken, signal);
-    return inspectRegistry(this.ctx, ref, opts.bearerToken, signal);
+    const ctx = this.contextFor(ref, opts);
+    if (ref.isHuggingFace) return inspectHuggingFace(ctx, ref, opts.bearerToken, signal);
+    return inspectRegistry(ctx, ref, opts.bearerToken, signal);
   }
 
   async repackage(source: string, target: string, opts: RepackageOptions = {}): Promise<StoredModel> {

@@ -66,6 +66,8 @@ export interface RemoteOptions {
   signal?: AbortSignal;
   /** As for pull: `Authorization: Bearer` to the registry, or the HF token for hf.co. */
   bearerToken?: string;
+  /** As for pull: plain HTTP to this reference's registry. */
+  isInsecure?: boolean;
 }
 
 /**

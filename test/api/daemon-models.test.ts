@@ -88,8 +88,11 @@ describe("daemon model management routes", () => {
       const plain = await runMr(["pull", ref], { env });
       assert.equal(plain.code, 1);
       assert.match(plain.stderr, /could never be loaded here\. Pull it anyway with --ignore-runtime-memory-check/);
-      const cli = await runMr(["pull", "--ignore-runtime-memory-check", ref], { env });
+      // --insecure goes along (a loopback registry is plain HTTP anyway; test/distribution/insecure.test.ts has one that is not).
+      const cli = await runMr(["pull", "--ignore-runtime-memory-check", "--insecure", ref], { env });
       assert.equal(cli.code, 0, cli.stderr);
+      const pushed = await runMr(["push", "--insecure", ref], { env });
+      assert.equal(pushed.code, 0, pushed.stderr);
       assert.equal((await fetch(`${small.url}/models/${ref}`)).status, 200);
     } finally {
       await small.close();

@@ -1,10 +1,11 @@
 import type { Readable } from "node:stream";
 import type { FastifyReply, FastifyRequest } from "fastify";
-import { checkInsecureAllowed, DigestMismatchError, parseReference, type ProgressEvent } from "../../distribution/index.ts";
+import { DigestMismatchError, type ProgressEvent } from "../../distribution/index.ts";
 import { parseDigest, type Digest } from "../../distribution/digest.ts";
 import { InvalidRequestError } from "../../errors.ts";
 import { optionalBoolean } from "../../http/fields.ts";
 import type { OllamaDeps } from "./deps.ts";
+import { insecureFieldOf } from "../insecure-field.ts";
 import { NdjsonStream } from "./ndjson.ts";
 import { checkOllamaFields, modelOf } from "./options.ts";
 
@@ -55,7 +56,7 @@ function layerLine(verb: "pulling" | "pushing", e: ProgressEvent): Line | null {
 export function pullModel(deps: OllamaDeps, request: FastifyRequest, reply: FastifyReply) {
   const ref = modelOf(request.body);
   checkOllamaFields("/api/pull", request.body);
-  const isInsecure = insecureOf(ref, request.body);
+  const isInsecure = insecureFieldOf(ref, request.body);
   return progress(deps, request, reply, async (emit, signal) => {
     emit({ status: "pulling manifest" });
     const seen = new Set<string>();
@@ -84,7 +85,7 @@ export function pullModel(deps: OllamaDeps, request: FastifyRequest, reply: Fast
 export async function pushModel(deps: OllamaDeps, request: FastifyRequest, reply: FastifyReply) {
   const ref = modelOf(request.body);
   checkOllamaFields("/api/push", request.body);
-  const isInsecure = insecureOf(ref, request.body);
+  const isInsecure = insecureFieldOf(ref, request.body);
   // An unknown or malformed name keeps its status (404, 400): resolved before the first progress line.
   const model = await deps.distribution.resolve(ref);
   return progress(deps, request, reply, async (emit, signal) => {
@@ -100,18 +101,6 @@ export async function pushModel(deps: OllamaDeps, request: FastifyRequest, reply
     });
     emit({ status: "pushing manifest" });
   });
-}
-
-/**
- * Ollama's `insecure` (plain HTTP to the registry), checked before the first
- * progress line: a bad name is a 400, and so is `insecure` for hf.co, which
- * is always HTTPS.
- */
-function insecureOf(ref: string, body: unknown): boolean {
-  const parsed = parseReference(ref);
-  const isInsecure = optionalBoolean((body as { insecure?: unknown }).insecure, "insecure") === true;
-  if (isInsecure) checkInsecureAllowed(parsed);
-  return isInsecure;
 }
 
 /** `sha256:<hex>` or Ollama's file-name form `sha256-<hex>`. */
