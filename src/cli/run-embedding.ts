@@ -51,12 +51,8 @@ export async function runEmbedding(
   if (values.detach) {
     const answerOnly = givenFlags(values, [...EMBEDDING_ONLY_FLAGS, "json"]);
     if (answerOnly) throw new UsageError(`${answerOnly} shape an answer; --detach only loads the model`, "run");
-    if (fields.keep_alive !== undefined) {
-      // Ollama's load idiom for embedding models: an embed request with no input.
-      await client.json("POST", "/api/embed", { json: { model: name, ...fields }, signal: cli.signal });
-    } else {
-      await client.request("POST", "/engines/v1/embeddings", { json: { model: name, input: "" }, headers: { "x-preload-only": "true" }, signal: cli.signal });
-    }
+    // Ollama's load idiom for embedding models (it carries --keepalive): an embed request with no input.
+    await client.json("POST", "/api/embed", { json: { model: name, ...fields }, signal: cli.signal });
     cli.note(`Loaded ${name}.`);
     return 0;
   }
