@@ -6,9 +6,10 @@ import { unescapePath } from "./prompt-images.ts";
 /**
  * Files named with `@` in a prompt, as `docker model run` includes them:
  * `@notes.txt`, `@./src/main.ts`, `@/abs/path`, `@"a name with spaces.md"`,
- * `@'…'`, shell escapes (`@my\ notes.txt`) allowed.
+ * `@'…'`, shell escapes (`@my\ notes.txt`) allowed. Unlike DMR, the `@`
+ * must start a word (`me@example.com` is never read as a file).
  */
-const FILE_REF = /@(?:"([^"]+)"|'([^']+)'|((?:\\.|[^\s"'\\])+))/g;
+const FILE_REF = /(?<=^|[\s([{])@(?:"([^"]+)"|'([^']+)'|((?:\\.|[^\s"'\\])+))/g;
 
 /** A larger file could not fit the daemon's 10 MiB request body with the rest of the prompt. */
 export const MAX_PROMPT_FILE_BYTES = 8 * 1024 * 1024;
@@ -29,7 +30,13 @@ export async function includeFiles(prompt: string): Promise<string> {
   for (const match of prompt.matchAll(FILE_REF)) {
     const written = match[1] ?? match[2] ?? match[3]!;
     const path = match[3] !== undefined ? unescapePath(written) : written;
-    const replacement = await fileText(path);
+    let replacement = await fileText(path);
+    // A bare name at the end of a sentence or in brackets (`see @notes.txt.`, `(@a.md)`): the punctuation is not the name's.
+    const punctuation = match[3] !== undefined && replacement === null ? /[.,;:!?)\]}]+$/.exec(path)?.[0] : undefined;
+    if (punctuation) {
+      const text = await fileText(path.slice(0, -punctuation.length));
+      if (text !== null) replacement = text + punctuation;
+    }
     if (replacement === null) continue;
     out += prompt.slice(last, match.index) + replacement;
     last = match.index! + match[0].length;

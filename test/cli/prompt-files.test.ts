@@ -23,6 +23,16 @@ test("@ that names no file stays as written (addresses, directories, typos); a f
   const dir = await tempDir();
   const text = "mail me@example.com about @/no/such/file and @" + dir;
   assert.equal(await includeFiles(text), text);
+  await writeFile(join(dir, "example.com"), "not this");
+  const cwd = process.cwd();
+  process.chdir(dir);
+  try {
+    assert.equal(await includeFiles("mail me@example.com"), "mail me@example.com", "an @ inside a word is not a file reference");
+    assert.equal(await includeFiles("(@example.com)"), "(not this)");
+    assert.equal(await includeFiles("read @example.com."), "read not this.", "a sentence's full stop is not the name's");
+  } finally {
+    process.chdir(cwd);
+  }
   assert.equal(await includeFiles("no references at all"), "no references at all");
   const big = join(dir, "big.log");
   await writeFile(big, "");
