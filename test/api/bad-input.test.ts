@@ -325,7 +325,7 @@ describe("bad input: a clear 4xx in each API's shape", () => {
       { path: "/api/chat", body: { ...chat, temperature: 0 }, field: /Unknown field 'temperature' in \/api\/chat \(Ollama takes it in 'options'\)/ },
       { path: "/api/chat", body: { ...chat, max_tokens: 3 }, field: /Unknown field 'max_tokens' in \/api\/chat\./ },
       { path: "/api/generate", body: { model: "ai/tiny", prompt: "x", stop: ["a"] }, field: /Unknown field 'stop' in \/api\/generate \(Ollama takes it in 'options'\)/ },
-      { path: "/api/generate", body: { model: "ai/tiny", prompt: "x", logprobs: true }, field: /Unknown field 'logprobs'/ },
+      { path: "/api/generate", body: { model: "ai/tiny", prompt: "x", n_probs: 2 }, field: /Unknown field 'n_probs'/ },
       { path: "/api/embed", body: { model: "ai/tiny-embed", input: "x", encoding_format: "base64" }, field: /Unknown field 'encoding_format' in \/api\/embed/ },
       { path: "/api/embeddings", body: { model: "ai/tiny-embed", prompt: "x", input: "y" }, field: /Unknown field 'input' in \/api\/embeddings/ },
       { path: "/api/show", body: { model: "ai/tiny", system: "be brief" }, field: /Unknown field 'system' in \/api\/show/ },

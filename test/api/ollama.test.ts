@@ -57,6 +57,41 @@ for (const variant of ENGINE_VARIANTS) describe(`Ollama API with the ollama clie
     assert.ok(res.load_duration >= 0);
   });
 
+  test("logprobs and top_logprobs: each generated token with its log-probability and alternatives, streamed or whole, chat, generate and raw", async () => {
+    const options = { num_predict: 4, temperature: 0, seed: 1 };
+    const whole = await ollama.generate({ model: "tiny", prompt: "hello", logprobs: true, top_logprobs: 3, options, stream: false });
+    assert.equal(whole.logprobs?.length, whole.eval_count, JSON.stringify(whole.logprobs));
+    for (const entry of whole.logprobs!) {
+      assert.equal(typeof entry.token, "string");
+      assert.ok(entry.logprob <= 0);
+      assert.equal(entry.top_logprobs?.length, 3);
+      assert.ok(entry.top_logprobs!.every((a) => a.logprob <= entry.top_logprobs![0]!.logprob), "alternatives, most likely first");
+    }
+    // Greedy: the chosen token is the most likely alternative.
+    assert.equal(whole.logprobs![0]!.token, whole.logprobs![0]!.top_logprobs![0]!.token);
+    const streamed: Array<{ token: string; top_logprobs?: unknown[] }> = [];
+    let content = "";
+    for await (const part of await ollama.chat({ model: "tiny", messages: [{ role: "user", content: "hello" }], logprobs: true, options, stream: true })) {
+      streamed.push(...(part.logprobs ?? []));
+      content += part.message.content;
+    }
+    assert.equal(streamed.length, 4);
+    assert.ok(streamed.every((e) => e.top_logprobs === undefined), "top_logprobs 0: no alternatives, as Ollama leaves them out");
+    assert.equal(streamed.map((e) => e.token).join(""), content, "the tokens spell the answer");
+    const raw = await ollama.generate({ model: "tiny", prompt: "hello", raw: true, logprobs: true, options, stream: false });
+    assert.equal(raw.logprobs?.length, raw.eval_count);
+    assert.ok(raw.logprobs!.every((e) => e.top_logprobs === undefined));
+    const plain = await ollama.generate({ model: "tiny", prompt: "hello", options, stream: false });
+    assert.equal(plain.logprobs, undefined, "none unless asked for");
+    for (const [body, pattern] of [
+      [{ logprobs: true, top_logprobs: 21 }, /'top_logprobs' must be an integer from 0 to 20/],
+      [{ top_logprobs: 2 }, /'top_logprobs' needs 'logprobs': true/],
+      [{ logprobs: "yes" }, /'logprobs' must be a boolean/],
+    ] as const) {
+      await assert.rejects(ollama.generate({ model: "tiny", prompt: "x", ...(body as object), stream: false }), (e: Error & { status_code?: number }) => e.status_code === 400 && pattern.test(e.message), JSON.stringify(body));
+    }
+  });
+
   test("generate streams NDJSON and ends with done_reason and stats", async () => {
     const stream = await ollama.generate({ model: "tiny:latest", prompt: "hello", system: "be brief", stream: true, options: { num_predict: 6, temperature: 0 } });
     const parts = [];

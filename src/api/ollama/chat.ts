@@ -76,10 +76,13 @@ export function openAIMessages(messages: unknown): Array<Record<string, unknown>
 }
 
 /** The engine request for an Ollama chat/generate body, or null for a load/unload request. */
-function engineRequest(kind: Kind, body: Body, model: string, stream: boolean): { endpoint: "/v1/chat/completions" | "/v1/completions"; body: Body } | null {
+function engineRequest(kind: Kind, body: Body, model: string, stream: boolean, logprobs: Logprobs | null): { endpoint: "/v1/chat/completions" | "/v1/completions"; body: Body } | null {
   const { fields } = mapOptions(body.options);
   const format = mapFormat(body.format);
   const base: Body = { model, ...fields, stream, ...(stream ? { stream_options: { include_usage: true } } : {}) };
+  // The engine's chat takes OpenAI's pair, its legacy completions a count. At least one alternative is asked
+  // for (with none, llama-server returns no log-probabilities at all); ollamaLogprobs keeps only those asked for.
+  const chatLogprobs = logprobs ? { logprobs: true, top_logprobs: Math.max(1, logprobs.top) } : {};
   if (format) base.response_format = format;
   Object.assign(base, mapThink(body.think));
   if (Array.isArray(body.tools) && body.tools.length > 0) {
@@ -89,7 +92,7 @@ function engineRequest(kind: Kind, body: Body, model: string, stream: boolean): 
   }
   if (kind === "chat") {
     if (body.messages === undefined || body.messages === null || (Array.isArray(body.messages) && body.messages.length === 0)) return null;
-    return { endpoint: "/v1/chat/completions", body: { ...base, messages: openAIMessages(body.messages) } };
+    return { endpoint: "/v1/chat/completions", body: { ...base, ...chatLogprobs, messages: openAIMessages(body.messages) } };
   }
   for (const unsupported of ["suffix", "template"] as const) {
     if (typeof body[unsupported] === "string" && body[unsupported] !== "") {
@@ -104,15 +107,50 @@ function engineRequest(kind: Kind, body: Body, model: string, stream: boolean): 
   if (prompt === "" && (body.images === undefined || (Array.isArray(body.images) && body.images.length === 0))) return null;
   if (body.raw === true) {
     if (Array.isArray(body.images) && body.images.length > 0) throw new InvalidRequestError("'images' cannot be used with raw prompts.", "images");
-    return { endpoint: "/v1/completions", body: { ...base, prompt } };
+    return { endpoint: "/v1/completions", body: { ...base, prompt, ...(logprobs ? { logprobs: Math.max(1, logprobs.top) } : {}) } };
   }
   const messages: Body[] = [];
   if (typeof body.system === "string" && body.system !== "") messages.push({ role: "system", content: body.system });
   messages.push({ role: "user", content: withImages(prompt, body.images, "images") });
-  return { endpoint: "/v1/chat/completions", body: { ...base, messages } };
+  return { endpoint: "/v1/chat/completions", body: { ...base, ...chatLogprobs, messages } };
 }
 
 const doneReasonOf = (finish: unknown): string => (finish === "length" ? "length" : "stop");
+
+/** Ollama's `logprobs` request: alternatives per token (0-20). */
+interface Logprobs {
+  top: number;
+}
+
+/** Ollama's `logprobs` and `top_logprobs`, checked (`top_logprobs` 0-20, and only with `logprobs: true`); null when not asked for. */
+function logprobsOf(body: Body): Logprobs | null {
+  const wanted = optionalBoolean(body.logprobs, "logprobs") === true;
+  const top = body.top_logprobs ?? 0;
+  if (typeof top !== "number" || !Number.isInteger(top) || top < 0 || top > 20) {
+    throw new InvalidRequestError("'top_logprobs' must be an integer from 0 to 20.", "top_logprobs");
+  }
+  if (!wanted && top > 0) throw new InvalidRequestError("'top_logprobs' needs 'logprobs': true.", "top_logprobs");
+  return wanted ? { top } : null;
+}
+
+type EngineEntry = { token?: unknown; logprob?: unknown; bytes?: unknown; top_logprobs?: EngineEntry[] };
+
+/** One token's entry in Ollama's shape: `token`, `logprob`, `bytes` when known. */
+const tokenLogprob = (e: EngineEntry): Body => ({ token: e.token, logprob: e.logprob, ...(Array.isArray(e.bytes) ? { bytes: e.bytes } : {}) });
+
+/**
+ * A choice's `logprobs.content` (both engines give it, on chat and on
+ * completions) as Ollama's `logprobs`: each token with at most `top`
+ * alternatives (`top_logprobs`, left out when there are none, as Ollama does).
+ */
+function ollamaLogprobs(logprobs: unknown, top: number): Body[] {
+  const content = (logprobs as { content?: unknown } | null | undefined)?.content;
+  if (!Array.isArray(content)) return [];
+  return (content as EngineEntry[]).map((e) => {
+    const alternatives = top > 0 && Array.isArray(e.top_logprobs) ? e.top_logprobs.slice(0, top).map(tokenLogprob) : [];
+    return { ...tokenLogprob(e), ...(alternatives.length > 0 ? { top_logprobs: alternatives } : {}) };
+  });
+}
 
 /** The measured statistics of Ollama's final chunk (nanoseconds). */
 function stats(call: EngineCall): Body {
@@ -142,7 +180,8 @@ export async function handleChatOrGenerate(deps: OllamaDeps, kind: Kind, request
   optionalField(body.system, "string", "system");
   const keepAliveMs = keepAliveOf(body.keep_alive);
   const runnerOptions = mapOptions(body.options);
-  const engine = engineRequest(kind, body, model, stream);
+  const logprobs = logprobsOf(body);
+  const engine = engineRequest(kind, body, model, stream, logprobs);
   const createdAt = () => new Date().toISOString();
   const emptyAnswer = kind === "chat" ? { message: { role: "assistant", content: "" } } : { response: "" };
 
@@ -174,12 +213,14 @@ export async function handleChatOrGenerate(deps: OllamaDeps, kind: Kind, request
 
   if (!stream) {
     try {
-      const answer = await call.json<{ choices: Array<{ message?: Body; text?: string; finish_reason?: string }> }>();
+      const answer = await call.json<{ choices: Array<{ message?: Body; text?: string; finish_reason?: string; logprobs?: unknown }> }>();
       const choice = answer.choices[0] ?? {};
       const message = choice.message ?? {};
       const text = typeof choice.text === "string" ? choice.text : typeof message.content === "string" ? message.content : "";
       const thinking = typeof message.reasoning_content === "string" ? message.reasoning_content : undefined;
       const out: Body = { model, created_at: createdAt(), ...piece(text, thinking) };
+      const entries = logprobs ? ollamaLogprobs(choice.logprobs, logprobs.top) : [];
+      if (entries.length > 0) out.logprobs = entries;
       const tools = new ToolCallAccumulator();
       tools.addMessage(message.tool_calls);
       if (tools.size > 0) {
@@ -201,18 +242,24 @@ export async function handleChatOrGenerate(deps: OllamaDeps, kind: Kind, request
   // For the recorder: the lines as the one object a `stream: false` request gets.
   let allText = "";
   let allThinking = "";
+  const allLogprobs: Body[] = [];
   try {
     for await (const event of call.events()) {
-      const choice = (event.choices as Array<{ delta?: Body; text?: string; finish_reason?: string | null }> | undefined)?.[0];
+      const choice = (event.choices as Array<{ delta?: Body; text?: string; finish_reason?: string | null; logprobs?: unknown }> | undefined)?.[0];
       if (!choice) continue;
       const delta = choice.delta ?? {};
       const text = typeof choice.text === "string" ? choice.text : typeof delta.content === "string" ? delta.content : "";
       const thinking = typeof delta.reasoning_content === "string" ? delta.reasoning_content : undefined;
+      const entries = logprobs ? ollamaLogprobs(choice.logprobs, logprobs.top) : [];
       tools.add(delta.tool_calls);
-      if (text !== "" || thinking) await out.write({ model, created_at: createdAt(), ...piece(text, thinking), done: false });
+      // Each chunk carries the entries of its own tokens, as Ollama's do (a token with no text of its own too).
+      if (text !== "" || thinking || entries.length > 0) {
+        await out.write({ model, created_at: createdAt(), ...piece(text, thinking), ...(entries.length > 0 ? { logprobs: entries } : {}), done: false });
+      }
       if (call.recordsAnswer) {
         allText += text;
         allThinking += thinking ?? "";
+        allLogprobs.push(...entries);
       }
       if (choice.finish_reason) finish = choice.finish_reason;
     }
@@ -220,7 +267,7 @@ export async function handleChatOrGenerate(deps: OllamaDeps, kind: Kind, request
     if (toolCalls) await out.write({ model, created_at: createdAt(), message: { role: "assistant", content: "", tool_calls: toolCalls }, done: false });
     const last = { model, created_at: createdAt(), ...piece(""), done: true, done_reason: doneReasonOf(finish), ...stats(call) };
     if (call.recordsAnswer) {
-      const whole: Body = { ...last, ...piece(allText, allThinking || undefined) };
+      const whole: Body = { ...last, ...piece(allText, allThinking || undefined), ...(allLogprobs.length > 0 ? { logprobs: allLogprobs } : {}) };
       if (toolCalls) (whole.message as Body).tool_calls = toolCalls;
       call.recordAnswer(whole);
     }

@@ -151,8 +151,8 @@ export function mapToolChoice(choice: unknown): unknown {
  * OpenAI field) is never silently without effect.
  */
 const OLLAMA_FIELDS = {
-  "/api/chat": new Set(["model", "name", "messages", "stream", "format", "keep_alive", "tools", "tool_choice", "options", "think"]),
-  "/api/generate": new Set(["model", "name", "prompt", "suffix", "system", "template", "context", "stream", "raw", "format", "keep_alive", "images", "options", "think", "tools", "tool_choice"]),
+  "/api/chat": new Set(["model", "name", "messages", "stream", "format", "keep_alive", "tools", "tool_choice", "options", "think", "logprobs", "top_logprobs"]),
+  "/api/generate": new Set(["model", "name", "prompt", "suffix", "system", "template", "context", "stream", "raw", "format", "keep_alive", "images", "options", "think", "tools", "tool_choice", "logprobs", "top_logprobs"]),
   "/api/embed": new Set(["model", "name", "input", "truncate", "options", "keep_alive", "dimensions"]),
   "/api/embeddings": new Set(["model", "name", "prompt", "options", "keep_alive"]),
   "/api/show": new Set(["model", "name", "verbose"]),
