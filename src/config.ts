@@ -50,9 +50,20 @@ export interface DaemonConfig {
   hfToken: string | null;
   /** MODEL_RUNNER_RECORD_REQUESTS: keep the last request/response pairs per model for `GET /engines/requests` (default on; `0` turns it off). */
   recordRequests: boolean;
+  /** DMR's TLS listener (MODEL_RUNNER_TLS_*), beside the plain one; null when off. */
+  tls: DaemonTlsListener | null;
+}
+
+/** A TLS listener on `port` (same host as the plain one), with the certificate and key read from these files at start. */
+export interface DaemonTlsListener {
+  port: number;
+  certPath: string;
+  keyPath: string;
 }
 
 export const DEFAULT_PORT = 12434;
+/** DMR's TLS port (MODEL_RUNNER_TLS_PORT's default). */
+export const DEFAULT_TLS_PORT = 12444;
 export const DEFAULT_HOST = "127.0.0.1";
 
 export class ConfigError extends Error {
@@ -173,7 +184,32 @@ export function loadDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEnv
     hfEndpoint: env.HF_ENDPOINT || null,
     hfToken: env.HF_TOKEN || null,
     recordRequests: onOff(env.MODEL_RUNNER_RECORD_REQUESTS, "MODEL_RUNNER_RECORD_REQUESTS", true),
+    tls: tlsListener(env),
   });
+}
+
+/**
+ * DMR's TLS settings: MODEL_RUNNER_TLS_ENABLED turns a second listener on, at
+ * MODEL_RUNNER_TLS_PORT (default 12444), with MODEL_RUNNER_TLS_CERT and
+ * MODEL_RUNNER_TLS_KEY. DMR makes itself a certificate when none is given
+ * (MODEL_RUNNER_TLS_AUTO_CERT, which with both files given has no effect
+ * there either); this daemon does not, and says which variables to set
+ * rather than start without the listener asked for.
+ */
+function tlsListener(env: NodeJS.ProcessEnv): DaemonTlsListener | null {
+  const given = ["MODEL_RUNNER_TLS_PORT", "MODEL_RUNNER_TLS_CERT", "MODEL_RUNNER_TLS_KEY", "MODEL_RUNNER_TLS_AUTO_CERT"].filter((k) => env[k]);
+  if (!onOff(env.MODEL_RUNNER_TLS_ENABLED, "MODEL_RUNNER_TLS_ENABLED", false)) {
+    if (given.length > 0) throw new ConfigError(`${given.join(", ")} ${given.length > 1 ? "are" : "is"} set but MODEL_RUNNER_TLS_ENABLED is not: set it to true for the TLS listener`);
+    return null;
+  }
+  const certPath = env.MODEL_RUNNER_TLS_CERT;
+  const keyPath = env.MODEL_RUNNER_TLS_KEY;
+  if (!certPath || !keyPath) {
+    throw new ConfigError("MODEL_RUNNER_TLS_ENABLED needs MODEL_RUNNER_TLS_CERT and MODEL_RUNNER_TLS_KEY (PEM files): this daemon makes no certificate of its own");
+  }
+  const port = env.MODEL_RUNNER_TLS_PORT ? Number(env.MODEL_RUNNER_TLS_PORT) : DEFAULT_TLS_PORT;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`MODEL_RUNNER_TLS_PORT must be 0-65535, got "${env.MODEL_RUNNER_TLS_PORT}"`);
+  return Object.freeze({ port, certPath: resolve(certPath), keyPath: resolve(keyPath) });
 }
 
 /** How the CLI checks a daemon's TLS certificate. */

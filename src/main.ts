@@ -6,6 +6,7 @@ import { RequestRecorder } from "./api/recorder/request-recorder.ts";
 import { LifecycleEvents, observePulls } from "./api/lifecycle/events.ts";
 import { createDaemonApp } from "./api/server.ts";
 import { EngineRelay } from "./api/engine/relay.ts";
+import { listenTls, type TlsListener } from "./api/tls-listener.ts";
 import { isLoopbackAddress, type DaemonConfig } from "./config.ts";
 import { createModelDistribution, openStore, type ModelDistribution } from "./distribution/index.ts";
 import { InvalidRequestError } from "./errors.ts";
@@ -16,6 +17,8 @@ import { computeMemoryBudget, createScheduler, type ModelResolver, type Resolved
 export interface Daemon {
   /** `http://host:port` it listens on. */
   url: string;
+  /** `https://host:port` of its TLS listener (MODEL_RUNNER_TLS_ENABLED); null without one. */
+  tlsUrl: string | null;
   scheduler: Scheduler;
   distribution: ModelDistribution;
   log: Logger;
@@ -181,10 +184,22 @@ export async function startDaemon(
   const host = config.host.includes(":") ? `[${config.host}]` : config.host;
   const url = `http://${host}:${port}`;
   log.info({ url, models: config.modelsPath }, "model runner listening");
+  let tls: TlsListener | null = null;
+  if (config.tls) {
+    try {
+      tls = await listenTls(config.tls, config.host, (socket) => app.fastLane.accept(socket));
+    } catch (error) {
+      await app.close();
+      await scheduler.shutdown(0);
+      throw error;
+    }
+    log.info({ url: tls.url }, "model runner listening (TLS)");
+  }
 
   let closing: Promise<void> | null = null;
   return {
     url,
+    tlsUrl: tls?.url ?? null,
     scheduler,
     distribution,
     log,
@@ -197,6 +212,7 @@ export async function startDaemon(
         // now; they would hold the server open until their timeout.
         app.server.closeAllConnections();
         app.fastLane.destroyAll();
+        await tls?.close();
         await closed;
         relay.close();
         log.info("model runner stopped");
