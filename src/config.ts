@@ -52,6 +52,8 @@ export interface DaemonConfig {
   recordRequests: boolean;
   /** DMR's TLS listener (MODEL_RUNNER_TLS_*), beside the plain one; null when off. */
   tls: DaemonTlsListener | null;
+  /** MODEL_RUNNER_SOCK: a Unix socket listener beside the TCP one (mode 0600); null when unset. */
+  socketPath: string | null;
 }
 
 /** A TLS listener on `port` (same host as the plain one), with the certificate and key read from these files at start. */
@@ -185,6 +187,7 @@ export function loadDaemonConfig(argv: readonly string[], env: NodeJS.ProcessEnv
     hfToken: env.HF_TOKEN || null,
     recordRequests: onOff(env.MODEL_RUNNER_RECORD_REQUESTS, "MODEL_RUNNER_RECORD_REQUESTS", true),
     tls: tlsListener(env),
+    socketPath: env.MODEL_RUNNER_SOCK ? resolve(env.MODEL_RUNNER_SOCK) : null,
   });
 }
 

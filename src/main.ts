@@ -7,6 +7,7 @@ import { LifecycleEvents, observePulls } from "./api/lifecycle/events.ts";
 import { createDaemonApp } from "./api/server.ts";
 import { EngineRelay } from "./api/engine/relay.ts";
 import { listenTls, type TlsListener } from "./api/tls-listener.ts";
+import { listenUnix, type UnixListener } from "./api/unix-listener.ts";
 import { isLoopbackAddress, type DaemonConfig } from "./config.ts";
 import { createModelDistribution, openStore, type ModelDistribution } from "./distribution/index.ts";
 import { InvalidRequestError } from "./errors.ts";
@@ -19,6 +20,8 @@ export interface Daemon {
   url: string;
   /** `https://host:port` of its TLS listener (MODEL_RUNNER_TLS_ENABLED); null without one. */
   tlsUrl: string | null;
+  /** Its Unix socket (MODEL_RUNNER_SOCK); null without one. */
+  socketPath: string | null;
   scheduler: Scheduler;
   distribution: ModelDistribution;
   log: Logger;
@@ -185,21 +188,28 @@ export async function startDaemon(
   const url = `http://${host}:${port}`;
   log.info({ url, models: config.modelsPath }, "model runner listening");
   let tls: TlsListener | null = null;
-  if (config.tls) {
-    try {
+  let unix: UnixListener | null = null;
+  try {
+    if (config.tls) {
       tls = await listenTls(config.tls, config.host, (socket) => app.fastLane.accept(socket));
-    } catch (error) {
-      await app.close();
-      await scheduler.shutdown(0);
-      throw error;
+      log.info({ url: tls.url }, "model runner listening (TLS)");
     }
-    log.info({ url: tls.url }, "model runner listening (TLS)");
+    if (config.socketPath) {
+      unix = await listenUnix(config.socketPath, (socket) => app.fastLane.accept(socket));
+      log.info({ socket: unix.path }, "model runner listening (Unix socket)");
+    }
+  } catch (error) {
+    await tls?.close();
+    await app.close();
+    await scheduler.shutdown(0);
+    throw error;
   }
 
   let closing: Promise<void> | null = null;
   return {
     url,
     tlsUrl: tls?.url ?? null,
+    socketPath: unix?.path ?? null,
     scheduler,
     distribution,
     log,
@@ -213,6 +223,7 @@ export async function startDaemon(
         app.server.closeAllConnections();
         app.fastLane.destroyAll();
         await tls?.close();
+        await unix?.close();
         await closed;
         relay.close();
         log.info("model runner stopped");
