@@ -199,6 +199,7 @@ export async function startDaemon(
       log.info({ socket: unix.path }, "model runner listening (Unix socket)");
     }
   } catch (error) {
+    tls?.destroyAll();
     await tls?.close();
     await app.close();
     await scheduler.shutdown(0);
@@ -216,14 +217,14 @@ export async function startDaemon(
     close(graceMs = 10_000) {
       closing ??= (async () => {
         // Stop taking connections first, then drain requests and engines.
-        const closed = app.close();
+        const closed = Promise.all([app.close(), tls?.close(), unix?.close()]);
         await scheduler.shutdown(graceMs);
         // Connections that were busy when closing began are keep-alive ones by
-        // now; they would hold the server open until their timeout.
+        // now; they would hold the servers open until their timeout.
         app.server.closeAllConnections();
         app.fastLane.destroyAll();
-        await tls?.close();
-        await unix?.close();
+        tls?.destroyAll();
+        unix?.destroyAll();
         await closed;
         relay.close();
         log.info("model runner stopped");

@@ -7,8 +7,10 @@ import { ConfigError, type DaemonTlsListener } from "../config.ts";
 export interface TlsListener {
   /** `https://host:port` it listens on. */
   url: string;
-  /** Stops listening and ends the connections it still has. */
+  /** Stops taking connections now; resolves once the last one has ended (destroyAll ends them). */
   close(): Promise<void>;
+  /** Ends the connections it still has (after the daemon's grace period). */
+  destroyAll(): void;
 }
 
 /**
@@ -52,10 +54,9 @@ export async function listenTls(settings: DaemonTlsListener, host: string, accep
   const port = typeof address === "object" && address ? address.port : settings.port;
   return {
     url: `https://${host.includes(":") ? `[${host}]` : host}:${port}`,
-    async close() {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    destroyAll() {
       for (const socket of sockets) socket.destroy();
-      await closed;
     },
   };
 }

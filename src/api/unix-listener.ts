@@ -5,8 +5,10 @@ import { ConfigError } from "../config.ts";
 /** The running Unix socket listener, and how to stop it. */
 export interface UnixListener {
   path: string;
-  /** Stops listening, ends its connections and removes the socket file. */
+  /** Stops taking connections now; resolves once the last one has ended (destroyAll ends them) and the file is gone. */
   close(): Promise<void>;
+  /** Ends the connections it still has (after the daemon's grace period). */
+  destroyAll(): void;
 }
 
 /**
@@ -35,10 +37,11 @@ export async function listenUnix(path: string, accept: (socket: Socket) => void)
   return {
     path,
     async close() {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const socket of sockets) socket.destroy();
-      await closed;
+      await new Promise<void>((resolve) => server.close(() => resolve()));
       await rm(path, { force: true });
+    },
+    destroyAll() {
+      for (const socket of sockets) socket.destroy();
     },
   };
 }
