@@ -3,7 +3,7 @@ import { resolve } from "node:path";
 import type { Command } from "./context.ts";
 import { givenFlags } from "./args.ts";
 import { CliError, UsageError } from "./errors.ts";
-import { json } from "./output.ts";
+import { json, table } from "./output.ts";
 import { ContextStore, contextsPath, DEFAULT_CONTEXT, type RunnerContext } from "./runner-contexts.ts";
 
 const SUBCOMMANDS = ["create", "use", "ls", "rm", "inspect"] as const;
@@ -27,6 +27,9 @@ function contextHost(text: string, tls: boolean): { host: string; tls: boolean }
   if (url.pathname !== "/" || url.search || url.hash) throw new UsageError(`--host is the runner's address only (no path), got "${text}"`, "context");
   return { host: url.origin, tls: url.protocol === "https:" };
 }
+
+/** How `ls` and `inspect` show the built-in context. */
+const DEFAULT_SHOWN = { host: "(local runner)", description: "The runner on this machine" };
 
 /** A context as `mr context inspect` prints it (DMR's shape: the name, then its configuration). */
 const inspected = (name: string, context: RunnerContext) => ({ name, ...context });
@@ -99,14 +102,12 @@ export const contextCommand: Command = {
       const file = await store.read();
       if (cli.config.hostSource === "MODEL_RUNNER_HOST") cli.note(`Warning: MODEL_RUNNER_HOST=${cli.config.baseUrl} overrides the current context.`);
       const rows = [
-        [DEFAULT_CONTEXT, "(local runner)", "The runner on this machine", file.current === null ? "*" : ""],
+        [DEFAULT_CONTEXT, DEFAULT_SHOWN.host, DEFAULT_SHOWN.description, file.current === null ? "*" : ""],
         ...Object.keys(file.contexts)
           .sort()
           .map((n) => [n, file.contexts[n]!.host, file.contexts[n]!.description, file.current === n ? "*" : ""]),
       ];
-      const table = [["NAME", "HOST", "DESCRIPTION", "CURRENT"], ...rows];
-      const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => r[i]!.length)));
-      for (const row of table) cli.io.stdout.write(`${row.map((c, i) => (i === row.length - 1 ? c : c.padEnd(widths[i]!))).join("   ").trimEnd()}\n`);
+      cli.io.stdout.write(table(["NAME", "HOST", "DESCRIPTION", "CURRENT"], rows));
       return 0;
     }
     if (names.length === 0) throw new UsageError(`context ${sub} takes at least one NAME`, "context");
@@ -119,7 +120,7 @@ export const contextCommand: Command = {
     }
     const shown = [];
     for (const name of names) {
-      shown.push(name === DEFAULT_CONTEXT ? { name, host: "(local runner)", description: "The runner on this machine" } : inspected(name, await store.get(name)));
+      shown.push(name === DEFAULT_CONTEXT ? { name, ...DEFAULT_SHOWN } : inspected(name, await store.get(name)));
     }
     cli.io.stdout.write(json(shown));
     return 0;

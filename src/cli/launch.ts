@@ -3,8 +3,8 @@ import { access, constants, stat } from "node:fs/promises";
 import { delimiter, join } from "node:path";
 import type { Cli, Command } from "./context.ts";
 import { CliError, UsageError } from "./errors.ts";
-import { findModel, pickTag } from "./models.ts";
-import { pullModel } from "./transfer.ts";
+import { pickTag } from "./models.ts";
+import { findOrPullModel } from "./transfer.ts";
 import { givenFlags, intFlag } from "./args.ts";
 import { APP_NAMES, APPS, dockerRun, modelEnv } from "./launch-apps.ts";
 
@@ -62,14 +62,7 @@ const PLACEHOLDER_KEY = "sk-model-runner";
 async function prepare(cli: Cli, ref: string | null): Promise<string | null> {
   const client = await cli.daemon();
   if (ref === null) return null;
-  let model = await findModel(client, ref, cli.signal);
-  if (!model) {
-    cli.note(`Unable to find model '${ref}' locally. Pulling from the server.`);
-    await pullModel(cli, client, ref, { isQuiet: false });
-    model = await findModel(client, ref, cli.signal);
-    if (!model) throw new CliError(`the model runner pulled ${ref} but cannot find it now`);
-  }
-  const name = pickTag(model, ref);
+  const name = pickTag(await findOrPullModel(cli, client, ref, { isQuiet: false }), ref);
   client
     .request("POST", "/engines/v1/chat/completions", { json: { model: name, messages: [] }, headers: { "x-preload-only": "true" }, signal: cli.signal })
     .catch((error: unknown) => cli.note(`could not preload ${name}: ${(error as Error).message}`));

@@ -2,10 +2,10 @@ import type { Cli, Command } from "./context.ts";
 import { formatStats, interactiveChat, streamChat, type ChatMessage, type ChatOptions } from "./chat.ts";
 import { includeFiles } from "./prompt-files.ts";
 import { imagesInPrompt } from "./prompt-images.ts";
-import { CliError, UsageError } from "./errors.ts";
-import { findModel, pickTag } from "./models.ts";
+import { UsageError } from "./errors.ts";
+import { pickTag } from "./models.ts";
 import { json } from "./output.ts";
-import { pullModel } from "./transfer.ts";
+import { findOrPullModel } from "./transfer.ts";
 import { givenFlags } from "./args.ts";
 import { EMBEDDING_ONLY_FLAGS, isEmbeddingModel, runEmbedding } from "./run-embedding.ts";
 import { answerWrapper } from "./word-wrap.ts";
@@ -105,17 +105,11 @@ export const runCommand: Command = {
     if (!ref) throw new UsageError("run needs a MODEL", "run");
     const options = chatOptions(values);
     const client = await cli.daemon();
-    let model = await findModel(client, ref, cli.signal);
-    if (!model) {
-      cli.note(`Unable to find model '${ref}' locally. Pulling from the server.`);
-      await pullModel(cli, client, ref, {
-        isQuiet: values.quiet === true,
-        isMemoryCheckIgnored: values["ignore-runtime-memory-check"] === true,
-        isInsecure: values.insecure === true,
-      });
-      model = await findModel(client, ref, cli.signal);
-      if (!model) throw new CliError(`the model runner pulled ${ref} but cannot find it now`);
-    }
+    const model = await findOrPullModel(cli, client, ref, {
+      isQuiet: values.quiet === true,
+      isMemoryCheckIgnored: values["ignore-runtime-memory-check"] === true,
+      isInsecure: values.insecure === true,
+    });
     const name = pickTag(model, ref);
     if (await isEmbeddingModel(client, name, cli.signal)) {
       return runEmbedding(cli, client, name, () => promptOf(cli, promptWords), values);

@@ -2,7 +2,22 @@ import { setTimeout as delay } from "node:timers/promises";
 import { ndjson, type DaemonClient, type ProgressLine } from "./client.ts";
 import type { Cli } from "./context.ts";
 import { CliError, DaemonUnreachableError, isAbort } from "./errors.ts";
+import { findModel, type ApiModel } from "./models.ts";
 import { ProgressRenderer, type ProgressMode } from "./progress.ts";
+
+/**
+ * The stored model `ref` names, pulled first (saying so, as `docker model
+ * run` does) when the store lacks it: `mr run` and `mr launch --model`.
+ */
+export async function findOrPullModel(cli: Cli, client: DaemonClient, ref: string, opts: PullOptions): Promise<ApiModel> {
+  const stored = await findModel(client, ref, cli.signal);
+  if (stored) return stored;
+  cli.note(`Unable to find model '${ref}' locally. Pulling from the server.`);
+  await pullModel(cli, client, ref, opts);
+  const pulled = await findModel(client, ref, cli.signal);
+  if (!pulled) throw new CliError(`the model runner pulled ${ref} but cannot find it now`);
+  return pulled;
+}
 
 /** A failure reported inside a progress stream (after the 200 went out). */
 export class TransferError extends CliError {}
