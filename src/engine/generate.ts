@@ -209,9 +209,7 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
   const native = samplesNatively(params);
   // With penalties, each position's history must include the tokens drafted
   // before it, which the positions of one verification batch do not see: such
-  // a request is decoded without the draft. (The sampler chain samples one
-  // token at a time, but it applies repeat_penalty to log-probabilities rather
-  // than to raw logits as llama-server does, so its text differs too.)
+  // a request is decoded without the draft.
   const draft = req.draft && !penaltiesActive(params) ? req.draft : null;
   const draftCounts: DraftCounts = { drafted: 0, accepted: 0, steps: 0, redecodes: 0 };
   const seed = params.seed ?? randomSeed();
@@ -221,6 +219,20 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
     return generated.length >= n ? generated.slice(-n) : [...prompt.slice(Math.max(0, prompt.length - (n - generated.length))), ...generated];
   };
   const tokenBias = bias.size > 0 ? biasFor(model, bias) : undefined;
+  const repeatPenalty = penaltiesActive(params)
+    ? {
+        punishTokens: () => lastTokens(params.repeatLastN),
+        maxPunishTokens: params.repeatLastN,
+        penalty: params.repeatPenalty,
+        presencePenalty: params.presencePenalty,
+        frequencyPenalty: params.frequencyPenalty,
+      }
+    : undefined;
+  // repeat_penalty scales raw logits by their sign, which the chain's log-probabilities do not keep: the binding
+  // applies the biases and penalties (its greedy chain runs them first, as llama-server's chain does when
+  // `penalties` leads the request's samplers) and reports the distribution after them. Listed later, they stay
+  // the chain's, on log-probabilities. Mirostat replaces the chain, penalties included, as in llama-server.
+  const bindingPenalizes = !native && repeatPenalty !== undefined && params.mirostat === 0 && params.samplers[0] === "penalties";
   const base: SequenceEvaluateOptions = {
     ...(req.slot !== undefined ? { evaluationPriority: slotPriority(req.slot) } : {}),
     ...(contextShift ? { contextShift } : {}),
@@ -234,25 +246,15 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
           seed,
           ...(uses(params, "xtc") && params.xtcProbability > 0 ? { xtc: { probability: params.xtcProbability, threshold: params.xtcThreshold } } : {}),
           ...(tokenBias ? { tokenBias } : {}),
-          ...(penaltiesActive(params)
-            ? {
-                repeatPenalty: {
-                  punishTokens: () => lastTokens(params.repeatLastN),
-                  maxPunishTokens: params.repeatLastN,
-                  penalty: params.repeatPenalty,
-                  presencePenalty: params.presencePenalty,
-                  frequencyPenalty: params.frequencyPenalty,
-                },
-              }
-            : {}),
+          ...(repeatPenalty ? { repeatPenalty } : {}),
         }
-      : // The chain path: the binding reports the model's whole distribution (greedy, nothing applied), sampler-chain.ts chooses.
-        { temperature: 0, yieldEogToken: true }),
+      : // The chain path: the binding reports the model's whole distribution (greedy), sampler-chain.ts chooses.
+        { temperature: 0, yieldEogToken: true, ...(bindingPenalizes ? { ...(tokenBias ? { tokenBias } : {}), repeatPenalty } : {}) }),
   };
   const dry = dryActive(params)
     ? { multiplier: params.dryMultiplier, base: params.dryBase, allowedLength: params.dryAllowedLength, breakers: dryBreakers(model, params.drySequenceBreakers, vocabSizeOf(model)) }
     : null;
-  const chain = native ? null : new SamplerChain(params, bias, vocabSizeOf(model), seed, dry);
+  const chain = native ? null : new SamplerChain(params, bindingPenalizes ? new Map() : bias, vocabSizeOf(model), seed, dry, bindingPenalizes);
   const wanted = params.logprobs;
   /** On the chain path, the grammar state the chosen tokens are accepted into (the binding gets a copy per step). */
   let grammarState: LlamaGrammarEvaluationState | null = null;

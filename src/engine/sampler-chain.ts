@@ -1,5 +1,6 @@
 import type { Token } from "node-llama-cpp";
 import { dryPenalties, type DrySettings } from "./dry.ts";
+import { Mt19937 } from "./mt19937.ts";
 import { penaltiesActive, type SamplingParams } from "./sampling.ts";
 
 /**
@@ -9,6 +10,16 @@ import { penaltiesActive, type SamplingParams } from "./sampling.ts";
  * biases, then the request's samplers in order, then a draw (or Mirostat).
  * Candidates are `log p` of the model's distribution, which differs from the
  * logits by a constant that no sampler depends on.
+ *
+ * A seeded request draws what llama-server draws: the same generators
+ * (mt19937.ts; XTC has its own, as there), one draw per token, over the
+ * candidates in llama.cpp's order. That order is the vocabulary's until a
+ * sampler sorts (top-k, top-p, typical-p, ...), though the binding reports
+ * the distribution sorted: the chain keeps it sorted, which every sorting
+ * sampler needs, and puts the survivors back in vocabulary order for a draw
+ * where llama.cpp never sorted (`top_k: 0` and no other sorting sampler).
+ * Under a grammar llama-server samples first without it and again with it
+ * when the token does not fit, a second draw the chain does not make.
  */
 
 interface Candidate {
@@ -26,20 +37,11 @@ export interface ChainResult {
   candidates: ReadonlyArray<{ token: Token; probability: number }>;
 }
 
-/** A small seeded PRNG (mulberry32): uniform in [0, 1). */
-function rngFrom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 export class SamplerChain {
-  private readonly rng: () => number;
+  /** The `dist` sampler's generator (Mirostat's, when it replaces the chain). */
+  private readonly rng: Mt19937;
+  /** XTC's own generator, seeded alike. */
+  private readonly xtcRng: Mt19937;
   /** Mirostat's running surprise target. */
   private mu: number;
 
@@ -51,8 +53,11 @@ export class SamplerChain {
     seed: number,
     /** DRY's settings when it is on (its breakers depend on the vocabulary); null = off. */
     private readonly dry: DrySettings | null = null,
+    /** The binding applied the penalties (and the biases) to the raw logits before reporting the distribution. */
+    private readonly penalized = false,
   ) {
-    this.rng = rngFrom(seed);
+    this.rng = new Mt19937(seed);
+    this.xtcRng = new Mt19937(seed);
     this.mu = 2 * params.mirostatTau;
   }
 
@@ -66,7 +71,10 @@ export class SamplerChain {
     const p = this.params;
     let cands: Candidate[] = [];
     for (const [id, prob] of distribution) cands.push({ id, logit: prob > 0 ? Math.log(prob) : -Infinity, p: 0 });
+    // `sorted`: whether `cands` is in descending logit order now; `vocabularyOrder`: whether llama.cpp's array
+    // would still be in token-id order (no sampler sorted or reordered it yet), the same set in another order.
     let sorted = true;
+    let vocabularyOrder = true;
     if (this.bias.size > 0) {
       const bias = this.bias;
       for (const c of cands) {
@@ -78,6 +86,7 @@ export class SamplerChain {
     const sortDesc = () => {
       if (!sorted) cands.sort((a, b) => b.logit - a.logit);
       sorted = true;
+      vocabularyOrder = false;
     };
     const softmax = () => {
       let max = -Infinity;
@@ -107,7 +116,7 @@ export class SamplerChain {
         if (cands.length === 0) break;
         switch (name) {
           case "penalties":
-            if (penaltiesActive(p)) {
+            if (penaltiesActive(p) && !this.penalized) {
               const counts = new Map<Token, number>();
               for (const t of recent(p.repeatLastN)) counts.set(t, (counts.get(t) ?? 0) + 1);
               for (const c of cands) {
@@ -173,6 +182,7 @@ export class SamplerChain {
             }
             cands = order.slice(0, last).map((o) => cands[o.i]!);
             sorted = false;
+            vocabularyOrder = false;
             break;
           }
           case "top_p": {
@@ -193,8 +203,16 @@ export class SamplerChain {
           }
           case "min_p": {
             if (p.minP <= 0) break;
+            let max = -Infinity;
+            for (const c of cands) if (c.logit > max) max = c.logit;
+            const min = max + Math.log(p.minP);
+            // llama.cpp filters in place, keeping the order, when enough are left; else it sorts and keeps min_keep.
+            const kept = cands.filter((c) => c.logit >= min);
+            if (kept.length > 0 && kept.length >= p.minKeep) {
+              cands = kept;
+              break;
+            }
             sortDesc();
-            const min = cands[0]!.logit + Math.log(p.minP);
             let i = 1;
             for (; i < cands.length; i++) if (cands[i]!.logit < min && i >= p.minKeep) break;
             cands = cands.slice(0, i);
@@ -202,7 +220,7 @@ export class SamplerChain {
           }
           case "xtc": {
             if (p.xtcProbability <= 0 || p.xtcThreshold > 0.5 || cands.length < 2) break;
-            if (this.rng() > p.xtcProbability) break;
+            if (this.xtcRng.uniformFloat() > p.xtcProbability) break;
             sortDesc();
             softmax();
             let last = 0;
@@ -229,6 +247,8 @@ export class SamplerChain {
             break;
         }
       }
+      // Where llama.cpp never sorted, its array is in vocabulary order: the draw walks it so.
+      if (vocabularyOrder) cands.sort((a, b) => a.id - b.id);
       return this.draw(cands);
     }
     // Mirostat replaces the chain: temperature, then Mirostat (llama-server's common_sampler_init).
@@ -261,10 +281,18 @@ export class SamplerChain {
     return result;
   }
 
-  /** llama.cpp's `dist` sampler: softmax, then one uniform draw. */
-  private draw(cands: Candidate[], probabilitiesSet = false): ChainResult {
+  /**
+   * The draw: llama.cpp's `dist` sampler (softmax, then one uniform double
+   * against the running sum, walking the candidates in their order; a lone
+   * candidate still takes a draw, as there), or, for Mirostat (`mirostat`:
+   * probabilities set), `std::discrete_distribution`.
+   */
+  private draw(cands: Candidate[], mirostat = false): ChainResult {
     if (cands.length === 0) throw new Error("the sampler chain left no candidate");
-    if (!probabilitiesSet) {
+    let chosen: number;
+    if (mirostat) {
+      chosen = this.rng.discrete(cands.map((c) => c.p));
+    } else {
       let max = -Infinity;
       for (const c of cands) if (c.logit > max) max = c.logit;
       let sum = 0;
@@ -272,19 +300,21 @@ export class SamplerChain {
         c.p = max === -Infinity ? 0 : Math.exp(c.logit - max);
         sum += c.p;
       }
+      const target = sum * this.rng.uniformDouble();
+      chosen = cands.length - 1;
+      let run = 0;
+      for (let i = 0; i < cands.length; i++) {
+        run += cands[i]!.p;
+        if (run >= target) {
+          chosen = i;
+          break;
+        }
+      }
       for (const c of cands) c.p = sum > 0 ? c.p / sum : 0;
     }
-    const target = this.rng();
-    let run = 0;
-    let chosen = cands.length - 1;
-    for (let i = 0; i < cands.length; i++) {
-      run += cands[i]!.p;
-      if (run >= target && cands[i]!.p > 0) {
-        chosen = i;
-        break;
-      }
-    }
+    // Only a draw of exactly 0 can land on a candidate of probability 0 (one the grammar or temperature 0 ruled out).
     while (chosen > 0 && cands[chosen]!.p === 0) chosen--;
+    while (chosen < cands.length - 1 && cands[chosen]!.p === 0) chosen++;
     const picked = cands[chosen]!;
     const candidates = cands
       .filter((c) => c.p > 0)
