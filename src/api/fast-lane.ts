@@ -302,7 +302,7 @@ class LaneRequest {
     }
     const { lease } = prepared;
     const recordAs = { method: "POST", url: this.head.target, userAgent: this.head.headers.get("user-agent") };
-    const tap = deps.recorder !== null && isRecorded(endpoint) ? startRecording(deps.recorder, { endpoint, body, api: "openai", recordAs }, lease) : null;
+    const tap = deps.recorder !== null && isRecorded(endpoint) ? startRecording(deps.recorder, { endpoint, body, api: "openai", recordAs }, lease, this.text) : null;
     const ledger = new CallLedger(deps.metrics, { ...ledgerLabels, model: lease.modelName }, this.startedMs, tap === null ? null : { tap, view: "engine" });
     const exchange = deps.relay.send(lease.socketPath, "POST", endpoint, prepared.body);
     const onEngineGone = () => exchange.abort(lease.signal.reason);

@@ -25,6 +25,8 @@ interface IndexFile {
  */
 export class ModelIndex {
   private cache: { version: string; models: IndexEntry[] } | null = null;
+  /** Writes by this process so far: part of the store's indexVersion, so that they show at once. */
+  writes = 0;
 
   constructor(
     readonly path: string,
@@ -63,7 +65,12 @@ export class ModelIndex {
 
   /** Replaces the index; call under the store lock. */
   async write(models: IndexEntry[]): Promise<void> {
-    await this.atomicWrite(this.path, JSON.stringify({ models }, null, 2));
+    try {
+      await this.atomicWrite(this.path, JSON.stringify({ models }, null, 2));
+    } finally {
+      // Also after a failure: the rename may have happened before it.
+      this.writes++;
+    }
   }
 }
 

@@ -152,6 +152,8 @@ class SchedulerImpl implements Scheduler {
       lease = await this.admission.enqueue(plan!, signal);
     }
     if (options.keepAliveMs !== undefined) lease.runner.keepAliveMs = options.keepAliveMs;
+    // A runner that is ready needs no wait (the common case: no abort listener to add and remove).
+    if (lease.runner.state === "ready") return lease;
     if (lease.runner.state === "loading") options.onLoading?.();
     try {
       await raceAbort(lease.runner.ready.promise, signal);

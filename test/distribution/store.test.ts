@@ -112,3 +112,22 @@ test("the store survives SIGKILL of a writer at random instants", async (t) => {
   const st = await stat(join(root, "models.json")).catch(() => null);
   assert.ok(st, "the writer committed models before being killed");
 });
+
+test("the index version: this process's writes change it at once, another store's on the same root within 250 ms", async (t) => {
+  const dir = await tempDir();
+  const files = await makeModelFiles(dir);
+  const dist = await freshDistribution(t);
+  const before = dist.indexVersion();
+  assert.equal(dist.indexVersion(), before, "unchanged without a write");
+  await dist.packageModel({ gguf: files.gguf, tags: ["team/v:1"] });
+  const afterPackage = dist.indexVersion();
+  assert.notEqual(afterPackage, before, "a model packaged here");
+  await dist.tag("team/v:1", "team/v:2");
+  assert.notEqual(dist.indexVersion(), afterPackage, "a tag added here");
+  // A second store object stands for another process on the same store: its write shows once the file is looked at again.
+  const other = await openStore({ root: dist.store.root });
+  const seen = dist.indexVersion();
+  await other.tag("team/v:1", "team/v:3");
+  await new Promise((r) => setTimeout(r, 300));
+  assert.notEqual(dist.indexVersion(), seen, "another store's write");
+});

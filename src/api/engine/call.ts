@@ -605,11 +605,18 @@ export async function openEngineCall(deps: EngineCallDeps, request: EngineCallRe
 }
 
 /** Starts the recorder's record of an exchange, as the client made it (`recordAs`). */
-export function startRecording(recorder: RequestRecorder, request: Pick<EngineCallRequest, "endpoint" | "body" | "api" | "recordAs">, lease: Lease): RecordingTap {
+export function startRecording(
+  recorder: RequestRecorder,
+  request: Pick<EngineCallRequest, "endpoint" | "body" | "api" | "recordAs">,
+  lease: Lease,
+  /** The body's text as the client sent it, when the caller has it (the fast lane). */
+  text?: string,
+): RecordingTap {
   return recorder.begin({
     modelId: lease.modelId,
     modelName: lease.modelName,
     body: request.recordAs?.body ?? request.body,
+    text: request.recordAs?.body === undefined ? text : undefined,
     model: typeof request.body.model === "string" ? request.body.model : undefined,
     method: request.recordAs?.method ?? "POST",
     url: request.recordAs?.url ?? request.endpoint,

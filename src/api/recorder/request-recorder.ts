@@ -51,6 +51,12 @@ export interface RecordingStart {
   modelName: string;
   /** The body as the client sent it (for the OpenAI routes, before `model` is rewritten for the engine). */
   body: unknown;
+  /**
+   * The body's JSON text as it arrived, when the caller has it (the fast
+   * lane): recorded as it is, unless it may hold media to cut, which saves
+   * serializing the body again on every request.
+   */
+  text?: string | undefined;
   /** The model as the request named it; default the body's `model` (else `modelName`). */
   model?: string | undefined;
   /** The client's method and path (`/v1/chat/completions`, `/api/chat`, `/v1/messages`, ...). */
@@ -127,6 +133,14 @@ interface ModelRing {
   bytes: number;
 }
 
+/**
+ * Whether JSON text may hold a field the media cut shortens (mediaCutter's
+ * keys; an escape could spell one of them in disguise).
+ */
+function mayHoldMedia(text: string): boolean {
+  return text.includes('"url"') || text.includes('"image_url"') || text.includes('"data"') || text.includes('"images"') || text.includes("\\u");
+}
+
 /** An error text that is not JSON, wrapped as `{"error": text}` (DMR's normalizeErrorToJSON). */
 function asJsonText(text: string): string {
   if (text === "") return '{"error":"unknown error"}';
@@ -156,7 +170,7 @@ export class RequestRecorder {
 
   /** Starts recording one exchange; it shows (status 0) until its tap's `end`. */
   begin(start: RecordingStart): RecordingTap {
-    let request = JSON.stringify(start.body, this.mediaCutter);
+    let request = start.text !== undefined && !mayHoldMedia(start.text) ? start.text : JSON.stringify(start.body, this.mediaCutter);
     const requestCap = Math.floor(this.maxBytes / 2);
     if (request.length > requestCap) request = `${request.slice(0, requestCap)}...[truncated ${request.length - requestCap} chars]`;
     const named = (start.body as { model?: unknown } | null)?.model;

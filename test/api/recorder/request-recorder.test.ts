@@ -198,3 +198,19 @@ test("MODEL_RUNNER_RECORD_REQUESTS: on by default, 0 turns it off, nonsense name
   assert.equal(loadDaemonConfig([], { ...home, MODEL_RUNNER_RECORD_REQUESTS: "true" }).recordRequests, true);
   assert.throws(() => loadDaemonConfig([], { ...home, MODEL_RUNNER_RECORD_REQUESTS: "sometimes" }), (e: unknown) => e instanceof ConfigError && /MODEL_RUNNER_RECORD_REQUESTS/.test(e.message));
 });
+
+test("the body's text as it arrived is recorded as it is, unless it may hold media to cut", () => {
+  const r = new RequestRecorder({ maxMediaChars: 10 });
+  const plain = '{ "model": "ai/x",\n  "messages": [{"role": "user", "content": "hi"}] }';
+  r.begin(start({ body: JSON.parse(plain), text: plain })).end(200);
+  assert.equal(r.list()[0]!.records[0]!.request, plain, "the client's bytes, spacing included");
+  const data = `data:image/png;base64,${"A".repeat(50)}`;
+  const withImage = JSON.stringify({ model: "ai/x", messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: data } }] }] });
+  r.begin(start({ body: JSON.parse(withImage), text: withImage })).end(200);
+  const cut = JSON.parse(r.list()[0]!.records[1]!.request);
+  assert.equal(cut.messages[0].content[0].image_url.url, `data:image/png;base64,${"A".repeat(10)}...[truncated 40 chars]`);
+  // An escape could spell a media key in disguise: such text is serialized again, and cut.
+  const escaped = `{"model":"ai/x","d\\u0061ta":"${"B".repeat(50)}","format":"wav"}`;
+  r.begin(start({ body: JSON.parse(escaped), text: escaped })).end(200);
+  assert.equal(JSON.parse(r.list()[0]!.records[2]!.request).data, `${"B".repeat(10)}...[truncated 40 chars]`);
+});
