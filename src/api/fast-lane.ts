@@ -144,8 +144,14 @@ class LaneConnection {
   /** The request whose body is still arriving: its head and route. */
   private waiting: { head: RequestHead; route: LaneRoute } | null = null;
   private busy = false;
-  private gone = false;
+  private closed = false;
   private handedOver = false;
+  /**
+   * Aborts when the client goes away: one per connection, not per request
+   * (its requests come one after another, and a connection that closed has
+   * none left), which spares each request an AbortController.
+   */
+  private readonly gone = new AbortController();
 
   constructor(
     private readonly lane: FastLane,
@@ -180,7 +186,8 @@ class LaneConnection {
   };
 
   private readonly onClose = (): void => {
-    this.gone = true;
+    this.closed = true;
+    this.gone.abort(new ClientClosedError());
   };
 
   private readonly onTimeout = (): void => {
@@ -189,7 +196,7 @@ class LaneConnection {
 
   /** Serves the next complete request in the buffer, hands the connection over, or waits for more bytes. */
   private next(): void {
-    if (this.pending === 0 || this.gone) return;
+    if (this.pending === 0 || this.closed) return;
     if (this.waiting === null) {
       const read = readRequestHead(this.joined());
       if (read === null) {
@@ -214,9 +221,9 @@ class LaneConnection {
     // An allowed Origin (routeOf) comes back in the CORS headers of every answer, as Node's server sends them.
     const origin = head.headers.get("origin");
     const cors = origin === undefined ? "" : `Access-Control-Allow-Origin: ${origin}\r\nVary: Origin\r\n`;
-    void new LaneRequest(this.lane, this.socket, route, head, body, close, cors).serve().then(() => {
+    void new LaneRequest(this.lane, this.socket, this.gone.signal, route, head, body, close, cors).serve().then(() => {
       this.busy = false;
-      if (this.gone) return;
+      if (this.closed) return;
       if (close || this.socket.readableEnded || this.lane.isClosing) {
         this.socket.end();
         return;
@@ -248,7 +255,6 @@ class LaneConnection {
 
 /** One request on the fast lane, from its parsed head and body to the last byte of its answer. */
 class LaneRequest {
-  private readonly controller = new AbortController();
   private readonly startedMs = performance.now();
   /** Whether the answer's head has gone out (after it, errors travel inside the stream). */
   private headSent = false;
@@ -257,6 +263,8 @@ class LaneRequest {
   constructor(
     private readonly lane: FastLane,
     private readonly socket: Socket,
+    /** Aborts when the client goes away (the connection's). */
+    private readonly signal: AbortSignal,
     private readonly route: LaneRoute,
     private readonly head: RequestHead,
     private readonly text: string,
@@ -266,14 +274,11 @@ class LaneRequest {
   ) {}
 
   async serve(): Promise<void> {
-    const onClose = () => this.controller.abort(new ClientClosedError());
-    this.socket.once("close", onClose);
     try {
       await this.run();
     } catch (error) {
       this.fail(error);
     } finally {
-      this.socket.off("close", onClose);
       this.lane.deps.metrics.request(this.route.pattern, "POST", this.status, performance.now() - this.startedMs);
     }
   }
@@ -286,7 +291,7 @@ class LaneRequest {
     const model = requireModel(body);
     checkOpenAIBody(endpoint, body);
     const stream = body.stream === true;
-    const signal = this.controller.signal;
+    const signal = this.signal;
     const ledgerLabels = { api: "openai", endpoint, model };
     // A stream that waits for a cold load says so in SSE comments, as on the routes.
     const loading = stream ? new LoadingComments(() => this.openLoadingStream(), model) : null;
@@ -406,7 +411,7 @@ class LaneRequest {
    * connection is cut.
    */
   private async brokenOff(error: unknown, prepared: PreparedInference, asEvent: boolean): Promise<unknown> {
-    if (this.controller.signal.aborted || this.socket.destroyed) return new ClientClosedError();
+    if (this.signal.aborted || this.socket.destroyed) return new ClientClosedError();
     const cause = await midAnswerFailure({ engineSignal: prepared.lease.signal }, error);
     if (!this.headSent) {
       this.fail(cause);
@@ -427,7 +432,7 @@ class LaneRequest {
 
   /** Answers `error` in OpenAI's shape: a JSON answer, or the last event of a stream already open. */
   private fail(error: unknown): void {
-    if (this.socket.destroyed || this.controller.signal.aborted) {
+    if (this.socket.destroyed || this.signal.aborted) {
       this.status = 499;
       return;
     }
