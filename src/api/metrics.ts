@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { SeriesCounter, SeriesHistogram } from "./metric-series.ts";
 import type { RunnerStatus, SchedulerEvent } from "../scheduling/index.ts";
 import type { InferenceObservation } from "./engine/call.ts";
 
@@ -23,58 +24,14 @@ export function createMetrics(source: { runners: () => RunnerStatus[]; queued: (
   const runners = source.runners;
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: "model_runner_" });
-  const httpRequests = new Counter({
-    name: "model_runner_http_requests_total",
-    help: "HTTP requests by route, method and status.",
-    labelNames: ["route", "method", "status"],
-    registers: [registry],
-  });
-  const httpDuration = new Histogram({
-    name: "model_runner_http_request_duration_seconds",
-    help: "HTTP request duration by route.",
-    labelNames: ["route", "method"],
-    buckets: LATENCY_BUCKETS,
-    registers: [registry],
-  });
-  const inferenceRequests = new Counter({
-    name: "model_runner_inference_requests_total",
-    help: "Inference requests by API, endpoint, model and status.",
-    labelNames: ["api", "endpoint", "model", "status"],
-    registers: [registry],
-  });
-  const inferenceDuration = new Histogram({
-    name: "model_runner_inference_duration_seconds",
-    help: "Inference request duration, from arrival to the last byte.",
-    labelNames: ["api", "model"],
-    buckets: LATENCY_BUCKETS,
-    registers: [registry],
-  });
-  const ttft = new Histogram({
-    name: "model_runner_time_to_first_token_seconds",
-    help: "Time from a streaming request's arrival to its first token.",
-    labelNames: ["api", "model"],
-    buckets: LATENCY_BUCKETS,
-    registers: [registry],
-  });
-  const promptTokens = new Counter({
-    name: "model_runner_prompt_tokens_total",
-    help: "Prompt tokens processed.",
-    labelNames: ["model"],
-    registers: [registry],
-  });
-  const generatedTokens = new Counter({
-    name: "model_runner_generated_tokens_total",
-    help: "Tokens generated.",
-    labelNames: ["model"],
-    registers: [registry],
-  });
-  const tokensPerSecond = new Histogram({
-    name: "model_runner_generation_tokens_per_second",
-    help: "Generation speed of each request, as measured by the engine.",
-    labelNames: ["model"],
-    buckets: [1, 5, 10, 20, 40, 80, 160, 320, 640, 1280, 2560, 5120],
-    registers: [registry],
-  });
+  const httpRequests = new SeriesCounter("model_runner_http_requests_total", "HTTP requests by route, method and status.", ["route", "method", "status"], registry);
+  const httpDuration = new SeriesHistogram("model_runner_http_request_duration_seconds", "HTTP request duration by route.", ["route", "method"], LATENCY_BUCKETS, registry);
+  const inferenceRequests = new SeriesCounter("model_runner_inference_requests_total", "Inference requests by API, endpoint, model and status.", ["api", "endpoint", "model", "status"], registry);
+  const inferenceDuration = new SeriesHistogram("model_runner_inference_duration_seconds", "Inference request duration, from arrival to the last byte.", ["api", "model"], LATENCY_BUCKETS, registry);
+  const ttft = new SeriesHistogram("model_runner_time_to_first_token_seconds", "Time from a streaming request's arrival to its first token.", ["api", "model"], LATENCY_BUCKETS, registry);
+  const promptTokens = new SeriesCounter("model_runner_prompt_tokens_total", "Prompt tokens processed.", ["model"], registry);
+  const generatedTokens = new SeriesCounter("model_runner_generated_tokens_total", "Tokens generated.", ["model"], registry);
+  const tokensPerSecond = new SeriesHistogram("model_runner_generation_tokens_per_second", "Generation speed of each request, as measured by the engine.", ["model"], [1, 5, 10, 20, 40, 80, 160, 320, 640, 1280, 2560, 5120], registry);
   new Gauge({
     name: "model_runner_queue_depth",
     help: "Requests waiting for memory or a runner slot.",
@@ -141,19 +98,18 @@ export function createMetrics(source: { runners: () => RunnerStatus[]; queued: (
     },
   });
 
-  // The per-request series, bound once per label set: prom-client hashes the
-  // label object on every inc/observe otherwise (sorting its keys each time).
+  // The per-request series, bound once per label set (metric-series.ts: an update is then a few additions).
   const httpSeries = new Bound((route: string, method: string, status: number) => ({
-    count: httpRequests.labels(route, method, String(status)),
-    duration: httpDuration.labels(route, method),
+    count: httpRequests.series(route, method, String(status)),
+    duration: httpDuration.series(route, method),
   }));
   const inferenceSeries = new Bound((api: string, endpoint: string, model: string, status: number) => ({
-    count: inferenceRequests.labels(api, endpoint, model, String(status)),
-    duration: inferenceDuration.labels(api, model),
-    ttft: ttft.labels(api, model),
-    promptTokens: promptTokens.labels(model),
-    generatedTokens: generatedTokens.labels(model),
-    tokensPerSecond: tokensPerSecond.labels(model),
+    count: inferenceRequests.series(api, endpoint, model, String(status)),
+    duration: inferenceDuration.series(api, model),
+    ttft: ttft.series(api, model),
+    promptTokens: promptTokens.series(model),
+    generatedTokens: generatedTokens.series(model),
+    tokensPerSecond: tokensPerSecond.series(model),
   }));
 
   return {
