@@ -136,8 +136,8 @@ export class ModelStore extends BlobStore {
    * per-request model lookup). This process's own writes change it at once
    * (ModelIndex.writes); another process's (a second daemon on the same
    * store) show within INDEX_RESTAT_MS, through (inode, mtime, size) of the
-   * file renamed into place, stat'ed at most that often: a stat on every
-   * request was a tenth of the fast lane's own CPU.
+   * file renamed into place, stat'ed at most that often (a stat on every
+   * request was a measurable part of the fast lane's CPU).
    */
   indexVersion(): string {
     const now = performance.now();

@@ -9,7 +9,9 @@ import { penaltiesActive, type SamplingParams } from "./sampling.ts";
  * implementation in src/llama-sampler.cpp of the bundled release: logit
  * biases, then the request's samplers in order, then a draw (or Mirostat).
  * Candidates are `log p` of the model's distribution, which differs from the
- * logits by a constant that no sampler depends on.
+ * logits by a constant that no sampler depends on but repeat_penalty (it
+ * scales a logit by its sign): where it leads the chain, the binding applies
+ * it to the raw logits first (`penalized`, see generate.ts).
  *
  * A seeded request draws what llama-server draws: the same generators
  * (mt19937.ts; XTC has its own, as there), one draw per token, over the
