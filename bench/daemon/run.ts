@@ -17,7 +17,7 @@
  * arguments) vs through the daemon, for 1-token chat requests, one-input
  * embeddings and 64-token streams: added p50, requests/s at 1, 8 and 32
  * clients as a ratio, and the daemon's CPU (user+sys from /proc) per
- * proxied request, for the fast lane (plain requests) and for the daemon's
+ * proxied request (over all phases, and over the one-at-a-time phase alone), for the fast lane (plain requests) and for the daemon's
  * Node HTTP server (the path before the lane, which a request with an
  * `X-Preload-Only: false` header takes, unchanged by it). Beside them, the
  * floor of any proxy written for Node: a byte relay (a process that pipes
@@ -218,11 +218,12 @@ try {
     console.log("measured in its own phase, with the direct requests interleaved, so that its CPU is its own.");
     for (const kind of kinds) {
       const total = kind.name.startsWith("64") ? Math.max(16, Math.floor(REQUESTS / 8)) : REQUESTS;
-      const results: Array<{ added: number; ratios: number[]; cpu: number; sys: number }> = [];
+      const results: Array<{ added: number; ratios: number[]; cpu: number; sys: number; sequentialCpu: number }> = [];
       let engineCpuPer = 0;
       for (const way of kind.proxies) {
-        // Warm-up: enough requests for V8 to have optimized the code each way runs.
-        for (let i = 0; i < (kind.name.startsWith("64") ? 20 : 150); i++) await sendWay(kind.direct, kind.path), await sendWay(way, kind.path);
+        // Warm-up: enough requests for V8 to have optimized the code each way runs (a daemon runs for long; its
+        // first thousand requests, still being optimized, cost it two to four times what later ones do).
+        for (let i = 0; i < (kind.name.startsWith("64") ? 40 : 1500); i++) await sendWay(kind.direct, kind.path), await sendWay(way, kind.path);
         const la: number[] = [];
         const lb: number[] = [];
         const cpu0 = await cpuTimes(way.pid);
@@ -237,6 +238,9 @@ try {
           lb.push(performance.now() - t);
           proxied++;
         }
+        // The proxy's CPU with one request at a time: no other process competes for its core's caches.
+        const cpuSequential = await cpuTimes(way.pid);
+        const sequentialCpu = (cpuSequential.user + cpuSequential.sys - cpu0.user - cpu0.sys) / total;
         const ratios: number[] = [];
         for (const clients of [1, 8, 32]) {
           const a = await rate(kind.direct, kind.path, clients, total);
@@ -246,7 +250,7 @@ try {
         }
         const cpu1 = await cpuTimes(way.pid);
         engineCpuPer = ((await cpuMs(kind.direct.pid)) - engineCpu0) / (2 * proxied);
-        results.push({ added: pct(lb, 50) - pct(la, 50), ratios, cpu: (cpu1.user + cpu1.sys - cpu0.user - cpu0.sys) / proxied, sys: (cpu1.sys - cpu0.sys) / proxied });
+        results.push({ added: pct(lb, 50) - pct(la, 50), ratios, cpu: (cpu1.user + cpu1.sys - cpu0.user - cpu0.sys) / proxied, sys: (cpu1.sys - cpu0.sys) / proxied, sequentialCpu });
       }
       console.log();
       row(kind.name, "goal", "fast lane", "Node server", "byte relay");
@@ -254,6 +258,7 @@ try {
       for (const [i, clients] of [1, 8, 32].entries()) row(`  requests/s vs direct, ${clients} client${clients > 1 ? "s" : ""}`, `>= ${kind.goal}x`, ...results.map((r) => `${r.ratios[i]!.toFixed(2)}x`));
       row("  proxy CPU per request (ms)", kind.name.startsWith("64") ? "" : "< 0.15", ...results.map((r) => r.cpu.toFixed(3)));
       row("    of which system (syscalls)", "", ...results.map((r) => r.sys.toFixed(3)));
+      row("    one request at a time (ms)", "", ...results.map((r) => r.sequentialCpu.toFixed(3)));
       row("  engine CPU per request, for scale (ms)", "", engineCpuPer.toFixed(3));
     }
     await directChat.close();
