@@ -250,7 +250,7 @@ export class SamplerChain {
         }
       }
       // Where llama.cpp never sorted, its array is in vocabulary order: the draw walks it so.
-      if (vocabularyOrder) cands.sort((a, b) => a.id - b.id);
+      if (vocabularyOrder) cands = inVocabularyOrder(cands, this.vocabSize);
       return this.draw(cands);
     }
     // Mirostat replaces the chain: temperature, then Mirostat (llama-server's common_sampler_init).
@@ -324,4 +324,14 @@ export class SamplerChain {
       .map((c) => ({ token: c.id, probability: c.p }));
     return { token: picked.id, probability: picked.p, candidates };
   }
+}
+
+/** Candidates by token id: placed by id when there are many (the whole vocabulary, untruncated), else sorted. */
+function inVocabularyOrder(cands: Candidate[], vocabSize: number): Candidate[] {
+  if (cands.length < 256) return cands.sort((a, b) => a.id - b.id);
+  const slots = new Array<Candidate | undefined>(vocabSize);
+  for (const c of cands) slots[c.id] = c;
+  const ordered: Candidate[] = [];
+  for (const c of slots) if (c !== undefined) ordered.push(c);
+  return ordered;
 }

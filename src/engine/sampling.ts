@@ -301,11 +301,6 @@ function logitBiasOf(bias: SamplingFields["logit_bias"], vocab: Vocabulary): Map
  */
 export function samplesNatively(p: SamplingParams): boolean {
   if (p.logprobs !== null || p.mirostat !== 0 || p.typicalP < 1 || p.topNSigma > 0 || p.dynatempRange > 0 || p.minKeep > 1 || dryActive(p)) return false;
-  // The binding makes top_k 0 a top-k over the whole vocabulary, which sorts the candidates; llama-server keeps
-  // them in vocabulary order unless top_p sorts them, and a seeded draw over another order picks another token.
-  const sorted = (uses(p, "top_k") && p.topK > 0) || (uses(p, "top_p") && p.topP < 1);
-  const greedy = uses(p, "temperature") && p.temperature <= 0;
-  if (!sorted && !greedy) return false;
   // The requested order must keep the binding's relative order; the ones it has not got are no-ops here.
   const order = p.samplers.filter((s) => NATIVE_ORDER.includes(s));
   let at = 0;

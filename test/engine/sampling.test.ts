@@ -61,10 +61,8 @@ describe("sampling settings", () => {
     assert.ok(!samplesNatively(params({}, { top: 1, postSampling: false })), "log probabilities");
     assert.ok(!samplesNatively(params({ dry_multiplier: 0.5 })), "DRY must see the prompt");
     assert.ok(samplesNatively(params({ dry_multiplier: 0.5, dry_penalty_last_n: 0 })), "DRY off");
-    // The binding's top_k 0 sorts the whole vocabulary; llama-server draws in vocabulary order when nothing sorts.
-    assert.ok(!samplesNatively(params({ top_k: 0, top_p: 1 })), "nothing sorts");
-    assert.ok(samplesNatively(params({ top_k: 0, top_p: 0.9 })), "top_p sorts");
-    assert.ok(samplesNatively(params({ top_k: 0, top_p: 1, temperature: 0 })), "greedy: the order does not matter");
+    // top_k 0 stays native, fast on a large vocabulary: the binding's draw order then differs from llama-server's.
+    assert.ok(samplesNatively(params({ top_k: 0, top_p: 1 })));
   });
 
   test("chat and completion plans refuse what llama-server refuses, and n above the slots", () => {
