@@ -144,7 +144,6 @@ class LaneConnection {
   /** The request whose body is still arriving: its head and route. */
   private waiting: { head: RequestHead; route: LaneRoute } | null = null;
   private busy = false;
-  private closed = false;
   private handedOver = false;
   /**
    * Aborts when the client goes away: one per connection, not per request
@@ -186,7 +185,6 @@ class LaneConnection {
   };
 
   private readonly onClose = (): void => {
-    this.closed = true;
     this.gone.abort(new ClientClosedError());
   };
 
@@ -196,7 +194,7 @@ class LaneConnection {
 
   /** Serves the next complete request in the buffer, hands the connection over, or waits for more bytes. */
   private next(): void {
-    if (this.pending === 0 || this.closed) return;
+    if (this.pending === 0 || this.gone.signal.aborted) return;
     if (this.waiting === null) {
       const read = readRequestHead(this.joined());
       if (read === null) {
@@ -223,7 +221,7 @@ class LaneConnection {
     const cors = origin === undefined ? "" : `Access-Control-Allow-Origin: ${origin}\r\nVary: Origin\r\n`;
     void new LaneRequest(this.lane, this.socket, this.gone.signal, route, head, body, close, cors).serve().then(() => {
       this.busy = false;
-      if (this.closed) return;
+      if (this.gone.signal.aborted) return;
       if (close || this.socket.readableEnded || this.lane.isClosing) {
         this.socket.end();
         return;

@@ -254,7 +254,7 @@ export async function generate(req: GenerateRequest): Promise<GenerationResult> 
   const dry = dryActive(params)
     ? { multiplier: params.dryMultiplier, base: params.dryBase, allowedLength: params.dryAllowedLength, breakers: dryBreakers(model, params.drySequenceBreakers, vocabSizeOf(model)) }
     : null;
-  const chain = native ? null : new SamplerChain(params, bindingPenalizes ? new Map() : bias, vocabSizeOf(model), seed, dry, bindingPenalizes);
+  const chain = native ? null : new SamplerChain(params, bias, vocabSizeOf(model), seed, dry, bindingPenalizes);
   const wanted = params.logprobs;
   /** On the chain path, the grammar state the chosen tokens are accepted into (the binding gets a copy per step). */
   let grammarState: LlamaGrammarEvaluationState | null = null;

@@ -77,7 +77,7 @@ export class SamplerChain {
     // would still be in token-id order (no sampler sorted or reordered it yet), the same set in another order.
     let sorted = true;
     let vocabularyOrder = true;
-    if (this.bias.size > 0) {
+    if (this.bias.size > 0 && !this.penalized) {
       const bias = this.bias;
       for (const c of cands) {
         const b = bias.get(c.id);
