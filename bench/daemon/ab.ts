@@ -10,7 +10,8 @@
  * drift together, so their medians compare the builds.
  *
  * Usage: node --import tsx bench/daemon/ab.ts --bin A/bin/mr.js --bin B/bin/mr.js
- *          [--embeddings] [--warm 3000] [--batch 1500] [--rounds 10]
+ *          [--embeddings | --stream] [--warm 3000] [--batch 1500] [--rounds 10]
+ * (`--stream`: 64-token streamed chats, the figure per stream; give a smaller --warm and --batch.)
  */
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
@@ -27,6 +28,7 @@ const { values } = parseArgs({
   options: {
     bin: { type: "string", multiple: true },
     embeddings: { type: "boolean", default: false },
+    stream: { type: "boolean", default: false },
     warm: { type: "string", default: "3000" },
     batch: { type: "string", default: "1500" },
     rounds: { type: "string", default: "10" },
@@ -42,7 +44,9 @@ const cpuMs = async (pid: number) => {
 };
 const [path, body] = values.embeddings
   ? ["/v1/embeddings", JSON.stringify({ model: "ai/bench-embed", input: "hello world" })]
-  : ["/v1/chat/completions", JSON.stringify({ model: "ai/bench", messages: [{ role: "user", content: "hi" }], max_tokens: 1 })];
+  : values.stream
+    ? ["/v1/chat/completions", JSON.stringify({ model: "ai/bench", messages: [{ role: "user", content: "hi" }], max_tokens: 64, stream: true, ignore_eos: true })]
+    : ["/v1/chat/completions", JSON.stringify({ model: "ai/bench", messages: [{ role: "user", content: "hi" }], max_tokens: 1 })];
 
 interface Side {
   bin: string;
@@ -86,7 +90,7 @@ try {
     }
   }
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-  console.log(`daemon CPU per ${values.embeddings ? "one-input embedding" : "1-token chat"}, ${ROUNDS} alternating batches of ${BATCH} after ${WARM} to warm up`);
+  console.log(`daemon CPU per ${values.embeddings ? "one-input embedding" : values.stream ? "64-token stream" : "1-token chat"}, ${ROUNDS} alternating batches of ${BATCH} after ${WARM} to warm up`);
   for (const side of sides) console.log(`${median(side.perRequest).toFixed(3)} ms median  [${side.perRequest.map((x) => x.toFixed(2)).join(" ")}]  ${side.bin}`);
 } finally {
   for (const side of sides) {

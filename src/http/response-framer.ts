@@ -70,7 +70,7 @@ export class ResponseFramer {
     this.pending = null;
     let at = 0;
     if (this.state === "head") {
-      const end = buf.indexOf("\r\n\r\n");
+      const end = buf.indexOf(HEAD_END);
       if (end < 0) {
         if (buf.length > MAX_HEAD_BYTES) throw new MalformedResponseError("the answer's head is over 64 KiB");
         this.pending = buf;
@@ -105,27 +105,26 @@ export class ResponseFramer {
           at = buf.length;
           break;
         case "data-crlf":
+          // The CRLF after a chunk's data: read as two bytes (a token stream has one per chunk).
+          if (buf[at] !== CR || (at + 1 < buf.length && buf[at + 1] !== LF)) throw new MalformedResponseError("a chunk is longer than its size says");
+          if (at + 1 === buf.length) return this.keepLine(piece, buf, bodyStart, at);
+          at += 2;
+          this.state = "size";
+          break;
         case "size":
         case "trailers": {
-          const eol = buf.indexOf("\r\n", at);
+          const eol = lineEnd(buf, at);
           if (eol < 0) {
             if (buf.length - at > 4096) throw new MalformedResponseError("a chunk-size or trailer line is over 4 KiB");
-            // Keep the partial line for the next piece; what came before it is sent now.
-            if (at > bodyStart) piece.raw.push(buf.subarray(bodyStart, at));
-            this.pending = buf.subarray(at);
-            return piece;
+            return this.keepLine(piece, buf, bodyStart, at);
           }
-          const line = buf.toString("latin1", at, eol);
+          if (this.state === "size") {
+            const size = chunkSize(buf, at, eol);
+            if (size < 0) throw new MalformedResponseError(`a bad chunk-size line: ${JSON.stringify(buf.toString("latin1", at, eol).slice(0, 40))}`);
+            this.remaining = size;
+            this.state = size === 0 ? "trailers" : "data";
+          } else if (eol === at) this.state = "done";
           at = eol + 2;
-          if (this.state === "data-crlf") {
-            if (line !== "") throw new MalformedResponseError("a chunk is longer than its size says");
-            this.state = "size";
-          } else if (this.state === "size") {
-            const size = /^([0-9a-fA-F]{1,8})[ \t]*(;.*)?$/.exec(line);
-            if (size === null) throw new MalformedResponseError(`a bad chunk-size line: ${JSON.stringify(line.slice(0, 40))}`);
-            this.remaining = Number.parseInt(size[1]!, 16);
-            this.state = this.remaining === 0 ? "trailers" : "data";
-          } else if (line === "") this.state = "done";
           break;
         }
       }
@@ -135,6 +134,47 @@ export class ResponseFramer {
     piece.done = this.state === "done";
     return piece;
   }
+
+  /** Keeps a partial line (from `at`) for the next piece; the body's bytes before it are sent now. */
+  private keepLine(piece: FramedPiece, buf: Buffer, bodyStart: number, at: number): FramedPiece {
+    if (at > bodyStart) piece.raw.push(buf.subarray(bodyStart, at));
+    this.pending = buf.subarray(at);
+    return piece;
+  }
+}
+
+const CR = 13;
+const LF = 10;
+const HEAD_END = Buffer.from("\r\n\r\n", "latin1");
+
+/**
+ * Where the line starting at `at` ends (its CR of CRLF), or -1 when it is not
+ * complete in `buf`. Scanned byte by byte: these lines are a few bytes long,
+ * and a string needle is converted to bytes on every `indexOf`.
+ */
+function lineEnd(buf: Buffer, at: number): number {
+  for (let i = at; i + 1 < buf.length; i++) if (buf[i] === CR && buf[i + 1] === LF) return i;
+  return -1;
+}
+
+/** The size of a chunk-size line (`buf[at, eol)`: 1–8 hex digits, blanks, an optional `;extension`), or -1 when it is none. */
+function chunkSize(buf: Buffer, at: number, eol: number): number {
+  let size = 0;
+  let i = at;
+  for (; i < eol && i - at < 9; i++) {
+    const c = buf[i]!;
+    const digit = c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : c >= 65 && c <= 70 ? c - 55 : -1;
+    if (digit < 0) break;
+    size = size * 16 + digit;
+  }
+  const digits = i - at;
+  if (digits === 0 || digits > 8) return -1;
+  while (i < eol && (buf[i] === 32 || buf[i] === 9)) i++;
+  if (i === eol) return size;
+  if (buf[i] !== 59) return -1;
+  // An extension runs to the line's end; a bare CR or LF in it is no line at all.
+  for (i++; i < eol; i++) if (buf[i] === CR || buf[i] === LF) return -1;
+  return size;
 }
 
 function parseHead(text: string): ResponseHead {

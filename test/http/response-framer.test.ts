@@ -69,6 +69,24 @@ test("broken answers are errors: cut short, bad chunk sizes, bytes after the end
   assert.throws(() => chunkCut.end(), MalformedResponseError);
   assert.throws(() => feed("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 100), MalformedResponseError);
   assert.throws(() => feed("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n", 100), MalformedResponseError);
+  // Chunk-size lines: 1-8 hex digits, blanks, an extension without a bare CR or LF; in any piece size.
+  for (const line of ["", " 1", "123456789", "1x", "1 x", "1;a\rb", "1;a\nb", "-1", "0x1"]) {
+    for (const size of [1, 3, 100]) {
+      assert.throws(() => feed(`HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n${line}\r\na\r\n0\r\n\r\n`, size), MalformedResponseError, JSON.stringify(line));
+    }
+  }
+  for (const line of ["1", "1 \t", "1;", "1 ; name=\"v\"", "00000001", "0001 "]) {
+    for (const size of [1, 3, 100]) {
+      const r = feed(`HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n${line}\r\na\r\nA\r\n0123456789\r\n0\r\n\r\n`, size);
+      assert.equal(r.done, true, JSON.stringify(line));
+      assert.equal(r.content, "a0123456789");
+    }
+  }
+  // The CRLF after a chunk's data, however it is split.
+  for (const size of [1, 2, 100]) {
+    assert.throws(() => feed("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\n0\r\n\r\n", size), MalformedResponseError);
+    assert.throws(() => feed("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\rx0\r\n\r\n", size), MalformedResponseError);
+  }
   assert.throws(() => feed("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nab", 100), MalformedResponseError);
   assert.throws(() => feed("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\na", 100), MalformedResponseError);
   assert.throws(() => feed("SPDY/3 200 OK\r\n\r\n", 100), MalformedResponseError);

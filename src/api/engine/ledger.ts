@@ -27,6 +27,22 @@ export interface LedgerRecording {
 
 /** How much of a relayed answer is kept to read its usage: the tail of a stream, or a whole small JSON body. */
 export const USAGE_WINDOW_BYTES = 16 * 1024;
+/** How much of a stream's tail is read first for its usage: its last events, the final one's timings included. */
+const FIRST_LOOK_CHARS = 2048;
+
+/** Whether a stream event ends its answer: a choice's finish reason (OpenAI's shapes), llama-server's `stop: true`. */
+function endsAnswer(event: Record<string, unknown>): boolean {
+  if (event.stop === true) return true;
+  const choices = event.choices;
+  return Array.isArray(choices) && choices.some((c: { finish_reason?: unknown } | null) => c !== null && typeof c === "object" && c.finish_reason != null);
+}
+
+/** The JSON `data` of a stream text's events. */
+function eventData(text: string): string[] {
+  return SseReader.readAll(text)
+    .map((e) => e.data)
+    .filter((d) => d.startsWith("{"));
+}
 
 /**
  * The account of one request to an engine, whichever way its answer is
@@ -92,14 +108,37 @@ export class CallLedger {
     }
   }
 
-  /** Usage and timings from the end of an answer: the last `data:` events that carry them, or the whole JSON body. */
+  /**
+   * Usage and timings from the end of an answer: the whole JSON body, or a
+   * stream's events back from its last to the one that ends it (a choice's
+   * `finish_reason`, or llama-server's `stop: true`), which no engine follows
+   * with more than its usage and timings.
+   */
   observeTail(text: string): void {
+    if (!text.includes("data: ")) {
+      this.observeLast([text], false);
+      return;
+    }
+    // The last 2 KiB are read first (from an event's start), the whole window only when they lack the end: reading
+    // every event of a 16 KiB window cost more than the rest of a stream's relay.
+    const from = text.length > FIRST_LOOK_CHARS ? text.lastIndexOf("\n\n", text.length - FIRST_LOOK_CHARS) : -1;
+    if (from >= 0 && this.observeLast(eventData(text.slice(from + 2)), true)) return;
     // The window's first line may be cut: it is no `data:` field then, or not JSON.
-    const candidates = text.includes("data: ") ? SseReader.readAll(text).map((e) => e.data).filter((d) => d.startsWith("{")) : [text];
+    this.observeLast(eventData(text), false);
+  }
+
+  /**
+   * Observes the last usage and timings among `candidates` (JSON texts),
+   * looking back until both are seen or an answer's end event is passed.
+   * `needEnd`: only when that much is there (else nothing is observed).
+   * Returns whether it was.
+   */
+  private observeLast(candidates: readonly string[], needEnd: boolean): boolean {
     const found: Array<Record<string, unknown>> = [];
     let usage = false;
     let timings = false;
-    for (let i = candidates.length - 1; i >= 0 && !(usage && timings); i--) {
+    let ended = false;
+    for (let i = candidates.length - 1; i >= 0 && !(usage && timings) && !ended; i--) {
       let parsed: Record<string, unknown>;
       try {
         parsed = JSON.parse(candidates[i]!) as Record<string, unknown>;
@@ -110,8 +149,11 @@ export class CallLedger {
       if ((parsed.usage && !usage) || (parsed.timings && !timings)) found.push(parsed);
       usage ||= Boolean(parsed.usage);
       timings ||= Boolean(parsed.timings);
+      ended = endsAnswer(parsed);
     }
+    if (needEnd && !(usage && timings) && !ended) return false;
     for (const parsed of found.reverse()) this.observe(parsed);
+    return true;
   }
 
   /**
