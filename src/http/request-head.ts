@@ -6,6 +6,8 @@
  * connection goes to Node's HTTP server, which knows every corner of the
  * protocol and answers errors properly.
  */
+import { HEAD_END } from "./response-framer.ts";
+
 export interface RequestHead {
   method: string;
   /** The request target as sent (path and query). */
@@ -29,7 +31,7 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
  * MAX_HEAD_BYTES).
  */
 export function readRequestHead(data: Buffer): RequestHead | null | "unusual" {
-  const end = data.indexOf("\r\n\r\n");
+  const end = data.indexOf(HEAD_END);
   if (end < 0) return data.length > MAX_HEAD_BYTES ? "unusual" : null;
   if (end + 4 > MAX_HEAD_BYTES) return "unusual";
   const lines = data.toString("latin1", 0, end).split("\r\n");

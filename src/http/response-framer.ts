@@ -145,7 +145,8 @@ export class ResponseFramer {
 
 const CR = 13;
 const LF = 10;
-const HEAD_END = Buffer.from("\r\n\r\n", "latin1");
+/** The blank line that ends an HTTP head, as bytes: a string needle is converted on every `Buffer.indexOf`. */
+export const HEAD_END = Buffer.from("\r\n\r\n", "latin1");
 
 /**
  * Where the line starting at `at` ends (its CR of CRLF), or -1 when it is not
