@@ -7,7 +7,9 @@
  * from /proc is divided by the batch. On a shared 2-core machine the
  * absolute figures drift through the day by more than a change to the
  * fast lane moves them (bench/daemon/run.ts), while the interleaved batches
- * drift together, so their medians compare the builds.
+ * drift together, so their medians compare the builds. Give the same build
+ * twice first (an A/A run): its two medians differ by a few percent too
+ * (0.287 / 0.273 ms once), which a difference must exceed to count.
  *
  * Usage: node --import tsx bench/daemon/ab.ts --bin A/bin/mr.js --bin B/bin/mr.js
  *          [--embeddings | --stream] [--warm 3000] [--batch 1500] [--rounds 10]
