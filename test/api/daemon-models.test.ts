@@ -71,7 +71,10 @@ describe("daemon model management routes", () => {
   test("create checks runtime memory before the download, as DMR: a model that could never load is a 507; ignore-runtime-memory-check pulls it", async () => {
     const ref = `${registry.host}/team/too-big:v1`;
     await d.addModel(gguf, ref);
-    assert.equal((await fetch(`${d.url}/models/${ref}/push`, { method: "POST", headers: json, body: "{}" })).status, 200);
+    // The push's 200 comes before its upload ends: read its stream to the end, or the check below may find no manifest yet
+    // (and, as in DMR, a model the check cannot inspect is pulled).
+    const pushed = await ndjson(await fetch(`${d.url}/models/${ref}/push`, { method: "POST", headers: json, body: "{}" }));
+    assert.equal(pushed.at(-1)!.type, "success");
     // 100 MiB cannot hold even one engine process (its fixed overhead alone is estimated at 256 MiB).
     const small = await startBareDaemon({ MODEL_RUNNER_MEMORY: "100MiB" });
     try {
