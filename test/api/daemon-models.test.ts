@@ -18,6 +18,15 @@ async function ndjson(res: Response): Promise<Array<Record<string, any>>> {
   return text.trim().split("\n").filter(Boolean).map((l) => JSON.parse(l));
 }
 
+/**
+ * Pushes `ref` through the daemon's push route and waits for its end: the 200 comes before the upload ends, so a
+ * caller that reads only the status may find the registry without the manifest yet.
+ */
+async function pushThrough(daemonUrl: string, ref: string): Promise<void> {
+  const lines = await ndjson(await fetch(`${daemonUrl}/models/${ref}/push`, { method: "POST", headers: json, body: "{}" }));
+  assert.equal(lines.at(-1)!.type, "success", JSON.stringify(lines.at(-1)));
+}
+
 // The daemon's model routes against a real docker-registry on loopback.
 describe("daemon model management routes", () => {
   let registry: TestRegistry;
@@ -71,10 +80,8 @@ describe("daemon model management routes", () => {
   test("create checks runtime memory before the download, as DMR: a model that could never load is a 507; ignore-runtime-memory-check pulls it", async () => {
     const ref = `${registry.host}/team/too-big:v1`;
     await d.addModel(gguf, ref);
-    // The push's 200 comes before its upload ends: read its stream to the end, or the check below may find no manifest yet
-    // (and, as in DMR, a model the check cannot inspect is pulled).
-    const pushed = await ndjson(await fetch(`${d.url}/models/${ref}/push`, { method: "POST", headers: json, body: "{}" }));
-    assert.equal(pushed.at(-1)!.type, "success");
+    // Pushed to its end: as in DMR, a model the check below cannot inspect (no manifest yet) is pulled.
+    await pushThrough(d.url, ref);
     // 100 MiB cannot hold even one engine process (its fixed overhead alone is estimated at 256 MiB).
     const small = await startBareDaemon({ MODEL_RUNNER_MEMORY: "100MiB" });
     try {
@@ -193,8 +200,7 @@ describe("daemon model management routes", () => {
     const ref = `${proxy.host}/team/remote:v1`;
     const id = await d.addModel(gguf, ref);
     const stored = await d.daemon.distribution.get(ref);
-    const pushed = await ndjson(await fetch(`${d.url}/models/${ref}/push`, { method: "POST", headers: json, body: "{}" }));
-    assert.equal(pushed.at(-1)!.type, "success", JSON.stringify(pushed.at(-1)));
+    await pushThrough(d.url, ref);
     assert.equal((await fetch(`${d.url}/models/${ref}?force=true`, { method: "DELETE" })).status, 200);
     proxy.blobGets.length = 0;
 
