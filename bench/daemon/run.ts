@@ -19,10 +19,12 @@
  * clients as a ratio, and the daemon's CPU (user+sys from /proc) per
  * proxied request (over all phases, and over the one-at-a-time phase alone), for the fast lane (plain requests) and for the daemon's
  * Node HTTP server (the path before the lane, which a request with an
- * `X-Preload-Only: false` header takes, unchanged by it). Beside them, the
- * floor of any proxy written for Node: a byte relay (a process that pipes
- * each TCP connection to the engine's socket, parsing nothing), measured the
- * same way. `--proxy-only` stops after that part.
+ * `X-Preload-Only: false` header takes, unchanged by it). Beside them, two
+ * floors measured the same way: a parsing relay (bench/daemon/parsing-relay.ts:
+ * it reads the request's JSON and the answer's framing and usage, and does
+ * nothing else a daemon does) and a byte relay (a process that pipes each TCP
+ * connection to the engine's socket, parsing nothing: the floor of any proxy
+ * written for Node). `--proxy-only` stops after that part.
  *
  * Usage: node --import tsx bench/daemon/run.ts [--requests N] [--proxy-only] [--cpu-prof DIR]
  */
@@ -62,15 +64,24 @@ const cpuMs = async (pid: number) => {
 const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))]!;
 
 /**
- * The floor of a proxy in Node: a process that pipes each TCP connection to
- * the engine's socket and parses nothing. It cannot route by model; it
- * shows what the two hops alone cost on this machine.
+ * The floors of a proxy in Node, each a process of its own between the
+ * client's TCP connection and the engine's socket: the byte relay pipes each
+ * connection through and parses nothing (it cannot route by model; it shows
+ * what the two hops alone cost on this machine); the parsing relay
+ * (bench/daemon/parsing-relay.ts) also reads the request's JSON and the
+ * answer's framing and usage, the least a proxy that routes and meters must do.
  */
-async function startByteRelay(socketPath: string): Promise<{ pool: Pool; pid: number; stop(): Promise<void> }> {
-  const code = `const net = require("node:net");
+const BYTE_RELAY = `const net = require("node:net");
 const server = net.createServer((c) => { const u = net.connect(process.argv[1]); c.pipe(u); u.pipe(c); c.on("error", () => u.destroy()); u.on("error", () => c.destroy()); });
 server.listen(0, "127.0.0.1", () => console.log("port " + server.address().port));`;
-  const child = spawn(process.execPath, ["-e", code, socketPath], { stdio: ["ignore", "pipe", "inherit"] });
+const PARSING_RELAY = ["--import", "tsx", join(import.meta.dirname, "parsing-relay.ts")];
+
+/** The relays started, stopped at the end even when the run fails. */
+const relays: ChildProcess[] = [];
+
+async function startRelay(args: string[], socketPath: string): Promise<{ pool: Pool; pid: number; stop(): Promise<void> }> {
+  const child = spawn(process.execPath, [...args, socketPath], { stdio: ["ignore", "pipe", "inherit"] });
+  relays.push(child);
   const port = await new Promise<string>((resolve) => createInterface({ input: child.stdout! }).on("line", (l) => l.startsWith("port ") && resolve(l.slice(5))));
   const pool = new Pool(`http://127.0.0.1:${port}`, { connections: 64 });
   return {
@@ -78,8 +89,10 @@ server.listen(0, "127.0.0.1", () => console.log("port " + server.address().port)
     pid: child.pid!,
     async stop() {
       await pool.close();
-      child.kill();
-      await once(child, "exit");
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill();
+        await once(child, "exit");
+      }
     },
   };
 }
@@ -154,8 +167,10 @@ try {
     const embedPid = await enginePid(embedSocket);
     const directChat = new Pool("http://engine", { socketPath: chatSocket, connections: 64 });
     const directEmbed = new Pool("http://engine", { socketPath: embedSocket, connections: 64 });
-    const chatRelay = await startByteRelay(chatSocket);
-    const embedRelay = await startByteRelay(embedSocket);
+    const chatRelay = await startRelay(["-e", BYTE_RELAY], chatSocket);
+    const embedRelay = await startRelay(["-e", BYTE_RELAY], embedSocket);
+    const chatParsing = await startRelay(PARSING_RELAY, chatSocket);
+    const embedParsing = await startRelay(PARSING_RELAY, embedSocket);
     const send = async (pool: Pool, path: string, body: string, extra: Record<string, string> = {}) => {
       const res = await pool.request({ method: "POST", path, headers: { "content-type": "application/json", ...extra }, body });
       const text = await res.body.text();
@@ -172,35 +187,37 @@ try {
       name: string;
       path: string;
       direct: Way;
-      /** The daemon's fast lane, the daemon's Node HTTP server (an `X-Preload-Only: false` header takes a request there), the byte relay. */
-      proxies: [Way, Way, Way];
+      /** The daemon's fast lane, the daemon's Node HTTP server (an `X-Preload-Only: false` header takes a request there), the parsing relay, the byte relay. */
+      proxies: [Way, Way, Way, Way];
       goal: number;
     }
     const chat = (model: string, extra: object) => JSON.stringify({ model, messages: [{ role: "user", content: "hi" }], ...extra });
     const viaNode = { "x-preload-only": "false" };
     const viaNodeServer = new Pool(url, { connections: 64 });
-    const ways = (directPool: Pool, relay: { pool: Pool; pid: number }, enginePidOf: number, ours: string, theirs: string): Pick<Kind, "direct" | "proxies"> => ({
+    type Relay = { pool: Pool; pid: number };
+    const ways = (directPool: Pool, [parsing, relay]: [Relay, Relay], enginePidOf: number, ours: string, theirs: string): Pick<Kind, "direct" | "proxies"> => ({
       direct: { pool: directPool, body: theirs, pid: enginePidOf },
       proxies: [
         { pool: viaDaemon, body: ours, pid: daemon!.pid! },
         // Its own connections: the first request with that header hands a connection to Node's server for good.
         { pool: viaNodeServer, body: ours, headers: viaNode, pid: daemon!.pid! },
+        { pool: parsing.pool, body: theirs, pid: parsing.pid },
         { pool: relay.pool, body: theirs, pid: relay.pid },
       ],
     });
     const kinds: Kind[] = [
-      { name: "1-token chat", path: "/v1/chat/completions", goal: 0.9, ...ways(directChat, chatRelay, chatPid, chat("ai/bench", { max_tokens: 1 }), chat(chatName, { max_tokens: 1 })) },
+      { name: "1-token chat", path: "/v1/chat/completions", goal: 0.9, ...ways(directChat, [chatParsing, chatRelay], chatPid, chat("ai/bench", { max_tokens: 1 }), chat(chatName, { max_tokens: 1 })) },
       {
         name: "embeddings, one short input",
         path: "/v1/embeddings",
         goal: 0.9,
-        ...ways(directEmbed, embedRelay, embedPid, JSON.stringify({ model: "ai/bench-embed", input: "hello world" }), JSON.stringify({ model: embedName, input: "hello world" })),
+        ...ways(directEmbed, [embedParsing, embedRelay], embedPid, JSON.stringify({ model: "ai/bench-embed", input: "hello world" }), JSON.stringify({ model: embedName, input: "hello world" })),
       },
       {
         name: "64-token streams",
         path: "/v1/chat/completions",
         goal: 0.99,
-        ...ways(directChat, chatRelay, chatPid, chat("ai/bench", { max_tokens: 64, stream: true, ignore_eos: true }), chat(chatName, { max_tokens: 64, stream: true, ignore_eos: true })),
+        ...ways(directChat, [chatParsing, chatRelay], chatPid, chat("ai/bench", { max_tokens: 64, stream: true, ignore_eos: true }), chat(chatName, { max_tokens: 64, stream: true, ignore_eos: true })),
       },
     ];
     const sendWay = (w: Way, path: string) => send(w.pool, path, w.body, w.headers);
@@ -210,11 +227,12 @@ try {
       await Promise.all(Array.from({ length: clients }, async () => { for (let i = 0; i < perClient; i++) await sendWay(w, path); }));
       return (clients * perClient) / ((performance.now() - started) / 1000);
     };
-    const row = (a: string, ...cols: string[]) => console.log(`${a.padEnd(44)}${cols.map((c, i) => c.padStart(i === 0 ? 9 : 12)).join("")}`);
+    const row = (a: string, ...cols: string[]) => console.log(`${a.padEnd(44)}${cols.map((c, i) => c.padStart(i === 0 ? 9 : 14)).join("")}`);
     console.log(STALE === null ? "mr: the compiled build (dist/)" : `mr: src/ through tsx (${STALE}; npm run build measures what users run)`);
     console.log(`the proxy's cost: tiny model, the daemon's runner on its socket vs through the daemon, ${REQUESTS} requests per figure`);
     console.log("columns: the fast lane (what plain requests take), the daemon's Node HTTP server (the path before the lane; a request with");
-    console.log("an X-Preload-Only: false header goes there), and a byte relay that parses nothing (the floor of any proxy in Node). Each proxy is");
+    console.log("an X-Preload-Only: false header goes there), a parsing relay that reads only the request's JSON and the answer's framing and");
+    console.log("usage (the least a metering proxy must do), and a byte relay that parses nothing (the floor of any proxy in Node). Each proxy is");
     console.log("measured in its own phase, with the direct requests interleaved, so that its CPU is its own.");
     for (const kind of kinds) {
       const total = kind.name.startsWith("64") ? Math.max(16, Math.floor(REQUESTS / 8)) : REQUESTS;
@@ -253,7 +271,7 @@ try {
         results.push({ added: pct(lb, 50) - pct(la, 50), ratios, cpu: (cpu1.user + cpu1.sys - cpu0.user - cpu0.sys) / proxied, sys: (cpu1.sys - cpu0.sys) / proxied, sequentialCpu });
       }
       console.log();
-      row(kind.name, "goal", "fast lane", "Node server", "byte relay");
+      row(kind.name, "goal", "fast lane", "Node server", "parsing relay", "byte relay");
       row(kind.name.startsWith("64") ? "  added time per stream, p50 (ms)" : "  added latency p50 (ms)", kind.name.startsWith("64") ? "" : "< 0.2", ...results.map((r) => `+${r.added.toFixed(2)}`));
       for (const [i, clients] of [1, 8, 32].entries()) row(`  requests/s vs direct, ${clients} client${clients > 1 ? "s" : ""}`, `>= ${kind.goal}x`, ...results.map((r) => `${r.ratios[i]!.toFixed(2)}x`));
       row("  proxy CPU per request (ms)", kind.name.startsWith("64") ? "" : "< 0.15", ...results.map((r) => r.cpu.toFixed(3)));
@@ -264,8 +282,7 @@ try {
     await directChat.close();
     await directEmbed.close();
     await viaNodeServer.close();
-    await chatRelay.stop();
-    await embedRelay.stop();
+    for (const relay of [chatRelay, embedRelay, chatParsing, embedParsing]) await relay.stop();
   }
   if (values["proxy-only"]) break bench;
   // Back to one runner for what follows.
@@ -367,6 +384,7 @@ try {
   );
 }
 } finally {
+  for (const child of relays) if (child.exitCode === null && child.signalCode === null) child.kill();
   if (daemon && daemon.exitCode === null) {
     daemon.kill("SIGTERM");
     await once(daemon, "exit");
