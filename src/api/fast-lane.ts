@@ -346,8 +346,6 @@ class LaneRequest {
       } catch (error) {
         return this.brokenOff(error, prepared, false);
       }
-      ledger.chunk(body);
-      if (keepsUsage && body.length <= USAGE_WINDOW_BYTES) ledger.observeTail(body.toString("utf8"));
       this.status = answer.status;
       if (this.headSent) {
         // An SSE answer already begun (`: loading` comments) takes a JSON answer as one event.
@@ -356,6 +354,9 @@ class LaneRequest {
       } else {
         this.socket.write(Buffer.concat([Buffer.from(this.headText(answer.status, answer.contentType, `Content-Length: ${body.length}\r\n`), "latin1"), body]));
       }
+      // The account is kept after the answer went out: its parse is not on the client's wait.
+      ledger.chunk(body);
+      if (keepsUsage && body.length <= USAGE_WINDOW_BYTES) ledger.observeTail(body.toString("utf8"));
       return undefined;
     }
     // Streamed: the engine's framing goes out as it came (a read-until-close body gets chunk framing here).
