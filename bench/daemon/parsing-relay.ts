@@ -10,6 +10,8 @@
  * request and the answer adds to them, so that the fast lane's own cost can
  * be told apart from what any proxy here must pay.
  *
+ * One request at a time per connection, as the bench's clients send them (no pipelining).
+ *
  * Usage (bench/daemon/run.ts starts it): node --import tsx bench/daemon/parsing-relay.ts ENGINE_SOCKET
  * It prints `port N` once it listens on 127.0.0.1.
  */
@@ -18,6 +20,8 @@ import { connect, createServer, type Socket } from "node:net";
 const enginePath = process.argv[2];
 if (enginePath === undefined) throw new Error("give the engine's socket path");
 const HEAD_END = Buffer.from("\r\n\r\n", "latin1");
+// A Buffer needle: a string one is converted to bytes on every indexOf (the cost docs/api.md's stream cut removed from the lane).
+const CRLF = Buffer.from("\r\n", "latin1");
 
 /** The value of header `name` (lowercase) in a head's text, or undefined. */
 function header(head: string, name: string): string | undefined {
@@ -101,7 +105,7 @@ class Answer {
         this.state = "size";
         continue;
       }
-      const eol = buf.indexOf("\r\n");
+      const eol = buf.indexOf(CRLF);
       if (eol < 0) {
         this.partial = buf;
         return null;
