@@ -8,7 +8,9 @@
  * on. No scheduling, no checks, no metrics, no recorder, no error answers:
  * the byte relay shows what the two hops cost, this shows what reading the
  * request and the answer adds to them, so that the fast lane's own cost can
- * be told apart from what any proxy here must pay.
+ * be told apart from what any proxy here must pay. It reads the request head
+ * and the answer's framing with the lane's own readers (src/http/), so what
+ * the lane spends beyond this relay is the rest of its work.
  *
  * One request at a time per connection, as the bench's clients send them (no pipelining).
  *
@@ -16,113 +18,49 @@
  * It prints `port N` once it listens on 127.0.0.1.
  */
 import { connect, createServer, type Socket } from "node:net";
+import { readRequestHead } from "../../src/http/request-head.ts";
+import { ResponseFramer } from "../../src/http/response-framer.ts";
+import { UsageTail } from "../../src/api/engine/ledger.ts";
 
 const enginePath = process.argv[2];
 if (enginePath === undefined) throw new Error("give the engine's socket path");
-const HEAD_END = Buffer.from("\r\n\r\n", "latin1");
-// A Buffer needle: a string one is converted to bytes on every indexOf (the cost docs/api.md's stream cut removed from the lane).
-const CRLF = Buffer.from("\r\n", "latin1");
 
-/** The value of header `name` (lowercase) in a head's text, or undefined. */
-function header(head: string, name: string): string | undefined {
-  const m = new RegExp(`\r\n${name}:[ \t]*([^\r]*)`, "i").exec(head);
-  return m?.[1];
-}
-
-/** One engine answer on its way to the client: its framing read, its usage parsed at the end. */
+/** One engine answer on its way to the client: framed as the lane frames it, its usage parsed at the end. */
 class Answer {
-  private headRead = false;
+  private readonly framer = new ResponseFramer();
   private chunked = false;
-  /** Body bytes still expected (Content-Length), or in the current chunk. */
-  private left = 0;
-  private body: Buffer[] = [];
-  /** For chunked framing: bytes of a size line or CRLF split across reads. */
-  private partial: Buffer = Buffer.alloc(0);
-  private state: "size" | "data" | "crlf" = "size";
-  /** The pieces of the last chunk's data (a stream's last events), decoded only once the stream ends. */
-  private lastChunk: Buffer[] = [];
+  /** A Content-Length answer's head and body, sent in one write once complete. */
+  private whole: Buffer[] = [];
+  /** A chunked answer's last bytes, where its usage is. */
+  private readonly tail = new UsageTail();
 
   constructor(private readonly client: Socket) {}
 
-  /** Takes bytes from the engine; returns the bytes after the answer's end (none for a well-behaved engine), or null while it goes on. */
-  push(data: Buffer): Buffer | null {
-    if (!this.headRead) {
-      const all = this.partial.length > 0 ? Buffer.concat([this.partial, data]) : data;
-      const end = all.indexOf(HEAD_END);
-      if (end < 0) {
-        this.partial = all;
-        return null;
-      }
-      this.partial = Buffer.alloc(0);
-      const head = all.toString("latin1", 0, end);
-      this.headRead = true;
-      this.chunked = /chunked/i.test(header(head, "transfer-encoding") ?? "");
-      if (this.chunked) {
-        this.client.write(all.subarray(0, end + 4));
-        return this.chunks(all.subarray(end + 4));
-      }
-      this.left = Number(header(head, "content-length"));
-      this.body.push(all.subarray(0, end + 4));
-      data = all.subarray(end + 4);
-      return this.whole(data);
+  /** Takes bytes from the engine; returns whether the answer is complete. */
+  push(data: Buffer): boolean {
+    const piece = this.framer.push(data);
+    if (piece.head !== undefined) {
+      const { status, contentType, contentLength } = piece.head;
+      this.chunked = piece.head.chunked;
+      const framing = this.chunked ? "Transfer-Encoding: chunked" : `Content-Length: ${contentLength}`;
+      const head = Buffer.from(`HTTP/1.1 ${status} OK\r\nContent-Type: ${contentType}\r\n${framing}\r\nConnection: keep-alive\r\n\r\n`, "latin1");
+      if (this.chunked) this.client.write(head);
+      else this.whole.push(head);
     }
-    return this.chunked ? this.chunks(data) : this.whole(data);
-  }
-
-  /** A Content-Length answer: collected, its JSON parsed, sent in one write. */
-  private whole(data: Buffer): Buffer | null {
-    const take = Math.min(this.left, data.length);
-    this.body.push(data.subarray(0, take));
-    this.left -= take;
-    if (this.left > 0) return null;
-    const all = Buffer.concat(this.body);
-    const headEnd = all.indexOf(HEAD_END) + 4;
-    void (JSON.parse(all.toString("utf8", headEnd)) as { usage?: unknown }).usage;
-    this.client.write(all);
-    return data.subarray(take);
-  }
-
-  /** A chunked answer: sent on as it comes, its framing followed to the last chunk, whose events' last one is parsed. */
-  private chunks(data: Buffer): Buffer | null {
-    this.client.write(data);
-    let buf = this.partial.length > 0 ? Buffer.concat([this.partial, data]) : data;
-    this.partial = Buffer.alloc(0);
-    for (;;) {
-      if (this.state === "data") {
-        const take = Math.min(this.left, buf.length);
-        if (take > 0) this.lastChunk.push(buf.subarray(0, take));
-        this.left -= take;
-        buf = buf.subarray(take);
-        if (this.left > 0) return null;
-        this.state = "crlf";
-      }
-      if (buf.length < 2) {
-        this.partial = buf;
-        return null;
-      }
-      if (this.state === "crlf") {
-        buf = buf.subarray(2);
-        this.state = "size";
-        continue;
-      }
-      const eol = buf.indexOf(CRLF);
-      if (eol < 0) {
-        this.partial = buf;
-        return null;
-      }
-      const size = parseInt(buf.toString("latin1", 0, eol), 16);
-      buf = buf.subarray(eol + 2);
-      if (size === 0) {
-        // The last chunk (no trailers from these engines): read the stream's last JSON event.
-        const events = Buffer.concat(this.lastChunk).toString("utf8").split("\n\n").filter((e) => e.startsWith("data: {"));
-        const last = events.at(-1);
-        if (last !== undefined) void (JSON.parse(last.slice(6)) as { usage?: unknown }).usage;
-        return buf.length >= 2 ? buf.subarray(2) : Buffer.alloc(0);
-      }
-      this.left = size;
-      this.lastChunk = [];
-      this.state = "data";
+    if (this.chunked) {
+      for (const r of piece.raw) this.client.write(r);
+      for (const c of piece.content) this.tail.push(c);
+    } else this.whole.push(...piece.content);
+    if (!piece.done) return false;
+    if (this.chunked) {
+      // A stream's usage is in its last JSON event.
+      const last = (this.tail.text() ?? "").split("\n\n").filter((e) => e.startsWith("data: {")).at(-1);
+      if (last !== undefined) void (JSON.parse(last.slice(6)) as { usage?: unknown }).usage;
+    } else {
+      void (JSON.parse(Buffer.concat(this.whole.slice(1)).toString("utf8")) as { usage?: unknown }).usage;
+      this.client.write(Buffer.concat(this.whole));
     }
+    return true;
   }
 }
 
@@ -133,26 +71,25 @@ const server = createServer((client) => {
   let pending: Buffer = Buffer.alloc(0);
   client.on("data", (data: Buffer) => {
     pending = pending.length > 0 ? Buffer.concat([pending, data]) : data;
-    const end = pending.indexOf(HEAD_END);
-    if (end < 0) return;
-    const head = pending.toString("latin1", 0, end);
-    const length = Number(header(head, "content-length") ?? 0);
-    if (pending.length < end + 4 + length) return;
-    const body = JSON.parse(pending.toString("utf8", end + 4, end + 4 + length)) as { model?: unknown };
+    const head = readRequestHead(pending);
+    if (head === null) return;
+    if (head === "unusual") throw new Error("a request head the relay does not read");
+    const end = head.length + Number(head.headers.get("content-length") ?? 0);
+    if (pending.length < end) return;
+    const body = JSON.parse(pending.toString("utf8", head.length, end)) as { model?: unknown };
     if (typeof body.model !== "string") throw new Error("a request without a model");
-    const target = head.slice(head.indexOf(" ") + 1, head.indexOf(" HTTP/"));
-    pending = pending.subarray(end + 4 + length);
+    pending = pending.subarray(end);
     if (engine === null) {
       engine = connect(enginePath);
       engine.on("data", (d: Buffer) => {
-        if (answer !== null && answer.push(d) !== null) answer = null;
+        if (answer !== null && answer.push(d)) answer = null;
       });
       engine.on("error", () => client.destroy());
       client.on("close", () => engine?.destroy());
     }
     answer = new Answer(client);
     const text = JSON.stringify(body);
-    engine.write(`POST ${target} HTTP/1.1\r\nHost: engine\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
+    engine.write(`POST ${head.target} HTTP/1.1\r\nHost: engine\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
   });
   client.on("error", () => client.destroy());
 });
